@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what wgtrain's tests need on a Debian 12 machine with no GPU: the software
+# Vulkan driver (lavapipe) from bookworm-backports, pinned, and the Vulkan loader.
+# Does nothing when a Vulkan driver is already installed, unless FORCE=1.
+set -euo pipefail
+
+MESA_PIN="25.0.7-2~bpo12+1"
+
+have_vulkan_icd() {
+  ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1
+}
+
+installed_mesa() {
+  dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true
+}
+
+if have_vulkan_icd && [ "${FORCE:-0}" != 1 ]; then
+  echo "setup: a Vulkan driver is present (mesa-vulkan-drivers: $(installed_mesa || echo none)); nothing to install"
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null; then
+  echo "setup: no Vulkan driver found and no apt-get: install your GPU's Vulkan driver, or Mesa's lavapipe" >&2
+  exit 1
+fi
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+echo "setup: no Vulkan driver found; installing the software one (lavapipe, mesa-vulkan-drivers) from bookworm-backports"
+# Use the same mirror as the machine's own Debian source.
+mirror=""
+if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+fi
+if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
+  mirror=$(awk '/^deb / && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list)
+fi
+mirror=${mirror:-http://deb.debian.org/debian}
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+echo "deb $mirror ${codename}-backports main" | $SUDO tee /etc/apt/sources.list.d/wgtrain-backports.list >/dev/null
+
+$SUDO apt-get update -qq
+export DEBIAN_FRONTEND=noninteractive
+if apt-cache madison mesa-vulkan-drivers | grep -qF "$MESA_PIN"; then
+  $SUDO apt-get install -y -qq -t "${codename}-backports" "mesa-vulkan-drivers=$MESA_PIN" libvulkan1
+else
+  echo "setup: mesa-vulkan-drivers $MESA_PIN is gone from ${codename}-backports; taking its newest"
+  $SUDO apt-get install -y -qq -t "${codename}-backports" mesa-vulkan-drivers libvulkan1
+fi
+echo "setup: installed mesa-vulkan-drivers $(installed_mesa)"

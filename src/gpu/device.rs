@@ -1,0 +1,115 @@
+//! Adapter selection: which GPU wgtrain runs on, with what features and limits.
+
+use super::GpuError;
+
+/// How the user narrows the choice of adapter (`--backend`, `--adapter`, or
+/// WGTRAIN_BACKEND / WGTRAIN_ADAPTER).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterChoice {
+    /// vulkan, metal, dx12 or gl; None tries every backend wgpu was built with.
+    pub backend: Option<String>,
+    /// Case-insensitive substring of the adapter's name.
+    pub name: Option<String>,
+}
+
+impl AdapterChoice {
+    /// Reads WGTRAIN_BACKEND and WGTRAIN_ADAPTER.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self {
+            backend: var("WGTRAIN_BACKEND"),
+            name: var("WGTRAIN_ADAPTER"),
+        }
+    }
+
+    fn backends(&self) -> Result<wgpu::Backends, GpuError> {
+        Ok(match self.backend.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => wgpu::Backends::all(),
+            Some("vulkan") => wgpu::Backends::VULKAN,
+            Some("metal") => wgpu::Backends::METAL,
+            Some("dx12") => wgpu::Backends::DX12,
+            Some("gl") => wgpu::Backends::GL,
+            Some(other) => return Err(GpuError::UnknownBackend(other.to_string())),
+        })
+    }
+}
+
+/// Every adapter wgpu can see on the chosen backends.
+pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<wgpu::Adapter>, GpuError> {
+    let backends = choice.backends()?;
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    Ok(pollster::block_on(instance.enumerate_adapters(backends)))
+}
+
+/// Discrete GPUs first, then integrated, then virtual, then software (lavapipe, llvmpipe, WARP).
+/// Within a type, Vulkan, Metal and DX12 come before GL.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let backend = u8::from(info.backend == wgpu::Backend::Gl);
+    (ty, backend)
+}
+
+/// Picks the best adapter that matches the user's choice.
+pub fn select_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter, GpuError> {
+    let mut adapters = list_adapters(choice)?;
+    if let Some(name) = &choice.name {
+        let needle = name.to_lowercase();
+        let seen: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&needle));
+        if adapters.is_empty() {
+            return Err(GpuError::NoMatchingAdapter {
+                wanted: name.clone(),
+                seen,
+            });
+        }
+    }
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    adapters.into_iter().next().ok_or(GpuError::NoAdapter)
+}
+
+/// The features wgtrain asks for when the adapter has them.
+pub fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
+}
+
+/// One line per feature and limit that matters to wgtrain, for `wgtrain adapters` and logs.
+pub fn describe(adapter: &wgpu::Adapter) -> String {
+    let info = adapter.get_info();
+    let f = adapter.features();
+    let l = adapter.limits();
+    let yes = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+    let mib = |x: u64| x as f64 / (1u64 << 20) as f64;
+    format!(
+        "{name}\n  backend {backend:?}, type {ty:?}, driver {driver} {driver_info}\n  \
+         features: SHADER_F16 {f16}, SUBGROUP {sg} (sizes {sgmin}..{sgmax}), TIMESTAMP_QUERY {ts}\n  \
+         limits: max storage binding {bind:.0} MiB, max buffer {buf:.0} MiB, \
+         storage buffers per stage {sbuf}, workgroup invocations {inv}, \
+         workgroup memory {wgm} KiB, workgroups per dimension {wgd}, \
+         storage offset alignment {align} B",
+        name = info.name,
+        backend = info.backend,
+        ty = info.device_type,
+        driver = info.driver,
+        driver_info = info.driver_info,
+        f16 = yes(wgpu::Features::SHADER_F16),
+        sg = yes(wgpu::Features::SUBGROUP),
+        sgmin = info.subgroup_min_size,
+        sgmax = info.subgroup_max_size,
+        ts = yes(wgpu::Features::TIMESTAMP_QUERY),
+        bind = mib(l.max_storage_buffer_binding_size as u64),
+        buf = mib(l.max_buffer_size),
+        sbuf = l.max_storage_buffers_per_shader_stage,
+        inv = l.max_compute_invocations_per_workgroup,
+        wgm = l.max_compute_workgroup_storage_size / 1024,
+        wgd = l.max_compute_workgroups_per_dimension,
+        align = l.min_storage_buffer_offset_alignment,
+    )
+}

@@ -1,0 +1,218 @@
+//! The GPU runtime: adapter and device, buffer pool, pipeline cache, step recorder, profiler.
+
+mod buffer;
+mod device;
+mod pipeline;
+mod profile;
+mod recorder;
+
+pub use buffer::{Category, GpuBuffer, Pool, PoolStats};
+pub use device::{describe, list_adapters, select_adapter, wanted_features, AdapterChoice};
+pub use pipeline::{Kernel, Pipeline, Shader, Slot};
+pub use profile::Profiler;
+pub use recorder::{Dispatch, Recorder};
+
+use std::sync::{Arc, Mutex};
+
+/// Errors of the GPU runtime. Variants carry the numbers involved.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error(
+        "no GPU adapter found: install your GPU's Vulkan, Metal or DX12 driver, or the software \
+         Vulkan driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`, or run \
+         scripts/setup.sh); `wgtrain adapters` lists what wgpu sees"
+    )]
+    NoAdapter,
+    #[error("--adapter {wanted:?} matches none of the adapters found: {seen:?}")]
+    NoMatchingAdapter { wanted: String, seen: Vec<String> },
+    #[error("--backend {0:?} is not one of vulkan, metal, dx12, gl")]
+    UnknownBackend(String),
+    #[error("the adapter refused a device: {0}")]
+    RequestDevice(String),
+    #[error("shader {name} does not compile: {message}")]
+    Shader { name: String, message: String },
+    #[error("a binding of {requested} bytes exceeds the adapter's max storage binding of {max} bytes")]
+    BindingTooLarge { requested: u64, max: u64 },
+    #[error("a buffer of {requested} bytes exceeds the adapter's max buffer size of {max} bytes")]
+    BufferTooLarge { requested: u64, max: u64 },
+    #[error("the GPU is out of memory allocating {requested} bytes for {category:?} ({live} bytes live)")]
+    OutOfMemory {
+        requested: u64,
+        category: Category,
+        live: u64,
+    },
+    #[error("a dispatch of {groups} workgroups exceeds the adapter's limit of {max} per dimension")]
+    TooManyWorkgroups { groups: u64, max: u32 },
+    #[error("{what}: {elements} elements exceed the {capacity} in the buffer")]
+    OutOfBounds {
+        what: &'static str,
+        elements: u64,
+        capacity: u64,
+    },
+    #[error("the GPU reported an error: {0}")]
+    Device(String),
+}
+
+/// One adapter and device with everything wgtrain keeps beside them. Cheap to share by
+/// reference; every cache inside is behind a lock.
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// The limits the device was created with: the adapter's own, not WebGPU's defaults.
+    pub limits: wgpu::Limits,
+    pub pool: Pool,
+    pub pipelines: pipeline::PipelineCache,
+    /// Bound in place of optional bindings a kernel does not read.
+    pub dummy: wgpu::Buffer,
+    /// Reused for every read back to the host; grows to the largest read.
+    staging: Mutex<Option<wgpu::Buffer>>,
+    /// Set when the user asked for --profile and the adapter has timestamp queries.
+    pub profiler: Option<Mutex<Profiler>>,
+    /// The first error wgpu raised outside an error scope (a device loss, say).
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// Opens the best adapter that matches `choice` and requests its full limits.
+    pub fn new(choice: &AdapterChoice) -> Result<Self, GpuError> {
+        let adapter = select_adapter(choice)?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgtrain"),
+            required_features: adapter.features() & wanted_features(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        let uncaptured = Arc::new(Mutex::new(None));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Self {
+            pool: Pool::new(device.clone(), &limits),
+            pipelines: pipeline::PipelineCache::default(),
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+            dummy,
+            staging: Mutex::new(None),
+            profiler: None,
+            uncaptured,
+        })
+    }
+
+    /// Opens the adapter named by WGTRAIN_BACKEND / WGTRAIN_ADAPTER, or the best one.
+    pub fn from_env() -> Result<Self, GpuError> {
+        Self::new(&AdapterChoice::from_env())
+    }
+
+    /// Turns on per-kernel GPU timestamps. Returns false when the adapter has none.
+    pub fn enable_profiling(&mut self) -> bool {
+        if !self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return false;
+        }
+        self.profiler = Some(Mutex::new(Profiler::new(&self.device, &self.queue)));
+        true
+    }
+
+    /// Largest storage binding, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size
+    }
+
+    /// Returns the first error wgpu raised outside an error scope, if any.
+    pub fn check(&self) -> Result<(), GpuError> {
+        match self.uncaptured.lock().unwrap().take() {
+            Some(e) => Err(GpuError::Device(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies `data` into `buf` starting at element `offset`.
+    pub fn write<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: u64, data: &[T]) {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.queue
+            .write_buffer(buf, offset * std::mem::size_of::<T>() as u64, bytes);
+    }
+
+    /// Reads `len` elements of `buf` from element `offset`, waiting for queued work first.
+    /// Goes through one staging buffer that is kept for the next read.
+    pub fn read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<T>, GpuError> {
+        let elem = std::mem::size_of::<T>() as u64;
+        let bytes = len as u64 * elem;
+        if offset * elem + bytes > buf.size() {
+            return Err(GpuError::OutOfBounds {
+                what: "read",
+                elements: offset + len as u64,
+                capacity: buf.size() / elem,
+            });
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let size = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let mut staging = self.staging.lock().unwrap();
+        if staging.as_ref().is_none_or(|s| s.size() < size) {
+            *staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = staging.as_ref().unwrap();
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, offset * elem, staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, 0..size, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|e| GpuError::Device(e.to_string()))?
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(0..size)
+                .map_err(|e| GpuError::Device(e.to_string()))?;
+            bytemuck::pod_collect_to_vec(&view[..bytes as usize])
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        self.check()
+    }
+
+    /// A short description of the adapter for logs.
+    pub fn name(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+}

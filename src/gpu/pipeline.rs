@@ -1,0 +1,180 @@
+//! Embedded shaders and a cache of compute pipelines keyed by (entry point, override constants).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::{Gpu, GpuError};
+
+/// One WGSL file under shaders/, embedded at build time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Matmul,
+}
+
+impl Shader {
+    /// Every shader file; a test checks this matches the contents of shaders/.
+    pub const ALL: &'static [Shader] = &[Shader::Matmul];
+
+    /// File name under shaders/.
+    pub fn file(self) -> &'static str {
+        match self {
+            Shader::Matmul => "matmul.wgsl",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+        }
+    }
+}
+
+/// The kind of one binding, in binding order (outputs, inputs, weights, then the uniform).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// read_write storage
+    Storage,
+    /// read-only storage
+    ReadOnly,
+    Uniform,
+}
+
+/// An entry point with its explicit bind group layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub slots: &'static [Slot],
+}
+
+/// A compiled pipeline and the layout its bind groups must follow.
+pub struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub kernel: Kernel,
+}
+
+type PipelineKey = (Kernel, Vec<(&'static str, u64)>);
+
+/// Modules, layouts and pipelines, each created once.
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    layouts: Mutex<HashMap<&'static [Slot], wgpu::BindGroupLayout>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+}
+
+impl Gpu {
+    /// The pipeline for `kernel` specialized by `constants` (WGSL override values).
+    pub fn pipeline(&self, kernel: Kernel, constants: &[(&'static str, f64)]) -> Result<Arc<Pipeline>, GpuError> {
+        let key = (kernel, constants.iter().map(|(k, v)| (*k, v.to_bits())).collect());
+        if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(kernel.shader)?;
+        let layout = self.bind_group_layout(kernel.slots);
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(kernel.entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(kernel.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Shader {
+                name: format!("{}::{} {:?}", kernel.shader.file(), kernel.entry, constants),
+                message: e.to_string(),
+            });
+        }
+        let p = Arc::new(Pipeline {
+            pipeline,
+            layout,
+            kernel,
+        });
+        self.pipelines.pipelines.lock().unwrap().insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn module(&self, shader: Shader) -> Result<wgpu::ShaderModule, GpuError> {
+        if let Some(m) = self.pipelines.modules.lock().unwrap().get(&shader) {
+            return Ok(m.clone());
+        }
+        let m = self.compile_wgsl(shader.file(), shader.source())?;
+        self.pipelines.modules.lock().unwrap().insert(shader, m.clone());
+        Ok(m)
+    }
+
+    /// Compiles WGSL source; a parse or validation error comes back as Err, never a panic.
+    pub fn compile_wgsl(&self, name: &str, source: &str) -> Result<wgpu::ShaderModule, GpuError> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(GpuError::Shader {
+                name: name.to_string(),
+                message: e.to_string(),
+            }),
+            None => Ok(module),
+        }
+    }
+
+    fn bind_group_layout(&self, slots: &'static [Slot]) -> wgpu::BindGroupLayout {
+        let mut layouts = self.pipelines.layouts.lock().unwrap();
+        layouts
+            .entry(slots)
+            .or_insert_with(|| {
+                let entries: Vec<_> = slots
+                    .iter()
+                    .enumerate()
+                    .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+                        binding: i as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: match slot {
+                                Slot::Storage => wgpu::BufferBindingType::Storage { read_only: false },
+                                Slot::ReadOnly => wgpu::BufferBindingType::Storage { read_only: true },
+                                Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                            },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    })
+                    .collect();
+                self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: None,
+                    entries: &entries,
+                })
+            })
+            .clone()
+    }
+
+    /// A bind group for `pipeline` over buffer windows given in binding order.
+    pub fn bind_group(&self, pipeline: &Pipeline, windows: &[wgpu::BufferBinding<'_>]) -> wgpu::BindGroup {
+        let entries: Vec<_> = windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(w.clone()),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(pipeline.kernel.entry),
+            layout: &pipeline.layout,
+            entries: &entries,
+        })
+    }
+}

@@ -1,0 +1,91 @@
+//! Records the dispatches of one unit of work (later, a whole training step) into one command
+//! encoder, and submits them at once.
+
+use std::sync::{Arc, MutexGuard};
+
+use super::{Gpu, GpuError, Pipeline, Profiler};
+
+/// One prepared dispatch: pipeline, bindings and grid, built once and recorded many times.
+pub struct Dispatch {
+    pub pipeline: Arc<Pipeline>,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+    /// Kernel name in profiles.
+    pub label: &'static str,
+    /// Keeps the uniform buffer alive as long as the bind group that reads it.
+    pub(crate) _uniform: Option<super::GpuBuffer>,
+}
+
+/// One command encoder; `submit` sends everything recorded in a single queue submission.
+pub struct Recorder<'g> {
+    gpu: &'g Gpu,
+    encoder: wgpu::CommandEncoder,
+    profiler: Option<MutexGuard<'g, Profiler>>,
+    timed: Vec<&'static str>,
+}
+
+impl<'g> Recorder<'g> {
+    pub fn new(gpu: &'g Gpu) -> Self {
+        let encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        let profiler = gpu.profiler.as_ref().map(|p| p.lock().unwrap());
+        Self {
+            gpu,
+            encoder,
+            profiler,
+            timed: Vec::new(),
+        }
+    }
+
+    /// Records one dispatch in a compute pass of its own, timed when profiling.
+    pub fn dispatch(&mut self, d: &Dispatch) {
+        let mut timestamp_writes = None;
+        if let Some(p) = &mut self.profiler {
+            let i = self.timed.len() as u32;
+            if i < p.capacity {
+                timestamp_writes = Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &p.queries,
+                    beginning_of_pass_write_index: Some(2 * i),
+                    end_of_pass_write_index: Some(2 * i + 1),
+                });
+                self.timed.push(d.label);
+            } else {
+                p.untimed += 1;
+            }
+        }
+        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(d.label),
+            timestamp_writes,
+        });
+        pass.set_pipeline(&d.pipeline.pipeline);
+        pass.set_bind_group(0, &d.bind_group, &[]);
+        let [x, y, z] = d.groups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// Records every dispatch of an op, in order.
+    pub fn run(&mut self, op: &[Dispatch]) {
+        for d in op {
+            self.dispatch(d);
+        }
+    }
+
+    /// Zeroes `bytes` bytes of `buf` from byte `offset` (both multiples of 4).
+    pub fn clear(&mut self, buf: &wgpu::Buffer, offset: u64, bytes: u64) {
+        self.encoder.clear_buffer(buf, offset, Some(bytes));
+    }
+
+    /// Submits everything recorded. With --profile, waits and adds the kernel times.
+    pub fn submit(mut self) -> Result<wgpu::SubmissionIndex, GpuError> {
+        if let Some(p) = &self.profiler {
+            p.resolve(&mut self.encoder, self.timed.len() as u32);
+        }
+        let index = self.gpu.queue.submit([self.encoder.finish()]);
+        if let Some(p) = &mut self.profiler {
+            p.collect(&self.gpu.device, &self.timed);
+        }
+        self.gpu.check()?;
+        Ok(index)
+    }
+}

@@ -1,0 +1,519 @@
+//! Matmul of a linear layer (shaders/matmul.wgsl): typed uniforms and the dispatches that run
+//! it, split into windows when an operand is larger than one storage binding may be.
+//!
+//! Layout: inp (Z, M, K), W (N, K) as torch.nn.Linear, out (Z, M, N), bias (N), all row-major
+//! f32. `Dims::shared_weight` says one W serves the whole batch (a linear layer); otherwise
+//! each batch entry has its own (Z, N, K) slice (batched products such as attention's).
+
+use std::sync::Arc;
+
+use super::View;
+use crate::gpu::Shader::Matmul as M;
+use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Pipeline, Slot};
+
+/// Mirrors `struct Params` in shaders/matmul.wgsl. Offsets and strides count elements.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub accumulate: u32,
+    pub off_out: u32,
+    pub off_a: u32,
+    pub off_b: u32,
+    pub off_bias: u32,
+    pub ld_out: u32,
+    pub ld_a: u32,
+    pub ld_b: u32,
+    pub has_bias: u32,
+    pub batch_out: u32,
+    pub batch_a: u32,
+    pub batch_b: u32,
+    pub _pad: u32,
+}
+
+/// Sizes of one product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    /// Z: batch entries.
+    pub batch: u32,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    /// One W (and bias) for every batch entry.
+    pub shared_weight: bool,
+}
+
+impl Dims {
+    /// A linear layer over `m` rows: one shared weight.
+    pub fn linear(m: u32, n: u32, k: u32) -> Self {
+        Self {
+            batch: 1,
+            m,
+            n,
+            k,
+            shared_weight: true,
+        }
+    }
+
+    /// Multiply-adds of one product, times two.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+const SLOTS: &[Slot] = &[
+    Slot::Storage,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::Uniform,
+];
+const FORWARD: Kernel = Kernel {
+    shader: M,
+    entry: "matmul_forward",
+    slots: SLOTS,
+};
+const BACKWARD_INPUT: Kernel = Kernel {
+    shader: M,
+    entry: "matmul_backward_input",
+    slots: SLOTS,
+};
+const BACKWARD_WEIGHT: Kernel = Kernel {
+    shader: M,
+    entry: "matmul_backward_weight",
+    slots: SLOTS,
+};
+const BACKWARD_BIAS: Kernel = Kernel {
+    shader: M,
+    entry: "matmul_backward_bias",
+    slots: SLOTS,
+};
+const NAIVE: Kernel = Kernel {
+    shader: M,
+    entry: "matmul_naive",
+    slots: SLOTS,
+};
+/// Columns per workgroup of matmul_backward_bias (BIAS_COLS in the shader).
+const BIAS_COLS: u32 = 32;
+
+/// The two dimensions a product can be split along when its windows are too large.
+#[derive(Clone, Copy, PartialEq)]
+enum Axis {
+    M,
+    N,
+    K,
+}
+
+/// One operand as the shader sees it: rows along one axis, columns along another.
+struct Operand<'a> {
+    view: View<'a>,
+    rows: Axis,
+    cols: Axis,
+    /// Leading dimension: elements between rows.
+    ld: u64,
+    /// Elements between batch entries (0: shared).
+    batch: u64,
+}
+
+/// A rectangle of the problem: batches z0..z1, and ranges along M and N.
+#[derive(Clone, Copy)]
+struct Chunk {
+    z: (u64, u64),
+    m: (u64, u64),
+    n: (u64, u64),
+}
+
+/// Builds matmul dispatches on one GPU.
+pub struct Matmul<'g> {
+    gpu: &'g Gpu,
+    /// Workgroup shape of the tiled kernels (WG_X, WG_Y).
+    pub workgroup: (u32, u32),
+    /// Largest window bound at once, in bytes: the adapter's limit unless lowered (tests lower
+    /// it to exercise the windowing at small sizes).
+    pub binding_limit: u64,
+}
+
+impl<'g> Matmul<'g> {
+    pub fn new(gpu: &'g Gpu) -> Self {
+        Self {
+            gpu,
+            workgroup: (8, 8),
+            binding_limit: gpu.max_binding(),
+        }
+    }
+
+    /// out (Z, M, N) = inp (Z, M, K) · W (N, K)ᵀ + bias (N).
+    pub fn forward(
+        &self,
+        out: View,
+        inp: View,
+        w: View,
+        bias: Option<View>,
+        d: Dims,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let (d, zs) = flatten(d);
+        let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
+        let ops = [
+            operand(out, Axis::M, Axis::N, n, zs * m * n),
+            operand(inp, Axis::M, Axis::K, k, zs * m * k),
+            operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
+        ];
+        self.build(FORWARD, d, &ops, bias, false, None)
+    }
+
+    /// dinp (Z, M, K) = dout (Z, M, N) · W (N, K).
+    pub fn backward_input(&self, dinp: View, dout: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+        let (d, zs) = flatten(d);
+        let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
+        let ops = [
+            operand(dinp, Axis::M, Axis::K, k, zs * m * k),
+            operand(dout, Axis::M, Axis::N, n, zs * m * n),
+            operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
+        ];
+        // Chunks after the first along N add to what the first wrote.
+        self.build(BACKWARD_INPUT, d, &ops, None, false, Some(Axis::N))
+    }
+
+    /// dW (N, K) += dout (Z, M, N)ᵀ · inp (Z, M, K); per batch entry unless the weight is shared.
+    pub fn backward_weight(&self, dw: View, dout: View, inp: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+        let (d, zs) = flatten(d);
+        let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
+        let ops = [
+            operand(dw, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
+            operand(dout, Axis::M, Axis::N, n, zs * m * n),
+            operand(inp, Axis::M, Axis::K, k, zs * m * k),
+        ];
+        self.build(BACKWARD_WEIGHT, d, &ops, None, true, None)
+    }
+
+    /// dbias (N) += column sums of dout (Z·M, N).
+    pub fn backward_bias(&self, dbias: View, dout: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+        let d = Dims {
+            batch: 1,
+            m: d.batch * d.m,
+            k: 1,
+            shared_weight: true,
+            ..d
+        };
+        let n = d.n as u64;
+        let ops = [
+            operand(dbias, Axis::K, Axis::N, 0, 0),
+            operand(dout, Axis::M, Axis::N, n, 0),
+        ];
+        self.build(BACKWARD_BIAS, d, &ops, None, true, None)
+    }
+
+    /// The baseline: out = inp · Wᵀ + bias with one thread per output and no blocking.
+    pub fn naive(&self, out: View, inp: View, w: View, bias: Option<View>, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+        let (d, zs) = flatten(d);
+        let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
+        let ops = [
+            operand(out, Axis::M, Axis::N, n, zs * m * n),
+            operand(inp, Axis::M, Axis::K, k, zs * m * k),
+            operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
+        ];
+        self.build(NAIVE, d, &ops, bias, false, None)
+    }
+
+    /// Plans the chunks, then makes one dispatch per chunk.
+    fn build(
+        &self,
+        kernel: Kernel,
+        d: Dims,
+        ops: &[Operand],
+        bias: Option<View>,
+        accumulate: bool,
+        reduce_split: Option<Axis>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        for op in ops
+            .iter()
+            .chain(bias.map(|b| operand(b, Axis::K, Axis::N, 0, 0)).iter())
+        {
+            check_bounds(op, d)?;
+        }
+        if d.batch == 0 || d.m == 0 || d.n == 0 || d.k == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for c in self.plan(kernel, d, ops)? {
+            let acc = accumulate || (reduce_split == Some(Axis::N) && c.n.0 > 0);
+            out.push(self.dispatch(kernel, d, ops, bias, acc, c)?);
+        }
+        Ok(out)
+    }
+
+    /// Splits the problem so that every operand's window fits one binding and every grid fits
+    /// the adapter's workgroup limit: the whole batch at once if it fits, else one batch entry
+    /// at a time, split along N, then along M.
+    fn plan(&self, kernel: Kernel, d: Dims, ops: &[Operand]) -> Result<Vec<Chunk>, GpuError> {
+        let (m, n, z) = (d.m as u64, d.n as u64, d.batch as u64);
+        let limit = self.window_elems();
+        let max_groups = self.gpu.limits.max_compute_workgroups_per_dimension as u64;
+        let (rows_per_group, cols_per_group) = self.group_extent(kernel);
+        let grid_y_axis = if kernel == BACKWARD_WEIGHT { Axis::N } else { Axis::M };
+        let whole = Chunk {
+            z: (0, z),
+            m: (0, m),
+            n: (0, n),
+        };
+        let fits = |c: &Chunk| ops.iter().all(|op| span(op, c, d) <= limit);
+        let grid_ok = |c: &Chunk| {
+            let along = |ax: Axis| if ax == Axis::M { c.m.1 - c.m.0 } else { c.n.1 - c.n.0 };
+            along(grid_y_axis).div_ceil(rows_per_group) <= max_groups
+                && c.z.1 - c.z.0 <= max_groups
+                && (kernel != FORWARD && kernel != NAIVE || along(Axis::N).div_ceil(cols_per_group) <= max_groups)
+        };
+        if fits(&whole) && grid_ok(&whole) {
+            return Ok(vec![whole]);
+        }
+        // Rows along N per chunk: what the N-row operands allow, a multiple of 4 so that column
+        // offsets into N-wide rows keep their alignment.
+        let mut n_step = n;
+        for op in ops.iter().filter(|o| o.rows == Axis::N) {
+            n_step = n_step.min(rows_that_fit(op, d, n, limit)?);
+        }
+        if grid_y_axis == Axis::N {
+            n_step = n_step.min(max_groups.saturating_mul(rows_per_group));
+        }
+        if n_step < n && n_step >= 4 {
+            n_step -= n_step % 4;
+        }
+        let mut m_step = m;
+        for op in ops.iter().filter(|o| o.rows == Axis::M) {
+            m_step = m_step.min(rows_that_fit(op, d, n_step, limit)?);
+        }
+        if grid_y_axis == Axis::M {
+            m_step = m_step.min(max_groups.saturating_mul(rows_per_group));
+        }
+        let mut chunks = Vec::new();
+        for zi in 0..z {
+            for n0 in (0..n).step_by(n_step as usize) {
+                for m0 in (0..m).step_by(m_step as usize) {
+                    chunks.push(Chunk {
+                        z: (zi, zi + 1),
+                        m: (m0, (m0 + m_step).min(m)),
+                        n: (n0, (n0 + n_step).min(n)),
+                    });
+                }
+            }
+        }
+        Ok(chunks)
+    }
+
+    /// Output rows and columns one workgroup covers, for the grid.
+    fn group_extent(&self, kernel: Kernel) -> (u64, u64) {
+        let (x, y) = (self.workgroup.0 as u64, self.workgroup.1 as u64);
+        match kernel {
+            NAIVE => (y, x),
+            BACKWARD_BIAS => (u64::MAX, BIAS_COLS as u64),
+            _ => (4 * y, 4 * x),
+        }
+    }
+
+    /// Elements one window may span, after room for aligning its start down.
+    fn window_elems(&self) -> u64 {
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
+        self.binding_limit.saturating_sub(align + 16) / 4
+    }
+
+    fn dispatch(
+        &self,
+        kernel: Kernel,
+        d: Dims,
+        ops: &[Operand],
+        bias: Option<View>,
+        acc: bool,
+        c: Chunk,
+    ) -> Result<Dispatch, GpuError> {
+        let mut bindings = Vec::with_capacity(5);
+        let mut offs = [0u32; 3];
+        for (i, op) in ops.iter().enumerate() {
+            let (lo, hi) = elements(op, &c, d);
+            let (window, shift) = self.window(op.view, lo, hi)?;
+            bindings.push(window);
+            offs[i] = shift;
+        }
+        if ops.len() == 2 {
+            // backward_bias binds no weight.
+            bindings.push(self.dummy());
+            offs[2] = 0;
+        }
+        let mut off_bias = 0;
+        match bias {
+            Some(b) => {
+                let (window, shift) = self.window(b, b.offset + c.n.0, b.offset + c.n.1)?;
+                bindings.push(window);
+                off_bias = shift;
+            }
+            None => bindings.push(self.dummy()),
+        }
+        let ld = |i: usize| ops.get(i).map_or(0, |o| o.ld as u32);
+        let stride = |i: usize| ops.get(i).map_or(0, |o| o.batch as u32);
+        let params = MatmulParams {
+            m: (c.m.1 - c.m.0) as u32,
+            n: (c.n.1 - c.n.0) as u32,
+            k: d.k,
+            accumulate: acc as u32,
+            off_out: offs[0],
+            off_a: offs[1],
+            off_b: offs[2],
+            off_bias,
+            ld_out: ld(0),
+            ld_a: ld(1),
+            ld_b: ld(2),
+            has_bias: bias.is_some() as u32,
+            batch_out: stride(0),
+            batch_a: stride(1),
+            batch_b: stride(2),
+            _pad: 0,
+        };
+        let aligned = [params.off_a, params.off_b, params.ld_a, params.ld_b]
+            .iter()
+            .all(|x| x % 4 == 0);
+        let pipeline = self.pipeline(kernel, aligned)?;
+        let groups = self.grid(kernel, &params, (c.z.1 - c.z.0) as u32);
+        let uniform = self.gpu.pool.uniform(&self.gpu.queue, &params)?;
+        bindings.push(uniform.as_entire_buffer_binding());
+        let bind_group = self.gpu.bind_group(&pipeline, &bindings);
+        Ok(Dispatch {
+            pipeline,
+            bind_group,
+            groups,
+            label: kernel.entry,
+            _uniform: Some(uniform),
+        })
+    }
+
+    fn grid(&self, kernel: Kernel, p: &MatmulParams, z: u32) -> [u32; 3] {
+        let (x, y) = self.workgroup;
+        match kernel {
+            FORWARD => [p.n.div_ceil(4 * x), p.m.div_ceil(4 * y), z],
+            BACKWARD_INPUT => [p.k.div_ceil(4 * x), p.m.div_ceil(4 * y), z],
+            BACKWARD_WEIGHT => [p.k.div_ceil(4 * x), p.n.div_ceil(4 * y), z],
+            BACKWARD_BIAS => [p.n.div_ceil(BIAS_COLS), 1, 1],
+            _ => [p.n.div_ceil(x), p.m.div_ceil(y), z],
+        }
+    }
+
+    fn pipeline(&self, kernel: Kernel, aligned: bool) -> Result<Arc<Pipeline>, GpuError> {
+        let (x, y) = self.workgroup;
+        if kernel == BACKWARD_BIAS {
+            return self.gpu.pipeline(kernel, &[]);
+        }
+        let mut constants = vec![("WG_X", x as f64), ("WG_Y", y as f64)];
+        if kernel != NAIVE {
+            constants.push(("ALIGNED", aligned as u8 as f64));
+        }
+        self.gpu.pipeline(kernel, &constants)
+    }
+
+    fn dummy(&self) -> wgpu::BufferBinding<'g> {
+        self.gpu.dummy.as_entire_buffer_binding()
+    }
+
+    /// Binds elements lo..hi of `view`'s buffer: the start is aligned down to the adapter's
+    /// offset alignment and the end up to a vec4. Returns the window and where lo lands in it.
+    fn window<'a>(&self, view: View<'a>, lo: u64, hi: u64) -> Result<(wgpu::BufferBinding<'a>, u32), GpuError> {
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
+        let start = (lo * 4) / align * align;
+        let end = (hi * 4).next_multiple_of(16).min(view.buf.size());
+        let size = end - start;
+        if size > self.binding_limit {
+            return Err(GpuError::BindingTooLarge {
+                requested: size,
+                max: self.binding_limit,
+            });
+        }
+        let binding = wgpu::BufferBinding {
+            buffer: view.buf,
+            offset: start,
+            size: wgpu::BufferSize::new(size),
+        };
+        Ok((binding, (lo - start / 4) as u32))
+    }
+}
+
+/// A linear layer's batch folds into M: with one weight, batch entries are just more rows.
+fn flatten(d: Dims) -> (Dims, u64) {
+    if d.shared_weight && d.batch > 1 {
+        (
+            Dims {
+                batch: 1,
+                m: d.batch * d.m,
+                ..d
+            },
+            0,
+        )
+    } else {
+        (d, 1)
+    }
+}
+
+fn operand(view: View, rows: Axis, cols: Axis, ld: u64, batch: u64) -> Operand {
+    Operand {
+        view,
+        rows,
+        cols,
+        ld,
+        batch,
+    }
+}
+
+fn extent(ax: Axis, c: &Chunk, d: Dims) -> (u64, u64) {
+    match ax {
+        Axis::M => c.m,
+        Axis::N => c.n,
+        Axis::K => (0, d.k as u64),
+    }
+}
+
+/// Element range lo..hi of `op` that chunk `c` touches.
+fn elements(op: &Operand, c: &Chunk, d: Dims) -> (u64, u64) {
+    let (r0, r1) = if op.rows == Axis::K {
+        (0, 1)
+    } else {
+        extent(op.rows, c, d)
+    };
+    let (c0, c1) = extent(op.cols, c, d);
+    let lo = op.view.offset + c.z.0 * op.batch + r0 * op.ld + c0;
+    let hi = op.view.offset + (c.z.1 - 1) * op.batch + (r1 - 1) * op.ld + c1;
+    (lo, hi)
+}
+
+fn span(op: &Operand, c: &Chunk, d: Dims) -> u64 {
+    let (lo, hi) = elements(op, c, d);
+    hi - lo
+}
+
+/// How many rows of `op` fit one window when its columns span `width` (along N) or K.
+fn rows_that_fit(op: &Operand, d: Dims, n_width: u64, limit: u64) -> Result<u64, GpuError> {
+    let width = if op.cols == Axis::N { n_width } else { d.k as u64 };
+    if width > limit {
+        return Err(GpuError::BindingTooLarge {
+            requested: width * 4,
+            max: limit * 4,
+        });
+    }
+    Ok(((limit - width) / op.ld.max(1) + 1).max(1))
+}
+
+fn check_bounds(op: &Operand, d: Dims) -> Result<(), GpuError> {
+    let (m, n, z) = (d.m as u64, d.n as u64, d.batch as u64);
+    let whole = Chunk {
+        z: (0, z.max(1)),
+        m: (0, m.max(1)),
+        n: (0, n.max(1)),
+    };
+    let (_, hi) = elements(op, &whole, d);
+    let capacity = op.view.buf.size() / 4;
+    if hi > capacity {
+        return Err(GpuError::OutOfBounds {
+            what: "matmul operand",
+            elements: hi,
+            capacity,
+        });
+    }
+    Ok(())
+}

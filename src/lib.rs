@@ -1,0 +1,9 @@
+//! wgtrain: a training engine for language models, written as WGSL compute shaders on wgpu.
+
+pub mod bench;
+pub mod demo;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+
+pub use gpu::{Gpu, GpuError};
