@@ -68,7 +68,7 @@ pub struct GpuBuffer {
 }
 
 impl Pool {
-    pub(crate) fn new(device: wgpu::Device, limits: &wgpu::Limits) -> Self {
+    pub fn new(device: wgpu::Device, limits: &wgpu::Limits) -> Self {
         let state = PoolState {
             free: HashMap::new(),
             live: HashMap::new(),

@@ -274,6 +274,9 @@ impl<'g> Matmul<'g> {
         for op in ops.iter().filter(|o| o.rows == Axis::N) {
             n_step = n_step.min(rows_that_fit(op, d, n, limit)?);
         }
+        if ops.iter().any(|o| o.rows == Axis::K && o.cols == Axis::N) {
+            n_step = n_step.min(limit);
+        }
         if grid_y_axis == Axis::N {
             n_step = n_step.min(max_groups.saturating_mul(rows_per_group));
         }

@@ -1,0 +1,18 @@
+# The README's two commands: `make run` (the main job) and `make test`. Both install the
+# software Vulkan driver first when no Vulkan driver is found, and say so.
+export XDG_RUNTIME_DIR ?= /tmp
+CARGO ?= cargo
+
+.PHONY: run test bench setup
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(CARGO) run --release -- demo
+
+test: setup
+	$(CARGO) test --release
+
+bench: setup
+	$(CARGO) run --release -- bench matmul

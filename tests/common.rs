@@ -1,0 +1,57 @@
+//! Shared test helpers: the one GPU every test uses, and a comparison that says where it failed.
+
+use std::sync::OnceLock;
+
+use wgtrain::Gpu;
+
+/// The adapter for GPU tests. None (the test returns early) when there is none, unless
+/// WGTRAIN_REQUIRE_ADAPTER=1, where a missing adapter fails the test.
+pub fn gpu() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    match GPU.get_or_init(|| Gpu::from_env().map_err(|e| e.to_string())) {
+        Ok(gpu) => Some(gpu),
+        Err(e) if require_adapter() => panic!("WGTRAIN_REQUIRE_ADAPTER=1 and no adapter: {e}"),
+        Err(e) => {
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    }
+}
+
+pub fn require_adapter() -> bool {
+    std::env::var("WGTRAIN_REQUIRE_ADAPTER").is_ok_and(|v| v == "1")
+}
+
+/// Fails unless |got - want| <= atol + rtol·|want| everywhere. NaN anywhere in `got` fails,
+/// so outputs pre-filled with NaN catch elements a kernel never wrote.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut bad = 0usize;
+    let mut worst: Option<(usize, f32)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = atol + rtol * w.abs();
+        let err = (g - w).abs();
+        let excess = if err.is_nan() { f32::INFINITY } else { err / tol };
+        if !(err <= tol) {
+            bad += 1;
+        }
+        if worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
+        }
+    }
+    if bad > 0 {
+        let (i, _) = worst.unwrap();
+        let lo = i.saturating_sub(2);
+        let hi = (i + 3).min(got.len());
+        panic!(
+            "{what}: {bad} of {} elements outside |got - want| <= {atol:e} + {rtol:e}·|want|; \
+             worst at {i}: got {}, want {}, diff {:e}; got[{lo}..{hi}] = {:?}, want = {:?}",
+            got.len(),
+            got[i],
+            want[i],
+            (got[i] - want[i]).abs(),
+            &got[lo..hi],
+            &want[lo..hi]
+        );
+    }
+}
