@@ -44,8 +44,14 @@ fn random_buffer(gpu: &Gpu, rng: &mut Rng, len: usize) -> Result<GpuBuffer, GpuE
 }
 
 /// Times forward, both backward products and the naive baseline at each (M, N, K).
-pub fn matmul(gpu: &Gpu, sizes: &[(u32, u32, u32)], samples: usize) -> Result<Vec<MatmulRow>, GpuError> {
-    let mm = Matmul::new(gpu);
+pub fn matmul(
+    gpu: &Gpu,
+    sizes: &[(u32, u32, u32)],
+    samples: usize,
+    workgroup: (u32, u32),
+) -> Result<Vec<MatmulRow>, GpuError> {
+    let mut mm = Matmul::new(gpu);
+    mm.workgroup = workgroup;
     let mut rng = Rng::new(1);
     let mut rows = Vec::new();
     for &(m, n, k) in sizes {
@@ -107,4 +113,17 @@ pub fn parse_sizes(s: &str) -> Result<Vec<(u32, u32, u32)>, String> {
             }
         })
         .collect()
+}
+
+/// Parses "XxY" for --workgroup.
+pub fn parse_workgroup(s: &str) -> Result<(u32, u32), String> {
+    let err = || format!("--workgroup: {s:?} is not XxY with X·Y between 1 and 1024, e.g. 8x8");
+    let v: Vec<u32> = s
+        .split(['x', 'X'])
+        .map(|x| x.trim().parse().map_err(|_| err()))
+        .collect::<Result<_, _>>()?;
+    match v[..] {
+        [x, y] if x > 0 && y > 0 && x * y <= 1024 => Ok((x, y)),
+        _ => Err(err()),
+    }
 }

@@ -59,6 +59,9 @@ enum Bench {
         /// Timed samples per kernel; the median is reported.
         #[arg(long, default_value_t = 5)]
         samples: usize,
+        /// Workgroup shape XxY of the tiled kernels (each thread computes a 4x4 block).
+        #[arg(long, default_value = "8x8")]
+        workgroup: String,
     },
 }
 
@@ -96,7 +99,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Adapters => unreachable!("handled above"),
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
-        Command::Bench(Bench::Matmul { sizes, json, samples }) => {
+        Command::Bench(Bench::Matmul {
+            sizes,
+            json,
+            samples,
+            workgroup,
+        }) => {
             let sizes = wgtrain::bench::parse_sizes(&sizes).map_err(anyhow::Error::msg)?;
             if !json {
                 println!("adapter: {}", gpu.name());
@@ -105,7 +113,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "kernel", "m", "n", "k", "ms", "GFLOP/s", "x naive"
                 );
             }
-            let rows = wgtrain::bench::matmul(&gpu, &sizes, samples)?;
+            let workgroup = wgtrain::bench::parse_workgroup(&workgroup).map_err(anyhow::Error::msg)?;
+            let rows = wgtrain::bench::matmul(&gpu, &sizes, samples, workgroup)?;
             for r in &rows {
                 if json {
                     println!("{}", serde_json::to_string(r)?);
