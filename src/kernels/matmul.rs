@@ -153,14 +153,7 @@ impl<'g> Matmul<'g> {
         bias: Option<View>,
         d: Dims,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let (d, zs) = flatten(d);
-        let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
-        let ops = [
-            operand(out, Axis::M, Axis::N, n, zs * m * n),
-            operand(inp, Axis::M, Axis::K, k, zs * m * k),
-            operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
-        ];
-        self.build(FORWARD, d, &ops, bias, false, None)
+        self.forward_with(FORWARD, out, inp, w, bias, d)
     }
 
     /// dinp (Z, M, K) = dout (Z, M, N) · W (N, K).
@@ -207,6 +200,19 @@ impl<'g> Matmul<'g> {
 
     /// The baseline: out = inp · Wᵀ + bias with one thread per output and no blocking.
     pub fn naive(&self, out: View, inp: View, w: View, bias: Option<View>, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+        self.forward_with(NAIVE, out, inp, w, bias, d)
+    }
+
+    /// The forward product's operands, for the tiled kernel or the naive one.
+    fn forward_with(
+        &self,
+        kernel: Kernel,
+        out: View,
+        inp: View,
+        w: View,
+        bias: Option<View>,
+        d: Dims,
+    ) -> Result<Vec<Dispatch>, GpuError> {
         let (d, zs) = flatten(d);
         let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
         let ops = [
@@ -214,7 +220,7 @@ impl<'g> Matmul<'g> {
             operand(inp, Axis::M, Axis::K, k, zs * m * k),
             operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
         ];
-        self.build(NAIVE, d, &ops, bias, false, None)
+        self.build(kernel, d, &ops, bias, false, None)
     }
 
     /// Plans the chunks, then makes one dispatch per chunk.
