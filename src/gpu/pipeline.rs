@@ -101,8 +101,9 @@ impl Gpu {
             layout,
             kernel,
         });
-        self.pipelines.pipelines.lock().unwrap().insert(key, p.clone());
-        Ok(p)
+        // Another thread may have built the same pipeline meanwhile: keep the first, so every
+        // caller shares one.
+        Ok(self.pipelines.pipelines.lock().unwrap().entry(key).or_insert(p).clone())
     }
 
     fn module(&self, shader: Shader) -> Result<wgpu::ShaderModule, GpuError> {
