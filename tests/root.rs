@@ -3,5 +3,6 @@
 
 mod common;
 mod matmul;
+mod optim;
 mod runtime;
 mod shaders;

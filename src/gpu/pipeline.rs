@@ -8,23 +8,29 @@ use super::{Gpu, GpuError};
 /// One WGSL file under shaders/, embedded at build time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
+    Elementwise,
     Matmul,
+    Optim,
 }
 
 impl Shader {
     /// Every shader file; a test checks this matches the contents of shaders/.
-    pub const ALL: &'static [Shader] = &[Shader::Matmul];
+    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Matmul, Shader::Optim];
 
     /// File name under shaders/.
     pub fn file(self) -> &'static str {
         match self {
+            Shader::Elementwise => "elementwise.wgsl",
             Shader::Matmul => "matmul.wgsl",
+            Shader::Optim => "optim.wgsl",
         }
     }
 
     pub fn source(self) -> &'static str {
         match self {
+            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One Rust file per shader file: typed uniforms and functions that build dispatches.
 
+pub mod elementwise;
 pub mod matmul;
 
 use crate::gpu::GpuBuffer;

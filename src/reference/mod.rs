@@ -1,6 +1,7 @@
 //! Plain-loop CPU references of every kernel: the oracle for tests, the baseline for benches.
 
 pub mod matmul;
+pub mod optim;
 
 /// A small deterministic generator (SplitMix64), so tests and benches need no extra crate and
 /// give the same data on every machine.

@@ -1,0 +1,99 @@
+// Elementwise kernels over vec4: the bandwidth ceiling (copy) and the building blocks of an
+// unfused optimizer, one operation per dispatch as a generic framework runs it.
+//
+// Legend: N vec4 elements of one tensor window.
+//
+//   copy             y = x1
+//   scale            y = y · s0
+//   lerp             y = y + s0 · (x1 − y)
+//   mul_addcmul      y = y · s0 + s1 · x1 · x1
+//   sqrt_div_add     y = √x1 / s0 + s1
+//   addcdiv          y = y + s0 · x1 / x2
+
+const WG: u32 = 256u;
+
+// Mirrors ElementwiseParams in src/kernels/elementwise.rs.
+struct Params {
+    n: u32,       // vec4 elements
+    grid_x: u32,  // workgroups along x; the group index is x + y·grid_x
+    s0: f32,
+    s1: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> y: array<vec4<f32>>;  // (N)
+@group(0) @binding(1) var<storage, read> x1: array<vec4<f32>>;       // (N)
+@group(0) @binding(2) var<storage, read> x2: array<vec4<f32>>;       // (N)
+@group(0) @binding(3) var<uniform> p: Params;
+
+// Each thread handles 4 vec4, WG apart, so a workgroup covers 4·WG of them.
+fn base(wid: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * p.grid_x) * 4u * WG + lid;
+}
+
+@compute @workgroup_size(WG)
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = base(wid, lid);
+    for (var i = 0u; i < 4u; i++) {
+        let e = b + i * WG;
+        if e < p.n {
+            y[e] = x1[e];
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = base(wid, lid);
+    for (var i = 0u; i < 4u; i++) {
+        let e = b + i * WG;
+        if e < p.n {
+            y[e] = y[e] * p.s0;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn lerp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = base(wid, lid);
+    for (var i = 0u; i < 4u; i++) {
+        let e = b + i * WG;
+        if e < p.n {
+            let a = y[e];
+            y[e] = a + p.s0 * (x1[e] - a);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn mul_addcmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = base(wid, lid);
+    for (var i = 0u; i < 4u; i++) {
+        let e = b + i * WG;
+        if e < p.n {
+            let g = x1[e];
+            y[e] = y[e] * p.s0 + p.s1 * g * g;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn sqrt_div_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = base(wid, lid);
+    for (var i = 0u; i < 4u; i++) {
+        let e = b + i * WG;
+        if e < p.n {
+            y[e] = sqrt(x1[e]) / p.s0 + p.s1;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn addcdiv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = base(wid, lid);
+    for (var i = 0u; i < 4u; i++) {
+        let e = b + i * WG;
+        if e < p.n {
+            y[e] = y[e] + p.s0 * x1[e] / x2[e];
+        }
+    }
+}

@@ -1,0 +1,237 @@
+// Fused optimizer updates over a flat parameter arena: AdamW, LAMB, SGD with momentum, and the
+// global gradient norm for clipping.
+//
+// Legend: P arena elements (params, grads, m, v share one layout), C chunks, T tensors.
+// The host cuts every tensor into chunks of at most 4096 elements; one workgroup updates one
+// chunk, so one dispatch updates every tensor. Tensors start on 64-element boundaries and the
+// padding between them stays zero (zero gradients leave zero parameters and moments at zero),
+// so every chunk is processed as whole vec4s.
+//
+// Formulas (λ = weight decay, applied only to chunks whose tensor has decay set):
+//   AdamW (torch.optim.AdamW): θ ← θ(1 − lr·λ); m ← m + (1−β1)(g − m); v ← β2·v + (1−β2)·g²;
+//                              θ ← θ − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε)
+//   LAMB (You et al. 2019, as optax.lamb): m, v as Adam; u = m̂ / (√v̂ + ε) + λθ;
+//                              r = ‖θ‖/‖u‖ per tensor (1 when either is 0); θ ← θ − lr·r·u
+//   SGD (torch.optim.SGD, dampening 0): g ← g + λθ; b ← μ·b + g (b = g at the first step);
+//                              θ ← θ − lr·b
+// Every gradient is first multiplied by the clip scale in scalars[1] (1 when clipping is off).
+
+const WG: u32 = 256u;
+
+// Mirrors OptimParams in src/optim/mod.rs.
+struct Params {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bc1: f32,          // 1 − β1ᵗ
+    bc2: f32,          // 1 − β2ᵗ
+    bc2_sqrt: f32,     // √(1 − β2ᵗ)
+    momentum: f32,
+    clip: f32,         // max global norm; 0: off
+    first_step: u32,   // 1 at t = 1 (SGD's momentum buffer starts as g)
+    chunk_base: u32,   // global index of this dispatch's first chunk
+    n_chunks: u32,     // chunks in this dispatch
+    total_chunks: u32, // chunks in the arena
+    n_tensors: u32,
+    grid_x: u32,       // workgroups along x; the chunk index is x + y·grid_x
+}
+
+// One chunk: elements start .. start + len of the bound window (start a multiple of 4).
+struct Chunk {
+    start: u32,
+    len: u32,
+    tensor: u32,
+    decay: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> param: array<vec4<f32>>;  // (P)
+@group(0) @binding(1) var<storage, read_write> m: array<vec4<f32>>;      // (P) exp_avg; SGD: momentum buffer
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;      // (P) exp_avg_sq
+@group(0) @binding(3) var<storage, read_write> grad: array<vec4<f32>>;   // (P) LAMB stage 1 leaves u here
+@group(0) @binding(4) var<storage, read> chunks: array<Chunk>;           // (C) of this dispatch
+@group(0) @binding(5) var<storage, read> tensors: array<vec2<u32>>;      // (T) first chunk, chunk count
+@group(0) @binding(6) var<storage, read_write> scalars: array<f32>;      // [0] grad norm, [1] clip scale, [2 + t] LAMB ratio
+@group(0) @binding(7) var<storage, read_write> partials: array<f32>;     // (3, C) grad ‖·‖², LAMB ‖θ‖², ‖u‖² per chunk
+@group(0) @binding(8) var<uniform> p: Params;
+
+var<workgroup> red: array<vec2<f32>, WG>;
+
+fn group_index(wid: vec3<u32>) -> u32 {
+    return wid.x + wid.y * p.grid_x;
+}
+
+// Pairwise sum of every thread's value; the result is in red[0] for all threads.
+fn reduce(lid: u32, x: vec2<f32>) -> vec2<f32> {
+    red[lid] = x;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h >>= 1u) {
+        if lid < h {
+            red[lid] += red[lid + h];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(WG)
+fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid);
+    if c >= p.n_chunks {
+        return;
+    }
+    let ch = chunks[c];
+    let wd = select(0.0, p.weight_decay, ch.decay != 0u);
+    let scale = scalars[1];
+    let step_size = p.lr / p.bc1;
+    let first = ch.start / 4u;
+    let end = first + (ch.len + 3u) / 4u;
+    for (var e = first + lid; e < end; e += WG) {
+        let g = grad[e] * scale;
+        let m0 = m[e];
+        let m1 = m0 + (1.0 - p.beta1) * (g - m0);
+        let v1 = p.beta2 * v[e] + (1.0 - p.beta2) * g * g;
+        m[e] = m1;
+        v[e] = v1;
+        let x = param[e] * (1.0 - p.lr * wd);
+        param[e] = x - step_size * m1 / (sqrt(v1) / p.bc2_sqrt + p.eps);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid);
+    if c >= p.n_chunks {
+        return;
+    }
+    let ch = chunks[c];
+    let wd = select(0.0, p.weight_decay, ch.decay != 0u);
+    let scale = scalars[1];
+    let first = ch.start / 4u;
+    let end = first + (ch.len + 3u) / 4u;
+    for (var e = first + lid; e < end; e += WG) {
+        let x = param[e];
+        var d = grad[e] * scale + wd * x;
+        if p.momentum != 0.0 {
+            if p.first_step == 0u {
+                d = p.momentum * m[e] + d;
+            }
+            m[e] = d;
+        }
+        param[e] = x - p.lr * d;
+    }
+}
+
+// LAMB 1/3: moments, the update u (into grad), and each chunk's ‖θ‖² and ‖u‖².
+@compute @workgroup_size(WG)
+fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid);
+    if c >= p.n_chunks {
+        return;
+    }
+    let ch = chunks[c];
+    let wd = select(0.0, p.weight_decay, ch.decay != 0u);
+    let scale = scalars[1];
+    let first = ch.start / 4u;
+    let end = first + (ch.len + 3u) / 4u;
+    var sq = vec2<f32>(0.0);
+    for (var e = first + lid; e < end; e += WG) {
+        let g = grad[e] * scale;
+        let m1 = p.beta1 * m[e] + (1.0 - p.beta1) * g;
+        let v1 = p.beta2 * v[e] + (1.0 - p.beta2) * g * g;
+        m[e] = m1;
+        v[e] = v1;
+        let x = param[e];
+        let u = (m1 / p.bc1) / (sqrt(v1 / p.bc2) + p.eps) + wd * x;
+        grad[e] = u;
+        sq += vec2<f32>(dot(x, x), dot(u, u));
+    }
+    let s = reduce(lid, sq);
+    if lid == 0u {
+        let gc = p.chunk_base + c;
+        partials[p.total_chunks + gc] = s.x;
+        partials[2u * p.total_chunks + gc] = s.y;
+    }
+}
+
+// LAMB 2/3: one workgroup per tensor folds its chunks' sums into the trust ratio.
+@compute @workgroup_size(WG)
+fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wid);
+    if t >= p.n_tensors {
+        return;
+    }
+    let range = tensors[t];
+    var sq = vec2<f32>(0.0);
+    for (var i = lid; i < range.y; i += WG) {
+        let gc = range.x + i;
+        sq += vec2<f32>(partials[p.total_chunks + gc], partials[2u * p.total_chunks + gc]);
+    }
+    let s = reduce(lid, sq);
+    if lid == 0u {
+        let norm_x = sqrt(s.x);
+        let norm_u = sqrt(s.y);
+        scalars[2u + t] = select(1.0, norm_x / norm_u, norm_x > 0.0 && norm_u > 0.0);
+    }
+}
+
+// LAMB 3/3: θ ← θ − lr·r·u.
+@compute @workgroup_size(WG)
+fn lamb_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid);
+    if c >= p.n_chunks {
+        return;
+    }
+    let ch = chunks[c];
+    let step_size = p.lr * scalars[2u + ch.tensor];
+    let first = ch.start / 4u;
+    let end = first + (ch.len + 3u) / 4u;
+    for (var e = first + lid; e < end; e += WG) {
+        param[e] -= step_size * grad[e];
+    }
+}
+
+// Clipping 1/2: each chunk's Σg².
+@compute @workgroup_size(WG)
+fn grad_norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid);
+    if c >= p.n_chunks {
+        return;
+    }
+    let ch = chunks[c];
+    let first = ch.start / 4u;
+    let end = first + (ch.len + 3u) / 4u;
+    var s = 0.0;
+    for (var e = first + lid; e < end; e += WG) {
+        let g = grad[e];
+        s += dot(g, g);
+    }
+    let total = reduce(lid, vec2<f32>(s, 0.0));
+    if lid == 0u {
+        partials[p.chunk_base + c] = total.x;
+    }
+}
+
+// Clipping 2/2: one workgroup sums every chunk (compensated per thread, pairwise across
+// threads) into the norm and the scale min(1, clip / (norm + 1e-6)), as
+// torch.nn.utils.clip_grad_norm_ computes it.
+@compute @workgroup_size(WG)
+fn grad_norm_finish(@builtin(local_invocation_index) lid: u32) {
+    var sum = 0.0;
+    var comp = 0.0;
+    for (var i = lid; i < p.total_chunks; i += WG) {
+        let y = partials[i] - comp;
+        let t = sum + y;
+        comp = (t - sum) - y;
+        sum = t;
+    }
+    let total = reduce(lid, vec2<f32>(sum, 0.0));
+    if lid == 0u {
+        let norm = sqrt(total.x);
+        scalars[0] = norm;
+        scalars[1] = select(1.0, min(1.0, p.clip / (norm + 1e-6)), p.clip > 0.0);
+    }
+}

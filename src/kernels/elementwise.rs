@@ -1,0 +1,92 @@
+//! Elementwise kernels (shaders/elementwise.wgsl): the copy that sets the bandwidth ceiling,
+//! and an unfused AdamW built from them, one dispatch per operation and tensor, the way a
+//! generic framework runs it. Both exist for benchmarks.
+
+use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Shader, Slot};
+use crate::optim::ParamTable;
+
+/// Mirrors `struct Params` in shaders/elementwise.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ElementwiseParams {
+    pub n: u32,
+    pub grid_x: u32,
+    pub s0: f32,
+    pub s1: f32,
+}
+
+const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
+/// vec4 elements one workgroup covers (4 per thread, 256 threads).
+const PER_GROUP: u32 = 1024;
+
+/// A window of a buffer: f32 elements offset..offset + len, offset a multiple of 64.
+#[derive(Clone, Copy)]
+pub struct Span<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl<'a> Span<'a> {
+    pub fn whole(buf: &'a GpuBuffer) -> Self {
+        let buf: &'a wgpu::Buffer = buf;
+        Self { buf, offset: 0, len: buf.size() / 4 }
+    }
+
+    fn binding(&self) -> wgpu::BufferBinding<'a> {
+        let bytes = 4 * self.len.next_multiple_of(4);
+        wgpu::BufferBinding { buffer: self.buf, offset: 4 * self.offset, size: wgpu::BufferSize::new(bytes) }
+    }
+}
+
+/// One elementwise dispatch: y = op(y, x1, x2) over y's span.
+pub fn op(gpu: &Gpu, entry: &'static str, y: Span, x1: Span, x2: Span, s0: f32, s1: f32) -> Result<Dispatch, GpuError> {
+    let n = y.len.div_ceil(4) as u32;
+    let max = gpu.limits.max_compute_workgroups_per_dimension;
+    let groups = n.div_ceil(PER_GROUP).max(1);
+    let gx = groups.min(max);
+    let params = ElementwiseParams { n, grid_x: gx, s0, s1 };
+    let pipeline = gpu.pipeline(Kernel { shader: Shader::Elementwise, entry, slots: SLOTS }, &[])?;
+    let uniform = gpu.pool.uniform(&gpu.queue, &params)?;
+    let bind_group = gpu.bind_group(&pipeline, &[y.binding(), x1.binding(), x2.binding(), uniform.as_entire_buffer_binding()]);
+    Ok(Dispatch { pipeline, bind_group, groups: [gx, groups.div_ceil(gx), 1], label: entry, _uniform: Some(uniform) })
+}
+
+/// dst = src over `len` f32 elements.
+pub fn copy(gpu: &Gpu, dst: Span, src: Span) -> Result<Dispatch, GpuError> {
+    op(gpu, "copy", dst, src, src, 0.0, 0.0)
+}
+
+/// One AdamW step (torch.optim.AdamW's single-tensor path) as five elementwise dispatches per
+/// tensor: θ·=(1−lr·λ); m lerp g; v = β2·v + (1−β2)·g²; d = √v/√bc2 + ε; θ += −(lr/bc1)·m/d.
+/// Returns the dispatches and the scratch buffer for d that they use.
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_unfused(
+    gpu: &Gpu,
+    table: &ParamTable,
+    params: &wgpu::Buffer,
+    grads: &wgpu::Buffer,
+    m: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    lr: f32,
+    (beta1, beta2, eps, weight_decay): (f32, f32, f32, f32),
+    t: i32,
+) -> Result<(Vec<Dispatch>, GpuBuffer), GpuError> {
+    let largest = table.tensors.iter().map(|t| t.numel()).max().unwrap_or(1);
+    let denom = gpu.pool.storage(Category::Scratch, 4 * largest.next_multiple_of(4))?;
+    let bc1 = 1.0 - (beta1 as f64).powi(t);
+    let bc2_sqrt = (1.0 - (beta2 as f64).powi(t)).sqrt();
+    let mut ops = Vec::new();
+    for tensor in &table.tensors {
+        let span = |buf| Span { buf, offset: tensor.offset, len: tensor.numel() };
+        let (p, g, mm, vv) = (span(params), span(grads), span(m), span(v));
+        let d = Span { buf: &denom, offset: 0, len: tensor.numel() };
+        let wd = if tensor.decay { weight_decay } else { 0.0 };
+        ops.push(op(gpu, "scale", p, p, p, 1.0 - lr * wd, 0.0)?);
+        ops.push(op(gpu, "lerp", mm, g, g, 1.0 - beta1, 0.0)?);
+        ops.push(op(gpu, "mul_addcmul", vv, g, g, beta2, 1.0 - beta2)?);
+        ops.push(op(gpu, "sqrt_div_add", d, vv, vv, bc2_sqrt as f32, eps)?);
+        ops.push(op(gpu, "addcdiv", p, mm, d, -(lr as f64 / bc1) as f32, 0.0)?);
+    }
+    Ok((ops, denom))
+}

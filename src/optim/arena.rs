@@ -1,0 +1,128 @@
+//! The flat parameter arena: every trainable tensor at an offset of one buffer, and the chunk
+//! table that lets one dispatch update them all.
+
+use crate::gpu::{Category, Gpu, GpuBuffer, GpuError};
+
+/// Tensors start on multiples of this many elements (256 bytes): every tensor can then be bound
+/// on its own at any adapter's offset alignment, and is processed as whole vec4s.
+pub const TENSOR_ALIGN: u64 = 64;
+/// Elements one workgroup updates (the chunk size of the multi-tensor kernels).
+pub const CHUNK: u64 = 4096;
+
+/// One trainable tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    /// HF GPT-2 naming, e.g. `h.0.attn.c_attn.weight`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// First element in the arena.
+    pub offset: u64,
+    /// Weight decay applies (tensors of 2 or more dimensions: matmul weights, embeddings).
+    pub decay: bool,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product::<usize>() as u64
+    }
+}
+
+/// The layout shared by parameters, gradients and optimizer moments.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParamTable {
+    pub tensors: Vec<TensorInfo>,
+    /// Arena length in elements, padding included.
+    pub len: u64,
+}
+
+/// One chunk as the shaders read it (`struct Chunk` in shaders/optim.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ChunkEntry {
+    /// First element, relative to the window the chunk's dispatch binds.
+    pub start: u32,
+    pub len: u32,
+    pub tensor: u32,
+    pub decay: u32,
+}
+
+impl ParamTable {
+    /// Lays the tensors out in order, each on a TENSOR_ALIGN boundary. Decay goes to every
+    /// tensor of 2 or more dimensions.
+    pub fn new<S: Into<String>>(specs: impl IntoIterator<Item = (S, Vec<usize>)>) -> Self {
+        let mut table = Self::default();
+        for (name, shape) in specs {
+            let offset = table.len.next_multiple_of(TENSOR_ALIGN);
+            let decay = shape.len() >= 2;
+            let t = TensorInfo { name: name.into(), shape, offset, decay };
+            table.len = offset + t.numel();
+            table.tensors.push(t);
+        }
+        table.len = table.len.next_multiple_of(TENSOR_ALIGN);
+        table
+    }
+
+    /// Trainable elements, padding excluded.
+    pub fn numel(&self) -> u64 {
+        self.tensors.iter().map(TensorInfo::numel).sum()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Every tensor cut into chunks of at most CHUNK elements, with absolute starts, in arena
+    /// order. Empty tensors have no chunk.
+    pub fn chunks(&self) -> Vec<ChunkEntry> {
+        let mut out = Vec::new();
+        for (i, t) in self.tensors.iter().enumerate() {
+            let n = t.numel();
+            for start in (0..n).step_by(CHUNK as usize) {
+                out.push(ChunkEntry {
+                    start: (t.offset + start) as u32,
+                    len: (n - start).min(CHUNK) as u32,
+                    tensor: i as u32,
+                    decay: t.decay as u32,
+                });
+            }
+        }
+        out
+    }
+
+    /// An f32 vector of the arena's length holding each tensor's values, padding zero.
+    pub fn pack(&self, values: &[Vec<f32>]) -> Vec<f32> {
+        let mut flat = vec![0.0; self.len as usize];
+        for (t, v) in self.tensors.iter().zip(values) {
+            flat[t.offset as usize..][..v.len()].copy_from_slice(v);
+        }
+        flat
+    }
+
+    /// The inverse of `pack`.
+    pub fn unpack(&self, flat: &[f32]) -> Vec<Vec<f32>> {
+        self.tensors.iter().map(|t| flat[t.offset as usize..][..t.numel() as usize].to_vec()).collect()
+    }
+}
+
+/// Parameters and their gradients on the GPU, in one buffer each.
+pub struct ParamArena {
+    pub table: ParamTable,
+    /// (len) f32
+    pub params: GpuBuffer,
+    /// (len) f32; zeroed before each step's backward
+    pub grads: GpuBuffer,
+}
+
+impl ParamArena {
+    /// Allocates zeroed parameters and gradients for `table`.
+    pub fn new(gpu: &Gpu, table: ParamTable) -> Result<Self, GpuError> {
+        let bytes = 4 * table.len;
+        let params = gpu.pool.storage(Category::Parameters, bytes)?;
+        let grads = gpu.pool.storage(Category::Gradients, bytes)?;
+        let mut rec = crate::gpu::Recorder::new(gpu);
+        rec.clear(&params, 0, params.size());
+        rec.clear(&grads, 0, grads.size());
+        rec.submit()?;
+        Ok(Self { table, params, grads })
+    }
+}

@@ -1,0 +1,386 @@
+//! Fused optimizers over the parameter arena: AdamW, LAMB and SGD with momentum, with global
+//! gradient-norm clipping on the GPU and learning-rate schedules. Formulas: shaders/optim.wgsl.
+
+pub mod arena;
+pub mod schedule;
+mod state;
+
+use serde::{Deserialize, Serialize};
+
+pub use arena::{ChunkEntry, ParamArena, ParamTable, TensorInfo, CHUNK, TENSOR_ALIGN};
+pub use schedule::{Schedule, ScheduleKind};
+pub use state::StateError;
+
+use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Recorder, Shader, Slot};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// torch.optim.AdamW (Loshchilov & Hutter 2019)
+    Adamw,
+    /// LAMB (You et al. 2019), as optax.lamb
+    Lamb,
+    /// torch.optim.SGD with momentum, dampening 0, not Nesterov
+    Sgd,
+}
+
+impl OptimizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Adamw => "adamw",
+            OptimizerKind::Lamb => "lamb",
+            OptimizerKind::Sgd => "sgd",
+        }
+    }
+}
+
+/// Hyperparameters other than the learning rate, which comes from a Schedule each step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub kind: OptimizerKind,
+    /// Adam's β1 and β2 (AdamW, LAMB).
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// λ, on tensors of 2 or more dimensions only. AdamW and LAMB decouple it; SGD adds λθ to g.
+    pub weight_decay: f32,
+    /// μ of SGD; 0 is plain SGD.
+    pub momentum: f32,
+    /// Max global gradient norm; 0 turns clipping off.
+    pub grad_clip: f32,
+}
+
+impl OptimConfig {
+    /// torch.optim.AdamW's defaults: β (0.9, 0.999), ε 1e-8, λ 0.01.
+    pub fn adamw() -> Self {
+        Self { kind: OptimizerKind::Adamw, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, momentum: 0.0, grad_clip: 0.0 }
+    }
+
+    /// optax.lamb's defaults: β (0.9, 0.999), ε 1e-6, λ 0.
+    pub fn lamb() -> Self {
+        Self { kind: OptimizerKind::Lamb, eps: 1e-6, weight_decay: 0.0, ..Self::adamw() }
+    }
+
+    /// SGD with momentum 0.9 and no weight decay.
+    pub fn sgd() -> Self {
+        Self { kind: OptimizerKind::Sgd, momentum: 0.9, weight_decay: 0.0, ..Self::adamw() }
+    }
+}
+
+/// Mirrors `struct Params` in shaders/optim.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct OptimParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bc1: f32,
+    pub bc2: f32,
+    pub bc2_sqrt: f32,
+    pub momentum: f32,
+    pub clip: f32,
+    pub first_step: u32,
+    pub chunk_base: u32,
+    pub n_chunks: u32,
+    pub total_chunks: u32,
+    pub n_tensors: u32,
+    pub grid_x: u32,
+}
+
+/// param, m, v, grad, chunks, tensors, scalars, partials, uniform.
+const SLOTS: &[Slot] = &[
+    Slot::Storage,
+    Slot::Storage,
+    Slot::Storage,
+    Slot::Storage,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::Storage,
+    Slot::Storage,
+    Slot::Uniform,
+];
+
+fn kernel(entry: &'static str) -> Kernel {
+    Kernel { shader: Shader::Optim, entry, slots: SLOTS }
+}
+
+/// A range of chunks that one dispatch updates: the arena elements lo..hi bound as windows.
+struct Window {
+    lo: u64,
+    hi: u64,
+    chunk_base: u32,
+    n_chunks: u32,
+    chunks: GpuBuffer,
+    uniform: GpuBuffer,
+}
+
+/// Optimizer state on the GPU and the dispatches of one step, built once.
+pub struct Optimizer {
+    pub cfg: OptimConfig,
+    pub table: ParamTable,
+    /// Steps taken: t of the bias corrections after the next step is t = step + 1.
+    pub step: u64,
+    /// exp_avg for AdamW and LAMB; the momentum buffer for SGD. (len) f32
+    pub(crate) m: GpuBuffer,
+    /// exp_avg_sq. (len) f32; AdamW and LAMB only
+    pub(crate) v: Option<GpuBuffer>,
+    /// [0] the last pre-clip gradient norm, [1] the clip scale, [2 + t] LAMB trust ratios.
+    scalars: GpuBuffer,
+    windows: Vec<Window>,
+    /// Clipping: per-window partial sums and the finish.
+    norm_ops: Vec<Dispatch>,
+    /// The update itself.
+    update_ops: Vec<Dispatch>,
+    readback: [wgpu::Buffer; 2],
+    readback_next: usize,
+    /// Slot copied to in the last recorded step, not yet mapped / mapped and waiting.
+    recorded: Option<usize>,
+    mapping: Option<(usize, std::sync::mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>)>,
+}
+
+impl Optimizer {
+    /// Allocates zeroed state for the arena and prepares every dispatch. `binding_limit` caps
+    /// the bytes one window binds (None: the adapter's max storage binding).
+    pub fn new(gpu: &Gpu, arena: &ParamArena, cfg: OptimConfig, binding_limit: Option<u64>) -> Result<Self, GpuError> {
+        let table = arena.table.clone();
+        let bytes = 4 * table.len;
+        let zeroed = |cat| -> Result<GpuBuffer, GpuError> {
+            let b = gpu.pool.storage(cat, bytes)?;
+            let mut rec = Recorder::new(gpu);
+            rec.clear(&b, 0, b.size());
+            rec.submit()?;
+            Ok(b)
+        };
+        let m = zeroed(Category::OptimizerState)?;
+        let v = if cfg.kind == OptimizerKind::Sgd { None } else { Some(zeroed(Category::OptimizerState)?) };
+
+        let chunks = table.chunks();
+        let n_tensors = table.tensors.len();
+        let mut ranges = vec![[0u32; 2]; n_tensors];
+        for (i, c) in chunks.iter().enumerate() {
+            let r = &mut ranges[c.tensor as usize];
+            if r[1] == 0 {
+                r[0] = i as u32;
+            }
+            r[1] += 1;
+        }
+        let tensors = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &ranges)?;
+        let mut scalar_init = vec![1.0f32; 2 + n_tensors];
+        scalar_init[0] = 0.0;
+        let scalars = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &scalar_init)?;
+        let partials = gpu.pool.storage(Category::Scratch, 4 * (3 * chunks.len() as u64).max(1))?;
+        let limit = binding_limit.unwrap_or(gpu.max_binding()).min(gpu.max_binding());
+        let windows = plan_windows(gpu, &chunks, limit)?;
+
+        let max_groups = gpu.limits.max_compute_workgroups_per_dimension;
+        let bind = |w: &Window, entry: &'static str, groups: [u32; 3]| -> Result<Dispatch, GpuError> {
+            let pipeline = gpu.pipeline(kernel(entry), &[])?;
+            let range = |b| window(b, w.lo, w.hi);
+            let v_binding = match &v {
+                Some(v) => range(v),
+                None => gpu.dummy.as_entire_buffer_binding(),
+            };
+            let bindings = [
+                range(&arena.params),
+                range(&m),
+                v_binding,
+                range(&arena.grads),
+                w.chunks.as_entire_buffer_binding(),
+                tensors.as_entire_buffer_binding(),
+                scalars.as_entire_buffer_binding(),
+                partials.as_entire_buffer_binding(),
+                w.uniform.as_entire_buffer_binding(),
+            ];
+            let bind_group = gpu.bind_group(&pipeline, &bindings);
+            Ok(Dispatch { pipeline, bind_group, groups, label: entry, _uniform: None })
+        };
+        let per_window = |entry: &'static str| -> Result<Vec<Dispatch>, GpuError> {
+            windows.iter().map(|w| bind(w, entry, grid(w.n_chunks, max_groups))).collect()
+        };
+        let w0 = &windows[0];
+        let gx = grid(w0.n_chunks, max_groups)[0];
+        let mut norm_ops = per_window("grad_norm_partials")?;
+        norm_ops.push(bind(w0, "grad_norm_finish", [1, 1, 1])?);
+        let update_ops = match cfg.kind {
+            OptimizerKind::Adamw => per_window("adamw_update")?,
+            OptimizerKind::Sgd => per_window("sgd_update")?,
+            OptimizerKind::Lamb => {
+                let mut ops = per_window("lamb_moments")?;
+                ops.push(bind(w0, "lamb_norms", [gx, (n_tensors as u32).div_ceil(gx).max(1), 1])?);
+                ops.extend(per_window("lamb_apply")?);
+                ops
+            }
+        };
+        let readback = std::array::from_fn(|_| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("grad norm readback"),
+                size: 8,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        Ok(Self {
+            cfg,
+            table,
+            step: 0,
+            m,
+            v,
+            scalars,
+            windows,
+            norm_ops,
+            update_ops,
+            readback,
+            readback_next: 0,
+            recorded: None,
+            mapping: None,
+        })
+    }
+
+    /// Dispatches of one update: windows × kernels (plus LAMB's norms). For benchmarks.
+    pub fn update_dispatches(&self) -> &[Dispatch] {
+        &self.update_ops
+    }
+
+    /// Number of windows the arena is split into (1 unless it exceeds the binding limit).
+    pub fn windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Writes step t = step + 1's uniforms. The queue applies them before the next submit, so
+    /// a submit must hold at most one optimizer step.
+    pub fn prepare(&mut self, gpu: &Gpu, lr: f32) {
+        self.step += 1;
+        let c = &self.cfg;
+        let t = self.step as i32;
+        let bc1 = 1.0 - (c.beta1 as f64).powi(t);
+        let bc2 = 1.0 - (c.beta2 as f64).powi(t);
+        let total_chunks: u32 = self.windows.iter().map(|w| w.n_chunks).sum();
+        let max_groups = gpu.limits.max_compute_workgroups_per_dimension;
+        for w in &self.windows {
+            let p = OptimParams {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                weight_decay: c.weight_decay,
+                bc1: bc1 as f32,
+                bc2: bc2 as f32,
+                bc2_sqrt: bc2.sqrt() as f32,
+                momentum: c.momentum,
+                clip: c.grad_clip,
+                first_step: (self.step == 1) as u32,
+                chunk_base: w.chunk_base,
+                n_chunks: w.n_chunks,
+                total_chunks,
+                n_tensors: self.table.tensors.len() as u32,
+                grid_x: grid(w.n_chunks, max_groups)[0],
+            };
+            gpu.queue.write_buffer(&w.uniform, 0, bytemuck::bytes_of(&p));
+        }
+    }
+
+    /// Records one step: the global gradient norm (when clipping is on, or `want_norm`), then the
+    /// update. With `want_norm`, the pre-clip norm is copied out for `grad_norm` to read after
+    /// the submit, without stalling the next step.
+    pub fn record_step(&mut self, gpu: &Gpu, rec: &mut Recorder, lr: f32, want_norm: bool) {
+        self.prepare(gpu, lr);
+        if self.cfg.grad_clip > 0.0 || want_norm {
+            rec.run(&self.norm_ops);
+        }
+        rec.run(&self.update_ops);
+        if want_norm {
+            let slot = self.readback_next;
+            self.readback_next = (slot + 1) % self.readback.len();
+            rec.copy(&self.scalars, 0, &self.readback[slot], 0, 8);
+            self.recorded = Some(slot);
+        }
+    }
+
+    /// Call after submitting a step recorded with `want_norm`: starts mapping its norm.
+    pub fn submitted(&mut self) {
+        if let Some(slot) = self.recorded.take() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.readback[slot].map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send(r);
+            });
+            self.mapping = Some((slot, rx));
+        }
+    }
+
+    /// The pre-clip global gradient norm of the last step recorded with `want_norm` (None if
+    /// there was none). Waits for that step only if the GPU has not finished it yet.
+    pub fn grad_norm(&mut self, gpu: &Gpu) -> Result<Option<f32>, GpuError> {
+        let Some((slot, rx)) = self.mapping.take() else { return Ok(None) };
+        let done = match rx.try_recv() {
+            Ok(r) => r,
+            Err(_) => {
+                gpu.wait()?;
+                rx.recv().map_err(|e| GpuError::Device(e.to_string()))?
+            }
+        };
+        done.map_err(|e| GpuError::Device(e.to_string()))?;
+        let buf = &self.readback[slot];
+        let norm = {
+            let view = buf.get_mapped_range(..).map_err(|e| GpuError::Device(e.to_string()))?;
+            bytemuck::pod_read_unaligned::<f32>(&view[..4])
+        };
+        buf.unmap();
+        Ok(Some(norm))
+    }
+}
+
+/// Elements lo..hi of `buf` as a binding.
+fn window(buf: &wgpu::Buffer, lo: u64, hi: u64) -> wgpu::BufferBinding<'_> {
+    wgpu::BufferBinding { buffer: buf, offset: 4 * lo, size: wgpu::BufferSize::new(4 * (hi - lo)) }
+}
+
+/// x and y of a grid of `n` workgroups: x up to the adapter's limit, the rest along y.
+fn grid(n: u32, max: u32) -> [u32; 3] {
+    let x = n.clamp(1, max);
+    [x, n.div_ceil(x).max(1), 1]
+}
+
+/// Groups consecutive chunks into windows no larger than `limit` bytes, and uploads each
+/// window's chunk table with starts relative to the window.
+fn plan_windows(gpu: &Gpu, chunks: &[ChunkEntry], limit: u64) -> Result<Vec<Window>, GpuError> {
+    let end = |c: &ChunkEntry| c.start as u64 + (c.len as u64).next_multiple_of(4);
+    let mut windows = Vec::new();
+    let mut i = 0;
+    while i < chunks.len() {
+        let lo = chunks[i].start as u64;
+        let mut j = i;
+        while j < chunks.len() && 4 * (end(&chunks[j]) - lo) <= limit {
+            j += 1;
+        }
+        if j == i {
+            return Err(GpuError::BindingTooLarge { requested: 4 * (end(&chunks[i]) - lo), max: limit });
+        }
+        let hi = end(&chunks[j - 1]);
+        let local: Vec<ChunkEntry> =
+            chunks[i..j].iter().map(|c| ChunkEntry { start: (c.start as u64 - lo) as u32, ..*c }).collect();
+        windows.push(Window {
+            lo,
+            hi,
+            chunk_base: i as u32,
+            n_chunks: (j - i) as u32,
+            chunks: gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &local)?,
+            uniform: gpu.pool.uniform(&gpu.queue, &OptimParams::default())?,
+        });
+        i = j;
+    }
+    if windows.is_empty() {
+        // No trainable element: one empty window keeps the dispatch lists well formed.
+        windows.push(Window {
+            lo: 0,
+            hi: TENSOR_ALIGN,
+            chunk_base: 0,
+            n_chunks: 0,
+            chunks: gpu.pool.storage(Category::OptimizerState, 16)?,
+            uniform: gpu.pool.uniform(&gpu.queue, &OptimParams::default())?,
+        });
+    }
+    Ok(windows)
+}

@@ -1,0 +1,129 @@
+//! Optimizer state as safetensors, for exact resume: one tensor per parameter and moment
+//! (`NAME.exp_avg`, `NAME.exp_avg_sq`, or `NAME.momentum_buffer` for SGD), with the step and
+//! the config in the header's metadata.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use super::{OptimConfig, Optimizer};
+use crate::gpu::{Gpu, GpuError};
+
+const FORMAT: &str = "wgtrain-optimizer-1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not an optimizer state file ({why}); pass the optimizer.safetensors that wgtrain saved")]
+    Format { path: PathBuf, why: String },
+    #[error("{path}: saved for {saved}, but this run uses {wanted}; start the optimizer fresh or use the same settings")]
+    Mismatch { path: PathBuf, saved: String, wanted: String },
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}
+
+impl Optimizer {
+    fn moment_names(&self) -> [(&'static str, bool); 2] {
+        match self.v {
+            Some(_) => [("exp_avg", true), ("exp_avg_sq", true)],
+            None => [("momentum_buffer", true), ("", false)],
+        }
+    }
+
+    /// Writes the state to `path` atomically (a temporary file in the same directory, then a
+    /// rename).
+    pub fn save(&self, gpu: &Gpu, path: &Path) -> Result<(), StateError> {
+        let len = self.table.len as usize;
+        let m: Vec<f32> = gpu.read(&self.m, 0, len)?;
+        let v: Option<Vec<f32>> = self.v.as_ref().map(|v| gpu.read(v, 0, len)).transpose()?;
+        let mut tensors = Vec::new();
+        for t in &self.table.tensors {
+            let span = t.offset as usize..(t.offset + t.numel()) as usize;
+            let [(m_name, _), (v_name, has_v)] = self.moment_names();
+            tensors.push((format!("{}.{m_name}", t.name), t.shape.clone(), bytemuck::cast_slice(&m[span.clone()]).to_vec()));
+            if let (true, Some(v)) = (has_v, &v) {
+                tensors.push((format!("{}.{v_name}", t.name), t.shape.clone(), bytemuck::cast_slice(&v[span]).to_vec()));
+            }
+        }
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|(n, shape, bytes)| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches data")))
+            .collect();
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("step".to_string(), self.step.to_string()),
+            ("config".to_string(), serde_json::to_string(&self.cfg).expect("config serializes")),
+        ]);
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| StateError::Format { path: path.into(), why: e.to_string() })?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Loads state saved by `save` into this optimizer. The optimizer kind and the tensor names
+    /// and shapes must match; the other hyperparameters may change between runs.
+    pub fn load(&mut self, gpu: &Gpu, path: &Path) -> Result<(), StateError> {
+        let bytes = std::fs::read(path).map_err(|source| StateError::Io { path: path.into(), source })?;
+        let format = |why: String| StateError::Format { path: path.into(), why };
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(format(format!("metadata format is not {FORMAT}")));
+        }
+        let step: u64 = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| format("no step".into()))?;
+        let saved: OptimConfig = meta
+            .get("config")
+            .and_then(|c| serde_json::from_str(c).ok())
+            .ok_or_else(|| format("no readable config".into()))?;
+        if saved.kind != self.cfg.kind {
+            let (saved, wanted) = (saved.kind.name().to_string(), self.cfg.kind.name().to_string());
+            return Err(StateError::Mismatch { path: path.into(), saved, wanted });
+        }
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
+        let len = self.table.len as usize;
+        let mut m = vec![0.0f32; len];
+        let mut v = vec![0.0f32; len];
+        for t in &self.table.tensors {
+            for ((suffix, wanted), dst) in self.moment_names().into_iter().zip([&mut m, &mut v]) {
+                if !wanted {
+                    continue;
+                }
+                let name = format!("{}.{suffix}", t.name);
+                let view = st.tensor(&name).map_err(|_| StateError::Mismatch {
+                    path: path.into(),
+                    saved: "a model without this tensor".into(),
+                    wanted: name.clone(),
+                })?;
+                if view.dtype() != Dtype::F32 || view.shape() != t.shape.as_slice() {
+                    return Err(StateError::Mismatch {
+                        path: path.into(),
+                        saved: format!("{name} {:?} {:?}", view.dtype(), view.shape()),
+                        wanted: format!("{name} F32 {:?}", t.shape),
+                    });
+                }
+                let src: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+                dst[t.offset as usize..][..src.len()].copy_from_slice(&src);
+            }
+        }
+        gpu.write(&self.m, 0, &m);
+        if let Some(vb) = &self.v {
+            gpu.write(vb, 0, &v);
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` under a temporary name in the same directory, syncs, then renames.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    use std::io::Write;
+    let io = |source| StateError::Io { path: path.into(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}

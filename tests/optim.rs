@@ -1,0 +1,184 @@
+//! Fused optimizers against the CPU reference over several steps, with clipping on and off, split
+//! into windows, against PyTorch's golden values, and through a save/load of their state.
+//!
+//! Tolerance: parameters, moments and gradients are O(1) and one step moves a parameter by
+//! about lr; the GPU and the reference differ only in the rounding of sqrt, division and the
+//! order of the norm sums, so |gpu − cpu| <= 2e-6 + 1e-5·|cpu| holds with room to spare.
+
+use wgtrain::gpu::Recorder;
+use wgtrain::optim::{OptimConfig, OptimizerKind, Optimizer, ParamArena, ParamTable, Schedule, ScheduleKind, StateError};
+use wgtrain::reference::optim::RefOptim;
+use wgtrain::reference::Rng;
+use wgtrain::Gpu;
+
+use crate::common::{assert_close, gpu};
+
+const ATOL: f32 = 2e-6;
+const RTOL: f32 = 1e-5;
+
+/// 35 tensors: sizes 1, 3 and 1000003 among 2-D weights and 1-D biases of awkward sizes.
+fn awkward_table() -> ParamTable {
+    let mut specs: Vec<(String, Vec<usize>)> =
+        vec![("one".into(), vec![1]), ("three".into(), vec![3]), ("big".into(), vec![1000003])];
+    for i in 0..20 {
+        specs.push((format!("h.{i}.weight"), vec![7 * i + 1, i % 5 + 3]));
+    }
+    for i in 0..10 {
+        specs.push((format!("h.{i}.bias"), vec![13 * i + 5]));
+    }
+    specs.push(("wte.weight".into(), vec![61, 67]));
+    specs.push(("ln_f.weight".into(), vec![4097]));
+    ParamTable::new(specs)
+}
+
+fn random_tensors(table: &ParamTable, rng: &mut Rng) -> Vec<Vec<f32>> {
+    table.tensors.iter().map(|t| rng.vec(t.numel() as usize)).collect()
+}
+
+/// Runs `steps` steps on the GPU and on the reference from the same start, comparing the
+/// parameters and the reported gradient norm after each.
+fn check_steps(gpu: &Gpu, table: ParamTable, cfg: OptimConfig, steps: usize, binding_limit: Option<u64>, lr: f32) {
+    let mut rng = Rng::new(42);
+    let mut params = random_tensors(&table, &mut rng);
+    let decay: Vec<bool> = table.tensors.iter().map(|t| t.decay).collect();
+    let sizes: Vec<usize> = table.tensors.iter().map(|t| t.numel() as usize).collect();
+    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    gpu.write(&arena.params, 0, &table.pack(&params));
+    let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), binding_limit).unwrap();
+    if binding_limit.is_some() {
+        assert!(opt.windows() > 1, "the binding limit must split the arena");
+    }
+    let mut reference = RefOptim::new(cfg.clone(), &sizes);
+    for step in 1..=steps {
+        let grads = random_tensors(&table, &mut rng);
+        gpu.write(&arena.grads, 0, &table.pack(&grads));
+        let mut rec = Recorder::new(gpu);
+        opt.record_step(gpu, &mut rec, lr, true);
+        rec.submit().unwrap();
+        opt.submitted();
+        let want_norm = reference.step(&mut params, &grads, &decay, lr);
+        let norm = opt.grad_norm(gpu).unwrap().expect("norm was requested");
+        let tag = format!("{:?} clip={} step {step}", cfg.kind, cfg.grad_clip);
+        assert!(((norm as f64 - want_norm) / want_norm).abs() < 1e-5, "{tag}: grad norm {norm} vs {want_norm}");
+        let got = table.unpack(&gpu.read::<f32>(&arena.params, 0, table.len as usize).unwrap());
+        for (i, t) in table.tensors.iter().enumerate() {
+            assert_close(&format!("{tag} {}", t.name), &got[i], &params[i], ATOL, RTOL);
+        }
+    }
+}
+
+fn configs() -> Vec<OptimConfig> {
+    let adamw = OptimConfig { weight_decay: 0.1, ..OptimConfig::adamw() };
+    let lamb = OptimConfig { weight_decay: 0.01, ..OptimConfig::lamb() };
+    let sgd = OptimConfig { weight_decay: 0.01, ..OptimConfig::sgd() };
+    vec![adamw, lamb, sgd]
+}
+
+#[test]
+fn fused_updates_match_reference_without_clipping() {
+    let Some(gpu) = gpu() else { return };
+    for cfg in configs() {
+        check_steps(gpu, awkward_table(), cfg, 3, None, 1e-2);
+    }
+}
+
+#[test]
+fn fused_updates_match_reference_with_clipping() {
+    // The gradients' global norm is about 600, so a clip of 100 scales every step.
+    let Some(gpu) = gpu() else { return };
+    for cfg in configs() {
+        check_steps(gpu, awkward_table(), OptimConfig { grad_clip: 100.0, ..cfg }, 3, None, 1e-2);
+    }
+}
+
+#[test]
+fn fused_updates_split_into_windows_match_reference() {
+    // A 64 KiB binding limit splits the arena into windows of a few chunks each.
+    let Some(gpu) = gpu() else { return };
+    let table = ParamTable::new((0..31).map(|i| (format!("t{i}"), vec![i * 97 + 1, 7])));
+    for cfg in configs() {
+        check_steps(gpu, table.clone(), OptimConfig { grad_clip: 10.0, ..cfg }, 2, Some(64 << 10), 1e-2);
+    }
+}
+
+#[test]
+fn sgd_without_momentum_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    let cfg = OptimConfig { momentum: 0.0, weight_decay: 0.1, ..OptimConfig::sgd() };
+    check_steps(gpu, awkward_table(), cfg, 2, None, 0.1);
+}
+
+#[test]
+fn weight_decay_only_on_tensors_of_two_or_more_dimensions() {
+    let table = ParamTable::new([("w", vec![2, 3]), ("b", vec![3]), ("ln", vec![5]), ("e", vec![4, 1, 2])]);
+    let decay: Vec<bool> = table.tensors.iter().map(|t| t.decay).collect();
+    assert_eq!(decay, [true, false, false, true]);
+    assert!(table.tensors.iter().all(|t| t.offset % 64 == 0));
+}
+
+#[test]
+fn schedules_follow_their_formulas() {
+    let cos = Schedule { kind: ScheduleKind::Cosine, lr_max: 1.0, warmup: 10, steps: 110, min_lr_frac: 0.1 };
+    assert_eq!(cos.lr(0), 0.1);
+    assert_eq!(cos.lr(9), 1.0);
+    assert!((cos.lr(10) - 1.0).abs() < 1e-12);
+    assert!((cos.lr(60) - 0.55).abs() < 1e-12, "halfway: lr_min + (lr_max − lr_min)/2");
+    assert!((cos.lr(110) - 0.1).abs() < 1e-12);
+    let lin = Schedule { kind: ScheduleKind::Linear, ..cos };
+    assert!((lin.lr(35) - (0.1 + 0.75 * 0.9)).abs() < 1e-12);
+    assert_eq!(Schedule::constant(3e-4).lr(1000), 3e-4);
+    let warm = Schedule { kind: ScheduleKind::Constant, warmup: 4, ..cos };
+    assert_eq!((warm.lr(1), warm.lr(4)), (0.5, 1.0));
+}
+
+#[test]
+fn state_round_trip_resumes_bitwise() {
+    let Some(gpu) = gpu() else { return };
+    let table = ParamTable::new([("w", vec![33, 17]), ("b", vec![17])]);
+    let dir = std::env::temp_dir().join(format!("wgtrain-optim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for cfg in configs() {
+        let mut rng = Rng::new(3);
+        let init = table.pack(&random_tensors(&table, &mut rng));
+        let grads: Vec<Vec<f32>> = (0..3).map(|_| table.pack(&random_tensors(&table, &mut rng))).collect();
+        let run = |opt: &mut Optimizer, arena: &ParamArena, g: &[f32]| {
+            gpu.write(&arena.grads, 0, g);
+            let mut rec = Recorder::new(gpu);
+            opt.record_step(gpu, &mut rec, 1e-2, false);
+            rec.submit().unwrap();
+        };
+        let a = ParamArena::new(gpu, table.clone()).unwrap();
+        gpu.write(&a.params, 0, &init);
+        let mut oa = Optimizer::new(gpu, &a, cfg.clone(), None).unwrap();
+        run(&mut oa, &a, &grads[0]);
+        run(&mut oa, &a, &grads[1]);
+        let path = dir.join(format!("{}.safetensors", cfg.kind.name()));
+        oa.save(gpu, &path).unwrap();
+        // A second run resumes from the saved state and the first run's parameters.
+        let b = ParamArena::new(gpu, table.clone()).unwrap();
+        gpu.write(&b.params, 0, &gpu.read::<f32>(&a.params, 0, table.len as usize).unwrap());
+        let mut ob = Optimizer::new(gpu, &b, cfg.clone(), None).unwrap();
+        ob.load(gpu, &path).unwrap();
+        assert_eq!(ob.step, 2);
+        run(&mut oa, &a, &grads[2]);
+        run(&mut ob, &b, &grads[2]);
+        let pa: Vec<f32> = gpu.read(&a.params, 0, table.len as usize).unwrap();
+        let pb: Vec<f32> = gpu.read(&b.params, 0, table.len as usize).unwrap();
+        assert!(pa.iter().zip(&pb).all(|(x, y)| x.to_bits() == y.to_bits()), "{:?}: resumed step differs", cfg.kind);
+    }
+    // State of one optimizer does not load into another.
+    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    let mut sgd = Optimizer::new(gpu, &arena, OptimConfig::sgd(), None).unwrap();
+    let err = sgd.load(gpu, &dir.join("lamb.safetensors")).unwrap_err();
+    assert!(matches!(err, StateError::Mismatch { .. }), "{err}");
+    let err = sgd.load(gpu, &dir.join("missing.safetensors")).unwrap_err();
+    assert!(matches!(err, StateError::Io { .. }) && err.to_string().contains("missing.safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn optimizer_kind_names_are_stable() {
+    assert_eq!(OptimizerKind::Adamw.name(), "adamw");
+    assert_eq!(OptimizerKind::Lamb.name(), "lamb");
+    assert_eq!(OptimizerKind::Sgd.name(), "sgd");
+}
