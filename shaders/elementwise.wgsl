@@ -25,75 +25,61 @@ struct Params {
 @group(0) @binding(2) var<storage, read> x2: array<vec4<f32>>;       // (N)
 @group(0) @binding(3) var<uniform> p: Params;
 
-// Each thread handles 4 vec4, WG apart, so a workgroup covers 4·WG of them.
-fn base(wid: vec3<u32>, lid: u32) -> u32 {
-    return (wid.x + wid.y * p.grid_x) * 4u * WG + lid;
+// A workgroup covers PER_GROUP vec4, its threads WG apart (as the optimizer kernels' chunks).
+const PER_GROUP: u32 = 4096u;
+
+// The vec4 range of this workgroup.
+fn range(wid: vec3<u32>) -> vec2<u32> {
+    let first = (wid.x + wid.y * p.grid_x) * PER_GROUP;
+    return vec2<u32>(first, min(first + PER_GROUP, p.n));
 }
 
 @compute @workgroup_size(WG)
 fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = base(wid, lid);
-    for (var i = 0u; i < 4u; i++) {
-        let e = b + i * WG;
-        if e < p.n {
-            y[e] = x1[e];
-        }
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        y[e] = x1[e];
     }
 }
 
 @compute @workgroup_size(WG)
 fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = base(wid, lid);
-    for (var i = 0u; i < 4u; i++) {
-        let e = b + i * WG;
-        if e < p.n {
-            y[e] = y[e] * p.s0;
-        }
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        y[e] = y[e] * p.s0;
     }
 }
 
 @compute @workgroup_size(WG)
 fn lerp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = base(wid, lid);
-    for (var i = 0u; i < 4u; i++) {
-        let e = b + i * WG;
-        if e < p.n {
-            let a = y[e];
-            y[e] = a + p.s0 * (x1[e] - a);
-        }
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        let a = y[e];
+        y[e] = a + p.s0 * (x1[e] - a);
     }
 }
 
 @compute @workgroup_size(WG)
 fn mul_addcmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = base(wid, lid);
-    for (var i = 0u; i < 4u; i++) {
-        let e = b + i * WG;
-        if e < p.n {
-            let g = x1[e];
-            y[e] = y[e] * p.s0 + p.s1 * g * g;
-        }
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        let g = x1[e];
+        y[e] = y[e] * p.s0 + p.s1 * g * g;
     }
 }
 
 @compute @workgroup_size(WG)
 fn sqrt_div_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = base(wid, lid);
-    for (var i = 0u; i < 4u; i++) {
-        let e = b + i * WG;
-        if e < p.n {
-            y[e] = sqrt(x1[e]) / p.s0 + p.s1;
-        }
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        y[e] = sqrt(x1[e]) / p.s0 + p.s1;
     }
 }
 
 @compute @workgroup_size(WG)
 fn addcdiv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let b = base(wid, lid);
-    for (var i = 0u; i < 4u; i++) {
-        let e = b + i * WG;
-        if e < p.n {
-            y[e] = y[e] + p.s0 * x1[e] / x2[e];
-        }
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        y[e] = y[e] + p.s0 * x1[e] / x2[e];
     }
 }

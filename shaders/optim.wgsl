@@ -2,7 +2,7 @@
 // global gradient norm for clipping.
 //
 // Legend: P arena elements (params, grads, m, v share one layout), C chunks, T tensors.
-// The host cuts every tensor into chunks of at most 4096 elements; one workgroup updates one
+// The host cuts every tensor into chunks of at most 16384 elements; one workgroup updates one
 // chunk, so one dispatch updates every tensor. Tensors start on 64-element boundaries and the
 // padding between them stays zero (zero gradients leave zero parameters and moments at zero),
 // so every chunk is processed as whole vec4s.

@@ -19,10 +19,11 @@ pub struct MatmulRow {
     pub gflops: f64,
 }
 
-/// Median seconds per run of `op`: each sample records the op `reps` times into one submit,
-/// with `reps` chosen so a sample takes about 50 ms, and waits for it.
-pub fn time_op(gpu: &Gpu, op: &[Dispatch], samples: usize) -> Result<f64, GpuError> {
-    let run = |reps: usize| -> Result<f64, GpuError> {
+/// Median seconds per run of each op. Each sample records an op `reps` times into one submit,
+/// `reps` chosen so that a sample takes about 50 ms, and waits for it. Samples go round-robin
+/// over the ops, so a change in the machine's speed during the run touches every op alike.
+pub fn time_ops(gpu: &Gpu, ops: &[&[Dispatch]], samples: usize) -> Result<Vec<f64>, GpuError> {
+    let run = |op: &[Dispatch], reps: usize| -> Result<f64, GpuError> {
         let t = Instant::now();
         let mut rec = Recorder::new(gpu);
         for _ in 0..reps {
@@ -32,11 +33,24 @@ pub fn time_op(gpu: &Gpu, op: &[Dispatch], samples: usize) -> Result<f64, GpuErr
         gpu.wait()?;
         Ok(t.elapsed().as_secs_f64() / reps as f64)
     };
-    let first = run(1)?; // warm-up, and a first estimate
-    let reps = ((0.05 / first.max(1e-7)).ceil() as usize).clamp(1, 200);
-    let mut times = (0..samples.max(1)).map(|_| run(reps)).collect::<Result<Vec<_>, _>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    // A warm-up run of each op gives a first estimate.
+    let reps: Vec<usize> = ops
+        .iter()
+        .map(|op| run(op, 1).map(|t| ((0.05 / t.max(1e-7)).ceil() as usize).clamp(1, 200)))
+        .collect::<Result<_, _>>()?;
+    let mut times = vec![Vec::new(); ops.len()];
+    for _ in 0..samples.max(1) {
+        for (i, op) in ops.iter().enumerate() {
+            times[i].push(run(op, reps[i])?);
+        }
+    }
+    Ok(times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect())
 }
 
 fn random_buffer(gpu: &Gpu, rng: &mut Rng, len: usize) -> Result<GpuBuffer, GpuError> {
@@ -82,8 +96,8 @@ pub fn matmul(
                 mm.naive((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?,
             ),
         ];
-        for (kernel, op) in &ops {
-            let s = time_op(gpu, op, samples)?;
+        let refs: Vec<&[Dispatch]> = ops.iter().map(|(_, op)| op.as_slice()).collect();
+        for ((kernel, _), s) in ops.iter().zip(time_ops(gpu, &refs, samples)?) {
             rows.push(MatmulRow {
                 kernel,
                 m,
@@ -126,4 +140,88 @@ pub fn parse_workgroup(s: &str) -> Result<(u32, u32), String> {
         [x, y] if x > 0 && y > 0 && x * y <= 1024 => Ok((x, y)),
         _ => Err(err()),
     }
+}
+
+/// One timed optimizer update (or the copy that bounds them all).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OptimRow {
+    pub name: &'static str,
+    pub params: u64,
+    pub tensors: usize,
+    pub ms: f64,
+    /// bytes_per_param · params / time
+    pub gbps: f64,
+    /// The least each update must move per parameter: AdamW 28 (read θ, g, m, v; write θ, m,
+    /// v), SGD 20 (read θ, g, b; write θ, b), LAMB 40 (its first pass moves AdamW's 28, storing
+    /// u where g was; the last reads θ and u and writes θ: 12 more), copy 8.
+    pub bytes_per_param: u64,
+    pub frac_of_copy: f64,
+}
+
+/// `tensors` tensors of about `params` elements in all, of uneven sizes, alternately 2-D and 1-D.
+pub fn optim_table(params: u64, tensors: usize) -> crate::optim::ParamTable {
+    let mut rng = Rng::new(5);
+    let weights: Vec<f64> = (0..tensors).map(|_| 1.0 + 0.8 * rng.uniform() as f64).collect();
+    let total: f64 = weights.iter().sum();
+    crate::optim::ParamTable::new(weights.iter().enumerate().map(|(i, w)| {
+        let n = ((params as f64 * w / total) as usize).max(1);
+        let shape = if i % 2 == 0 && n >= 16 {
+            vec![n / 16, 16]
+        } else {
+            vec![n]
+        };
+        (format!("t{i}"), shape)
+    }))
+}
+
+/// Times copy, the fused AdamW, LAMB and SGD updates and an unfused AdamW on one arena.
+pub fn optim(gpu: &Gpu, params: u64, tensors: usize, samples: usize) -> Result<Vec<OptimRow>, GpuError> {
+    use crate::kernels::elementwise::{self, Span};
+    use crate::optim::{OptimConfig, Optimizer, ParamArena};
+    let table = optim_table(params, tensors);
+    let n = table.numel();
+    let arena = ParamArena::new(gpu, table.clone())?;
+    let mut rng = Rng::new(6);
+    gpu.write(&arena.params, 0, &rng.vec(table.len as usize));
+    gpu.write(&arena.grads, 0, &rng.vec(table.len as usize));
+    let dst = gpu.pool.storage(Category::Scratch, arena.params.size())?;
+    let copy = vec![elementwise::copy(gpu, Span::whole(&dst), Span::whole(&arena.params))?];
+    let lr = 1e-3;
+    let mut optimizers = Vec::new();
+    for cfg in [OptimConfig::adamw(), OptimConfig::lamb(), OptimConfig::sgd()] {
+        let mut opt = Optimizer::new(gpu, &arena, cfg, None)?;
+        opt.prepare(gpu, lr);
+        optimizers.push(opt);
+    }
+    let m = gpu.pool.storage(Category::OptimizerState, arena.params.size())?;
+    let v = gpu.pool.storage(Category::OptimizerState, arena.params.size())?;
+    let c = OptimConfig::adamw();
+    let hyper = (c.beta1, c.beta2, c.eps, c.weight_decay);
+    let (unfused, _denom) = elementwise::adamw_unfused(gpu, &table, &arena.params, &arena.grads, &m, &v, lr, hyper, 1)?;
+    let rows: [(&'static str, u64, &[Dispatch]); 5] = [
+        ("copy", 8, &copy),
+        ("adamw_fused", 28, optimizers[0].update_dispatches()),
+        ("lamb_fused", 40, optimizers[1].update_dispatches()),
+        ("sgd_fused", 20, optimizers[2].update_dispatches()),
+        ("adamw_unfused", 28, &unfused),
+    ];
+    let secs = time_ops(gpu, &rows.iter().map(|r| r.2).collect::<Vec<_>>(), samples)?;
+    let times: Vec<(&'static str, u64, f64)> = rows.iter().zip(secs).map(|(r, s)| (r.0, r.1, s)).collect();
+
+    let copy_gbps = 8.0 * n as f64 / times[0].2 / 1e9;
+    Ok(times
+        .into_iter()
+        .map(|(name, bytes, s)| {
+            let gbps = bytes as f64 * n as f64 / s / 1e9;
+            OptimRow {
+                name,
+                params: n,
+                tensors,
+                ms: s * 1e3,
+                gbps,
+                bytes_per_param: bytes,
+                frac_of_copy: gbps / copy_gbps,
+            }
+        })
+        .collect())
 }

@@ -63,6 +63,21 @@ enum Bench {
         #[arg(long, default_value = "8x8")]
         workgroup: String,
     },
+    /// Fused AdamW, LAMB and SGD updates against a copy kernel and an unfused AdamW.
+    Optim {
+        /// Parameters in all.
+        #[arg(long, default_value_t = 16 << 20)]
+        params: u64,
+        /// Tensors they are split into.
+        #[arg(long, default_value_t = 50)]
+        tensors: usize,
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Timed samples per row; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,35 +119,70 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             samples,
             workgroup,
-        }) => {
-            let sizes = wgtrain::bench::parse_sizes(&sizes).map_err(anyhow::Error::msg)?;
-            if !json {
-                println!("adapter: {}", gpu.name());
-                println!(
-                    "{:<24} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}",
-                    "kernel", "m", "n", "k", "ms", "GFLOP/s", "x naive"
-                );
-            }
-            let workgroup = wgtrain::bench::parse_workgroup(&workgroup).map_err(anyhow::Error::msg)?;
-            let rows = wgtrain::bench::matmul(&gpu, &sizes, samples, workgroup)?;
-            for r in &rows {
-                if json {
-                    println!("{}", serde_json::to_string(r)?);
-                } else {
-                    let naive = rows
-                        .iter()
-                        .find(|x| x.kernel == "matmul_naive" && (x.m, x.n, x.k) == (r.m, r.n, r.k));
-                    let ratio = naive.map_or(f64::NAN, |x| r.gflops / x.gflops);
-                    println!(
-                        "{:<24} {:>6} {:>6} {:>6} {:>10.3} {:>10.2} {:>9.2}",
-                        r.kernel, r.m, r.n, r.k, r.ms, r.gflops, ratio
-                    );
-                }
-            }
-        }
+        }) => bench_matmul(&gpu, &sizes, json, samples, &workgroup)?,
+        Command::Bench(Bench::Optim {
+            params,
+            tensors,
+            json,
+            samples,
+        }) => bench_optim(&gpu, params, tensors, json, samples)?,
     }
     if let Some(p) = &gpu.profiler {
         eprintln!("{}", p.lock().unwrap().table());
+    }
+    Ok(())
+}
+
+fn bench_matmul(gpu: &Gpu, sizes: &str, json: bool, samples: usize, workgroup: &str) -> anyhow::Result<()> {
+    let sizes = wgtrain::bench::parse_sizes(sizes).map_err(anyhow::Error::msg)?;
+    let workgroup = wgtrain::bench::parse_workgroup(workgroup).map_err(anyhow::Error::msg)?;
+    if !json {
+        println!("adapter: {}", gpu.name());
+        println!(
+            "{:<24} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}",
+            "kernel", "m", "n", "k", "ms", "GFLOP/s", "x naive"
+        );
+    }
+    let rows = wgtrain::bench::matmul(gpu, &sizes, samples, workgroup)?;
+    for r in &rows {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+            continue;
+        }
+        let naive = rows
+            .iter()
+            .find(|x| x.kernel == "matmul_naive" && (x.m, x.n, x.k) == (r.m, r.n, r.k));
+        let ratio = naive.map_or(f64::NAN, |x| r.gflops / x.gflops);
+        println!(
+            "{:<24} {:>6} {:>6} {:>6} {:>10.3} {:>10.2} {:>9.2}",
+            r.kernel, r.m, r.n, r.k, r.ms, r.gflops, ratio
+        );
+    }
+    Ok(())
+}
+
+fn bench_optim(gpu: &Gpu, params: u64, tensors: usize, json: bool, samples: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(params > 0, "--params must be positive");
+    anyhow::ensure!(
+        tensors > 0 && tensors as u64 <= params,
+        "--tensors must be between 1 and --params"
+    );
+    if !json {
+        println!("adapter: {}", gpu.name());
+        println!(
+            "{:<15} {:>10} {:>8} {:>10} {:>9} {:>8} {:>13}",
+            "name", "params", "tensors", "ms", "GB/s", "B/param", "frac_of_copy"
+        );
+    }
+    for r in wgtrain::bench::optim(gpu, params, tensors, samples)? {
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{:<15} {:>10} {:>8} {:>10.3} {:>9.2} {:>8} {:>13.3}",
+                r.name, r.params, r.tensors, r.ms, r.gbps, r.bytes_per_param, r.frac_of_copy
+            );
+        }
     }
     Ok(())
 }

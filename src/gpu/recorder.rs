@@ -78,7 +78,8 @@ impl<'g> Recorder<'g> {
 
     /// Copies `bytes` bytes between buffers (offsets and size multiples of 4).
     pub fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
-        self.encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+        self.encoder
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
 
     /// Submits everything recorded. With --profile, waits and adds the kernel times.

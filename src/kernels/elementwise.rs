@@ -16,8 +16,8 @@ pub struct ElementwiseParams {
 }
 
 const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
-/// vec4 elements one workgroup covers (4 per thread, 256 threads).
-const PER_GROUP: u32 = 1024;
+/// vec4 elements one workgroup covers (PER_GROUP in the shader).
+const PER_GROUP: u32 = 4096;
 
 /// A window of a buffer: f32 elements offset..offset + len, offset a multiple of 64.
 #[derive(Clone, Copy)]
@@ -30,31 +30,63 @@ pub struct Span<'a> {
 impl<'a> Span<'a> {
     pub fn whole(buf: &'a GpuBuffer) -> Self {
         let buf: &'a wgpu::Buffer = buf;
-        Self { buf, offset: 0, len: buf.size() / 4 }
+        Self {
+            buf,
+            offset: 0,
+            len: buf.size() / 4,
+        }
     }
 
-    fn binding(&self) -> wgpu::BufferBinding<'a> {
+    fn binding(self) -> wgpu::BufferBinding<'a> {
         let bytes = 4 * self.len.next_multiple_of(4);
-        wgpu::BufferBinding { buffer: self.buf, offset: 4 * self.offset, size: wgpu::BufferSize::new(bytes) }
+        wgpu::BufferBinding {
+            buffer: self.buf,
+            offset: 4 * self.offset,
+            size: wgpu::BufferSize::new(bytes),
+        }
     }
 }
 
-/// One elementwise dispatch: y = op(y, x1, x2) over y's span.
-pub fn op(gpu: &Gpu, entry: &'static str, y: Span, x1: Span, x2: Span, s0: f32, s1: f32) -> Result<Dispatch, GpuError> {
+/// One elementwise dispatch: y = op(y, x1, x2) over y's span. Inputs an op does not read are
+/// None (a buffer can't be bound writable and read-only in one dispatch).
+pub fn op<'a>(
+    gpu: &'a Gpu,
+    entry: &'static str,
+    y: Span<'a>,
+    x1: Option<Span<'a>>,
+    x2: Option<Span<'a>>,
+    s0: f32,
+    s1: f32,
+) -> Result<Dispatch, GpuError> {
     let n = y.len.div_ceil(4) as u32;
     let max = gpu.limits.max_compute_workgroups_per_dimension;
     let groups = n.div_ceil(PER_GROUP).max(1);
     let gx = groups.min(max);
     let params = ElementwiseParams { n, grid_x: gx, s0, s1 };
-    let pipeline = gpu.pipeline(Kernel { shader: Shader::Elementwise, entry, slots: SLOTS }, &[])?;
+    let pipeline = gpu.pipeline(
+        Kernel {
+            shader: Shader::Elementwise,
+            entry,
+            slots: SLOTS,
+        },
+        &[],
+    )?;
     let uniform = gpu.pool.uniform(&gpu.queue, &params)?;
-    let bind_group = gpu.bind_group(&pipeline, &[y.binding(), x1.binding(), x2.binding(), uniform.as_entire_buffer_binding()]);
-    Ok(Dispatch { pipeline, bind_group, groups: [gx, groups.div_ceil(gx), 1], label: entry, _uniform: Some(uniform) })
+    let input = |x: Option<Span<'a>>| x.map_or(gpu.dummy.as_entire_buffer_binding(), Span::binding);
+    let bindings = [y.binding(), input(x1), input(x2), uniform.as_entire_buffer_binding()];
+    let bind_group = gpu.bind_group(&pipeline, &bindings);
+    Ok(Dispatch {
+        pipeline,
+        bind_group,
+        groups: [gx, groups.div_ceil(gx), 1],
+        label: entry,
+        _uniform: Some(uniform),
+    })
 }
 
 /// dst = src over `len` f32 elements.
 pub fn copy(gpu: &Gpu, dst: Span, src: Span) -> Result<Dispatch, GpuError> {
-    op(gpu, "copy", dst, src, src, 0.0, 0.0)
+    op(gpu, "copy", dst, Some(src), None, 0.0, 0.0)
 }
 
 /// One AdamW step (torch.optim.AdamW's single-tensor path) as five elementwise dispatches per
@@ -78,15 +110,31 @@ pub fn adamw_unfused(
     let bc2_sqrt = (1.0 - (beta2 as f64).powi(t)).sqrt();
     let mut ops = Vec::new();
     for tensor in &table.tensors {
-        let span = |buf| Span { buf, offset: tensor.offset, len: tensor.numel() };
+        let span = |buf| Span {
+            buf,
+            offset: tensor.offset,
+            len: tensor.numel(),
+        };
         let (p, g, mm, vv) = (span(params), span(grads), span(m), span(v));
-        let d = Span { buf: &denom, offset: 0, len: tensor.numel() };
+        let d = Span {
+            buf: &denom,
+            offset: 0,
+            len: tensor.numel(),
+        };
         let wd = if tensor.decay { weight_decay } else { 0.0 };
-        ops.push(op(gpu, "scale", p, p, p, 1.0 - lr * wd, 0.0)?);
-        ops.push(op(gpu, "lerp", mm, g, g, 1.0 - beta1, 0.0)?);
-        ops.push(op(gpu, "mul_addcmul", vv, g, g, beta2, 1.0 - beta2)?);
-        ops.push(op(gpu, "sqrt_div_add", d, vv, vv, bc2_sqrt as f32, eps)?);
-        ops.push(op(gpu, "addcdiv", p, mm, d, -(lr as f64 / bc1) as f32, 0.0)?);
+        ops.push(op(gpu, "scale", p, None, None, 1.0 - lr * wd, 0.0)?);
+        ops.push(op(gpu, "lerp", mm, Some(g), None, 1.0 - beta1, 0.0)?);
+        ops.push(op(gpu, "mul_addcmul", vv, Some(g), None, beta2, 1.0 - beta2)?);
+        ops.push(op(gpu, "sqrt_div_add", d, Some(vv), None, bc2_sqrt as f32, eps)?);
+        ops.push(op(
+            gpu,
+            "addcdiv",
+            p,
+            Some(mm),
+            Some(d),
+            -(lr as f64 / bc1) as f32,
+            0.0,
+        )?);
     }
     Ok((ops, denom))
 }

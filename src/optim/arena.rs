@@ -7,7 +7,7 @@ use crate::gpu::{Category, Gpu, GpuBuffer, GpuError};
 /// on its own at any adapter's offset alignment, and is processed as whole vec4s.
 pub const TENSOR_ALIGN: u64 = 64;
 /// Elements one workgroup updates (the chunk size of the multi-tensor kernels).
-pub const CHUNK: u64 = 4096;
+pub const CHUNK: u64 = 16384;
 
 /// One trainable tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,7 +54,12 @@ impl ParamTable {
         for (name, shape) in specs {
             let offset = table.len.next_multiple_of(TENSOR_ALIGN);
             let decay = shape.len() >= 2;
-            let t = TensorInfo { name: name.into(), shape, offset, decay };
+            let t = TensorInfo {
+                name: name.into(),
+                shape,
+                offset,
+                decay,
+            };
             table.len = offset + t.numel();
             table.tensors.push(t);
         }
@@ -100,7 +105,10 @@ impl ParamTable {
 
     /// The inverse of `pack`.
     pub fn unpack(&self, flat: &[f32]) -> Vec<Vec<f32>> {
-        self.tensors.iter().map(|t| flat[t.offset as usize..][..t.numel() as usize].to_vec()).collect()
+        self.tensors
+            .iter()
+            .map(|t| flat[t.offset as usize..][..t.numel() as usize].to_vec())
+            .collect()
     }
 }
 

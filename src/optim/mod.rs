@@ -54,17 +54,35 @@ pub struct OptimConfig {
 impl OptimConfig {
     /// torch.optim.AdamW's defaults: β (0.9, 0.999), ε 1e-8, λ 0.01.
     pub fn adamw() -> Self {
-        Self { kind: OptimizerKind::Adamw, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, momentum: 0.0, grad_clip: 0.0 }
+        Self {
+            kind: OptimizerKind::Adamw,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            momentum: 0.0,
+            grad_clip: 0.0,
+        }
     }
 
     /// optax.lamb's defaults: β (0.9, 0.999), ε 1e-6, λ 0.
     pub fn lamb() -> Self {
-        Self { kind: OptimizerKind::Lamb, eps: 1e-6, weight_decay: 0.0, ..Self::adamw() }
+        Self {
+            kind: OptimizerKind::Lamb,
+            eps: 1e-6,
+            weight_decay: 0.0,
+            ..Self::adamw()
+        }
     }
 
     /// SGD with momentum 0.9 and no weight decay.
     pub fn sgd() -> Self {
-        Self { kind: OptimizerKind::Sgd, momentum: 0.9, weight_decay: 0.0, ..Self::adamw() }
+        Self {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            ..Self::adamw()
+        }
     }
 }
 
@@ -104,7 +122,11 @@ const SLOTS: &[Slot] = &[
 ];
 
 fn kernel(entry: &'static str) -> Kernel {
-    Kernel { shader: Shader::Optim, entry, slots: SLOTS }
+    Kernel {
+        shader: Shader::Optim,
+        entry,
+        slots: SLOTS,
+    }
 }
 
 /// A range of chunks that one dispatch updates: the arena elements lo..hi bound as windows.
@@ -155,7 +177,11 @@ impl Optimizer {
             Ok(b)
         };
         let m = zeroed(Category::OptimizerState)?;
-        let v = if cfg.kind == OptimizerKind::Sgd { None } else { Some(zeroed(Category::OptimizerState)?) };
+        let v = if cfg.kind == OptimizerKind::Sgd {
+            None
+        } else {
+            Some(zeroed(Category::OptimizerState)?)
+        };
 
         let chunks = table.chunks();
         let n_tensors = table.tensors.len();
@@ -170,8 +196,12 @@ impl Optimizer {
         let tensors = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &ranges)?;
         let mut scalar_init = vec![1.0f32; 2 + n_tensors];
         scalar_init[0] = 0.0;
-        let scalars = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &scalar_init)?;
-        let partials = gpu.pool.storage(Category::Scratch, 4 * (3 * chunks.len() as u64).max(1))?;
+        let scalars = gpu
+            .pool
+            .storage_from(&gpu.queue, Category::OptimizerState, &scalar_init)?;
+        let partials = gpu
+            .pool
+            .storage(Category::Scratch, 4 * (3 * chunks.len() as u64).max(1))?;
         let limit = binding_limit.unwrap_or(gpu.max_binding()).min(gpu.max_binding());
         let windows = plan_windows(gpu, &chunks, limit)?;
 
@@ -195,10 +225,19 @@ impl Optimizer {
                 w.uniform.as_entire_buffer_binding(),
             ];
             let bind_group = gpu.bind_group(&pipeline, &bindings);
-            Ok(Dispatch { pipeline, bind_group, groups, label: entry, _uniform: None })
+            Ok(Dispatch {
+                pipeline,
+                bind_group,
+                groups,
+                label: entry,
+                _uniform: None,
+            })
         };
         let per_window = |entry: &'static str| -> Result<Vec<Dispatch>, GpuError> {
-            windows.iter().map(|w| bind(w, entry, grid(w.n_chunks, max_groups))).collect()
+            windows
+                .iter()
+                .map(|w| bind(w, entry, grid(w.n_chunks, max_groups)))
+                .collect()
         };
         let w0 = &windows[0];
         let gx = grid(w0.n_chunks, max_groups)[0];
@@ -313,7 +352,9 @@ impl Optimizer {
     /// The pre-clip global gradient norm of the last step recorded with `want_norm` (None if
     /// there was none). Waits for that step only if the GPU has not finished it yet.
     pub fn grad_norm(&mut self, gpu: &Gpu) -> Result<Option<f32>, GpuError> {
-        let Some((slot, rx)) = self.mapping.take() else { return Ok(None) };
+        let Some((slot, rx)) = self.mapping.take() else {
+            return Ok(None);
+        };
         let done = match rx.try_recv() {
             Ok(r) => r,
             Err(_) => {
@@ -334,7 +375,11 @@ impl Optimizer {
 
 /// Elements lo..hi of `buf` as a binding.
 fn window(buf: &wgpu::Buffer, lo: u64, hi: u64) -> wgpu::BufferBinding<'_> {
-    wgpu::BufferBinding { buffer: buf, offset: 4 * lo, size: wgpu::BufferSize::new(4 * (hi - lo)) }
+    wgpu::BufferBinding {
+        buffer: buf,
+        offset: 4 * lo,
+        size: wgpu::BufferSize::new(4 * (hi - lo)),
+    }
 }
 
 /// x and y of a grid of `n` workgroups: x up to the adapter's limit, the rest along y.
@@ -356,11 +401,19 @@ fn plan_windows(gpu: &Gpu, chunks: &[ChunkEntry], limit: u64) -> Result<Vec<Wind
             j += 1;
         }
         if j == i {
-            return Err(GpuError::BindingTooLarge { requested: 4 * (end(&chunks[i]) - lo), max: limit });
+            return Err(GpuError::BindingTooLarge {
+                requested: 4 * (end(&chunks[i]) - lo),
+                max: limit,
+            });
         }
         let hi = end(&chunks[j - 1]);
-        let local: Vec<ChunkEntry> =
-            chunks[i..j].iter().map(|c| ChunkEntry { start: (c.start as u64 - lo) as u32, ..*c }).collect();
+        let local: Vec<ChunkEntry> = chunks[i..j]
+            .iter()
+            .map(|c| ChunkEntry {
+                start: (c.start as u64 - lo) as u32,
+                ..*c
+            })
+            .collect();
         windows.push(Window {
             lo,
             hi,
