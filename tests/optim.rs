@@ -304,3 +304,44 @@ fn fused_updates_match_pytorch_golden_values() {
         }
     }
 }
+
+/// Regression: the optimizer once let its tensor-range and partial-sum buffers drop back into
+/// the pool while its bind groups still used them; the next buffers of that size went to other
+/// owners (seen on an H200 as corrupted LAMB steps and bias gradients in parallel tests).
+#[test]
+fn optimizer_buffers_stay_out_of_the_pool_while_bound() {
+    let Some(gpu) = gpu() else { return };
+    let table = ParamTable::new([("w", vec![5, 7]), ("b", vec![7]), ("ln", vec![3])]);
+    let cfg = OptimConfig {
+        grad_clip: 1.0,
+        weight_decay: 0.01,
+        ..OptimConfig::lamb()
+    };
+    let mut rng = Rng::new(9);
+    let mut params = random_tensors(&table, &mut rng);
+    let grads = random_tensors(&table, &mut rng);
+    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    gpu.write(&arena.params, 0, &table.pack(&params));
+    gpu.write(&arena.grads, 0, &table.pack(&grads));
+    let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), None).unwrap();
+    // Take the small storage buffers the pool has free and fill them with NaN: had the
+    // optimizer given any of its own back, this would overwrite it.
+    let squatters: Vec<_> = (0..16)
+        .map(|_| {
+            gpu.pool
+                .storage_from(&gpu.queue, wgtrain::gpu::Category::Scratch, &[f32::NAN; 64])
+                .unwrap()
+        })
+        .collect();
+    let mut rec = Recorder::new(gpu);
+    opt.record_step(gpu, &mut rec, 1e-2, false);
+    rec.submit().unwrap();
+    let decay: Vec<bool> = table.tensors.iter().map(|t| t.decay).collect();
+    let sizes: Vec<usize> = table.tensors.iter().map(|t| t.numel() as usize).collect();
+    RefOptim::new(cfg, &sizes).step(&mut params, &grads, &decay, 1e-2);
+    let got = table.unpack(&gpu.read::<f32>(&arena.params, 0, table.len as usize).unwrap());
+    for (i, t) in table.tensors.iter().enumerate() {
+        assert_close(&format!("lamb {}", t.name), &got[i], &params[i], ATOL, RTOL);
+    }
+    drop(squatters);
+}

@@ -61,6 +61,10 @@ pub struct Pool {
 }
 
 /// A buffer from the pool. Derefs to the wgpu buffer; returns to the pool on drop.
+///
+/// Keep it alive as long as any bind group or queued command uses it: once dropped it can be
+/// handed out again, while wgpu still keeps its memory alive for the old bind group, and two
+/// owners would then share one buffer.
 pub struct GpuBuffer {
     buf: Option<wgpu::Buffer>,
     category: Category,

@@ -151,6 +151,10 @@ pub struct Optimizer {
     pub(crate) v: Option<GpuBuffer>,
     /// [0] the last pre-clip gradient norm, [1] the clip scale, [2 + t] LAMB trust ratios.
     scalars: GpuBuffer,
+    /// Each tensor's (first chunk, chunk count), for LAMB's norms.
+    _tensors: GpuBuffer,
+    /// Per-chunk sums of squares: gradients, and LAMB's θ and u.
+    _partials: GpuBuffer,
     windows: Vec<Window>,
     /// Clipping: per-window partial sums and the finish.
     norm_ops: Vec<Dispatch>,
@@ -268,6 +272,8 @@ impl Optimizer {
             m,
             v,
             scalars,
+            _tensors: tensors,
+            _partials: partials,
             windows,
             norm_ops,
             update_ops,
