@@ -3,9 +3,9 @@
 //
 // Legend: P arena elements (params, grads, m, v share one layout), C chunks, T tensors.
 // The host cuts every tensor into chunks of at most 16384 elements; one workgroup updates one
-// chunk, so one dispatch updates every tensor. Tensors start on 64-element boundaries and the
-// padding between them stays zero (zero gradients leave zero parameters and moments at zero),
-// so every chunk is processed as whole vec4s.
+// chunk, so one dispatch updates every tensor. Tensors start on 64-element boundaries and each
+// chunk is processed as whole vec4s: the last one may run into the padding after a tensor,
+// which gets updated too (nothing reads it) but is masked out of every norm.
 //
 // Formulas (λ = weight decay, applied only to chunks whose tensor has decay set):
 //   AdamW (torch.optim.AdamW): θ ← θ(1 − lr·λ); m ← m + (1−β1)(g − m); v ← β2·v + (1−β2)·g²;
@@ -35,7 +35,7 @@ struct Params {
     n_chunks: u32,     // chunks in this dispatch
     total_chunks: u32, // chunks in the arena
     n_tensors: u32,
-    grid_x: u32,       // workgroups along x; the chunk index is x + y·grid_x
+    _pad: u32,
 }
 
 // One chunk: elements start .. start + len of the bound window (start a multiple of 4).
@@ -58,8 +58,16 @@ struct Chunk {
 
 var<workgroup> red: array<vec2<f32>, WG>;
 
-fn group_index(wid: vec3<u32>) -> u32 {
-    return wid.x + wid.y * p.grid_x;
+// Grids past the per-dimension limit continue along y.
+fn group_index(wid: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return wid.x + wid.y * groups.x;
+}
+
+// The lanes of vec4 e that lie before element `end`; the others (padding) read as 0, whatever
+// they hold, so they never reach a norm.
+fn inside(v: vec4<f32>, e: u32, end: u32) -> vec4<f32> {
+    let idx = vec4<u32>(4u * e) + vec4<u32>(0u, 1u, 2u, 3u);
+    return select(vec4<f32>(0.0), v, idx < vec4<u32>(end));
 }
 
 // Pairwise sum of every thread's value; the result is in red[0] for all threads.
@@ -78,8 +86,9 @@ fn reduce(lid: u32, x: vec2<f32>) -> vec2<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid);
+fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid, groups);
     if c >= p.n_chunks {
         return;
     }
@@ -102,8 +111,9 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 }
 
 @compute @workgroup_size(WG)
-fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid);
+fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid, groups);
     if c >= p.n_chunks {
         return;
     }
@@ -127,8 +137,9 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 
 // LAMB 1/3: moments, the update u (into grad), and each chunk's ‖θ‖² and ‖u‖².
 @compute @workgroup_size(WG)
-fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid);
+fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid, groups);
     if c >= p.n_chunks {
         return;
     }
@@ -147,7 +158,9 @@ fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         let x = param[e];
         let u = (m1 / p.bc1) / (sqrt(v1 / p.bc2) + p.eps) + wd * x;
         grad[e] = u;
-        sq += vec2<f32>(dot(x, x), dot(u, u));
+        let xi = inside(x, e, ch.start + ch.len);
+        let ui = inside(u, e, ch.start + ch.len);
+        sq += vec2<f32>(dot(xi, xi), dot(ui, ui));
     }
     let s = reduce(lid, sq);
     if lid == 0u {
@@ -159,8 +172,9 @@ fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 
 // LAMB 2/3: one workgroup per tensor folds its chunks' sums into the trust ratio.
 @compute @workgroup_size(WG)
-fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let t = group_index(wid);
+fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wid, groups);
     if t >= p.n_tensors {
         return;
     }
@@ -180,8 +194,9 @@ fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 
 // LAMB 3/3: θ ← θ − lr·r·u.
 @compute @workgroup_size(WG)
-fn lamb_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid);
+fn lamb_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid, groups);
     if c >= p.n_chunks {
         return;
     }
@@ -196,8 +211,9 @@ fn lamb_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 
 // Clipping 1/2: each chunk's Σg².
 @compute @workgroup_size(WG)
-fn grad_norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid);
+fn grad_norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid, groups);
     if c >= p.n_chunks {
         return;
     }
@@ -206,7 +222,7 @@ fn grad_norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     let end = first + (ch.len + 3u) / 4u;
     var s = 0.0;
     for (var e = first + lid; e < end; e += WG) {
-        let g = grad[e];
+        let g = inside(grad[e], e, ch.start + ch.len);
         s += dot(g, g);
     }
     let total = reduce(lid, vec2<f32>(s, 0.0));

@@ -182,8 +182,17 @@ pub fn optim(gpu: &Gpu, params: u64, tensors: usize, samples: usize) -> Result<V
     let n = table.numel();
     let arena = ParamArena::new(gpu, table.clone())?;
     let mut rng = Rng::new(6);
-    gpu.write(&arena.params, 0, &rng.vec(table.len as usize));
-    gpu.write(&arena.grads, 0, &rng.vec(table.len as usize));
+    let mut random = || {
+        table.pack(
+            &table
+                .tensors
+                .iter()
+                .map(|t| rng.vec(t.numel() as usize))
+                .collect::<Vec<_>>(),
+        )
+    };
+    gpu.write(&arena.params, 0, &random());
+    gpu.write(&arena.grads, 0, &random());
     let dst = gpu.pool.storage(Category::Scratch, arena.params.size())?;
     let copy = vec![elementwise::copy(gpu, Span::whole(&dst), Span::whole(&arena.params))?];
     let lr = 1e-3;

@@ -345,3 +345,64 @@ fn optimizer_buffers_stay_out_of_the_pool_while_bound() {
     }
     drop(squatters);
 }
+
+/// The norm can be asked for on every step and read only now and then: an unread norm gives
+/// its readback slot up instead of blocking the copy two steps later.
+#[test]
+fn grad_norm_requested_every_step_reads_the_latest() {
+    let Some(gpu) = gpu() else { return };
+    let table = ParamTable::new([("w", vec![9, 11]), ("b", vec![11])]);
+    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    let mut opt = Optimizer::new(gpu, &arena, OptimConfig::adamw(), None).unwrap();
+    let mut rng = Rng::new(11);
+    let mut want = 0.0;
+    for _ in 0..5 {
+        let grads = random_tensors(&table, &mut rng);
+        want = wgtrain::reference::optim::global_norm(&grads);
+        gpu.write(&arena.grads, 0, &table.pack(&grads));
+        let mut rec = Recorder::new(gpu);
+        opt.record_step(gpu, &mut rec, 1e-3, true);
+        rec.submit().unwrap();
+        opt.submitted();
+    }
+    let norm = opt.grad_norm(gpu).unwrap().expect("requested") as f64;
+    assert!(((norm - want) / want).abs() < 1e-5, "{norm} vs {want}");
+    assert_eq!(opt.grad_norm(gpu).unwrap(), None, "each norm is read once");
+}
+
+/// Padding after a tensor never reaches a norm, whatever it holds.
+#[test]
+fn padding_garbage_stays_out_of_the_norms() {
+    let Some(gpu) = gpu() else { return };
+    let table = ParamTable::new([("w", vec![3, 5]), ("b", vec![7])]); // 15 and 7: both end mid-vec4
+    let cfg = OptimConfig {
+        grad_clip: 1.0,
+        ..OptimConfig::lamb()
+    };
+    let mut rng = Rng::new(12);
+    let mut params = random_tensors(&table, &mut rng);
+    let grads = random_tensors(&table, &mut rng);
+    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    let mut fill = |v: &[Vec<f32>]| {
+        let mut flat = vec![1e30f32; table.len as usize];
+        for (t, x) in table.tensors.iter().zip(v) {
+            flat[t.offset as usize..][..x.len()].copy_from_slice(x);
+        }
+        flat
+    };
+    gpu.write(&arena.params, 0, &fill(&params));
+    gpu.write(&arena.grads, 0, &fill(&grads));
+    let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), None).unwrap();
+    let mut rec = Recorder::new(gpu);
+    opt.record_step(gpu, &mut rec, 1e-2, true);
+    rec.submit().unwrap();
+    opt.submitted();
+    let decay: Vec<bool> = table.tensors.iter().map(|t| t.decay).collect();
+    let want_norm = RefOptim::new(cfg, &[15, 7]).step(&mut params, &grads, &decay, 1e-2);
+    let norm = opt.grad_norm(gpu).unwrap().unwrap() as f64;
+    assert!(((norm - want_norm) / want_norm).abs() < 1e-5, "{norm} vs {want_norm}");
+    let got = table.unpack(&gpu.read::<f32>(&arena.params, 0, table.len as usize).unwrap());
+    for (i, t) in table.tensors.iter().enumerate() {
+        assert_close(&format!("lamb {}", t.name), &got[i], &params[i], ATOL, RTOL);
+    }
+}

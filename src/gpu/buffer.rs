@@ -60,12 +60,18 @@ pub struct Pool {
     shared: Arc<PoolShared>,
 }
 
-/// A buffer from the pool. Derefs to the wgpu buffer; returns to the pool on drop.
+/// A buffer from the pool. Derefs to the wgpu buffer; clones share it, and it returns to the
+/// pool when the last clone drops.
 ///
-/// Keep it alive as long as any bind group or queued command uses it: once dropped it can be
+/// Keep a clone as long as any bind group or queued command uses it: once returned it can be
 /// handed out again, while wgpu still keeps its memory alive for the old bind group, and two
 /// owners would then share one buffer.
+#[derive(Clone)]
 pub struct GpuBuffer {
+    owned: Arc<Owned>,
+}
+
+struct Owned {
     buf: Option<wgpu::Buffer>,
     category: Category,
     pool: Arc<PoolShared>,
@@ -144,9 +150,11 @@ impl Pool {
         let total: u64 = st.live.values().sum();
         st.peak = st.peak.max(total);
         Ok(GpuBuffer {
-            buf: Some(buf),
-            category,
-            pool: self.shared.clone(),
+            owned: Arc::new(Owned {
+                buf: Some(buf),
+                category,
+                pool: self.shared.clone(),
+            }),
         })
     }
 
@@ -204,7 +212,7 @@ fn category_label(c: Category) -> &'static str {
 
 impl GpuBuffer {
     pub fn category(&self) -> Category {
-        self.category
+        self.owned.category
     }
 
     /// Capacity in f32 elements.
@@ -216,11 +224,11 @@ impl GpuBuffer {
 impl std::ops::Deref for GpuBuffer {
     type Target = wgpu::Buffer;
     fn deref(&self) -> &wgpu::Buffer {
-        self.buf.as_ref().expect("buffer present until drop")
+        self.owned.buf.as_ref().expect("buffer present until drop")
     }
 }
 
-impl Drop for GpuBuffer {
+impl Drop for Owned {
     fn drop(&mut self) {
         let Some(buf) = self.buf.take() else { return };
         let size = buf.size();

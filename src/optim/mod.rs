@@ -105,7 +105,7 @@ pub struct OptimParams {
     pub n_chunks: u32,
     pub total_chunks: u32,
     pub n_tensors: u32,
-    pub grid_x: u32,
+    pub _pad: u32,
 }
 
 /// param, m, v, grad, chunks, tensors, scalars, partials, uniform.
@@ -155,6 +155,8 @@ pub struct Optimizer {
     _tensors: GpuBuffer,
     /// Per-chunk sums of squares: gradients, and LAMB's θ and u.
     _partials: GpuBuffer,
+    /// The arena's parameters and gradients, which the dispatches bind.
+    _arena: [GpuBuffer; 2],
     windows: Vec<Window>,
     /// Clipping: per-window partial sums and the finish.
     norm_ops: Vec<Dispatch>,
@@ -172,6 +174,13 @@ impl Optimizer {
     /// the bytes one window binds (None: the adapter's max storage binding).
     pub fn new(gpu: &Gpu, arena: &ParamArena, cfg: OptimConfig, binding_limit: Option<u64>) -> Result<Self, GpuError> {
         let table = arena.table.clone();
+        if table.len > u32::MAX as u64 {
+            return Err(GpuError::OutOfBounds {
+                what: "parameter arena",
+                elements: table.len,
+                capacity: u32::MAX as u64,
+            });
+        }
         let bytes = 4 * table.len;
         let zeroed = |cat| -> Result<GpuBuffer, GpuError> {
             let b = gpu.pool.storage(cat, bytes)?;
@@ -244,7 +253,6 @@ impl Optimizer {
                 .collect()
         };
         let w0 = &windows[0];
-        let gx = grid(w0.n_chunks, max_groups)[0];
         let mut norm_ops = per_window("grad_norm_partials")?;
         norm_ops.push(bind(w0, "grad_norm_finish", [1, 1, 1])?);
         let update_ops = match cfg.kind {
@@ -252,7 +260,7 @@ impl Optimizer {
             OptimizerKind::Sgd => per_window("sgd_update")?,
             OptimizerKind::Lamb => {
                 let mut ops = per_window("lamb_moments")?;
-                ops.push(bind(w0, "lamb_norms", [gx, (n_tensors as u32).div_ceil(gx).max(1), 1])?);
+                ops.push(bind(w0, "lamb_norms", grid(n_tensors as u32, max_groups))?);
                 ops.extend(per_window("lamb_apply")?);
                 ops
             }
@@ -274,6 +282,7 @@ impl Optimizer {
             scalars,
             _tensors: tensors,
             _partials: partials,
+            _arena: [arena.params.clone(), arena.grads.clone()],
             windows,
             norm_ops,
             update_ops,
@@ -303,7 +312,6 @@ impl Optimizer {
         let bc1 = 1.0 - (c.beta1 as f64).powi(t);
         let bc2 = 1.0 - (c.beta2 as f64).powi(t);
         let total_chunks: u32 = self.windows.iter().map(|w| w.n_chunks).sum();
-        let max_groups = gpu.limits.max_compute_workgroups_per_dimension;
         for w in &self.windows {
             let p = OptimParams {
                 lr,
@@ -321,7 +329,7 @@ impl Optimizer {
                 n_chunks: w.n_chunks,
                 total_chunks,
                 n_tensors: self.table.tensors.len() as u32,
-                grid_x: grid(w.n_chunks, max_groups)[0],
+                _pad: 0,
             };
             gpu.queue.write_buffer(&w.uniform, 0, bytemuck::bytes_of(&p));
         }
@@ -347,6 +355,11 @@ impl Optimizer {
     /// Call after submitting a step recorded with `want_norm`: starts mapping its norm.
     pub fn submitted(&mut self) {
         if let Some(slot) = self.recorded.take() {
+            // A norm nobody read: release its slot (this cancels the mapping if still pending),
+            // so that a later step can copy into it.
+            if let Some((old, _)) = self.mapping.take() {
+                self.readback[old].unmap();
+            }
             let (tx, rx) = std::sync::mpsc::channel();
             self.readback[slot].map_async(wgpu::MapMode::Read, .., move |r| {
                 let _ = tx.send(r);
