@@ -69,7 +69,7 @@ enum Bench {
         #[arg(long, default_value_t = 16 << 20)]
         params: u64,
         /// Tensors they are split into.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 150)]
         tensors: usize,
         /// Print one JSON object per line.
         #[arg(long)]
