@@ -58,6 +58,17 @@ struct Chunk {
 
 var<workgroup> red: array<vec2<f32>, WG>;
 
+// The vec4 range of a chunk.
+fn vec4_range(ch: Chunk) -> vec2<u32> {
+    let first = ch.start / 4u;
+    return vec2<u32>(first, first + (ch.len + 3u) / 4u);
+}
+
+// λ where the chunk's tensor takes weight decay, else 0.
+fn decay(ch: Chunk) -> f32 {
+    return select(0.0, p.weight_decay, ch.decay != 0u);
+}
+
 // Grids past the per-dimension limit continue along y.
 fn group_index(wid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return wid.x + wid.y * groups.x;
@@ -93,12 +104,11 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let ch = chunks[c];
-    let wd = select(0.0, p.weight_decay, ch.decay != 0u);
+    let wd = decay(ch);
     let scale = scalars[1];
     let step_size = p.lr / p.bc1;
-    let first = ch.start / 4u;
-    let end = first + (ch.len + 3u) / 4u;
-    for (var e = first + lid; e < end; e += WG) {
+    let r = vec4_range(ch);
+    for (var e = r.x + lid; e < r.y; e += WG) {
         let g = grad[e] * scale;
         let m0 = m[e];
         let m1 = m0 + (1.0 - p.beta1) * (g - m0);
@@ -118,11 +128,10 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
         return;
     }
     let ch = chunks[c];
-    let wd = select(0.0, p.weight_decay, ch.decay != 0u);
+    let wd = decay(ch);
     let scale = scalars[1];
-    let first = ch.start / 4u;
-    let end = first + (ch.len + 3u) / 4u;
-    for (var e = first + lid; e < end; e += WG) {
+    let r = vec4_range(ch);
+    for (var e = r.x + lid; e < r.y; e += WG) {
         let x = param[e];
         var d = grad[e] * scale + wd * x;
         if p.momentum != 0.0 {
@@ -144,12 +153,11 @@ fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let ch = chunks[c];
-    let wd = select(0.0, p.weight_decay, ch.decay != 0u);
+    let wd = decay(ch);
     let scale = scalars[1];
-    let first = ch.start / 4u;
-    let end = first + (ch.len + 3u) / 4u;
+    let r = vec4_range(ch);
     var sq = vec2<f32>(0.0);
-    for (var e = first + lid; e < end; e += WG) {
+    for (var e = r.x + lid; e < r.y; e += WG) {
         let g = grad[e] * scale;
         let m1 = p.beta1 * m[e] + (1.0 - p.beta1) * g;
         let v1 = p.beta2 * v[e] + (1.0 - p.beta2) * g * g;
@@ -202,9 +210,8 @@ fn lamb_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
     }
     let ch = chunks[c];
     let step_size = p.lr * scalars[2u + ch.tensor];
-    let first = ch.start / 4u;
-    let end = first + (ch.len + 3u) / 4u;
-    for (var e = first + lid; e < end; e += WG) {
+    let r = vec4_range(ch);
+    for (var e = r.x + lid; e < r.y; e += WG) {
         param[e] -= step_size * grad[e];
     }
 }
@@ -218,10 +225,9 @@ fn grad_norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         return;
     }
     let ch = chunks[c];
-    let first = ch.start / 4u;
-    let end = first + (ch.len + 3u) / 4u;
+    let r = vec4_range(ch);
     var s = 0.0;
-    for (var e = first + lid; e < end; e += WG) {
+    for (var e = r.x + lid; e < r.y; e += WG) {
         let g = inside(grad[e], e, ch.start + ch.len);
         s += dot(g, g);
     }

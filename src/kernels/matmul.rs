@@ -70,31 +70,18 @@ const SLOTS: &[Slot] = &[
     Slot::ReadOnly,
     Slot::Uniform,
 ];
-const FORWARD: Kernel = Kernel {
-    shader: M,
-    entry: "matmul_forward",
-    slots: SLOTS,
-};
-const BACKWARD_INPUT: Kernel = Kernel {
-    shader: M,
-    entry: "matmul_backward_input",
-    slots: SLOTS,
-};
-const BACKWARD_WEIGHT: Kernel = Kernel {
-    shader: M,
-    entry: "matmul_backward_weight",
-    slots: SLOTS,
-};
-const BACKWARD_BIAS: Kernel = Kernel {
-    shader: M,
-    entry: "matmul_backward_bias",
-    slots: SLOTS,
-};
-const NAIVE: Kernel = Kernel {
-    shader: M,
-    entry: "matmul_naive",
-    slots: SLOTS,
-};
+const fn kernel(entry: &'static str) -> Kernel {
+    Kernel {
+        shader: M,
+        entry,
+        slots: SLOTS,
+    }
+}
+const FORWARD: Kernel = kernel("matmul_forward");
+const BACKWARD_INPUT: Kernel = kernel("matmul_backward_input");
+const BACKWARD_WEIGHT: Kernel = kernel("matmul_backward_weight");
+const BACKWARD_BIAS: Kernel = kernel("matmul_backward_bias");
+const NAIVE: Kernel = kernel("matmul_naive");
 /// Columns per workgroup of matmul_backward_bias (BIAS_COLS in the shader).
 const BIAS_COLS: u32 = 32;
 
