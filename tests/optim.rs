@@ -383,7 +383,7 @@ fn padding_garbage_stays_out_of_the_norms() {
     let mut params = random_tensors(&table, &mut rng);
     let grads = random_tensors(&table, &mut rng);
     let arena = ParamArena::new(gpu, table.clone()).unwrap();
-    let mut fill = |v: &[Vec<f32>]| {
+    let fill = |v: &[Vec<f32>]| {
         let mut flat = vec![1e30f32; table.len as usize];
         for (t, x) in table.tensors.iter().zip(v) {
             flat[t.offset as usize..][..x.len()].copy_from_slice(x);

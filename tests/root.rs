@@ -2,6 +2,7 @@
 //! WGTRAIN_REQUIRE_ADAPTER=1 (CI sets it).
 
 mod common;
+mod layers;
 mod matmul;
 mod optim;
 mod runtime;

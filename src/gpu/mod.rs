@@ -43,6 +43,8 @@ pub enum GpuError {
     },
     #[error("a dispatch of {groups} workgroups exceeds the adapter's limit of {max} per dimension")]
     TooManyWorkgroups { groups: u64, max: u32 },
+    #[error("a binding at byte {offset} is not on the adapter's {align}-byte offset alignment")]
+    Misaligned { offset: u64, align: u64 },
     #[error("{what}: {elements} elements exceed the {capacity} in the buffer")]
     OutOfBounds {
         what: &'static str,
@@ -64,8 +66,10 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub pool: Pool,
     pub pipelines: pipeline::PipelineCache,
-    /// Bound in place of optional bindings a kernel does not read.
+    /// Bound in place of optional read-only bindings a kernel does not read.
     pub dummy: wgpu::Buffer,
+    /// Bound in place of a writable binding a kernel does not write.
+    pub dummy_rw: wgpu::Buffer,
     /// Reused for every read back to the host; grows to the largest read.
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Set when the user asked for --profile and the adapter has timestamp queries.
@@ -98,12 +102,15 @@ impl Gpu {
                 *slot = Some(e.to_string());
             }
         }));
-        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("dummy"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let small = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let (dummy, dummy_rw) = (small("dummy"), small("dummy (writable)"));
         Ok(Self {
             pool: Pool::new(device.clone(), &limits),
             pipelines: pipeline::PipelineCache::default(),
@@ -113,6 +120,7 @@ impl Gpu {
             info,
             limits,
             dummy,
+            dummy_rw,
             staging: Mutex::new(None),
             profiler: None,
             uncaptured,

@@ -9,18 +9,20 @@ use super::{Gpu, GpuError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Elementwise,
+    Layernorm,
     Matmul,
     Optim,
 }
 
 impl Shader {
     /// Every shader file; a test checks this matches the contents of shaders/.
-    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Matmul, Shader::Optim];
+    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Layernorm, Shader::Matmul, Shader::Optim];
 
     /// File name under shaders/.
     pub fn file(self) -> &'static str {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::Layernorm => "layernorm.wgsl",
             Shader::Matmul => "matmul.wgsl",
             Shader::Optim => "optim.wgsl",
         }
@@ -29,6 +31,7 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
         }

@@ -224,7 +224,7 @@ impl Optimizer {
             let range = |b| window(b, w.lo, w.hi);
             let v_binding = match &v {
                 Some(v) => range(v),
-                None => gpu.dummy.as_entire_buffer_binding(),
+                None => gpu.dummy_rw.as_entire_buffer_binding(),
             };
             let bindings = [
                 range(&arena.params),

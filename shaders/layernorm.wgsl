@@ -1,0 +1,129 @@
+// LayerNorm over the last dimension, eps 1e-5, forward and backward.
+//
+// Legend: N rows (B·T flattened), C channels.
+//
+//   layernorm_forward          out = (x − mean)·rstd·w + b, saving (mean, rstd) per row
+//   layernorm_backward         dinp += (dnorm − mean(dnorm) − norm·mean(dnorm·norm))·rstd,
+//                              dnorm = dout·w, norm = (x − mean)·rstd
+//   layernorm_backward_params  dw += Σ_rows dout·norm, db += Σ_rows dout
+//
+// One workgroup per row for the forward and dinp; the parameter gradients fold rows in a fixed
+// order (a workgroup per 32 channels, 8 row lanes), so every run gives the same bits.
+
+const WG: u32 = 128u;
+const EPS: f32 = 1e-5;
+
+// Mirrors LayerNormParams in src/kernels/layernorm.rs.
+struct Params {
+    n: u32,
+    c: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;     // forward out (N, C); backward dinp (N, C); params dw (C)
+@group(0) @binding(1) var<storage, read_write> out2: array<f32>;    // forward (N, 2) mean, rstd; params db (C)
+@group(0) @binding(2) var<storage, read> inp: array<f32>;           // (N, C)
+@group(0) @binding(3) var<storage, read> dout: array<f32>;          // (N, C), backward only
+@group(0) @binding(4) var<storage, read> stats: array<vec2<f32>>;   // (N) mean, rstd, backward only
+@group(0) @binding(5) var<storage, read> weight: array<f32>;        // (C)
+@group(0) @binding(6) var<storage, read> bias: array<f32>;          // (C), forward only
+@group(0) @binding(7) var<uniform> p: Params;
+
+var<workgroup> red: array<vec2<f32>, WG>;
+
+// Pairwise sum over the workgroup; every thread gets the total.
+fn reduce(lid: u32, x: vec2<f32>) -> vec2<f32> {
+    red[lid] = x;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h >>= 1u) {
+        if lid < h {
+            red[lid] += red[lid + h];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * groups.x;
+    if row >= p.n {
+        return;
+    }
+    let base = row * p.c;
+    var s = 0.0;
+    for (var i = lid; i < p.c; i += WG) {
+        s += inp[base + i];
+    }
+    let mean = reduce(lid, vec2<f32>(s, 0.0)).x / f32(p.c);
+    var v = 0.0;
+    for (var i = lid; i < p.c; i += WG) {
+        let d = inp[base + i] - mean;
+        v += d * d;
+    }
+    let rstd = 1.0 / sqrt(reduce(lid, vec2<f32>(v, 0.0)).x / f32(p.c) + EPS);
+    for (var i = lid; i < p.c; i += WG) {
+        out[base + i] = (inp[base + i] - mean) * rstd * weight[i] + bias[i];
+    }
+    if lid == 0u {
+        out2[2u * row] = mean;
+        out2[2u * row + 1u] = rstd;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * groups.x;
+    if row >= p.n {
+        return;
+    }
+    let base = row * p.c;
+    let st = stats[row];
+    var s = vec2<f32>(0.0);
+    for (var i = lid; i < p.c; i += WG) {
+        let norm = (inp[base + i] - st.x) * st.y;
+        let dnorm = dout[base + i] * weight[i];
+        s += vec2<f32>(dnorm, dnorm * norm);
+    }
+    let m = reduce(lid, s) / f32(p.c);
+    for (var i = lid; i < p.c; i += WG) {
+        let norm = (inp[base + i] - st.x) * st.y;
+        let dnorm = dout[base + i] * weight[i];
+        out[base + i] += (dnorm - m.x - norm * m.y) * st.y;
+    }
+}
+
+const COLS: u32 = 32u;
+const ROWS: u32 = 8u;
+var<workgroup> part: array<vec2<f32>, 256>;   // (ROWS, COLS)
+
+@compute @workgroup_size(32, 8)
+fn layernorm_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = wid.x * COLS + lid.x;
+    var s = vec2<f32>(0.0);
+    if c < p.c {
+        for (var row = lid.y; row < p.n; row += ROWS) {
+            let st = stats[row];
+            let e = row * p.c + c;
+            let d = dout[e];
+            s += vec2<f32>(d * (inp[e] - st.x) * st.y, d);
+        }
+    }
+    part[lid.y * COLS + lid.x] = s;
+    workgroupBarrier();
+    for (var h = ROWS / 2u; h > 0u; h >>= 1u) {
+        if lid.y < h {
+            part[lid.y * COLS + lid.x] += part[(lid.y + h) * COLS + lid.x];
+        }
+        workgroupBarrier();
+    }
+    if lid.y == 0u && c < p.c {
+        out[c] += part[lid.x].x;
+        out2[c] += part[lid.x].y;
+    }
+}

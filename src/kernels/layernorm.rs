@@ -1,0 +1,113 @@
+//! LayerNorm (shaders/layernorm.wgsl), eps 1e-5: forward saving (mean, rstd) per row, and
+//! backward into the input (+=) and the parameters (+=).
+
+use super::{dispatch, grid, View};
+use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
+
+/// Mirrors `struct Params` in shaders/layernorm.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LayerNormParams {
+    pub n: u32,
+    pub c: u32,
+    pub _pad: [u32; 2],
+}
+
+const SLOTS: &[Slot] = &[
+    Slot::Storage,
+    Slot::Storage,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::Uniform,
+];
+
+const fn kernel(entry: &'static str) -> Kernel {
+    Kernel {
+        shader: Shader::Layernorm,
+        entry,
+        slots: SLOTS,
+    }
+}
+
+/// out (N, C) = layernorm(inp) · weight + bias; stats (N, 2) = (mean, rstd) per row.
+pub fn forward(
+    gpu: &Gpu,
+    out: View,
+    stats: View,
+    inp: View,
+    weight: View,
+    bias: View,
+    n: u32,
+    c: u32,
+) -> Result<Dispatch, GpuError> {
+    let (nc, n64, c64) = (n as u64 * c as u64, n as u64, c as u64);
+    let dummy = gpu.dummy.as_entire_buffer_binding();
+    let b = [
+        out.binding(gpu, nc)?,
+        stats.binding(gpu, 2 * n64)?,
+        inp.binding(gpu, nc)?,
+        dummy.clone(),
+        dummy,
+        weight.binding(gpu, c64)?,
+        bias.binding(gpu, c64)?,
+    ];
+    let p = LayerNormParams { n, c, _pad: [0; 2] };
+    dispatch(gpu, kernel("layernorm_forward"), &b, &p, grid(gpu, n))
+}
+
+/// dinp (N, C) += the input gradient; dweight (C) += Σ dout·norm and dbias (C) += Σ dout.
+/// Two dispatches: per row, then per 32 channels.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    gpu: &Gpu,
+    dinp: View,
+    dweight: View,
+    dbias: View,
+    dout: View,
+    inp: View,
+    stats: View,
+    weight: View,
+    n: u32,
+    c: u32,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let (nc, n64, c64) = (n as u64 * c as u64, n as u64, c as u64);
+    let p = LayerNormParams { n, c, _pad: [0; 2] };
+    let dummy = || gpu.dummy.as_entire_buffer_binding();
+    let rows = [
+        dinp.binding(gpu, nc)?,
+        dummy_rw(gpu)?,
+        inp.binding(gpu, nc)?,
+        dout.binding(gpu, nc)?,
+        stats.binding(gpu, 2 * n64)?,
+        weight.binding(gpu, c64)?,
+        dummy(),
+    ];
+    let params = [
+        dweight.binding(gpu, c64)?,
+        dbias.binding(gpu, c64)?,
+        inp.binding(gpu, nc)?,
+        dout.binding(gpu, nc)?,
+        stats.binding(gpu, 2 * n64)?,
+        dummy(),
+        dummy(),
+    ];
+    Ok(vec![
+        dispatch(gpu, kernel("layernorm_backward"), &rows, &p, grid(gpu, n))?,
+        dispatch(
+            gpu,
+            kernel("layernorm_backward_params"),
+            &params,
+            &p,
+            [c.div_ceil(32), 1, 1],
+        )?,
+    ])
+}
+
+/// A writable binding nobody writes: the shared dummy can't be bound writable twice in one
+/// dispatch, so slots left empty among writable ones take this.
+fn dummy_rw(gpu: &Gpu) -> Result<wgpu::BufferBinding<'_>, GpuError> {
+    Ok(gpu.dummy_rw.as_entire_buffer_binding())
+}
