@@ -9,6 +9,11 @@
 //   mul_addcmul      y = y · s0 + s1 · x1 · x1
 //   sqrt_div_add     y = √x1 / s0 + s1
 //   addcdiv          y = y + s0 · x1 / x2
+//   add              y = x1 + x2            (residual forward)
+//   accumulate       y = y + x1             (residual backward, tied weights)
+//
+// Spans are processed as whole vec4s: a span of a length that is not a multiple of 4 writes
+// up to 3 elements past its end, which the 64-element tensor layouts leave as padding.
 
 const WG: u32 = 256u;
 
@@ -81,5 +86,23 @@ fn addcdiv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
         y[e] = y[e] + p.s0 * x1[e] / x2[e];
+    }
+}
+
+// Residual forward: y = x1 + x2.
+@compute @workgroup_size(WG)
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        y[e] = x1[e] + x2[e];
+    }
+}
+
+// Gradient accumulation (residual backward, weight tying): y += x1.
+@compute @workgroup_size(WG)
+fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        y[e] = y[e] + x1[e];
     }
 }

@@ -2,7 +2,8 @@
 //! pre-filled with NaN, accumulated gradients starting from random values.
 
 use wgtrain::gpu::{Category, GpuBuffer, Recorder};
-use wgtrain::kernels::{layernorm, View};
+use wgtrain::kernels::elementwise::{self, Span};
+use wgtrain::kernels::{classifier, encoder, gelu, layernorm, View};
 use wgtrain::reference::{self, Rng};
 use wgtrain::Gpu;
 
@@ -85,5 +86,200 @@ fn layernorm_matches_reference() {
             1e-5,
         );
         assert_close(&format!("{tag} dbias"), &read(gpu, &gdb, c), &db, 1e-6 * n as f32, 1e-5);
+    }
+}
+
+/// Tolerance: f32 tanh against f64, values O(1): |d| <= 1e-6 + 1e-5·|want|.
+#[test]
+fn gelu_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    for (i, &n) in [1usize, 3, 4097, 70001].iter().enumerate() {
+        let mut r = Rng::new(200 + i as u64);
+        // Inputs past ±10 check the clamped tanh stays finite.
+        let x: Vec<f32> = r.vec(n).iter().map(|v| v * 12.0).collect();
+        let (dout, dinp0) = (r.vec(n), r.vec(n));
+        let (gx, gdout, gdinp) = (upload(gpu, &x), upload(gpu, &dout), upload(gpu, &dinp0));
+        let out = upload(gpu, &vec![f32::NAN; n]);
+        let fwd = gelu::forward(gpu, (&out).into(), (&gx).into(), n as u32).unwrap();
+        let bwd = gelu::backward(gpu, (&gdinp).into(), (&gx).into(), (&gdout).into(), n as u32).unwrap();
+        let mut rec = Recorder::new(gpu);
+        rec.dispatch(&fwd);
+        rec.dispatch(&bwd);
+        rec.submit().unwrap();
+        let mut want = vec![0.0; n];
+        reference::gelu::forward(&mut want, &x);
+        let mut dinp = dinp0.clone();
+        reference::gelu::backward(&mut dinp, &x, &dout);
+        assert_close(&format!("gelu {n} out"), &read(gpu, &out, n), &want, 1e-6, 1e-5);
+        assert_close(&format!("gelu {n} dinp"), &read(gpu, &gdinp, n), &dinp, 1e-6, 1e-5);
+    }
+}
+
+/// Exact: one f32 addition per element.
+#[test]
+fn residual_add_and_accumulate_are_exact() {
+    let Some(gpu) = gpu() else { return };
+    for n in [1usize, 7, 16385] {
+        let mut r = Rng::new(n as u64);
+        let (a, b) = (r.vec(n), r.vec(n));
+        let (ga, gb) = (upload(gpu, &a), upload(gpu, &b));
+        let out = upload(gpu, &vec![f32::NAN; n]);
+        let acc = upload(gpu, &a);
+        let ops = [
+            elementwise::add(
+                gpu,
+                Span {
+                    buf: &out,
+                    offset: 0,
+                    len: n as u64,
+                },
+                Span {
+                    buf: &ga,
+                    offset: 0,
+                    len: n as u64,
+                },
+                Span {
+                    buf: &gb,
+                    offset: 0,
+                    len: n as u64,
+                },
+            )
+            .unwrap(),
+            elementwise::accumulate(
+                gpu,
+                Span {
+                    buf: &acc,
+                    offset: 0,
+                    len: n as u64,
+                },
+                Span {
+                    buf: &gb,
+                    offset: 0,
+                    len: n as u64,
+                },
+            )
+            .unwrap(),
+        ];
+        let mut rec = Recorder::new(gpu);
+        rec.run(&ops);
+        rec.submit().unwrap();
+        let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert_close(&format!("add {n}"), &read(gpu, &out, n), &want, 0.0, 0.0);
+        assert_close(&format!("accumulate {n}"), &read(gpu, &acc, n), &want, 0.0, 0.0);
+    }
+}
+
+/// Forward exact (one addition); gradients are sums of up to N terms: |d| <= 1e-6·N.
+#[test]
+fn encoder_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    for (i, &(b, t, c, v)) in [(1usize, 1usize, 1usize, 1usize), (3, 5, 7, 11), (4, 37, 33, 517)]
+        .iter()
+        .enumerate()
+    {
+        let n = b * t;
+        let mut r = Rng::new(300 + i as u64);
+        // Few distinct tokens, so buckets hold many positions.
+        let tokens: Vec<u32> = (0..n).map(|_| (r.next_u64() % (v as u64).min(9)) as u32).collect();
+        let (wte, wpe, dout) = (r.vec(v * c), r.vec(t * c), r.vec(n * c));
+        let (dwte0, dwpe0) = (r.vec(v * c), r.vec(t * c));
+        let (gwte, gwpe, gdout) = (upload(gpu, &wte), upload(gpu, &wpe), upload(gpu, &dout));
+        let (gdwte, gdwpe) = (upload(gpu, &dwte0), upload(gpu, &dwpe0));
+        let out = upload(gpu, &vec![f32::NAN; n * c]);
+        let batch = encoder::TokenBuffers::new(gpu, n).unwrap();
+        batch.upload(gpu, &tokens);
+        let (v32, n32, t32, c32) = (v as u32, n as u32, t as u32, c as u32);
+        let fwd = encoder::forward(
+            gpu,
+            (&out).into(),
+            &batch.tokens,
+            (&gwte).into(),
+            (&gwpe).into(),
+            v32,
+            n32,
+            t32,
+            c32,
+        )
+        .unwrap();
+        let bwd = encoder::backward(
+            gpu,
+            (&gdwte).into(),
+            (&gdwpe).into(),
+            (&gdout).into(),
+            &batch,
+            v32,
+            n32,
+            t32,
+            c32,
+        )
+        .unwrap();
+        let mut rec = Recorder::new(gpu);
+        rec.dispatch(&fwd);
+        rec.run(&bwd);
+        rec.submit().unwrap();
+        let mut want = vec![0.0; n * c];
+        reference::encoder::forward(&mut want, &tokens, &wte, &wpe, t, c);
+        let (mut dwte, mut dwpe) = (dwte0.clone(), dwpe0.clone());
+        reference::encoder::backward(&mut dwte, &mut dwpe, &dout, &tokens, t, c);
+        let tag = format!("encoder {b}x{t}x{c} V{v}");
+        assert_close(&format!("{tag} out"), &read(gpu, &out, n * c), &want, 0.0, 0.0);
+        assert_close(
+            &format!("{tag} dwte"),
+            &read(gpu, &gdwte, v * c),
+            &dwte,
+            1e-6 * n as f32,
+            1e-6,
+        );
+        assert_close(
+            &format!("{tag} dwpe"),
+            &read(gpu, &gdwpe, t * c),
+            &dwpe,
+            1e-6 * b as f32,
+            1e-6,
+        );
+    }
+}
+
+/// Tolerance: losses are O(log V); f32 exp/log against f64: |d| <= 1e-5 + 1e-5·|want|.
+/// dlogits are O(1/N): |d| <= 1e-6/N·… taken as 1e-7 + 1e-4·|want|.
+#[test]
+fn classifier_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    for (i, &(n, v, vp)) in [(1usize, 1usize, 1usize), (3, 5, 8), (37, 517, 576), (5, 50257, 50304)]
+        .iter()
+        .enumerate()
+    {
+        let mut r = Rng::new(400 + i as u64);
+        let logits: Vec<f32> = r.vec(n * vp).iter().map(|x| x * 8.0).collect();
+        let targets: Vec<u32> = (0..n).map(|_| (r.next_u64() % v as u64) as u32).collect();
+        let gl = upload(gpu, &logits);
+        let losses = upload(gpu, &vec![f32::NAN; n]);
+        let targets_buf = gpu.pool.storage_from(&gpu.queue, Category::Scratch, &targets).unwrap();
+        let dloss = 1.0 / n as f32;
+        let op = classifier::forward_backward(
+            gpu,
+            (&gl).into(),
+            (&losses).into(),
+            &targets_buf,
+            n as u32,
+            v as u32,
+            vp as u32,
+            Some(dloss),
+        )
+        .unwrap();
+        let mut rec = Recorder::new(gpu);
+        rec.dispatch(&op);
+        rec.submit().unwrap();
+        let mut want = logits.clone();
+        let want_losses = reference::classifier::forward_backward(&mut want, &targets, v, vp, Some(dloss as f64));
+        let tag = format!("classifier N{n} V{v} Vp{vp}");
+        assert_close(
+            &format!("{tag} losses"),
+            &read(gpu, &losses, n),
+            &want_losses,
+            1e-5,
+            1e-5,
+        );
+        assert_close(&format!("{tag} dlogits"), &read(gpu, &gl, n * vp), &want, 1e-7, 1e-4);
     }
 }

@@ -8,6 +8,9 @@ use super::{Gpu, GpuError};
 /// One WGSL file under shaders/, embedded at build time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
+    Classifier,
+    Encoder,
+    Gelu,
     Elementwise,
     Layernorm,
     Matmul,
@@ -16,11 +19,22 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader file; a test checks this matches the contents of shaders/.
-    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Layernorm, Shader::Matmul, Shader::Optim];
+    pub const ALL: &'static [Shader] = &[
+        Shader::Classifier,
+        Shader::Encoder,
+        Shader::Gelu,
+        Shader::Elementwise,
+        Shader::Layernorm,
+        Shader::Matmul,
+        Shader::Optim,
+    ];
 
     /// File name under shaders/.
     pub fn file(self) -> &'static str {
         match self {
+            Shader::Gelu => "gelu.wgsl",
+            Shader::Encoder => "encoder.wgsl",
+            Shader::Classifier => "classifier.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Layernorm => "layernorm.wgsl",
             Shader::Matmul => "matmul.wgsl",
@@ -30,6 +44,9 @@ impl Shader {
 
     pub fn source(self) -> &'static str {
         match self {
+            Shader::Gelu => include_str!("../../shaders/gelu.wgsl"),
+            Shader::Encoder => include_str!("../../shaders/encoder.wgsl"),
+            Shader::Classifier => include_str!("../../shaders/classifier.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),

@@ -89,6 +89,16 @@ pub fn copy(gpu: &Gpu, dst: Span, src: Span) -> Result<Dispatch, GpuError> {
     op(gpu, "copy", dst, Some(src), None, 0.0, 0.0)
 }
 
+/// Residual forward: out = a + b.
+pub fn add<'a>(gpu: &'a Gpu, out: Span<'a>, a: Span<'a>, b: Span<'a>) -> Result<Dispatch, GpuError> {
+    op(gpu, "add", out, Some(a), Some(b), 0.0, 0.0)
+}
+
+/// dst += src (residual backward, and the two uses of a tied weight).
+pub fn accumulate<'a>(gpu: &'a Gpu, dst: Span<'a>, src: Span<'a>) -> Result<Dispatch, GpuError> {
+    op(gpu, "accumulate", dst, Some(src), None, 0.0, 0.0)
+}
+
 /// One AdamW step (torch.optim.AdamW's single-tensor path) as five elementwise dispatches per
 /// tensor: θ·=(1−lr·λ); m lerp g; v = β2·v + (1−β2)·g²; d = √v/√bc2 + ε; θ += −(lr/bc1)·m/d.
 /// Returns the dispatches and the scratch buffer for d that they use.

@@ -1,6 +1,9 @@
 //! One Rust file per shader file: typed uniforms and functions that build dispatches.
 
+pub mod classifier;
 pub mod elementwise;
+pub mod encoder;
+pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
 

@@ -1,5 +1,8 @@
 //! Plain-loop CPU references of every kernel: the oracle for tests, the baseline for benches.
 
+pub mod classifier;
+pub mod encoder;
+pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
 pub mod optim;

@@ -1,0 +1,95 @@
+// Fused classifier: softmax, cross-entropy and the logits' gradient in one workgroup per row.
+// The gradient overwrites the logits, so the probabilities are never stored.
+//
+// Legend: N rows (B·T), V vocab, Vp row length of the logits (V padded, as llm.c pads 50257 to
+// 50304).
+//
+//   classifier_forward_backward
+//     losses[n] = log Σ_i exp(l_i) − l_target                         (l = logits[n, :V])
+//     when grad != 0: logits[n, i] ← (softmax(l)_i − [i = target]) · dloss for i < V, 0 past V
+
+const WG: u32 = 256u;
+
+// Mirrors ClassifierParams in src/kernels/classifier.rs.
+struct Params {
+    n: u32,
+    v: u32,
+    vp: u32,
+    grad: u32,     // 1: write dlogits over the logits
+    dloss: f32,    // d(mean loss)/d(loss of one row): 1/N, or 1/(N·K) with K accumulation steps
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> logits: array<f32>;   // (N, Vp): logits in, dlogits out
+@group(0) @binding(1) var<storage, read_write> losses: array<f32>;   // (N)
+@group(0) @binding(2) var<storage, read> targets: array<u32>;        // (N)
+@group(0) @binding(3) var<uniform> p: Params;
+
+var<workgroup> red: array<f32, WG>;
+
+fn reduce_max(lid: u32, x: f32) -> f32 {
+    red[lid] = x;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h >>= 1u) {
+        if lid < h {
+            red[lid] = max(red[lid], red[lid + h]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(lid: u32, x: f32) -> f32 {
+    red[lid] = x;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h >>= 1u) {
+        if lid < h {
+            red[lid] += red[lid + h];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(WG)
+fn classifier_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * groups.x;
+    if row >= p.n {
+        return;
+    }
+    let base = row * p.vp;
+    let tgt = min(targets[row], p.v - 1u);
+    var m = -3.0e38;
+    for (var i = lid; i < p.v; i += WG) {
+        m = max(m, logits[base + i]);
+    }
+    m = reduce_max(lid, m);
+    var s = 0.0;
+    for (var i = lid; i < p.v; i += WG) {
+        s += exp(logits[base + i] - m);
+    }
+    // Every thread reads the target's logit before the barriers in reduce_sum, and so before
+    // any thread overwrites it.
+    let lt = logits[base + tgt];
+    s = reduce_sum(lid, s);
+    if lid == 0u {
+        losses[row] = log(s) + m - lt;
+    }
+    if p.grad == 0u {
+        return;
+    }
+    for (var i = lid; i < p.vp; i += WG) {
+        var d = 0.0;
+        if i < p.v {
+            d = (exp(logits[base + i] - m) / s - select(0.0, 1.0, i == tgt)) * p.dloss;
+        }
+        logits[base + i] = d;
+    }
+}

@@ -1,0 +1,52 @@
+//! Fused classifier (shaders/classifier.wgsl): per-row cross-entropy loss, and the logits'
+//! gradient written over the logits.
+
+use super::{dispatch, grid, View};
+use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
+
+/// Mirrors `struct Params` in shaders/classifier.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ClassifierParams {
+    pub n: u32,
+    pub v: u32,
+    pub vp: u32,
+    pub grad: u32,
+    pub dloss: f32,
+    pub _pad: [u32; 3],
+}
+
+const SLOTS: &[Slot] = &[Slot::Storage, Slot::Storage, Slot::ReadOnly, Slot::Uniform];
+
+/// losses (N) = cross-entropy of logits (N, Vp)[:, :V] against targets (N); with `dloss`
+/// (Some(1/N) for a mean loss), the logits become dlogits. Rows of length `vp` ≥ `v`.
+pub fn forward_backward(
+    gpu: &Gpu,
+    logits: View,
+    losses: View,
+    targets: &wgpu::Buffer,
+    n: u32,
+    v: u32,
+    vp: u32,
+    dloss: Option<f32>,
+) -> Result<Dispatch, GpuError> {
+    let b = [
+        logits.binding(gpu, n as u64 * vp as u64)?,
+        losses.binding(gpu, n as u64)?,
+        View::from(targets).binding(gpu, n as u64)?,
+    ];
+    let p = ClassifierParams {
+        n,
+        v,
+        vp,
+        grad: dloss.is_some() as u32,
+        dloss: dloss.unwrap_or(0.0),
+        _pad: [0; 3],
+    };
+    let kernel = Kernel {
+        shader: Shader::Classifier,
+        entry: "classifier_forward_backward",
+        slots: SLOTS,
+    };
+    dispatch(gpu, kernel, &b, &p, grid(gpu, n))
+}
