@@ -3,7 +3,7 @@
 
 use wgtrain::gpu::{Category, GpuBuffer, Recorder};
 use wgtrain::kernels::elementwise::{self, Span};
-use wgtrain::kernels::{classifier, encoder, gelu, layernorm, View};
+use wgtrain::kernels::{attention, classifier, encoder, gelu, layernorm, View};
 use wgtrain::reference::{self, Rng};
 use wgtrain::Gpu;
 
@@ -282,4 +282,72 @@ fn classifier_matches_reference() {
         );
         assert_close(&format!("{tag} dlogits"), &read(gpu, &gl, n * vp), &want, 1e-7, 1e-4);
     }
+}
+
+/// Tolerance: out is a softmax-weighted mean of v (O(1)): |d| <= 1e-5 + 1e-5·|want|. The
+/// gradients are sums over up to T keys or queries: |d| <= 2e-5 + 1e-4·|want|.
+#[test]
+fn attention_matches_reference() {
+    let Some(gpu) = gpu() else { return };
+    // (B, T, C, NH): head sizes 1, 2, 5 (not a multiple of 4), 48 and the maximum 64; T across
+    // several 16-row blocks and not a power of two.
+    let cases = [
+        (1usize, 1usize, 1usize, 1usize),
+        (2, 5, 6, 3),
+        (3, 37, 15, 3),
+        (2, 33, 64, 1),
+        (1, 70, 96, 2),
+    ];
+    for (i, &(b, t, c, nh)) in cases.iter().enumerate() {
+        let mut r = Rng::new(500 + i as u64);
+        let (qkv, dout) = (r.vec(b * t * 3 * c), r.vec(b * t * c));
+        let (gqkv, gdout) = (upload(gpu, &qkv), upload(gpu, &dout));
+        let out = upload(gpu, &vec![f32::NAN; b * t * c]);
+        let lse = upload(gpu, &vec![f32::NAN; b * nh * t]);
+        let dscratch = upload(gpu, &vec![f32::NAN; b * nh * t]);
+        let dqkv = upload(gpu, &vec![f32::NAN; b * t * 3 * c]);
+        let (b32, t32, c32, nh32) = (b as u32, t as u32, c as u32, nh as u32);
+        let fwd = attention::forward(gpu, (&out).into(), (&lse).into(), (&gqkv).into(), b32, t32, c32, nh32).unwrap();
+        let bwd = attention::backward(
+            gpu,
+            (&dqkv).into(),
+            (&dscratch).into(),
+            (&gdout).into(),
+            (&out).into(),
+            (&gqkv).into(),
+            (&lse).into(),
+            b32,
+            t32,
+            c32,
+            nh32,
+        )
+        .unwrap();
+        let mut rec = Recorder::new(gpu);
+        rec.dispatch(&fwd);
+        rec.run(&bwd);
+        rec.submit().unwrap();
+        let mut want = vec![0.0; b * t * c];
+        reference::attention::forward(&mut want, &qkv, b, t, c, nh);
+        let mut want_d = vec![0.0; b * t * 3 * c];
+        reference::attention::backward(&mut want_d, &dout, &qkv, b, t, c, nh);
+        let tag = format!("attention B{b} T{t} C{c} NH{nh}");
+        assert_close(&format!("{tag} out"), &read(gpu, &out, b * t * c), &want, 1e-5, 1e-5);
+        assert_close(
+            &format!("{tag} dqkv"),
+            &read(gpu, &dqkv, b * t * 3 * c),
+            &want_d,
+            2e-5,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn attention_refuses_heads_past_the_tile() {
+    let Some(gpu) = gpu() else { return };
+    let x = upload(gpu, &vec![0.0; 3 * 130]);
+    let err = attention::forward(gpu, (&x).into(), (&x).into(), (&x).into(), 1, 1, 130, 2)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("head size"), "{err}");
 }

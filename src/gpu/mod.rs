@@ -51,6 +51,8 @@ pub enum GpuError {
         elements: u64,
         capacity: u64,
     },
+    #[error("{0}")]
+    Unsupported(String),
     #[error("the GPU reported an error: {0}")]
     Device(String),
 }

@@ -8,6 +8,7 @@ use super::{Gpu, GpuError};
 /// One WGSL file under shaders/, embedded at build time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
+    Attention,
     Classifier,
     Encoder,
     Gelu,
@@ -20,6 +21,7 @@ pub enum Shader {
 impl Shader {
     /// Every shader file; a test checks this matches the contents of shaders/.
     pub const ALL: &'static [Shader] = &[
+        Shader::Attention,
         Shader::Classifier,
         Shader::Encoder,
         Shader::Gelu,
@@ -35,6 +37,7 @@ impl Shader {
             Shader::Gelu => "gelu.wgsl",
             Shader::Encoder => "encoder.wgsl",
             Shader::Classifier => "classifier.wgsl",
+            Shader::Attention => "attention.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Layernorm => "layernorm.wgsl",
             Shader::Matmul => "matmul.wgsl",
@@ -47,6 +50,7 @@ impl Shader {
             Shader::Gelu => include_str!("../../shaders/gelu.wgsl"),
             Shader::Encoder => include_str!("../../shaders/encoder.wgsl"),
             Shader::Classifier => include_str!("../../shaders/classifier.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),

@@ -1,5 +1,6 @@
 //! One Rust file per shader file: typed uniforms and functions that build dispatches.
 
+pub mod attention;
 pub mod classifier;
 pub mod elementwise;
 pub mod encoder;

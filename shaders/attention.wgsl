@@ -1,0 +1,285 @@
+// Causal multi-head self-attention, flash style: tiles of 16 queries × 16 keys, an online
+// softmax, and only each row's logsumexp kept for the backward pass, which recomputes the
+// scores. Memory stays linear in T.
+//
+// Legend: B batch, T time, C channels, NH heads, HS = C/NH head size (at most 64), L the
+// logsumexp of a query row's scaled scores, D_i = Σ_d dout_i[d]·out_i[d].
+// qkv is (B, T, 3C): q, k and v side by side, head h at columns h·HS .. (h+1)·HS of each.
+//
+//   attention_forward       out (B, T, C) = softmax(q·kᵀ/√HS, causal)·v per head; L (B, NH, T)
+//   attention_backward_d    D (B, NH, T)
+//   attention_backward_kv   dk, dv (in dqkv) for one block of 16 keys, over the queries after it
+//   attention_backward_q    dq (in dqkv) for one block of 16 queries, over the keys before it
+//
+// Grids: x = ⌈T/16⌉ blocks, y = B·NH (b·NH + h); the backward_d grid is flat.
+
+const BLK: u32 = 16u;          // queries and keys per tile
+const HS_MAX: u32 = 64u;
+const WG: u32 = 256u;          // BLK × BLK threads: thread (i, j) = (lid / BLK, lid % BLK)
+const MASKED: f32 = -1e30;
+
+// Mirrors AttentionParams in src/kernels/attention.rs.
+struct Params {
+    b: u32,
+    t: u32,
+    c: u32,
+    nh: u32,
+    hs: u32,
+    scale: f32,   // 1/√HS
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;   // forward out (B, T, C); backward dqkv (B, T, 3C); backward_d D (B, NH, T)
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>;   // forward L (B, NH, T)
+@group(0) @binding(2) var<storage, read> qkv: array<f32>;         // (B, T, 3C)
+@group(0) @binding(3) var<storage, read> dout: array<f32>;        // (B, T, C), backward
+@group(0) @binding(4) var<storage, read> fwd_out: array<f32>;     // (B, T, C), backward_d
+@group(0) @binding(5) var<storage, read> lse_in: array<f32>;      // (B, NH, T), backward
+@group(0) @binding(6) var<storage, read> d_in: array<f32>;        // (B, NH, T), backward
+@group(0) @binding(7) var<uniform> p: Params;
+
+// Four (BLK, HS_MAX) tiles at T0 .. T3 of one array, and (BLK, BLK) score tiles. Their roles
+// differ per kernel; see each one.
+const T0: u32 = 0u;
+const T1: u32 = 1024u;
+const T2: u32 = 2048u;
+const T3: u32 = 3072u;
+var<workgroup> tiles: array<f32, 4096>;
+var<workgroup> s: array<f32, 256>;
+var<workgroup> s2: array<f32, 256>;
+var<workgroup> row_a: array<f32, 16>;
+var<workgroup> row_b: array<f32, 16>;
+var<workgroup> row_c: array<f32, 16>;
+
+// Element (b, t, part·C + h·HS + d) of qkv or dqkv; part 0 q, 1 k, 2 v.
+fn qkv_index(b: u32, t: u32, part: u32, h: u32, d: u32) -> u32 {
+    return (b * p.t + t) * 3u * p.c + part * p.c + h * p.hs + d;
+}
+
+// Element (b, t, h·HS + d) of a (B, T, C) tensor.
+fn btc_index(b: u32, t: u32, h: u32, d: u32) -> u32 {
+    return (b * p.t + t) * p.c + h * p.hs + d;
+}
+
+// Loads rows r0 .. r0 + BLK of part `part` of head h into a tile; rows past T read 0.
+fn load_qkv(tile: u32, lid: u32, b: u32, h: u32, part: u32, r0: u32) {
+    for (var idx = lid; idx < BLK * HS_MAX; idx += WG) {
+        let i = idx / HS_MAX;
+        let d = idx % HS_MAX;
+        var x = 0.0;
+        if r0 + i < p.t && d < p.hs {
+            x = qkv[qkv_index(b, r0 + i, part, h, d)];
+        }
+        tiles[tile + idx] = x;
+    }
+}
+
+fn load_dout(tile: u32, lid: u32, b: u32, h: u32, r0: u32) {
+    for (var idx = lid; idx < BLK * HS_MAX; idx += WG) {
+        let i = idx / HS_MAX;
+        let d = idx % HS_MAX;
+        var x = 0.0;
+        if r0 + i < p.t && d < p.hs {
+            x = dout[btc_index(b, r0 + i, h, d)];
+        }
+        tiles[tile + idx] = x;
+    }
+}
+
+// Row i of tile x · row j of tile y.
+fn dot_rows(x: u32, i: u32, y: u32, j: u32) -> f32 {
+    var acc = 0.0;
+    for (var d = 0u; d < p.hs; d++) {
+        acc += tiles[x + i * HS_MAX + d] * tiles[y + j * HS_MAX + d];
+    }
+    return acc;
+}
+
+// T0 q, T1 k, T2 v, T3 the output accumulator; s scores then probabilities; row_a running max,
+// row_b running sum, row_c the rescale of this tile.
+@compute @workgroup_size(WG)
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let q0 = wid.x * BLK;
+    let b = wid.y / p.nh;
+    let h = wid.y % p.nh;
+    let i = lid / BLK;
+    let j = lid % BLK;
+    load_qkv(T0, lid, b, h, 0u, q0);
+    for (var idx = lid; idx < BLK * HS_MAX; idx += WG) {
+        tiles[T3 + idx] = 0.0;
+    }
+    if lid < BLK {
+        row_a[lid] = MASKED;
+        row_b[lid] = 0.0;
+    }
+    let last = min(q0 + BLK, p.t);   // keys needed: 0 .. last
+    for (var k0 = 0u; k0 < last; k0 += BLK) {
+        workgroupBarrier();
+        load_qkv(T1, lid, b, h, 1u, k0);
+        load_qkv(T2, lid, b, h, 2u, k0);
+        workgroupBarrier();
+        var sc = MASKED;
+        if k0 + j <= q0 + i && q0 + i < p.t {
+            sc = dot_rows(T0, i, T1, j) * p.scale;
+        }
+        s[lid] = sc;
+        workgroupBarrier();
+        if lid < BLK {
+            let r = lid;
+            var mx = row_a[r];
+            for (var jj = 0u; jj < BLK; jj++) {
+                mx = max(mx, s[r * BLK + jj]);
+            }
+            var sum = 0.0;
+            for (var jj = 0u; jj < BLK; jj++) {
+                let x = s[r * BLK + jj];
+                let pr = select(exp(x - mx), 0.0, x <= MASKED);
+                s[r * BLK + jj] = pr;
+                sum += pr;
+            }
+            let corr = select(exp(row_a[r] - mx), 0.0, row_a[r] <= MASKED);
+            row_b[r] = row_b[r] * corr + sum;
+            row_a[r] = mx;
+            row_c[r] = corr;
+        }
+        workgroupBarrier();
+        for (var idx = lid; idx < BLK * HS_MAX; idx += WG) {
+            let r = idx / HS_MAX;
+            let d = idx % HS_MAX;
+            var acc = tiles[T3 + idx] * row_c[r];
+            for (var jj = 0u; jj < BLK; jj++) {
+                acc += s[r * BLK + jj] * tiles[T2 + jj * HS_MAX + d];
+            }
+            tiles[T3 + idx] = acc;
+        }
+    }
+    workgroupBarrier();
+    for (var idx = lid; idx < BLK * HS_MAX; idx += WG) {
+        let r = idx / HS_MAX;
+        let d = idx % HS_MAX;
+        if q0 + r < p.t && d < p.hs {
+            out[btc_index(b, q0 + r, h, d)] = tiles[T3 + idx] / row_b[r];
+        }
+    }
+    if lid < BLK && q0 + lid < p.t {
+        lse[(b * p.nh + h) * p.t + q0 + lid] = row_a[lid] + log(row_b[lid]);
+    }
+}
+
+// D_i = dout_i · out_i, one thread per (b, h, t).
+@compute @workgroup_size(WG)
+fn attention_backward_d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let e = gid.x + gid.y * groups.x * WG;
+    if e >= p.b * p.nh * p.t {
+        return;
+    }
+    let t = e % p.t;
+    let bh = e / p.t;
+    let b = bh / p.nh;
+    let h = bh % p.nh;
+    var acc = 0.0;
+    for (var d = 0u; d < p.hs; d++) {
+        let x = btc_index(b, t, h, d);
+        acc += dout[x] * fwd_out[x];
+    }
+    out[e] = acc;
+}
+
+// Recomputes P and dS for queries q0 .. q0 + BLK (q in T0, dout in T1) against keys k0 ..
+// k0 + BLK (k in T2, v in T3): s = P, s2 = dS = P·(dout·v − D).
+fn probabilities(lid: u32, b: u32, h: u32, q0: u32, k0: u32) {
+    let i = lid / BLK;
+    let j = lid % BLK;
+    var pr = 0.0;
+    var ds = 0.0;
+    if k0 + j <= q0 + i && q0 + i < p.t {
+        let row = (b * p.nh + h) * p.t + q0 + i;
+        pr = exp(dot_rows(T0, i, T2, j) * p.scale - lse_in[row]);
+        ds = pr * (dot_rows(T1, i, T3, j) - d_in[row]);
+    }
+    s[lid] = pr;
+    s2[lid] = ds;
+}
+
+// One block of 16 keys: dv_j = Σ_i P_ij dout_i, dk_j = scale·Σ_i dS_ij q_i over the queries
+// i ≥ j. T0 q, T1 dout, T2 k, T3 v; dk and dv accumulate in registers, 4 cells per thread.
+@compute @workgroup_size(WG)
+fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let k0 = wid.x * BLK;
+    let b = wid.y / p.nh;
+    let h = wid.y % p.nh;
+    load_qkv(T2, lid, b, h, 1u, k0);
+    load_qkv(T3, lid, b, h, 2u, k0);
+    // Each thread owns 4 (key, dim) cells of dk and dv: idx = lid + n·WG.
+    var dk = vec4<f32>(0.0);
+    var dv = vec4<f32>(0.0);
+    for (var q0 = k0; q0 < p.t; q0 += BLK) {
+        workgroupBarrier();
+        load_qkv(T0, lid, b, h, 0u, q0);
+        load_dout(T1, lid, b, h, q0);
+        workgroupBarrier();
+        probabilities(lid, b, h, q0, k0);
+        workgroupBarrier();
+        for (var n = 0u; n < 4u; n++) {
+            let idx = lid + n * WG;
+            let jj = idx / HS_MAX;
+            let d = idx % HS_MAX;
+            var a = 0.0;
+            var c = 0.0;
+            for (var ii = 0u; ii < BLK; ii++) {
+                a += s2[ii * BLK + jj] * tiles[T0 + ii * HS_MAX + d];
+                c += s[ii * BLK + jj] * tiles[T1 + ii * HS_MAX + d];
+            }
+            dk[n] += a;
+            dv[n] += c;
+        }
+    }
+    for (var n = 0u; n < 4u; n++) {
+        let idx = lid + n * WG;
+        let jj = idx / HS_MAX;
+        let d = idx % HS_MAX;
+        if k0 + jj < p.t && d < p.hs {
+            out[qkv_index(b, k0 + jj, 1u, h, d)] = dk[n] * p.scale;
+            out[qkv_index(b, k0 + jj, 2u, h, d)] = dv[n];
+        }
+    }
+}
+
+// One block of 16 queries: dq_i = scale·Σ_j dS_ij k_j over the keys j ≤ i.
+@compute @workgroup_size(WG)
+fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let q0 = wid.x * BLK;
+    let b = wid.y / p.nh;
+    let h = wid.y % p.nh;
+    load_qkv(T0, lid, b, h, 0u, q0);
+    load_dout(T1, lid, b, h, q0);
+    var dq = vec4<f32>(0.0);
+    let last = min(q0 + BLK, p.t);
+    for (var k0 = 0u; k0 < last; k0 += BLK) {
+        workgroupBarrier();
+        load_qkv(T2, lid, b, h, 1u, k0);
+        load_qkv(T3, lid, b, h, 2u, k0);
+        workgroupBarrier();
+        probabilities(lid, b, h, q0, k0);
+        workgroupBarrier();
+        for (var n = 0u; n < 4u; n++) {
+            let idx = lid + n * WG;
+            let ii = idx / HS_MAX;
+            let d = idx % HS_MAX;
+            var a = 0.0;
+            for (var jj = 0u; jj < BLK; jj++) {
+                a += s2[ii * BLK + jj] * tiles[T2 + jj * HS_MAX + d];
+            }
+            dq[n] += a;
+        }
+    }
+    for (var n = 0u; n < 4u; n++) {
+        let idx = lid + n * WG;
+        let ii = idx / HS_MAX;
+        let d = idx % HS_MAX;
+        if q0 + ii < p.t && d < p.hs {
+            out[qkv_index(b, q0 + ii, 0u, h, d)] = dq[n] * p.scale;
+        }
+    }
+}
