@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod optim;
 pub mod reference;
 

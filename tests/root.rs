@@ -2,6 +2,7 @@
 //! WGTRAIN_REQUIRE_ADAPTER=1 (CI sets it).
 
 mod common;
+mod gpt2;
 mod layers;
 mod matmul;
 mod optim;

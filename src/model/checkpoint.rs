@@ -1,0 +1,136 @@
+//! HF GPT-2 checkpoints: model.safetensors (+ config.json) in and out. HF stores the matmul
+//! weights as Conv1D (in, out); wgtrain keeps (out, in), so they are transposed both ways.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use super::GptConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {why}")]
+    Io { path: PathBuf, why: String },
+    #[error("{path}: {why}")]
+    Format { path: PathBuf, why: String },
+    #[error("{path}: {why}; the checkpoint does not match the model config")]
+    Mismatch { path: PathBuf, why: String },
+}
+
+/// Conv1D weights, stored (in, out) by HF.
+fn is_conv1d(name: &str) -> bool {
+    name.ends_with(".weight") && (name.contains(".c_attn.") || name.contains(".c_proj.") || name.contains(".c_fc."))
+}
+
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            y[c * rows + r] = x[r * cols + c];
+        }
+    }
+    y
+}
+
+/// Reads HF GPT-2 weights for `config` from model.safetensors: returns each parameter in
+/// table order and wgtrain's layout. Keys may carry `transformer.`; `attn.bias`,
+/// `attn.masked_bias` and a tied `lm_head.weight` are ignored.
+pub fn load_hf(path: &Path, config: &GptConfig) -> Result<Vec<Vec<f32>>, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io {
+        path: path.into(),
+        why: e.to_string(),
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
+        path: path.into(),
+        why: format!("not a safetensors file ({e})"),
+    })?;
+    let mut by_name: HashMap<String, TensorView> = HashMap::new();
+    for (key, view) in st.tensors() {
+        let name = key.strip_prefix("transformer.").unwrap_or(&key).to_string();
+        by_name.insert(name, view);
+    }
+    let mismatch = |why: String| CheckpointError::Mismatch { path: path.into(), why };
+    let mut out = Vec::new();
+    for (name, shape) in config.parameter_specs() {
+        let view = by_name
+            .get(&name)
+            .ok_or_else(|| mismatch(format!("no tensor {name}")))?;
+        let hf_shape: Vec<usize> = if is_conv1d(&name) {
+            vec![shape[1], shape[0]]
+        } else {
+            shape.clone()
+        };
+        if view.shape() != hf_shape.as_slice() {
+            return Err(mismatch(format!(
+                "{name} is {:?}, the config needs {hf_shape:?}",
+                view.shape()
+            )));
+        }
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
+            other => {
+                return Err(CheckpointError::Format {
+                    path: path.into(),
+                    why: format!("{name} is {other:?}; only F32 is read"),
+                })
+            }
+        };
+        out.push(if is_conv1d(&name) {
+            transpose(&data, shape[1], shape[0])
+        } else {
+            data
+        });
+    }
+    Ok(out)
+}
+
+/// Writes config.json and model.safetensors into `dir` in HF's GPT-2 layout (keys without the
+/// `transformer.` prefix, Conv1D weights (in, out), lm_head tied to wte).
+pub fn save_hf(dir: &Path, config: &GptConfig, values: &[Vec<f32>]) -> Result<(), CheckpointError> {
+    let io = |path: PathBuf, e: std::io::Error| CheckpointError::Io {
+        path,
+        why: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir.into(), e))?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for ((name, shape), v) in config.parameter_specs().into_iter().zip(values) {
+        let (shape, data) = if is_conv1d(&name) {
+            (vec![shape[1], shape[0]], transpose(v, shape[0], shape[1]))
+        } else {
+            (shape, v.clone())
+        };
+        tensors.push((name, shape, bytemuck::cast_slice(&data).to_vec()));
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data"),
+            )
+        })
+        .collect();
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| CheckpointError::Format {
+        path: dir.into(),
+        why: e.to_string(),
+    })?;
+    let write = |name: &str, data: &[u8]| -> Result<(), CheckpointError> {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, data).map_err(|e| io(tmp.clone(), e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(tmp.clone(), e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(path, e))
+    };
+    write("model.safetensors", &bytes)?;
+    write(
+        "config.json",
+        serde_json::to_string_pretty(&config.to_hf_json())
+            .expect("json")
+            .as_bytes(),
+    )
+}

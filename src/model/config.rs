@@ -1,0 +1,148 @@
+//! GPT-2 model configuration: models/*.toml, or an HF config.json.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The six numbers that define a GPT-2.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptConfig {
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block; n_embd / n_head is the head size (at most 64).
+    pub n_head: usize,
+    /// Channels C.
+    pub n_embd: usize,
+    /// Tokens V.
+    pub vocab_size: usize,
+    /// Longest sequence T the position embedding covers.
+    pub n_positions: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {why}")]
+    Read { path: String, why: String },
+    #[error("{path}: {why}; fix the config")]
+    Invalid { path: String, why: String },
+}
+
+/// The fields of an HF GPT2Config that matter; the rest are ignored.
+#[derive(Deserialize)]
+struct HfConfig {
+    n_layer: usize,
+    n_head: usize,
+    n_embd: usize,
+    vocab_size: usize,
+    n_positions: usize,
+}
+
+impl GptConfig {
+    /// Reads models/X.toml, or config.json (HF GPT2Config) when the name ends in .json.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: p.clone(),
+            why: e.to_string(),
+        })?;
+        let cfg = if path.extension().is_some_and(|e| e == "json") {
+            let hf: HfConfig = serde_json::from_str(&text).map_err(|e| ConfigError::Read {
+                path: p.clone(),
+                why: e.to_string(),
+            })?;
+            Self {
+                n_layer: hf.n_layer,
+                n_head: hf.n_head,
+                n_embd: hf.n_embd,
+                vocab_size: hf.vocab_size,
+                n_positions: hf.n_positions,
+            }
+        } else {
+            toml::from_str(&text).map_err(|e| ConfigError::Read {
+                path: p.clone(),
+                why: e.message().to_string(),
+            })?
+        };
+        cfg.validate().map_err(|why| ConfigError::Invalid { path: p, why })?;
+        Ok(cfg)
+    }
+
+    /// Checks what the kernels need.
+    pub fn validate(&self) -> Result<(), String> {
+        let nonzero = [
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_embd", self.n_embd),
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be positive"));
+        }
+        if self.n_embd % self.n_head != 0 {
+            return Err(format!(
+                "n_embd {} is not divisible by n_head {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        let hs = self.n_embd / self.n_head;
+        if hs > crate::kernels::attention::HS_MAX as usize {
+            return Err(format!(
+                "head size n_embd/n_head = {hs} exceeds {}",
+                crate::kernels::attention::HS_MAX
+            ));
+        }
+        Ok(())
+    }
+
+    /// The HF config.json for this model (GPT2LMHeadModel).
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_embd": self.n_embd,
+            "vocab_size": self.vocab_size,
+            "n_positions": self.n_positions,
+            "n_ctx": self.n_positions,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": 1e-5,
+            "tie_word_embeddings": true,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+        })
+    }
+
+    /// Trainable parameters, in HF GPT-2 naming and wgtrain's layout: matmul weights are
+    /// (out, in), the transpose of HF's Conv1D (in, out). The LM head is wte (tied).
+    pub fn parameter_specs(&self) -> Vec<(String, Vec<usize>)> {
+        let (c, v, t) = (self.n_embd, self.vocab_size, self.n_positions);
+        let mut specs = vec![
+            ("wte.weight".to_string(), vec![v, c]),
+            ("wpe.weight".to_string(), vec![t, c]),
+        ];
+        for l in 0..self.n_layer {
+            let h = |s: &str| format!("h.{l}.{s}");
+            specs.extend([
+                (h("ln_1.weight"), vec![c]),
+                (h("ln_1.bias"), vec![c]),
+                (h("attn.c_attn.weight"), vec![3 * c, c]),
+                (h("attn.c_attn.bias"), vec![3 * c]),
+                (h("attn.c_proj.weight"), vec![c, c]),
+                (h("attn.c_proj.bias"), vec![c]),
+                (h("ln_2.weight"), vec![c]),
+                (h("ln_2.bias"), vec![c]),
+                (h("mlp.c_fc.weight"), vec![4 * c, c]),
+                (h("mlp.c_fc.bias"), vec![4 * c]),
+                (h("mlp.c_proj.weight"), vec![c, 4 * c]),
+                (h("mlp.c_proj.bias"), vec![c]),
+            ]);
+        }
+        specs.push(("ln_f.weight".to_string(), vec![c]));
+        specs.push(("ln_f.bias".to_string(), vec![c]));
+        specs
+    }
+}

@@ -1,0 +1,680 @@
+//! GPT-2: parameters in the optimizer's arena, activations in buffers allocated once for
+//! (B, T), forward as a flat list of layer calls and backward as its mirror, all recorded into
+//! one submit per optimizer step.
+
+pub mod checkpoint;
+pub mod config;
+
+pub use config::{ConfigError, GptConfig};
+
+use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
+use crate::kernels::elementwise::{self, Span};
+use crate::kernels::encoder::{self, TokenBuffers};
+use crate::kernels::matmul::{Dims, Matmul};
+use crate::kernels::{attention, classifier, gelu, layernorm, View};
+use crate::optim::{ParamArena, ParamTable};
+use crate::reference::Rng;
+
+/// One command of a step: a dispatch, or zeroing a buffer that a backward kernel adds into.
+pub enum Cmd {
+    Run(Dispatch),
+    Zero(GpuBuffer),
+}
+
+impl Cmd {
+    fn record(&self, rec: &mut Recorder) {
+        match self {
+            Cmd::Run(d) => rec.dispatch(d),
+            Cmd::Zero(b) => rec.clear(b, 0, b.size()),
+        }
+    }
+}
+
+/// Activations of one layer, each (N, ·) with N = B·T.
+struct LayerActs {
+    ln1: GpuBuffer,       // (N, C)
+    ln1_stats: GpuBuffer, // (N, 2)
+    qkv: GpuBuffer,       // (N, 3C)
+    atty: GpuBuffer,      // (N, C)
+    lse: GpuBuffer,       // (B, NH, T)
+    attproj: GpuBuffer,   // (N, C)
+    residual2: GpuBuffer, // (N, C)
+    ln2: GpuBuffer,       // (N, C)
+    ln2_stats: GpuBuffer, // (N, 2)
+    fch: GpuBuffer,       // (N, 4C)
+    fch_gelu: GpuBuffer,  // (N, 4C)
+    fcproj: GpuBuffer,    // (N, C)
+    residual3: GpuBuffer, // (N, C)
+}
+
+/// Buffers of one micro-batch: its tokens (with the wte-gradient grouping), targets, losses.
+struct Micro {
+    tokens: TokenBuffers,
+    targets: GpuBuffer, // (N) u32
+    losses: GpuBuffer,  // (N)
+}
+
+/// A GPT-2 ready to run forward and backward at batch B and sequence length T.
+pub struct Gpt {
+    pub config: GptConfig,
+    pub arena: ParamArena,
+    pub b: usize,
+    pub t: usize,
+    acts: Vec<LayerActs>,
+    encoded: GpuBuffer,   // (N, C)
+    lnf: GpuBuffer,       // (N, C)
+    lnf_stats: GpuBuffer, // (N, 2)
+    logits: GpuBuffer,    // (N, V), dlogits after the classifier
+    micro: Vec<Micro>,
+    /// The forward from the embedding's output to the logits.
+    body: Vec<Cmd>,
+    /// The backward from dlogits to the embedding's output gradient.
+    back: Vec<Cmd>,
+    /// Per micro-batch: the embedding, the classifier (loss and dlogits), the embedding's
+    /// backward.
+    edges: Vec<[Vec<Cmd>; 3]>,
+    /// The classifier without the gradient, for evaluation on micro-batch 0.
+    eval_classify: Vec<Cmd>,
+    // Gradient scratch, kept alive for the dispatches that bind it.
+    _scratch: Vec<GpuBuffer>,
+}
+
+impl Gpt {
+    /// Allocates parameters (zero) and activations for batches of `b` rows of `t` tokens, with
+    /// `accum` micro-batches per optimizer step, and builds every dispatch.
+    pub fn new(gpu: &Gpu, config: GptConfig, b: usize, t: usize, accum: usize) -> Result<Self, GpuError> {
+        config.validate().map_err(GpuError::Unsupported)?;
+        if t > config.n_positions || b == 0 || t == 0 {
+            return Err(GpuError::Unsupported(format!(
+                "a batch of {b} × {t} tokens does not fit this model (n_positions {})",
+                config.n_positions
+            )));
+        }
+        let table = ParamTable::new(config.parameter_specs());
+        let arena = ParamArena::new(gpu, table)?;
+        let (c, v, nh) = (config.n_embd, config.vocab_size, config.n_head);
+        let n = b * t;
+        let f = |len: usize| gpu.pool.storage(Category::Activations, 4 * len as u64);
+        let mut acts = Vec::new();
+        for _ in 0..config.n_layer {
+            acts.push(LayerActs {
+                ln1: f(n * c)?,
+                ln1_stats: f(2 * n)?,
+                qkv: f(3 * n * c)?,
+                atty: f(n * c)?,
+                lse: f(b * nh * t)?,
+                attproj: f(n * c)?,
+                residual2: f(n * c)?,
+                ln2: f(n * c)?,
+                ln2_stats: f(2 * n)?,
+                fch: f(4 * n * c)?,
+                fch_gelu: f(4 * n * c)?,
+                fcproj: f(n * c)?,
+                residual3: f(n * c)?,
+            });
+        }
+        let micro = (0..accum.max(1))
+            .map(|_| {
+                Ok(Micro {
+                    tokens: TokenBuffers::new(gpu, n)?,
+                    targets: gpu.pool.storage(Category::Activations, 4 * n as u64)?,
+                    losses: f(n)?,
+                })
+            })
+            .collect::<Result<Vec<_>, GpuError>>()?;
+        let mut gpt = Self {
+            encoded: f(n * c)?,
+            lnf: f(n * c)?,
+            lnf_stats: f(2 * n)?,
+            logits: f(n * v)?,
+            config,
+            arena,
+            b,
+            t,
+            acts,
+            micro,
+            body: Vec::new(),
+            back: Vec::new(),
+            edges: Vec::new(),
+            eval_classify: Vec::new(),
+            _scratch: Vec::new(),
+        };
+        gpt.build(gpu)?;
+        Ok(gpt)
+    }
+
+    /// A parameter's view in an arena buffer (parameters or gradients).
+    fn p<'a>(&self, buf: &'a GpuBuffer, name: &str) -> View<'a> {
+        let t = self
+            .arena
+            .table
+            .get(name)
+            .unwrap_or_else(|| panic!("parameter {name} is in the table"));
+        View::at(buf, t.offset)
+    }
+
+    fn build(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        let (b, t) = (self.b as u32, self.t as u32);
+        let (c, v, nh) = (
+            self.config.n_embd as u32,
+            self.config.vocab_size as u32,
+            self.config.n_head as u32,
+        );
+        let n = b * t;
+        let nu = n as usize;
+        let cu = c as usize;
+        let f = |len: usize| gpu.pool.storage(Category::Activations, 4 * len as u64);
+        let dresidual = f(nu * cu)?;
+        let dbuf = f(nu * cu)?;
+        let dqkv = f(3 * nu * cu)?;
+        let dfch = f(4 * nu * cu)?;
+        let dfch_gelu = f(4 * nu * cu)?;
+        let dattn = f((b * nh * t) as usize)?;
+        let mm = Matmul::new(gpu);
+        let (params, grads) = (&self.arena.params, &self.arena.grads);
+        let lin = |m: u32, out: u32, inp: u32| Dims::linear(m, out, inp);
+        let accum = self.micro.len();
+        let dloss = 1.0 / (n as f32 * accum as f32);
+
+        // Forward up to the logits, shared by every micro-batch but for the encoder.
+        let mut body: Vec<Cmd> = Vec::new();
+        for (l, a) in self.acts.iter().enumerate() {
+            let w = |s: &str| self.p(params, &format!("h.{l}.{s}"));
+            let residual = if l == 0 {
+                &self.encoded
+            } else {
+                &self.acts[l - 1].residual3
+            };
+            body.push(Cmd::Run(layernorm::forward(
+                gpu,
+                (&a.ln1).into(),
+                (&a.ln1_stats).into(),
+                residual.into(),
+                w("ln_1.weight"),
+                w("ln_1.bias"),
+                n,
+                c,
+            )?));
+            body.extend(
+                mm.forward(
+                    (&a.qkv).into(),
+                    (&a.ln1).into(),
+                    w("attn.c_attn.weight"),
+                    Some(w("attn.c_attn.bias")),
+                    lin(n, 3 * c, c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            body.push(Cmd::Run(attention::forward(
+                gpu,
+                (&a.atty).into(),
+                (&a.lse).into(),
+                (&a.qkv).into(),
+                b,
+                t,
+                c,
+                nh,
+            )?));
+            body.extend(
+                mm.forward(
+                    (&a.attproj).into(),
+                    (&a.atty).into(),
+                    w("attn.c_proj.weight"),
+                    Some(w("attn.c_proj.bias")),
+                    lin(n, c, c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            body.push(Cmd::Run(elementwise::add(
+                gpu,
+                span(&a.residual2, n * c),
+                span(residual, n * c),
+                span(&a.attproj, n * c),
+            )?));
+            body.push(Cmd::Run(layernorm::forward(
+                gpu,
+                (&a.ln2).into(),
+                (&a.ln2_stats).into(),
+                (&a.residual2).into(),
+                w("ln_2.weight"),
+                w("ln_2.bias"),
+                n,
+                c,
+            )?));
+            body.extend(
+                mm.forward(
+                    (&a.fch).into(),
+                    (&a.ln2).into(),
+                    w("mlp.c_fc.weight"),
+                    Some(w("mlp.c_fc.bias")),
+                    lin(n, 4 * c, c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            body.push(Cmd::Run(gelu::forward(
+                gpu,
+                (&a.fch_gelu).into(),
+                (&a.fch).into(),
+                4 * n * c,
+            )?));
+            body.extend(
+                mm.forward(
+                    (&a.fcproj).into(),
+                    (&a.fch_gelu).into(),
+                    w("mlp.c_proj.weight"),
+                    Some(w("mlp.c_proj.bias")),
+                    lin(n, c, 4 * c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            body.push(Cmd::Run(elementwise::add(
+                gpu,
+                span(&a.residual3, n * c),
+                span(&a.residual2, n * c),
+                span(&a.fcproj, n * c),
+            )?));
+        }
+        let last = self.acts.last().map_or(&self.encoded, |a| &a.residual3);
+        body.push(Cmd::Run(layernorm::forward(
+            gpu,
+            (&self.lnf).into(),
+            (&self.lnf_stats).into(),
+            last.into(),
+            self.p(params, "ln_f.weight"),
+            self.p(params, "ln_f.bias"),
+            n,
+            c,
+        )?));
+        let wte = self.p(params, "wte.weight");
+        body.extend(
+            mm.forward((&self.logits).into(), (&self.lnf).into(), wte, None, lin(n, v, c))?
+                .into_iter()
+                .map(Cmd::Run),
+        );
+
+        // Backward from dlogits (written by the classifier), mirroring the forward.
+        let mut back: Vec<Cmd> = vec![Cmd::Zero(dresidual.clone())];
+        back.extend(
+            mm.backward_input((&dbuf).into(), (&self.logits).into(), wte, lin(n, v, c))?
+                .into_iter()
+                .map(Cmd::Run),
+        );
+        back.extend(
+            mm.backward_weight(
+                self.p(grads, "wte.weight"),
+                (&self.logits).into(),
+                (&self.lnf).into(),
+                lin(n, v, c),
+            )?
+            .into_iter()
+            .map(Cmd::Run),
+        );
+        back.extend(
+            layernorm::backward(
+                gpu,
+                (&dresidual).into(),
+                self.p(grads, "ln_f.weight"),
+                self.p(grads, "ln_f.bias"),
+                (&dbuf).into(),
+                last.into(),
+                (&self.lnf_stats).into(),
+                self.p(params, "ln_f.weight"),
+                n,
+                c,
+            )?
+            .into_iter()
+            .map(Cmd::Run),
+        );
+        for (l, a) in self.acts.iter().enumerate().rev() {
+            let w = |s: &str| self.p(params, &format!("h.{l}.{s}"));
+            let g = |s: &str| self.p(grads, &format!("h.{l}.{s}"));
+            let residual = if l == 0 {
+                &self.encoded
+            } else {
+                &self.acts[l - 1].residual3
+            };
+            // residual3 = residual2 + fcproj: both get dresidual.
+            back.extend(
+                mm.backward_input(
+                    (&dfch_gelu).into(),
+                    (&dresidual).into(),
+                    w("mlp.c_proj.weight"),
+                    lin(n, c, 4 * c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            back.extend(
+                mm.backward_weight(
+                    g("mlp.c_proj.weight"),
+                    (&dresidual).into(),
+                    (&a.fch_gelu).into(),
+                    lin(n, c, 4 * c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            back.extend(
+                mm.backward_bias(g("mlp.c_proj.bias"), (&dresidual).into(), lin(n, c, 4 * c))?
+                    .into_iter()
+                    .map(Cmd::Run),
+            );
+            back.push(Cmd::Zero(dfch.clone()));
+            back.push(Cmd::Run(gelu::backward(
+                gpu,
+                (&dfch).into(),
+                (&a.fch).into(),
+                (&dfch_gelu).into(),
+                4 * n * c,
+            )?));
+            back.extend(
+                mm.backward_input((&dbuf).into(), (&dfch).into(), w("mlp.c_fc.weight"), lin(n, 4 * c, c))?
+                    .into_iter()
+                    .map(Cmd::Run),
+            );
+            back.extend(
+                mm.backward_weight(g("mlp.c_fc.weight"), (&dfch).into(), (&a.ln2).into(), lin(n, 4 * c, c))?
+                    .into_iter()
+                    .map(Cmd::Run),
+            );
+            back.extend(
+                mm.backward_bias(g("mlp.c_fc.bias"), (&dfch).into(), lin(n, 4 * c, c))?
+                    .into_iter()
+                    .map(Cmd::Run),
+            );
+            back.extend(
+                layernorm::backward(
+                    gpu,
+                    (&dresidual).into(),
+                    g("ln_2.weight"),
+                    g("ln_2.bias"),
+                    (&dbuf).into(),
+                    (&a.residual2).into(),
+                    (&a.ln2_stats).into(),
+                    w("ln_2.weight"),
+                    n,
+                    c,
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            // residual2 = residual + attproj.
+            back.extend(
+                mm.backward_input(
+                    (&dbuf).into(),
+                    (&dresidual).into(),
+                    w("attn.c_proj.weight"),
+                    lin(n, c, c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            back.extend(
+                mm.backward_weight(
+                    g("attn.c_proj.weight"),
+                    (&dresidual).into(),
+                    (&a.atty).into(),
+                    lin(n, c, c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            back.extend(
+                mm.backward_bias(g("attn.c_proj.bias"), (&dresidual).into(), lin(n, c, c))?
+                    .into_iter()
+                    .map(Cmd::Run),
+            );
+            back.extend(
+                attention::backward(
+                    gpu,
+                    (&dqkv).into(),
+                    (&dattn).into(),
+                    (&dbuf).into(),
+                    (&a.atty).into(),
+                    (&a.qkv).into(),
+                    (&a.lse).into(),
+                    b,
+                    t,
+                    c,
+                    nh,
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            back.extend(
+                mm.backward_input(
+                    (&dbuf).into(),
+                    (&dqkv).into(),
+                    w("attn.c_attn.weight"),
+                    lin(n, 3 * c, c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            back.extend(
+                mm.backward_weight(
+                    g("attn.c_attn.weight"),
+                    (&dqkv).into(),
+                    (&a.ln1).into(),
+                    lin(n, 3 * c, c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+            back.extend(
+                mm.backward_bias(g("attn.c_attn.bias"), (&dqkv).into(), lin(n, 3 * c, c))?
+                    .into_iter()
+                    .map(Cmd::Run),
+            );
+            back.extend(
+                layernorm::backward(
+                    gpu,
+                    (&dresidual).into(),
+                    g("ln_1.weight"),
+                    g("ln_1.bias"),
+                    (&dbuf).into(),
+                    residual.into(),
+                    (&a.ln1_stats).into(),
+                    w("ln_1.weight"),
+                    n,
+                    c,
+                )?
+                .into_iter()
+                .map(Cmd::Run),
+            );
+        }
+
+        let mut edges = Vec::new();
+        for mb in &self.micro {
+            let encode = encoder::forward(
+                gpu,
+                (&self.encoded).into(),
+                &mb.tokens.tokens,
+                wte,
+                self.p(params, "wpe.weight"),
+                v,
+                n,
+                t,
+                c,
+            )?;
+            let classify = classifier::forward_backward(
+                gpu,
+                (&self.logits).into(),
+                (&mb.losses).into(),
+                &mb.targets,
+                n,
+                v,
+                v,
+                Some(dloss),
+            )?;
+            let encode_back = encoder::backward(
+                gpu,
+                self.p(grads, "wte.weight"),
+                self.p(grads, "wpe.weight"),
+                (&dresidual).into(),
+                &mb.tokens,
+                v,
+                n,
+                t,
+                c,
+            )?;
+            edges.push([
+                vec![Cmd::Run(encode)],
+                vec![Cmd::Run(classify)],
+                encode_back.into_iter().map(Cmd::Run).collect(),
+            ]);
+        }
+        let mb = &self.micro[0];
+        self.eval_classify = vec![Cmd::Run(classifier::forward_backward(
+            gpu,
+            (&self.logits).into(),
+            (&mb.losses).into(),
+            &mb.targets,
+            n,
+            v,
+            v,
+            None,
+        )?)];
+        self.edges = edges;
+        self.body = body;
+        self.back = back;
+        self._scratch = vec![dresidual, dbuf, dqkv, dfch, dfch_gelu, dattn];
+        Ok(())
+    }
+}
+
+impl Gpt {
+    /// Uploads micro-batch `k`'s inputs and targets (B·T tokens each). Staged on the queue: it
+    /// lands before the next submit.
+    pub fn upload_batch(&self, gpu: &Gpu, k: usize, inputs: &[u32], targets: &[u32]) {
+        self.micro[k].tokens.upload(gpu, inputs);
+        gpu.write(&self.micro[k].targets, 0, targets);
+    }
+
+    /// Micro-batches per optimizer step.
+    pub fn accum(&self) -> usize {
+        self.micro.len()
+    }
+
+    /// Records zeroing the gradients, then forward and backward of every micro-batch. The
+    /// gradients sum over micro-batches; each loss is scaled so that they average.
+    pub fn record_forward_backward(&self, rec: &mut Recorder) {
+        rec.clear(&self.arena.grads, 0, self.arena.grads.size());
+        for [encode, classify, encode_back] in &self.edges {
+            for cmd in encode
+                .iter()
+                .chain(&self.body)
+                .chain(classify)
+                .chain(&self.back)
+                .chain(encode_back)
+            {
+                cmd.record(rec);
+            }
+        }
+    }
+
+    /// Records the forward and the loss (no gradient) of micro-batch 0.
+    pub fn record_eval(&self, rec: &mut Recorder) {
+        for cmd in self.edges[0][0].iter().chain(&self.body).chain(&self.eval_classify) {
+            cmd.record(rec);
+        }
+    }
+
+    /// Reads every micro-batch's per-position losses and returns their mean (waits for the GPU).
+    pub fn read_loss(&self, gpu: &Gpu) -> Result<f32, GpuError> {
+        self.read_losses(gpu, self.micro.len())
+    }
+
+    /// The mean loss of the evaluation forward (micro-batch 0).
+    pub fn read_eval_loss(&self, gpu: &Gpu) -> Result<f32, GpuError> {
+        self.read_losses(gpu, 1)
+    }
+
+    fn read_losses(&self, gpu: &Gpu, micro: usize) -> Result<f32, GpuError> {
+        let n = self.b * self.t;
+        let mut sum = 0.0f64;
+        for mb in &self.micro[..micro] {
+            sum += gpu
+                .read::<f32>(&mb.losses, 0, n)?
+                .iter()
+                .map(|&x| x as f64)
+                .sum::<f64>();
+        }
+        Ok((sum / (n * micro) as f64) as f32)
+    }
+
+    /// The logits (B·T, V) of the last forward. Valid after `record_eval`; after a training
+    /// step the buffer holds dlogits.
+    pub fn read_logits(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        gpu.read(&self.logits, 0, self.b * self.t * self.config.vocab_size)
+    }
+
+    /// Writes parameters given per tensor in table order (wgtrain layout).
+    pub fn write_params(&self, gpu: &Gpu, values: &[Vec<f32>]) {
+        gpu.write(&self.arena.params, 0, &self.arena.table.pack(values));
+    }
+
+    pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
+        Ok(self
+            .arena
+            .table
+            .unpack(&gpu.read::<f32>(&self.arena.params, 0, self.arena.table.len as usize)?))
+    }
+
+    pub fn read_grads(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
+        Ok(self
+            .arena
+            .table
+            .unpack(&gpu.read::<f32>(&self.arena.grads, 0, self.arena.table.len as usize)?))
+    }
+
+    /// GPT-2's initialization, seeded: weights and embeddings normal(0, 0.02), the residual
+    /// projections (attn.c_proj, mlp.c_proj) scaled by 1/√(2·n_layer), biases 0, LayerNorm
+    /// weights 1.
+    pub fn init(&self, gpu: &Gpu, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let proj_std = 0.02 / (2.0 * self.config.n_layer as f64).sqrt();
+        let values: Vec<Vec<f32>> = self
+            .arena
+            .table
+            .tensors
+            .iter()
+            .map(|t| {
+                let n = t.numel() as usize;
+                if t.name.contains("ln_") && t.name.ends_with(".weight") {
+                    vec![1.0; n]
+                } else if t.shape.len() == 1 {
+                    vec![0.0; n]
+                } else {
+                    let std = if t.name.ends_with("c_proj.weight") {
+                        proj_std
+                    } else {
+                        0.02
+                    };
+                    (0..n).map(|_| (normal(&mut rng) * std) as f32).collect()
+                }
+            })
+            .collect();
+        self.write_params(gpu, &values);
+    }
+}
+
+/// The first `len` elements of a buffer.
+fn span(buf: &GpuBuffer, len: u32) -> Span<'_> {
+    Span {
+        buf,
+        offset: 0,
+        len: len as u64,
+    }
+}
+
+/// A standard normal sample (Box–Muller).
+fn normal(rng: &mut Rng) -> f64 {
+    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let u2 = ((rng.next_u64() >> 11) as f64) / (1u64 << 53) as f64;
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
