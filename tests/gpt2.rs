@@ -72,8 +72,8 @@ fn gpt2_matches_pytorch() {
         "logits",
         &gpt.read_logits(gpu).unwrap(),
         &floats(&fx["logits"]),
+        2e-6,
         1e-5,
-        1e-4,
     );
     let want_loss = fx["loss"].as_f64().unwrap() as f32;
     let loss = gpt.read_eval_loss(gpu).unwrap();
@@ -91,8 +91,8 @@ fn gpt2_matches_pytorch() {
             &format!("grad {}", tensor.name),
             &to_hf(&tensor.name, &tensor.shape, g),
             &want,
-            1e-6,
-            1e-3,
+            1e-7,
+            1e-4,
         );
     }
 
