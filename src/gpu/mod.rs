@@ -4,12 +4,14 @@ mod buffer;
 mod device;
 mod pipeline;
 mod profile;
+mod readback;
 mod recorder;
 
 pub use buffer::{Category, GpuBuffer, Pool, PoolStats};
 pub use device::{describe, list_adapters, select_adapter, wanted_features, AdapterChoice};
 pub use pipeline::{Kernel, Pipeline, Shader, Slot};
 pub use profile::Profiler;
+pub use readback::Readback;
 pub use recorder::{Dispatch, Recorder};
 
 use std::sync::{Arc, Mutex};

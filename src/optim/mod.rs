@@ -11,7 +11,7 @@ pub use arena::{ChunkEntry, ParamArena, ParamTable, TensorInfo, CHUNK, TENSOR_AL
 pub use schedule::{Schedule, ScheduleKind};
 pub use state::StateError;
 
-use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Recorder, Shader, Slot};
+use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Readback, Recorder, Shader, Slot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -162,11 +162,8 @@ pub struct Optimizer {
     norm_ops: Vec<Dispatch>,
     /// The update itself.
     update_ops: Vec<Dispatch>,
-    readback: [wgpu::Buffer; 2],
-    readback_next: usize,
-    /// Slot copied to in the last recorded step, not yet mapped / mapped and waiting.
-    recorded: Option<usize>,
-    mapping: Option<(usize, std::sync::mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>)>,
+    /// The pre-clip norm of steps recorded with `want_norm`.
+    readback: Readback,
 }
 
 impl Optimizer {
@@ -265,14 +262,7 @@ impl Optimizer {
                 ops
             }
         };
-        let readback = std::array::from_fn(|_| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("grad norm readback"),
-                size: 8,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
+        let readback = Readback::new(gpu, 4, "grad norm readback");
         Ok(Self {
             cfg,
             table,
@@ -287,9 +277,6 @@ impl Optimizer {
             norm_ops,
             update_ops,
             readback,
-            readback_next: 0,
-            recorded: None,
-            mapping: None,
         })
     }
 
@@ -345,50 +332,20 @@ impl Optimizer {
         }
         rec.run(&self.update_ops);
         if want_norm {
-            let slot = self.readback_next;
-            self.readback_next = (slot + 1) % self.readback.len();
-            rec.copy(&self.scalars, 0, &self.readback[slot], 0, 8);
-            self.recorded = Some(slot);
+            self.readback.record(rec, &self.scalars, 0);
         }
     }
 
     /// Call after submitting a step recorded with `want_norm`: starts mapping its norm.
     pub fn submitted(&mut self) {
-        if let Some(slot) = self.recorded.take() {
-            // A norm nobody read: release its slot (this cancels the mapping if still pending),
-            // so that a later step can copy into it.
-            if let Some((old, _)) = self.mapping.take() {
-                self.readback[old].unmap();
-            }
-            let (tx, rx) = std::sync::mpsc::channel();
-            self.readback[slot].map_async(wgpu::MapMode::Read, .., move |r| {
-                let _ = tx.send(r);
-            });
-            self.mapping = Some((slot, rx));
-        }
+        self.readback.submitted();
     }
 
     /// The pre-clip global gradient norm of the last step recorded with `want_norm` (None if
-    /// there was none). Waits for that step only if the GPU has not finished it yet.
+    /// there was none, or it was read already). Waits for that step only if the GPU has not
+    /// finished it yet.
     pub fn grad_norm(&mut self, gpu: &Gpu) -> Result<Option<f32>, GpuError> {
-        let Some((slot, rx)) = self.mapping.take() else {
-            return Ok(None);
-        };
-        let done = match rx.try_recv() {
-            Ok(r) => r,
-            Err(_) => {
-                gpu.wait()?;
-                rx.recv().map_err(|e| GpuError::Device(e.to_string()))?
-            }
-        };
-        done.map_err(|e| GpuError::Device(e.to_string()))?;
-        let buf = &self.readback[slot];
-        let norm = {
-            let view = buf.get_mapped_range(..).map_err(|e| GpuError::Device(e.to_string()))?;
-            bytemuck::pod_read_unaligned::<f32>(&view[..4])
-        };
-        buf.unmap();
-        Ok(Some(norm))
+        Ok(self.readback.take::<f32>(gpu)?.map(|v| v[0]))
     }
 }
 

@@ -1,0 +1,84 @@
+//! Small results (a step's losses, the gradient norm) read back after a submit without
+//! stalling the next one: a ring of mappable buffers.
+
+use std::sync::mpsc::{channel, Receiver};
+
+use super::{Gpu, GpuError, Recorder};
+
+type Pending = (usize, Receiver<Result<(), wgpu::BufferAsyncError>>);
+
+/// Two slots: a step copies into one while the previous step's is still being read.
+pub struct Readback {
+    slots: [wgpu::Buffer; 2],
+    bytes: u64,
+    next: usize,
+    recorded: Option<usize>,
+    pending: Option<Pending>,
+}
+
+impl Readback {
+    pub fn new(gpu: &Gpu, bytes: u64, label: &str) -> Self {
+        let bytes = bytes.max(4).next_multiple_of(4);
+        let slots = std::array::from_fn(|_| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        Self {
+            slots,
+            bytes,
+            next: 0,
+            recorded: None,
+            pending: None,
+        }
+    }
+
+    /// Records copying `src[offset..offset + bytes]` into the next slot.
+    pub fn record(&mut self, rec: &mut Recorder, src: &wgpu::Buffer, offset: u64) {
+        let slot = self.next;
+        self.next = (slot + 1) % self.slots.len();
+        rec.copy(src, offset, &self.slots[slot], 0, self.bytes);
+        self.recorded = Some(slot);
+    }
+
+    /// After the submit: starts mapping what `record` copied. A result nobody read gives its
+    /// slot up (this cancels its mapping if still pending).
+    pub fn submitted(&mut self) {
+        if let Some(slot) = self.recorded.take() {
+            if let Some((old, _)) = self.pending.take() {
+                self.slots[old].unmap();
+            }
+            let (tx, rx) = channel();
+            self.slots[slot].map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send(r);
+            });
+            self.pending = Some((slot, rx));
+        }
+    }
+
+    /// The newest submitted result, once (None if none is waiting). Blocks only if the GPU has
+    /// not finished that submit yet.
+    pub fn take<T: bytemuck::Pod>(&mut self, gpu: &Gpu) -> Result<Option<Vec<T>>, GpuError> {
+        let Some((slot, rx)) = self.pending.take() else {
+            return Ok(None);
+        };
+        let done = match rx.try_recv() {
+            Ok(r) => r,
+            Err(_) => {
+                gpu.wait()?;
+                rx.recv().map_err(|e| GpuError::Device(e.to_string()))?
+            }
+        };
+        done.map_err(|e| GpuError::Device(e.to_string()))?;
+        let buf = &self.slots[slot];
+        let out = {
+            let view = buf.get_mapped_range(..).map_err(|e| GpuError::Device(e.to_string()))?;
+            bytemuck::pod_collect_to_vec(&view[..])
+        };
+        buf.unmap();
+        Ok(Some(out))
+    }
+}
