@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(CARGO) run --release -- demo
+	$(CARGO) run --release -- train
 
 test: setup
 	$(CARGO) test --release

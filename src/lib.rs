@@ -1,11 +1,13 @@
 //! wgtrain: a training engine for language models, written as WGSL compute shaders on wgpu.
 
 pub mod bench;
+pub mod data;
 pub mod demo;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod optim;
 pub mod reference;
+pub mod train;
 
 pub use gpu::{Gpu, GpuError};

@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 use wgtrain::gpu::{self, AdapterChoice, Gpu};
+use wgtrain::optim::{OptimizerKind, ScheduleKind};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +30,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a GPT-2. With no arguments: a small byte-level model on the bundled Shakespeare.
+    Train(Box<TrainCli>),
+    /// Mean loss and perplexity of a checkpoint on a token file.
+    Eval {
+        /// Checkpoint directory (config.json, model.safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// llm.c token file.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        batch_size: usize,
+        /// Sequence length; the model's n_positions by default.
+        #[arg(long)]
+        seq_len: Option<usize>,
+        /// Batches to average; all of the file by default.
+        #[arg(long)]
+        batches: Option<usize>,
+    },
+    /// Generate text from a byte-level checkpoint.
+    Sample {
+        /// Checkpoint directory (config.json, model.safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value = "\n")]
+        prompt: String,
+        #[arg(long, default_value_t = 256)]
+        tokens: usize,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// 1 is greedy.
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+    },
     /// List every adapter with its backend, type, driver, features and limits.
     Adapters,
     /// Run one linear layer forward and backward on the GPU and check it against the CPU.
@@ -44,6 +84,71 @@ enum Command {
     /// Benchmark kernels against baselines measured in the same run.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(clap::Args)]
+struct TrainCli {
+    /// Model config (models/*.toml or an HF config.json); default models/default.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Start from HF GPT-2 weights: a directory (config.json, model.safetensors) or a file.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// llm.c token file; default: the bundled corpus, byte-level.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// llm.c token file for validation.
+    #[arg(long)]
+    val_data: Option<PathBuf>,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 200)]
+    steps: u64,
+    #[arg(long, value_enum, default_value = "adamw")]
+    optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    #[arg(long, value_enum, default_value = "cosine")]
+    schedule: ScheduleKind,
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
+    #[arg(long, default_value_t = 0.1)]
+    min_lr_frac: f64,
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f32,
+    #[arg(long, default_value_t = 0.95)]
+    beta2: f32,
+    #[arg(long, default_value_t = 1e-8)]
+    eps: f32,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f32,
+    /// SGD's momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Max global gradient norm; 0 is off.
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f32,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Read batches in order instead of a seeded shuffle.
+    #[arg(long)]
+    no_shuffle: bool,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Validate every N steps (and at the end); 0: only at the end.
+    #[arg(long, default_value_t = 50)]
+    eval_every: u64,
+    /// Validation batches per evaluation.
+    #[arg(long, default_value_t = 4)]
+    val_batches: usize,
+    #[arg(long, default_value = "runs/default")]
+    out: PathBuf,
+    /// Bytes of text to sample at the end (byte-level models); 0: none.
+    #[arg(long, default_value_t = 200)]
+    sample_tokens: usize,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +219,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Adapters => unreachable!("handled above"),
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
+        Command::Train(t) => wgtrain::train::train(&gpu, &t.into_args())?,
+        Command::Eval {
+            model,
+            data,
+            batch_size,
+            seq_len,
+            batches,
+        } => eval(&gpu, &model, &data, batch_size, seq_len, batches)?,
+        Command::Sample {
+            model,
+            prompt,
+            tokens,
+            temperature,
+            top_k,
+            seed,
+        } => sample(&gpu, &model, &prompt, tokens, temperature, top_k, seed)?,
         Command::Bench(Bench::Matmul {
             sizes,
             json,
@@ -184,5 +305,104 @@ fn bench_optim(gpu: &Gpu, params: u64, tensors: usize, json: bool, samples: usiz
             );
         }
     }
+    Ok(())
+}
+
+impl TrainCli {
+    fn into_args(self) -> wgtrain::train::TrainArgs {
+        wgtrain::train::TrainArgs {
+            config: self.config,
+            init: self.init,
+            data: self.data,
+            val_data: self.val_data,
+            batch_size: self.batch_size,
+            seq_len: self.seq_len,
+            steps: self.steps,
+            optimizer: self.optimizer,
+            lr: self.lr,
+            schedule: self.schedule,
+            warmup: self.warmup,
+            min_lr_frac: self.min_lr_frac,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            grad_clip: self.grad_clip,
+            grad_accum: self.grad_accum,
+            no_shuffle: self.no_shuffle,
+            seed: self.seed,
+            eval_every: self.eval_every,
+            val_batches: self.val_batches,
+            out: self.out,
+            sample_tokens: self.sample_tokens,
+        }
+    }
+}
+
+/// Loads a checkpoint directory into a model for batches of b × t.
+fn load_model(gpu: &Gpu, dir: &std::path::Path, b: usize, t: Option<usize>) -> anyhow::Result<wgtrain::model::Gpt> {
+    use wgtrain::model::{checkpoint, Gpt, GptConfig};
+    let config = GptConfig::load(&dir.join("config.json"))?;
+    let t = t.unwrap_or(config.n_positions);
+    anyhow::ensure!(
+        t > 0 && t <= config.n_positions,
+        "--seq-len must be between 1 and n_positions {}",
+        config.n_positions
+    );
+    let gpt = Gpt::new(gpu, config.clone(), b, t, 1)?;
+    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), &config)?);
+    Ok(gpt)
+}
+
+fn eval(
+    gpu: &Gpu,
+    model: &std::path::Path,
+    data: &std::path::Path,
+    b: usize,
+    t: Option<usize>,
+    batches: Option<usize>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(b > 0, "--batch-size must be positive");
+    let gpt = load_model(gpu, model, b, t)?;
+    let tokens = wgtrain::data::read_tokens(data)?;
+    let max = tokens.iter().copied().max().unwrap_or(0);
+    anyhow::ensure!(
+        (max as usize) < gpt.config.vocab_size,
+        "{}: token id {max} is past the model's vocab_size {}",
+        data.display(),
+        gpt.config.vocab_size
+    );
+    let mut loader = wgtrain::data::Loader::new(tokens, b, gpt.t, false, 0)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+    let n = batches.unwrap_or(loader.batches());
+    let loss = wgtrain::train::evaluate(gpu, &gpt, &mut loader, n)?;
+    println!(
+        "loss {loss:.4} perplexity {:.3} ({} batches of {b} × {})",
+        (loss as f64).exp(),
+        n.min(loader.batches()),
+        gpt.t
+    );
+    Ok(())
+}
+
+fn sample(
+    gpu: &Gpu,
+    model: &std::path::Path,
+    prompt: &str,
+    n: usize,
+    temperature: f32,
+    top_k: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let gpt = load_model(gpu, model, 1, None)?;
+    anyhow::ensure!(
+        gpt.config.vocab_size <= 256,
+        "{}: sampling decodes byte-level models only (vocab ≤ 256) until tokenizers land",
+        model.display()
+    );
+    let prompt = prompt.replace("\\n", "\n");
+    let out = wgtrain::train::sample(gpu, &gpt, prompt.as_bytes(), n, temperature, top_k, seed)?;
+    println!("{}{}", prompt, String::from_utf8_lossy(&out));
     Ok(())
 }

@@ -2,9 +2,11 @@
 //! WGTRAIN_REQUIRE_ADAPTER=1 (CI sets it).
 
 mod common;
+mod data;
 mod gpt2;
 mod layers;
 mod matmul;
 mod optim;
 mod runtime;
 mod shaders;
+mod train;

@@ -38,9 +38,19 @@ impl Readback {
 
     /// Records copying `src[offset..offset + bytes]` into the next slot.
     pub fn record(&mut self, rec: &mut Recorder, src: &wgpu::Buffer, offset: u64) {
+        self.record_parts(rec, &[(src, offset, self.bytes)]);
+    }
+
+    /// Records copying several (buffer, offset, bytes) pieces, one after another, into the
+    /// next slot.
+    pub fn record_parts(&mut self, rec: &mut Recorder, parts: &[(&wgpu::Buffer, u64, u64)]) {
         let slot = self.next;
         self.next = (slot + 1) % self.slots.len();
-        rec.copy(src, offset, &self.slots[slot], 0, self.bytes);
+        let mut at = 0;
+        for &(src, offset, bytes) in parts {
+            rec.copy(src, offset, &self.slots[slot], at, bytes);
+            at += bytes;
+        }
         self.recorded = Some(slot);
     }
 

@@ -584,6 +584,19 @@ impl Gpt {
         }
     }
 
+    /// Records copying every micro-batch's per-position losses into `readback` (made with
+    /// `loss_readback`), to read after the submit without stalling.
+    pub fn record_losses(&self, rec: &mut Recorder, readback: &mut crate::gpu::Readback) {
+        let bytes = 4 * (self.b * self.t) as u64;
+        let parts: Vec<(&wgpu::Buffer, u64, u64)> = self.micro.iter().map(|m| (&*m.losses, 0, bytes)).collect();
+        readback.record_parts(rec, &parts);
+    }
+
+    /// A readback sized for one step's losses.
+    pub fn loss_readback(&self, gpu: &Gpu) -> crate::gpu::Readback {
+        crate::gpu::Readback::new(gpu, 4 * (self.b * self.t * self.micro.len()) as u64, "losses readback")
+    }
+
     /// Reads every micro-batch's per-position losses and returns their mean (waits for the GPU).
     pub fn read_loss(&self, gpu: &Gpu) -> Result<f32, GpuError> {
         self.read_losses(gpu, self.micro.len())
@@ -611,6 +624,12 @@ impl Gpt {
     /// step the buffer holds dlogits.
     pub fn read_logits(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
         gpu.read(&self.logits, 0, self.b * self.t * self.config.vocab_size)
+    }
+
+    /// Logits of one position (row `r` of B·T) after `record_eval`.
+    pub fn read_logits_row(&self, gpu: &Gpu, r: usize) -> Result<Vec<f32>, GpuError> {
+        let v = self.config.vocab_size;
+        gpu.read(&self.logits, (r * v) as u64, v)
     }
 
     /// Writes parameters given per tensor in table order (wgtrain layout).

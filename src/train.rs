@@ -1,0 +1,396 @@
+//! The training loop: batches in, one submit per optimizer step, metrics and checkpoints out.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use crate::data::{self, Loader};
+use crate::gpu::{Gpu, Recorder};
+use crate::model::{checkpoint, Gpt, GptConfig};
+use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule, ScheduleKind};
+use crate::reference::Rng;
+
+/// Everything `wgtrain train` takes; see the CLI for each flag's meaning and default.
+#[derive(Clone, Debug)]
+pub struct TrainArgs {
+    pub config: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub val_data: Option<PathBuf>,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub steps: u64,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub schedule: ScheduleKind,
+    pub warmup: u64,
+    pub min_lr_frac: f64,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub momentum: f32,
+    pub grad_clip: f32,
+    pub grad_accum: usize,
+    pub no_shuffle: bool,
+    pub seed: u64,
+    pub eval_every: u64,
+    pub val_batches: usize,
+    pub out: PathBuf,
+    pub sample_tokens: usize,
+}
+
+/// The default model when neither --config nor --init is given.
+pub const DEFAULT_CONFIG: &str = "models/default.toml";
+
+fn check_args(a: &TrainArgs) -> anyhow::Result<()> {
+    if a.batch_size == 0 {
+        bail!("--batch-size must be positive");
+    }
+    if a.seq_len == 0 {
+        bail!("--seq-len must be positive");
+    }
+    if a.steps == 0 {
+        bail!("--steps must be positive");
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        bail!("--lr must be a positive number, got {}", a.lr);
+    }
+    if a.grad_accum == 0 {
+        bail!("--grad-accum must be positive");
+    }
+    if a.grad_clip < 0.0 {
+        bail!("--grad-clip must be 0 (off) or positive");
+    }
+    Ok(())
+}
+
+/// The architecture: the checkpoint's config with --init (a directory's config.json, or
+/// --config beside a single .safetensors file), else --config, else models/default.toml.
+fn model_config(a: &TrainArgs) -> anyhow::Result<GptConfig> {
+    if let Some(init) = &a.init {
+        if init.is_dir() {
+            return Ok(GptConfig::load(&init.join("config.json"))?);
+        }
+        let cfg = a
+            .config
+            .as_ref()
+            .map_or_else(|| init.with_file_name("config.json"), Clone::clone);
+        return GptConfig::load(&cfg).with_context(|| {
+            format!(
+                "--init {} is a file: its config comes from {}",
+                init.display(),
+                cfg.display()
+            )
+        });
+    }
+    let path = a.config.clone().unwrap_or_else(|| {
+        let here = PathBuf::from(DEFAULT_CONFIG);
+        if here.exists() {
+            here
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG)
+        }
+    });
+    Ok(GptConfig::load(&path)?)
+}
+
+/// Trains as the flags say and writes metrics.jsonl, the checkpoint and the optimizer state
+/// into --out.
+pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
+    check_args(a)?;
+    let config = model_config(a)?;
+    if a.seq_len > config.n_positions {
+        bail!(
+            "--seq-len {} exceeds the model's n_positions {}",
+            a.seq_len,
+            config.n_positions
+        );
+    }
+    let (train_tokens, val_tokens) = match &a.data {
+        Some(path) => {
+            let val = a
+                .val_data
+                .as_ref()
+                .map(|p| data::read_tokens(p))
+                .transpose()?
+                .unwrap_or_default();
+            (data::read_tokens(path)?, val)
+        }
+        None => data::bundled_corpus()?,
+    };
+    let (b, t) = (a.batch_size, a.seq_len);
+    let mut loader =
+        Loader::new(train_tokens, b, t, !a.no_shuffle, a.seed).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
+    let mut val_loader = if val_tokens.len() > b * t {
+        Some(Loader::new(val_tokens, b, t, false, 0).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let max_tok = loader.max_token().max(val_loader.as_ref().map_or(0, Loader::max_token));
+    if max_tok as usize >= config.vocab_size {
+        bail!(
+            "--data holds token id {max_tok}, but the model's vocab_size is {}",
+            config.vocab_size
+        );
+    }
+
+    let gpt = Gpt::new(gpu, config.clone(), b, t, a.grad_accum)?;
+    match &a.init {
+        Some(init) => {
+            let file = if init.is_dir() {
+                init.join("model.safetensors")
+            } else {
+                init.clone()
+            };
+            gpt.write_params(gpu, &checkpoint::load_hf(&file, &config)?);
+        }
+        None => gpt.init(gpu, a.seed),
+    }
+    let ocfg = OptimConfig {
+        kind: a.optimizer,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        eps: a.eps,
+        weight_decay: a.weight_decay,
+        momentum: a.momentum,
+        grad_clip: a.grad_clip,
+    };
+    let mut opt = Optimizer::new(gpu, &gpt.arena, ocfg.clone(), None)?;
+    let schedule = Schedule {
+        kind: a.schedule,
+        lr_max: a.lr,
+        warmup: a.warmup,
+        steps: a.steps,
+        min_lr_frac: a.min_lr_frac,
+    };
+
+    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    let metrics_path = a.out.join("metrics.jsonl");
+    let mut metrics = std::fs::File::create(&metrics_path).with_context(|| metrics_path.display().to_string())?;
+    let n_params = gpt.arena.table.numel();
+    let tokens_per_step = (b * t * a.grad_accum) as u64;
+    println!(
+        "model: {} layers, {} heads, {} channels, vocab {}, {:.2}M parameters; batch {b} × {t} × {} accum; {} steps on {}",
+        config.n_layer,
+        config.n_head,
+        config.n_embd,
+        config.vocab_size,
+        n_params as f64 / 1e6,
+        a.grad_accum,
+        a.steps,
+        gpu.name()
+    );
+    let bar = progress_bar(a.steps);
+    let mut loss_rb = gpt.loss_readback(gpu);
+    let started = Instant::now();
+    // (step, lr) of the step whose metrics are in flight.
+    let mut pending: Option<(u64, f64)> = None;
+    // When the last logged step's results came back: a step's time runs from there to its own
+    // results, the GPU's pace once the queue is full.
+    let mut last_done = Instant::now();
+    let mut best_val = f32::INFINITY;
+    let mut last_loss = f32::NAN;
+    for step in 0..a.steps {
+        let lr = schedule.lr(step);
+        for k in 0..gpt.accum() {
+            let (x, y) = loader.next_batch();
+            gpt.upload_batch(gpu, k, &x, &y);
+        }
+        let mut rec = Recorder::new(gpu);
+        gpt.record_forward_backward(&mut rec);
+        gpt.record_losses(&mut rec, &mut loss_rb);
+        opt.record_step(gpu, &mut rec, lr as f32, true);
+        rec.submit()?;
+        // While this step runs, log the previous one.
+        if let Some((s, slr)) = pending.take() {
+            last_loss = log_step(
+                gpu,
+                &mut loss_rb,
+                &mut opt,
+                &mut metrics,
+                (s, slr, &mut last_done),
+                tokens_per_step,
+                &bar,
+            )?;
+        }
+        loss_rb.submitted();
+        opt.submitted();
+        pending = Some((step, lr));
+        let eval_now = a.eval_every > 0 && (step + 1) % a.eval_every == 0 || step + 1 == a.steps;
+        if let (true, Some(vl)) = (eval_now, val_loader.as_mut()) {
+            if let Some((s, slr)) = pending.take() {
+                last_loss = log_step(
+                    gpu,
+                    &mut loss_rb,
+                    &mut opt,
+                    &mut metrics,
+                    (s, slr, &mut last_done),
+                    tokens_per_step,
+                    &bar,
+                )?;
+            }
+            let val = evaluate(gpu, &gpt, vl, a.val_batches)?;
+            best_val = best_val.min(val);
+            writeln!(metrics, "{}", serde_json::json!({ "step": step, "val_loss": val }))?;
+            metrics.flush()?;
+            last_done = Instant::now();
+            bar.println(format!("step {step}: val loss {val:.4}"));
+            if bar.is_hidden() {
+                println!("step {step}: val loss {val:.4}");
+            }
+        }
+    }
+    if let Some((s, slr)) = pending.take() {
+        last_loss = log_step(
+            gpu,
+            &mut loss_rb,
+            &mut opt,
+            &mut metrics,
+            (s, slr, &mut last_done),
+            tokens_per_step,
+            &bar,
+        )?;
+    }
+    bar.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+
+    checkpoint::save_hf(&a.out, &config, &gpt.read_params(gpu)?)?;
+    opt.save(gpu, &a.out.join("optimizer.safetensors"))?;
+    println!(
+        "done: {} steps, last loss {last_loss:.4}, best val loss {}, {} tokens in {wall:.1} s ({:.0} tokens/s), adapter {}",
+        a.steps,
+        if best_val.is_finite() { format!("{best_val:.4}") } else { "n/a (no validation data)".into() },
+        tokens_per_step * a.steps,
+        (tokens_per_step * a.steps) as f64 / wall,
+        gpu.name()
+    );
+    if a.sample_tokens > 0 && config.vocab_size <= 256 {
+        let one = Gpt::new(gpu, config.clone(), 1, t, 1)?;
+        let mut rec = Recorder::new(gpu);
+        rec.copy(&gpt.arena.params, 0, &one.arena.params, 0, gpt.arena.params.size());
+        rec.submit()?;
+        let text = sample(gpu, &one, b"\n", a.sample_tokens, 0.8, 40, a.seed)?;
+        println!("sample:\n{}", String::from_utf8_lossy(&text));
+    }
+    println!("checkpoint: {}", a.out.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_step(
+    gpu: &Gpu,
+    loss_rb: &mut crate::gpu::Readback,
+    opt: &mut Optimizer,
+    metrics: &mut std::fs::File,
+    (step, lr, last_done): (u64, f64, &mut Instant),
+    tokens: u64,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<f32> {
+    let losses: Vec<f32> = loss_rb.take(gpu)?.unwrap_or_default();
+    let loss = (losses.iter().map(|&x| x as f64).sum::<f64>() / losses.len().max(1) as f64) as f32;
+    let norm = opt.grad_norm(gpu)?.unwrap_or(f32::NAN);
+    let ms = last_done.elapsed().as_secs_f64() * 1e3;
+    *last_done = Instant::now();
+    let tps = tokens as f64 / (ms / 1e3);
+    writeln!(
+        metrics,
+        "{}",
+        serde_json::json!({ "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "ms": ms, "tokens_per_s": tps })
+    )?;
+    metrics.flush()?;
+    bar.set_position(step + 1);
+    bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+    if bar.is_hidden() {
+        println!("step {step}: loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {ms:.0} ms {tps:.0} tokens/s");
+    }
+    Ok(loss)
+}
+
+/// A progress bar on a terminal; hidden (plain line logs instead) elsewhere.
+fn progress_bar(steps: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}").expect("valid template"),
+    );
+    bar
+}
+
+/// Mean loss over `batches` validation batches from the start of the validation data.
+pub fn evaluate(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize) -> anyhow::Result<f32> {
+    val.pos = 0;
+    let mut sum = 0.0;
+    let n = batches.clamp(1, val.batches());
+    for _ in 0..n {
+        let (x, y) = val.next_batch();
+        gpt.upload_batch(gpu, 0, &x, &y);
+        let mut rec = Recorder::new(gpu);
+        gpt.record_eval(&mut rec);
+        rec.submit()?;
+        sum += gpt.read_eval_loss(gpu)? as f64;
+    }
+    Ok((sum / n as f64) as f32)
+}
+
+/// Generates `n` byte-level tokens after `prompt` with temperature and top-k sampling, running
+/// the model on a window of its last T tokens (no KV cache yet). Uses row 0 of `gpt`'s batch.
+pub fn sample(
+    gpu: &Gpu,
+    gpt: &Gpt,
+    prompt: &[u8],
+    n: usize,
+    temperature: f32,
+    top_k: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<u8>> {
+    let (t, v) = (gpt.t, gpt.config.vocab_size);
+    let mut rng = Rng::new(seed);
+    let mut ctx: Vec<u32> = prompt.iter().map(|&b| b as u32).collect();
+    let mut out = Vec::new();
+    let rows = gpt.b * t;
+    for _ in 0..n {
+        let window = &ctx[ctx.len().saturating_sub(t)..];
+        let mut x = vec![0u32; rows];
+        x[..window.len()].copy_from_slice(window);
+        gpt.upload_batch(gpu, 0, &x, &vec![0; rows]);
+        let mut rec = Recorder::new(gpu);
+        gpt.record_eval(&mut rec);
+        rec.submit()?;
+        let logits = gpt.read_logits_row(gpu, window.len() - 1)?;
+        let next = pick(&logits[..v], temperature, top_k, &mut rng);
+        ctx.push(next);
+        out.push(next as u8);
+    }
+    Ok(out)
+}
+
+/// Samples from softmax(logits / temperature) over the top k; greedy when k is 1 or the
+/// temperature 0.
+pub fn pick(logits: &[f32], temperature: f32, top_k: usize, rng: &mut Rng) -> u32 {
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if top_k == 1 || temperature <= 0.0 {
+        return idx[0] as u32;
+    }
+    idx.truncate(top_k.max(1));
+    let m = logits[idx[0]];
+    let w: Vec<f64> = idx
+        .iter()
+        .map(|&i| (((logits[i] - m) / temperature) as f64).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    let mut r = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+    for (k, &wk) in w.iter().enumerate() {
+        r -= wk;
+        if r <= 0.0 {
+            return idx[k] as u32;
+        }
+    }
+    idx[idx.len() - 1] as u32
+}
