@@ -174,13 +174,13 @@ enum Bench {
         #[arg(long, default_value_t = 16 << 20)]
         params: u64,
         /// Tensors they are split into.
-        #[arg(long, default_value_t = 150)]
+        #[arg(long, default_value_t = 50)]
         tensors: usize,
         /// Print one JSON object per line.
         #[arg(long)]
         json: bool,
         /// Timed samples per row; the median is reported.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 15)]
         samples: usize,
     },
 }
