@@ -267,6 +267,18 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         (tokens_per_step * a.steps) as f64 / wall,
         gpu.name()
     );
+    let stats = gpu.pool.stats();
+    let state = match a.optimizer {
+        OptimizerKind::Sgd => 1,
+        _ => 2,
+    };
+    let analytic = 4 * gpt.arena.table.numel() * (2 + state) + gpt.activation_bytes();
+    println!(
+        "GPU memory: peak {:.1} MB allocated; params + grads + optimizer state + activations = {:.1} MB ({:.2}×)",
+        stats.peak as f64 / 1e6,
+        analytic as f64 / 1e6,
+        stats.peak as f64 / analytic as f64
+    );
     if a.sample_tokens > 0 && config.vocab_size <= 256 {
         let one = Gpt::new(gpu, config.clone(), 1, t, 1)?;
         let mut rec = Recorder::new(gpu);
