@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod reference;
 pub mod train;
 

@@ -108,7 +108,7 @@ struct TrainCli {
     steps: u64,
     #[arg(long, value_enum, default_value = "adamw")]
     optimizer: OptimizerKind,
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 2e-3)]
     lr: f64,
     #[arg(long, value_enum, default_value = "cosine")]
     schedule: ScheduleKind,
@@ -118,7 +118,7 @@ struct TrainCli {
     min_lr_frac: f64,
     #[arg(long, default_value_t = 0.9)]
     beta1: f32,
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.99)]
     beta2: f32,
     #[arg(long, default_value_t = 1e-8)]
     eps: f32,

@@ -169,7 +169,14 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let metrics_path = a.out.join("metrics.jsonl");
-    let mut metrics = std::fs::File::create(&metrics_path).with_context(|| metrics_path.display().to_string())?;
+    let metrics = std::fs::File::create(&metrics_path).with_context(|| metrics_path.display().to_string())?;
+    let mut log = Log {
+        metrics,
+        train: Vec::new(),
+        val: Vec::new(),
+        lr: Vec::new(),
+        png: a.out.join("loss.png"),
+    };
     let n_params = gpt.arena.table.numel();
     let tokens_per_step = (b * t * a.grad_accum) as u64;
     println!(
@@ -210,7 +217,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
                 gpu,
                 &mut loss_rb,
                 &mut opt,
-                &mut metrics,
+                &mut log,
                 (s, slr, &mut last_done),
                 tokens_per_step,
                 &bar,
@@ -226,7 +233,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
                     gpu,
                     &mut loss_rb,
                     &mut opt,
-                    &mut metrics,
+                    &mut log,
                     (s, slr, &mut last_done),
                     tokens_per_step,
                     &bar,
@@ -234,8 +241,10 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
             }
             let val = evaluate(gpu, &gpt, vl, a.val_batches)?;
             best_val = best_val.min(val);
-            writeln!(metrics, "{}", serde_json::json!({ "step": step, "val_loss": val }))?;
-            metrics.flush()?;
+            writeln!(log.metrics, "{}", serde_json::json!({ "step": step, "val_loss": val }))?;
+            log.metrics.flush()?;
+            log.val.push((step, val));
+            log.plot()?;
             last_done = Instant::now();
             bar.println(format!("step {step}: val loss {val:.4}"));
             if bar.is_hidden() {
@@ -248,7 +257,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
             gpu,
             &mut loss_rb,
             &mut opt,
-            &mut metrics,
+            &mut log,
             (s, slr, &mut last_done),
             tokens_per_step,
             &bar,
@@ -256,6 +265,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
+    log.plot()?;
 
     checkpoint::save_hf(&a.out, &config, &gpt.read_params(gpu)?)?;
     opt.save(gpu, &a.out.join("optimizer.safetensors"))?;
@@ -291,12 +301,28 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// metrics.jsonl and the curves for loss.png.
+struct Log {
+    metrics: std::fs::File,
+    train: Vec<(u64, f32)>,
+    val: Vec<(u64, f32)>,
+    lr: Vec<(u64, f64)>,
+    png: PathBuf,
+}
+
+impl Log {
+    fn plot(&self) -> anyhow::Result<()> {
+        crate::plot::loss_curve(&self.png, &self.train, &self.val, &self.lr)
+            .with_context(|| self.png.display().to_string())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn log_step(
     gpu: &Gpu,
     loss_rb: &mut crate::gpu::Readback,
     opt: &mut Optimizer,
-    metrics: &mut std::fs::File,
+    log: &mut Log,
     (step, lr, last_done): (u64, f64, &mut Instant),
     tokens: u64,
     bar: &indicatif::ProgressBar,
@@ -308,11 +334,13 @@ fn log_step(
     *last_done = Instant::now();
     let tps = tokens as f64 / (ms / 1e3);
     writeln!(
-        metrics,
+        log.metrics,
         "{}",
         serde_json::json!({ "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "ms": ms, "tokens_per_s": tps })
     )?;
-    metrics.flush()?;
+    log.metrics.flush()?;
+    log.train.push((step, loss));
+    log.lr.push((step, lr));
     bar.set_position(step + 1);
     bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
     if bar.is_hidden() {
