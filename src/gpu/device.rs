@@ -104,7 +104,7 @@ pub fn describe(adapter: &wgpu::Adapter) -> String {
         sgmin = info.subgroup_min_size,
         sgmax = info.subgroup_max_size,
         ts = yes(wgpu::Features::TIMESTAMP_QUERY),
-        bind = mib(l.max_storage_buffer_binding_size as u64),
+        bind = mib(l.max_storage_buffer_binding_size),
         buf = mib(l.max_buffer_size),
         sbuf = l.max_storage_buffers_per_shader_stage,
         inv = l.max_compute_invocations_per_workgroup,

@@ -41,7 +41,7 @@ fn kernel(entry: &'static str) -> Kernel {
 }
 
 fn params(b: u32, t: u32, c: u32, nh: u32) -> Result<AttentionParams, GpuError> {
-    if nh == 0 || c % nh != 0 || c / nh > HS_MAX {
+    if nh == 0 || !c.is_multiple_of(nh) || c / nh > HS_MAX {
         return Err(GpuError::Unsupported(format!(
             "attention needs n_embd divisible by n_head and a head size of at most {HS_MAX}; got n_embd {c}, n_head {nh}"
         )));

@@ -20,6 +20,7 @@ const SLOTS: &[Slot] = &[Slot::Storage, Slot::Storage, Slot::ReadOnly, Slot::Uni
 
 /// losses (N) = cross-entropy of logits (N, Vp)[:, :V] against targets (N); with `dloss`
 /// (Some(1/N) for a mean loss), the logits become dlogits. Rows of length `vp` ≥ `v`.
+#[allow(clippy::too_many_arguments)]
 pub fn forward_backward(
     gpu: &Gpu,
     logits: View,

@@ -93,6 +93,7 @@ impl TokenBuffers {
 }
 
 /// out (B·T, C) = wte[tokens] + wpe[t].
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     gpu: &Gpu,
     out: View,

@@ -44,7 +44,7 @@ impl<'a> View<'a> {
         let offset = 4 * self.offset;
         let size = (4 * len.max(1)).next_multiple_of(4);
         let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
-        if offset % align != 0 {
+        if !offset.is_multiple_of(align) {
             return Err(GpuError::Misaligned { offset, align });
         }
         if offset + size > self.buf.size() {

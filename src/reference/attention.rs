@@ -1,5 +1,6 @@
 //! Reference causal multi-head attention over qkv (B, T, 3C), naive softmax, sums in f64.
 
+#[allow(clippy::too_many_arguments)]
 fn at(b: usize, t: usize, part: usize, h: usize, d: usize, tt: usize, c: usize, hs: usize) -> usize {
     (b * tt + t) * 3 * c + part * c + h * hs + d
 }
