@@ -170,13 +170,6 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let metrics_path = a.out.join("metrics.jsonl");
     let metrics = std::fs::File::create(&metrics_path).with_context(|| metrics_path.display().to_string())?;
-    let mut log = Log {
-        metrics,
-        train: Vec::new(),
-        val: Vec::new(),
-        lr: Vec::new(),
-        png: a.out.join("loss.png"),
-    };
     let n_params = gpt.arena.table.numel();
     let tokens_per_step = (b * t * a.grad_accum) as u64;
     println!(
@@ -190,16 +183,21 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         a.steps,
         gpu.name()
     );
-    let bar = progress_bar(a.steps);
-    let mut loss_rb = gpt.loss_readback(gpu);
+    let mut log = Log {
+        metrics,
+        train: Vec::new(),
+        val: Vec::new(),
+        lr: Vec::new(),
+        png: a.out.join("loss.png"),
+        readback: gpt.loss_readback(gpu),
+        pending: None,
+        last_done: Instant::now(),
+        tokens: tokens_per_step,
+        bar: progress_bar(a.steps),
+        last_loss: f32::NAN,
+    };
     let started = Instant::now();
-    // (step, lr) of the step whose metrics are in flight.
-    let mut pending: Option<(u64, f64)> = None;
-    // When the last logged step's results came back: a step's time runs from there to its own
-    // results, the GPU's pace once the queue is full.
-    let mut last_done = Instant::now();
     let mut best_val = f32::INFINITY;
-    let mut last_loss = f32::NAN;
     for step in 0..a.steps {
         let lr = schedule.lr(step);
         for k in 0..gpt.accum() {
@@ -208,71 +206,38 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         }
         let mut rec = Recorder::new(gpu);
         gpt.record_forward_backward(&mut rec);
-        gpt.record_losses(&mut rec, &mut loss_rb);
+        gpt.record_losses(&mut rec, &mut log.readback);
         opt.record_step(gpu, &mut rec, lr as f32, true);
         rec.submit()?;
         // While this step runs, log the previous one.
-        if let Some((s, slr)) = pending.take() {
-            last_loss = log_step(
-                gpu,
-                &mut loss_rb,
-                &mut opt,
-                &mut log,
-                (s, slr, &mut last_done),
-                tokens_per_step,
-                &bar,
-            )?;
-        }
-        loss_rb.submitted();
+        log.flush(gpu, &mut opt)?;
+        log.readback.submitted();
         opt.submitted();
-        pending = Some((step, lr));
+        log.pending = Some((step, lr));
         let eval_now = a.eval_every > 0 && (step + 1) % a.eval_every == 0 || step + 1 == a.steps;
         if let (true, Some(vl)) = (eval_now, val_loader.as_mut()) {
-            if let Some((s, slr)) = pending.take() {
-                last_loss = log_step(
-                    gpu,
-                    &mut loss_rb,
-                    &mut opt,
-                    &mut log,
-                    (s, slr, &mut last_done),
-                    tokens_per_step,
-                    &bar,
-                )?;
-            }
+            log.flush(gpu, &mut opt)?;
             let val = evaluate(gpu, &gpt, vl, a.val_batches)?;
             best_val = best_val.min(val);
-            writeln!(log.metrics, "{}", serde_json::json!({ "step": step, "val_loss": val }))?;
-            log.metrics.flush()?;
-            log.val.push((step, val));
-            log.plot()?;
-            last_done = Instant::now();
-            bar.println(format!("step {step}: val loss {val:.4}"));
-            if bar.is_hidden() {
-                println!("step {step}: val loss {val:.4}");
-            }
+            log.val_line(step, val)?;
         }
     }
-    if let Some((s, slr)) = pending.take() {
-        last_loss = log_step(
-            gpu,
-            &mut loss_rb,
-            &mut opt,
-            &mut log,
-            (s, slr, &mut last_done),
-            tokens_per_step,
-            &bar,
-        )?;
-    }
-    bar.finish_and_clear();
+    log.flush(gpu, &mut opt)?;
+    log.bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     log.plot()?;
 
     checkpoint::save_hf(&a.out, &config, &gpt.read_params(gpu)?)?;
     opt.save(gpu, &a.out.join("optimizer.safetensors"))?;
     println!(
-        "done: {} steps, last loss {last_loss:.4}, best val loss {}, {} tokens in {wall:.1} s ({:.0} tokens/s), adapter {}",
+        "done: {} steps, last loss {:.4}, best val loss {}, {} tokens in {wall:.1} s ({:.0} tokens/s), adapter {}",
         a.steps,
-        if best_val.is_finite() { format!("{best_val:.4}") } else { "n/a (no validation data)".into() },
+        log.last_loss,
+        if best_val.is_finite() {
+            format!("{best_val:.4}")
+        } else {
+            "n/a (no validation data)".into()
+        },
         tokens_per_step * a.steps,
         (tokens_per_step * a.steps) as f64 / wall,
         gpu.name()
@@ -301,52 +266,72 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// metrics.jsonl and the curves for loss.png.
+/// metrics.jsonl, loss.png, the progress bar, and the step whose results are in flight.
 struct Log {
     metrics: std::fs::File,
     train: Vec<(u64, f32)>,
     val: Vec<(u64, f32)>,
     lr: Vec<(u64, f64)>,
     png: PathBuf,
+    /// The step's losses, read after the next step is submitted.
+    readback: crate::gpu::Readback,
+    /// (step, lr) of the step whose losses and grad norm are in flight.
+    pending: Option<(u64, f64)>,
+    /// When the last logged step's results came back: a step's time runs from there to its
+    /// own results, the GPU's pace once the queue is full.
+    last_done: Instant,
+    /// Tokens per optimizer step.
+    tokens: u64,
+    bar: indicatif::ProgressBar,
+    last_loss: f32,
 }
 
 impl Log {
+    /// Logs the pending step, if any: waits for its results only if the GPU is not done.
+    fn flush(&mut self, gpu: &Gpu, opt: &mut Optimizer) -> anyhow::Result<()> {
+        let Some((step, lr)) = self.pending.take() else {
+            return Ok(());
+        };
+        let losses: Vec<f32> = self.readback.take(gpu)?.unwrap_or_default();
+        let loss = (losses.iter().map(|&x| x as f64).sum::<f64>() / losses.len().max(1) as f64) as f32;
+        let norm = opt.grad_norm(gpu)?.unwrap_or(f32::NAN);
+        let ms = self.last_done.elapsed().as_secs_f64() * 1e3;
+        self.last_done = Instant::now();
+        let tps = self.tokens as f64 / (ms / 1e3);
+        let line = serde_json::json!({ "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "ms": ms, "tokens_per_s": tps });
+        writeln!(self.metrics, "{line}")?;
+        self.metrics.flush()?;
+        self.train.push((step, loss));
+        self.lr.push((step, lr));
+        self.last_loss = loss;
+        self.bar.set_position(step + 1);
+        self.bar
+            .set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+        if self.bar.is_hidden() {
+            println!("step {step}: loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {ms:.0} ms {tps:.0} tokens/s");
+        }
+        Ok(())
+    }
+
+    /// Records a validation loss and redraws the curves.
+    fn val_line(&mut self, step: u64, val: f32) -> anyhow::Result<()> {
+        writeln!(self.metrics, "{}", serde_json::json!({ "step": step, "val_loss": val }))?;
+        self.metrics.flush()?;
+        self.val.push((step, val));
+        self.plot()?;
+        self.last_done = Instant::now();
+        if self.bar.is_hidden() {
+            println!("step {step}: val loss {val:.4}");
+        } else {
+            self.bar.println(format!("step {step}: val loss {val:.4}"));
+        }
+        Ok(())
+    }
+
     fn plot(&self) -> anyhow::Result<()> {
         crate::plot::loss_curve(&self.png, &self.train, &self.val, &self.lr)
             .with_context(|| self.png.display().to_string())
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn log_step(
-    gpu: &Gpu,
-    loss_rb: &mut crate::gpu::Readback,
-    opt: &mut Optimizer,
-    log: &mut Log,
-    (step, lr, last_done): (u64, f64, &mut Instant),
-    tokens: u64,
-    bar: &indicatif::ProgressBar,
-) -> anyhow::Result<f32> {
-    let losses: Vec<f32> = loss_rb.take(gpu)?.unwrap_or_default();
-    let loss = (losses.iter().map(|&x| x as f64).sum::<f64>() / losses.len().max(1) as f64) as f32;
-    let norm = opt.grad_norm(gpu)?.unwrap_or(f32::NAN);
-    let ms = last_done.elapsed().as_secs_f64() * 1e3;
-    *last_done = Instant::now();
-    let tps = tokens as f64 / (ms / 1e3);
-    writeln!(
-        log.metrics,
-        "{}",
-        serde_json::json!({ "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "ms": ms, "tokens_per_s": tps })
-    )?;
-    log.metrics.flush()?;
-    log.train.push((step, loss));
-    log.lr.push((step, lr));
-    bar.set_position(step + 1);
-    bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
-    if bar.is_hidden() {
-        println!("step {step}: loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {ms:.0} ms {tps:.0} tokens/s");
-    }
-    Ok(loss)
 }
 
 /// A progress bar on a terminal; hidden (plain line logs instead) elsewhere.
