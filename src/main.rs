@@ -397,8 +397,8 @@ fn sample(
 ) -> anyhow::Result<()> {
     let gpt = load_model(gpu, model, 1, None)?;
     anyhow::ensure!(
-        gpt.config.vocab_size <= 256,
-        "{}: sampling decodes byte-level models only (vocab ≤ 256) until tokenizers land",
+        gpt.config.vocab_size >= 256,
+        "{}: with no tokenizer file the model is byte-level, which needs a vocab of at least 256",
         model.display()
     );
     let prompt = prompt.replace("\\n", "\n");

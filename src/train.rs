@@ -254,7 +254,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         analytic as f64 / 1e6,
         stats.peak as f64 / analytic as f64
     );
-    if a.sample_tokens > 0 && config.vocab_size <= 256 {
+    if a.sample_tokens > 0 && config.vocab_size >= 256 {
         let one = Gpt::new(gpu, config.clone(), 1, t, 1)?;
         let mut rec = Recorder::new(gpu);
         rec.copy(&gpt.arena.params, 0, &one.arena.params, 0, gpt.arena.params.size());
@@ -388,7 +388,8 @@ pub fn sample(
         gpt.record_eval(&mut rec);
         rec.submit()?;
         let logits = gpt.read_logits_row(gpu, window.len() - 1)?;
-        let next = pick(&logits[..v], temperature, top_k, &mut rng);
+        // Byte-level: only the first 256 ids are bytes.
+        let next = pick(&logits[..v.min(256)], temperature, top_k, &mut rng);
         ctx.push(next);
         out.push(next as u8);
     }
