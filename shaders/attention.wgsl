@@ -10,6 +10,7 @@
 //   attention_backward_d    D (B, NH, T)
 //   attention_backward_kv   dk, dv (in dqkv) for one block of 16 keys, over the queries after it
 //   attention_backward_q    dq (in dqkv) for one block of 16 queries, over the keys before it
+//   attention_decode        one new query against a KV cache (sampling)
 //
 // Grids: x = ⌈T/16⌉ blocks, y = B·NH (b·NH + h); the backward_d grid is flat.
 
@@ -281,5 +282,55 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         if q0 + ii < p.t && d < p.hs {
             out[qkv_index(b, q0 + ii, 0u, h, d)] = dq[n] * p.scale;
         }
+    }
+}
+
+// Decoding: the one new position against the KV cache. Bindings: out (1, C), qkv (1, 3C) with
+// the new q at columns 0..C, dout ← k_cache (T, C), fwd_out ← v_cache (T, C); p.t is the number
+// of cached keys, the new one included (at most 4096). One workgroup per head.
+@compute @workgroup_size(WG)
+fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.x;
+    let base = h * p.hs;
+    var m = MASKED;
+    for (var j = lid; j < p.t; j += WG) {
+        var acc = 0.0;
+        for (var d = 0u; d < p.hs; d++) {
+            acc += qkv[base + d] * dout[j * p.c + base + d];
+        }
+        let sc = acc * p.scale;
+        tiles[j] = sc;
+        m = max(m, sc);
+    }
+    s[lid] = m;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if lid < k {
+            s[lid] = max(s[lid], s[lid + k]);
+        }
+        workgroupBarrier();
+    }
+    m = s[0];
+    var sum = 0.0;
+    for (var j = lid; j < p.t; j += WG) {
+        let e = exp(tiles[j] - m);
+        tiles[j] = e;
+        sum += e;
+    }
+    s2[lid] = sum;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k >>= 1u) {
+        if lid < k {
+            s2[lid] += s2[lid + k];
+        }
+        workgroupBarrier();
+    }
+    let total = s2[0];
+    for (var d = lid; d < p.hs; d += WG) {
+        var acc = 0.0;
+        for (var j = 0u; j < p.t; j++) {
+            acc += tiles[j] * fwd_out[j * p.c + base + d];
+        }
+        out[base + d] = acc / total;
     }
 }

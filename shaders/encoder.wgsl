@@ -2,7 +2,7 @@
 //
 // Legend: B batch, T time, C channels, V vocab, N = B·T positions, U distinct tokens in a batch.
 //
-//   encoder_forward       out[b, t] = wte[tok[b, t]] + wpe[t]
+//   encoder_forward       out[b, t] = wte[tok[b, t]] + wpe[pos0 + t]
 //   encoder_backward_wpe  dwpe[t] += Σ_b dout[b, t]
 //   encoder_backward_wte  dwte[v] += Σ over positions holding v of dout[position]
 //
@@ -18,6 +18,10 @@ struct Params {
     t: u32,
     c: u32,
     buckets: u32,   // bucket slots; unused ones have count 0
+    pos0: u32,      // position of the first row (decoding one token at a time)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;    // forward out (N, C); dwte (V, C); dwpe (T, C)
@@ -35,7 +39,7 @@ fn encoder_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     }
     let pos = e / p.c;
     let ch = e % p.c;
-    out[e] = a[tokens[pos] * p.c + ch] + b[(pos % p.t) * p.c + ch];
+    out[e] = a[tokens[pos] * p.c + ch] + b[(p.pos0 + pos % p.t) * p.c + ch];
 }
 
 @compute @workgroup_size(WG)

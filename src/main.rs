@@ -395,7 +395,8 @@ fn sample(
     top_k: usize,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let gpt = load_model(gpu, model, 1, None)?;
+    // The decoder keeps its own batch-1 activations; the model itself only hosts parameters.
+    let gpt = load_model(gpu, model, 1, Some(1))?;
     anyhow::ensure!(
         gpt.config.vocab_size >= 256,
         "{}: with no tokenizer file the model is byte-level, which needs a vocab of at least 256",

@@ -255,11 +255,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         stats.peak as f64 / analytic as f64
     );
     if a.sample_tokens > 0 && config.vocab_size >= 256 {
-        let one = Gpt::new(gpu, config.clone(), 1, t, 1)?;
-        let mut rec = Recorder::new(gpu);
-        rec.copy(&gpt.arena.params, 0, &one.arena.params, 0, gpt.arena.params.size());
-        rec.submit()?;
-        let text = sample(gpu, &one, b"\n", a.sample_tokens, 0.8, 40, a.seed)?;
+        let text = sample(gpu, &gpt, b"\n", a.sample_tokens, 0.8, 40, a.seed)?;
         println!("sample:\n{}", String::from_utf8_lossy(&text));
     }
     println!("checkpoint: {}", a.out.display());
@@ -363,8 +359,9 @@ pub fn evaluate(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize) -> anyho
     Ok((sum / n as f64) as f32)
 }
 
-/// Generates `n` byte-level tokens after `prompt` with temperature and top-k sampling, running
-/// the model on a window of its last T tokens (no KV cache yet). Uses row 0 of `gpt`'s batch.
+/// Generates `n` byte-level tokens after `prompt` (a newline if empty) with temperature and
+/// top-k sampling, decoding one token at a time with a KV cache. When the cache is full it
+/// starts again from the last half of the text.
 pub fn sample(
     gpu: &Gpu,
     gpt: &Gpt,
@@ -374,24 +371,33 @@ pub fn sample(
     top_k: usize,
     seed: u64,
 ) -> anyhow::Result<Vec<u8>> {
-    let (t, v) = (gpt.t, gpt.config.vocab_size);
+    let v = gpt.config.vocab_size;
     let mut rng = Rng::new(seed);
-    let mut ctx: Vec<u32> = prompt.iter().map(|&b| b as u32).collect();
+    let mut ctx: Vec<u32> = if prompt.is_empty() {
+        vec![b'\n' as u32]
+    } else {
+        prompt.iter().map(|&b| b as u32).collect()
+    };
+    let mut dec = gpt.decoder(gpu)?;
+    let cap = dec.capacity();
+    let mut logits = Vec::new();
+    for &tok in &ctx[ctx.len().saturating_sub(cap)..] {
+        logits = dec.next(gpu, tok)?;
+    }
     let mut out = Vec::new();
-    let rows = gpt.b * t;
     for _ in 0..n {
-        let window = &ctx[ctx.len().saturating_sub(t)..];
-        let mut x = vec![0u32; rows];
-        x[..window.len()].copy_from_slice(window);
-        gpt.upload_batch(gpu, 0, &x, &vec![0; rows]);
-        let mut rec = Recorder::new(gpu);
-        gpt.record_eval(&mut rec);
-        rec.submit()?;
-        let logits = gpt.read_logits_row(gpu, window.len() - 1)?;
         // Byte-level: only the first 256 ids are bytes.
         let next = pick(&logits[..v.min(256)], temperature, top_k, &mut rng);
         ctx.push(next);
         out.push(next as u8);
+        if dec.pos < cap {
+            logits = dec.next(gpu, next)?;
+        } else {
+            dec = gpt.decoder(gpu)?;
+            for &tok in &ctx[ctx.len() - cap / 2..] {
+                logits = dec.next(gpu, tok)?;
+            }
+        }
     }
     Ok(out)
 }

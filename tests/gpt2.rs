@@ -141,3 +141,30 @@ fn checkpoint_that_does_not_match_the_config_is_an_error() {
     let err = checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap_err();
     assert!(err.to_string().contains("no tensor h.2."), "{err}");
 }
+
+/// Decoding with the KV cache gives the logits the full forward gives at every position.
+/// Tolerance: the same sums in another grouping, |d| <= 1e-5 + 1e-4·|want|.
+#[test]
+fn kv_cache_decoding_matches_the_full_forward() {
+    let Some(gpu) = gpu() else { return };
+    let (config, fx, dir) = fixture();
+    let t = fx["T"].as_u64().unwrap() as usize;
+    let v = config.vocab_size;
+    let gpt = Gpt::new(gpu, config.clone(), 1, t, 1).unwrap();
+    gpt.write_params(
+        gpu,
+        &checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap(),
+    );
+    let row: Vec<u32> = tokens(&fx["inputs"])[..t].to_vec();
+    gpt.upload_batch(gpu, 0, &row, &row);
+    let mut rec = Recorder::new(gpu);
+    gpt.record_eval(&mut rec);
+    rec.submit().unwrap();
+    let full = gpt.read_logits(gpu).unwrap();
+    let mut dec = gpt.decoder(gpu).unwrap();
+    for (i, &tok) in row.iter().enumerate() {
+        let got = dec.next(gpu, tok).unwrap();
+        assert_close(&format!("decode position {i}"), &got, &full[i * v..][..v], 1e-5, 1e-4);
+    }
+    assert_eq!(dec.pos, t);
+}

@@ -199,6 +199,7 @@ fn encoder_matches_reference() {
             n32,
             t32,
             c32,
+            t32,
         )
         .unwrap();
         let bwd = encoder::backward(

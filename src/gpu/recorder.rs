@@ -16,6 +16,16 @@ pub struct Dispatch {
     pub(crate) _uniform: Option<super::GpuBuffer>,
 }
 
+impl Dispatch {
+    /// Rewrites the dispatch's uniform (for values that change between submits, such as the
+    /// decoding position). Lands before the next submit.
+    pub fn write_uniform<P: bytemuck::Pod>(&self, gpu: &Gpu, params: &P) {
+        if let Some(u) = &self._uniform {
+            gpu.queue.write_buffer(u, 0, bytemuck::bytes_of(params));
+        }
+    }
+}
+
 /// One command encoder; `submit` sends everything recorded in a single queue submission.
 pub struct Recorder<'g> {
     gpu: &'g Gpu,

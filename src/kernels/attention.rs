@@ -142,3 +142,46 @@ pub fn backward(
         dispatch(gpu, kernel("attention_backward_q"), &grads, &p, blocks)?,
     ])
 }
+
+/// out (1, C) for the new position whose q is in qkv (1, 3C), against k_cache and v_cache
+/// (max_t, C) holding `t` positions, the new one included. `t` is set per token with
+/// `set_decode_len`.
+pub fn decode(
+    gpu: &Gpu,
+    out: View,
+    qkv: View,
+    k_cache: View,
+    v_cache: View,
+    max_t: u32,
+    c: u32,
+    nh: u32,
+) -> Result<Dispatch, GpuError> {
+    if max_t > 4096 {
+        return Err(GpuError::Unsupported(format!(
+            "decoding holds at most 4096 positions, not {max_t}"
+        )));
+    }
+    let p = params(1, 1, c, nh)?;
+    let d = || gpu.dummy.as_entire_buffer_binding();
+    let cache = max_t as u64 * c as u64;
+    let bindings = [
+        out.binding(gpu, c as u64)?,
+        gpu.dummy_rw.as_entire_buffer_binding(),
+        qkv.binding(gpu, 3 * c as u64)?,
+        k_cache.binding(gpu, cache)?,
+        v_cache.binding(gpu, cache)?,
+        d(),
+        d(),
+    ];
+    dispatch(gpu, kernel("attention_decode"), &bindings, &p, [nh, 1, 1])
+}
+
+/// Sets how many cached positions a `decode` dispatch attends over.
+pub fn set_decode_len(gpu: &Gpu, d: &Dispatch, t: u32, c: u32, nh: u32) -> Result<(), GpuError> {
+    let p = AttentionParams {
+        t,
+        ..params(1, 1, c, nh)?
+    };
+    d.write_uniform(gpu, &p);
+    Ok(())
+}

@@ -12,6 +12,9 @@ pub struct EncoderParams {
     pub t: u32,
     pub c: u32,
     pub buckets: u32,
+    /// Position of the first row: 0, or the decoding position.
+    pub pos0: u32,
+    pub _pad: [u32; 3],
 }
 
 const SLOTS: &[Slot] = &[
@@ -92,7 +95,8 @@ impl TokenBuffers {
     }
 }
 
-/// out (B·T, C) = wte[tokens] + wpe[t].
+/// out (B·T, C) = wte[tokens] + wpe[pos0 + t], binding `wpe_rows` rows of wpe (n_positions
+/// for a decoder that moves pos0 along; T otherwise).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     gpu: &Gpu,
@@ -104,8 +108,13 @@ pub fn forward(
     n: u32,
     t: u32,
     c: u32,
+    wpe_rows: u32,
 ) -> Result<Dispatch, GpuError> {
-    let (nc, vc, tc) = (n as u64 * c as u64, v as u64 * c as u64, t as u64 * c as u64);
+    let (nc, vc, tc) = (
+        n as u64 * c as u64,
+        v as u64 * c as u64,
+        wpe_rows.max(t) as u64 * c as u64,
+    );
     let b = [
         out.binding(gpu, nc)?,
         View::from(tokens).binding(gpu, n as u64)?,
@@ -113,7 +122,14 @@ pub fn forward(
         wte.binding(gpu, vc)?,
         wpe.binding(gpu, tc)?,
     ];
-    let p = EncoderParams { n, t, c, buckets: 0 };
+    let p = EncoderParams {
+        n,
+        t,
+        c,
+        buckets: 0,
+        pos0: 0,
+        _pad: [0; 3],
+    };
     dispatch(
         gpu,
         kernel("encoder_forward"),
@@ -139,7 +155,14 @@ pub fn backward(
     c: u32,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (nc, vc, tc) = (n as u64 * c as u64, v as u64 * c as u64, t as u64 * c as u64);
-    let p = EncoderParams { n, t, c, buckets: n };
+    let p = EncoderParams {
+        n,
+        t,
+        c,
+        buckets: n,
+        pos0: 0,
+        _pad: [0; 3],
+    };
     let dummy = || gpu.dummy.as_entire_buffer_binding();
     let wte_b = [
         dwte.binding(gpu, vc)?,

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod decode;
 
 pub use config::{ConfigError, GptConfig};
 
@@ -500,6 +501,7 @@ impl Gpt {
                 n,
                 t,
                 c,
+                t,
             )?;
             let classify = classifier::forward_backward(
                 gpu,
