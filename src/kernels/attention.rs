@@ -146,6 +146,7 @@ pub fn backward(
 /// out (1, C) for the new position whose q is in qkv (1, 3C), against k_cache and v_cache
 /// (max_t, C) holding `t` positions, the new one included. `t` is set per token with
 /// `set_decode_len`.
+#[allow(clippy::too_many_arguments)]
 pub fn decode(
     gpu: &Gpu,
     out: View,
