@@ -1,17 +1,17 @@
 //! Decoding one token at a time with a KV cache: each layer's keys and values of the tokens
 //! seen so far stay on the GPU, so a new token costs one row through every layer.
 
-use super::{span, Gpt};
+use super::{post_attention, pre_attention, Gpt, LayerActs};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
-use crate::kernels::elementwise;
 use crate::kernels::encoder::{self, EncoderParams};
 use crate::kernels::matmul::{Dims, Matmul};
-use crate::kernels::{attention, gelu, layernorm};
+use crate::kernels::{attention, layernorm};
 
 struct Layer {
     k_cache: GpuBuffer, // (n_positions, C)
     v_cache: GpuBuffer, // (n_positions, C)
-    qkv: GpuBuffer,     // (1, 3C)
+    /// This token's activations (N = 1).
+    acts: LayerActs,
     /// ln_1 and the qkv matmul
     pre: Vec<Dispatch>,
     /// attention over the cache
@@ -70,80 +70,30 @@ impl Gpt {
         let mut x = x0;
         for l in 0..cfg.n_layer {
             let w = |s: &str| self.p(params, &format!("h.{l}.{s}"));
-            let (ln1, stats, qkv, atty, attproj, res2, ln2) = (f(c)?, f(2)?, f(3 * c)?, f(c)?, f(c)?, f(c)?, f(c)?);
-            let (fch, fch_gelu, fcproj, res3) = (f(4 * c)?, f(4 * c)?, f(c)?, f(c)?);
+            let acts = LayerActs::new(gpu, 1, c as usize, 1)?;
             let (k_cache, v_cache) = (f(max_t * c)?, f(max_t * c)?);
-            let mut pre = vec![layernorm::forward(
-                gpu,
-                (&ln1).into(),
-                (&stats).into(),
-                (&x).into(),
-                w("ln_1.weight"),
-                w("ln_1.bias"),
-                1,
-                c,
-            )?];
-            pre.extend(mm.forward(
-                (&qkv).into(),
-                (&ln1).into(),
-                w("attn.c_attn.weight"),
-                Some(w("attn.c_attn.bias")),
-                lin(3 * c, c),
-            )?);
+            let pre = pre_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
             let attn = attention::decode(
                 gpu,
-                (&atty).into(),
-                (&qkv).into(),
+                (&acts.atty).into(),
+                (&acts.qkv).into(),
                 (&k_cache).into(),
                 (&v_cache).into(),
                 max_t,
                 c,
                 nh,
             )?;
-            let mut post = mm.forward(
-                (&attproj).into(),
-                (&atty).into(),
-                w("attn.c_proj.weight"),
-                Some(w("attn.c_proj.bias")),
-                lin(c, c),
-            )?;
-            post.push(elementwise::add(gpu, span(&res2, c), span(&x, c), span(&attproj, c))?);
-            post.push(layernorm::forward(
-                gpu,
-                (&ln2).into(),
-                (&stats).into(),
-                (&res2).into(),
-                w("ln_2.weight"),
-                w("ln_2.bias"),
-                1,
-                c,
-            )?);
-            post.extend(mm.forward(
-                (&fch).into(),
-                (&ln2).into(),
-                w("mlp.c_fc.weight"),
-                Some(w("mlp.c_fc.bias")),
-                lin(4 * c, c),
-            )?);
-            post.push(gelu::forward(gpu, (&fch_gelu).into(), (&fch).into(), 4 * c)?);
-            post.extend(mm.forward(
-                (&fcproj).into(),
-                (&fch_gelu).into(),
-                w("mlp.c_proj.weight"),
-                Some(w("mlp.c_proj.bias")),
-                lin(c, 4 * c),
-            )?);
-            post.push(elementwise::add(gpu, span(&res3, c), span(&res2, c), span(&fcproj, c))?);
-            keep.extend([x.clone(), ln1, stats, atty, attproj, res2, ln2, fch, fch_gelu, fcproj]);
+            let post = post_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
+            keep.push(x);
+            x = acts.residual3.clone();
             layers.push(Layer {
                 k_cache,
                 v_cache,
-                qkv,
+                acts,
                 pre,
                 attn,
                 post,
             });
-            x = res3;
         }
         let (lnf, stats, logits) = (f(c)?, f(2)?, f(v)?);
         let mut head = vec![layernorm::forward(
@@ -211,8 +161,8 @@ impl Decoder {
         for l in &self.layers {
             rec.run(&l.pre);
             // Append this token's k and v to the cache.
-            rec.copy(&l.qkv, row, &l.k_cache, pos as u64 * row, row);
-            rec.copy(&l.qkv, 2 * row, &l.v_cache, pos as u64 * row, row);
+            rec.copy(&l.acts.qkv, row, &l.k_cache, pos as u64 * row, row);
+            rec.copy(&l.acts.qkv, 2 * row, &l.v_cache, pos as u64 * row, row);
             rec.dispatch(&l.attn);
             rec.run(&l.post);
         }

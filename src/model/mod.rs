@@ -96,24 +96,9 @@ impl Gpt {
         let (c, v, nh) = (config.n_embd, config.vocab_size, config.n_head);
         let n = b * t;
         let f = |len: usize| gpu.pool.storage(Category::Activations, 4 * len as u64);
-        let mut acts = Vec::new();
-        for _ in 0..config.n_layer {
-            acts.push(LayerActs {
-                ln1: f(n * c)?,
-                ln1_stats: f(2 * n)?,
-                qkv: f(3 * n * c)?,
-                atty: f(n * c)?,
-                lse: f(b * nh * t)?,
-                attproj: f(n * c)?,
-                residual2: f(n * c)?,
-                ln2: f(n * c)?,
-                ln2_stats: f(2 * n)?,
-                fch: f(4 * n * c)?,
-                fch_gelu: f(4 * n * c)?,
-                fcproj: f(n * c)?,
-                residual3: f(n * c)?,
-            });
-        }
+        let acts = (0..config.n_layer)
+            .map(|_| LayerActs::new(gpu, n, c, b * nh * t))
+            .collect::<Result<Vec<_>, _>>()?;
         let micro = (0..accum.max(1))
             .map(|_| {
                 Ok(Micro {
@@ -186,26 +171,10 @@ impl Gpt {
             } else {
                 &self.acts[l - 1].residual3
             };
-            body.push(Cmd::Run(layernorm::forward(
-                gpu,
-                (&a.ln1).into(),
-                (&a.ln1_stats).into(),
-                residual.into(),
-                w("ln_1.weight"),
-                w("ln_1.bias"),
-                n,
-                c,
-            )?));
             body.extend(
-                mm.forward(
-                    (&a.qkv).into(),
-                    (&a.ln1).into(),
-                    w("attn.c_attn.weight"),
-                    Some(w("attn.c_attn.bias")),
-                    lin(n, 3 * c, c),
-                )?
-                .into_iter()
-                .map(Cmd::Run),
+                pre_attention(gpu, &mm, &w, residual, a, n, c)?
+                    .into_iter()
+                    .map(Cmd::Run),
             );
             body.push(Cmd::Run(attention::forward(
                 gpu,
@@ -218,66 +187,10 @@ impl Gpt {
                 nh,
             )?));
             body.extend(
-                mm.forward(
-                    (&a.attproj).into(),
-                    (&a.atty).into(),
-                    w("attn.c_proj.weight"),
-                    Some(w("attn.c_proj.bias")),
-                    lin(n, c, c),
-                )?
-                .into_iter()
-                .map(Cmd::Run),
+                post_attention(gpu, &mm, &w, residual, a, n, c)?
+                    .into_iter()
+                    .map(Cmd::Run),
             );
-            body.push(Cmd::Run(elementwise::add(
-                gpu,
-                span(&a.residual2, n * c),
-                span(residual, n * c),
-                span(&a.attproj, n * c),
-            )?));
-            body.push(Cmd::Run(layernorm::forward(
-                gpu,
-                (&a.ln2).into(),
-                (&a.ln2_stats).into(),
-                (&a.residual2).into(),
-                w("ln_2.weight"),
-                w("ln_2.bias"),
-                n,
-                c,
-            )?));
-            body.extend(
-                mm.forward(
-                    (&a.fch).into(),
-                    (&a.ln2).into(),
-                    w("mlp.c_fc.weight"),
-                    Some(w("mlp.c_fc.bias")),
-                    lin(n, 4 * c, c),
-                )?
-                .into_iter()
-                .map(Cmd::Run),
-            );
-            body.push(Cmd::Run(gelu::forward(
-                gpu,
-                (&a.fch_gelu).into(),
-                (&a.fch).into(),
-                4 * n * c,
-            )?));
-            body.extend(
-                mm.forward(
-                    (&a.fcproj).into(),
-                    (&a.fch_gelu).into(),
-                    w("mlp.c_proj.weight"),
-                    Some(w("mlp.c_proj.bias")),
-                    lin(n, c, 4 * c),
-                )?
-                .into_iter()
-                .map(Cmd::Run),
-            );
-            body.push(Cmd::Run(elementwise::add(
-                gpu,
-                span(&a.residual3, n * c),
-                span(&a.residual2, n * c),
-                span(&a.fcproj, n * c),
-            )?));
         }
         let last = self.acts.last().map_or(&self.encoded, |a| &a.residual3);
         body.push(Cmd::Run(layernorm::forward(
@@ -703,6 +616,117 @@ impl Gpt {
             .collect();
         self.write_params(gpu, &values);
     }
+}
+
+impl LayerActs {
+    /// A layer's activations for `n` rows of `c` channels (and `lse` for the attention).
+    fn new(gpu: &Gpu, n: usize, c: usize, lse: usize) -> Result<Self, GpuError> {
+        let f = |len: usize| gpu.pool.storage(Category::Activations, 4 * len.max(1) as u64);
+        Ok(Self {
+            ln1: f(n * c)?,
+            ln1_stats: f(2 * n)?,
+            qkv: f(3 * n * c)?,
+            atty: f(n * c)?,
+            lse: f(lse)?,
+            attproj: f(n * c)?,
+            residual2: f(n * c)?,
+            ln2: f(n * c)?,
+            ln2_stats: f(2 * n)?,
+            fch: f(4 * n * c)?,
+            fch_gelu: f(4 * n * c)?,
+            fcproj: f(n * c)?,
+            residual3: f(n * c)?,
+        })
+    }
+}
+
+/// A block's layers before the attention: ln_1 and the fused qkv matmul.
+fn pre_attention<'a>(
+    gpu: &Gpu,
+    mm: &Matmul,
+    w: &dyn Fn(&str) -> View<'a>,
+    input: &GpuBuffer,
+    a: &LayerActs,
+    n: u32,
+    c: u32,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let lin = Dims::linear;
+    let mut d = vec![layernorm::forward(
+        gpu,
+        (&a.ln1).into(),
+        (&a.ln1_stats).into(),
+        input.into(),
+        w("ln_1.weight"),
+        w("ln_1.bias"),
+        n,
+        c,
+    )?];
+    d.extend(mm.forward(
+        (&a.qkv).into(),
+        (&a.ln1).into(),
+        w("attn.c_attn.weight"),
+        Some(w("attn.c_attn.bias")),
+        lin(n, 3 * c, c),
+    )?);
+    Ok(d)
+}
+
+/// A block's layers after the attention: c_proj, the residual, ln_2, the MLP, the residual.
+fn post_attention<'a>(
+    gpu: &Gpu,
+    mm: &Matmul,
+    w: &dyn Fn(&str) -> View<'a>,
+    input: &GpuBuffer,
+    a: &LayerActs,
+    n: u32,
+    c: u32,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let lin = Dims::linear;
+    let mut d = mm.forward(
+        (&a.attproj).into(),
+        (&a.atty).into(),
+        w("attn.c_proj.weight"),
+        Some(w("attn.c_proj.bias")),
+        lin(n, c, c),
+    )?;
+    d.push(elementwise::add(
+        gpu,
+        span(&a.residual2, n * c),
+        span(input, n * c),
+        span(&a.attproj, n * c),
+    )?);
+    d.push(layernorm::forward(
+        gpu,
+        (&a.ln2).into(),
+        (&a.ln2_stats).into(),
+        (&a.residual2).into(),
+        w("ln_2.weight"),
+        w("ln_2.bias"),
+        n,
+        c,
+    )?);
+    d.extend(mm.forward(
+        (&a.fch).into(),
+        (&a.ln2).into(),
+        w("mlp.c_fc.weight"),
+        Some(w("mlp.c_fc.bias")),
+        lin(n, 4 * c, c),
+    )?);
+    d.push(gelu::forward(gpu, (&a.fch_gelu).into(), (&a.fch).into(), 4 * n * c)?);
+    d.extend(mm.forward(
+        (&a.fcproj).into(),
+        (&a.fch_gelu).into(),
+        w("mlp.c_proj.weight"),
+        Some(w("mlp.c_proj.bias")),
+        lin(n, c, 4 * c),
+    )?);
+    d.push(elementwise::add(
+        gpu,
+        span(&a.residual3, n * c),
+        span(&a.residual2, n * c),
+        span(&a.fcproj, n * c),
+    )?);
+    Ok(d)
 }
 
 /// The first `len` elements of a buffer.
