@@ -168,6 +168,27 @@ impl<'g> Matmul<'g> {
         self.build(BACKWARD_WEIGHT, d, &ops, None, true, None)
     }
 
+    /// A linear layer's whole backward: dinp = dout·W, dW += doutᵀ·inp, and dbias += the column
+    /// sums of dout when the layer has a bias.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        dinp: View,
+        dw: View,
+        dbias: Option<View>,
+        dout: View,
+        inp: View,
+        w: View,
+        d: Dims,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let mut ops = self.backward_input(dinp, dout, w, d)?;
+        ops.extend(self.backward_weight(dw, dout, inp, d)?);
+        if let Some(db) = dbias {
+            ops.extend(self.backward_bias(db, dout, d)?);
+        }
+        Ok(ops)
+    }
+
     /// dbias (N) += column sums of dout (Z·M, N).
     pub fn backward_bias(&self, dbias: View, dout: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
         let d = Dims {

@@ -213,15 +213,13 @@ impl Gpt {
         // Backward from dlogits (written by the classifier), mirroring the forward.
         let mut back: Vec<Cmd> = vec![Cmd::Zero(dresidual.clone())];
         back.extend(
-            mm.backward_input((&dbuf).into(), (&self.logits).into(), wte, lin(n, v, c))?
-                .into_iter()
-                .map(Cmd::Run),
-        );
-        back.extend(
-            mm.backward_weight(
+            mm.backward(
+                (&dbuf).into(),
                 self.p(grads, "wte.weight"),
+                None,
                 (&self.logits).into(),
                 (&self.lnf).into(),
+                wte,
                 lin(n, v, c),
             )?
             .into_iter()
@@ -253,29 +251,17 @@ impl Gpt {
             };
             // residual3 = residual2 + fcproj: both get dresidual.
             back.extend(
-                mm.backward_input(
+                mm.backward(
                     (&dfch_gelu).into(),
+                    g("mlp.c_proj.weight"),
+                    Some(g("mlp.c_proj.bias")),
                     (&dresidual).into(),
+                    (&a.fch_gelu).into(),
                     w("mlp.c_proj.weight"),
                     lin(n, c, 4 * c),
                 )?
                 .into_iter()
                 .map(Cmd::Run),
-            );
-            back.extend(
-                mm.backward_weight(
-                    g("mlp.c_proj.weight"),
-                    (&dresidual).into(),
-                    (&a.fch_gelu).into(),
-                    lin(n, c, 4 * c),
-                )?
-                .into_iter()
-                .map(Cmd::Run),
-            );
-            back.extend(
-                mm.backward_bias(g("mlp.c_proj.bias"), (&dresidual).into(), lin(n, c, 4 * c))?
-                    .into_iter()
-                    .map(Cmd::Run),
             );
             back.push(Cmd::Zero(dfch.clone()));
             back.push(Cmd::Run(gelu::backward(
@@ -286,19 +272,17 @@ impl Gpt {
                 4 * n * c,
             )?));
             back.extend(
-                mm.backward_input((&dbuf).into(), (&dfch).into(), w("mlp.c_fc.weight"), lin(n, 4 * c, c))?
-                    .into_iter()
-                    .map(Cmd::Run),
-            );
-            back.extend(
-                mm.backward_weight(g("mlp.c_fc.weight"), (&dfch).into(), (&a.ln2).into(), lin(n, 4 * c, c))?
-                    .into_iter()
-                    .map(Cmd::Run),
-            );
-            back.extend(
-                mm.backward_bias(g("mlp.c_fc.bias"), (&dfch).into(), lin(n, 4 * c, c))?
-                    .into_iter()
-                    .map(Cmd::Run),
+                mm.backward(
+                    (&dbuf).into(),
+                    g("mlp.c_fc.weight"),
+                    Some(g("mlp.c_fc.bias")),
+                    (&dfch).into(),
+                    (&a.ln2).into(),
+                    w("mlp.c_fc.weight"),
+                    lin(n, 4 * c, c),
+                )?
+                .into_iter()
+                .map(Cmd::Run),
             );
             back.extend(
                 layernorm::backward(
@@ -318,29 +302,17 @@ impl Gpt {
             );
             // residual2 = residual + attproj.
             back.extend(
-                mm.backward_input(
+                mm.backward(
                     (&dbuf).into(),
+                    g("attn.c_proj.weight"),
+                    Some(g("attn.c_proj.bias")),
                     (&dresidual).into(),
+                    (&a.atty).into(),
                     w("attn.c_proj.weight"),
                     lin(n, c, c),
                 )?
                 .into_iter()
                 .map(Cmd::Run),
-            );
-            back.extend(
-                mm.backward_weight(
-                    g("attn.c_proj.weight"),
-                    (&dresidual).into(),
-                    (&a.atty).into(),
-                    lin(n, c, c),
-                )?
-                .into_iter()
-                .map(Cmd::Run),
-            );
-            back.extend(
-                mm.backward_bias(g("attn.c_proj.bias"), (&dresidual).into(), lin(n, c, c))?
-                    .into_iter()
-                    .map(Cmd::Run),
             );
             back.extend(
                 attention::backward(
@@ -360,29 +332,17 @@ impl Gpt {
                 .map(Cmd::Run),
             );
             back.extend(
-                mm.backward_input(
+                mm.backward(
                     (&dbuf).into(),
+                    g("attn.c_attn.weight"),
+                    Some(g("attn.c_attn.bias")),
                     (&dqkv).into(),
+                    (&a.ln1).into(),
                     w("attn.c_attn.weight"),
                     lin(n, 3 * c, c),
                 )?
                 .into_iter()
                 .map(Cmd::Run),
-            );
-            back.extend(
-                mm.backward_weight(
-                    g("attn.c_attn.weight"),
-                    (&dqkv).into(),
-                    (&a.ln1).into(),
-                    lin(n, 3 * c, c),
-                )?
-                .into_iter()
-                .map(Cmd::Run),
-            );
-            back.extend(
-                mm.backward_bias(g("attn.c_attn.bias"), (&dqkv).into(), lin(n, 3 * c, c))?
-                    .into_iter()
-                    .map(Cmd::Run),
             );
             back.extend(
                 layernorm::backward(
