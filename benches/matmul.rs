@@ -20,38 +20,17 @@ fn matmul(c: &mut Criterion) {
     for (m, n, k) in [(256u32, 768u32, 768u32), (255, 767, 769)] {
         let d = Dims::linear(m, n, k);
         let (mu, nu, ku) = (m as usize, n as usize, k as usize);
-        let up = |len: usize, rng: &mut Rng| {
-            gpu.pool
-                .storage_from(&gpu.queue, Category::Scratch, &rng.vec(len))
-                .unwrap()
-        };
-        let (inp, w, dout, dw) = (
-            up(mu * ku, &mut rng),
-            up(nu * ku, &mut rng),
-            up(mu * nu, &mut rng),
-            up(nu * ku, &mut rng),
-        );
+        let up =
+            |len: usize, rng: &mut Rng| gpu.pool.storage_from(&gpu.queue, Category::Scratch, &rng.vec(len)).unwrap();
+        let (inp, w, dout, dw) =
+            (up(mu * ku, &mut rng), up(nu * ku, &mut rng), up(mu * nu, &mut rng), up(nu * ku, &mut rng));
         let out = gpu.pool.storage(Category::Scratch, 4 * (mu * nu) as u64).unwrap();
         let dinp = gpu.pool.storage(Category::Scratch, 4 * (mu * ku) as u64).unwrap();
         let ops = [
-            (
-                "matmul_forward",
-                mm.forward((&out).into(), (&inp).into(), (&w).into(), None, d).unwrap(),
-            ),
-            (
-                "matmul_backward_input",
-                mm.backward_input((&dinp).into(), (&dout).into(), (&w).into(), d)
-                    .unwrap(),
-            ),
-            (
-                "matmul_backward_weight",
-                mm.backward_weight((&dw).into(), (&dout).into(), (&inp).into(), d)
-                    .unwrap(),
-            ),
-            (
-                "matmul_naive",
-                mm.naive((&out).into(), (&inp).into(), (&w).into(), None, d).unwrap(),
-            ),
+            ("matmul_forward", mm.forward((&out).into(), (&inp).into(), (&w).into(), None, d).unwrap()),
+            ("matmul_backward_input", mm.backward_input((&dinp).into(), (&dout).into(), (&w).into(), d).unwrap()),
+            ("matmul_backward_weight", mm.backward_weight((&dw).into(), (&dout).into(), (&inp).into(), d).unwrap()),
+            ("matmul_naive", mm.naive((&out).into(), (&inp).into(), (&w).into(), None, d).unwrap()),
         ];
         let mut group = c.benchmark_group(format!("matmul_{m}x{n}x{k}"));
         group.sample_size(10).throughput(Throughput::Elements(d.flops() as u64));

@@ -79,33 +79,14 @@ pub fn matmul(
         let dinp = gpu.pool.storage(Category::Scratch, 4 * (mu * ku) as u64)?;
         let dw = random_buffer(gpu, &mut rng, nu * ku)?;
         let ops = [
-            (
-                "matmul_forward",
-                mm.forward((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?,
-            ),
-            (
-                "matmul_backward_input",
-                mm.backward_input((&dinp).into(), (&dout).into(), (&w).into(), d)?,
-            ),
-            (
-                "matmul_backward_weight",
-                mm.backward_weight((&dw).into(), (&dout).into(), (&inp).into(), d)?,
-            ),
-            (
-                "matmul_naive",
-                mm.naive((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?,
-            ),
+            ("matmul_forward", mm.forward((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?),
+            ("matmul_backward_input", mm.backward_input((&dinp).into(), (&dout).into(), (&w).into(), d)?),
+            ("matmul_backward_weight", mm.backward_weight((&dw).into(), (&dout).into(), (&inp).into(), d)?),
+            ("matmul_naive", mm.naive((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?),
         ];
         let refs: Vec<&[Dispatch]> = ops.iter().map(|(_, op)| op.as_slice()).collect();
         for ((kernel, _), s) in ops.iter().zip(time_ops(gpu, &refs, samples)?) {
-            rows.push(MatmulRow {
-                kernel,
-                m,
-                n,
-                k,
-                ms: s * 1e3,
-                gflops: d.flops() / s / 1e9,
-            });
+            rows.push(MatmulRow { kernel, m, n, k, ms: s * 1e3, gflops: d.flops() / s / 1e9 });
         }
     }
     Ok(rows)
@@ -132,10 +113,7 @@ pub fn parse_sizes(s: &str) -> Result<Vec<(u32, u32, u32)>, String> {
 /// Parses "XxY" for --workgroup.
 pub fn parse_workgroup(s: &str) -> Result<(u32, u32), String> {
     let err = || format!("--workgroup: {s:?} is not XxY with X·Y between 1 and 1024, e.g. 8x8");
-    let v: Vec<u32> = s
-        .split(['x', 'X'])
-        .map(|x| x.trim().parse().map_err(|_| err()))
-        .collect::<Result<_, _>>()?;
+    let v: Vec<u32> = s.split(['x', 'X']).map(|x| x.trim().parse().map_err(|_| err())).collect::<Result<_, _>>()?;
     match v[..] {
         [x, y] if x > 0 && y > 0 && x * y <= 1024 => Ok((x, y)),
         _ => Err(err()),
@@ -165,11 +143,7 @@ pub fn optim_table(params: u64, tensors: usize) -> crate::optim::ParamTable {
     let total: f64 = weights.iter().sum();
     crate::optim::ParamTable::new(weights.iter().enumerate().map(|(i, w)| {
         let n = ((params as f64 * w / total) as usize).max(1);
-        let shape = if i % 2 == 0 && n >= 16 {
-            vec![n / 16, 16]
-        } else {
-            vec![n]
-        };
+        let shape = if i % 2 == 0 && n >= 16 { vec![n / 16, 16] } else { vec![n] };
         (format!("t{i}"), shape)
     }))
 }
@@ -182,15 +156,7 @@ pub fn optim(gpu: &Gpu, params: u64, tensors: usize, samples: usize) -> Result<V
     let n = table.numel();
     let arena = ParamArena::new(gpu, table.clone())?;
     let mut rng = Rng::new(6);
-    let mut random = || {
-        table.pack(
-            &table
-                .tensors
-                .iter()
-                .map(|t| rng.vec(t.numel() as usize))
-                .collect::<Vec<_>>(),
-        )
-    };
+    let mut random = || table.pack(&table.tensors.iter().map(|t| rng.vec(t.numel() as usize)).collect::<Vec<_>>());
     gpu.write(&arena.params, 0, &random());
     gpu.write(&arena.grads, 0, &random());
     let dst = gpu.pool.storage(Category::Scratch, arena.params.size())?;

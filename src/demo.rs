@@ -25,13 +25,7 @@ pub fn run(gpu: &Gpu, rows: u32, c_in: u32, c_out: u32) -> anyhow::Result<()> {
     let g_db = pool.storage(Category::Gradients, 4 * n as u64)?;
 
     let mm = Matmul::new(gpu);
-    let mut ops = mm.forward(
-        (&g_out).into(),
-        (&g_inp).into(),
-        (&g_w).into(),
-        Some((&g_bias).into()),
-        d,
-    )?;
+    let mut ops = mm.forward((&g_out).into(), (&g_inp).into(), (&g_w).into(), Some((&g_bias).into()), d)?;
     ops.extend(mm.backward_input((&g_dinp).into(), (&g_dout).into(), (&g_w).into(), d)?);
     ops.extend(mm.backward_weight((&g_dw).into(), (&g_dout).into(), (&g_inp).into(), d)?);
     ops.extend(mm.backward_bias((&g_db).into(), (&g_dout).into(), d)?);
@@ -63,21 +57,17 @@ pub fn run(gpu: &Gpu, rows: u32, c_in: u32, c_out: u32) -> anyhow::Result<()> {
 
     // Inputs are uniform in [-1, 1): f32 sums of L terms stay well within 1e-6·L of exact.
     let mut ok = true;
-    for (name, buf, want, terms) in [
-        ("out", &g_out, &out, k),
-        ("dinp", &g_dinp, &dinp, n),
-        ("dW", &g_dw, &dw, m),
-        ("dbias", &g_db, &db, m),
-    ] {
+    for (name, buf, want, terms) in
+        [("out", &g_out, &out, k), ("dinp", &g_dinp, &dinp, n), ("dW", &g_dw, &dw, m), ("dbias", &g_db, &db, m)]
+    {
         let got: Vec<f32> = gpu.read(buf, 0, want.len())?;
-        let worst = got
-            .iter()
-            .zip(want.iter())
-            .map(|(g, w)| (g - w).abs())
-            .fold(
-                0.0f32,
-                |a, x| if x.is_nan() || a.is_nan() { f32::NAN } else { a.max(x) },
-            );
+        let worst = got.iter().zip(want.iter()).map(|(g, w)| (g - w).abs()).fold(0.0f32, |a, x| {
+            if x.is_nan() || a.is_nan() {
+                f32::NAN
+            } else {
+                a.max(x)
+            }
+        });
         let tol = 1e-6 * terms as f32;
         ok &= worst <= tol;
         println!("  {name:<6} max |gpu - cpu| = {worst:.2e} (tolerance {tol:.1e})");

@@ -9,11 +9,7 @@ use wgtrain::gpu::{self, AdapterChoice, Gpu};
 use wgtrain::optim::{OptimizerKind, ScheduleKind};
 
 #[derive(Parser)]
-#[command(
-    name = "wgtrain",
-    version,
-    about = "Train language models on any GPU with WGSL compute shaders"
-)]
+#[command(name = "wgtrain", version, about = "Train language models on any GPU with WGSL compute shaders")]
 struct Cli {
     /// Backend to use: vulkan, metal, dx12 or gl.
     #[arg(long, global = true, env = "WGTRAIN_BACKEND")]
@@ -197,10 +193,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let choice = AdapterChoice {
-        backend: cli.backend.clone(),
-        name: cli.adapter.clone(),
-    };
+    let choice = AdapterChoice { backend: cli.backend.clone(), name: cli.adapter.clone() };
     if let Command::Adapters = cli.command {
         let adapters = gpu::list_adapters(&choice)?;
         if adapters.is_empty() {
@@ -220,33 +213,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Adapters => unreachable!("handled above"),
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
         Command::Train(t) => wgtrain::train::train(&gpu, &t.into_args())?,
-        Command::Eval {
-            model,
-            data,
-            batch_size,
-            seq_len,
-            batches,
-        } => eval(&gpu, &model, &data, batch_size, seq_len, batches)?,
-        Command::Sample {
-            model,
-            prompt,
-            tokens,
-            temperature,
-            top_k,
-            seed,
-        } => sample(&gpu, &model, &prompt, tokens, temperature, top_k, seed)?,
-        Command::Bench(Bench::Matmul {
-            sizes,
-            json,
-            samples,
-            workgroup,
-        }) => bench_matmul(&gpu, &sizes, json, samples, &workgroup)?,
-        Command::Bench(Bench::Optim {
-            params,
-            tensors,
-            json,
-            samples,
-        }) => bench_optim(&gpu, params, tensors, json, samples)?,
+        Command::Eval { model, data, batch_size, seq_len, batches } => {
+            eval(&gpu, &model, &data, batch_size, seq_len, batches)?
+        }
+        Command::Sample { model, prompt, tokens, temperature, top_k, seed } => {
+            sample(&gpu, &model, &prompt, tokens, temperature, top_k, seed)?
+        }
+        Command::Bench(Bench::Matmul { sizes, json, samples, workgroup }) => {
+            bench_matmul(&gpu, &sizes, json, samples, &workgroup)?
+        }
+        Command::Bench(Bench::Optim { params, tensors, json, samples }) => {
+            bench_optim(&gpu, params, tensors, json, samples)?
+        }
     }
     if let Some(p) = &gpu.profiler {
         eprintln!("{}", p.lock().unwrap().table());
@@ -259,10 +237,7 @@ fn bench_matmul(gpu: &Gpu, sizes: &str, json: bool, samples: usize, workgroup: &
     let workgroup = wgtrain::bench::parse_workgroup(workgroup).map_err(anyhow::Error::msg)?;
     if !json {
         println!("adapter: {}", gpu.name());
-        println!(
-            "{:<24} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}",
-            "kernel", "m", "n", "k", "ms", "GFLOP/s", "x naive"
-        );
+        println!("{:<24} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}", "kernel", "m", "n", "k", "ms", "GFLOP/s", "x naive");
     }
     let rows = wgtrain::bench::matmul(gpu, &sizes, samples, workgroup)?;
     for r in &rows {
@@ -270,24 +245,16 @@ fn bench_matmul(gpu: &Gpu, sizes: &str, json: bool, samples: usize, workgroup: &
             println!("{}", serde_json::to_string(r)?);
             continue;
         }
-        let naive = rows
-            .iter()
-            .find(|x| x.kernel == "matmul_naive" && (x.m, x.n, x.k) == (r.m, r.n, r.k));
+        let naive = rows.iter().find(|x| x.kernel == "matmul_naive" && (x.m, x.n, x.k) == (r.m, r.n, r.k));
         let ratio = naive.map_or(f64::NAN, |x| r.gflops / x.gflops);
-        println!(
-            "{:<24} {:>6} {:>6} {:>6} {:>10.3} {:>10.2} {:>9.2}",
-            r.kernel, r.m, r.n, r.k, r.ms, r.gflops, ratio
-        );
+        println!("{:<24} {:>6} {:>6} {:>6} {:>10.3} {:>10.2} {:>9.2}", r.kernel, r.m, r.n, r.k, r.ms, r.gflops, ratio);
     }
     Ok(())
 }
 
 fn bench_optim(gpu: &Gpu, params: u64, tensors: usize, json: bool, samples: usize) -> anyhow::Result<()> {
     anyhow::ensure!(params > 0, "--params must be positive");
-    anyhow::ensure!(
-        tensors > 0 && tensors as u64 <= params,
-        "--tensors must be between 1 and --params"
-    );
+    anyhow::ensure!(tensors > 0 && tensors as u64 <= params, "--tensors must be between 1 and --params");
     if !json {
         println!("adapter: {}", gpu.name());
         println!(

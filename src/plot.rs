@@ -17,9 +17,7 @@ struct Canvas {
 
 impl Canvas {
     fn new() -> Self {
-        Self {
-            px: vec![[255; 3]; W * H],
-        }
+        Self { px: vec![[255; 3]; W * H] }
     }
 
     fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
@@ -81,11 +79,7 @@ pub fn loss_curve(path: &Path, train: &[(u64, f32)], val: &[(u64, f32)], lr: &[(
     let last = train.iter().chain(val).map(|p| p.0).max().unwrap_or(1).max(1) as f64;
     let losses = train.iter().chain(val).map(|p| p.1).filter(|l| l.is_finite());
     let (lo, hi) = losses.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)));
-    let (lo, hi) = if lo.is_finite() && hi > lo {
-        (lo as f64, hi as f64)
-    } else {
-        (0.0, 1.0)
-    };
+    let (lo, hi) = if lo.is_finite() && hi > lo { (lo as f64, hi as f64) } else { (0.0, 1.0) };
     let lr_max = lr.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-30);
     let x = |s: u64| LEFT as f64 + s as f64 / last * pw;
     let y = |l: f64| TOP as f64 + (1.0 - (l - lo) / (hi - lo)) * ph;
@@ -94,11 +88,7 @@ pub fn loss_curve(path: &Path, train: &[(u64, f32)], val: &[(u64, f32)], lr: &[(
         cv.line((LEFT as f64, gy), (LEFT as f64 + pw, gy), [225; 3]);
     }
     cv.line((LEFT as f64, TOP as f64), (LEFT as f64, TOP as f64 + ph), [0; 3]);
-    cv.line(
-        (LEFT as f64, TOP as f64 + ph),
-        (LEFT as f64 + pw, TOP as f64 + ph),
-        [0; 3],
-    );
+    cv.line((LEFT as f64, TOP as f64 + ph), (LEFT as f64 + pw, TOP as f64 + ph), [0; 3]);
     let series = |cv: &mut Canvas, pts: Vec<(f64, f64)>, c: [u8; 3]| {
         for w in pts.windows(2) {
             cv.line(w[0], w[1], c);
@@ -106,20 +96,8 @@ pub fn loss_curve(path: &Path, train: &[(u64, f32)], val: &[(u64, f32)], lr: &[(
     };
     let ylr = |v: f64| TOP as f64 + (1.0 - v / lr_max) * ph;
     series(&mut cv, lr.iter().map(|p| (x(p.0), ylr(p.1))).collect(), [40, 170, 60]);
-    series(
-        &mut cv,
-        train
-            .iter()
-            .filter(|p| p.1.is_finite())
-            .map(|p| (x(p.0), y(p.1 as f64)))
-            .collect(),
-        [40, 90, 220],
-    );
-    let vp: Vec<(f64, f64)> = val
-        .iter()
-        .filter(|p| p.1.is_finite())
-        .map(|p| (x(p.0), y(p.1 as f64)))
-        .collect();
+    series(&mut cv, train.iter().filter(|p| p.1.is_finite()).map(|p| (x(p.0), y(p.1 as f64))).collect(), [40, 90, 220]);
+    let vp: Vec<(f64, f64)> = val.iter().filter(|p| p.1.is_finite()).map(|p| (x(p.0), y(p.1 as f64))).collect();
     for &(px, py) in &vp {
         for dx in -3..=3 {
             for dy in -3..=3 {
@@ -140,11 +118,7 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
         }
     }
     !crc

@@ -74,17 +74,9 @@ fn model_config(a: &TrainArgs) -> anyhow::Result<GptConfig> {
         if init.is_dir() {
             return Ok(GptConfig::load(&init.join("config.json"))?);
         }
-        let cfg = a
-            .config
-            .as_ref()
-            .map_or_else(|| init.with_file_name("config.json"), Clone::clone);
-        return GptConfig::load(&cfg).with_context(|| {
-            format!(
-                "--init {} is a file: its config comes from {}",
-                init.display(),
-                cfg.display()
-            )
-        });
+        let cfg = a.config.as_ref().map_or_else(|| init.with_file_name("config.json"), Clone::clone);
+        return GptConfig::load(&cfg)
+            .with_context(|| format!("--init {} is a file: its config comes from {}", init.display(), cfg.display()));
     }
     let path = a.config.clone().unwrap_or_else(|| {
         let here = PathBuf::from(DEFAULT_CONFIG);
@@ -103,20 +95,11 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
     check_args(a)?;
     let config = model_config(a)?;
     if a.seq_len > config.n_positions {
-        bail!(
-            "--seq-len {} exceeds the model's n_positions {}",
-            a.seq_len,
-            config.n_positions
-        );
+        bail!("--seq-len {} exceeds the model's n_positions {}", a.seq_len, config.n_positions);
     }
     let (train_tokens, val_tokens) = match &a.data {
         Some(path) => {
-            let val = a
-                .val_data
-                .as_ref()
-                .map(|p| data::read_tokens(p))
-                .transpose()?
-                .unwrap_or_default();
+            let val = a.val_data.as_ref().map(|p| data::read_tokens(p)).transpose()?.unwrap_or_default();
             (data::read_tokens(path)?, val)
         }
         None => data::bundled_corpus()?,
@@ -131,20 +114,13 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
     };
     let max_tok = loader.max_token().max(val_loader.as_ref().map_or(0, Loader::max_token));
     if max_tok as usize >= config.vocab_size {
-        bail!(
-            "--data holds token id {max_tok}, but the model's vocab_size is {}",
-            config.vocab_size
-        );
+        bail!("--data holds token id {max_tok}, but the model's vocab_size is {}", config.vocab_size);
     }
 
     let gpt = Gpt::new(gpu, config.clone(), b, t, a.grad_accum)?;
     match &a.init {
         Some(init) => {
-            let file = if init.is_dir() {
-                init.join("model.safetensors")
-            } else {
-                init.clone()
-            };
+            let file = if init.is_dir() { init.join("model.safetensors") } else { init.clone() };
             gpt.write_params(gpu, &checkpoint::load_hf(&file, &config)?);
         }
         None => gpt.init(gpu, a.seed),
@@ -159,13 +135,8 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         grad_clip: a.grad_clip,
     };
     let mut opt = Optimizer::new(gpu, &gpt.arena, ocfg.clone(), None)?;
-    let schedule = Schedule {
-        kind: a.schedule,
-        lr_max: a.lr,
-        warmup: a.warmup,
-        steps: a.steps,
-        min_lr_frac: a.min_lr_frac,
-    };
+    let schedule =
+        Schedule { kind: a.schedule, lr_max: a.lr, warmup: a.warmup, steps: a.steps, min_lr_frac: a.min_lr_frac };
 
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let metrics_path = a.out.join("metrics.jsonl");
@@ -233,11 +204,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         "done: {} steps, last loss {:.4}, best val loss {}, {} tokens in {wall:.1} s ({:.0} tokens/s), adapter {}",
         a.steps,
         log.last_loss,
-        if best_val.is_finite() {
-            format!("{best_val:.4}")
-        } else {
-            "n/a (no validation data)".into()
-        },
+        if best_val.is_finite() { format!("{best_val:.4}") } else { "n/a (no validation data)".into() },
         tokens_per_step * a.steps,
         (tokens_per_step * a.steps) as f64 / wall,
         gpu.name()
@@ -301,8 +268,7 @@ impl Log {
         self.lr.push((step, lr));
         self.last_loss = loss;
         self.bar.set_position(step + 1);
-        self.bar
-            .set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+        self.bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
         if self.bar.is_hidden() {
             println!("step {step}: loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {ms:.0} ms {tps:.0} tokens/s");
         }
@@ -373,11 +339,8 @@ pub fn sample(
 ) -> anyhow::Result<Vec<u8>> {
     let v = gpt.config.vocab_size;
     let mut rng = Rng::new(seed);
-    let mut ctx: Vec<u32> = if prompt.is_empty() {
-        vec![b'\n' as u32]
-    } else {
-        prompt.iter().map(|&b| b as u32).collect()
-    };
+    let mut ctx: Vec<u32> =
+        if prompt.is_empty() { vec![b'\n' as u32] } else { prompt.iter().map(|&b| b as u32).collect() };
     let mut dec = gpt.decoder(gpu)?;
     let cap = dec.capacity();
     let mut logits = Vec::new();
@@ -412,10 +375,7 @@ pub fn pick(logits: &[f32], temperature: f32, top_k: usize, rng: &mut Rng) -> u3
     }
     idx.truncate(top_k.max(1));
     let m = logits[idx[0]];
-    let w: Vec<f64> = idx
-        .iter()
-        .map(|&i| (((logits[i] - m) / temperature) as f64).exp())
-        .collect();
+    let w: Vec<f64> = idx.iter().map(|&i| (((logits[i] - m) / temperature) as f64).exp()).collect();
     let total: f64 = w.iter().sum();
     let mut r = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
     for (k, &wk) in w.iter().enumerate() {

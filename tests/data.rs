@@ -6,10 +6,7 @@ use wgtrain::data::{self, Loader};
 fn token_files_round_trip_in_both_widths() {
     let dir = std::env::temp_dir().join(format!("wgtrain-data-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (name, tokens) in [
-        ("u16.bin", vec![0u32, 7, 65535, 3]),
-        ("u32.bin", vec![0u32, 70000, 50256, 1]),
-    ] {
+    for (name, tokens) in [("u16.bin", vec![0u32, 7, 65535, 3]), ("u32.bin", vec![0u32, 70000, 50256, 1])] {
         let path = dir.join(name);
         data::write_tokens(&path, &tokens).unwrap();
         assert_eq!(data::read_tokens(&path).unwrap(), tokens);
@@ -24,9 +21,7 @@ fn bad_token_files_say_what_is_wrong() {
     let mut header = vec![0i32; 256];
     header[0] = 1234;
     let bytes: Vec<u8> = bytemuck::cast_slice(&header).to_vec();
-    assert!(data::parse_tokens(&bytes)
-        .unwrap_err()
-        .contains("bad magic number 1234"));
+    assert!(data::parse_tokens(&bytes).unwrap_err().contains("bad magic number 1234"));
     header[0] = 20240520;
     header[1] = 7;
     let bytes: Vec<u8> = bytemuck::cast_slice(&header).to_vec();
@@ -49,16 +44,10 @@ fn sequential_loader_follows_the_contract() {
     let mut l = Loader::new(tokens, 2, 3, false, 0).unwrap();
     assert_eq!(l.next_batch(), (vec![0, 1, 2, 3, 4, 5], vec![1, 2, 3, 4, 5, 6]));
     assert_eq!(l.next_batch(), (vec![6, 7, 8, 9, 10, 11], vec![7, 8, 9, 10, 11, 12]));
-    assert_eq!(
-        l.next_batch(),
-        (vec![12, 13, 14, 15, 16, 17], vec![13, 14, 15, 16, 17, 18])
-    );
+    assert_eq!(l.next_batch(), (vec![12, 13, 14, 15, 16, 17], vec![13, 14, 15, 16, 17, 18]));
     // p = 18: 18 + 7 > 20, so back to 0.
     assert_eq!(l.next_batch().0, vec![0, 1, 2, 3, 4, 5]);
-    assert!(
-        Loader::new((0..6).collect(), 2, 3, false, 0).is_err(),
-        "6 tokens can't fill 2 × 3 + 1"
-    );
+    assert!(Loader::new((0..6).collect(), 2, 3, false, 0).is_err(), "6 tokens can't fill 2 × 3 + 1");
 }
 
 #[test]
@@ -73,21 +62,12 @@ fn shuffled_loader_is_seeded_and_covers_every_batch() {
     assert_ne!(a, c, "another seed, another order");
     let mut sorted = a.clone();
     sorted.sort();
-    assert_eq!(
-        sorted,
-        (0..a.len() as u32).map(|i| i * 20).collect::<Vec<_>>(),
-        "each batch once per epoch"
-    );
+    assert_eq!(sorted, (0..a.len() as u32).map(|i| i * 20).collect::<Vec<_>>(), "each batch once per epoch");
 }
 
 #[test]
 fn bundled_corpus_is_byte_level_and_split() {
     let (train, val) = data::bundled_corpus().unwrap();
-    assert!(
-        train.len() > 4_000_000 && val.len() > 200_000,
-        "{} / {}",
-        train.len(),
-        val.len()
-    );
+    assert!(train.len() > 4_000_000 && val.len() > 200_000, "{} / {}", train.len(), val.len());
     assert!(train.iter().chain(&val).all(|&t| t < 128), "the plays are ASCII");
 }

@@ -19,19 +19,11 @@ fn fixture() -> (GptConfig, serde_json::Value, std::path::PathBuf) {
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 fn tokens(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 /// HF's Conv1D weights are (in, out): our (out, in) transposed.
@@ -68,13 +60,7 @@ fn gpt2_matches_pytorch() {
     let mut rec = Recorder::new(gpu);
     gpt.record_eval(&mut rec);
     rec.submit().unwrap();
-    assert_close(
-        "logits",
-        &gpt.read_logits(gpu).unwrap(),
-        &floats(&fx["logits"]),
-        2e-6,
-        1e-5,
-    );
+    assert_close("logits", &gpt.read_logits(gpu).unwrap(), &floats(&fx["logits"]), 2e-6, 1e-5);
     let want_loss = fx["loss"].as_f64().unwrap() as f32;
     let loss = gpt.read_eval_loss(gpu).unwrap();
     assert!((loss - want_loss).abs() < 1e-5, "eval loss {loss} vs {want_loss}");
@@ -87,21 +73,12 @@ fn gpt2_matches_pytorch() {
     let grads = gpt.read_grads(gpu).unwrap();
     for (tensor, g) in gpt.arena.table.tensors.iter().zip(&grads) {
         let want = floats(&fx["grads"][&tensor.name]);
-        assert_close(
-            &format!("grad {}", tensor.name),
-            &to_hf(&tensor.name, &tensor.shape, g),
-            &want,
-            1e-7,
-            1e-4,
-        );
+        assert_close(&format!("grad {}", tensor.name), &to_hf(&tensor.name, &tensor.shape, g), &want, 1e-7, 1e-4);
     }
 
     // 10 AdamW steps on the same batch; each loss is computed before its step's update.
     let lr = fx["lr"].as_f64().unwrap() as f32;
-    let cfg = OptimConfig {
-        weight_decay: fx["weight_decay"].as_f64().unwrap() as f32,
-        ..OptimConfig::adamw()
-    };
+    let cfg = OptimConfig { weight_decay: fx["weight_decay"].as_f64().unwrap() as f32, ..OptimConfig::adamw() };
     let mut opt = Optimizer::new(gpu, &gpt.arena, cfg, None).unwrap();
     for (i, want) in floats(&fx["losses"]).iter().enumerate() {
         let mut rec = Recorder::new(gpu);
@@ -120,11 +97,9 @@ fn hf_checkpoint_round_trips() {
     let params = checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap();
     let out = std::env::temp_dir().join(format!("wgtrain-ckpt-{}", std::process::id()));
     checkpoint::save_hf(&out, &config, &params).unwrap();
-    let again = checkpoint::load_hf(
-        &out.join("model.safetensors"),
-        &GptConfig::load(&out.join("config.json")).unwrap(),
-    )
-    .unwrap();
+    let again =
+        checkpoint::load_hf(&out.join("model.safetensors"), &GptConfig::load(&out.join("config.json")).unwrap())
+            .unwrap();
     assert_eq!(params, again);
     let _ = gpu;
     std::fs::remove_dir_all(&out).ok();
@@ -151,10 +126,7 @@ fn kv_cache_decoding_matches_the_full_forward() {
     let t = fx["T"].as_u64().unwrap() as usize;
     let v = config.vocab_size;
     let gpt = Gpt::new(gpu, config.clone(), 1, t, 1).unwrap();
-    gpt.write_params(
-        gpu,
-        &checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap(),
-    );
+    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap());
     let row: Vec<u32> = tokens(&fx["inputs"])[..t].to_vec();
     gpt.upload_batch(gpu, 0, &row, &row);
     let mut rec = Recorder::new(gpu);

@@ -34,17 +34,9 @@ fn layernorm_matches_reference() {
         let stats = upload(gpu, &vec![f32::NAN; 2 * n]);
         let (gdinp, gdw, gdb) = (upload(gpu, &dinp0), upload(gpu, &dw0), upload(gpu, &db0));
         let (n32, c32) = (n as u32, c as u32);
-        let fwd = layernorm::forward(
-            gpu,
-            (&out).into(),
-            (&stats).into(),
-            (&gx).into(),
-            (&gw).into(),
-            (&gb).into(),
-            n32,
-            c32,
-        )
-        .unwrap();
+        let fwd =
+            layernorm::forward(gpu, (&out).into(), (&stats).into(), (&gx).into(), (&gw).into(), (&gb).into(), n32, c32)
+                .unwrap();
         let bwd = layernorm::backward(
             gpu,
             View::from(&gdinp),
@@ -70,21 +62,9 @@ fn layernorm_matches_reference() {
         let tag = format!("layernorm {n}x{c}");
         assert_close(&format!("{tag} out"), &read(gpu, &out, n * c), &want, 2e-5, 1e-5);
         let flat: Vec<f32> = st.iter().flat_map(|&(m, s)| [m, s]).collect();
-        assert_close(
-            &format!("{tag} mean/rstd"),
-            &read(gpu, &stats, 2 * n),
-            &flat,
-            1e-6,
-            1e-5,
-        );
+        assert_close(&format!("{tag} mean/rstd"), &read(gpu, &stats, 2 * n), &flat, 1e-6, 1e-5);
         assert_close(&format!("{tag} dinp"), &read(gpu, &gdinp, n * c), &dinp, 2e-5, 1e-5);
-        assert_close(
-            &format!("{tag} dweight"),
-            &read(gpu, &gdw, c),
-            &dw,
-            1e-6 * n as f32,
-            1e-5,
-        );
+        assert_close(&format!("{tag} dweight"), &read(gpu, &gdw, c), &dw, 1e-6 * n as f32, 1e-5);
         assert_close(&format!("{tag} dbias"), &read(gpu, &gdb, c), &db, 1e-6 * n as f32, 1e-5);
     }
 }
@@ -128,35 +108,15 @@ fn residual_add_and_accumulate_are_exact() {
         let ops = [
             elementwise::add(
                 gpu,
-                Span {
-                    buf: &out,
-                    offset: 0,
-                    len: n as u64,
-                },
-                Span {
-                    buf: &ga,
-                    offset: 0,
-                    len: n as u64,
-                },
-                Span {
-                    buf: &gb,
-                    offset: 0,
-                    len: n as u64,
-                },
+                Span { buf: &out, offset: 0, len: n as u64 },
+                Span { buf: &ga, offset: 0, len: n as u64 },
+                Span { buf: &gb, offset: 0, len: n as u64 },
             )
             .unwrap(),
             elementwise::accumulate(
                 gpu,
-                Span {
-                    buf: &acc,
-                    offset: 0,
-                    len: n as u64,
-                },
-                Span {
-                    buf: &gb,
-                    offset: 0,
-                    len: n as u64,
-                },
+                Span { buf: &acc, offset: 0, len: n as u64 },
+                Span { buf: &gb, offset: 0, len: n as u64 },
             )
             .unwrap(),
         ];
@@ -173,10 +133,7 @@ fn residual_add_and_accumulate_are_exact() {
 #[test]
 fn encoder_matches_reference() {
     let Some(gpu) = gpu() else { return };
-    for (i, &(b, t, c, v)) in [(1usize, 1usize, 1usize, 1usize), (3, 5, 7, 11), (4, 37, 33, 517)]
-        .iter()
-        .enumerate()
-    {
+    for (i, &(b, t, c, v)) in [(1usize, 1usize, 1usize, 1usize), (3, 5, 7, 11), (4, 37, 33, 517)].iter().enumerate() {
         let n = b * t;
         let mut r = Rng::new(300 + i as u64);
         // Few distinct tokens, so buckets hold many positions.
@@ -202,18 +159,8 @@ fn encoder_matches_reference() {
             t32,
         )
         .unwrap();
-        let bwd = encoder::backward(
-            gpu,
-            (&gdwte).into(),
-            (&gdwpe).into(),
-            (&gdout).into(),
-            &batch,
-            v32,
-            n32,
-            t32,
-            c32,
-        )
-        .unwrap();
+        let bwd = encoder::backward(gpu, (&gdwte).into(), (&gdwpe).into(), (&gdout).into(), &batch, v32, n32, t32, c32)
+            .unwrap();
         let mut rec = Recorder::new(gpu);
         rec.dispatch(&fwd);
         rec.run(&bwd);
@@ -224,20 +171,8 @@ fn encoder_matches_reference() {
         reference::encoder::backward(&mut dwte, &mut dwpe, &dout, &tokens, t, c);
         let tag = format!("encoder {b}x{t}x{c} V{v}");
         assert_close(&format!("{tag} out"), &read(gpu, &out, n * c), &want, 0.0, 0.0);
-        assert_close(
-            &format!("{tag} dwte"),
-            &read(gpu, &gdwte, v * c),
-            &dwte,
-            1e-6 * n as f32,
-            1e-6,
-        );
-        assert_close(
-            &format!("{tag} dwpe"),
-            &read(gpu, &gdwpe, t * c),
-            &dwpe,
-            1e-6 * b as f32,
-            1e-6,
-        );
+        assert_close(&format!("{tag} dwte"), &read(gpu, &gdwte, v * c), &dwte, 1e-6 * n as f32, 1e-6);
+        assert_close(&format!("{tag} dwpe"), &read(gpu, &gdwpe, t * c), &dwpe, 1e-6 * b as f32, 1e-6);
     }
 }
 
@@ -246,9 +181,7 @@ fn encoder_matches_reference() {
 #[test]
 fn classifier_matches_reference() {
     let Some(gpu) = gpu() else { return };
-    for (i, &(n, v, vp)) in [(1usize, 1usize, 1usize), (3, 5, 8), (37, 517, 576), (5, 50257, 50304)]
-        .iter()
-        .enumerate()
+    for (i, &(n, v, vp)) in [(1usize, 1usize, 1usize), (3, 5, 8), (37, 517, 576), (5, 50257, 50304)].iter().enumerate()
     {
         let mut r = Rng::new(400 + i as u64);
         let logits: Vec<f32> = r.vec(n * vp).iter().map(|x| x * 8.0).collect();
@@ -274,13 +207,7 @@ fn classifier_matches_reference() {
         let mut want = logits.clone();
         let want_losses = reference::classifier::forward_backward(&mut want, &targets, v, vp, Some(dloss as f64));
         let tag = format!("classifier N{n} V{v} Vp{vp}");
-        assert_close(
-            &format!("{tag} losses"),
-            &read(gpu, &losses, n),
-            &want_losses,
-            1e-5,
-            1e-5,
-        );
+        assert_close(&format!("{tag} losses"), &read(gpu, &losses, n), &want_losses, 1e-5, 1e-5);
         assert_close(&format!("{tag} dlogits"), &read(gpu, &gl, n * vp), &want, 1e-7, 1e-4);
     }
 }
@@ -292,13 +219,7 @@ fn attention_matches_reference() {
     let Some(gpu) = gpu() else { return };
     // (B, T, C, NH): head sizes 1, 2, 5 (not a multiple of 4), 48 and the maximum 64; T across
     // several 16-row blocks and not a power of two.
-    let cases = [
-        (1usize, 1usize, 1usize, 1usize),
-        (2, 5, 6, 3),
-        (3, 37, 15, 3),
-        (2, 33, 64, 1),
-        (1, 70, 96, 2),
-    ];
+    let cases = [(1usize, 1usize, 1usize, 1usize), (2, 5, 6, 3), (3, 37, 15, 3), (2, 33, 64, 1), (1, 70, 96, 2)];
     for (i, &(b, t, c, nh)) in cases.iter().enumerate() {
         let mut r = Rng::new(500 + i as u64);
         let (qkv, dout) = (r.vec(b * t * 3 * c), r.vec(b * t * c));
@@ -333,13 +254,7 @@ fn attention_matches_reference() {
         reference::attention::backward(&mut want_d, &dout, &qkv, b, t, c, nh);
         let tag = format!("attention B{b} T{t} C{c} NH{nh}");
         assert_close(&format!("{tag} out"), &read(gpu, &out, b * t * c), &want, 1e-5, 1e-5);
-        assert_close(
-            &format!("{tag} dqkv"),
-            &read(gpu, &dqkv, b * t * 3 * c),
-            &want_d,
-            2e-5,
-            1e-4,
-        );
+        assert_close(&format!("{tag} dqkv"), &read(gpu, &dqkv, b * t * 3 * c), &want_d, 2e-5, 1e-4);
     }
 }
 
@@ -347,8 +262,6 @@ fn attention_matches_reference() {
 fn attention_refuses_heads_past_the_tile() {
     let Some(gpu) = gpu() else { return };
     let x = upload(gpu, &vec![0.0; 3 * 130]);
-    let err = attention::forward(gpu, (&x).into(), (&x).into(), (&x).into(), 1, 1, 130, 2)
-        .err()
-        .unwrap();
+    let err = attention::forward(gpu, (&x).into(), (&x).into(), (&x).into(), 1, 1, 130, 2).err().unwrap();
     assert!(err.to_string().contains("head size"), "{err}");
 }

@@ -42,12 +42,7 @@ impl Case {
 
     /// The reference: (out, dinp, dW, dbias).
     fn expected(&self, with_bias: bool) -> [Vec<f32>; 4] {
-        let (z, m, n, k) = (
-            self.d.batch as usize,
-            self.d.m as usize,
-            self.d.n as usize,
-            self.d.k as usize,
-        );
+        let (z, m, n, k) = (self.d.batch as usize, self.d.m as usize, self.d.n as usize, self.d.k as usize);
         let mut out = vec![0.0; z * m * n];
         let mut dinp = vec![0.0; z * m * k];
         let mut dw = self.dw0.clone();
@@ -78,26 +73,13 @@ fn nan_buffer(gpu: &Gpu, len: usize) -> GpuBuffer {
 fn check(gpu: &Gpu, mm: &Matmul, c: &Case, with_bias: bool) {
     let d = c.d;
     let (z, m, n, k) = (d.batch as usize, d.m as usize, d.n as usize, d.k as usize);
-    let (inp, w, bias, dout) = (
-        upload(gpu, &c.inp),
-        upload(gpu, &c.w),
-        upload(gpu, &c.bias),
-        upload(gpu, &c.dout),
-    );
+    let (inp, w, bias, dout) = (upload(gpu, &c.inp), upload(gpu, &c.w), upload(gpu, &c.bias), upload(gpu, &c.dout));
     let (dw, db) = (upload(gpu, &c.dw0), upload(gpu, &c.db0));
     let (out, dinp) = (nan_buffer(gpu, z * m * n), nan_buffer(gpu, z * m * k));
     let bias_view = with_bias.then(|| View::from(&bias));
-    let mut ops = mm
-        .forward((&out).into(), (&inp).into(), (&w).into(), bias_view, d)
-        .unwrap();
-    ops.extend(
-        mm.backward_input((&dinp).into(), (&dout).into(), (&w).into(), d)
-            .unwrap(),
-    );
-    ops.extend(
-        mm.backward_weight((&dw).into(), (&dout).into(), (&inp).into(), d)
-            .unwrap(),
-    );
+    let mut ops = mm.forward((&out).into(), (&inp).into(), (&w).into(), bias_view, d).unwrap();
+    ops.extend(mm.backward_input((&dinp).into(), (&dout).into(), (&w).into(), d).unwrap());
+    ops.extend(mm.backward_weight((&dw).into(), (&dout).into(), (&inp).into(), d).unwrap());
     ops.extend(mm.backward_bias((&db).into(), (&dout).into(), d).unwrap());
     let mut rec = Recorder::new(gpu);
     rec.run(&ops);
@@ -107,34 +89,10 @@ fn check(gpu: &Gpu, mm: &Matmul, c: &Case, with_bias: bool) {
     let tag = format!("{z}x{m}x{n}x{k} shared={} bias={with_bias}", d.shared_weight);
     let terms = (z * m) as f32;
     let read = |b: &GpuBuffer, len| gpu.read::<f32>(b, 0, len).unwrap();
-    assert_close(
-        &format!("forward {tag}"),
-        &read(&out, e_out.len()),
-        &e_out,
-        1e-6 * k as f32,
-        0.0,
-    );
-    assert_close(
-        &format!("backward_input {tag}"),
-        &read(&dinp, e_dinp.len()),
-        &e_dinp,
-        1e-6 * n as f32,
-        0.0,
-    );
-    assert_close(
-        &format!("backward_weight {tag}"),
-        &read(&dw, e_dw.len()),
-        &e_dw,
-        1e-6 * terms,
-        1e-6,
-    );
-    assert_close(
-        &format!("backward_bias {tag}"),
-        &read(&db, n),
-        &e_db,
-        1e-6 * terms,
-        1e-6,
-    );
+    assert_close(&format!("forward {tag}"), &read(&out, e_out.len()), &e_out, 1e-6 * k as f32, 0.0);
+    assert_close(&format!("backward_input {tag}"), &read(&dinp, e_dinp.len()), &e_dinp, 1e-6 * n as f32, 0.0);
+    assert_close(&format!("backward_weight {tag}"), &read(&dw, e_dw.len()), &e_dw, 1e-6 * terms, 1e-6);
+    assert_close(&format!("backward_bias {tag}"), &read(&db, n), &e_db, 1e-6 * terms, 1e-6);
 }
 
 const AWKWARD: &[(u32, u32, u32)] = &[(1, 1, 1), (3, 5, 7), (17, 33, 65), (127, 255, 63)];
@@ -164,52 +122,10 @@ fn matmul_batched_matches_reference() {
     let Some(gpu) = gpu() else { return };
     let mm = Matmul::new(gpu);
     // One weight shared by the batch (a linear layer over (B, T, C)).
-    check(
-        gpu,
-        &mm,
-        &Case::new(
-            Dims {
-                batch: 3,
-                m: 17,
-                n: 33,
-                k: 65,
-                shared_weight: true,
-            },
-            5,
-        ),
-        true,
-    );
+    check(gpu, &mm, &Case::new(Dims { batch: 3, m: 17, n: 33, k: 65, shared_weight: true }, 5), true);
     // One weight per batch entry (the z dimension of the grid).
-    check(
-        gpu,
-        &mm,
-        &Case::new(
-            Dims {
-                batch: 5,
-                m: 17,
-                n: 33,
-                k: 65,
-                shared_weight: false,
-            },
-            6,
-        ),
-        false,
-    );
-    check(
-        gpu,
-        &mm,
-        &Case::new(
-            Dims {
-                batch: 2,
-                m: 8,
-                n: 12,
-                k: 16,
-                shared_weight: false,
-            },
-            7,
-        ),
-        false,
-    );
+    check(gpu, &mm, &Case::new(Dims { batch: 5, m: 17, n: 33, k: 65, shared_weight: false }, 6), false);
+    check(gpu, &mm, &Case::new(Dims { batch: 2, m: 8, n: 12, k: 16, shared_weight: false }, 7), false);
 }
 
 #[test]
@@ -220,37 +136,9 @@ fn matmul_split_into_windows_matches_reference() {
     let mut mm = Matmul::new(gpu);
     mm.binding_limit = 4096;
     check(gpu, &mm, &Case::new(Dims::linear(127, 255, 63), 8), true);
-    check(
-        gpu,
-        &mm,
-        &Case::new(
-            Dims {
-                batch: 3,
-                m: 37,
-                n: 41,
-                k: 29,
-                shared_weight: false,
-            },
-            9,
-        ),
-        false,
-    );
+    check(gpu, &mm, &Case::new(Dims { batch: 3, m: 37, n: 41, k: 29, shared_weight: false }, 9), false);
     mm.binding_limit = 2048;
-    check(
-        gpu,
-        &mm,
-        &Case::new(
-            Dims {
-                batch: 2,
-                m: 33,
-                n: 36,
-                k: 68,
-                shared_weight: true,
-            },
-            10,
-        ),
-        true,
-    );
+    check(gpu, &mm, &Case::new(Dims { batch: 2, m: 33, n: 36, k: 68, shared_weight: true }, 10), true);
 }
 
 #[test]
@@ -261,9 +149,7 @@ fn matmul_naive_matches_reference() {
         let c = Case::new(Dims::linear(m, n, k), 20 + i as u64);
         let (inp, w, bias) = (upload(gpu, &c.inp), upload(gpu, &c.w), upload(gpu, &c.bias));
         let out = nan_buffer(gpu, (m * n) as usize);
-        let op = mm
-            .naive((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), c.d)
-            .unwrap();
+        let op = mm.naive((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), c.d).unwrap();
         let mut rec = Recorder::new(gpu);
         rec.run(&op);
         rec.submit().unwrap();
@@ -282,9 +168,7 @@ fn matmul_output_over_128_mib_matches_reference() {
     let (inp, w, bias) = (upload(gpu, &c.inp), upload(gpu, &c.w), upload(gpu, &c.bias));
     let out = nan_buffer(gpu, 4099 * 8209);
     assert!(out.size() > 128 << 20);
-    let op = mm
-        .forward((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), c.d)
-        .unwrap();
+    let op = mm.forward((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), c.d).unwrap();
     let mut rec = Recorder::new(gpu);
     rec.run(&op);
     rec.submit().unwrap();
@@ -319,26 +203,16 @@ fn one_gib_buffer_is_usable() {
     gpu.write(&big, at_dinp, &vec![f32::NAN; m * k]);
     // forward reads inp and W from the big buffer.
     let out = nan_buffer(gpu, m * n);
-    let op = mm
-        .forward((&out).into(), View::at(&big, at_inp), View::at(&big, at_w), None, c.d)
-        .unwrap();
+    let op = mm.forward((&out).into(), View::at(&big, at_inp), View::at(&big, at_w), None, c.d).unwrap();
     // backward_input writes dinp into it (a buffer can't be read and written in one dispatch).
     let (w, dout) = (upload(gpu, &c.w), upload(gpu, &c.dout));
-    let op2 = mm
-        .backward_input(View::at(&big, at_dinp), (&dout).into(), (&w).into(), c.d)
-        .unwrap();
+    let op2 = mm.backward_input(View::at(&big, at_dinp), (&dout).into(), (&w).into(), c.d).unwrap();
     let mut rec = Recorder::new(gpu);
     rec.run(&op);
     rec.run(&op2);
     rec.submit().unwrap();
     let [e_out, e_dinp, ..] = c.expected(false);
-    assert_close(
-        "forward from 1 GiB buffer",
-        &gpu.read::<f32>(&out, 0, m * n).unwrap(),
-        &e_out,
-        1e-6 * k as f32,
-        0.0,
-    );
+    assert_close("forward from 1 GiB buffer", &gpu.read::<f32>(&out, 0, m * n).unwrap(), &e_out, 1e-6 * k as f32, 0.0);
     let got = gpu.read::<f32>(&big, at_dinp, m * k).unwrap();
     assert_close("backward_input into 1 GiB buffer", &got, &e_dinp, 1e-6 * n as f32, 0.0);
 }
@@ -349,16 +223,6 @@ fn matmul_operand_too_small_is_an_error() {
     let mm = Matmul::new(gpu);
     let small = nan_buffer(gpu, 10);
     let big = nan_buffer(gpu, 10_000);
-    let err = mm.forward(
-        (&big).into(),
-        (&small).into(),
-        (&big).into(),
-        None,
-        Dims::linear(30, 30, 30),
-    );
-    assert!(
-        matches!(err, Err(wgtrain::GpuError::OutOfBounds { .. })),
-        "got {:?}",
-        err.err()
-    );
+    let err = mm.forward((&big).into(), (&small).into(), (&big).into(), None, Dims::linear(30, 30, 30));
+    assert!(matches!(err, Err(wgtrain::GpuError::OutOfBounds { .. })), "got {:?}", err.err());
 }

@@ -20,11 +20,8 @@ const RTOL: f32 = 1e-5;
 
 /// 35 tensors: sizes 1, 3 and 1000003 among 2-D weights and 1-D biases of awkward sizes.
 fn awkward_table() -> ParamTable {
-    let mut specs: Vec<(String, Vec<usize>)> = vec![
-        ("one".into(), vec![1]),
-        ("three".into(), vec![3]),
-        ("big".into(), vec![1000003]),
-    ];
+    let mut specs: Vec<(String, Vec<usize>)> =
+        vec![("one".into(), vec![1]), ("three".into(), vec![3]), ("big".into(), vec![1000003])];
     for i in 0..20 {
         specs.push((format!("h.{i}.weight"), vec![7 * i + 1, i % 5 + 3]));
     }
@@ -64,10 +61,7 @@ fn check_steps(gpu: &Gpu, table: ParamTable, cfg: OptimConfig, steps: usize, bin
         let want_norm = reference.step(&mut params, &grads, &decay, lr);
         let norm = opt.grad_norm(gpu).unwrap().expect("norm was requested");
         let tag = format!("{:?} clip={} step {step}", cfg.kind, cfg.grad_clip);
-        assert!(
-            ((norm as f64 - want_norm) / want_norm).abs() < 1e-5,
-            "{tag}: grad norm {norm} vs {want_norm}"
-        );
+        assert!(((norm as f64 - want_norm) / want_norm).abs() < 1e-5, "{tag}: grad norm {norm} vs {want_norm}");
         let got = table.unpack(&gpu.read::<f32>(&arena.params, 0, table.len as usize).unwrap());
         for (i, t) in table.tensors.iter().enumerate() {
             assert_close(&format!("{tag} {}", t.name), &got[i], &params[i], ATOL, RTOL);
@@ -76,18 +70,9 @@ fn check_steps(gpu: &Gpu, table: ParamTable, cfg: OptimConfig, steps: usize, bin
 }
 
 fn configs() -> Vec<OptimConfig> {
-    let adamw = OptimConfig {
-        weight_decay: 0.1,
-        ..OptimConfig::adamw()
-    };
-    let lamb = OptimConfig {
-        weight_decay: 0.01,
-        ..OptimConfig::lamb()
-    };
-    let sgd = OptimConfig {
-        weight_decay: 0.01,
-        ..OptimConfig::sgd()
-    };
+    let adamw = OptimConfig { weight_decay: 0.1, ..OptimConfig::adamw() };
+    let lamb = OptimConfig { weight_decay: 0.01, ..OptimConfig::lamb() };
+    let sgd = OptimConfig { weight_decay: 0.01, ..OptimConfig::sgd() };
     vec![adamw, lamb, sgd]
 }
 
@@ -104,17 +89,7 @@ fn fused_updates_match_reference_with_clipping() {
     // The gradients' global norm is about 600, so a clip of 100 scales every step.
     let Some(gpu) = gpu() else { return };
     for cfg in configs() {
-        check_steps(
-            gpu,
-            awkward_table(),
-            OptimConfig {
-                grad_clip: 100.0,
-                ..cfg
-            },
-            3,
-            None,
-            1e-2,
-        );
+        check_steps(gpu, awkward_table(), OptimConfig { grad_clip: 100.0, ..cfg }, 3, None, 1e-2);
     }
 }
 
@@ -124,25 +99,14 @@ fn fused_updates_split_into_windows_match_reference() {
     let Some(gpu) = gpu() else { return };
     let table = ParamTable::new((0..31).map(|i| (format!("t{i}"), vec![i * 97 + 1, 7])));
     for cfg in configs() {
-        check_steps(
-            gpu,
-            table.clone(),
-            OptimConfig { grad_clip: 10.0, ..cfg },
-            2,
-            Some(256 << 10),
-            1e-2,
-        );
+        check_steps(gpu, table.clone(), OptimConfig { grad_clip: 10.0, ..cfg }, 2, Some(256 << 10), 1e-2);
     }
 }
 
 #[test]
 fn sgd_without_momentum_matches_reference() {
     let Some(gpu) = gpu() else { return };
-    let cfg = OptimConfig {
-        momentum: 0.0,
-        weight_decay: 0.1,
-        ..OptimConfig::sgd()
-    };
+    let cfg = OptimConfig { momentum: 0.0, weight_decay: 0.1, ..OptimConfig::sgd() };
     check_steps(gpu, awkward_table(), cfg, 2, None, 0.1);
 }
 
@@ -156,32 +120,16 @@ fn weight_decay_only_on_tensors_of_two_or_more_dimensions() {
 
 #[test]
 fn schedules_follow_their_formulas() {
-    let cos = Schedule {
-        kind: ScheduleKind::Cosine,
-        lr_max: 1.0,
-        warmup: 10,
-        steps: 110,
-        min_lr_frac: 0.1,
-    };
+    let cos = Schedule { kind: ScheduleKind::Cosine, lr_max: 1.0, warmup: 10, steps: 110, min_lr_frac: 0.1 };
     assert_eq!(cos.lr(0), 0.1);
     assert_eq!(cos.lr(9), 1.0);
     assert!((cos.lr(10) - 1.0).abs() < 1e-12);
-    assert!(
-        (cos.lr(60) - 0.55).abs() < 1e-12,
-        "halfway: lr_min + (lr_max − lr_min)/2"
-    );
+    assert!((cos.lr(60) - 0.55).abs() < 1e-12, "halfway: lr_min + (lr_max − lr_min)/2");
     assert!((cos.lr(110) - 0.1).abs() < 1e-12);
-    let lin = Schedule {
-        kind: ScheduleKind::Linear,
-        ..cos
-    };
+    let lin = Schedule { kind: ScheduleKind::Linear, ..cos };
     assert!((lin.lr(35) - (0.1 + 0.75 * 0.9)).abs() < 1e-12);
     assert_eq!(Schedule::constant(3e-4).lr(1000), 3e-4);
-    let warm = Schedule {
-        kind: ScheduleKind::Constant,
-        warmup: 4,
-        ..cos
-    };
+    let warm = Schedule { kind: ScheduleKind::Constant, warmup: 4, ..cos };
     assert_eq!((warm.lr(1), warm.lr(4)), (0.5, 1.0));
 }
 
@@ -210,11 +158,7 @@ fn state_round_trip_resumes_bitwise() {
         oa.save(gpu, &path).unwrap();
         // A second run resumes from the saved state and the first run's parameters.
         let b = ParamArena::new(gpu, table.clone()).unwrap();
-        gpu.write(
-            &b.params,
-            0,
-            &gpu.read::<f32>(&a.params, 0, table.len as usize).unwrap(),
-        );
+        gpu.write(&b.params, 0, &gpu.read::<f32>(&a.params, 0, table.len as usize).unwrap());
         let mut ob = Optimizer::new(gpu, &b, cfg.clone(), None).unwrap();
         ob.load(gpu, &path).unwrap();
         assert_eq!(ob.step, 2);
@@ -222,11 +166,7 @@ fn state_round_trip_resumes_bitwise() {
         run(&mut ob, &b, &grads[2]);
         let pa: Vec<f32> = gpu.read(&a.params, 0, table.len as usize).unwrap();
         let pb: Vec<f32> = gpu.read(&b.params, 0, table.len as usize).unwrap();
-        assert!(
-            pa.iter().zip(&pb).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{:?}: resumed step differs",
-            cfg.kind
-        );
+        assert!(pa.iter().zip(&pb).all(|(x, y)| x.to_bits() == y.to_bits()), "{:?}: resumed step differs", cfg.kind);
     }
     // State of one optimizer does not load into another.
     let arena = ParamArena::new(gpu, table.clone()).unwrap();
@@ -234,10 +174,7 @@ fn state_round_trip_resumes_bitwise() {
     let err = sgd.load(gpu, &dir.join("lamb.safetensors")).unwrap_err();
     assert!(matches!(err, StateError::Mismatch { .. }), "{err}");
     let err = sgd.load(gpu, &dir.join("missing.safetensors")).unwrap_err();
-    assert!(
-        matches!(err, StateError::Io { .. }) && err.to_string().contains("missing.safetensors"),
-        "{err}"
-    );
+    assert!(matches!(err, StateError::Io { .. }) && err.to_string().contains("missing.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -257,11 +194,7 @@ fn fused_updates_match_pytorch_golden_values() {
     let text = include_str!("fixtures/optim_golden.json");
     let golden: serde_json::Value = serde_json::from_str(text).unwrap();
     let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
     };
     let cases = golden["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 6);
@@ -269,12 +202,7 @@ fn fused_updates_match_pytorch_golden_values() {
         let cfg: OptimConfig = serde_json::from_value(case["config"].clone()).unwrap();
         let tensors = case["tensors"].as_array().unwrap();
         let table = ParamTable::new(tensors.iter().map(|t| {
-            let shape = t["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect();
+            let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
             (t["name"].as_str().unwrap().to_string(), shape)
         }));
         let init: Vec<Vec<f32>> = tensors.iter().map(|t| floats(&t["init"])).collect();
@@ -292,10 +220,7 @@ fn fused_updates_match_pytorch_golden_values() {
             let tag = format!("{:?} clip={} step {}", cfg.kind, cfg.grad_clip, i + 1);
             let norm = opt.grad_norm(gpu).unwrap().unwrap() as f64;
             let want = step["grad_norm"].as_f64().unwrap();
-            assert!(
-                ((norm - want) / want).abs() < 1e-5,
-                "{tag}: grad norm {norm} vs torch {want}"
-            );
+            assert!(((norm - want) / want).abs() < 1e-5, "{tag}: grad norm {norm} vs torch {want}");
             let got = table.unpack(&gpu.read::<f32>(&arena.params, 0, table.len as usize).unwrap());
             let want: Vec<Vec<f32>> = step["params"].as_array().unwrap().iter().map(floats).collect();
             for (j, t) in table.tensors.iter().enumerate() {
@@ -312,11 +237,7 @@ fn fused_updates_match_pytorch_golden_values() {
 fn optimizer_buffers_stay_out_of_the_pool_while_bound() {
     let Some(gpu) = gpu() else { return };
     let table = ParamTable::new([("w", vec![5, 7]), ("b", vec![7]), ("ln", vec![3])]);
-    let cfg = OptimConfig {
-        grad_clip: 1.0,
-        weight_decay: 0.01,
-        ..OptimConfig::lamb()
-    };
+    let cfg = OptimConfig { grad_clip: 1.0, weight_decay: 0.01, ..OptimConfig::lamb() };
     let mut rng = Rng::new(9);
     let mut params = random_tensors(&table, &mut rng);
     let grads = random_tensors(&table, &mut rng);
@@ -327,11 +248,7 @@ fn optimizer_buffers_stay_out_of_the_pool_while_bound() {
     // Take the small storage buffers the pool has free and fill them with NaN: had the
     // optimizer given any of its own back, this would overwrite it.
     let squatters: Vec<_> = (0..16)
-        .map(|_| {
-            gpu.pool
-                .storage_from(&gpu.queue, wgtrain::gpu::Category::Scratch, &[f32::NAN; 64])
-                .unwrap()
-        })
+        .map(|_| gpu.pool.storage_from(&gpu.queue, wgtrain::gpu::Category::Scratch, &[f32::NAN; 64]).unwrap())
         .collect();
     let mut rec = Recorder::new(gpu);
     opt.record_step(gpu, &mut rec, 1e-2, false);
@@ -375,10 +292,7 @@ fn grad_norm_requested_every_step_reads_the_latest() {
 fn padding_garbage_stays_out_of_the_norms() {
     let Some(gpu) = gpu() else { return };
     let table = ParamTable::new([("w", vec![3, 5]), ("b", vec![7])]); // 15 and 7: both end mid-vec4
-    let cfg = OptimConfig {
-        grad_clip: 1.0,
-        ..OptimConfig::lamb()
-    };
+    let cfg = OptimConfig { grad_clip: 1.0, ..OptimConfig::lamb() };
     let mut rng = Rng::new(12);
     let mut params = random_tensors(&table, &mut rng);
     let grads = random_tensors(&table, &mut rng);

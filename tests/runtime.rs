@@ -10,24 +10,15 @@ use crate::common::{gpu, require_adapter};
 
 #[test]
 fn unknown_backend_is_an_error() {
-    let choice = AdapterChoice {
-        backend: Some("glide".into()),
-        name: None,
-    };
+    let choice = AdapterChoice { backend: Some("glide".into()), name: None };
     assert!(matches!(Gpu::new(&choice), Err(GpuError::UnknownBackend(b)) if b == "glide"));
 }
 
 #[test]
 fn adapter_name_that_matches_nothing_is_an_error() {
-    let choice = AdapterChoice {
-        backend: None,
-        name: Some("no-such-gpu-xyz".into()),
-    };
+    let choice = AdapterChoice { backend: None, name: Some("no-such-gpu-xyz".into()) };
     let err = Gpu::new(&choice).err().expect("no adapter is called that");
-    assert!(
-        matches!(err, GpuError::NoMatchingAdapter { .. } | GpuError::NoAdapter),
-        "{err}"
-    );
+    assert!(matches!(err, GpuError::NoMatchingAdapter { .. } | GpuError::NoAdapter), "{err}");
 }
 
 #[test]
@@ -40,15 +31,9 @@ fn no_adapter_message_says_how_to_get_one() {
 fn device_uses_the_adapters_own_limits() {
     let Some(gpu) = gpu() else { return };
     let adapter = gpu.adapter.limits();
-    assert_eq!(
-        gpu.device.limits().max_storage_buffer_binding_size,
-        adapter.max_storage_buffer_binding_size
-    );
+    assert_eq!(gpu.device.limits().max_storage_buffer_binding_size, adapter.max_storage_buffer_binding_size);
     assert_eq!(gpu.device.limits().max_buffer_size, adapter.max_buffer_size);
-    assert_eq!(
-        gpu.device.limits().max_storage_buffers_per_shader_stage,
-        adapter.max_storage_buffers_per_shader_stage
-    );
+    assert_eq!(gpu.device.limits().max_storage_buffers_per_shader_stage, adapter.max_storage_buffers_per_shader_stage);
     if require_adapter() {
         // CI runs lavapipe, whose binding limit is past WebGPU's default of 128 MiB... or equal.
         assert!(gpu.max_binding() >= wgpu::Limits::default().max_storage_buffer_binding_size);
@@ -58,10 +43,7 @@ fn device_uses_the_adapters_own_limits() {
 #[test]
 fn invalid_shader_is_an_error_not_a_panic() {
     let Some(gpu) = gpu() else { return };
-    let err = gpu.compile_wgsl(
-        "broken.wgsl",
-        "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }",
-    );
+    let err = gpu.compile_wgsl("broken.wgsl", "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }");
     assert!(matches!(err, Err(GpuError::Shader { .. })), "{:?}", err.err());
     gpu.check().expect("the error was captured by its scope");
 }
@@ -111,10 +93,7 @@ fn buffer_past_the_adapters_limit_is_an_error() {
 fn read_past_the_end_is_an_error() {
     let Some(gpu) = gpu() else { return };
     let buf = gpu.pool.storage(Category::Scratch, 256).unwrap();
-    assert!(matches!(
-        gpu.read::<f32>(&buf, 60, 10),
-        Err(GpuError::OutOfBounds { .. })
-    ));
+    assert!(matches!(gpu.read::<f32>(&buf, 60, 10), Err(GpuError::OutOfBounds { .. })));
     gpu.write(&buf, 60, &[1.0f32, 2.0, 3.0, 4.0]);
     assert_eq!(gpu.read::<f32>(&buf, 60, 4).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
 }
@@ -142,10 +121,7 @@ fn profiler_times_each_kernel() {
     rec.run(&fwd);
     rec.submit().unwrap();
     let table = gpu.profiler.as_ref().unwrap().lock().unwrap().table();
-    assert!(
-        table.contains("matmul_forward") && table.contains("matmul_backward_input"),
-        "{table}"
-    );
+    assert!(table.contains("matmul_forward") && table.contains("matmul_backward_input"), "{table}");
     let calls = table.lines().find(|l| l.starts_with("matmul_forward")).unwrap();
     assert_eq!(calls.split_whitespace().nth(1), Some("2"), "{table}");
 }

@@ -16,11 +16,8 @@ fn train_writes_metrics_and_a_checkpoint_that_reloads() {
     let tokens: Vec<u32> = (0..4000).map(|i| ((i * 7) % 17) as u32).collect();
     data::write_tokens(&dir.join("train.bin"), &tokens).unwrap();
     data::write_tokens(&dir.join("val.bin"), &tokens[..1000]).unwrap();
-    std::fs::write(
-        dir.join("tiny.toml"),
-        "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
+        .unwrap();
     let out = dir.join("run");
     let args = TrainArgs {
         config: Some(dir.join("tiny.toml")),
@@ -53,11 +50,7 @@ fn train_writes_metrics_and_a_checkpoint_that_reloads() {
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let steps: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("loss").is_some()).collect();
-    let evals: Vec<f64> = lines
-        .iter()
-        .filter_map(|l| l.get("val_loss"))
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let evals: Vec<f64> = lines.iter().filter_map(|l| l.get("val_loss")).map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(steps.len(), 30);
     for (i, s) in steps.iter().enumerate() {
         assert_eq!(s["step"].as_u64(), Some(i as u64));
@@ -72,9 +65,7 @@ fn train_writes_metrics_and_a_checkpoint_that_reloads() {
     let config = GptConfig::load(&out.join("config.json")).unwrap();
     assert_eq!(config.vocab_size, 17);
     assert_eq!(
-        checkpoint::load_hf(&out.join("model.safetensors"), &config)
-            .unwrap()
-            .len(),
+        checkpoint::load_hf(&out.join("model.safetensors"), &config).unwrap().len(),
         config.parameter_specs().len()
     );
     assert!(out.join("optimizer.safetensors").exists());
@@ -87,11 +78,8 @@ fn train_rejects_bad_input_with_the_flag_named() {
     let dir = std::env::temp_dir().join(format!("wgtrain-train-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     data::write_tokens(&dir.join("big.bin"), &(0..300).collect::<Vec<u32>>()).unwrap();
-    std::fs::write(
-        dir.join("tiny.toml"),
-        "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
+        .unwrap();
     let base = TrainArgs {
         config: Some(dir.join("tiny.toml")),
         init: None,
@@ -121,30 +109,12 @@ fn train_rejects_bad_input_with_the_flag_named() {
     };
     let err = |a: TrainArgs| train(gpu, &a).unwrap_err().to_string();
     assert!(err(base.clone()).contains("token id 299"), "{}", err(base.clone()));
-    assert!(err(TrainArgs {
-        seq_len: 17,
-        ..base.clone()
-    })
-    .contains("--seq-len 17"));
-    assert!(err(TrainArgs {
-        batch_size: 0,
-        ..base.clone()
-    })
-    .contains("--batch-size"));
-    assert!(err(TrainArgs {
-        lr: 0.0,
-        ..base.clone()
-    })
-    .contains("--lr"));
-    std::fs::write(
-        dir.join("odd.toml"),
-        "n_layer = 1\nn_head = 3\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n",
-    )
-    .unwrap();
-    let e = err(TrainArgs {
-        config: Some(dir.join("odd.toml")),
-        ..base.clone()
-    });
+    assert!(err(TrainArgs { seq_len: 17, ..base.clone() }).contains("--seq-len 17"));
+    assert!(err(TrainArgs { batch_size: 0, ..base.clone() }).contains("--batch-size"));
+    assert!(err(TrainArgs { lr: 0.0, ..base.clone() }).contains("--lr"));
+    std::fs::write(dir.join("odd.toml"), "n_layer = 1\nn_head = 3\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
+        .unwrap();
+    let e = err(TrainArgs { config: Some(dir.join("odd.toml")), ..base.clone() });
     assert!(e.contains("odd.toml") && e.contains("not divisible by n_head"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }

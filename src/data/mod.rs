@@ -19,36 +19,23 @@ pub enum DataError {
 /// Reads an llm.c token file: a header of 256 int32 (magic 20240520, version 1, token count)
 /// then uint16 tokens, or magic 20240801, version 7 and uint32 tokens.
 pub fn read_tokens(path: &Path) -> Result<Vec<u32>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
-        path: path.into(),
-        why: e.to_string(),
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io { path: path.into(), why: e.to_string() })?;
     parse_tokens(&bytes).map_err(|why| DataError::Format { path: path.into(), why })
 }
 
 /// The body of `read_tokens`, on bytes.
 pub fn parse_tokens(bytes: &[u8]) -> Result<Vec<u32>, String> {
     if bytes.len() < 4 * HEADER_INTS {
-        return Err(format!(
-            "{} bytes is shorter than the 1024-byte header of a token file",
-            bytes.len()
-        ));
+        return Err(format!("{} bytes is shorter than the 1024-byte header of a token file", bytes.len()));
     }
     let header: Vec<i32> = bytemuck::pod_collect_to_vec(&bytes[..4 * HEADER_INTS]);
     let (width, version) = match header[0] {
         MAGIC_U16 => (2, 1),
         MAGIC_U32 => (4, 7),
-        m => {
-            return Err(format!(
-                "bad magic number {m}: expected {MAGIC_U16} (uint16 tokens) or {MAGIC_U32} (uint32)"
-            ))
-        }
+        m => return Err(format!("bad magic number {m}: expected {MAGIC_U16} (uint16 tokens) or {MAGIC_U32} (uint32)")),
     };
     if header[1] != version {
-        return Err(format!(
-            "magic {} needs version {version}, the header says {}",
-            header[0], header[1]
-        ));
+        return Err(format!("magic {} needs version {version}, the header says {}", header[0], header[1]));
     }
     let count = usize::try_from(header[2]).map_err(|_| format!("negative token count {}", header[2]))?;
     let body = &bytes[4 * HEADER_INTS..];
@@ -60,13 +47,9 @@ pub fn parse_tokens(bytes: &[u8]) -> Result<Vec<u32>, String> {
         ));
     }
     Ok(if width == 2 {
-        body.chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-            .collect()
+        body.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect()
     } else {
-        body.chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
+        body.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     })
 }
 
@@ -76,10 +59,8 @@ pub fn write_tokens(path: &Path, tokens: &[u32]) -> Result<(), DataError> {
     let mut header = [0i32; HEADER_INTS];
     header[0] = if wide { MAGIC_U32 } else { MAGIC_U16 };
     header[1] = if wide { 7 } else { 1 };
-    header[2] = i32::try_from(tokens.len()).map_err(|_| DataError::Format {
-        path: path.into(),
-        why: "more tokens than an int32 header counts".into(),
-    })?;
+    header[2] = i32::try_from(tokens.len())
+        .map_err(|_| DataError::Format { path: path.into(), why: "more tokens than an int32 header counts".into() })?;
     let mut bytes: Vec<u8> = bytemuck::cast_slice(&header).to_vec();
     for &t in tokens {
         if wide {
@@ -88,10 +69,7 @@ pub fn write_tokens(path: &Path, tokens: &[u32]) -> Result<(), DataError> {
             bytes.extend((t as u16).to_le_bytes());
         }
     }
-    std::fs::write(path, bytes).map_err(|e| DataError::Io {
-        path: path.into(),
-        why: e.to_string(),
-    })
+    std::fs::write(path, bytes).map_err(|e| DataError::Io { path: path.into(), why: e.to_string() })
 }
 
 /// The bundled corpus (data/shakespeare) as byte-level tokens: (train, val), val being the
@@ -110,10 +88,7 @@ pub fn bundled_corpus() -> Result<(Vec<u32>, Vec<u32>), DataError> {
     }
     let mut bytes = Vec::new();
     for f in &files {
-        bytes.extend(std::fs::read(f).map_err(|e| DataError::Io {
-            path: f.clone(),
-            why: e.to_string(),
-        })?);
+        bytes.extend(std::fs::read(f).map_err(|e| DataError::Io { path: f.clone(), why: e.to_string() })?);
         bytes.extend(b"\n\n");
     }
     let tokens: Vec<u32> = bytes.iter().map(|&b| b as u32).collect();
@@ -150,22 +125,9 @@ pub struct Loader {
 impl Loader {
     pub fn new(tokens: Vec<u32>, b: usize, t: usize, shuffle: bool, seed: u64) -> Result<Self, String> {
         if tokens.len() < b * t + 1 {
-            return Err(format!(
-                "{} tokens are fewer than one batch needs ({} × {} + 1)",
-                tokens.len(),
-                b,
-                t
-            ));
+            return Err(format!("{} tokens are fewer than one batch needs ({} × {} + 1)", tokens.len(), b, t));
         }
-        let mut l = Self {
-            tokens,
-            b,
-            t,
-            shuffle,
-            pos: 0,
-            order: Vec::new(),
-            rng: seed,
-        };
+        let mut l = Self { tokens, b, t, shuffle, pos: 0, order: Vec::new(), rng: seed };
         l.new_epoch();
         Ok(l)
     }

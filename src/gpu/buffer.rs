@@ -79,21 +79,9 @@ struct Owned {
 
 impl Pool {
     pub fn new(device: wgpu::Device, limits: &wgpu::Limits) -> Self {
-        let state = PoolState {
-            free: HashMap::new(),
-            live: HashMap::new(),
-            free_bytes: 0,
-            peak: 0,
-            reused: 0,
-            created: 0,
-        };
-        Self {
-            shared: Arc::new(PoolShared {
-                device,
-                max_buffer: limits.max_buffer_size,
-                state: Mutex::new(state),
-            }),
-        }
+        let state =
+            PoolState { free: HashMap::new(), live: HashMap::new(), free_bytes: 0, peak: 0, reused: 0, created: 0 };
+        Self { shared: Arc::new(PoolShared { device, max_buffer: limits.max_buffer_size, state: Mutex::new(state) }) }
     }
 
     /// A storage buffer of at least `bytes` bytes, contents unspecified.
@@ -126,10 +114,7 @@ impl Pool {
     fn get(&self, category: Category, bytes: u64, usage: wgpu::BufferUsages) -> Result<GpuBuffer, GpuError> {
         let size = bytes.max(1).next_multiple_of(GRANULE);
         if size > self.shared.max_buffer {
-            return Err(GpuError::BufferTooLarge {
-                requested: size,
-                max: self.shared.max_buffer,
-            });
+            return Err(GpuError::BufferTooLarge { requested: size, max: self.shared.max_buffer });
         }
         let mut st = self.shared.state.lock().unwrap();
         let buf = match st.free.get_mut(&(size, usage)).and_then(Vec::pop) {
@@ -149,13 +134,7 @@ impl Pool {
         *st.live.entry(category).or_default() += size;
         let total: u64 = st.live.values().sum();
         st.peak = st.peak.max(total);
-        Ok(GpuBuffer {
-            owned: Arc::new(Owned {
-                buf: Some(buf),
-                category,
-                pool: self.shared.clone(),
-            }),
-        })
+        Ok(GpuBuffer { owned: Arc::new(Owned { buf: Some(buf), category, pool: self.shared.clone() }) })
     }
 
     fn create(&self, category: Category, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer, GpuError> {
@@ -169,11 +148,7 @@ impl Pool {
         });
         if pollster::block_on(scope.pop()).is_some() {
             let live = self.stats().live_total();
-            return Err(GpuError::OutOfMemory {
-                requested: size,
-                category,
-                live,
-            });
+            return Err(GpuError::OutOfMemory { requested: size, category, live });
         }
         Ok(buf)
     }
@@ -189,13 +164,7 @@ impl Pool {
         let st = self.shared.state.lock().unwrap();
         let mut live: Vec<_> = st.live.iter().map(|(c, b)| (*c, *b)).collect();
         live.sort();
-        PoolStats {
-            live,
-            free: st.free_bytes,
-            peak: st.peak,
-            reused: st.reused,
-            created: st.created,
-        }
+        PoolStats { live, free: st.free_bytes, peak: st.peak, reused: st.reused, created: st.created }
     }
 }
 

@@ -16,10 +16,7 @@ impl AdapterChoice {
     /// Reads WGTRAIN_BACKEND and WGTRAIN_ADAPTER.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Self {
-            backend: var("WGTRAIN_BACKEND"),
-            name: var("WGTRAIN_ADAPTER"),
-        }
+        Self { backend: var("WGTRAIN_BACKEND"), name: var("WGTRAIN_ADAPTER") }
     }
 
     fn backends(&self) -> Result<wgpu::Backends, GpuError> {
@@ -65,10 +62,7 @@ pub fn select_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter, GpuError>
         let seen: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
         adapters.retain(|a| a.get_info().name.to_lowercase().contains(&needle));
         if adapters.is_empty() {
-            return Err(GpuError::NoMatchingAdapter {
-                wanted: name.clone(),
-                seen,
-            });
+            return Err(GpuError::NoMatchingAdapter { wanted: name.clone(), seen });
         }
     }
     adapters.sort_by_key(|a| rank(&a.get_info()));

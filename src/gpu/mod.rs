@@ -38,21 +38,13 @@ pub enum GpuError {
     #[error("a buffer of {requested} bytes exceeds the adapter's max buffer size of {max} bytes")]
     BufferTooLarge { requested: u64, max: u64 },
     #[error("the GPU is out of memory allocating {requested} bytes for {category:?} ({live} bytes live)")]
-    OutOfMemory {
-        requested: u64,
-        category: Category,
-        live: u64,
-    },
+    OutOfMemory { requested: u64, category: Category, live: u64 },
     #[error("a dispatch of {groups} workgroups exceeds the adapter's limit of {max} per dimension")]
     TooManyWorkgroups { groups: u64, max: u32 },
     #[error("a binding at byte {offset} is not on the adapter's {align}-byte offset alignment")]
     Misaligned { offset: u64, align: u64 },
     #[error("{what}: {elements} elements exceed the {capacity} in the buffer")]
-    OutOfBounds {
-        what: &'static str,
-        elements: u64,
-        capacity: u64,
-    },
+    OutOfBounds { what: &'static str, elements: u64, capacity: u64 },
     #[error("{0}")]
     Unsupported(String),
     #[error("the GPU reported an error: {0}")]
@@ -161,8 +153,7 @@ impl Gpu {
     /// Copies `data` into `buf` starting at element `offset`.
     pub fn write<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: u64, data: &[T]) {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        self.queue
-            .write_buffer(buf, offset * std::mem::size_of::<T>() as u64, bytes);
+        self.queue.write_buffer(buf, offset * std::mem::size_of::<T>() as u64, bytes);
     }
 
     /// Reads `len` elements of `buf` from element `offset`, waiting for queued work first.
@@ -199,13 +190,9 @@ impl Gpu {
             let _ = tx.send(r);
         });
         self.wait()?;
-        rx.recv()
-            .map_err(|e| GpuError::Device(e.to_string()))?
-            .map_err(|e| GpuError::Device(e.to_string()))?;
+        rx.recv().map_err(|e| GpuError::Device(e.to_string()))?.map_err(|e| GpuError::Device(e.to_string()))?;
         let out = {
-            let view = staging
-                .get_mapped_range(0..size)
-                .map_err(|e| GpuError::Device(e.to_string()))?;
+            let view = staging.get_mapped_range(0..size).map_err(|e| GpuError::Device(e.to_string()))?;
             bytemuck::pod_collect_to_vec(&view[..bytes as usize])
         };
         staging.unmap();
@@ -214,17 +201,12 @@ impl Gpu {
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<(), GpuError> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Device(e.to_string()))?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(e.to_string()))?;
         self.check()
     }
 
     /// A short description of the adapter for logs.
     pub fn name(&self) -> String {
-        format!(
-            "{} ({:?}, {:?})",
-            self.info.name, self.info.backend, self.info.device_type
-        )
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
     }
 }

@@ -126,11 +126,7 @@ impl Gpu {
                 message: e.to_string(),
             });
         }
-        let p = Arc::new(Pipeline {
-            pipeline,
-            layout,
-            kernel,
-        });
+        let p = Arc::new(Pipeline { pipeline, layout, kernel });
         // Another thread may have built the same pipeline meanwhile: keep the first, so every
         // caller shares one.
         Ok(self.pipelines.pipelines.lock().unwrap().entry(key).or_insert(p).clone())
@@ -153,10 +149,7 @@ impl Gpu {
             source: wgpu::ShaderSource::Wgsl(source.into()),
         });
         match pollster::block_on(scope.pop()) {
-            Some(e) => Err(GpuError::Shader {
-                name: name.to_string(),
-                message: e.to_string(),
-            }),
+            Some(e) => Err(GpuError::Shader { name: name.to_string(), message: e.to_string() }),
             None => Ok(module),
         }
     }
@@ -184,10 +177,8 @@ impl Gpu {
                         count: None,
                     })
                     .collect();
-                self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: None,
-                    entries: &entries,
-                })
+                self.device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries })
             })
             .clone()
     }

@@ -34,14 +34,8 @@ impl Profiler {
         };
         Self {
             queries,
-            resolve: buffer(
-                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                "timestamps",
-            ),
-            readback: buffer(
-                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                "timestamps readback",
-            ),
+            resolve: buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, "timestamps"),
+            readback: buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, "timestamps readback"),
             capacity,
             period_ns: queue.get_timestamp_period() as f64,
             totals: BTreeMap::new(),
@@ -86,10 +80,7 @@ impl Profiler {
         let mut rows: Vec<_> = self.totals.iter().collect();
         rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
         let all: f64 = rows.iter().map(|r| r.1 .1).sum();
-        let mut s = format!(
-            "{:<28} {:>8} {:>12} {:>12} {:>7}\n",
-            "kernel", "calls", "total ms", "mean ms", "share"
-        );
+        let mut s = format!("{:<28} {:>8} {:>12} {:>12} {:>7}\n", "kernel", "calls", "total ms", "mean ms", "share");
         for (label, (calls, ns)) in rows {
             s += &format!(
                 "{:<28} {:>8} {:>12.3} {:>12.4} {:>6.1}%\n",
@@ -101,10 +92,7 @@ impl Profiler {
             );
         }
         if self.untimed > 0 {
-            s += &format!(
-                "({} dispatches past {} per submit went untimed)\n",
-                self.untimed, self.capacity
-            );
+            s += &format!("({} dispatches past {} per submit went untimed)\n", self.untimed, self.capacity);
         }
         s
     }

@@ -27,13 +27,7 @@ impl Readback {
                 mapped_at_creation: false,
             })
         });
-        Self {
-            slots,
-            bytes,
-            next: 0,
-            recorded: None,
-            pending: None,
-        }
+        Self { slots, bytes, next: 0, recorded: None, pending: None }
     }
 
     /// Records copying `src[offset..offset + bytes]` into the next slot.

@@ -36,16 +36,9 @@ pub struct Recorder<'g> {
 
 impl<'g> Recorder<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
-        let encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        let encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         let profiler = gpu.profiler.as_ref().map(|p| p.lock().unwrap());
-        Self {
-            gpu,
-            encoder,
-            profiler,
-            timed: Vec::new(),
-        }
+        Self { gpu, encoder, profiler, timed: Vec::new() }
     }
 
     /// Records one dispatch in a compute pass of its own, timed when profiling.
@@ -64,10 +57,8 @@ impl<'g> Recorder<'g> {
                 p.untimed += 1;
             }
         }
-        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(d.label),
-            timestamp_writes,
-        });
+        let mut pass =
+            self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(d.label), timestamp_writes });
         pass.set_pipeline(&d.pipeline.pipeline);
         pass.set_bind_group(0, &d.bind_group, &[]);
         let [x, y, z] = d.groups;
@@ -88,8 +79,7 @@ impl<'g> Recorder<'g> {
 
     /// Copies `bytes` bytes between buffers (offsets and size multiples of 4).
     pub fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
-        self.encoder
-            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
+        self.encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
 
     /// Submits everything recorded. With --profile, waits and adds the kernel times.

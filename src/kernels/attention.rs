@@ -33,11 +33,7 @@ const SLOTS: &[Slot] = &[
 ];
 
 fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        shader: Shader::Attention,
-        entry,
-        slots: SLOTS,
-    }
+    Kernel { shader: Shader::Attention, entry, slots: SLOTS }
 }
 
 fn params(b: u32, t: u32, c: u32, nh: u32) -> Result<AttentionParams, GpuError> {
@@ -47,15 +43,7 @@ fn params(b: u32, t: u32, c: u32, nh: u32) -> Result<AttentionParams, GpuError> 
         )));
     }
     let hs = c / nh;
-    Ok(AttentionParams {
-        b,
-        t,
-        c,
-        nh,
-        hs,
-        scale: 1.0 / (hs as f32).sqrt(),
-        _pad: [0; 2],
-    })
+    Ok(AttentionParams { b, t, c, nh, hs, scale: 1.0 / (hs as f32).sqrt(), _pad: [0; 2] })
 }
 
 /// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C).
@@ -73,22 +61,8 @@ pub fn forward(
     let p = params(b, t, c, nh)?;
     let (btc, bht) = (b as u64 * t as u64 * c as u64, b as u64 * nh as u64 * t as u64);
     let d = || gpu.dummy.as_entire_buffer_binding();
-    let bindings = [
-        out.binding(gpu, btc)?,
-        lse.binding(gpu, bht)?,
-        qkv.binding(gpu, 3 * btc)?,
-        d(),
-        d(),
-        d(),
-        d(),
-    ];
-    dispatch(
-        gpu,
-        kernel("attention_forward"),
-        &bindings,
-        &p,
-        [t.div_ceil(BLK), b * nh, 1],
-    )
+    let bindings = [out.binding(gpu, btc)?, lse.binding(gpu, bht)?, qkv.binding(gpu, 3 * btc)?, d(), d(), d(), d()];
+    dispatch(gpu, kernel("attention_forward"), &bindings, &p, [t.div_ceil(BLK), b * nh, 1])
 }
 
 /// dqkv (B, T, 3C) = the gradient through attention (written, not accumulated); `d` is a
@@ -111,15 +85,8 @@ pub fn backward(
     let (btc, bht) = (b as u64 * t as u64 * c as u64, b as u64 * nh as u64 * t as u64);
     let dummy = || gpu.dummy.as_entire_buffer_binding();
     let dummy_rw = || gpu.dummy_rw.as_entire_buffer_binding();
-    let d_pass = [
-        d.binding(gpu, bht)?,
-        dummy_rw(),
-        dummy(),
-        dout.binding(gpu, btc)?,
-        out.binding(gpu, btc)?,
-        dummy(),
-        dummy(),
-    ];
+    let d_pass =
+        [d.binding(gpu, bht)?, dummy_rw(), dummy(), dout.binding(gpu, btc)?, out.binding(gpu, btc)?, dummy(), dummy()];
     let grads = [
         dqkv.binding(gpu, 3 * btc)?,
         dummy_rw(),
@@ -131,13 +98,7 @@ pub fn backward(
     ];
     let blocks = [t.div_ceil(BLK), b * nh, 1];
     Ok(vec![
-        dispatch(
-            gpu,
-            kernel("attention_backward_d"),
-            &d_pass,
-            &p,
-            grid(gpu, (bht as u32).div_ceil(256)),
-        )?,
+        dispatch(gpu, kernel("attention_backward_d"), &d_pass, &p, grid(gpu, (bht as u32).div_ceil(256)))?,
         dispatch(gpu, kernel("attention_backward_kv"), &grads, &p, blocks)?,
         dispatch(gpu, kernel("attention_backward_q"), &grads, &p, blocks)?,
     ])
@@ -158,9 +119,7 @@ pub fn decode(
     nh: u32,
 ) -> Result<Dispatch, GpuError> {
     if max_t > 4096 {
-        return Err(GpuError::Unsupported(format!(
-            "decoding holds at most 4096 positions, not {max_t}"
-        )));
+        return Err(GpuError::Unsupported(format!("decoding holds at most 4096 positions, not {max_t}")));
     }
     let p = params(1, 1, c, nh)?;
     let d = || gpu.dummy.as_entire_buffer_binding();
@@ -179,10 +138,7 @@ pub fn decode(
 
 /// Sets how many cached positions a `decode` dispatch attends over.
 pub fn set_decode_len(gpu: &Gpu, d: &Dispatch, t: u32, c: u32, nh: u32) -> Result<(), GpuError> {
-    let p = AttentionParams {
-        t,
-        ..params(1, 1, c, nh)?
-    };
+    let p = AttentionParams { t, ..params(1, 1, c, nh)? };
     d.write_uniform(gpu, &p);
     Ok(())
 }

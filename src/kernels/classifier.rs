@@ -36,18 +36,7 @@ pub fn forward_backward(
         losses.binding(gpu, n as u64)?,
         View::from(targets).binding(gpu, n as u64)?,
     ];
-    let p = ClassifierParams {
-        n,
-        v,
-        vp,
-        grad: dloss.is_some() as u32,
-        dloss: dloss.unwrap_or(0.0),
-        _pad: [0; 3],
-    };
-    let kernel = Kernel {
-        shader: Shader::Classifier,
-        entry: "classifier_forward_backward",
-        slots: SLOTS,
-    };
+    let p = ClassifierParams { n, v, vp, grad: dloss.is_some() as u32, dloss: dloss.unwrap_or(0.0), _pad: [0; 3] };
+    let kernel = Kernel { shader: Shader::Classifier, entry: "classifier_forward_backward", slots: SLOTS };
     dispatch(gpu, kernel, &b, &p, grid(gpu, n))
 }

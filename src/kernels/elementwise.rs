@@ -30,20 +30,12 @@ pub struct Span<'a> {
 impl<'a> Span<'a> {
     pub fn whole(buf: &'a GpuBuffer) -> Self {
         let buf: &'a wgpu::Buffer = buf;
-        Self {
-            buf,
-            offset: 0,
-            len: buf.size() / 4,
-        }
+        Self { buf, offset: 0, len: buf.size() / 4 }
     }
 
     fn binding(self) -> wgpu::BufferBinding<'a> {
         let bytes = 4 * self.len.next_multiple_of(4);
-        wgpu::BufferBinding {
-            buffer: self.buf,
-            offset: 4 * self.offset,
-            size: wgpu::BufferSize::new(bytes),
-        }
+        wgpu::BufferBinding { buffer: self.buf, offset: 4 * self.offset, size: wgpu::BufferSize::new(bytes) }
     }
 }
 
@@ -63,25 +55,12 @@ pub fn op<'a>(
     let groups = n.div_ceil(PER_GROUP).max(1);
     let gx = groups.min(max);
     let params = ElementwiseParams { n, grid_x: gx, s0, s1 };
-    let pipeline = gpu.pipeline(
-        Kernel {
-            shader: Shader::Elementwise,
-            entry,
-            slots: SLOTS,
-        },
-        &[],
-    )?;
+    let pipeline = gpu.pipeline(Kernel { shader: Shader::Elementwise, entry, slots: SLOTS }, &[])?;
     let uniform = gpu.pool.uniform(&gpu.queue, &params)?;
     let input = |x: Option<Span<'a>>| x.map_or(gpu.dummy.as_entire_buffer_binding(), Span::binding);
     let bindings = [y.binding(), input(x1), input(x2), uniform.as_entire_buffer_binding()];
     let bind_group = gpu.bind_group(&pipeline, &bindings);
-    Ok(Dispatch {
-        pipeline,
-        bind_group,
-        groups: [gx, groups.div_ceil(gx), 1],
-        label: entry,
-        _uniform: Some(uniform),
-    })
+    Ok(Dispatch { pipeline, bind_group, groups: [gx, groups.div_ceil(gx), 1], label: entry, _uniform: Some(uniform) })
 }
 
 /// dst = src over `len` f32 elements.
@@ -120,31 +99,15 @@ pub fn adamw_unfused(
     let bc2_sqrt = (1.0 - (beta2 as f64).powi(t)).sqrt();
     let mut ops = Vec::new();
     for tensor in &table.tensors {
-        let span = |buf| Span {
-            buf,
-            offset: tensor.offset,
-            len: tensor.numel(),
-        };
+        let span = |buf| Span { buf, offset: tensor.offset, len: tensor.numel() };
         let (p, g, mm, vv) = (span(params), span(grads), span(m), span(v));
-        let d = Span {
-            buf: &denom,
-            offset: 0,
-            len: tensor.numel(),
-        };
+        let d = Span { buf: &denom, offset: 0, len: tensor.numel() };
         let wd = if tensor.decay { weight_decay } else { 0.0 };
         ops.push(op(gpu, "scale", p, None, None, 1.0 - lr * wd, 0.0)?);
         ops.push(op(gpu, "lerp", mm, Some(g), None, 1.0 - beta1, 0.0)?);
         ops.push(op(gpu, "mul_addcmul", vv, Some(g), None, beta2, 1.0 - beta2)?);
         ops.push(op(gpu, "sqrt_div_add", d, Some(vv), None, bc2_sqrt as f32, eps)?);
-        ops.push(op(
-            gpu,
-            "addcdiv",
-            p,
-            Some(mm),
-            Some(d),
-            -(lr as f64 / bc1) as f32,
-            0.0,
-        )?);
+        ops.push(op(gpu, "addcdiv", p, Some(mm), Some(d), -(lr as f64 / bc1) as f32, 0.0)?);
     }
     Ok((ops, denom))
 }

@@ -17,22 +17,11 @@ pub struct EncoderParams {
     pub _pad: [u32; 3],
 }
 
-const SLOTS: &[Slot] = &[
-    Slot::Storage,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::Uniform,
-];
+const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
 const WG: u32 = 256;
 
 fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        shader: Shader::Encoder,
-        entry,
-        slots: SLOTS,
-    }
+    Kernel { shader: Shader::Encoder, entry, slots: SLOTS }
 }
 
 /// A batch's positions grouped by token, for the wte gradient: (token, first, count) per
@@ -54,10 +43,7 @@ impl Buckets {
                 _ => buckets.push([tok, k as u32, 1, 0]),
             }
         }
-        Self {
-            buckets,
-            positions: order,
-        }
+        Self { buckets, positions: order }
     }
 }
 
@@ -76,12 +62,7 @@ pub struct TokenBuffers {
 impl TokenBuffers {
     pub fn new(gpu: &Gpu, n: usize) -> Result<Self, GpuError> {
         let alloc = |bytes| gpu.pool.storage(Category::Activations, bytes);
-        Ok(Self {
-            tokens: alloc(4 * n as u64)?,
-            positions: alloc(4 * n as u64)?,
-            buckets: alloc(16 * n as u64)?,
-            n,
-        })
+        Ok(Self { tokens: alloc(4 * n as u64)?, positions: alloc(4 * n as u64)?, buckets: alloc(16 * n as u64)?, n })
     }
 
     /// Uploads a batch of exactly N tokens.
@@ -110,11 +91,7 @@ pub fn forward(
     c: u32,
     wpe_rows: u32,
 ) -> Result<Dispatch, GpuError> {
-    let (nc, vc, tc) = (
-        n as u64 * c as u64,
-        v as u64 * c as u64,
-        wpe_rows.max(t) as u64 * c as u64,
-    );
+    let (nc, vc, tc) = (n as u64 * c as u64, v as u64 * c as u64, wpe_rows.max(t) as u64 * c as u64);
     let b = [
         out.binding(gpu, nc)?,
         View::from(tokens).binding(gpu, n as u64)?,
@@ -122,21 +99,8 @@ pub fn forward(
         wte.binding(gpu, vc)?,
         wpe.binding(gpu, tc)?,
     ];
-    let p = EncoderParams {
-        n,
-        t,
-        c,
-        buckets: 0,
-        pos0: 0,
-        _pad: [0; 3],
-    };
-    dispatch(
-        gpu,
-        kernel("encoder_forward"),
-        &b,
-        &p,
-        grid(gpu, (nc as u32).div_ceil(WG)),
-    )
+    let p = EncoderParams { n, t, c, buckets: 0, pos0: 0, _pad: [0; 3] };
+    dispatch(gpu, kernel("encoder_forward"), &b, &p, grid(gpu, (nc as u32).div_ceil(WG)))
 }
 
 /// dwte (V, C) += dout gathered by token; dwpe (T, C) += Σ_b dout. Built once; each step's
@@ -155,14 +119,7 @@ pub fn backward(
     c: u32,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (nc, vc, tc) = (n as u64 * c as u64, v as u64 * c as u64, t as u64 * c as u64);
-    let p = EncoderParams {
-        n,
-        t,
-        c,
-        buckets: n,
-        pos0: 0,
-        _pad: [0; 3],
-    };
+    let p = EncoderParams { n, t, c, buckets: n, pos0: 0, _pad: [0; 3] };
     let dummy = || gpu.dummy.as_entire_buffer_binding();
     let wte_b = [
         dwte.binding(gpu, vc)?,
@@ -171,21 +128,9 @@ pub fn backward(
         dout.binding(gpu, nc)?,
         dummy(),
     ];
-    let wpe_b = [
-        dwpe.binding(gpu, tc)?,
-        dummy(),
-        dummy(),
-        dout.binding(gpu, nc)?,
-        dummy(),
-    ];
+    let wpe_b = [dwpe.binding(gpu, tc)?, dummy(), dummy(), dout.binding(gpu, nc)?, dummy()];
     Ok(vec![
         dispatch(gpu, kernel("encoder_backward_wte"), &wte_b, &p, grid(gpu, n))?,
-        dispatch(
-            gpu,
-            kernel("encoder_backward_wpe"),
-            &wpe_b,
-            &p,
-            grid(gpu, (tc as u32).div_ceil(WG)),
-        )?,
+        dispatch(gpu, kernel("encoder_backward_wpe"), &wpe_b, &p, grid(gpu, (tc as u32).div_ceil(WG)))?,
     ])
 }

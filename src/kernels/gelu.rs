@@ -16,41 +16,17 @@ const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::Un
 const PER_GROUP: u32 = 4096;
 
 fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        shader: Shader::Gelu,
-        entry,
-        slots: SLOTS,
-    }
+    Kernel { shader: Shader::Gelu, entry, slots: SLOTS }
 }
 
 /// out (N) = gelu(inp).
 pub fn forward(gpu: &Gpu, out: View, inp: View, n: u32) -> Result<Dispatch, GpuError> {
-    let b = [
-        out.binding(gpu, n as u64)?,
-        inp.binding(gpu, n as u64)?,
-        gpu.dummy.as_entire_buffer_binding(),
-    ];
-    dispatch(
-        gpu,
-        kernel("gelu_forward"),
-        &b,
-        &GeluParams { n, _pad: [0; 3] },
-        grid(gpu, n.div_ceil(PER_GROUP)),
-    )
+    let b = [out.binding(gpu, n as u64)?, inp.binding(gpu, n as u64)?, gpu.dummy.as_entire_buffer_binding()];
+    dispatch(gpu, kernel("gelu_forward"), &b, &GeluParams { n, _pad: [0; 3] }, grid(gpu, n.div_ceil(PER_GROUP)))
 }
 
 /// dinp (N) += gelu'(inp) · dout.
 pub fn backward(gpu: &Gpu, dinp: View, inp: View, dout: View, n: u32) -> Result<Dispatch, GpuError> {
-    let b = [
-        dinp.binding(gpu, n as u64)?,
-        inp.binding(gpu, n as u64)?,
-        dout.binding(gpu, n as u64)?,
-    ];
-    dispatch(
-        gpu,
-        kernel("gelu_backward"),
-        &b,
-        &GeluParams { n, _pad: [0; 3] },
-        grid(gpu, n.div_ceil(PER_GROUP)),
-    )
+    let b = [dinp.binding(gpu, n as u64)?, inp.binding(gpu, n as u64)?, dout.binding(gpu, n as u64)?];
+    dispatch(gpu, kernel("gelu_backward"), &b, &GeluParams { n, _pad: [0; 3] }, grid(gpu, n.div_ceil(PER_GROUP)))
 }

@@ -25,11 +25,7 @@ const SLOTS: &[Slot] = &[
 ];
 
 const fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        shader: Shader::Layernorm,
-        entry,
-        slots: SLOTS,
-    }
+    Kernel { shader: Shader::Layernorm, entry, slots: SLOTS }
 }
 
 /// out (N, C) = layernorm(inp) · weight + bias; stats (N, 2) = (mean, rstd) per row.
@@ -97,13 +93,7 @@ pub fn backward(
     ];
     Ok(vec![
         dispatch(gpu, kernel("layernorm_backward"), &rows, &p, grid(gpu, n))?,
-        dispatch(
-            gpu,
-            kernel("layernorm_backward_params"),
-            &params,
-            &p,
-            [c.div_ceil(32), 1, 1],
-        )?,
+        dispatch(gpu, kernel("layernorm_backward_params"), &params, &p, [c.div_ceil(32), 1, 1])?,
     ])
 }
 

@@ -48,13 +48,7 @@ pub struct Dims {
 impl Dims {
     /// A linear layer over `m` rows: one shared weight.
     pub fn linear(m: u32, n: u32, k: u32) -> Self {
-        Self {
-            batch: 1,
-            m,
-            n,
-            k,
-            shared_weight: true,
-        }
+        Self { batch: 1, m, n, k, shared_weight: true }
     }
 
     /// Multiply-adds of one product, times two.
@@ -63,19 +57,9 @@ impl Dims {
     }
 }
 
-const SLOTS: &[Slot] = &[
-    Slot::Storage,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::Uniform,
-];
+const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
 const fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        shader: M,
-        entry,
-        slots: SLOTS,
-    }
+    Kernel { shader: M, entry, slots: SLOTS }
 }
 const FORWARD: Kernel = kernel("matmul_forward");
 const BACKWARD_INPUT: Kernel = kernel("matmul_backward_input");
@@ -124,11 +108,7 @@ pub struct Matmul<'g> {
 
 impl<'g> Matmul<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
-        Self {
-            gpu,
-            workgroup: (8, 8),
-            binding_limit: gpu.max_binding(),
-        }
+        Self { gpu, workgroup: (8, 8), binding_limit: gpu.max_binding() }
     }
 
     /// out (Z, M, N) = inp (Z, M, K) · W (N, K)ᵀ + bias (N).
@@ -191,18 +171,9 @@ impl<'g> Matmul<'g> {
 
     /// dbias (N) += column sums of dout (Z·M, N).
     pub fn backward_bias(&self, dbias: View, dout: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
-        let d = Dims {
-            batch: 1,
-            m: d.batch * d.m,
-            k: 1,
-            shared_weight: true,
-            ..d
-        };
+        let d = Dims { batch: 1, m: d.batch * d.m, k: 1, shared_weight: true, ..d };
         let n = d.n as u64;
-        let ops = [
-            operand(dbias, Axis::K, Axis::N, 0, 0),
-            operand(dout, Axis::M, Axis::N, n, 0),
-        ];
+        let ops = [operand(dbias, Axis::K, Axis::N, 0, 0), operand(dout, Axis::M, Axis::N, n, 0)];
         self.build(BACKWARD_BIAS, d, &ops, None, true, None)
     }
 
@@ -241,10 +212,7 @@ impl<'g> Matmul<'g> {
         accumulate: bool,
         reduce_split: Option<Axis>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        for op in ops
-            .iter()
-            .chain(bias.map(|b| operand(b, Axis::K, Axis::N, 0, 0)).iter())
-        {
+        for op in ops.iter().chain(bias.map(|b| operand(b, Axis::K, Axis::N, 0, 0)).iter()) {
             check_bounds(op, d)?;
         }
         if d.batch == 0 || d.m == 0 || d.n == 0 || d.k == 0 {
@@ -267,11 +235,7 @@ impl<'g> Matmul<'g> {
         let max_groups = self.gpu.limits.max_compute_workgroups_per_dimension as u64;
         let (rows_per_group, cols_per_group) = self.group_extent(kernel);
         let grid_y_axis = if kernel == BACKWARD_WEIGHT { Axis::N } else { Axis::M };
-        let whole = Chunk {
-            z: (0, z),
-            m: (0, m),
-            n: (0, n),
-        };
+        let whole = Chunk { z: (0, z), m: (0, m), n: (0, n) };
         let fits = |c: &Chunk| ops.iter().all(|op| span(op, c, d) <= limit);
         let grid_ok = |c: &Chunk| {
             let along = |ax: Axis| if ax == Axis::M { c.m.1 - c.m.0 } else { c.n.1 - c.n.0 };
@@ -386,21 +350,13 @@ impl<'g> Matmul<'g> {
             batch_b: stride(2),
             _pad: 0,
         };
-        let aligned = [params.off_a, params.off_b, params.ld_a, params.ld_b]
-            .iter()
-            .all(|x| x % 4 == 0);
+        let aligned = [params.off_a, params.off_b, params.ld_a, params.ld_b].iter().all(|x| x % 4 == 0);
         let pipeline = self.pipeline(kernel, aligned)?;
         let groups = self.grid(kernel, &params, (c.z.1 - c.z.0) as u32);
         let uniform = self.gpu.pool.uniform(&self.gpu.queue, &params)?;
         bindings.push(uniform.as_entire_buffer_binding());
         let bind_group = self.gpu.bind_group(&pipeline, &bindings);
-        Ok(Dispatch {
-            pipeline,
-            bind_group,
-            groups,
-            label: kernel.entry,
-            _uniform: Some(uniform),
-        })
+        Ok(Dispatch { pipeline, bind_group, groups, label: kernel.entry, _uniform: Some(uniform) })
     }
 
     fn grid(&self, kernel: Kernel, p: &MatmulParams, z: u32) -> [u32; 3] {
@@ -438,16 +394,9 @@ impl<'g> Matmul<'g> {
         let end = (hi * 4).next_multiple_of(16).min(view.buf.size());
         let size = end - start;
         if size > self.binding_limit {
-            return Err(GpuError::BindingTooLarge {
-                requested: size,
-                max: self.binding_limit,
-            });
+            return Err(GpuError::BindingTooLarge { requested: size, max: self.binding_limit });
         }
-        let binding = wgpu::BufferBinding {
-            buffer: view.buf,
-            offset: start,
-            size: wgpu::BufferSize::new(size),
-        };
+        let binding = wgpu::BufferBinding { buffer: view.buf, offset: start, size: wgpu::BufferSize::new(size) };
         Ok((binding, (lo - start / 4) as u32))
     }
 }
@@ -455,27 +404,14 @@ impl<'g> Matmul<'g> {
 /// A linear layer's batch folds into M: with one weight, batch entries are just more rows.
 fn flatten(d: Dims) -> (Dims, u64) {
     if d.shared_weight && d.batch > 1 {
-        (
-            Dims {
-                batch: 1,
-                m: d.batch * d.m,
-                ..d
-            },
-            0,
-        )
+        (Dims { batch: 1, m: d.batch * d.m, ..d }, 0)
     } else {
         (d, 1)
     }
 }
 
 fn operand(view: View, rows: Axis, cols: Axis, ld: u64, batch: u64) -> Operand {
-    Operand {
-        view,
-        rows,
-        cols,
-        ld,
-        batch,
-    }
+    Operand { view, rows, cols, ld, batch }
 }
 
 fn extent(ax: Axis, c: &Chunk, d: Dims) -> (u64, u64) {
@@ -488,11 +424,7 @@ fn extent(ax: Axis, c: &Chunk, d: Dims) -> (u64, u64) {
 
 /// Element range lo..hi of `op` that chunk `c` touches.
 fn elements(op: &Operand, c: &Chunk, d: Dims) -> (u64, u64) {
-    let (r0, r1) = if op.rows == Axis::K {
-        (0, 1)
-    } else {
-        extent(op.rows, c, d)
-    };
+    let (r0, r1) = if op.rows == Axis::K { (0, 1) } else { extent(op.rows, c, d) };
     let (c0, c1) = extent(op.cols, c, d);
     let lo = op.view.offset + c.z.0 * op.batch + r0 * op.ld + c0;
     let hi = op.view.offset + (c.z.1 - 1) * op.batch + (r1 - 1) * op.ld + c1;
@@ -508,29 +440,18 @@ fn span(op: &Operand, c: &Chunk, d: Dims) -> u64 {
 fn rows_that_fit(op: &Operand, d: Dims, n_width: u64, limit: u64) -> Result<u64, GpuError> {
     let width = if op.cols == Axis::N { n_width } else { d.k as u64 };
     if width > limit {
-        return Err(GpuError::BindingTooLarge {
-            requested: width * 4,
-            max: limit * 4,
-        });
+        return Err(GpuError::BindingTooLarge { requested: width * 4, max: limit * 4 });
     }
     Ok(((limit - width) / op.ld.max(1) + 1).max(1))
 }
 
 fn check_bounds(op: &Operand, d: Dims) -> Result<(), GpuError> {
     let (m, n, z) = (d.m as u64, d.n as u64, d.batch as u64);
-    let whole = Chunk {
-        z: (0, z.max(1)),
-        m: (0, m.max(1)),
-        n: (0, n.max(1)),
-    };
+    let whole = Chunk { z: (0, z.max(1)), m: (0, m.max(1)), n: (0, n.max(1)) };
     let (_, hi) = elements(op, &whole, d);
     let capacity = op.view.buf.size() / 4;
     if hi > capacity {
-        return Err(GpuError::OutOfBounds {
-            what: "matmul operand",
-            elements: hi,
-            capacity,
-        });
+        return Err(GpuError::OutOfBounds { what: "matmul operand", elements: hi, capacity });
     }
     Ok(())
 }

@@ -55,16 +55,9 @@ impl<'a> View<'a> {
             });
         }
         if size > gpu.max_binding() {
-            return Err(GpuError::BindingTooLarge {
-                requested: size,
-                max: gpu.max_binding(),
-            });
+            return Err(GpuError::BindingTooLarge { requested: size, max: gpu.max_binding() });
         }
-        Ok(wgpu::BufferBinding {
-            buffer: self.buf,
-            offset,
-            size: wgpu::BufferSize::new(size),
-        })
+        Ok(wgpu::BufferBinding { buffer: self.buf, offset, size: wgpu::BufferSize::new(size) })
     }
 }
 
@@ -82,13 +75,7 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
     let mut all = bindings.to_vec();
     all.push(uniform.as_entire_buffer_binding());
     let bind_group = gpu.bind_group(&pipeline, &all);
-    Ok(Dispatch {
-        pipeline,
-        bind_group,
-        groups,
-        label: kernel.entry,
-        _uniform: Some(uniform),
-    })
+    Ok(Dispatch { pipeline, bind_group, groups, label: kernel.entry, _uniform: Some(uniform) })
 }
 
 /// A grid of `n` workgroups: along x up to the adapter's limit, the rest along y (kernels

@@ -38,14 +38,9 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// table order and wgtrain's layout. Keys may carry `transformer.`; `attn.bias`,
 /// `attn.masked_bias` and a tied `lm_head.weight` are ignored.
 pub fn load_hf(path: &Path, config: &GptConfig) -> Result<Vec<Vec<f32>>, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io {
-        path: path.into(),
-        why: e.to_string(),
-    })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
-        path: path.into(),
-        why: format!("not a safetensors file ({e})"),
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io { path: path.into(), why: e.to_string() })?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| CheckpointError::Format { path: path.into(), why: format!("not a safetensors file ({e})") })?;
     let mut by_name: HashMap<String, TensorView> = HashMap::new();
     for (key, view) in st.tensors() {
         let name = key.strip_prefix("transformer.").unwrap_or(&key).to_string();
@@ -54,19 +49,10 @@ pub fn load_hf(path: &Path, config: &GptConfig) -> Result<Vec<Vec<f32>>, Checkpo
     let mismatch = |why: String| CheckpointError::Mismatch { path: path.into(), why };
     let mut out = Vec::new();
     for (name, shape) in config.parameter_specs() {
-        let view = by_name
-            .get(&name)
-            .ok_or_else(|| mismatch(format!("no tensor {name}")))?;
-        let hf_shape: Vec<usize> = if is_conv1d(&name) {
-            vec![shape[1], shape[0]]
-        } else {
-            shape.clone()
-        };
+        let view = by_name.get(&name).ok_or_else(|| mismatch(format!("no tensor {name}")))?;
+        let hf_shape: Vec<usize> = if is_conv1d(&name) { vec![shape[1], shape[0]] } else { shape.clone() };
         if view.shape() != hf_shape.as_slice() {
-            return Err(mismatch(format!(
-                "{name} is {:?}, the config needs {hf_shape:?}",
-                view.shape()
-            )));
+            return Err(mismatch(format!("{name} is {:?}, the config needs {hf_shape:?}", view.shape())));
         }
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
@@ -77,11 +63,7 @@ pub fn load_hf(path: &Path, config: &GptConfig) -> Result<Vec<Vec<f32>>, Checkpo
                 })
             }
         };
-        out.push(if is_conv1d(&name) {
-            transpose(&data, shape[1], shape[0])
-        } else {
-            data
-        });
+        out.push(if is_conv1d(&name) { transpose(&data, shape[1], shape[0]) } else { data });
     }
     Ok(out)
 }
@@ -89,10 +71,7 @@ pub fn load_hf(path: &Path, config: &GptConfig) -> Result<Vec<Vec<f32>>, Checkpo
 /// Writes config.json and model.safetensors into `dir` in HF's GPT-2 layout (keys without the
 /// `transformer.` prefix, Conv1D weights (in, out), lm_head tied to wte).
 pub fn save_hf(dir: &Path, config: &GptConfig, values: &[Vec<f32>]) -> Result<(), CheckpointError> {
-    let io = |path: PathBuf, e: std::io::Error| CheckpointError::Io {
-        path,
-        why: e.to_string(),
-    };
+    let io = |path: PathBuf, e: std::io::Error| CheckpointError::Io { path, why: e.to_string() };
     std::fs::create_dir_all(dir).map_err(|e| io(dir.into(), e))?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for ((name, shape), v) in config.parameter_specs().into_iter().zip(values) {
@@ -105,32 +84,18 @@ pub fn save_hf(dir: &Path, config: &GptConfig, values: &[Vec<f32>]) -> Result<()
     }
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data"),
-            )
-        })
+        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data")))
         .collect();
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| CheckpointError::Format {
-        path: dir.into(),
-        why: e.to_string(),
-    })?;
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| CheckpointError::Format { path: dir.into(), why: e.to_string() })?;
     let write = |name: &str, data: &[u8]| -> Result<(), CheckpointError> {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, data).map_err(|e| io(tmp.clone(), e))?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io(tmp.clone(), e))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(tmp.clone(), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io(path, e))
     };
     write("model.safetensors", &bytes)?;
-    write(
-        "config.json",
-        serde_json::to_string_pretty(&config.to_hf_json())
-            .expect("json")
-            .as_bytes(),
-    )
+    write("config.json", serde_json::to_string_pretty(&config.to_hf_json()).expect("json").as_bytes())
 }

@@ -42,15 +42,11 @@ impl GptConfig {
     /// Reads models/X.toml, or config.json (HF GPT2Config) when the name ends in .json.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: p.clone(),
-            why: e.to_string(),
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
         let cfg = if path.extension().is_some_and(|e| e == "json") {
-            let hf: HfConfig = serde_json::from_str(&text).map_err(|e| ConfigError::Read {
-                path: p.clone(),
-                why: e.to_string(),
-            })?;
+            let hf: HfConfig =
+                serde_json::from_str(&text).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
             Self {
                 n_layer: hf.n_layer,
                 n_head: hf.n_head,
@@ -59,10 +55,7 @@ impl GptConfig {
                 n_positions: hf.n_positions,
             }
         } else {
-            toml::from_str(&text).map_err(|e| ConfigError::Read {
-                path: p.clone(),
-                why: e.message().to_string(),
-            })?
+            toml::from_str(&text).map_err(|e| ConfigError::Read { path: p.clone(), why: e.message().to_string() })?
         };
         cfg.validate().map_err(|why| ConfigError::Invalid { path: p, why })?;
         Ok(cfg)
@@ -81,17 +74,11 @@ impl GptConfig {
             return Err(format!("{name} must be positive"));
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
-            return Err(format!(
-                "n_embd {} is not divisible by n_head {}",
-                self.n_embd, self.n_head
-            ));
+            return Err(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
         }
         let hs = self.n_embd / self.n_head;
         if hs > crate::kernels::attention::HS_MAX as usize {
-            return Err(format!(
-                "head size n_embd/n_head = {hs} exceeds {}",
-                crate::kernels::attention::HS_MAX
-            ));
+            return Err(format!("head size n_embd/n_head = {hs} exceeds {}", crate::kernels::attention::HS_MAX));
         }
         Ok(())
     }
@@ -120,10 +107,7 @@ impl GptConfig {
     /// (out, in), the transpose of HF's Conv1D (in, out). The LM head is wte (tied).
     pub fn parameter_specs(&self) -> Vec<(String, Vec<usize>)> {
         let (c, v, t) = (self.n_embd, self.vocab_size, self.n_positions);
-        let mut specs = vec![
-            ("wte.weight".to_string(), vec![v, c]),
-            ("wpe.weight".to_string(), vec![t, c]),
-        ];
+        let mut specs = vec![("wte.weight".to_string(), vec![v, c]), ("wpe.weight".to_string(), vec![t, c])];
         for l in 0..self.n_layer {
             let h = |s: &str| format!("h.{l}.{s}");
             specs.extend([

@@ -41,12 +41,7 @@ impl Gpt {
     /// A decoder over this model's parameters (shared, not copied).
     pub fn decoder(&self, gpu: &Gpu) -> Result<Decoder, GpuError> {
         let cfg = &self.config;
-        let (c, v, nh, max_t) = (
-            cfg.n_embd as u32,
-            cfg.vocab_size as u32,
-            cfg.n_head as u32,
-            cfg.n_positions as u32,
-        );
+        let (c, v, nh, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_head as u32, cfg.n_positions as u32);
         let f = |len: u32| gpu.pool.storage(Category::Activations, 4 * len as u64);
         let params = &self.arena.params;
         let mm = Matmul::new(gpu);
@@ -86,14 +81,7 @@ impl Gpt {
             let post = post_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
             keep.push(x);
             x = acts.residual3.clone();
-            layers.push(Layer {
-                k_cache,
-                v_cache,
-                acts,
-                pre,
-                attn,
-                post,
-            });
+            layers.push(Layer { k_cache, v_cache, acts, pre, attn, post });
         }
         let (lnf, stats, logits) = (f(c)?, f(2)?, f(v)?);
         let mut head = vec![layernorm::forward(
@@ -106,13 +94,7 @@ impl Gpt {
             1,
             c,
         )?];
-        head.extend(mm.forward(
-            (&logits).into(),
-            (&lnf).into(),
-            self.p(params, "wte.weight"),
-            None,
-            lin(v, c),
-        )?);
+        head.extend(mm.forward((&logits).into(), (&lnf).into(), self.p(params, "wte.weight"), None, lin(v, c))?);
         keep.extend([x, lnf, stats]);
         Ok(Decoder {
             c,
@@ -134,24 +116,11 @@ impl Decoder {
     /// Feeds one token at position `pos` and returns the logits (V) for the next one.
     pub fn next(&mut self, gpu: &Gpu, token: u32) -> Result<Vec<f32>, GpuError> {
         if self.pos >= self.max_t {
-            return Err(GpuError::Unsupported(format!(
-                "the KV cache holds {} positions (n_positions)",
-                self.max_t
-            )));
+            return Err(GpuError::Unsupported(format!("the KV cache holds {} positions (n_positions)", self.max_t)));
         }
         let (pos, c) = (self.pos as u32, self.c);
         gpu.write(&self.token, 0, &[token]);
-        self.encode.write_uniform(
-            gpu,
-            &EncoderParams {
-                n: 1,
-                t: 1,
-                c,
-                buckets: 0,
-                pos0: pos,
-                _pad: [0; 3],
-            },
-        );
+        self.encode.write_uniform(gpu, &EncoderParams { n: 1, t: 1, c, buckets: 0, pos0: pos, _pad: [0; 3] });
         for l in &self.layers {
             attention::set_decode_len(gpu, &l.attn, pos + 1, c, self.nh)?;
         }

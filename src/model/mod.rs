@@ -96,9 +96,7 @@ impl Gpt {
         let (c, v, nh) = (config.n_embd, config.vocab_size, config.n_head);
         let n = b * t;
         let f = |len: usize| gpu.pool.storage(Category::Activations, 4 * len as u64);
-        let acts = (0..config.n_layer)
-            .map(|_| LayerActs::new(gpu, n, c, b * nh * t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let acts = (0..config.n_layer).map(|_| LayerActs::new(gpu, n, c, b * nh * t)).collect::<Result<Vec<_>, _>>()?;
         let micro = (0..accum.max(1))
             .map(|_| {
                 Ok(Micro {
@@ -131,21 +129,13 @@ impl Gpt {
 
     /// A parameter's view in an arena buffer (parameters or gradients).
     fn p<'a>(&self, buf: &'a GpuBuffer, name: &str) -> View<'a> {
-        let t = self
-            .arena
-            .table
-            .get(name)
-            .unwrap_or_else(|| panic!("parameter {name} is in the table"));
+        let t = self.arena.table.get(name).unwrap_or_else(|| panic!("parameter {name} is in the table"));
         View::at(buf, t.offset)
     }
 
     fn build(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
         let (b, t) = (self.b as u32, self.t as u32);
-        let (c, v, nh) = (
-            self.config.n_embd as u32,
-            self.config.vocab_size as u32,
-            self.config.n_head as u32,
-        );
+        let (c, v, nh) = (self.config.n_embd as u32, self.config.vocab_size as u32, self.config.n_head as u32);
         let n = b * t;
         let nu = n as usize;
         let cu = c as usize;
@@ -166,16 +156,8 @@ impl Gpt {
         let mut body: Vec<Cmd> = Vec::new();
         for (l, a) in self.acts.iter().enumerate() {
             let w = |s: &str| self.p(params, &format!("h.{l}.{s}"));
-            let residual = if l == 0 {
-                &self.encoded
-            } else {
-                &self.acts[l - 1].residual3
-            };
-            body.extend(
-                pre_attention(gpu, &mm, &w, residual, a, n, c)?
-                    .into_iter()
-                    .map(Cmd::Run),
-            );
+            let residual = if l == 0 { &self.encoded } else { &self.acts[l - 1].residual3 };
+            body.extend(pre_attention(gpu, &mm, &w, residual, a, n, c)?.into_iter().map(Cmd::Run));
             body.push(Cmd::Run(attention::forward(
                 gpu,
                 (&a.atty).into(),
@@ -186,11 +168,7 @@ impl Gpt {
                 c,
                 nh,
             )?));
-            body.extend(
-                post_attention(gpu, &mm, &w, residual, a, n, c)?
-                    .into_iter()
-                    .map(Cmd::Run),
-            );
+            body.extend(post_attention(gpu, &mm, &w, residual, a, n, c)?.into_iter().map(Cmd::Run));
         }
         let last = self.acts.last().map_or(&self.encoded, |a| &a.residual3);
         body.push(Cmd::Run(layernorm::forward(
@@ -205,9 +183,7 @@ impl Gpt {
         )?));
         let wte = self.p(params, "wte.weight");
         body.extend(
-            mm.forward((&self.logits).into(), (&self.lnf).into(), wte, None, lin(n, v, c))?
-                .into_iter()
-                .map(Cmd::Run),
+            mm.forward((&self.logits).into(), (&self.lnf).into(), wte, None, lin(n, v, c))?.into_iter().map(Cmd::Run),
         );
 
         // Backward from dlogits (written by the classifier), mirroring the forward.
@@ -244,11 +220,7 @@ impl Gpt {
         for (l, a) in self.acts.iter().enumerate().rev() {
             let w = |s: &str| self.p(params, &format!("h.{l}.{s}"));
             let g = |s: &str| self.p(grads, &format!("h.{l}.{s}"));
-            let residual = if l == 0 {
-                &self.encoded
-            } else {
-                &self.acts[l - 1].residual3
-            };
+            let residual = if l == 0 { &self.encoded } else { &self.acts[l - 1].residual3 };
             // residual3 = residual2 + fcproj: both get dresidual.
             back.extend(
                 mm.backward(
@@ -264,13 +236,7 @@ impl Gpt {
                 .map(Cmd::Run),
             );
             back.push(Cmd::Zero(dfch.clone()));
-            back.push(Cmd::Run(gelu::backward(
-                gpu,
-                (&dfch).into(),
-                (&a.fch).into(),
-                (&dfch_gelu).into(),
-                4 * n * c,
-            )?));
+            back.push(Cmd::Run(gelu::backward(gpu, (&dfch).into(), (&a.fch).into(), (&dfch_gelu).into(), 4 * n * c)?));
             back.extend(
                 mm.backward(
                     (&dbuf).into(),
@@ -461,13 +427,7 @@ impl Gpt {
     pub fn record_forward_backward(&self, rec: &mut Recorder) {
         rec.clear(&self.arena.grads, 0, self.arena.grads.size());
         for [encode, classify, encode_back] in &self.edges {
-            for cmd in encode
-                .iter()
-                .chain(&self.body)
-                .chain(classify)
-                .chain(&self.back)
-                .chain(encode_back)
-            {
+            for cmd in encode.iter().chain(&self.body).chain(classify).chain(&self.back).chain(encode_back) {
                 cmd.record(rec);
             }
         }
@@ -507,11 +467,7 @@ impl Gpt {
         let n = self.b * self.t;
         let mut sum = 0.0f64;
         for mb in &self.micro[..micro] {
-            sum += gpu
-                .read::<f32>(&mb.losses, 0, n)?
-                .iter()
-                .map(|&x| x as f64)
-                .sum::<f64>();
+            sum += gpu.read::<f32>(&mb.losses, 0, n)?.iter().map(|&x| x as f64).sum::<f64>();
         }
         Ok((sum / (n * micro) as f64) as f32)
     }
@@ -534,17 +490,11 @@ impl Gpt {
     }
 
     pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
-        Ok(self
-            .arena
-            .table
-            .unpack(&gpu.read::<f32>(&self.arena.params, 0, self.arena.table.len as usize)?))
+        Ok(self.arena.table.unpack(&gpu.read::<f32>(&self.arena.params, 0, self.arena.table.len as usize)?))
     }
 
     pub fn read_grads(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
-        Ok(self
-            .arena
-            .table
-            .unpack(&gpu.read::<f32>(&self.arena.grads, 0, self.arena.table.len as usize)?))
+        Ok(self.arena.table.unpack(&gpu.read::<f32>(&self.arena.grads, 0, self.arena.table.len as usize)?))
     }
 
     /// GPT-2's initialization, seeded: weights and embeddings normal(0, 0.02), the residual
@@ -565,11 +515,7 @@ impl Gpt {
                 } else if t.shape.len() == 1 {
                     vec![0.0; n]
                 } else {
-                    let std = if t.name.ends_with("c_proj.weight") {
-                        proj_std
-                    } else {
-                        0.02
-                    };
+                    let std = if t.name.ends_with("c_proj.weight") { proj_std } else { 0.02 };
                     (0..n).map(|_| (normal(&mut rng) * std) as f32).collect()
                 }
             })
@@ -649,12 +595,7 @@ fn post_attention<'a>(
         Some(w("attn.c_proj.bias")),
         lin(n, c, c),
     )?;
-    d.push(elementwise::add(
-        gpu,
-        span(&a.residual2, n * c),
-        span(input, n * c),
-        span(&a.attproj, n * c),
-    )?);
+    d.push(elementwise::add(gpu, span(&a.residual2, n * c), span(input, n * c), span(&a.attproj, n * c))?);
     d.push(layernorm::forward(
         gpu,
         (&a.ln2).into(),
@@ -680,22 +621,13 @@ fn post_attention<'a>(
         Some(w("mlp.c_proj.bias")),
         lin(n, c, 4 * c),
     )?);
-    d.push(elementwise::add(
-        gpu,
-        span(&a.residual3, n * c),
-        span(&a.residual2, n * c),
-        span(&a.fcproj, n * c),
-    )?);
+    d.push(elementwise::add(gpu, span(&a.residual3, n * c), span(&a.residual2, n * c), span(&a.fcproj, n * c))?);
     Ok(d)
 }
 
 /// The first `len` elements of a buffer.
 fn span(buf: &GpuBuffer, len: u32) -> Span<'_> {
-    Span {
-        buf,
-        offset: 0,
-        len: len as u64,
-    }
+    Span { buf, offset: 0, len: len as u64 }
 }
 
 /// A standard normal sample (Box–Muller).

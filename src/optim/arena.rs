@@ -54,12 +54,7 @@ impl ParamTable {
         for (name, shape) in specs {
             let offset = table.len.next_multiple_of(TENSOR_ALIGN);
             let decay = shape.len() >= 2;
-            let t = TensorInfo {
-                name: name.into(),
-                shape,
-                offset,
-                decay,
-            };
+            let t = TensorInfo { name: name.into(), shape, offset, decay };
             table.len = offset + t.numel();
             table.tensors.push(t);
         }
@@ -105,10 +100,7 @@ impl ParamTable {
 
     /// The inverse of `pack`.
     pub fn unpack(&self, flat: &[f32]) -> Vec<Vec<f32>> {
-        self.tensors
-            .iter()
-            .map(|t| flat[t.offset as usize..][..t.numel() as usize].to_vec())
-            .collect()
+        self.tensors.iter().map(|t| flat[t.offset as usize..][..t.numel() as usize].to_vec()).collect()
     }
 }
 

@@ -67,22 +67,12 @@ impl OptimConfig {
 
     /// optax.lamb's defaults: β (0.9, 0.999), ε 1e-6, λ 0.
     pub fn lamb() -> Self {
-        Self {
-            kind: OptimizerKind::Lamb,
-            eps: 1e-6,
-            weight_decay: 0.0,
-            ..Self::adamw()
-        }
+        Self { kind: OptimizerKind::Lamb, eps: 1e-6, weight_decay: 0.0, ..Self::adamw() }
     }
 
     /// SGD with momentum 0.9 and no weight decay.
     pub fn sgd() -> Self {
-        Self {
-            kind: OptimizerKind::Sgd,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            ..Self::adamw()
-        }
+        Self { kind: OptimizerKind::Sgd, momentum: 0.9, weight_decay: 0.0, ..Self::adamw() }
     }
 }
 
@@ -122,11 +112,7 @@ const SLOTS: &[Slot] = &[
 ];
 
 fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        shader: Shader::Optim,
-        entry,
-        slots: SLOTS,
-    }
+    Kernel { shader: Shader::Optim, entry, slots: SLOTS }
 }
 
 /// A range of chunks that one dispatch updates: the arena elements lo..hi bound as windows.
@@ -187,11 +173,7 @@ impl Optimizer {
             Ok(b)
         };
         let m = zeroed(Category::OptimizerState)?;
-        let v = if cfg.kind == OptimizerKind::Sgd {
-            None
-        } else {
-            Some(zeroed(Category::OptimizerState)?)
-        };
+        let v = if cfg.kind == OptimizerKind::Sgd { None } else { Some(zeroed(Category::OptimizerState)?) };
 
         let chunks = table.chunks();
         let n_tensors = table.tensors.len();
@@ -206,12 +188,8 @@ impl Optimizer {
         let tensors = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &ranges)?;
         let mut scalar_init = vec![1.0f32; 2 + n_tensors];
         scalar_init[0] = 0.0;
-        let scalars = gpu
-            .pool
-            .storage_from(&gpu.queue, Category::OptimizerState, &scalar_init)?;
-        let partials = gpu
-            .pool
-            .storage(Category::Scratch, 4 * (3 * chunks.len() as u64).max(1))?;
+        let scalars = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &scalar_init)?;
+        let partials = gpu.pool.storage(Category::Scratch, 4 * (3 * chunks.len() as u64).max(1))?;
         let limit = binding_limit.unwrap_or(gpu.max_binding()).min(gpu.max_binding());
         let windows = plan_windows(gpu, &chunks, limit)?;
 
@@ -235,19 +213,10 @@ impl Optimizer {
                 w.uniform.as_entire_buffer_binding(),
             ];
             let bind_group = gpu.bind_group(&pipeline, &bindings);
-            Ok(Dispatch {
-                pipeline,
-                bind_group,
-                groups,
-                label: entry,
-                _uniform: None,
-            })
+            Ok(Dispatch { pipeline, bind_group, groups, label: entry, _uniform: None })
         };
         let per_window = |entry: &'static str| -> Result<Vec<Dispatch>, GpuError> {
-            windows
-                .iter()
-                .map(|w| bind(w, entry, grid(w.n_chunks, max_groups)))
-                .collect()
+            windows.iter().map(|w| bind(w, entry, grid(w.n_chunks, max_groups))).collect()
         };
         let w0 = &windows[0];
         let mut norm_ops = per_window("grad_norm_partials")?;
@@ -351,11 +320,7 @@ impl Optimizer {
 
 /// Elements lo..hi of `buf` as a binding.
 fn window(buf: &wgpu::Buffer, lo: u64, hi: u64) -> wgpu::BufferBinding<'_> {
-    wgpu::BufferBinding {
-        buffer: buf,
-        offset: 4 * lo,
-        size: wgpu::BufferSize::new(4 * (hi - lo)),
-    }
+    wgpu::BufferBinding { buffer: buf, offset: 4 * lo, size: wgpu::BufferSize::new(4 * (hi - lo)) }
 }
 
 /// x and y of a grid of `n` workgroups: x up to the adapter's limit, the rest along y.
@@ -377,19 +342,11 @@ fn plan_windows(gpu: &Gpu, chunks: &[ChunkEntry], limit: u64) -> Result<Vec<Wind
             j += 1;
         }
         if j == i {
-            return Err(GpuError::BindingTooLarge {
-                requested: 4 * (end(&chunks[i]) - lo),
-                max: limit,
-            });
+            return Err(GpuError::BindingTooLarge { requested: 4 * (end(&chunks[i]) - lo), max: limit });
         }
         let hi = end(&chunks[j - 1]);
-        let local: Vec<ChunkEntry> = chunks[i..j]
-            .iter()
-            .map(|c| ChunkEntry {
-                start: (c.start as u64 - lo) as u32,
-                ..*c
-            })
-            .collect();
+        let local: Vec<ChunkEntry> =
+            chunks[i..j].iter().map(|c| ChunkEntry { start: (c.start as u64 - lo) as u32, ..*c }).collect();
         windows.push(Window {
             lo,
             hi,

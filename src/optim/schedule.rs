@@ -30,13 +30,7 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn constant(lr: f64) -> Self {
-        Self {
-            kind: ScheduleKind::Constant,
-            lr_max: lr,
-            warmup: 0,
-            steps: 1,
-            min_lr_frac: 0.0,
-        }
+        Self { kind: ScheduleKind::Constant, lr_max: lr, warmup: 0, steps: 1, min_lr_frac: 0.0 }
     }
 
     pub fn lr(&self, s: u64) -> f64 {

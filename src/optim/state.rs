@@ -22,11 +22,7 @@ pub enum StateError {
     #[error(
         "{path}: saved for {saved}, but this run uses {wanted}; start the optimizer fresh or use the same settings"
     )]
-    Mismatch {
-        path: PathBuf,
-        saved: String,
-        wanted: String,
-    },
+    Mismatch { path: PathBuf, saved: String, wanted: String },
     #[error(transparent)]
     Gpu(#[from] GpuError),
 }
@@ -65,55 +61,37 @@ impl Optimizer {
         let views: Vec<(String, TensorView)> = tensors
             .iter()
             .map(|(n, shape, bytes)| {
-                (
-                    n.clone(),
-                    TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches data"),
-                )
+                (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches data"))
             })
             .collect();
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("step".to_string(), self.step.to_string()),
-            (
-                "config".to_string(),
-                serde_json::to_string(&self.cfg).expect("config serializes"),
-            ),
+            ("config".to_string(), serde_json::to_string(&self.cfg).expect("config serializes")),
         ]);
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| StateError::Format {
-            path: path.into(),
-            why: e.to_string(),
-        })?;
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| StateError::Format { path: path.into(), why: e.to_string() })?;
         write_atomic(path, &bytes)
     }
 
     /// Loads state saved by `save` into this optimizer. The optimizer kind and the tensor names
     /// and shapes must match; the other hyperparameters may change between runs.
     pub fn load(&mut self, gpu: &Gpu, path: &Path) -> Result<(), StateError> {
-        let bytes = std::fs::read(path).map_err(|source| StateError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| StateError::Io { path: path.into(), source })?;
         let format = |why: String| StateError::Format { path: path.into(), why };
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
             return Err(format(format!("metadata format is not {FORMAT}")));
         }
-        let step: u64 = meta
-            .get("step")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format("no step".into()))?;
+        let step: u64 = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| format("no step".into()))?;
         let saved: OptimConfig = meta
             .get("config")
             .and_then(|c| serde_json::from_str(c).ok())
             .ok_or_else(|| format("no readable config".into()))?;
         if saved.kind != self.cfg.kind {
             let (saved, wanted) = (saved.kind.name().to_string(), self.cfg.kind.name().to_string());
-            return Err(StateError::Mismatch {
-                path: path.into(),
-                saved,
-                wanted,
-            });
+            return Err(StateError::Mismatch { path: path.into(), saved, wanted });
         }
         let st = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
         let len = self.table.len as usize;
@@ -153,14 +131,8 @@ impl Optimizer {
 /// Writes `bytes` under a temporary name in the same directory, syncs, then renames.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     use std::io::Write;
-    let io = |source| StateError::Io {
-        path: path.into(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let io = |source| StateError::Io { path: path.into(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(io)?;

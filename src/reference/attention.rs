@@ -26,9 +26,7 @@ pub fn forward(out: &mut [f32], qkv: &[f32], b: usize, t: usize, c: usize, nh: u
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let z: f64 = e.iter().sum();
                 for d in 0..hs {
-                    let o: f64 = (0..=i)
-                        .map(|j| e[j] / z * qkv[at(bi, j, 2, h, d, t, c, hs)] as f64)
-                        .sum();
+                    let o: f64 = (0..=i).map(|j| e[j] / z * qkv[at(bi, j, 2, h, d, t, c, hs)] as f64).sum();
                     out[(bi * t + i) * c + h * hs + d] = o as f32;
                 }
             }
@@ -48,9 +46,7 @@ pub fn backward(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], b: usize, t: usize,
                 let k = |j: usize, d: usize| qkv[at(bi, j, 1, h, d, t, c, hs)] as f64;
                 let v = |j: usize, d: usize| qkv[at(bi, j, 2, h, d, t, c, hs)] as f64;
                 let go = |d: usize| dout[(bi * t + i) * c + h * hs + d] as f64;
-                let s: Vec<f64> = (0..=i)
-                    .map(|j| (0..hs).map(|d| q(d) * k(j, d)).sum::<f64>() * scale)
-                    .collect();
+                let s: Vec<f64> = (0..=i).map(|j| (0..hs).map(|d| q(d) * k(j, d)).sum::<f64>() * scale).collect();
                 let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
                 let pr: Vec<f64> = s.iter().map(|x| (x - m).exp() / z).collect();

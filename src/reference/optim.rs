@@ -28,12 +28,7 @@ pub fn clip_scale(norm: f64, clip: f32) -> f32 {
 impl RefOptim {
     pub fn new(cfg: OptimConfig, sizes: &[usize]) -> Self {
         let zeros = || sizes.iter().map(|&n| vec![0.0; n]).collect();
-        Self {
-            cfg,
-            step: 0,
-            m: zeros(),
-            v: zeros(),
-        }
+        Self { cfg, step: 0, m: zeros(), v: zeros() }
     }
 
     /// One step over every tensor; `decay[i]` says whether tensor i gets weight decay.
