@@ -140,3 +140,37 @@ fn kv_cache_decoding_matches_the_full_forward() {
     }
     assert_eq!(dec.pos, t);
 }
+
+/// Gradient accumulation: a batch of 4 rows equals 2 micro-batches of 2 rows (the losses
+/// average and the gradients sum to the same values). Tolerance: one f32 sum split in two,
+/// |d| <= 1e-7 + 1e-4·|want|.
+#[test]
+fn two_micro_batches_of_two_equal_one_batch_of_four() {
+    let Some(gpu) = gpu() else { return };
+    let (config, fx, dir) = fixture();
+    let t = fx["T"].as_u64().unwrap() as usize;
+    let params = checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap();
+    let rows: Vec<u32> = (0..4 * (t + 1)).map(|i| ((i * 31 + 7) % config.vocab_size) as u32).collect();
+    let (x, y): (Vec<u32>, Vec<u32>) = (0..4)
+        .flat_map(|r| (0..t).map(move |i| (r, i)))
+        .map(|(r, i)| (rows[r * (t + 1) + i], rows[r * (t + 1) + i + 1]))
+        .unzip();
+    let run = |b: usize, accum: usize| {
+        let gpt = Gpt::new(gpu, config.clone(), b, t, accum).unwrap();
+        gpt.write_params(gpu, &params);
+        for k in 0..accum {
+            let span = k * b * t..(k + 1) * b * t;
+            gpt.upload_batch(gpu, k, &x[span.clone()], &y[span]);
+        }
+        let mut rec = Recorder::new(gpu);
+        gpt.record_forward_backward(&mut rec);
+        rec.submit().unwrap();
+        (gpt.read_loss(gpu).unwrap(), gpt.read_grads(gpu).unwrap(), gpt.arena.table.clone())
+    };
+    let (loss4, grads4, table) = run(4, 1);
+    let (loss22, grads22, _) = run(2, 2);
+    assert!((loss4 - loss22).abs() < 1e-6, "loss {loss4} vs {loss22}");
+    for (tensor, (a, b)) in table.tensors.iter().zip(grads4.iter().zip(&grads22)) {
+        assert_close(&format!("grad {}", tensor.name), b, a, 1e-7, 1e-4);
+    }
+}
