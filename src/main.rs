@@ -142,6 +142,15 @@ struct TrainCli {
     val_batches: usize,
     #[arg(long, default_value = "runs/default")]
     out: PathBuf,
+    /// Save a checkpoint (out/ckpt-NNNNNNNN) every N steps; 0: only at the end and on Ctrl-C.
+    #[arg(long, default_value_t = 0)]
+    save_every: u64,
+    /// Checkpoints to keep in --out.
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+    /// Continue the run in DIR (or from one checkpoint in it) exactly; other flags are ignored.
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// Bytes of text to sample at the end (byte-level models); 0: none.
     #[arg(long, default_value_t = 200)]
     sample_tokens: usize,
@@ -212,7 +221,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Adapters => unreachable!("handled above"),
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
-        Command::Train(t) => wgtrain::train::train(&gpu, &t.into_args())?,
+        Command::Train(t) => {
+            let stopped = match &t.resume {
+                Some(dir) => wgtrain::train::resume(&gpu, dir)?,
+                None => wgtrain::train::train(&gpu, &t.into_args())?,
+            };
+            if let Some(code) = stopped {
+                std::process::exit(code);
+            }
+        }
         Command::Eval { model, data, batch_size, seq_len, batches } => {
             eval(&gpu, &model, &data, batch_size, seq_len, batches)?
         }
@@ -303,6 +320,8 @@ impl TrainCli {
             val_batches: self.val_batches,
             out: self.out,
             sample_tokens: self.sample_tokens,
+            save_every: self.save_every,
+            keep: self.keep,
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -12,8 +14,9 @@ use crate::model::{checkpoint, Gpt, GptConfig};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule, ScheduleKind};
 use crate::reference::Rng;
 
-/// Everything `wgtrain train` takes; see the CLI for each flag's meaning and default.
-#[derive(Clone, Debug)]
+/// Everything `wgtrain train` takes; see the CLI for each flag's meaning and default. Saved in
+/// every checkpoint, so `--resume` needs no other flag.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TrainArgs {
     pub config: Option<PathBuf>,
     pub init: Option<PathBuf>,
@@ -40,6 +43,10 @@ pub struct TrainArgs {
     pub val_batches: usize,
     pub out: PathBuf,
     pub sample_tokens: usize,
+    /// Save a checkpoint every N steps (0: only at the end and on Ctrl-C).
+    pub save_every: u64,
+    /// Checkpoints kept in --out (the oldest go first).
+    pub keep: usize,
 }
 
 /// The default model when neither --config nor --init is given.
@@ -91,9 +98,92 @@ fn model_config(a: &TrainArgs) -> anyhow::Result<GptConfig> {
 
 /// Trains as the flags say and writes metrics.jsonl, the checkpoint and the optimizer state
 /// into --out.
-pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
+/// Returns the exit code to use when a signal stopped the run (130 for SIGINT, 143 for
+/// SIGTERM), after the step in flight finished and a checkpoint was saved.
+pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<Option<i32>> {
+    run(gpu, a, None)
+}
+
+/// Continues the run in `dir` (a run directory, whose newest checkpoint is taken, or one
+/// checkpoint directory) with the flags it was started with; metrics.jsonl is appended to.
+pub fn resume(gpu: &Gpu, dir: &Path) -> anyhow::Result<Option<i32>> {
+    let ckpt = latest_checkpoint(dir)?;
+    let text =
+        std::fs::read_to_string(ckpt.join("state.json")).with_context(|| format!("--resume {}", ckpt.display()))?;
+    let state: RunState = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("--resume {}: state.json is not a wgtrain checkpoint ({e})", ckpt.display()))?;
+    let mut args = state.args.clone();
+    args.out = ckpt.parent().unwrap_or(Path::new(".")).to_path_buf();
+    run(gpu, &args, Some((ckpt, state)))
+}
+
+/// What a checkpoint holds beside the model and optimizer files.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunState {
+    format: String,
+    /// The next step to run.
+    step: u64,
+    loader: data::LoaderState,
+    args: TrainArgs,
+}
+
+const RUN_FORMAT: &str = "wgtrain-run-1";
+
+/// `dir` itself if it is a checkpoint, else its newest `ckpt-*`.
+fn latest_checkpoint(dir: &Path) -> anyhow::Result<PathBuf> {
+    if dir.join("state.json").exists() {
+        return Ok(dir.to_path_buf());
+    }
+    let entries = std::fs::read_dir(dir).with_context(|| format!("--resume {}", dir.display()))?;
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ckpt-")) && p.is_dir())
+        .max()
+        .ok_or_else(|| {
+            anyhow::anyhow!("--resume {}: no checkpoint (ckpt-*) in it; start without --resume", dir.display())
+        })
+}
+
+/// Writes out/ckpt-NNNNNNNN (next step) atomically: into a temporary directory, then renamed.
+/// Keeps the newest `keep`.
+fn save_checkpoint(
+    gpu: &Gpu,
+    gpt: &Gpt,
+    opt: &Optimizer,
+    loader: &Loader,
+    a: &TrainArgs,
+    next: u64,
+) -> anyhow::Result<PathBuf> {
+    let name = format!("ckpt-{next:08}");
+    let dir = a.out.join(&name);
+    let tmp = a.out.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    checkpoint::save_hf(&tmp, &gpt.config, &gpt.read_params(gpu)?)?;
+    opt.save(gpu, &tmp.join("optimizer.safetensors"))?;
+    let state = RunState { format: RUN_FORMAT.into(), step: next, loader: loader.state(), args: a.clone() };
+    let path = tmp.join("state.json");
+    let mut f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
+    f.write_all(serde_json::to_string(&state)?.as_bytes())?;
+    f.sync_all()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).with_context(|| dir.display().to_string())?;
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&a.out)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ckpt-")))
+        .collect();
+    all.sort();
+    for old in all.iter().take(all.len().saturating_sub(a.keep.max(1))) {
+        std::fs::remove_dir_all(old).with_context(|| old.display().to_string())?;
+    }
+    Ok(dir)
+}
+
+fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow::Result<Option<i32>> {
     check_args(a)?;
-    let config = model_config(a)?;
+    let config = match &resume {
+        Some((ckpt, _)) => GptConfig::load(&ckpt.join("config.json"))?,
+        None => model_config(a)?,
+    };
     if a.seq_len > config.n_positions {
         bail!("--seq-len {} exceeds the model's n_positions {}", a.seq_len, config.n_positions);
     }
@@ -118,12 +208,13 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
     }
 
     let gpt = Gpt::new(gpu, config.clone(), b, t, a.grad_accum)?;
-    match &a.init {
-        Some(init) => {
+    match (&resume, &a.init) {
+        (Some((ckpt, _)), _) => gpt.write_params(gpu, &checkpoint::load_hf(&ckpt.join("model.safetensors"), &config)?),
+        (None, Some(init)) => {
             let file = if init.is_dir() { init.join("model.safetensors") } else { init.clone() };
             gpt.write_params(gpu, &checkpoint::load_hf(&file, &config)?);
         }
-        None => gpt.init(gpu, a.seed),
+        (None, None) => gpt.init(gpu, a.seed),
     }
     let ocfg = OptimConfig {
         kind: a.optimizer,
@@ -135,12 +226,32 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         grad_clip: a.grad_clip,
     };
     let mut opt = Optimizer::new(gpu, &gpt.arena, ocfg.clone(), None)?;
+    let mut first = 0;
+    if let Some((ckpt, state)) = &resume {
+        opt.load(gpu, &ckpt.join("optimizer.safetensors"))?;
+        loader.restore(state.loader.clone()).map_err(|e| anyhow::anyhow!("--resume {}: {e}", ckpt.display()))?;
+        first = state.step;
+        if first >= a.steps {
+            bail!("--resume {}: the run already took its {} steps", ckpt.display(), a.steps);
+        }
+    }
     let schedule =
         Schedule { kind: a.schedule, lr_max: a.lr, warmup: a.warmup, steps: a.steps, min_lr_frac: a.min_lr_frac };
 
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let metrics_path = a.out.join("metrics.jsonl");
-    let metrics = std::fs::File::create(&metrics_path).with_context(|| metrics_path.display().to_string())?;
+    // A fresh run starts metrics.jsonl anew; a resumed one appends.
+    let metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resume.is_some())
+        .write(true)
+        .truncate(resume.is_none())
+        .open(&metrics_path)
+        .with_context(|| metrics_path.display().to_string())?;
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let terminate = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, terminate.clone())?;
     let n_params = gpt.arena.table.numel();
     let tokens_per_step = (b * t * a.grad_accum) as u64;
     println!(
@@ -167,9 +278,14 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         bar: progress_bar(a.steps),
         last_loss: f32::NAN,
     };
+    if resume.is_some() {
+        log.reload(&metrics_path);
+    }
     let started = Instant::now();
-    let mut best_val = f32::INFINITY;
-    for step in 0..a.steps {
+    let mut best_val = log.val.iter().map(|v| v.1).fold(f32::INFINITY, f32::min);
+    log.bar.set_position(first);
+    let mut stopped = None;
+    for step in first..a.steps {
         let lr = schedule.lr(step);
         for k in 0..gpt.accum() {
             let (x, y) = loader.next_batch();
@@ -192,8 +308,30 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
             best_val = best_val.min(val);
             log.val_line(step, val)?;
         }
+        let signal = if interrupt.load(Ordering::Relaxed) {
+            Some(130)
+        } else if terminate.load(Ordering::Relaxed) {
+            Some(143)
+        } else {
+            None
+        };
+        if signal.is_some() || (a.save_every > 0 && (step + 1) % a.save_every == 0 && step + 1 < a.steps) {
+            log.flush(gpu, &mut opt)?;
+            let dir = save_checkpoint(gpu, &gpt, &opt, &loader, a, step + 1)?;
+            if let Some(code) = signal {
+                log.bar.finish_and_clear();
+                log.plot()?;
+                println!("stopped by a signal after step {step}; checkpoint {}", dir.display());
+                stopped = Some(code);
+                break;
+            }
+        }
+    }
+    if stopped.is_some() {
+        return Ok(stopped);
     }
     log.flush(gpu, &mut opt)?;
+    save_checkpoint(gpu, &gpt, &opt, &loader, a, a.steps)?;
     log.bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     log.plot()?;
@@ -226,7 +364,7 @@ pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<()> {
         println!("sample:\n{}", String::from_utf8_lossy(&text));
     }
     println!("checkpoint: {}", a.out.display());
-    Ok(())
+    Ok(None)
 }
 
 /// metrics.jsonl, loss.png, the progress bar, and the step whose results are in flight.
@@ -288,6 +426,20 @@ impl Log {
             self.bar.println(format!("step {step}: val loss {val:.4}"));
         }
         Ok(())
+    }
+
+    /// A resumed run's curves start from the lines metrics.jsonl already holds.
+    fn reload(&mut self, path: &Path) {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+            let Some(step) = v["step"].as_u64() else { continue };
+            if let (Some(loss), Some(lr)) = (v["loss"].as_f64(), v["lr"].as_f64()) {
+                self.train.push((step, loss as f32));
+                self.lr.push((step, lr));
+            } else if let Some(val) = v["val_loss"].as_f64() {
+                self.val.push((step, val as f32));
+            }
+        }
     }
 
     fn plot(&self) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 use wgtrain::data;
 use wgtrain::model::{checkpoint, GptConfig};
 use wgtrain::optim::{OptimizerKind, ScheduleKind};
-use wgtrain::train::{train, TrainArgs};
+use wgtrain::train::{resume, train, TrainArgs};
 
 use crate::common::gpu;
 
@@ -45,6 +45,8 @@ fn train_writes_metrics_and_a_checkpoint_that_reloads() {
         val_batches: 2,
         out: out.clone(),
         sample_tokens: 0,
+        save_every: 0,
+        keep: 3,
     };
     train(gpu, &args).unwrap();
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -106,6 +108,8 @@ fn train_rejects_bad_input_with_the_flag_named() {
         val_batches: 1,
         out: dir.join("run"),
         sample_tokens: 0,
+        save_every: 0,
+        keep: 3,
     };
     let err = |a: TrainArgs| train(gpu, &a).unwrap_err().to_string();
     assert!(err(base.clone()).contains("token id 299"), "{}", err(base.clone()));
@@ -116,5 +120,84 @@ fn train_rejects_bad_input_with_the_flag_named() {
         .unwrap();
     let e = err(TrainArgs { config: Some(dir.join("odd.toml")), ..base.clone() });
     assert!(e.contains("odd.toml") && e.contains("not divisible by n_head"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn losses(path: &std::path::Path) -> Vec<(u64, f32)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap() as f32))
+        .collect()
+}
+
+/// A run stopped after 5 of 10 steps and resumed from its checkpoint gives, for steps 5..9,
+/// the same losses bit for bit as the run that never stopped.
+#[test]
+fn resume_continues_bitwise() {
+    let Some(gpu) = gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("wgtrain-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens: Vec<u32> = (0..5000).map(|i| ((i * 13 + i / 7) % 23) as u32).collect();
+    data::write_tokens(&dir.join("train.bin"), &tokens).unwrap();
+    std::fs::write(dir.join("tiny.toml"), "n_layer = 2\nn_head = 2\nn_embd = 16\nvocab_size = 23\nn_positions = 16\n")
+        .unwrap();
+    let args = TrainArgs {
+        config: Some(dir.join("tiny.toml")),
+        init: None,
+        data: Some(dir.join("train.bin")),
+        val_data: None,
+        batch_size: 3,
+        seq_len: 11,
+        steps: 10,
+        optimizer: OptimizerKind::Adamw,
+        lr: 5e-3,
+        schedule: ScheduleKind::Cosine,
+        warmup: 2,
+        min_lr_frac: 0.1,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        momentum: 0.9,
+        grad_clip: 1.0,
+        grad_accum: 2,
+        no_shuffle: false,
+        seed: 3,
+        eval_every: 0,
+        val_batches: 1,
+        out: dir.join("whole"),
+        sample_tokens: 0,
+        save_every: 5,
+        keep: 3,
+    };
+    assert_eq!(train(gpu, &args).unwrap(), None);
+    let whole = losses(&dir.join("whole/metrics.jsonl"));
+    assert_eq!(whole.len(), 10);
+    // The stopped run: the first five metrics lines and the step-5 checkpoint, nothing else.
+    let cut = dir.join("cut");
+    std::fs::create_dir_all(&cut).unwrap();
+    let text = std::fs::read_to_string(dir.join("whole/metrics.jsonl")).unwrap();
+    let head: Vec<&str> = text.lines().take(5).collect();
+    std::fs::write(cut.join("metrics.jsonl"), head.join("\n") + "\n").unwrap();
+    let from = dir.join("whole/ckpt-00000005");
+    std::fs::create_dir_all(cut.join("ckpt-00000005")).unwrap();
+    for f in ["config.json", "model.safetensors", "optimizer.safetensors", "state.json"] {
+        std::fs::copy(from.join(f), cut.join("ckpt-00000005").join(f)).unwrap();
+    }
+    assert_eq!(resume(gpu, &cut).unwrap(), None);
+    let resumed = losses(&cut.join("metrics.jsonl"));
+    assert_eq!(resumed.len(), 10, "metrics.jsonl is appended to");
+    for (a, b) in whole.iter().zip(&resumed) {
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1.to_bits(), b.1.to_bits(), "step {}: {} vs resumed {}", a.0, a.1, b.1);
+    }
+    // --keep 3: ckpt-5 and ckpt-10 in the whole run; a resume past the end is an error.
+    assert!(dir.join("whole/ckpt-00000010").exists());
+    let err = resume(gpu, &dir.join("whole")).unwrap_err().to_string();
+    assert!(err.contains("already took its 10 steps"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

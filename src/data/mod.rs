@@ -105,6 +105,14 @@ fn bundled_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")
 }
 
+/// A loader's position, saved with checkpoints.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoaderState {
+    pub pos: usize,
+    pub order: Vec<usize>,
+    pub rng: u64,
+}
+
 /// Batches of B rows × T tokens with targets shifted by one.
 ///
 /// Sequential (`shuffle` off): position p starts at 0; a batch reads B·T + 1 tokens from p,
@@ -170,6 +178,28 @@ impl Loader {
         };
         let chunk = &self.tokens[start..start + n + 1];
         (chunk[..n].to_vec(), chunk[1..].to_vec())
+    }
+
+    /// Where the loader stands, for exact resume: (position, this epoch's order, shuffle state).
+    pub fn state(&self) -> LoaderState {
+        LoaderState { pos: self.pos, order: self.order.clone(), rng: self.rng }
+    }
+
+    /// Continues from a saved state. Fails if the state does not fit this data and batch shape.
+    pub fn restore(&mut self, st: LoaderState) -> Result<(), String> {
+        let n = self.b * self.t;
+        let fits = if self.shuffle {
+            st.order.len() == self.batches() && st.pos <= st.order.len()
+        } else {
+            st.pos + n < self.tokens.len() + n
+        };
+        if !fits {
+            return Err("the saved data position does not fit this data; resume with the same --data".into());
+        }
+        self.pos = st.pos;
+        self.order = st.order;
+        self.rng = st.rng;
+        Ok(())
     }
 
     /// The largest token id, to check against the vocabulary.
