@@ -15,6 +15,8 @@
 //   SGD (torch.optim.SGD, dampening 0): g ← g + λθ; b ← μ·b + g (b = g at the first step);
 //                              θ ← θ − lr·b
 // Every gradient is first multiplied by the clip scale in scalars[1] (1 when clipping is off).
+// When the global gradient norm is not finite, scalars[2] is 1 and every update is skipped:
+// parameters and moments stay as they were (the numerical guard).
 
 const WG: u32 = 256u;
 
@@ -52,7 +54,7 @@ struct Chunk {
 @group(0) @binding(3) var<storage, read_write> grad: array<vec4<f32>>;   // (P) LAMB stage 1 leaves u here
 @group(0) @binding(4) var<storage, read> chunks: array<Chunk>;           // (C) of this dispatch
 @group(0) @binding(5) var<storage, read> tensors: array<vec2<u32>>;      // (T) first chunk, chunk count
-@group(0) @binding(6) var<storage, read_write> scalars: array<f32>;      // [0] grad norm, [1] clip scale, [2 + t] LAMB ratio
+@group(0) @binding(6) var<storage, read_write> scalars: array<f32>;      // [0] grad norm, [1] clip scale, [2] skip, [3 + t] LAMB ratio
 @group(0) @binding(7) var<storage, read_write> partials: array<f32>;     // (3, C) grad ‖·‖², LAMB ‖θ‖², ‖u‖² per chunk
 @group(0) @binding(8) var<uniform> p: Params;
 
@@ -100,7 +102,7 @@ fn reduce(lid: u32, x: vec2<f32>) -> vec2<f32> {
 fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32) {
     let c = group_index(wid, groups);
-    if c >= p.n_chunks {
+    if c >= p.n_chunks || scalars[2] != 0.0 {
         return;
     }
     let ch = chunks[c];
@@ -124,7 +126,7 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32) {
     let c = group_index(wid, groups);
-    if c >= p.n_chunks {
+    if c >= p.n_chunks || scalars[2] != 0.0 {
         return;
     }
     let ch = chunks[c];
@@ -156,8 +158,10 @@ fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let wd = decay(ch);
     let scale = scalars[1];
     let r = vec4_range(ch);
+    // Skipping runs no iteration but keeps the reduction's barriers in uniform control flow.
+    let end = select(r.y, r.x, scalars[2] != 0.0);
     var sq = vec2<f32>(0.0);
-    for (var e = r.x + lid; e < r.y; e += WG) {
+    for (var e = r.x + lid; e < end; e += WG) {
         let g = grad[e] * scale;
         let m1 = p.beta1 * m[e] + (1.0 - p.beta1) * g;
         let v1 = p.beta2 * v[e] + (1.0 - p.beta2) * g * g;
@@ -196,7 +200,7 @@ fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
     if lid == 0u {
         let norm_x = sqrt(s.x);
         let norm_u = sqrt(s.y);
-        scalars[2u + t] = select(1.0, norm_x / norm_u, norm_x > 0.0 && norm_u > 0.0);
+        scalars[3u + t] = select(1.0, norm_x / norm_u, norm_x > 0.0 && norm_u > 0.0);
     }
 }
 
@@ -205,18 +209,18 @@ fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
 fn lamb_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32) {
     let c = group_index(wid, groups);
-    if c >= p.n_chunks {
+    if c >= p.n_chunks || scalars[2] != 0.0 {
         return;
     }
     let ch = chunks[c];
-    let step_size = p.lr * scalars[2u + ch.tensor];
+    let step_size = p.lr * scalars[3u + ch.tensor];
     let r = vec4_range(ch);
     for (var e = r.x + lid; e < r.y; e += WG) {
         param[e] -= step_size * grad[e];
     }
 }
 
-// Clipping 1/2: each chunk's Σg².
+// The global norm 1/2 (clipping and the guard): each chunk's Σg².
 @compute @workgroup_size(WG)
 fn grad_norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32) {
@@ -253,7 +257,10 @@ fn grad_norm_finish(@builtin(local_invocation_index) lid: u32) {
     let total = reduce(lid, vec2<f32>(sum, 0.0));
     if lid == 0u {
         let norm = sqrt(total.x);
+        // Inf or NaN: all exponent bits set. Checked on the bits, so no fast-math can drop it.
+        let bad = (bitcast<u32>(norm) & 0x7f800000u) == 0x7f800000u;
         scalars[0] = norm;
-        scalars[1] = select(1.0, min(1.0, p.clip / (norm + 1e-6)), p.clip > 0.0);
+        scalars[1] = select(select(1.0, min(1.0, p.clip / (norm + 1e-6)), p.clip > 0.0), 0.0, bad);
+        scalars[2] = select(0.0, 1.0, bad);
     }
 }

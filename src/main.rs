@@ -148,6 +148,9 @@ struct TrainCli {
     /// Checkpoints to keep in --out.
     #[arg(long, default_value_t = 3)]
     keep: usize,
+    /// Consecutive skipped steps (non-finite loss or gradient norm) before the run stops.
+    #[arg(long, default_value_t = 5)]
+    max_skips: u64,
     /// Continue the run in DIR (or from one checkpoint in it) exactly; other flags are ignored.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -322,6 +325,7 @@ impl TrainCli {
             sample_tokens: self.sample_tokens,
             save_every: self.save_every,
             keep: self.keep,
+            max_skips: self.max_skips,
         }
     }
 }

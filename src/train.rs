@@ -47,6 +47,8 @@ pub struct TrainArgs {
     pub save_every: u64,
     /// Checkpoints kept in --out (the oldest go first).
     pub keep: usize,
+    /// Consecutive skipped steps (non-finite loss or gradient norm) before the run stops.
+    pub max_skips: u64,
 }
 
 /// The default model when neither --config nor --init is given.
@@ -277,6 +279,7 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         tokens: tokens_per_step,
         bar: progress_bar(a.steps),
         last_loss: f32::NAN,
+        skips: 0,
     };
     if resume.is_some() {
         log.reload(&metrics_path);
@@ -300,6 +303,15 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         log.flush(gpu, &mut opt)?;
         log.readback.submitted();
         opt.submitted();
+        if log.skips > a.max_skips {
+            log.bar.finish_and_clear();
+            bail!(
+                "{} steps in a row had a non-finite loss or gradient norm (up to step {}); stopping with the \
+                 last checkpoint left as it was: lower --lr or set --grad-clip",
+                log.skips,
+                step.saturating_sub(1)
+            );
+        }
         log.pending = Some((step, lr));
         let eval_now = a.eval_every > 0 && (step + 1) % a.eval_every == 0 || step + 1 == a.steps;
         if let (true, Some(vl)) = (eval_now, val_loader.as_mut()) {
@@ -385,6 +397,8 @@ struct Log {
     tokens: u64,
     bar: indicatif::ProgressBar,
     last_loss: f32,
+    /// Consecutive steps whose update the GPU skipped (non-finite gradients).
+    skips: u64,
 }
 
 impl Log {
@@ -396,10 +410,22 @@ impl Log {
         let losses: Vec<f32> = self.readback.take(gpu)?.unwrap_or_default();
         let loss = (losses.iter().map(|&x| x as f64).sum::<f64>() / losses.len().max(1) as f64) as f32;
         let norm = opt.grad_norm(gpu)?.unwrap_or(f32::NAN);
+        // A non-finite norm means the GPU skipped this update; the bias corrections of the
+        // steps recorded since count it, so take it back for the next ones.
+        let skipped = !(norm.is_finite() && loss.is_finite());
+        if skipped {
+            self.skips += 1;
+            opt.step = opt.step.saturating_sub(1);
+        } else {
+            self.skips = 0;
+        }
         let ms = self.last_done.elapsed().as_secs_f64() * 1e3;
         self.last_done = Instant::now();
         let tps = self.tokens as f64 / (ms / 1e3);
-        let line = serde_json::json!({ "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "ms": ms, "tokens_per_s": tps });
+        let mut line = serde_json::json!({ "step": step, "loss": loss, "lr": lr, "grad_norm": norm, "ms": ms, "tokens_per_s": tps });
+        if skipped {
+            line["skipped"] = true.into();
+        }
         writeln!(self.metrics, "{line}")?;
         self.metrics.flush()?;
         self.train.push((step, loss));
@@ -407,6 +433,9 @@ impl Log {
         self.last_loss = loss;
         self.bar.set_position(step + 1);
         self.bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+        if skipped {
+            self.bar.println(format!("step {step}: loss {loss} grad_norm {norm}: not finite, update skipped"));
+        }
         if self.bar.is_hidden() {
             println!("step {step}: loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {ms:.0} ms {tps:.0} tokens/s");
         }

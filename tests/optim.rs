@@ -320,3 +320,41 @@ fn padding_garbage_stays_out_of_the_norms() {
         assert_close(&format!("lamb {}", t.name), &got[i], &params[i], ATOL, RTOL);
     }
 }
+
+/// The numerical guard: a NaN or an infinity in any gradient leaves every parameter as it was,
+/// the norm reads back non-finite, and the next finite step updates as usual.
+#[test]
+fn non_finite_gradients_skip_the_update() {
+    let Some(gpu) = gpu() else { return };
+    let table = ParamTable::new([("w", vec![9, 11]), ("b", vec![11])]);
+    for cfg in configs() {
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut rng = Rng::new(21);
+            let arena = ParamArena::new(gpu, table.clone()).unwrap();
+            gpu.write(&arena.params, 0, &table.pack(&random_tensors(&table, &mut rng)));
+            let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), None).unwrap();
+            let step = |grads: &[f32], opt: &mut Optimizer| {
+                gpu.write(&arena.grads, 0, grads);
+                let mut rec = Recorder::new(gpu);
+                opt.record_step(gpu, &mut rec, 1e-2, true);
+                rec.submit().unwrap();
+                opt.submitted();
+                let norm = opt.grad_norm(gpu).unwrap().unwrap();
+                (norm, gpu.read::<f32>(&arena.params, 0, table.len as usize).unwrap())
+            };
+            let good = table.pack(&random_tensors(&table, &mut rng));
+            let (_, p1) = step(&good, &mut opt);
+            let mut poisoned = table.pack(&random_tensors(&table, &mut rng));
+            poisoned[table.tensors[1].offset as usize + 3] = bad;
+            let (norm, p2) = step(&poisoned, &mut opt);
+            assert!(!norm.is_finite(), "{:?}: norm {norm}", cfg.kind);
+            assert!(
+                p1.iter().zip(&p2).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{:?} {bad}: the update was not skipped",
+                cfg.kind
+            );
+            let (norm, p3) = step(&good, &mut opt);
+            assert!(norm.is_finite() && p3 != p2, "{:?}: the step after a skip updates", cfg.kind);
+        }
+    }
+}

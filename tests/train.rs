@@ -47,6 +47,7 @@ fn train_writes_metrics_and_a_checkpoint_that_reloads() {
         sample_tokens: 0,
         save_every: 0,
         keep: 3,
+        max_skips: 5,
     };
     train(gpu, &args).unwrap();
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -110,6 +111,7 @@ fn train_rejects_bad_input_with_the_flag_named() {
         sample_tokens: 0,
         save_every: 0,
         keep: 3,
+        max_skips: 5,
     };
     let err = |a: TrainArgs| train(gpu, &a).unwrap_err().to_string();
     assert!(err(base.clone()).contains("token id 299"), "{}", err(base.clone()));
@@ -173,6 +175,7 @@ fn resume_continues_bitwise() {
         sample_tokens: 0,
         save_every: 5,
         keep: 3,
+        max_skips: 5,
     };
     assert_eq!(train(gpu, &args).unwrap(), None);
     let whole = losses(&dir.join("whole/metrics.jsonl"));
@@ -199,5 +202,55 @@ fn resume_continues_bitwise() {
     assert!(dir.join("whole/ckpt-00000010").exists());
     let err = resume(gpu, &dir.join("whole")).unwrap_err().to_string();
     assert!(err.contains("already took its 10 steps"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A run whose loss turns non-finite skips those updates, logs them, and stops after
+/// --max-skips of them in a row with a message.
+#[test]
+fn non_finite_run_skips_then_stops() {
+    let Some(gpu) = gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("wgtrain-nan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens: Vec<u32> = (0..3000).map(|i| (i % 17) as u32).collect();
+    data::write_tokens(&dir.join("train.bin"), &tokens).unwrap();
+    std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
+        .unwrap();
+    let args = TrainArgs {
+        config: Some(dir.join("tiny.toml")),
+        init: None,
+        data: Some(dir.join("train.bin")),
+        val_data: None,
+        batch_size: 2,
+        seq_len: 8,
+        steps: 40,
+        optimizer: OptimizerKind::Sgd,
+        lr: 1e30, // the first update sends the parameters to infinity
+        schedule: ScheduleKind::Constant,
+        warmup: 0,
+        min_lr_frac: 0.0,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        momentum: 0.0,
+        grad_clip: 0.0,
+        grad_accum: 1,
+        no_shuffle: true,
+        seed: 1,
+        eval_every: 0,
+        val_batches: 1,
+        out: dir.join("run"),
+        sample_tokens: 0,
+        save_every: 0,
+        keep: 3,
+        max_skips: 3,
+    };
+    let err = train(gpu, &args).unwrap_err().to_string();
+    assert!(err.contains("non-finite") && err.contains("--lr"), "{err}");
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert!(metrics.lines().filter(|l| l.contains("\"skipped\":true")).count() >= 4, "{metrics}");
+    assert!(metrics.lines().count() < 40, "stopped early");
     std::fs::remove_dir_all(&dir).ok();
 }

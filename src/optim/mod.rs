@@ -135,7 +135,8 @@ pub struct Optimizer {
     pub(crate) m: GpuBuffer,
     /// exp_avg_sq. (len) f32; AdamW and LAMB only
     pub(crate) v: Option<GpuBuffer>,
-    /// [0] the last pre-clip gradient norm, [1] the clip scale, [2 + t] LAMB trust ratios.
+    /// [0] the last pre-clip gradient norm, [1] the clip scale, [2] 1 when the last update was
+    /// skipped (non-finite gradients), [3 + t] LAMB trust ratios.
     scalars: GpuBuffer,
     /// Each tensor's (first chunk, chunk count), for LAMB's norms.
     _tensors: GpuBuffer,
@@ -186,8 +187,9 @@ impl Optimizer {
             r[1] += 1;
         }
         let tensors = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &ranges)?;
-        let mut scalar_init = vec![1.0f32; 2 + n_tensors];
+        let mut scalar_init = vec![1.0f32; 3 + n_tensors];
         scalar_init[0] = 0.0;
+        scalar_init[2] = 0.0;
         let scalars = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &scalar_init)?;
         let partials = gpu.pool.storage(Category::Scratch, 4 * (3 * chunks.len() as u64).max(1))?;
         let limit = binding_limit.unwrap_or(gpu.max_binding()).min(gpu.max_binding());
@@ -291,14 +293,15 @@ impl Optimizer {
         }
     }
 
-    /// Records one step: the global gradient norm (when clipping is on, or `want_norm`), then the
-    /// update. With `want_norm`, the pre-clip norm is copied out for `grad_norm` to read after
-    /// the submit, without stalling the next step.
+    /// Records one step: the global gradient norm, then the update, which the GPU skips when the
+    /// norm is not finite. With `want_norm`, the pre-clip norm is copied out for `grad_norm` to
+    /// read after the submit, without stalling the next step (a non-finite norm there means the
+    /// step was skipped).
     pub fn record_step(&mut self, gpu: &Gpu, rec: &mut Recorder, lr: f32, want_norm: bool) {
         self.prepare(gpu, lr);
-        if self.cfg.grad_clip > 0.0 || want_norm {
-            rec.run(&self.norm_ops);
-        }
+        // The norm runs every step: it drives clipping and the guard that skips the update when
+        // the gradients are not finite.
+        rec.run(&self.norm_ops);
         rec.run(&self.update_ops);
         if want_norm {
             self.readback.record(rec, &self.scalars, 0);
