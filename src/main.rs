@@ -151,6 +151,15 @@ struct TrainCli {
     /// Consecutive skipped steps (non-finite loss or gradient norm) before the run stops.
     #[arg(long, default_value_t = 5)]
     max_skips: u64,
+    /// Stop after this many evaluations without a val-loss gain of --min-delta (0: never);
+    /// the best checkpoint is kept as out/best.
+    #[arg(long, default_value_t = 0)]
+    patience: u64,
+    #[arg(long, default_value_t = 0.0)]
+    min_delta: f32,
+    /// Start over in an --out that already holds a run.
+    #[arg(long)]
+    force: bool,
     /// Continue the run in DIR (or from one checkpoint in it) exactly; other flags are ignored.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -326,6 +335,9 @@ impl TrainCli {
             save_every: self.save_every,
             keep: self.keep,
             max_skips: self.max_skips,
+            patience: self.patience,
+            min_delta: self.min_delta,
+            force: self.force,
         }
     }
 }

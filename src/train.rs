@@ -49,6 +49,15 @@ pub struct TrainArgs {
     pub keep: usize,
     /// Consecutive skipped steps (non-finite loss or gradient norm) before the run stops.
     pub max_skips: u64,
+    /// Stop after this many evaluations without a val-loss improvement of at least
+    /// `min_delta` (0: never). The best checkpoint is kept as out/best.
+    #[serde(default)]
+    pub patience: u64,
+    #[serde(default)]
+    pub min_delta: f32,
+    /// Start over in an --out that already holds a run.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// The default model when neither --config nor --init is given.
@@ -131,6 +140,11 @@ struct RunState {
 
 const RUN_FORMAT: &str = "wgtrain-run-1";
 
+/// Whether `dir` has a run's metrics or checkpoints in it.
+fn holds_run(dir: &Path) -> bool {
+    dir.join("metrics.jsonl").exists() || latest_checkpoint(dir).is_ok()
+}
+
 /// `dir` itself if it is a checkpoint, else its newest `ckpt-*`.
 fn latest_checkpoint(dir: &Path) -> anyhow::Result<PathBuf> {
     if dir.join("state.json").exists() {
@@ -156,8 +170,29 @@ fn save_checkpoint(
     a: &TrainArgs,
     next: u64,
 ) -> anyhow::Result<PathBuf> {
-    let name = format!("ckpt-{next:08}");
-    let dir = a.out.join(&name);
+    let dir = save_as(gpu, gpt, opt, loader, a, next, &format!("ckpt-{next:08}"))?;
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&a.out)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ckpt-")))
+        .collect();
+    all.sort();
+    for old in all.iter().take(all.len().saturating_sub(a.keep.max(1))) {
+        std::fs::remove_dir_all(old).with_context(|| old.display().to_string())?;
+    }
+    Ok(dir)
+}
+
+/// Writes a checkpoint into out/NAME atomically: a temporary directory, then a rename.
+fn save_as(
+    gpu: &Gpu,
+    gpt: &Gpt,
+    opt: &Optimizer,
+    loader: &Loader,
+    a: &TrainArgs,
+    next: u64,
+    name: &str,
+) -> anyhow::Result<PathBuf> {
+    let dir = a.out.join(name);
     let tmp = a.out.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     checkpoint::save_hf(&tmp, &gpt.config, &gpt.read_params(gpu)?)?;
@@ -169,14 +204,6 @@ fn save_checkpoint(
     f.sync_all()?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).with_context(|| dir.display().to_string())?;
-    let mut all: Vec<PathBuf> = std::fs::read_dir(&a.out)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ckpt-")))
-        .collect();
-    all.sort();
-    for old in all.iter().take(all.len().saturating_sub(a.keep.max(1))) {
-        std::fs::remove_dir_all(old).with_context(|| old.display().to_string())?;
-    }
     Ok(dir)
 }
 
@@ -240,6 +267,13 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
     let schedule =
         Schedule { kind: a.schedule, lr_max: a.lr, warmup: a.warmup, steps: a.steps, min_lr_frac: a.min_lr_frac };
 
+    if resume.is_none() && !a.force && holds_run(&a.out) {
+        bail!(
+            "--out {} already holds a run (metrics.jsonl or checkpoints): pass --resume {} to continue it, or --force to start over",
+            a.out.display(),
+            a.out.display()
+        );
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let metrics_path = a.out.join("metrics.jsonl");
     // A fresh run starts metrics.jsonl anew; a resumed one appends.
@@ -288,6 +322,9 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
     let mut best_val = log.val.iter().map(|v| v.1).fold(f32::INFINITY, f32::min);
     log.bar.set_position(first);
     let mut stopped = None;
+    let mut stale = 0u64; // evaluations since the best val loss
+    let mut early = false;
+    let mut last_step = a.steps;
     for step in first..a.steps {
         let lr = schedule.lr(step);
         for k in 0..gpt.accum() {
@@ -317,8 +354,19 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         if let (true, Some(vl)) = (eval_now, val_loader.as_mut()) {
             log.flush(gpu, &mut opt)?;
             let val = evaluate(gpu, &gpt, vl, a.val_batches)?;
-            best_val = best_val.min(val);
             log.val_line(step, val)?;
+            if val < best_val - a.min_delta {
+                best_val = val;
+                stale = 0;
+                save_as(gpu, &gpt, &opt, &loader, a, step + 1, "best")?;
+            } else {
+                stale += 1;
+                best_val = best_val.min(val);
+            }
+            if a.patience > 0 && stale >= a.patience && step + 1 < a.steps {
+                println!("early stop at step {step}: {stale} evaluations without a val-loss gain of {}", a.min_delta);
+                early = true;
+            }
         }
         let signal = if interrupt.load(Ordering::Relaxed) {
             Some(130)
@@ -338,12 +386,16 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
                 break;
             }
         }
+        if early {
+            last_step = step + 1;
+            break;
+        }
     }
     if stopped.is_some() {
         return Ok(stopped);
     }
     log.flush(gpu, &mut opt)?;
-    save_checkpoint(gpu, &gpt, &opt, &loader, a, a.steps)?;
+    save_checkpoint(gpu, &gpt, &opt, &loader, a, last_step)?;
     log.bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     log.plot()?;
@@ -352,11 +404,11 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
     opt.save(gpu, &a.out.join("optimizer.safetensors"))?;
     println!(
         "done: {} steps, last loss {:.4}, best val loss {}, {} tokens in {wall:.1} s ({:.0} tokens/s), adapter {}",
-        a.steps,
+        last_step - first,
         log.last_loss,
         if best_val.is_finite() { format!("{best_val:.4}") } else { "n/a (no validation data)".into() },
-        tokens_per_step * a.steps,
-        (tokens_per_step * a.steps) as f64 / wall,
+        tokens_per_step * (last_step - first),
+        (tokens_per_step * (last_step - first)) as f64 / wall,
         gpu.name()
     );
     let stats = gpu.pool.stats();

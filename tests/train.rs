@@ -48,6 +48,9 @@ fn train_writes_metrics_and_a_checkpoint_that_reloads() {
         save_every: 0,
         keep: 3,
         max_skips: 5,
+        patience: 0,
+        min_delta: 0.0,
+        force: false,
     };
     train(gpu, &args).unwrap();
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -112,6 +115,9 @@ fn train_rejects_bad_input_with_the_flag_named() {
         save_every: 0,
         keep: 3,
         max_skips: 5,
+        patience: 0,
+        min_delta: 0.0,
+        force: false,
     };
     let err = |a: TrainArgs| train(gpu, &a).unwrap_err().to_string();
     assert!(err(base.clone()).contains("token id 299"), "{}", err(base.clone()));
@@ -176,6 +182,9 @@ fn resume_continues_bitwise() {
         save_every: 5,
         keep: 3,
         max_skips: 5,
+        patience: 0,
+        min_delta: 0.0,
+        force: false,
     };
     assert_eq!(train(gpu, &args).unwrap(), None);
     let whole = losses(&dir.join("whole/metrics.jsonl"));
@@ -246,11 +255,69 @@ fn non_finite_run_skips_then_stops() {
         save_every: 0,
         keep: 3,
         max_skips: 3,
+        patience: 0,
+        min_delta: 0.0,
+        force: false,
     };
     let err = train(gpu, &args).unwrap_err().to_string();
     assert!(err.contains("non-finite") && err.contains("--lr"), "{err}");
     let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
     assert!(metrics.lines().filter(|l| l.contains("\"skipped\":true")).count() >= 4, "{metrics}");
     assert!(metrics.lines().count() < 40, "stopped early");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Early stopping keeps the best checkpoint; an --out that holds a run needs --resume or --force.
+#[test]
+fn early_stopping_and_an_occupied_out() {
+    let Some(gpu) = gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("wgtrain-early-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens: Vec<u32> = (0..3000).map(|i| ((i * 5) % 17) as u32).collect();
+    data::write_tokens(&dir.join("train.bin"), &tokens).unwrap();
+    std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
+        .unwrap();
+    let args = TrainArgs {
+        config: Some(dir.join("tiny.toml")),
+        init: None,
+        data: Some(dir.join("train.bin")),
+        val_data: Some(dir.join("train.bin")),
+        batch_size: 2,
+        seq_len: 8,
+        steps: 30,
+        optimizer: OptimizerKind::Adamw,
+        lr: 1e-3,
+        schedule: ScheduleKind::Constant,
+        warmup: 0,
+        min_lr_frac: 0.0,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        momentum: 0.0,
+        grad_clip: 1.0,
+        grad_accum: 1,
+        no_shuffle: true,
+        seed: 1,
+        eval_every: 3,
+        val_batches: 1,
+        out: dir.join("run"),
+        sample_tokens: 0,
+        save_every: 0,
+        keep: 3,
+        max_skips: 5,
+        // Nothing improves by 100: the second evaluation already counts as stale.
+        patience: 1,
+        min_delta: 100.0,
+        force: false,
+    };
+    assert_eq!(train(gpu, &args).unwrap(), None);
+    let steps = losses(&dir.join("run/metrics.jsonl"));
+    assert_eq!(steps.len(), 6, "stopped at the second evaluation (step 5)");
+    assert!(dir.join("run/best/state.json").exists() && dir.join("run/best/model.safetensors").exists());
+    let err = train(gpu, &args).unwrap_err().to_string();
+    assert!(err.contains("already holds a run") && err.contains("--force"), "{err}");
+    assert_eq!(train(gpu, &TrainArgs { force: true, ..args }).unwrap(), None);
     std::fs::remove_dir_all(&dir).ok();
 }
