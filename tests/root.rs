@@ -3,6 +3,7 @@
 
 mod common;
 mod data;
+mod fuzz;
 mod gpt2;
 mod layers;
 mod matmul;
