@@ -325,71 +325,85 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
     let mut stale = 0u64; // evaluations since the best val loss
     let mut early = false;
     let mut last_step = a.steps;
-    for step in first..a.steps {
-        let lr = schedule.lr(step);
-        for k in 0..gpt.accum() {
-            let (x, y) = loader.next_batch();
-            gpt.upload_batch(gpu, k, &x, &y);
-        }
-        let mut rec = Recorder::new(gpu);
-        gpt.record_forward_backward(&mut rec);
-        gpt.record_losses(&mut rec, &mut log.readback);
-        opt.record_step(gpu, &mut rec, lr as f32, true);
-        rec.submit()?;
-        // While this step runs, log the previous one.
-        log.flush(gpu, &mut opt)?;
-        log.readback.submitted();
-        opt.submitted();
-        if log.skips > a.max_skips {
-            log.bar.finish_and_clear();
-            bail!(
-                "{} steps in a row had a non-finite loss or gradient norm (up to step {}); stopping with the \
-                 last checkpoint left as it was: lower --lr or set --grad-clip",
-                log.skips,
-                step.saturating_sub(1)
-            );
-        }
-        log.pending = Some((step, lr));
-        let eval_now = a.eval_every > 0 && (step + 1) % a.eval_every == 0 || step + 1 == a.steps;
-        if let (true, Some(vl)) = (eval_now, val_loader.as_mut()) {
-            log.flush(gpu, &mut opt)?;
-            let val = evaluate(gpu, &gpt, vl, a.val_batches)?;
-            log.val_line(step, val)?;
-            if val < best_val - a.min_delta {
-                best_val = val;
-                stale = 0;
-                save_as(gpu, &gpt, &opt, &loader, a, step + 1, "best")?;
-            } else {
-                stale += 1;
-                best_val = best_val.min(val);
+    let result = (|| -> anyhow::Result<()> {
+        for step in first..a.steps {
+            let lr = schedule.lr(step);
+            for k in 0..gpt.accum() {
+                let (x, y) = loader.next_batch();
+                gpt.upload_batch(gpu, k, &x, &y);
             }
-            if a.patience > 0 && stale >= a.patience && step + 1 < a.steps {
-                println!("early stop at step {step}: {stale} evaluations without a val-loss gain of {}", a.min_delta);
-                early = true;
-            }
-        }
-        let signal = if interrupt.load(Ordering::Relaxed) {
-            Some(130)
-        } else if terminate.load(Ordering::Relaxed) {
-            Some(143)
-        } else {
-            None
-        };
-        if signal.is_some() || (a.save_every > 0 && (step + 1) % a.save_every == 0 && step + 1 < a.steps) {
+            let mut rec = Recorder::new(gpu);
+            gpt.record_forward_backward(&mut rec);
+            gpt.record_losses(&mut rec, &mut log.readback);
+            opt.record_step(gpu, &mut rec, lr as f32, true);
+            rec.submit()?;
+            // While this step runs, log the previous one.
             log.flush(gpu, &mut opt)?;
-            let dir = save_checkpoint(gpu, &gpt, &opt, &loader, a, step + 1)?;
-            if let Some(code) = signal {
+            log.readback.submitted();
+            opt.submitted();
+            if log.skips > a.max_skips {
                 log.bar.finish_and_clear();
-                log.plot()?;
-                println!("stopped by a signal after step {step}; checkpoint {}", dir.display());
-                stopped = Some(code);
+                bail!(
+                    "{} steps in a row had a non-finite loss or gradient norm (up to step {}); stopping with the \
+                 last checkpoint left as it was: lower --lr or set --grad-clip",
+                    log.skips,
+                    step.saturating_sub(1)
+                );
+            }
+            log.pending = Some((step, lr));
+            let eval_now = a.eval_every > 0 && (step + 1) % a.eval_every == 0 || step + 1 == a.steps;
+            if let (true, Some(vl)) = (eval_now, val_loader.as_mut()) {
+                log.flush(gpu, &mut opt)?;
+                let val = evaluate(gpu, &gpt, vl, a.val_batches)?;
+                log.val_line(step, val)?;
+                if val < best_val - a.min_delta {
+                    best_val = val;
+                    stale = 0;
+                    save_as(gpu, &gpt, &opt, &loader, a, step + 1, "best")?;
+                } else {
+                    stale += 1;
+                    best_val = best_val.min(val);
+                }
+                if a.patience > 0 && stale >= a.patience && step + 1 < a.steps {
+                    println!(
+                        "early stop at step {step}: {stale} evaluations without a val-loss gain of {}",
+                        a.min_delta
+                    );
+                    early = true;
+                }
+            }
+            let signal = if interrupt.load(Ordering::Relaxed) {
+                Some(130)
+            } else if terminate.load(Ordering::Relaxed) {
+                Some(143)
+            } else {
+                None
+            };
+            if signal.is_some() || (a.save_every > 0 && (step + 1) % a.save_every == 0 && step + 1 < a.steps) {
+                log.flush(gpu, &mut opt)?;
+                let dir = save_checkpoint(gpu, &gpt, &opt, &loader, a, step + 1)?;
+                if let Some(code) = signal {
+                    log.bar.finish_and_clear();
+                    log.plot()?;
+                    println!("stopped by a signal after step {step}; checkpoint {}", dir.display());
+                    stopped = Some(code);
+                    break;
+                }
+            }
+            if early {
+                last_step = step + 1;
                 break;
             }
         }
-        if early {
-            last_step = step + 1;
-            break;
-        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // Keep what is safe to keep: the metrics written so far and the curves. A checkpoint
+        // of a failed step could be inconsistent, so the last good one stays the newest.
+        log.bar.finish_and_clear();
+        let _ = log.plot();
+        let last = latest_checkpoint(&a.out).map_or("none yet".to_string(), |p| p.display().to_string());
+        bail!("{e:#}; training stopped: metrics.jsonl is up to date and the last checkpoint is {last}");
     }
     if stopped.is_some() {
         return Ok(stopped);

@@ -98,6 +98,13 @@ impl Gpu {
                 *slot = Some(e.to_string());
             }
         }));
+        let lost = uncaptured.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let mut slot = lost.lock().unwrap();
+            if slot.is_none() && reason != wgpu::DeviceLostReason::Destroyed {
+                *slot = Some(format!("the device was lost ({reason:?}): {msg}"));
+            }
+        });
         let small = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
