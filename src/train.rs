@@ -236,7 +236,19 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         bail!("--data holds token id {max_tok}, but the model's vocab_size is {}", config.vocab_size);
     }
 
-    let gpt = Gpt::new(gpu, config.clone(), b, t, a.grad_accum)?;
+    let gpt = Gpt::new(gpu, config.clone(), b, t, a.grad_accum).map_err(|e| {
+        let params = crate::optim::ParamTable::new(config.parameter_specs()).numel();
+        let state = if a.optimizer == OptimizerKind::Sgd { 1 } else { 2 };
+        let need = 4 * params * (2 + state) + Gpt::activation_bytes_for(&config, b, t, a.grad_accum);
+        match e {
+            crate::GpuError::BufferTooLarge { .. } | crate::GpuError::OutOfMemory { .. } => anyhow::anyhow!(
+                "{e}; this model at batch {b} × {t} needs about {:.1} MB of GPU memory in all: lower --batch-size \
+                 or --seq-len, or use a larger adapter",
+                need as f64 / 1e6
+            ),
+            e => e.into(),
+        }
+    })?;
     match (&resume, &a.init) {
         (Some((ckpt, _)), _) => gpt.write_params(gpu, &checkpoint::load_hf(&ckpt.join("model.safetensors"), &config)?),
         (None, Some(init)) => {

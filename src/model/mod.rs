@@ -399,19 +399,20 @@ impl Gpt {
     /// The least memory the activations and gradient scratch can take, in bytes: every tensor
     /// the forward keeps for the backward, the logits, and the backward's working buffers.
     pub fn activation_bytes(&self) -> u64 {
-        let (b, t) = (self.b as u64, self.t as u64);
-        let (c, v, nh, l) = (
-            self.config.n_embd as u64,
-            self.config.vocab_size as u64,
-            self.config.n_head as u64,
-            self.config.n_layer as u64,
-        );
+        Self::activation_bytes_for(&self.config, self.b, self.t, self.micro.len())
+    }
+
+    /// `activation_bytes` of a model not built yet.
+    pub fn activation_bytes_for(config: &GptConfig, b: usize, t: usize, accum: usize) -> u64 {
+        let (b, t) = (b as u64, t as u64);
+        let (c, v, nh, l) =
+            (config.n_embd as u64, config.vocab_size as u64, config.n_head as u64, config.n_layer as u64);
         let n = b * t;
         // ln1, atty, attproj, residual2, ln2, fcproj, residual3; qkv; fch, fch_gelu; 2 stats; lse
         let layer = 7 * n * c + 3 * n * c + 8 * n * c + 4 * n + b * nh * t;
         // encoded, lnf, lnf stats, logits; per micro-batch: losses, tokens, positions,
         // targets, buckets
-        let global = 2 * n * c + 2 * n + n * v + self.micro.len() as u64 * (4 * n + 4 * n);
+        let global = 2 * n * c + 2 * n + n * v + accum as u64 * (4 * n + 4 * n);
         // dresidual, dbuf, dqkv, dfch, dfch_gelu, the attention's D
         let scratch = 2 * n * c + 3 * n * c + 8 * n * c + b * nh * t;
         4 * (l * layer + global + scratch)
