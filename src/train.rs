@@ -124,7 +124,7 @@ pub fn resume(gpu: &Gpu, dir: &Path) -> anyhow::Result<Option<i32>> {
     let state: RunState = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("--resume {}: state.json is not a wgtrain checkpoint ({e})", ckpt.display()))?;
     let mut args = state.args.clone();
-    args.out = ckpt.parent().unwrap_or(Path::new(".")).to_path_buf();
+    args.out = ckpt.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     run(gpu, &args, Some((ckpt, state)))
 }
 
@@ -136,6 +136,26 @@ struct RunState {
     step: u64,
     loader: data::LoaderState,
     args: TrainArgs,
+    /// Early stopping: the best val loss so far and evaluations since it; set when it stopped.
+    /// None until a validation loss exists (JSON has no infinity).
+    #[serde(default)]
+    best_val: Option<f32>,
+    #[serde(default)]
+    stale: u64,
+    #[serde(default)]
+    early_stopped: bool,
+    /// Consecutive skipped steps (the numerical guard).
+    #[serde(default)]
+    skips: u64,
+}
+
+/// Loop state a checkpoint carries besides the model, the optimizer and the data position.
+#[derive(Clone, Copy)]
+struct Progress {
+    best_val: f32,
+    stale: u64,
+    early_stopped: bool,
+    skips: u64,
 }
 
 const RUN_FORMAT: &str = "wgtrain-run-1";
@@ -150,14 +170,24 @@ fn latest_checkpoint(dir: &Path) -> anyhow::Result<PathBuf> {
     if dir.join("state.json").exists() {
         return Ok(dir.to_path_buf());
     }
-    let entries = std::fs::read_dir(dir).with_context(|| format!("--resume {}", dir.display()))?;
-    entries
+    let all = checkpoints(dir).with_context(|| format!("--resume {}", dir.display()))?;
+    all.last().map(|(_, p)| p.clone()).ok_or_else(|| {
+        anyhow::anyhow!("--resume {}: no checkpoint (ckpt-*) in it; start without --resume", dir.display())
+    })
+}
+
+/// The `ckpt-N` directories in `dir`, by step.
+fn checkpoints(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut all: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ckpt-")) && p.is_dir())
-        .max()
-        .ok_or_else(|| {
-            anyhow::anyhow!("--resume {}: no checkpoint (ckpt-*) in it; start without --resume", dir.display())
+        .filter(|p| p.is_dir())
+        .filter_map(|p| {
+            let step = p.file_name()?.to_str()?.strip_prefix("ckpt-")?.parse().ok()?;
+            Some((step, p))
         })
+        .collect();
+    all.sort();
+    Ok(all)
 }
 
 /// Writes out/ckpt-NNNNNNNN (next step) atomically: into a temporary directory, then renamed.
@@ -169,20 +199,19 @@ fn save_checkpoint(
     loader: &Loader,
     a: &TrainArgs,
     next: u64,
+    progress: Progress,
 ) -> anyhow::Result<PathBuf> {
-    let dir = save_as(gpu, gpt, opt, loader, a, next, &format!("ckpt-{next:08}"))?;
-    let mut all: Vec<PathBuf> = std::fs::read_dir(&a.out)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ckpt-")))
-        .collect();
-    all.sort();
-    for old in all.iter().take(all.len().saturating_sub(a.keep.max(1))) {
+    let dir = save_as(gpu, gpt, opt, loader, a, next, progress, &format!("ckpt-{next:08}"))?;
+    // Keep the newest --keep by step; never the one just written.
+    let others: Vec<PathBuf> = checkpoints(&a.out)?.into_iter().map(|(_, p)| p).filter(|p| *p != dir).collect();
+    for old in others.iter().take((others.len() + 1).saturating_sub(a.keep.max(1))) {
         std::fs::remove_dir_all(old).with_context(|| old.display().to_string())?;
     }
     Ok(dir)
 }
 
 /// Writes a checkpoint into out/NAME atomically: a temporary directory, then a rename.
+#[allow(clippy::too_many_arguments)]
 fn save_as(
     gpu: &Gpu,
     gpt: &Gpt,
@@ -190,6 +219,7 @@ fn save_as(
     loader: &Loader,
     a: &TrainArgs,
     next: u64,
+    progress: Progress,
     name: &str,
 ) -> anyhow::Result<PathBuf> {
     let dir = a.out.join(name);
@@ -197,13 +227,31 @@ fn save_as(
     let _ = std::fs::remove_dir_all(&tmp);
     checkpoint::save_hf(&tmp, &gpt.config, &gpt.read_params(gpu)?)?;
     opt.save(gpu, &tmp.join("optimizer.safetensors"))?;
-    let state = RunState { format: RUN_FORMAT.into(), step: next, loader: loader.state(), args: a.clone() };
+    let state = RunState {
+        format: RUN_FORMAT.into(),
+        step: next,
+        loader: loader.state(),
+        args: a.clone(),
+        best_val: progress.best_val.is_finite().then_some(progress.best_val),
+        stale: progress.stale,
+        early_stopped: progress.early_stopped,
+        skips: progress.skips,
+    };
     let path = tmp.join("state.json");
     let mut f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
     f.write_all(serde_json::to_string(&state)?.as_bytes())?;
     f.sync_all()?;
-    let _ = std::fs::remove_dir_all(&dir);
+    // Replace an older copy without a moment where none exists: move it aside first.
+    let old = a.out.join(format!(".{name}.old"));
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(&dir, &old).with_context(|| dir.display().to_string())?;
+    }
     std::fs::rename(&tmp, &dir).with_context(|| dir.display().to_string())?;
+    let _ = std::fs::remove_dir_all(&old);
+    if let Ok(d) = std::fs::File::open(&a.out) {
+        let _ = d.sync_all();
+    }
     Ok(dir)
 }
 
@@ -275,6 +323,21 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         if first >= a.steps {
             bail!("--resume {}: the run already took its {} steps", ckpt.display(), a.steps);
         }
+        if state.early_stopped {
+            bail!(
+                "--resume {}: the run stopped early at step {first} (--patience); nothing to continue",
+                ckpt.display()
+            );
+        }
+    }
+    // (10) Early stopping needs validation data, and --val-data needs --data.
+    if a.patience > 0 && val_loader.is_none() {
+        bail!(
+            "--patience needs validation data longer than one batch: pass --val-data (or train on the bundled corpus)"
+        );
+    }
+    if a.val_data.is_some() && a.data.is_none() {
+        bail!("--val-data goes with --data; the bundled corpus brings its own validation split");
     }
     let schedule =
         Schedule { kind: a.schedule, lr_max: a.lr, warmup: a.warmup, steps: a.steps, min_lr_frac: a.min_lr_frac };
@@ -286,8 +349,39 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
             a.out.display()
         );
     }
+    if resume.is_none() && a.force && a.out.is_dir() {
+        // Start over: the old run's checkpoints, best model and curves go.
+        for (_, p) in checkpoints(&a.out)? {
+            std::fs::remove_dir_all(&p).with_context(|| p.display().to_string())?;
+        }
+        for name in ["best", "loss.png"] {
+            let p = a.out.join(name);
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let metrics_path = a.out.join("metrics.jsonl");
+    if let Some((_, state)) = &resume {
+        // (1) The resumed timeline replaces whatever came after its checkpoint: metrics lines
+        // and later checkpoints.
+        let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s < state.step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&metrics_path, kept).with_context(|| metrics_path.display().to_string())?;
+        for (step, p) in checkpoints(&a.out)? {
+            if step > state.step {
+                std::fs::remove_dir_all(&p).with_context(|| p.display().to_string())?;
+            }
+        }
+    }
     // A fresh run starts metrics.jsonl anew; a resumed one appends.
     let metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -298,6 +392,9 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         .with_context(|| metrics_path.display().to_string())?;
     let interrupt = Arc::new(AtomicBool::new(false));
     let terminate = Arc::new(AtomicBool::new(false));
+    // The first signal asks for a clean stop; a second one ends the process at once.
+    signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGINT, 130, interrupt.clone())?;
+    signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGTERM, 143, terminate.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, terminate.clone())?;
     let n_params = gpt.arena.table.numel();
@@ -331,10 +428,11 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         log.reload(&metrics_path);
     }
     let started = Instant::now();
-    let mut best_val = log.val.iter().map(|v| v.1).fold(f32::INFINITY, f32::min);
+    let (mut best_val, mut stale) =
+        resume.as_ref().map_or((f32::INFINITY, 0), |(_, st)| (st.best_val.unwrap_or(f32::INFINITY), st.stale));
+    log.skips = resume.as_ref().map_or(0, |(_, st)| st.skips);
     log.bar.set_position(first);
     let mut stopped = None;
-    let mut stale = 0u64; // evaluations since the best val loss
     let mut early = false;
     let mut last_step = a.steps;
     let result = (|| -> anyhow::Result<()> {
@@ -348,11 +446,11 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
             gpt.record_forward_backward(&mut rec);
             gpt.record_losses(&mut rec, &mut log.readback);
             opt.record_step(gpu, &mut rec, lr as f32, true);
-            rec.submit()?;
+            let index = rec.submit()?;
             // While this step runs, log the previous one.
             log.flush(gpu, &mut opt)?;
-            log.readback.submitted();
-            opt.submitted();
+            log.readback.submitted_at(Some(index.clone()));
+            opt.submitted_at(index);
             if log.skips > a.max_skips {
                 log.bar.finish_and_clear();
                 bail!(
@@ -371,10 +469,10 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
                 if val < best_val - a.min_delta {
                     best_val = val;
                     stale = 0;
-                    save_as(gpu, &gpt, &opt, &loader, a, step + 1, "best")?;
+                    let progress = Progress { best_val, stale, early_stopped: false, skips: log.skips };
+                    save_as(gpu, &gpt, &opt, &loader, a, step + 1, progress, "best")?;
                 } else {
                     stale += 1;
-                    best_val = best_val.min(val);
                 }
                 if a.patience > 0 && stale >= a.patience && step + 1 < a.steps {
                     println!(
@@ -391,9 +489,13 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
             } else {
                 None
             };
-            if signal.is_some() || (a.save_every > 0 && (step + 1) % a.save_every == 0 && step + 1 < a.steps) {
+            // A signal on the last step just lets the run finish normally.
+            let signal = signal.filter(|_| step + 1 < a.steps && !early);
+            if signal.is_some() || (a.save_every > 0 && (step + 1) % a.save_every == 0 && step + 1 < a.steps && !early)
+            {
                 log.flush(gpu, &mut opt)?;
-                let dir = save_checkpoint(gpu, &gpt, &opt, &loader, a, step + 1)?;
+                let progress = Progress { best_val, stale, early_stopped: false, skips: log.skips };
+                let dir = save_checkpoint(gpu, &gpt, &opt, &loader, a, step + 1, progress)?;
                 if let Some(code) = signal {
                     log.bar.finish_and_clear();
                     log.plot()?;
@@ -413,6 +515,7 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         // Keep what is safe to keep: the metrics written so far and the curves. A checkpoint
         // of a failed step could be inconsistent, so the last good one stays the newest.
         log.bar.finish_and_clear();
+        let _ = log.flush(gpu, &mut opt);
         let _ = log.plot();
         let last = latest_checkpoint(&a.out).map_or("none yet".to_string(), |p| p.display().to_string());
         bail!("{e:#}; training stopped: metrics.jsonl is up to date and the last checkpoint is {last}");
@@ -421,7 +524,8 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         return Ok(stopped);
     }
     log.flush(gpu, &mut opt)?;
-    save_checkpoint(gpu, &gpt, &opt, &loader, a, last_step)?;
+    let progress = Progress { best_val, stale, early_stopped: early, skips: log.skips };
+    save_checkpoint(gpu, &gpt, &opt, &loader, a, last_step, progress)?;
     log.bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     log.plot()?;
@@ -490,7 +594,8 @@ impl Log {
         let norm = opt.grad_norm(gpu)?.unwrap_or(f32::NAN);
         // A non-finite norm means the GPU skipped this update; the bias corrections of the
         // steps recorded since count it, so take it back for the next ones.
-        let skipped = !(norm.is_finite() && loss.is_finite());
+        // The GPU skips on the norm alone (a non-finite loss makes the gradients non-finite too).
+        let skipped = !norm.is_finite();
         if skipped {
             self.skips += 1;
             opt.step = opt.step.saturating_sub(1);

@@ -189,12 +189,11 @@ fn resume_continues_bitwise() {
     assert_eq!(train(gpu, &args).unwrap(), None);
     let whole = losses(&dir.join("whole/metrics.jsonl"));
     assert_eq!(whole.len(), 10);
-    // The stopped run: the first five metrics lines and the step-5 checkpoint, nothing else.
+    // The stopped run: the step-5 checkpoint, and metrics that (as after a crash) ran on past
+    // it; resuming must replace those later lines, not append after them.
     let cut = dir.join("cut");
     std::fs::create_dir_all(&cut).unwrap();
-    let text = std::fs::read_to_string(dir.join("whole/metrics.jsonl")).unwrap();
-    let head: Vec<&str> = text.lines().take(5).collect();
-    std::fs::write(cut.join("metrics.jsonl"), head.join("\n") + "\n").unwrap();
+    std::fs::copy(dir.join("whole/metrics.jsonl"), cut.join("metrics.jsonl")).unwrap();
     let from = dir.join("whole/ckpt-00000005");
     std::fs::create_dir_all(cut.join("ckpt-00000005")).unwrap();
     for f in ["config.json", "model.safetensors", "optimizer.safetensors", "state.json"] {
@@ -202,7 +201,7 @@ fn resume_continues_bitwise() {
     }
     assert_eq!(resume(gpu, &cut).unwrap(), None);
     let resumed = losses(&cut.join("metrics.jsonl"));
-    assert_eq!(resumed.len(), 10, "metrics.jsonl is appended to");
+    assert_eq!(resumed.len(), 10, "metrics.jsonl keeps steps 0..4 and gets 5..9 once");
     for (a, b) in whole.iter().zip(&resumed) {
         assert_eq!(a.0, b.0);
         assert_eq!(a.1.to_bits(), b.1.to_bits(), "step {}: {} vs resumed {}", a.0, a.1, b.1);

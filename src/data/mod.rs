@@ -187,11 +187,13 @@ impl Loader {
 
     /// Continues from a saved state. Fails if the state does not fit this data and batch shape.
     pub fn restore(&mut self, st: LoaderState) -> Result<(), String> {
-        let n = self.b * self.t;
         let fits = if self.shuffle {
-            st.order.len() == self.batches() && st.pos <= st.order.len()
+            let mut seen = vec![false; self.batches()];
+            st.order.len() == seen.len()
+                && st.pos <= st.order.len()
+                && st.order.iter().all(|&b| b < seen.len() && !std::mem::replace(&mut seen[b], true))
         } else {
-            st.pos + n < self.tokens.len() + n
+            st.pos < self.tokens.len()
         };
         if !fits {
             return Err("the saved data position does not fit this data; resume with the same --data".into());

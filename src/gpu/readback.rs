@@ -5,7 +5,8 @@ use std::sync::mpsc::{channel, Receiver};
 
 use super::{Gpu, GpuError, Recorder};
 
-type Pending = (usize, Receiver<Result<(), wgpu::BufferAsyncError>>);
+/// A slot being mapped, and the submit whose copy it waits for (None: any, so wait for all).
+type Pending = (usize, Receiver<Result<(), wgpu::BufferAsyncError>>, Option<wgpu::SubmissionIndex>);
 
 /// Two slots: a step copies into one while the previous step's is still being read.
 pub struct Readback {
@@ -51,28 +52,37 @@ impl Readback {
     /// After the submit: starts mapping what `record` copied. A result nobody read gives its
     /// slot up (this cancels its mapping if still pending).
     pub fn submitted(&mut self) {
+        self.submitted_at(None);
+    }
+
+    /// `submitted`, knowing the submit's index: `take` then waits for that submit alone, not
+    /// for work queued after it.
+    pub fn submitted_at(&mut self, index: Option<wgpu::SubmissionIndex>) {
         if let Some(slot) = self.recorded.take() {
-            if let Some((old, _)) = self.pending.take() {
+            if let Some((old, _, _)) = self.pending.take() {
                 self.slots[old].unmap();
             }
             let (tx, rx) = channel();
             self.slots[slot].map_async(wgpu::MapMode::Read, .., move |r| {
                 let _ = tx.send(r);
             });
-            self.pending = Some((slot, rx));
+            self.pending = Some((slot, rx, index));
         }
     }
 
     /// The newest submitted result, once (None if none is waiting). Blocks only if the GPU has
-    /// not finished that submit yet.
+    /// not finished that submit yet (with `submitted_at`, only on that submit).
     pub fn take<T: bytemuck::Pod>(&mut self, gpu: &Gpu) -> Result<Option<Vec<T>>, GpuError> {
-        let Some((slot, rx)) = self.pending.take() else {
+        let Some((slot, rx, index)) = self.pending.take() else {
             return Ok(None);
         };
         let done = match rx.try_recv() {
             Ok(r) => r,
             Err(_) => {
-                gpu.wait()?;
+                gpu.device
+                    .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
+                    .map_err(|e| GpuError::Device(e.to_string()))?;
+                gpu.check()?;
                 rx.recv().map_err(|e| GpuError::Device(e.to_string()))?
             }
         };

@@ -313,6 +313,11 @@ impl Optimizer {
         self.readback.submitted();
     }
 
+    /// `submitted`, with the submit's index, so reading the norm waits for that submit alone.
+    pub fn submitted_at(&mut self, index: wgpu::SubmissionIndex) {
+        self.readback.submitted_at(Some(index));
+    }
+
     /// The pre-clip global gradient norm of the last step recorded with `want_norm` (None if
     /// there was none, or it was read already). Waits for that step only if the GPU has not
     /// finished it yet.
