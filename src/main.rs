@@ -100,7 +100,7 @@ struct TrainCli {
     batch_size: usize,
     #[arg(long, default_value_t = 128)]
     seq_len: usize,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 160)]
     steps: u64,
     #[arg(long, value_enum, default_value = "adamw")]
     optimizer: OptimizerKind,
@@ -135,7 +135,7 @@ struct TrainCli {
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     /// Validate every N steps (and at the end); 0: only at the end.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 40)]
     eval_every: u64,
     /// Validation batches per evaluation.
     #[arg(long, default_value_t = 4)]
