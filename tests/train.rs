@@ -7,6 +7,44 @@ use wgtrain::train::{resume, train, TrainArgs};
 
 use crate::common::gpu;
 
+/// The flags the tests share: a tiny model (dir/tiny.toml) on dir/train.bin, 2 constant-lr
+/// AdamW steps of 2 × 8 tokens, in order, into dir/run. Each test sets what it is about.
+fn args(dir: &std::path::Path) -> TrainArgs {
+    TrainArgs {
+        config: Some(dir.join("tiny.toml")),
+        init: None,
+        data: Some(dir.join("train.bin")),
+        val_data: None,
+        batch_size: 2,
+        seq_len: 8,
+        steps: 2,
+        optimizer: OptimizerKind::Adamw,
+        lr: 1e-3,
+        schedule: ScheduleKind::Constant,
+        warmup: 0,
+        min_lr_frac: 0.0,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        momentum: 0.0,
+        grad_clip: 0.0,
+        grad_accum: 1,
+        no_shuffle: true,
+        seed: 1,
+        eval_every: 0,
+        val_batches: 1,
+        out: dir.join("run"),
+        sample_tokens: 0,
+        save_every: 0,
+        keep: 3,
+        max_skips: 5,
+        patience: 0,
+        min_delta: 0.0,
+        force: false,
+    }
+}
+
 #[test]
 fn train_writes_metrics_and_a_checkpoint_that_reloads() {
     let Some(gpu) = gpu() else { return };
@@ -20,21 +58,14 @@ fn train_writes_metrics_and_a_checkpoint_that_reloads() {
         .unwrap();
     let out = dir.join("run");
     let args = TrainArgs {
-        config: Some(dir.join("tiny.toml")),
-        init: None,
-        data: Some(dir.join("train.bin")),
         val_data: Some(dir.join("val.bin")),
         batch_size: 3,
         seq_len: 13,
         steps: 30,
-        optimizer: OptimizerKind::Adamw,
         lr: 1e-2,
         schedule: ScheduleKind::Cosine,
         warmup: 3,
         min_lr_frac: 0.1,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
         weight_decay: 0.1,
         momentum: 0.9,
         grad_clip: 1.0,
@@ -44,13 +75,7 @@ fn train_writes_metrics_and_a_checkpoint_that_reloads() {
         eval_every: 10,
         val_batches: 2,
         out: out.clone(),
-        sample_tokens: 0,
-        save_every: 0,
-        keep: 3,
-        max_skips: 5,
-        patience: 0,
-        min_delta: 0.0,
-        force: false,
+        ..args(&dir)
     };
     train(gpu, &args).unwrap();
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -86,39 +111,7 @@ fn train_rejects_bad_input_with_the_flag_named() {
     data::write_tokens(&dir.join("big.bin"), &(0..300).collect::<Vec<u32>>()).unwrap();
     std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
         .unwrap();
-    let base = TrainArgs {
-        config: Some(dir.join("tiny.toml")),
-        init: None,
-        data: Some(dir.join("big.bin")),
-        val_data: None,
-        batch_size: 2,
-        seq_len: 8,
-        steps: 2,
-        optimizer: OptimizerKind::Adamw,
-        lr: 1e-3,
-        schedule: ScheduleKind::Constant,
-        warmup: 0,
-        min_lr_frac: 0.0,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        momentum: 0.0,
-        grad_clip: 0.0,
-        grad_accum: 1,
-        no_shuffle: true,
-        seed: 1,
-        eval_every: 0,
-        val_batches: 1,
-        out: dir.join("run"),
-        sample_tokens: 0,
-        save_every: 0,
-        keep: 3,
-        max_skips: 5,
-        patience: 0,
-        min_delta: 0.0,
-        force: false,
-    };
+    let base = TrainArgs { data: Some(dir.join("big.bin")), ..args(&dir) };
     let err = |a: TrainArgs| train(gpu, &a).unwrap_err().to_string();
     assert!(err(base.clone()).contains("token id 299"), "{}", err(base.clone()));
     assert!(err(TrainArgs { seq_len: 17, ..base.clone() }).contains("--seq-len 17"));
@@ -154,37 +147,22 @@ fn resume_continues_bitwise() {
     std::fs::write(dir.join("tiny.toml"), "n_layer = 2\nn_head = 2\nn_embd = 16\nvocab_size = 23\nn_positions = 16\n")
         .unwrap();
     let args = TrainArgs {
-        config: Some(dir.join("tiny.toml")),
-        init: None,
-        data: Some(dir.join("train.bin")),
-        val_data: None,
         batch_size: 3,
         seq_len: 11,
         steps: 10,
-        optimizer: OptimizerKind::Adamw,
         lr: 5e-3,
         schedule: ScheduleKind::Cosine,
         warmup: 2,
         min_lr_frac: 0.1,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
         weight_decay: 0.1,
         momentum: 0.9,
         grad_clip: 1.0,
         grad_accum: 2,
         no_shuffle: false,
         seed: 3,
-        eval_every: 0,
-        val_batches: 1,
         out: dir.join("whole"),
-        sample_tokens: 0,
         save_every: 5,
-        keep: 3,
-        max_skips: 5,
-        patience: 0,
-        min_delta: 0.0,
-        force: false,
+        ..args(&dir)
     };
     assert_eq!(train(gpu, &args).unwrap(), None);
     let whole = losses(&dir.join("whole/metrics.jsonl"));
@@ -226,37 +204,11 @@ fn non_finite_run_skips_then_stops() {
     std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
         .unwrap();
     let args = TrainArgs {
-        config: Some(dir.join("tiny.toml")),
-        init: None,
-        data: Some(dir.join("train.bin")),
-        val_data: None,
-        batch_size: 2,
-        seq_len: 8,
         steps: 40,
         optimizer: OptimizerKind::Sgd,
         lr: 1e30, // the first update sends the parameters to infinity
-        schedule: ScheduleKind::Constant,
-        warmup: 0,
-        min_lr_frac: 0.0,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        momentum: 0.0,
-        grad_clip: 0.0,
-        grad_accum: 1,
-        no_shuffle: true,
-        seed: 1,
-        eval_every: 0,
-        val_batches: 1,
-        out: dir.join("run"),
-        sample_tokens: 0,
-        save_every: 0,
-        keep: 3,
         max_skips: 3,
-        patience: 0,
-        min_delta: 0.0,
-        force: false,
+        ..args(&dir)
     };
     let err = train(gpu, &args).unwrap_err().to_string();
     assert!(err.contains("non-finite") && err.contains("--lr"), "{err}");
@@ -278,38 +230,14 @@ fn early_stopping_and_an_occupied_out() {
     std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
         .unwrap();
     let args = TrainArgs {
-        config: Some(dir.join("tiny.toml")),
-        init: None,
-        data: Some(dir.join("train.bin")),
         val_data: Some(dir.join("train.bin")),
-        batch_size: 2,
-        seq_len: 8,
         steps: 30,
-        optimizer: OptimizerKind::Adamw,
-        lr: 1e-3,
-        schedule: ScheduleKind::Constant,
-        warmup: 0,
-        min_lr_frac: 0.0,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        momentum: 0.0,
         grad_clip: 1.0,
-        grad_accum: 1,
-        no_shuffle: true,
-        seed: 1,
         eval_every: 3,
-        val_batches: 1,
-        out: dir.join("run"),
-        sample_tokens: 0,
-        save_every: 0,
-        keep: 3,
-        max_skips: 5,
         // Nothing improves by 100: the second evaluation already counts as stale.
         patience: 1,
         min_delta: 100.0,
-        force: false,
+        ..args(&dir)
     };
     assert_eq!(train(gpu, &args).unwrap(), None);
     let steps = losses(&dir.join("run/metrics.jsonl"));
