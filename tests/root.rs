@@ -8,6 +8,7 @@ mod gpt2;
 mod layers;
 mod matmul;
 mod optim;
+mod prepare;
 mod runtime;
 mod shaders;
 mod train;

@@ -4,9 +4,13 @@ use std::path::{Path, PathBuf};
 
 use crate::reference::Rng;
 
-const MAGIC_U16: i32 = 20240520;
-const MAGIC_U32: i32 = 20240801;
-const HEADER_INTS: usize = 256;
+pub mod dedup;
+pub mod prepare;
+pub mod tokenizer;
+
+pub(crate) const MAGIC_U16: i32 = 20240520;
+pub(crate) const MAGIC_U32: i32 = 20240801;
+pub(crate) const HEADER_INTS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -70,6 +74,24 @@ pub fn write_tokens(path: &Path, tokens: &[u32]) -> Result<(), DataError> {
         }
     }
     std::fs::write(path, bytes).map_err(|e| DataError::Io { path: path.into(), why: e.to_string() })
+}
+
+/// The files of a directory made by `wgtrain prepare`: (train.bin, val.bin if it holds
+/// tokens). None when `dir` is not a directory.
+pub fn prepared_files(dir: &Path) -> Result<Option<(PathBuf, Option<PathBuf>)>, DataError> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let train = dir.join("train.bin");
+    if !train.is_file() {
+        return Err(DataError::Io {
+            path: dir.into(),
+            why: "holds no train.bin: give a token file or a directory made by `wgtrain prepare`".into(),
+        });
+    }
+    let val = dir.join("val.bin");
+    let has_val = std::fs::metadata(&val).is_ok_and(|m| m.len() > 4 * HEADER_INTS as u64);
+    Ok(Some((train, has_val.then_some(val))))
 }
 
 /// The bundled corpus (data/shakespeare) as byte-level tokens: (train, val), val being the

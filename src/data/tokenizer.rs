@@ -1,0 +1,215 @@
+//! Tokenizers: byte-level, GPT-2's BPE, any HF tokenizer.json, and a byte-level BPE trained on
+//! the input. Every one is saved as an HF tokenizer.json, which is what `train`, `eval` and
+//! `sample` load back, so a prepared directory or a checkpoint decodes with the tokenizer that
+//! made its tokens.
+//!
+//! Encoding takes the fast path of each kind: bytes map to ids directly, GPT-2 goes through
+//! tiktoken-rs (OpenAI's ranks, shipped in the crate), the rest through the HF tokenizers crate.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tokenizers::models::bpe::{BpeTrainerBuilder, Vocab, BPE};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::AddedToken;
+
+/// GPT-2's end-of-text token, the one llm.c puts before every document.
+pub const ENDOFTEXT: &str = "<|endoftext|>";
+
+/// Tokens looked for, in order, as the end-of-text of a tokenizer.json.
+const EOT_NAMES: [&str; 5] = [ENDOFTEXT, "</s>", "<|end_of_text|>", "<eos>", "<|im_end|>"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// One token per byte, ids 0..=255; byte 0 separates documents.
+    Byte,
+    /// OpenAI's GPT-2 (r50k_base), 50257 tokens.
+    Gpt2,
+    /// Byte-level BPE trained by `prepare --tokenizer bpe`.
+    Bpe,
+    /// A tokenizer.json given by the user.
+    File,
+}
+
+pub struct Tokenizer {
+    pub kind: Kind,
+    hf: tokenizers::Tokenizer,
+    tiktoken: Option<tiktoken_rs::CoreBPE>,
+    /// The token put before each document. For bytes it is byte 0 (NUL), which cleaning
+    /// removes from the text, so it never stands for anything else.
+    pub eot: u32,
+    pub vocab_size: usize,
+}
+
+type Error = String;
+
+impl Tokenizer {
+    pub fn byte() -> Self {
+        let vocab: Vocab = (0..=255u8).map(|b| (byte_char(b).to_string(), b as u32)).collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().expect("byte vocabulary");
+        let mut hf = tokenizers::Tokenizer::new(bpe);
+        hf.with_pre_tokenizer(Some(ByteLevel::new(false, false, false)));
+        hf.with_decoder(Some(ByteLevel::new(false, false, false)));
+        Tokenizer { kind: Kind::Byte, hf, tiktoken: None, eot: 0, vocab_size: 256 }
+    }
+
+    /// GPT-2's BPE. The tokenizer.json it saves is built from the same ranks: token id = rank,
+    /// and the merges in rank order, each the pair that BPE over lower ranks splits it into.
+    pub fn gpt2() -> Self {
+        let core = tiktoken_rs::r50k_base().expect("r50k_base ships with tiktoken-rs");
+        let n = 50256u32;
+        let tokens: Vec<Vec<u8>> = (0..n).map(|r| core.decode_bytes(&[r]).expect("every rank decodes")).collect();
+        let ranks: HashMap<&[u8], u32> = tokens.iter().enumerate().map(|(r, t)| (t.as_slice(), r as u32)).collect();
+        let show = |b: &[u8]| b.iter().map(|&x| byte_char(x)).collect::<String>();
+        let mut merges = Vec::new();
+        for (r, t) in tokens.iter().enumerate() {
+            if t.len() > 1 {
+                let (a, b) = split_by_lower_ranks(t, r as u32, &ranks);
+                merges.push((show(a), show(b)));
+            }
+        }
+        // <|endoftext|> is in the model's vocabulary but not an added token, so that text
+        // holding the string encodes as ordinary text in both paths, as llm.c's data has it.
+        let mut vocab: Vocab = tokens.iter().enumerate().map(|(r, t)| (show(t), r as u32)).collect();
+        vocab.insert(ENDOFTEXT.into(), n);
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().expect("GPT-2 vocabulary");
+        let mut hf = tokenizers::Tokenizer::new(bpe);
+        hf.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        hf.with_decoder(Some(ByteLevel::new(false, true, true)));
+        Tokenizer { kind: Kind::Gpt2, hf, tiktoken: Some(core), eot: n, vocab_size: n as usize + 1 }
+    }
+
+    /// A tokenizer.json. Its end-of-text is `eot` if given, else the first of <|endoftext|>,
+    /// </s>, <|end_of_text|>, <eos>, <|im_end|> that it holds.
+    pub fn from_file(path: &Path, eot: Option<&str>) -> Result<Self, Error> {
+        let hf = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| format!("{}: not a tokenizer.json the HF tokenizers crate reads: {e}", path.display()))?;
+        let vocab_size = hf.get_vocab_size(true);
+        let byte_like = vocab_size == 256
+            && (0..=255u8).all(|b| hf.id_to_token(b as u32).as_deref() == Some(&byte_char(b).to_string()));
+        if byte_like && eot.is_none() {
+            return Ok(Tokenizer::byte());
+        }
+        let eot = match eot {
+            Some(name) => {
+                hf.token_to_id(name).ok_or_else(|| format!("{}: holds no token {name:?} (--eot)", path.display()))?
+            }
+            None => EOT_NAMES.iter().find_map(|n| hf.token_to_id(n)).ok_or_else(|| {
+                format!(
+                    "{}: holds none of {} to put between documents; name one with --eot TOKEN",
+                    path.display(),
+                    EOT_NAMES.join(" ")
+                )
+            })?,
+        };
+        Ok(Tokenizer { kind: Kind::File, hf, tiktoken: None, eot, vocab_size })
+    }
+
+    /// The tokenizer of a prepared directory or a checkpoint: its tokenizer.json, or bytes
+    /// when there is none.
+    pub fn for_dir(dir: &Path) -> Result<Self, Error> {
+        let file = dir.join("tokenizer.json");
+        if file.is_file() {
+            Tokenizer::from_file(&file, None)
+        } else {
+            Ok(Tokenizer::byte())
+        }
+    }
+
+    /// Trains a byte-level BPE of `vocab_size` tokens (256 bytes, <|endoftext|> as id 0, and
+    /// merges) on `docs`, with GPT-2's pre-tokenizer.
+    pub fn train_bpe<I>(vocab_size: usize, docs: I) -> Result<Self, Error>
+    where
+        I: Iterator<Item = String> + Send,
+    {
+        if vocab_size < 257 {
+            return Err(format!(
+                "--vocab-size {vocab_size}: a byte-level BPE needs at least 257 (256 bytes + end-of-text)"
+            ));
+        }
+        let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(vec![AddedToken::from(ENDOFTEXT, true)])
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build()
+            .into();
+        let mut hf = tokenizers::Tokenizer::new(BPE::default());
+        hf.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        hf.with_decoder(Some(ByteLevel::new(false, true, true)));
+        hf.train(&mut trainer, docs).map_err(|e| format!("training the BPE failed: {e}"))?;
+        let vocab_size = hf.get_vocab_size(true);
+        let eot = hf.token_to_id(ENDOFTEXT).ok_or("the trained BPE lost its end-of-text token")?;
+        Ok(Tokenizer { kind: Kind::Bpe, hf, tiktoken: None, eot, vocab_size })
+    }
+
+    /// Ids of `text`, special-token names included as plain text.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, Error> {
+        if self.kind == Kind::Byte {
+            return Ok(text.bytes().map(u32::from).collect());
+        }
+        if let Some(t) = &self.tiktoken {
+            return Ok(t.encode_ordinary(text));
+        }
+        self.hf.encode_fast(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| format!("the tokenizer failed: {e}"))
+    }
+
+    /// Text of `ids`; bytes that do not form UTF-8 become U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        if self.kind == Kind::Byte {
+            let bytes: Vec<u8> = ids.iter().map(|&i| i as u8).collect();
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+        if let Some(t) = &self.tiktoken {
+            let known: Vec<u32> = ids.iter().copied().filter(|&i| (i as usize) < self.vocab_size).collect();
+            return String::from_utf8_lossy(&t.decode_bytes(&known).unwrap_or_default()).into_owned();
+        }
+        self.hf.decode(ids, false).unwrap_or_default()
+    }
+
+    /// Writes the tokenizer.json.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        self.hf.save(path, false).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// GPT-2's printable stand-in for a byte: printable Latin-1 bytes stand for themselves, the
+/// others map to U+0100 onward in byte order.
+pub fn byte_char(b: u8) -> char {
+    let printable = |x: u8| (b'!'..=b'~').contains(&x) || (0xA1..=0xAC).contains(&x) || (0xAE..=0xFF).contains(&x);
+    if printable(b) {
+        return b as char;
+    }
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).unwrap()
+}
+
+/// The two tokens BPE joins last to build `token`: merging only ranks below `rank` leaves
+/// exactly two parts.
+fn split_by_lower_ranks<'a>(token: &'a [u8], rank: u32, ranks: &HashMap<&[u8], u32>) -> (&'a [u8], &'a [u8]) {
+    let mut parts: Vec<&[u8]> = (0..token.len()).map(|i| &token[i..i + 1]).collect();
+    loop {
+        let mut best: Option<(u32, usize)> = None;
+        for i in 0..parts.len() - 1 {
+            let joined = &token[offset(token, parts[i])..offset(token, parts[i + 1]) + parts[i + 1].len()];
+            match ranks.get(joined) {
+                Some(&r) if r < rank && best.is_none_or(|(br, _)| r < br) => best = Some((r, i)),
+                _ => {}
+            }
+        }
+        let Some((_, i)) = best else { break };
+        let start = offset(token, parts[i]);
+        let end = offset(token, parts[i + 1]) + parts[i + 1].len();
+        parts[i] = &token[start..end];
+        parts.remove(i + 1);
+    }
+    assert_eq!(parts.len(), 2, "GPT-2 token of rank {rank} does not split into two lower-ranked tokens");
+    (parts[0], parts[1])
+}
+
+fn offset(whole: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
+}
