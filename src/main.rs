@@ -28,12 +28,14 @@ struct Cli {
 enum Command {
     /// Train a GPT-2. With no arguments: a small byte-level model on the bundled Shakespeare.
     Train(Box<TrainCli>),
+    /// Clean, deduplicate, tokenize and split text into train.bin / val.bin (no GPU needed).
+    Prepare(Box<PrepareCli>),
     /// Mean loss and perplexity of a checkpoint on a token file.
     Eval {
         /// Checkpoint directory (config.json, model.safetensors).
         #[arg(long)]
         model: PathBuf,
-        /// llm.c token file.
+        /// llm.c token file, or a directory from `wgtrain prepare` (its val.bin is used).
         #[arg(long)]
         data: PathBuf,
         #[arg(long, default_value_t = 4)]
@@ -45,7 +47,7 @@ enum Command {
         #[arg(long)]
         batches: Option<usize>,
     },
-    /// Generate text from a byte-level checkpoint.
+    /// Generate text from a checkpoint, decoded with its tokenizer.json (bytes if it has none).
     Sample {
         /// Checkpoint directory (config.json, model.safetensors).
         #[arg(long)]
@@ -83,6 +85,47 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+struct PrepareCli {
+    /// Text files, JSONL files (.jsonl, .ndjson, .json) or directories of them; repeatable.
+    /// A text file is one document, a JSONL line one record.
+    #[arg(long, required = true)]
+    input: Vec<PathBuf>,
+    /// Output directory: train.bin, val.bin, tokenizer.json, stats.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// byte, gpt2 (OpenAI's GPT-2 BPE), bpe (train one on the input) or a tokenizer.json.
+    #[arg(long, default_value = "byte")]
+    tokenizer: wgtrain::data::prepare::TokenizerChoice,
+    /// Tokens of the trained BPE (--tokenizer bpe), end-of-text included.
+    #[arg(long, default_value_t = 4096)]
+    vocab_size: usize,
+    /// The text field of JSONL records.
+    #[arg(long, default_value = "text")]
+    field: String,
+    /// Drop documents with fewer characters than this.
+    #[arg(long, default_value_t = 0)]
+    min_chars: usize,
+    /// Drop documents whose word-shingle Jaccard similarity to an earlier one reaches this.
+    #[arg(long, default_value_t = 0.8)]
+    near_dup_threshold: f64,
+    /// Skip near-duplicate detection (exact duplicates are still removed).
+    #[arg(long)]
+    no_near_dup: bool,
+    /// Share of documents that go to val.bin.
+    #[arg(long, default_value_t = 0.05)]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// The end-of-text token of a tokenizer.json, if not <|endoftext|>, </s>, <|end_of_text|>,
+    /// <eos> or <|im_end|>.
+    #[arg(long)]
+    eot: Option<String>,
+    /// Replace prepared data already in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
 struct TrainCli {
     /// Model config (models/*.toml or an HF config.json); default models/default.toml.
     #[arg(long)]
@@ -90,7 +133,8 @@ struct TrainCli {
     /// Start from HF GPT-2 weights: a directory (config.json, model.safetensors) or a file.
     #[arg(long)]
     init: Option<PathBuf>,
-    /// llm.c token file; default: the bundled corpus, byte-level.
+    /// A directory from `wgtrain prepare`, or an llm.c token file; default: the bundled
+    /// corpus, byte-level.
     #[arg(long)]
     data: Option<PathBuf>,
     /// llm.c token file for validation.
@@ -163,7 +207,7 @@ struct TrainCli {
     /// Continue the run in DIR (or from one checkpoint in it) exactly; other flags are ignored.
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Bytes of text to sample at the end (byte-level models); 0: none.
+    /// Tokens of text to sample at the end; 0: none.
     #[arg(long, default_value_t = 200)]
     sample_tokens: usize,
 }
@@ -226,12 +270,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("selected: {}", gpu::select_adapter(&choice)?.get_info().name);
         return Ok(());
     }
+    if let Command::Prepare(p) = cli.command {
+        return prepare(*p);
+    }
     let mut gpu = Gpu::new(&choice)?;
     if cli.profile && !gpu.enable_profiling() {
         eprintln!("note: {} has no timestamp queries; --profile is off", gpu.name());
     }
     match cli.command {
-        Command::Adapters => unreachable!("handled above"),
+        Command::Adapters | Command::Prepare(_) => unreachable!("handled above"),
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
         Command::Train(t) => {
             let stopped = match &t.resume {
@@ -257,6 +304,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Some(p) = &gpu.profiler {
         eprintln!("{}", p.lock().unwrap().table());
+    }
+    Ok(())
+}
+
+fn prepare(p: PrepareCli) -> anyhow::Result<()> {
+    use wgtrain::data::prepare::PrepareArgs;
+    let args = PrepareArgs {
+        inputs: p.input,
+        out: p.out,
+        tokenizer: p.tokenizer,
+        vocab_size: p.vocab_size,
+        field: p.field,
+        min_chars: p.min_chars,
+        near_dup_threshold: (!p.no_near_dup).then_some(p.near_dup_threshold),
+        val_fraction: p.val_fraction,
+        seed: p.seed,
+        eot: p.eot,
+        force: p.force,
+        progress: true,
+    };
+    let s = wgtrain::data::prepare::prepare(&args).map_err(anyhow::Error::msg)?;
+    println!(
+        "{} documents in: {} malformed, {} missing --field, {} empty, {} too short, {} exact and {} near duplicates",
+        s.documents_in, s.malformed, s.missing_field, s.empty, s.too_short, s.exact_duplicates, s.near_duplicates
+    );
+    for (what, examples) in [("malformed", &s.malformed_examples), ("missing field", &s.missing_field_examples)] {
+        if !examples.is_empty() {
+            println!("  first {what}: {}", examples.join(", "));
+        }
+    }
+    println!(
+        "{} documents out: train {} docs, {} tokens; val {} docs, {} tokens; vocab {} ({} bytes per token)",
+        s.documents_out, s.train_documents, s.train_tokens, s.val_documents, s.val_tokens, s.vocab_size, s.token_bytes
+    );
+    println!(
+        "{:.1} MB in {:.2} s ({:.2} MB/s) -> {}",
+        s.bytes_in as f64 / 1e6,
+        s.seconds,
+        s.mb_per_s,
+        args.out.display()
+    );
+    if s.val_tokens == 0 && args.val_fraction > 0.0 {
+        println!("note: val.bin is empty: too few documents for --val-fraction {}", args.val_fraction);
     }
     Ok(())
 }
@@ -367,6 +457,24 @@ fn eval(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(b > 0, "--batch-size must be positive");
     let gpt = load_model(gpu, model, b, t)?;
+    let (file, data_dir) = match wgtrain::data::prepared_files(data)? {
+        Some((_, Some(val))) => (val, data.to_path_buf()),
+        Some((_, None)) => anyhow::bail!("--data {}: its val.bin holds no tokens", data.display()),
+        None => (data.to_path_buf(), data.parent().map(|p| p.to_path_buf()).unwrap_or_default()),
+    };
+    let (mine, theirs) = (model.join("tokenizer.json"), data_dir.join("tokenizer.json"));
+    if mine.is_file() && theirs.is_file() {
+        let read = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+            serde_json::from_slice(&std::fs::read(p)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        };
+        anyhow::ensure!(
+            read(&mine)? == read(&theirs)?,
+            "{} and {} differ: the data was tokenized for another model",
+            mine.display(),
+            theirs.display()
+        );
+    }
+    let data = file.as_path();
     let tokens = wgtrain::data::read_tokens(data)?;
     let max = tokens.iter().copied().max().unwrap_or(0);
     anyhow::ensure!(
@@ -399,13 +507,17 @@ fn sample(
 ) -> anyhow::Result<()> {
     // The decoder keeps its own batch-1 activations; the model itself only hosts parameters.
     let gpt = load_model(gpu, model, 1, Some(1))?;
+    let tok = wgtrain::data::tokenizer::Tokenizer::for_dir(model).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
-        gpt.config.vocab_size >= 256,
-        "{}: with no tokenizer file the model is byte-level, which needs a vocab of at least 256",
-        model.display()
+        gpt.config.vocab_size >= tok.vocab_size,
+        "{}: the model's vocab_size {} is smaller than its tokenizer's {}{}",
+        model.display(),
+        gpt.config.vocab_size,
+        tok.vocab_size,
+        if model.join("tokenizer.json").is_file() { "" } else { " (bytes: no tokenizer.json in the directory)" }
     );
     let prompt = prompt.replace("\\n", "\n");
-    let out = wgtrain::train::sample(gpu, &gpt, prompt.as_bytes(), n, temperature, top_k, seed)?;
-    println!("{}{}", prompt, String::from_utf8_lossy(&out));
+    let out = wgtrain::train::sample(gpu, &gpt, &tok, &prompt, n, temperature, top_k, seed)?;
+    println!("{prompt}{out}");
     Ok(())
 }

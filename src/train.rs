@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use crate::data::tokenizer::Tokenizer;
 use crate::data::{self, Loader};
 use crate::gpu::{Gpu, Recorder};
 use crate::model::{checkpoint, Gpt, GptConfig};
@@ -190,6 +191,37 @@ fn checkpoints(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(all)
 }
 
+/// Training and validation tokens, and the tokenizer that made them.
+struct Data {
+    train: Vec<u32>,
+    val: Vec<u32>,
+    tokenizer: Tokenizer,
+    /// The tokenizer.json it came from; None for the bundled corpus and bare token files.
+    tokenizer_file: Option<PathBuf>,
+    /// False for a token file with no tokenizer.json beside it: `tokenizer` is then only a
+    /// guess (bytes), used for the end-of-run sample and not saved with the model.
+    known: bool,
+}
+
+/// --data as a directory made by `wgtrain prepare` (train.bin, val.bin, tokenizer.json), or a
+/// token file (with a tokenizer.json beside it, if any), or the bundled corpus.
+fn load_data(a: &TrainArgs) -> anyhow::Result<Data> {
+    let Some(path) = &a.data else {
+        let (train, val) = data::bundled_corpus()?;
+        return Ok(Data { train, val, tokenizer: Tokenizer::byte(), tokenizer_file: None, known: true });
+    };
+    let (train_path, val_path, dir) = match data::prepared_files(path)? {
+        Some((train, val)) => (train, a.val_data.clone().or(val), path.clone()),
+        None => (path.clone(), a.val_data.clone(), path.parent().map(Path::to_path_buf).unwrap_or_default()),
+    };
+    let file = dir.join("tokenizer.json");
+    let tokenizer_file = file.is_file().then_some(file);
+    let tokenizer = Tokenizer::for_dir(&dir).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
+    let val = val_path.as_ref().map(|p| data::read_tokens(p)).transpose()?.unwrap_or_default();
+    let known = tokenizer_file.is_some();
+    Ok(Data { train: data::read_tokens(&train_path)?, val, tokenizer, tokenizer_file, known })
+}
+
 /// Writes out/ckpt-NNNNNNNN (next step) atomically: into a temporary directory, then renamed.
 /// Keeps the newest `keep`.
 fn save_checkpoint(
@@ -226,6 +258,11 @@ fn save_as(
     let tmp = a.out.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     checkpoint::save_hf(&tmp, &gpt.config, &gpt.read_params(gpu)?)?;
+    // The tokenizer sits beside the weights, as in an HF model directory.
+    let tok = a.out.join("tokenizer.json");
+    if tok.is_file() {
+        std::fs::copy(&tok, tmp.join("tokenizer.json")).with_context(|| tok.display().to_string())?;
+    }
     opt.save(gpu, &tmp.join("optimizer.safetensors"))?;
     let state = RunState {
         format: RUN_FORMAT.into(),
@@ -257,20 +294,28 @@ fn save_as(
 
 fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow::Result<Option<i32>> {
     check_args(a)?;
-    let config = match &resume {
+    let data = load_data(a)?;
+    let mut config = match &resume {
         Some((ckpt, _)) => GptConfig::load(&ckpt.join("config.json"))?,
         None => model_config(a)?,
     };
+    if let Some(src) = &data.tokenizer_file {
+        let (have, need) = (config.vocab_size, data.tokenizer.vocab_size);
+        if resume.is_none() && a.init.is_none() && have != need {
+            // A fresh model takes its vocabulary from the data's tokenizer.
+            println!("vocab_size {have} -> {need}, from {}", src.display());
+            config.vocab_size = need;
+        } else if have < need {
+            bail!(
+                "the model's vocab_size {have} is smaller than the {need} tokens of {}; use a model made for this tokenizer",
+                src.display()
+            );
+        }
+    }
     if a.seq_len > config.n_positions {
         bail!("--seq-len {} exceeds the model's n_positions {}", a.seq_len, config.n_positions);
     }
-    let (train_tokens, val_tokens) = match &a.data {
-        Some(path) => {
-            let val = a.val_data.as_ref().map(|p| data::read_tokens(p)).transpose()?.unwrap_or_default();
-            (data::read_tokens(path)?, val)
-        }
-        None => data::bundled_corpus()?,
-    };
+    let Data { train: train_tokens, val: val_tokens, tokenizer: tok, known: tok_known, .. } = data;
     let (b, t) = (a.batch_size, a.seq_len);
     let mut loader =
         Loader::new(train_tokens, b, t, !a.no_shuffle, a.seed).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
@@ -360,6 +405,9 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         }
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    if tok_known {
+        tok.save(&a.out.join("tokenizer.json")).map_err(anyhow::Error::msg)?;
+    }
     let metrics_path = a.out.join("metrics.jsonl");
     if let Some((_, state)) = &resume {
         // (1) The resumed timeline replaces whatever came after its checkpoint: metrics lines
@@ -553,9 +601,9 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         analytic as f64 / 1e6,
         stats.peak as f64 / analytic as f64
     );
-    if a.sample_tokens > 0 && config.vocab_size >= 256 {
-        let text = sample(gpu, &gpt, b"\n", a.sample_tokens, 0.8, 40, a.seed)?;
-        println!("sample:\n{}", String::from_utf8_lossy(&text));
+    if a.sample_tokens > 0 && config.vocab_size >= tok.vocab_size {
+        let text = sample(gpu, &gpt, &tok, "", a.sample_tokens, 0.8, 40, a.seed)?;
+        println!("sample:\n{text}");
     }
     println!("checkpoint: {}", a.out.display());
     Ok(None)
@@ -689,22 +737,31 @@ pub fn evaluate(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize) -> anyho
     Ok((sum / n as f64) as f32)
 }
 
-/// Generates `n` byte-level tokens after `prompt` (a newline if empty) with temperature and
-/// top-k sampling, decoding one token at a time with a KV cache. When the cache is full it
-/// starts again from the last half of the text.
+/// Generates `n` tokens after `prompt` with temperature and top-k sampling, decoding one token
+/// at a time with a KV cache, and returns their text. An empty prompt starts from the
+/// end-of-text token (a newline for bytes). When the cache is full it starts again from the
+/// last half of the text.
+#[allow(clippy::too_many_arguments)]
 pub fn sample(
     gpu: &Gpu,
     gpt: &Gpt,
-    prompt: &[u8],
+    tok: &Tokenizer,
+    prompt: &str,
     n: usize,
     temperature: f32,
     top_k: usize,
     seed: u64,
-) -> anyhow::Result<Vec<u8>> {
-    let v = gpt.config.vocab_size;
+) -> anyhow::Result<String> {
+    let v = gpt.config.vocab_size.min(tok.vocab_size);
     let mut rng = Rng::new(seed);
-    let mut ctx: Vec<u32> =
-        if prompt.is_empty() { vec![b'\n' as u32] } else { prompt.iter().map(|&b| b as u32).collect() };
+    let mut ctx: Vec<u32> = match (prompt.is_empty(), tok.kind) {
+        (true, crate::data::tokenizer::Kind::Byte) => vec![b'\n' as u32],
+        (true, _) => vec![tok.eot],
+        (false, _) => tok.encode(prompt).map_err(anyhow::Error::msg)?,
+    };
+    if let Some(&bad) = ctx.iter().find(|&&i| i as usize >= gpt.config.vocab_size) {
+        bail!("the prompt encodes to token {bad}, past the model's vocab_size {}", gpt.config.vocab_size);
+    }
     let mut dec = gpt.decoder(gpu)?;
     let cap = dec.capacity();
     let mut logits = Vec::new();
@@ -713,10 +770,10 @@ pub fn sample(
     }
     let mut out = Vec::new();
     for _ in 0..n {
-        // Byte-level: only the first 256 ids are bytes.
-        let next = pick(&logits[..v.min(256)], temperature, top_k, &mut rng);
+        // Only ids the tokenizer knows: the model's vocab may be padded past it.
+        let next = pick(&logits[..v], temperature, top_k, &mut rng);
         ctx.push(next);
-        out.push(next as u8);
+        out.push(next);
         if dec.pos < cap {
             logits = dec.next(gpu, next)?;
         } else {
@@ -726,7 +783,7 @@ pub fn sample(
             }
         }
     }
-    Ok(out)
+    Ok(tok.decode(&out))
 }
 
 /// Samples from softmax(logits / temperature) over the top k; greedy when k is 1 or the

@@ -248,3 +248,56 @@ fn early_stopping_and_an_occupied_out() {
     assert_eq!(train(gpu, &TrainArgs { force: true, ..args }).unwrap(), None);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn train_on_a_prepared_directory_takes_its_tokenizer() {
+    use wgtrain::data::prepare::{prepare, PrepareArgs, TokenizerChoice};
+    use wgtrain::data::tokenizer::Tokenizer;
+    let Some(gpu) = gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("wgtrain-train-prepared-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare");
+    let prep = PrepareArgs {
+        inputs: vec![corpus.join("macbeth_gut.txt"), corpus.join("othello_gut.txt"), corpus.join("hamlet_gut.txt")],
+        out: dir.join("data"),
+        tokenizer: TokenizerChoice::Bpe,
+        vocab_size: 300,
+        field: "text".into(),
+        min_chars: 0,
+        near_dup_threshold: Some(0.8),
+        val_fraction: 0.34,
+        seed: 1,
+        eot: None,
+        force: false,
+        progress: false,
+    };
+    prepare(&prep).unwrap();
+    // tiny.toml says vocab 17: a fresh model takes the data's 300 instead.
+    std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
+        .unwrap();
+    let a = TrainArgs { data: Some(dir.join("data")), eval_every: 1, sample_tokens: 5, ..args(&dir) };
+    assert_eq!(train(gpu, &a).unwrap(), None);
+    let ckpt = dir.join("run/ckpt-00000002");
+    assert_eq!(GptConfig::load(&ckpt.join("config.json")).unwrap().vocab_size, 300);
+    for d in [&ckpt, &dir.join("run")] {
+        assert_eq!(
+            std::fs::read(d.join("tokenizer.json")).unwrap(),
+            std::fs::read(dir.join("data/tokenizer.json")).unwrap(),
+            "{} holds the data's tokenizer",
+            d.display()
+        );
+    }
+    assert_eq!(Tokenizer::for_dir(&ckpt).unwrap().vocab_size, 300);
+    // val.bin was used: val lines are in the metrics.
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("val_loss"), "{metrics}");
+    // Initializing from that checkpoint with a bigger tokenizer is refused.
+    let wide = TrainArgs { init: Some(ckpt.clone()), data: Some(dir.join("big")), out: dir.join("run2"), ..a.clone() };
+    let mut big = prep.clone();
+    big.out = dir.join("big");
+    big.vocab_size = 400;
+    prepare(&big).unwrap();
+    let err = format!("{:#}", train(gpu, &wide).unwrap_err());
+    assert!(err.contains("vocab_size 300") && err.contains("tokenizer.json"), "{err}");
+}
