@@ -3,10 +3,12 @@
 pub mod bench;
 pub mod data;
 pub mod demo;
+pub mod dist;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod reference;
 pub mod train;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use wgtrain::dist::Dist;
 use wgtrain::gpu::{self, AdapterChoice, Gpu};
 use wgtrain::optim::{OptimizerKind, ScheduleKind};
 
@@ -204,6 +205,10 @@ struct TrainCli {
     /// Start over in an --out that already holds a run.
     #[arg(long)]
     force: bool,
+    /// With several MPI ranks (mpirun -n N): 1 shards the optimizer state across them (ZeRO-1);
+    /// 0 keeps a full copy on every rank.
+    #[arg(long, default_value_t = 0)]
+    zero: u8,
     /// Continue the run in DIR (or from one checkpoint in it) exactly; other flags are ignored.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -248,16 +253,39 @@ enum Bench {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    // Under mpirun, training runs as one of several ranks; MPI starts before the GPU, whose
+    // choice depends on the rank.
+    let dist = match &cli.command {
+        Command::Train(_) => match Dist::from_env() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => Dist::single(),
+    };
+    match run(cli, &dist) {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(code)) => {
+            // Stopped by a signal after saving: finalize MPI, then exit with 130 or 143.
+            drop(dist);
+            std::process::exit(code)
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if dist.size > 1 {
+                eprintln!("error (rank {}): {e:#}", dist.rank);
+                // The other ranks may be waiting in a collective: end them all.
+                dist.abort(1);
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
     let choice = AdapterChoice { backend: cli.backend.clone(), name: cli.adapter.clone() };
     if let Command::Adapters = cli.command {
         let adapters = gpu::list_adapters(&choice)?;
@@ -268,12 +296,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", gpu::describe(a));
         }
         println!("selected: {}", gpu::select_adapter(&choice)?.get_info().name);
-        return Ok(());
+        return Ok(None);
     }
     if let Command::Prepare(p) = cli.command {
-        return prepare(*p);
+        prepare(*p)?;
+        return Ok(None);
     }
-    let mut gpu = Gpu::new(&choice)?;
+    let mut gpu = if dist.size > 1 { Gpu::for_rank(&choice, dist.local_rank)? } else { Gpu::new(&choice)? };
     if cli.profile && !gpu.enable_profiling() {
         eprintln!("note: {} has no timestamp queries; --profile is off", gpu.name());
     }
@@ -282,11 +311,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
         Command::Train(t) => {
             let stopped = match &t.resume {
-                Some(dir) => wgtrain::train::resume(&gpu, dir)?,
-                None => wgtrain::train::train(&gpu, &t.into_args())?,
+                Some(dir) => wgtrain::train::resume_dist(&gpu, dir, dist)?,
+                None => wgtrain::train::train_dist(&gpu, &t.into_args(), dist)?,
             };
-            if let Some(code) = stopped {
-                std::process::exit(code);
+            if stopped.is_some() {
+                return Ok(stopped);
             }
         }
         Command::Eval { model, data, batch_size, seq_len, batches } => {
@@ -305,7 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(p) = &gpu.profiler {
         eprintln!("{}", p.lock().unwrap().table());
     }
-    Ok(())
+    Ok(None)
 }
 
 fn prepare(p: PrepareCli) -> anyhow::Result<()> {
@@ -428,6 +457,7 @@ impl TrainCli {
             patience: self.patience,
             min_delta: self.min_delta,
             force: self.force,
+            zero: self.zero,
         }
     }
 }

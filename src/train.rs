@@ -10,9 +10,11 @@ use anyhow::{bail, Context};
 
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{self, Loader};
+use crate::dist::Dist;
 use crate::gpu::{Gpu, Recorder};
 use crate::model::{checkpoint, Gpt, GptConfig};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule, ScheduleKind};
+use crate::parallel::Parallel;
 use crate::reference::Rng;
 
 /// Everything `wgtrain train` takes; see the CLI for each flag's meaning and default. Saved in
@@ -59,6 +61,9 @@ pub struct TrainArgs {
     /// Start over in an --out that already holds a run.
     #[serde(default)]
     pub force: bool,
+    /// ZeRO stage with several MPI ranks: 0 (replicated optimizer state) or 1 (sharded).
+    #[serde(default)]
+    pub zero: u8,
 }
 
 /// The default model when neither --config nor --init is given.
@@ -67,6 +72,9 @@ pub const DEFAULT_CONFIG: &str = "models/default.toml";
 fn check_args(a: &TrainArgs) -> anyhow::Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be positive");
+    }
+    if a.zero > 1 {
+        bail!("--zero {}: stages 0 (replicated optimizer state) and 1 (sharded) exist", a.zero);
     }
     if a.seq_len == 0 {
         bail!("--seq-len must be positive");
@@ -113,12 +121,24 @@ fn model_config(a: &TrainArgs) -> anyhow::Result<GptConfig> {
 /// Returns the exit code to use when a signal stopped the run (130 for SIGINT, 143 for
 /// SIGTERM), after the step in flight finished and a checkpoint was saved.
 pub fn train(gpu: &Gpu, a: &TrainArgs) -> anyhow::Result<Option<i32>> {
-    run(gpu, a, None)
+    run(gpu, a, None, &Dist::single())
+}
+
+/// `train` as one of `dist`'s ranks: --batch-size rows per rank, rank 0 writing the logs
+/// and checkpoints.
+pub fn train_dist(gpu: &Gpu, a: &TrainArgs, dist: &Dist) -> anyhow::Result<Option<i32>> {
+    run(gpu, a, None, dist)
 }
 
 /// Continues the run in `dir` (a run directory, whose newest checkpoint is taken, or one
 /// checkpoint directory) with the flags it was started with; metrics.jsonl is appended to.
 pub fn resume(gpu: &Gpu, dir: &Path) -> anyhow::Result<Option<i32>> {
+    resume_dist(gpu, dir, &Dist::single())
+}
+
+/// `resume` as one of `dist`'s ranks. The run may have had another number of ranks: the
+/// global batch stays, split over the ranks there are now.
+pub fn resume_dist(gpu: &Gpu, dir: &Path, dist: &Dist) -> anyhow::Result<Option<i32>> {
     let ckpt = latest_checkpoint(dir)?;
     let text =
         std::fs::read_to_string(ckpt.join("state.json")).with_context(|| format!("--resume {}", ckpt.display()))?;
@@ -126,7 +146,27 @@ pub fn resume(gpu: &Gpu, dir: &Path) -> anyhow::Result<Option<i32>> {
         .map_err(|e| anyhow::anyhow!("--resume {}: state.json is not a wgtrain checkpoint ({e})", ckpt.display()))?;
     let mut args = state.args.clone();
     args.out = ckpt.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    run(gpu, &args, Some((ckpt, state)))
+    if state.world != dist.size {
+        let global = args.batch_size * state.world;
+        if !global.is_multiple_of(dist.size) {
+            bail!(
+                "--resume {}: the run's global batch is {global} rows ({} ranks × {}), which {} ranks cannot share \
+                 evenly; resume with a number of ranks that divides {global}",
+                ckpt.display(),
+                state.world,
+                args.batch_size,
+                dist.size
+            );
+        }
+        args.batch_size = global / dist.size;
+        if dist.is_root() {
+            println!(
+                "resuming a {}-rank run on {} ranks: batch {} per rank, the same global batch of {global}",
+                state.world, dist.size, args.batch_size
+            );
+        }
+    }
+    run(gpu, &args, Some((ckpt, state)), dist)
 }
 
 /// What a checkpoint holds beside the model and optimizer files.
@@ -148,6 +188,13 @@ struct RunState {
     /// Consecutive skipped steps (the numerical guard).
     #[serde(default)]
     skips: u64,
+    /// MPI ranks of the run; --batch-size is per rank.
+    #[serde(default = "one")]
+    world: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Loop state a checkpoint carries besides the model, the optimizer and the data position.
@@ -224,6 +271,7 @@ fn load_data(a: &TrainArgs) -> anyhow::Result<Data> {
 
 /// Writes out/ckpt-NNNNNNNN (next step) atomically: into a temporary directory, then renamed.
 /// Keeps the newest `keep`.
+#[allow(clippy::too_many_arguments)]
 fn save_checkpoint(
     gpu: &Gpu,
     gpt: &Gpt,
@@ -232,14 +280,36 @@ fn save_checkpoint(
     a: &TrainArgs,
     next: u64,
     progress: Progress,
+    dist: &Dist,
 ) -> anyhow::Result<PathBuf> {
-    let dir = save_as(gpu, gpt, opt, loader, a, next, progress, &format!("ckpt-{next:08}"))?;
+    let dir = save_as(gpu, gpt, opt, loader, a, next, progress, &format!("ckpt-{next:08}"), dist)?;
+    if !dist.is_root() {
+        return Ok(dir);
+    }
     // Keep the newest --keep by step; never the one just written.
     let others: Vec<PathBuf> = checkpoints(&a.out)?.into_iter().map(|(_, p)| p).filter(|p| *p != dir).collect();
     for old in others.iter().take((others.len() + 1).saturating_sub(a.keep.max(1))) {
         std::fs::remove_dir_all(old).with_context(|| old.display().to_string())?;
     }
     Ok(dir)
+}
+
+/// The whole optimizer state of a ZeRO-1 run, gathered on rank 0 (None elsewhere, and
+/// without ZeRO, where rank 0 holds it all).
+fn optimizer_bytes(gpu: &Gpu, opt: &Optimizer, a: &TrainArgs, dist: &Dist) -> anyhow::Result<Option<Vec<u8>>> {
+    if a.zero == 0 || dist.size == 1 {
+        return Ok(None);
+    }
+    let parts = dist.gather_bytes(opt.to_bytes(gpu)?);
+    Ok(if dist.is_root() { Some(Optimizer::merge(&parts)?) } else { None })
+}
+
+fn write_optimizer(gpu: &Gpu, opt: &Optimizer, gathered: Option<Vec<u8>>, path: &Path) -> anyhow::Result<()> {
+    match gathered {
+        Some(bytes) => Optimizer::write_bytes(path, &bytes)?,
+        None => opt.save(gpu, path)?,
+    }
+    Ok(())
 }
 
 /// Writes a checkpoint into out/NAME atomically: a temporary directory, then a rename.
@@ -253,8 +323,14 @@ fn save_as(
     next: u64,
     progress: Progress,
     name: &str,
+    dist: &Dist,
 ) -> anyhow::Result<PathBuf> {
     let dir = a.out.join(name);
+    // Collective: a ZeRO-1 optimizer's shards meet on rank 0, which alone writes.
+    let opt_bytes = optimizer_bytes(gpu, opt, a, dist)?;
+    if !dist.is_root() {
+        return Ok(dir);
+    }
     let tmp = a.out.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     checkpoint::save_hf(&tmp, &gpt.config, &gpt.read_params(gpu)?)?;
@@ -263,7 +339,7 @@ fn save_as(
     if tok.is_file() {
         std::fs::copy(&tok, tmp.join("tokenizer.json")).with_context(|| tok.display().to_string())?;
     }
-    opt.save(gpu, &tmp.join("optimizer.safetensors"))?;
+    write_optimizer(gpu, opt, opt_bytes, &tmp.join("optimizer.safetensors"))?;
     let state = RunState {
         format: RUN_FORMAT.into(),
         step: next,
@@ -273,6 +349,7 @@ fn save_as(
         stale: progress.stale,
         early_stopped: progress.early_stopped,
         skips: progress.skips,
+        world: dist.size,
     };
     let path = tmp.join("state.json");
     let mut f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
@@ -292,7 +369,9 @@ fn save_as(
     Ok(dir)
 }
 
-fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow::Result<Option<i32>> {
+fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dist) -> anyhow::Result<Option<i32>> {
+    let root = dist.is_root();
+    let single = Dist::single();
     check_args(a)?;
     let data = load_data(a)?;
     let mut config = match &resume {
@@ -303,7 +382,9 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         let (have, need) = (config.vocab_size, data.tokenizer.vocab_size);
         if resume.is_none() && a.init.is_none() && have != need {
             // A fresh model takes its vocabulary from the data's tokenizer.
-            println!("vocab_size {have} -> {need}, from {}", src.display());
+            if root {
+                println!("vocab_size {have} -> {need}, from {}", src.display());
+            }
             config.vocab_size = need;
         } else if have < need {
             bail!(
@@ -318,9 +399,10 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
     let Data { train: train_tokens, val: val_tokens, tokenizer: tok, known: tok_known, .. } = data;
     let (b, t) = (a.batch_size, a.seq_len);
     let mut loader =
-        Loader::new(train_tokens, b, t, !a.no_shuffle, a.seed).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
-    let mut val_loader = if val_tokens.len() > b * t {
-        Some(Loader::new(val_tokens, b, t, false, 0).map_err(anyhow::Error::msg)?)
+        // Every rank reads the global batch (b rows per rank) and keeps its own rows.
+        Loader::new(train_tokens, b * dist.size, t, !a.no_shuffle, a.seed).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
+    let mut val_loader = if val_tokens.len() > b * dist.size * t {
+        Some(Loader::new(val_tokens, b * dist.size, t, false, 0).map_err(anyhow::Error::msg)?)
     } else {
         None
     };
@@ -359,7 +441,13 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         momentum: a.momentum,
         grad_clip: a.grad_clip,
     };
-    let mut opt = Optimizer::new(gpu, &gpt.arena, ocfg.clone(), None)?;
+    let mut par = (dist.size > 1).then(|| Parallel::new(gpu, &gpt, dist, a.zero == 1));
+    let mut opt = match &par {
+        Some(p) if p.zero => {
+            Optimizer::new_shard(gpu, &gpt.arena, ocfg.clone(), None, p.shard_tensors[dist.rank].clone())?
+        }
+        _ => Optimizer::new(gpu, &gpt.arena, ocfg.clone(), None)?,
+    };
     let mut first = 0;
     if let Some((ckpt, state)) = &resume {
         opt.load(gpu, &ckpt.join("optimizer.safetensors"))?;
@@ -387,14 +475,14 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
     let schedule =
         Schedule { kind: a.schedule, lr_max: a.lr, warmup: a.warmup, steps: a.steps, min_lr_frac: a.min_lr_frac };
 
-    if resume.is_none() && !a.force && holds_run(&a.out) {
+    if root && resume.is_none() && !a.force && holds_run(&a.out) {
         bail!(
             "--out {} already holds a run (metrics.jsonl or checkpoints): pass --resume {} to continue it, or --force to start over",
             a.out.display(),
             a.out.display()
         );
     }
-    if resume.is_none() && a.force && a.out.is_dir() {
+    if root && resume.is_none() && a.force && a.out.is_dir() {
         // Start over: the old run's checkpoints, best model and curves go.
         for (_, p) in checkpoints(&a.out)? {
             std::fs::remove_dir_all(&p).with_context(|| p.display().to_string())?;
@@ -404,40 +492,51 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
             let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
         }
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
-    if tok_known {
-        tok.save(&a.out.join("tokenizer.json")).map_err(anyhow::Error::msg)?;
-    }
     let metrics_path = a.out.join("metrics.jsonl");
-    if let Some((_, state)) = &resume {
-        // (1) The resumed timeline replaces whatever came after its checkpoint: metrics lines
-        // and later checkpoints.
-        let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
-        let kept: String = text
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s < state.step)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(&metrics_path, kept).with_context(|| metrics_path.display().to_string())?;
-        for (step, p) in checkpoints(&a.out)? {
-            if step > state.step {
-                std::fs::remove_dir_all(&p).with_context(|| p.display().to_string())?;
+    // Rank 0 alone writes; the others log into nothing.
+    let metrics: Box<dyn Write> = if root {
+        std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+        let tok_path = a.out.join("tokenizer.json");
+        if tok_known {
+            tok.save(&tok_path).map_err(anyhow::Error::msg)?;
+        } else {
+            // A token file of unknown origin: no tokenizer is saved, and none of an earlier
+            // run may pass for this one's.
+            let _ = std::fs::remove_file(&tok_path);
+        }
+        if let Some((_, state)) = &resume {
+            // (1) The resumed timeline replaces whatever came after its checkpoint: metrics lines
+            // and later checkpoints.
+            let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+            let kept: String = text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s < state.step)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&metrics_path, kept).with_context(|| metrics_path.display().to_string())?;
+            for (step, p) in checkpoints(&a.out)? {
+                if step > state.step {
+                    std::fs::remove_dir_all(&p).with_context(|| p.display().to_string())?;
+                }
             }
         }
-    }
-    // A fresh run starts metrics.jsonl anew; a resumed one appends.
-    let metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(resume.is_some())
-        .write(true)
-        .truncate(resume.is_none())
-        .open(&metrics_path)
-        .with_context(|| metrics_path.display().to_string())?;
+        // A fresh run starts metrics.jsonl anew; a resumed one appends.
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(resume.is_some())
+            .write(true)
+            .truncate(resume.is_none())
+            .open(&metrics_path)
+            .with_context(|| metrics_path.display().to_string())?;
+        Box::new(metrics)
+    } else {
+        Box::new(std::io::sink())
+    };
     let interrupt = Arc::new(AtomicBool::new(false));
     let terminate = Arc::new(AtomicBool::new(false));
     // The first signal asks for a clean stop; a second one ends the process at once.
@@ -446,18 +545,34 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
     signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, terminate.clone())?;
     let n_params = gpt.arena.table.numel();
-    let tokens_per_step = (b * t * a.grad_accum) as u64;
-    println!(
-        "model: {} layers, {} heads, {} channels, vocab {}, {:.2}M parameters; batch {b} × {t} × {} accum; {} steps on {}",
-        config.n_layer,
-        config.n_head,
-        config.n_embd,
-        config.vocab_size,
-        n_params as f64 / 1e6,
-        a.grad_accum,
-        a.steps,
-        gpu.name()
-    );
+    let tokens_per_step = (b * t * a.grad_accum * dist.size) as u64;
+    if root {
+        println!(
+            "model: {} layers, {} heads, {} channels, vocab {}, {:.2}M parameters; batch {b} × {t} × {} accum; {} steps on {}",
+            config.n_layer,
+            config.n_head,
+            config.n_embd,
+            config.vocab_size,
+            n_params as f64 / 1e6,
+            a.grad_accum,
+            a.steps,
+            gpu.name()
+        );
+    }
+    if let Some(p) = &par {
+        if root {
+            println!(
+                "{} ranks, global batch {} × {t}; {}",
+                dist.size,
+                b * dist.size,
+                if p.zero {
+                    "ZeRO-1: gradients reduce-scattered, optimizer state sharded, parameters all-gathered".to_string()
+                } else {
+                    format!("gradients all-reduced in {} buckets as the backward completes them", p.buckets().len())
+                }
+            );
+        }
+    }
     let mut log = Log {
         metrics,
         train: Vec::new(),
@@ -468,11 +583,14 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         pending: None,
         last_done: Instant::now(),
         tokens: tokens_per_step,
-        bar: progress_bar(a.steps),
+        bar: if root { progress_bar(a.steps) } else { indicatif::ProgressBar::hidden() },
         last_loss: f32::NAN,
         skips: 0,
+        root,
+        dist,
+        comm: None,
     };
-    if resume.is_some() {
+    if root && resume.is_some() {
         log.reload(&metrics_path);
     }
     let started = Instant::now();
@@ -486,19 +604,43 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
     let result = (|| -> anyhow::Result<()> {
         for step in first..a.steps {
             let lr = schedule.lr(step);
+            let rows = b * t;
             for k in 0..gpt.accum() {
                 let (x, y) = loader.next_batch();
-                gpt.upload_batch(gpu, k, &x, &y);
+                // This rank's rows of the global batch.
+                let mine = dist.rank * rows..(dist.rank + 1) * rows;
+                gpt.upload_batch(gpu, k, &x[mine.clone()], &y[mine]);
             }
+            let comm_before = dist.comm_time();
             let mut rec = Recorder::new(gpu);
-            gpt.record_forward_backward(&mut rec);
+            match par.as_mut() {
+                None => gpt.record_forward_backward(&mut rec),
+                Some(p) => {
+                    p.forward_backward(gpu, &gpt, dist)?;
+                    if p.zero {
+                        p.global_norm(gpu, &mut opt, dist, lr as f32)?;
+                    }
+                }
+            }
             gpt.record_losses(&mut rec, &mut log.readback);
-            opt.record_step(gpu, &mut rec, lr as f32, true);
+            match par.as_mut() {
+                Some(p) if p.zero => {
+                    opt.record_update(&mut rec, true);
+                    p.record_shard_params(&mut rec, &gpt, dist);
+                }
+                _ => opt.record_step(gpu, &mut rec, lr as f32, true),
+            }
             let index = rec.submit()?;
+            if let Some(p) = par.as_mut().filter(|p| p.zero) {
+                p.gather_params(gpu, &gpt, dist, index.clone())?;
+            }
             // While this step runs, log the previous one.
             log.flush(gpu, &mut opt)?;
             log.readback.submitted_at(Some(index.clone()));
             opt.submitted_at(index);
+            if let Some(p) = &par {
+                log.comm = Some(((dist.comm_time() - comm_before).as_secs_f64() * 1e3, p.wait.as_secs_f64() * 1e3));
+            }
             if log.skips > a.max_skips {
                 log.bar.finish_and_clear();
                 bail!(
@@ -512,27 +654,34 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
             let eval_now = a.eval_every > 0 && (step + 1) % a.eval_every == 0 || step + 1 == a.steps;
             if let (true, Some(vl)) = (eval_now, val_loader.as_mut()) {
                 log.flush(gpu, &mut opt)?;
-                let val = evaluate(gpu, &gpt, vl, a.val_batches)?;
+                let val = evaluate_rows(gpu, &gpt, vl, a.val_batches, dist)?;
                 log.val_line(step, val)?;
                 if val < best_val - a.min_delta {
                     best_val = val;
                     stale = 0;
                     let progress = Progress { best_val, stale, early_stopped: false, skips: log.skips };
-                    save_as(gpu, &gpt, &opt, &loader, a, step + 1, progress, "best")?;
+                    save_as(gpu, &gpt, &opt, &loader, a, step + 1, progress, "best", dist)?;
                 } else {
                     stale += 1;
                 }
                 if a.patience > 0 && stale >= a.patience && step + 1 < a.steps {
-                    println!(
+                    log.say(format!(
                         "early stop at step {step}: {stale} evaluations without a val-loss gain of {}",
                         a.min_delta
-                    );
+                    ));
                     early = true;
                 }
             }
-            let signal = if interrupt.load(Ordering::Relaxed) {
+            let (mut int, mut term) = (interrupt.load(Ordering::Relaxed), terminate.load(Ordering::Relaxed));
+            if dist.size > 1 {
+                // mpirun forwards signals to every rank, not at the same step: the ranks agree
+                // on one step to stop at, so their collectives stay in step.
+                let seen = dist.all_reduce_f64(vec![f64::from(u8::from(int)), f64::from(u8::from(term))]);
+                (int, term) = (seen[0] > 0.0, seen[1] > 0.0);
+            }
+            let signal = if int {
                 Some(130)
-            } else if terminate.load(Ordering::Relaxed) {
+            } else if term {
                 Some(143)
             } else {
                 None
@@ -543,11 +692,11 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
             {
                 log.flush(gpu, &mut opt)?;
                 let progress = Progress { best_val, stale, early_stopped: false, skips: log.skips };
-                let dir = save_checkpoint(gpu, &gpt, &opt, &loader, a, step + 1, progress)?;
+                let dir = save_checkpoint(gpu, &gpt, &opt, &loader, a, step + 1, progress, dist)?;
                 if let Some(code) = signal {
                     log.bar.finish_and_clear();
                     log.plot()?;
-                    println!("stopped by a signal after step {step}; checkpoint {}", dir.display());
+                    log.say(format!("stopped by a signal after step {step}; checkpoint {}", dir.display()));
                     stopped = Some(code);
                     break;
                 }
@@ -563,6 +712,8 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         // Keep what is safe to keep: the metrics written so far and the curves. A checkpoint
         // of a failed step could be inconsistent, so the last good one stays the newest.
         log.bar.finish_and_clear();
+        // No collective here: the other ranks may not have failed.
+        log.dist = &single;
         let _ = log.flush(gpu, &mut opt);
         let _ = log.plot();
         let last = latest_checkpoint(&a.out).map_or("none yet".to_string(), |p| p.display().to_string());
@@ -573,13 +724,39 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
     }
     log.flush(gpu, &mut opt)?;
     let progress = Progress { best_val, stale, early_stopped: early, skips: log.skips };
-    save_checkpoint(gpu, &gpt, &opt, &loader, a, last_step, progress)?;
+    save_checkpoint(gpu, &gpt, &opt, &loader, a, last_step, progress, dist)?;
     log.bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     log.plot()?;
 
+    let opt_bytes = optimizer_bytes(gpu, &opt, a, dist)?;
+    let stats = gpu.pool.stats();
+    let state = match a.optimizer {
+        OptimizerKind::Sgd => 1,
+        _ => 2,
+    };
+    if let Some(p) = &par {
+        // Memory per rank, gathered on rank 0.
+        let live = |c| stats.live.iter().filter(|(k, _)| *k == c).map(|(_, b)| *b).sum::<u64>() as f64 / 1e6;
+        let line = format!(
+            "rank {}: params {:.1} MB, grads {:.1} MB, optimizer state {:.1} MB ({}), activations {:.1} MB, peak {:.1} MB",
+            dist.rank,
+            live(crate::gpu::Category::Parameters),
+            live(crate::gpu::Category::Gradients),
+            opt.state_bytes() as f64 / 1e6,
+            if p.zero { format!("shard of {} tensors", p.shard_tensors[dist.rank].len()) } else { "replicated".into() },
+            live(crate::gpu::Category::Activations),
+            stats.peak as f64 / 1e6
+        );
+        for l in dist.gather_bytes(line.into_bytes()) {
+            println!("{}", String::from_utf8_lossy(&l));
+        }
+    }
+    if !root {
+        return Ok(None);
+    }
     checkpoint::save_hf(&a.out, &config, &gpt.read_params(gpu)?)?;
-    opt.save(gpu, &a.out.join("optimizer.safetensors"))?;
+    write_optimizer(gpu, &opt, opt_bytes, &a.out.join("optimizer.safetensors"))?;
     println!(
         "done: {} steps, last loss {:.4}, best val loss {}, {} tokens in {wall:.1} s ({:.0} tokens/s), adapter {}",
         last_step - first,
@@ -589,12 +766,8 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
         (tokens_per_step * (last_step - first)) as f64 / wall,
         gpu.name()
     );
-    let stats = gpu.pool.stats();
-    let state = match a.optimizer {
-        OptimizerKind::Sgd => 1,
-        _ => 2,
-    };
-    let analytic = 4 * gpt.arena.table.numel() * (2 + state) + gpt.activation_bytes();
+    // This rank's optimizer tensors: all of them, or its ZeRO-1 shard.
+    let analytic = 4 * gpt.arena.table.numel() * 2 + 4 * opt.table.numel() * state + gpt.activation_bytes();
     println!(
         "GPU memory: peak {:.1} MB allocated; params + grads + optimizer state + activations = {:.1} MB ({:.2}×)",
         stats.peak as f64 / 1e6,
@@ -610,8 +783,9 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>) -> anyhow:
 }
 
 /// metrics.jsonl, loss.png, the progress bar, and the step whose results are in flight.
-struct Log {
-    metrics: std::fs::File,
+struct Log<'d> {
+    /// Rank 0's metrics.jsonl; a sink on the other ranks.
+    metrics: Box<dyn Write>,
     train: Vec<(u64, f32)>,
     val: Vec<(u64, f32)>,
     lr: Vec<(u64, f64)>,
@@ -629,16 +803,38 @@ struct Log {
     last_loss: f32,
     /// Consecutive steps whose update the GPU skipped (non-finite gradients).
     skips: u64,
+    /// Rank 0 prints and draws; every rank computes.
+    root: bool,
+    /// The ranks, to average the loss over.
+    dist: &'d Dist,
+    /// Milliseconds of MPI work in the pending step, and of it the training thread waited.
+    comm: Option<(f64, f64)>,
 }
 
-impl Log {
+impl Log<'_> {
+    /// Prints a line above the progress bar (rank 0 only).
+    fn say(&self, line: String) {
+        if !self.root {
+            return;
+        }
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
     /// Logs the pending step, if any: waits for its results only if the GPU is not done.
     fn flush(&mut self, gpu: &Gpu, opt: &mut Optimizer) -> anyhow::Result<()> {
         let Some((step, lr)) = self.pending.take() else {
             return Ok(());
         };
         let losses: Vec<f32> = self.readback.take(gpu)?.unwrap_or_default();
-        let loss = (losses.iter().map(|&x| x as f64).sum::<f64>() / losses.len().max(1) as f64) as f32;
+        let mut loss = (losses.iter().map(|&x| x as f64).sum::<f64>() / losses.len().max(1) as f64) as f32;
+        if self.dist.size > 1 {
+            // Equal batches on every rank: the global mean is the mean of the ranks' means.
+            loss = self.dist.mean(loss as f64) as f32;
+        }
         let norm = opt.grad_norm(gpu)?.unwrap_or(f32::NAN);
         // A non-finite norm means the GPU skipped this update; the bias corrections of the
         // steps recorded since count it, so take it back for the next ones.
@@ -657,6 +853,10 @@ impl Log {
         if skipped {
             line["skipped"] = true.into();
         }
+        if let Some((busy, wait)) = self.comm.take() {
+            line["comm_ms"] = busy.into();
+            line["comm_wait_ms"] = wait.into();
+        }
         writeln!(self.metrics, "{line}")?;
         self.metrics.flush()?;
         self.train.push((step, loss));
@@ -667,7 +867,7 @@ impl Log {
         if skipped {
             self.bar.println(format!("step {step}: loss {loss} grad_norm {norm}: not finite, update skipped"));
         }
-        if self.bar.is_hidden() {
+        if self.bar.is_hidden() && self.root {
             println!("step {step}: loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {ms:.0} ms {tps:.0} tokens/s");
         }
         Ok(())
@@ -680,11 +880,7 @@ impl Log {
         self.val.push((step, val));
         self.plot()?;
         self.last_done = Instant::now();
-        if self.bar.is_hidden() {
-            println!("step {step}: val loss {val:.4}");
-        } else {
-            self.bar.println(format!("step {step}: val loss {val:.4}"));
-        }
+        self.say(format!("step {step}: val loss {val:.4}"));
         Ok(())
     }
 
@@ -703,6 +899,9 @@ impl Log {
     }
 
     fn plot(&self) -> anyhow::Result<()> {
+        if !self.root {
+            return Ok(());
+        }
         crate::plot::loss_curve(&self.png, &self.train, &self.val, &self.lr)
             .with_context(|| self.png.display().to_string())
     }
@@ -723,18 +922,26 @@ fn progress_bar(steps: u64) -> indicatif::ProgressBar {
 
 /// Mean loss over `batches` validation batches from the start of the validation data.
 pub fn evaluate(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize) -> anyhow::Result<f32> {
+    evaluate_rows(gpu, gpt, val, batches, &Dist::single())
+}
+
+/// `evaluate` over `dist`'s ranks: each takes its rows of the global validation batches,
+/// and every rank gets the mean.
+pub fn evaluate_rows(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize, dist: &Dist) -> anyhow::Result<f32> {
     val.pos = 0;
     let mut sum = 0.0;
     let n = batches.clamp(1, val.batches());
+    let rows = gpt.b * gpt.t;
+    let mine = dist.rank * rows..(dist.rank + 1) * rows;
     for _ in 0..n {
         let (x, y) = val.next_batch();
-        gpt.upload_batch(gpu, 0, &x, &y);
+        gpt.upload_batch(gpu, 0, &x[mine.clone()], &y[mine.clone()]);
         let mut rec = Recorder::new(gpu);
         gpt.record_eval(&mut rec);
         rec.submit()?;
         sum += gpt.read_eval_loss(gpu)? as f64;
     }
-    Ok((sum / n as f64) as f32)
+    Ok(dist.mean(sum / n as f64) as f32)
 }
 
 /// Generates `n` tokens after `prompt` with temperature and top-k sampling, decoding one token

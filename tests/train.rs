@@ -42,6 +42,7 @@ fn args(dir: &std::path::Path) -> TrainArgs {
         patience: 0,
         min_delta: 0.0,
         force: false,
+        zero: 0,
     }
 }
 

@@ -69,6 +69,25 @@ pub fn select_adapter(choice: &AdapterChoice) -> Result<wgpu::Adapter, GpuError>
     adapters.into_iter().next().ok_or(GpuError::NoAdapter)
 }
 
+/// The adapter of MPI rank `local_rank` (its rank among the processes of its machine): with
+/// several adapters as good as the best (several GPUs of a kind), rank r takes the
+/// (r mod count)-th of them; with one, every rank shares it. --adapter still filters first.
+pub fn select_adapter_for_rank(choice: &AdapterChoice, local_rank: usize) -> Result<wgpu::Adapter, GpuError> {
+    let best = rank(&select_adapter(choice)?.get_info());
+    let mut adapters = list_adapters(choice)?;
+    if let Some(name) = &choice.name {
+        let needle = name.to_lowercase();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&needle));
+    }
+    adapters.retain(|a| rank(&a.get_info()) == best);
+    adapters.sort_by_key(|a| {
+        let i = a.get_info();
+        (i.name, i.device, i.vendor)
+    });
+    let n = adapters.len().max(1);
+    adapters.into_iter().nth(local_rank % n).ok_or(GpuError::NoAdapter)
+}
+
 /// The features wgtrain asks for when the adapter has them.
 pub fn wanted_features() -> wgpu::Features {
     wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY

@@ -8,7 +8,7 @@ mod readback;
 mod recorder;
 
 pub use buffer::{Category, GpuBuffer, Pool, PoolStats};
-pub use device::{describe, list_adapters, select_adapter, wanted_features, AdapterChoice};
+pub use device::{describe, list_adapters, select_adapter, select_adapter_for_rank, wanted_features, AdapterChoice};
 pub use pipeline::{Kernel, Pipeline, Shader, Slot};
 pub use profile::Profiler;
 pub use readback::Readback;
@@ -77,7 +77,15 @@ pub struct Gpu {
 impl Gpu {
     /// Opens the best adapter that matches `choice` and requests its full limits.
     pub fn new(choice: &AdapterChoice) -> Result<Self, GpuError> {
-        let adapter = select_adapter(choice)?;
+        Self::with_adapter(select_adapter(choice)?)
+    }
+
+    /// Opens the adapter of MPI local rank `local_rank` (see `select_adapter_for_rank`).
+    pub fn for_rank(choice: &AdapterChoice, local_rank: usize) -> Result<Self, GpuError> {
+        Self::with_adapter(select_adapter_for_rank(choice, local_rank)?)
+    }
+
+    fn with_adapter(adapter: wgpu::Adapter) -> Result<Self, GpuError> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {

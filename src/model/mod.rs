@@ -31,6 +31,15 @@ impl Cmd {
     }
 }
 
+/// A range of the gradient arena (elements lo..hi) that is complete after layer
+/// `after_layer`'s backward (None: at the end of the backward).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bucket {
+    pub lo: u64,
+    pub hi: u64,
+    pub after_layer: Option<usize>,
+}
+
 /// Activations of one layer, each (N, ·) with N = B·T.
 struct LayerActs {
     ln1: GpuBuffer,       // (N, C)
@@ -71,6 +80,8 @@ pub struct Gpt {
     body: Vec<Cmd>,
     /// The backward from dlogits to the embedding's output gradient.
     back: Vec<Cmd>,
+    /// back_marks[l]: where in `back` layer l's gradients are complete.
+    back_marks: Vec<usize>,
     /// Per micro-batch: the embedding, the classifier (loss and dlogits), the embedding's
     /// backward.
     edges: Vec<[Vec<Cmd>; 3]>,
@@ -119,6 +130,7 @@ impl Gpt {
             micro,
             body: Vec::new(),
             back: Vec::new(),
+            back_marks: Vec::new(),
             edges: Vec::new(),
             eval_classify: Vec::new(),
             _scratch: Vec::new(),
@@ -217,6 +229,7 @@ impl Gpt {
             .into_iter()
             .map(Cmd::Run),
         );
+        let mut marks = vec![0; self.acts.len()];
         for (l, a) in self.acts.iter().enumerate().rev() {
             let w = |s: &str| self.p(params, &format!("h.{l}.{s}"));
             let g = |s: &str| self.p(grads, &format!("h.{l}.{s}"));
@@ -326,6 +339,7 @@ impl Gpt {
                 .into_iter()
                 .map(Cmd::Run),
             );
+            marks[l] = back.len();
         }
 
         let mut edges = Vec::new();
@@ -383,6 +397,7 @@ impl Gpt {
         self.edges = edges;
         self.body = body;
         self.back = back;
+        self.back_marks = marks;
         self._scratch = vec![dresidual, dbuf, dqkv, dfch, dfch_gelu, dattn];
         Ok(())
     }
@@ -430,6 +445,61 @@ impl Gpt {
         for [encode, classify, encode_back] in &self.edges {
             for cmd in encode.iter().chain(&self.body).chain(classify).chain(&self.back).chain(encode_back) {
                 cmd.record(rec);
+            }
+        }
+    }
+
+    /// Gradient buckets for data parallelism, in the order the backward completes them: the
+    /// top layers with ln_f first, the bottom ones with wte and wpe last (wte also takes the LM
+    /// head's gradient, so it is complete only at the end). Each bucket is a run of whole
+    /// layers, closed once it holds `cap_bytes`, and a contiguous range of the arena.
+    pub fn grad_buckets(&self, cap_bytes: u64) -> Vec<Bucket> {
+        let table = &self.arena.table;
+        let layer_start = |l: usize| {
+            let prefix = format!("h.{l}.");
+            table.tensors.iter().filter(|t| t.name.starts_with(&prefix)).map(|t| t.offset).min().unwrap_or(0)
+        };
+        let mut out = Vec::new();
+        let mut hi = table.len;
+        for l in (1..self.acts.len()).rev() {
+            let lo = layer_start(l);
+            if 4 * (hi - lo) >= cap_bytes {
+                out.push(Bucket { lo, hi, after_layer: Some(l) });
+                hi = lo;
+            }
+        }
+        out.push(Bucket { lo: 0, hi, after_layer: None });
+        out
+    }
+
+    /// `record_forward_backward`, with the last micro-batch's backward cut where each of
+    /// `buckets` (from `grad_buckets`) is complete: `at(rec, j)` runs there, to copy bucket j
+    /// out and submit what was recorded so far.
+    pub fn record_forward_backward_cut<'g>(
+        &self,
+        rec: &mut Recorder<'g>,
+        buckets: &[Bucket],
+        mut at: impl FnMut(&mut Recorder<'g>, usize),
+    ) {
+        rec.clear(&self.arena.grads, 0, self.arena.grads.size());
+        let last = self.edges.len() - 1;
+        for (k, [encode, classify, encode_back]) in self.edges.iter().enumerate() {
+            for cmd in encode.iter().chain(&self.body).chain(classify) {
+                cmd.record(rec);
+            }
+            if k < last {
+                self.back.iter().chain(encode_back).for_each(|cmd| cmd.record(rec));
+                continue;
+            }
+            let mut from = 0;
+            for (j, bucket) in buckets.iter().enumerate() {
+                let to = bucket.after_layer.map_or(self.back.len(), |l| self.back_marks[l]);
+                self.back[from..to].iter().for_each(|cmd| cmd.record(rec));
+                from = to;
+                if bucket.after_layer.is_none() {
+                    encode_back.iter().for_each(|cmd| cmd.record(rec));
+                }
+                at(rec, j);
             }
         }
     }

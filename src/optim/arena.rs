@@ -89,6 +89,39 @@ impl ParamTable {
         out
     }
 
+    /// The tensors `range` as a table of their own, offsets relative to the first one's, and
+    /// that offset. An empty range gives an empty table (of one padding block) at 0.
+    pub fn shard(&self, range: std::ops::Range<usize>) -> (ParamTable, u64) {
+        let tensors = &self.tensors[range];
+        if tensors.is_empty() {
+            return (ParamTable { tensors: Vec::new(), len: TENSOR_ALIGN }, 0);
+        }
+        let base = tensors[0].offset;
+        let tensors: Vec<TensorInfo> =
+            tensors.iter().map(|t| TensorInfo { offset: t.offset - base, ..t.clone() }).collect();
+        let len = tensors.last().map_or(0, |t| t.offset + t.numel()).next_multiple_of(TENSOR_ALIGN);
+        (ParamTable { tensors, len }, base)
+    }
+
+    /// Splits the tensors into `n` runs of consecutive tensors with about equal element
+    /// counts (ZeRO-1 shards): run r is tensors[bounds[r]..bounds[r + 1]].
+    pub fn shard_bounds(&self, n: usize) -> Vec<usize> {
+        let total = self.numel().max(1);
+        let mut bounds = vec![0];
+        let mut acc = 0u64;
+        for (i, t) in self.tensors.iter().enumerate() {
+            acc += t.numel();
+            // Close shard r once it reaches r/n of the elements (and leave tensors for the rest).
+            while bounds.len() < n && acc * n as u64 >= total * bounds.len() as u64 {
+                bounds.push(i + 1);
+            }
+        }
+        while bounds.len() <= n {
+            bounds.push(self.tensors.len());
+        }
+        bounds
+    }
+
     /// An f32 vector of the arena's length holding each tensor's values, padding zero.
     pub fn pack(&self, values: &[Vec<f32>]) -> Vec<f32> {
         let mut flat = vec![0.0; self.len as usize];

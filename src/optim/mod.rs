@@ -128,7 +128,11 @@ struct Window {
 /// Optimizer state on the GPU and the dispatches of one step, built once.
 pub struct Optimizer {
     pub cfg: OptimConfig,
+    /// The tensors this optimizer updates, offsets relative to `base`: the whole arena, or a
+    /// ZeRO-1 shard of it.
     pub table: ParamTable,
+    /// Arena element where `table` starts (0 unless a shard).
+    pub base: u64,
     /// Steps taken: t of the bias corrections after the next step is t = step + 1.
     pub step: u64,
     /// exp_avg for AdamW and LAMB; the momentum buffer for SGD. (len) f32
@@ -157,7 +161,20 @@ impl Optimizer {
     /// Allocates zeroed state for the arena and prepares every dispatch. `binding_limit` caps
     /// the bytes one window binds (None: the adapter's max storage binding).
     pub fn new(gpu: &Gpu, arena: &ParamArena, cfg: OptimConfig, binding_limit: Option<u64>) -> Result<Self, GpuError> {
-        let table = arena.table.clone();
+        Self::new_shard(gpu, arena, cfg, binding_limit, 0..arena.table.tensors.len())
+    }
+
+    /// An optimizer for the arena's tensors `tensors` alone (ZeRO-1: each rank updates its
+    /// shard): moments are allocated for those tensors only, and the dispatches bind the
+    /// parameters and gradients from the shard's first element.
+    pub fn new_shard(
+        gpu: &Gpu,
+        arena: &ParamArena,
+        cfg: OptimConfig,
+        binding_limit: Option<u64>,
+        tensors: std::ops::Range<usize>,
+    ) -> Result<Self, GpuError> {
+        let (table, base) = arena.table.shard(tensors);
         if table.len > u32::MAX as u64 {
             return Err(GpuError::OutOfBounds {
                 what: "parameter arena",
@@ -178,7 +195,7 @@ impl Optimizer {
 
         let chunks = table.chunks();
         let n_tensors = table.tensors.len();
-        let mut ranges = vec![[0u32; 2]; n_tensors];
+        let mut ranges = vec![[0u32; 2]; n_tensors.max(1)];
         for (i, c) in chunks.iter().enumerate() {
             let r = &mut ranges[c.tensor as usize];
             if r[1] == 0 {
@@ -199,15 +216,16 @@ impl Optimizer {
         let bind = |w: &Window, entry: &'static str, groups: [u32; 3]| -> Result<Dispatch, GpuError> {
             let pipeline = gpu.pipeline(kernel(entry), &[])?;
             let range = |b| window(b, w.lo, w.hi);
+            let shifted = |b| window(b, base + w.lo, base + w.hi);
             let v_binding = match &v {
                 Some(v) => range(v),
                 None => gpu.dummy_rw.as_entire_buffer_binding(),
             };
             let bindings = [
-                range(&arena.params),
+                shifted(&arena.params),
                 range(&m),
                 v_binding,
-                range(&arena.grads),
+                shifted(&arena.grads),
                 w.chunks.as_entire_buffer_binding(),
                 tensors.as_entire_buffer_binding(),
                 scalars.as_entire_buffer_binding(),
@@ -237,6 +255,7 @@ impl Optimizer {
         Ok(Self {
             cfg,
             table,
+            base,
             step: 0,
             m,
             v,
@@ -298,14 +317,51 @@ impl Optimizer {
     /// read after the submit, without stalling the next step (a non-finite norm there means the
     /// step was skipped).
     pub fn record_step(&mut self, gpu: &Gpu, rec: &mut Recorder, lr: f32, want_norm: bool) {
-        self.prepare(gpu, lr);
         // The norm runs every step: it drives clipping and the guard that skips the update when
         // the gradients are not finite.
+        self.record_norm(gpu, rec, lr);
+        self.record_update(rec, want_norm);
+    }
+
+    /// The first half of `record_step`: this step's uniforms, and the gradient norm of this
+    /// optimizer's tensors into its scalars ([0] norm, [1] clip scale, [2] skip flag).
+    pub fn record_norm(&mut self, gpu: &Gpu, rec: &mut Recorder, lr: f32) {
+        self.prepare(gpu, lr);
         rec.run(&self.norm_ops);
+    }
+
+    /// The second half of `record_step`: the update, reading the scalars.
+    pub fn record_update(&mut self, rec: &mut Recorder, want_norm: bool) {
         rec.run(&self.update_ops);
         if want_norm {
             self.readback.record(rec, &self.scalars, 0);
         }
+    }
+
+    /// The scalars buffer: [0] the norm, [1] the clip scale, [2] the skip flag.
+    pub fn scalars(&self) -> &wgpu::Buffer {
+        &self.scalars
+    }
+
+    /// Replaces the norm that `record_norm` computed with `norm` (the global norm of a ZeRO-1
+    /// run, whose shards each see a part), with the clip scale and the skip flag that
+    /// grad_norm_finish derives from it. Lands before the next submit.
+    pub fn set_norm(&self, gpu: &Gpu, norm: f32) {
+        let bad = !norm.is_finite();
+        let clip = self.cfg.grad_clip;
+        let scale = if bad {
+            0.0
+        } else if clip > 0.0 {
+            (clip / (norm + 1e-6)).min(1.0)
+        } else {
+            1.0
+        };
+        gpu.queue.write_buffer(&self.scalars, 0, bytemuck::cast_slice(&[norm, scale, f32::from(u8::from(bad))]));
+    }
+
+    /// Bytes of optimizer state (moments) this optimizer holds on the GPU.
+    pub fn state_bytes(&self) -> u64 {
+        4 * self.table.len * (1 + u64::from(self.v.is_some()))
     }
 
     /// Call after submitting a step recorded with `want_norm`: starts mapping its norm.

@@ -38,6 +38,16 @@ impl Optimizer {
     /// Writes the state to `path` atomically (a temporary file in the same directory, then a
     /// rename).
     pub fn save(&self, gpu: &Gpu, path: &Path) -> Result<(), StateError> {
+        let bytes = self.to_bytes(gpu).map_err(|e| match e {
+            StateError::Format { why, .. } => StateError::Format { path: path.into(), why },
+            e => e,
+        })?;
+        write_atomic(path, &bytes)
+    }
+
+    /// The bytes `save` writes. A ZeRO-1 shard gives its own tensors only; `merge` joins the
+    /// shards into the file of the whole model.
+    pub fn to_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>, StateError> {
         let len = self.table.len as usize;
         let m: Vec<f32> = gpu.read(&self.m, 0, len)?;
         let v: Option<Vec<f32>> = self.v.as_ref().map(|v| gpu.read(v, 0, len)).transpose()?;
@@ -69,9 +79,36 @@ impl Optimizer {
             ("step".to_string(), self.step.to_string()),
             ("config".to_string(), serde_json::to_string(&self.cfg).expect("config serializes")),
         ]);
-        let bytes = safetensors::serialize(views, Some(meta))
-            .map_err(|e| StateError::Format { path: path.into(), why: e.to_string() })?;
-        write_atomic(path, &bytes)
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| StateError::Format { path: PathBuf::new(), why: e.to_string() })
+    }
+
+    /// Joins the `to_bytes` of every shard into one state file's bytes (their tensors, the
+    /// first one's metadata).
+    pub fn merge(parts: &[Vec<u8>]) -> Result<Vec<u8>, StateError> {
+        let bad = |why: String| StateError::Format { path: PathBuf::from("(gathered optimizer shards)"), why };
+        let mut meta = None;
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for part in parts {
+            let (_, header) = SafeTensors::read_metadata(part).map_err(|e| bad(e.to_string()))?;
+            meta.get_or_insert_with(|| header.metadata().clone().unwrap_or_default());
+            let st = SafeTensors::deserialize(part).map_err(|e| bad(e.to_string()))?;
+            for (name, view) in st.tensors() {
+                tensors.push((name, view.shape().to_vec(), view.data().to_vec()));
+            }
+        }
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|(n, shape, bytes)| {
+                (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches data"))
+            })
+            .collect();
+        safetensors::serialize(views, meta).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Writes bytes from `to_bytes` or `merge` to `path` atomically.
+    pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+        write_atomic(path, bytes)
     }
 
     /// Loads state saved by `save` into this optimizer. The optimizer kind and the tensor names

@@ -1,0 +1,179 @@
+//! One data-parallel training step's GPU ↔ MPI traffic (with more than one rank).
+//!
+//! Plain data parallelism: the backward is cut into gradient buckets (`Gpt::grad_buckets`);
+//! each bucket is copied out and submitted as soon as its layers are done, and its all-reduce
+//! starts on the MPI thread as soon as the GPU has finished it, while the GPU goes on with the
+//! layers below. The averaged buckets are written back and every rank runs the same update.
+//!
+//! ZeRO-1 (`--zero 1`): rank r owns a run of whole tensors (about 1/N of the elements) and the
+//! optimizer state of those alone. The gradients are reduce-scattered so each rank gets the
+//! average of its shard; the clipping norm is the square root of the ranks' summed squares;
+//! each rank updates its shard, and the parameters are all-gathered.
+//!
+//! A step takes several submits here, where one rank takes one: the gradients must leave the
+//! GPU between the backward and the update.
+
+use std::time::{Duration, Instant};
+
+use crate::dist::{Dist, BUCKET_BYTES};
+use crate::gpu::{Gpu, GpuError, Readback, Recorder};
+use crate::model::{Bucket, Gpt};
+use crate::optim::Optimizer;
+
+pub struct Parallel {
+    pub zero: bool,
+    buckets: Vec<Bucket>,
+    reads: Vec<Readback>,
+    /// ZeRO-1: each rank's arena range, and the tensors it owns.
+    pub shards: Vec<(u64, u64)>,
+    pub shard_tensors: Vec<std::ops::Range<usize>>,
+    norm: Option<Readback>,
+    params: Option<Readback>,
+    /// Time the training thread spent blocked on MPI this step.
+    pub wait: Duration,
+}
+
+impl Parallel {
+    pub fn new(gpu: &Gpu, gpt: &Gpt, dist: &Dist, zero: bool) -> Self {
+        let table = &gpt.arena.table;
+        let bounds = table.shard_bounds(dist.size);
+        let mut shards = Vec::new();
+        let mut shard_tensors = Vec::new();
+        for r in 0..dist.size {
+            let range = bounds[r]..bounds[r + 1];
+            let (sub, base) = table.shard(range.clone());
+            let hi = if range.is_empty() { base } else { base + sub.len };
+            shards.push((base, hi.min(table.len)));
+            shard_tensors.push(range);
+        }
+        // ZeRO reduce-scatters the whole gradient at once; plain DP goes bucket by bucket.
+        let buckets = if zero {
+            vec![Bucket { lo: 0, hi: table.len, after_layer: None }]
+        } else {
+            gpt.grad_buckets(BUCKET_BYTES)
+        };
+        let reads = buckets.iter().map(|b| Readback::new(gpu, 4 * (b.hi - b.lo), "gradient bucket")).collect();
+        let (norm, params) = if zero {
+            let (lo, hi) = shards[dist.rank];
+            (
+                Some(Readback::new(gpu, 4, "shard grad norm")),
+                Some(Readback::new(gpu, 4 * (hi - lo).max(1), "shard parameters")),
+            )
+        } else {
+            (None, None)
+        };
+        Parallel { zero, buckets, reads, shards, shard_tensors, norm, params, wait: Duration::ZERO }
+    }
+
+    /// Gradient buckets (plain data parallelism), in the order the backward completes them.
+    pub fn buckets(&self) -> &[Bucket] {
+        &self.buckets
+    }
+
+    /// Forward and backward of this rank's batch, then the gradient average: the whole arena
+    /// (plain), or this rank's shard (ZeRO-1), written back into the gradients before the
+    /// next submit.
+    pub fn forward_backward(&mut self, gpu: &Gpu, gpt: &Gpt, dist: &Dist) -> Result<(), GpuError> {
+        self.wait = Duration::ZERO;
+        let mut submits = Vec::new();
+        let mut rec = Recorder::new(gpu);
+        let (buckets, reads) = (&self.buckets, &mut self.reads);
+        gpt.record_forward_backward_cut(&mut rec, buckets, |rec, j| {
+            let b = &buckets[j];
+            reads[j].record_parts(rec, &[(&gpt.arena.grads, 4 * b.lo, 4 * (b.hi - b.lo))]);
+            let done = std::mem::replace(rec, Recorder::new(gpu));
+            submits.push(done.submit());
+        });
+        drop(rec);
+        let scale = 1.0 / dist.size as f32;
+        if !self.zero {
+            let mut pending = Vec::new();
+            for (j, index) in submits.into_iter().enumerate() {
+                self.reads[j].submitted_at(Some(index?));
+                let host: Vec<f32> = self.reads[j].take(gpu)?.expect("bucket submitted");
+                pending.push(dist.all_reduce_sum(host));
+            }
+            for (b, p) in self.buckets.iter().zip(pending) {
+                let t = Instant::now();
+                let mut sum = p.wait();
+                self.wait += t.elapsed();
+                sum.iter_mut().for_each(|x| *x *= scale);
+                gpu.queue.write_buffer(&gpt.arena.grads, 4 * b.lo, bytemuck::cast_slice(&sum));
+            }
+            return Ok(());
+        }
+        let index = submits.pop().expect("one bucket")?;
+        self.reads[0].submitted_at(Some(index));
+        let grads: Vec<f32> = self.reads[0].take(gpu)?.expect("gradients submitted");
+        let block = self.shards.iter().map(|(lo, hi)| (hi - lo) as usize).max().unwrap_or(0).max(1);
+        let mut send = vec![0.0f32; block * dist.size];
+        for (r, &(lo, hi)) in self.shards.iter().enumerate() {
+            send[r * block..][..(hi - lo) as usize].copy_from_slice(&grads[lo as usize..hi as usize]);
+        }
+        let t = Instant::now();
+        let mut mine = dist.reduce_scatter_sum(send, block);
+        self.wait += t.elapsed();
+        let (lo, hi) = self.shards[dist.rank];
+        mine.truncate((hi - lo) as usize);
+        mine.iter_mut().for_each(|x| *x *= scale);
+        gpu.queue.write_buffer(&gpt.arena.grads, 4 * lo, bytemuck::cast_slice(&mine));
+        Ok(())
+    }
+
+    /// ZeRO-1: the clipping norm over every shard. Records and submits the optimizer's norm
+    /// pass on this shard, then sums the squares over ranks and hands the optimizer the
+    /// global norm. Returns it.
+    pub fn global_norm(&mut self, gpu: &Gpu, opt: &mut Optimizer, dist: &Dist, lr: f32) -> Result<f32, GpuError> {
+        let read = self.norm.as_mut().expect("ZeRO-1");
+        let mut rec = Recorder::new(gpu);
+        opt.record_norm(gpu, &mut rec, lr);
+        read.record_parts(&mut rec, &[(opt.scalars(), 0, 4)]);
+        let index = rec.submit()?;
+        read.submitted_at(Some(index));
+        let local: f32 = read.take::<f32>(gpu)?.expect("norm submitted")[0];
+        let t = Instant::now();
+        let total = dist.all_reduce_f64(vec![(local as f64) * (local as f64)])[0];
+        self.wait += t.elapsed();
+        let norm = total.sqrt() as f32;
+        opt.set_norm(gpu, norm);
+        Ok(norm)
+    }
+
+    /// ZeRO-1: records copying this rank's updated shard out, into the update's submit.
+    pub fn record_shard_params(&mut self, rec: &mut Recorder, gpt: &Gpt, dist: &Dist) {
+        let (lo, hi) = self.shards[dist.rank];
+        if hi > lo {
+            self.params.as_mut().expect("ZeRO-1").record_parts(rec, &[(&gpt.arena.params, 4 * lo, 4 * (hi - lo))]);
+        }
+    }
+
+    /// ZeRO-1: after the update's submit (`index`), gathers every shard's parameters and
+    /// writes the whole arena back.
+    pub fn gather_params(
+        &mut self,
+        gpu: &Gpu,
+        gpt: &Gpt,
+        dist: &Dist,
+        index: wgpu::SubmissionIndex,
+    ) -> Result<(), GpuError> {
+        let (lo, hi) = self.shards[dist.rank];
+        let mine: Vec<f32> = if hi > lo {
+            let read = self.params.as_mut().expect("ZeRO-1");
+            read.submitted_at(Some(index));
+            read.take(gpu)?.expect("shard submitted")
+        } else {
+            Vec::new()
+        };
+        let counts: Vec<usize> = self.shards.iter().map(|(lo, hi)| (hi - lo) as usize).collect();
+        let t = Instant::now();
+        let all = dist.all_gather(mine, counts);
+        self.wait += t.elapsed();
+        let mut at = 0;
+        for &(lo, hi) in &self.shards {
+            let n = (hi - lo) as usize;
+            gpu.queue.write_buffer(&gpt.arena.params, 4 * lo, bytemuck::cast_slice(&all[at..at + n]));
+            at += n;
+        }
+        Ok(())
+    }
+}
