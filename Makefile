@@ -1,5 +1,7 @@
 # The README's two commands: `make run` (the main job) and `make test`. Both install the
-# software Vulkan driver first when no Vulkan driver is found, and say so.
+# software Vulkan driver first when no Vulkan driver is found (and Open MPI when missing), and
+# say so. `make test` builds with --features mpi where Open MPI is installed, so the mpirun
+# test runs too.
 export XDG_RUNTIME_DIR ?= /tmp
 CARGO ?= cargo
 
@@ -12,7 +14,7 @@ run: setup
 	$(CARGO) run --release -- train
 
 test: setup
-	$(CARGO) test --release
+	$(CARGO) test --release $$(bash scripts/features.sh)
 
 bench: setup
 	$(CARGO) run --release -- bench matmul

@@ -1,8 +1,31 @@
 #!/usr/bin/env bash
 # Installs what wgtrain's tests need on a Debian 12 machine with no GPU: the software
-# Vulkan driver (lavapipe) from bookworm-backports, pinned, and the Vulkan loader.
-# Does nothing when a Vulkan driver is already installed, unless FORCE=1.
+# Vulkan driver (lavapipe) from bookworm-backports, pinned, and the Vulkan loader; and Open
+# MPI with libclang for the `mpi` feature's bindings and its mpirun test.
+# Installs nothing that is already there (FORCE=1 reinstalls the Vulkan driver).
 set -euo pipefail
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+have_mpi() {
+  command -v mpicc >/dev/null && command -v mpirun >/dev/null && ldconfig -p | grep -q 'libclang.*\.so'
+}
+
+# Open MPI for data-parallel training (cargo feature mpi). Without apt, say how to get it.
+setup_mpi() {
+  if have_mpi; then
+    echo "setup: Open MPI present ($(mpirun --version 2>/dev/null | head -1))"
+  elif command -v apt-get >/dev/null; then
+    echo "setup: installing Open MPI and libclang (for the mpi feature and its mpirun test)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openmpi-bin libopenmpi-dev clang libclang-dev >/dev/null
+    echo "setup: installed $(mpirun --version 2>/dev/null | head -1)"
+  else
+    echo "setup: no Open MPI and no apt-get: multi-GPU training (--features mpi) and its test are left out"
+  fi
+}
+trap setup_mpi EXIT
 
 MESA_PIN="25.0.7-2~bpo12+1"
 
@@ -32,9 +55,6 @@ if ! command -v apt-get >/dev/null; then
   echo "setup: no Vulkan driver found and no apt-get: install your GPU's Vulkan driver, or Mesa's lavapipe" >&2
   exit 1
 fi
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo"
-
 echo "setup: no usable Vulkan driver found (mesa-vulkan-drivers: ${mesa:-not installed}); installing the software one, lavapipe, from bookworm-backports"
 # Use the same mirror as the machine's own Debian source.
 mirror=""

@@ -494,12 +494,12 @@ fn eval(
     };
     let (mine, theirs) = (model.join("tokenizer.json"), data_dir.join("tokenizer.json"));
     if mine.is_file() && theirs.is_file() {
-        let read = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
-            serde_json::from_slice(&std::fs::read(p)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-        };
+        use wgtrain::data::tokenizer::Tokenizer;
+        let a = Tokenizer::from_file(&mine, None).map_err(anyhow::Error::msg)?;
+        let b = Tokenizer::from_file(&theirs, None).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
-            read(&mine)? == read(&theirs)?,
-            "{} and {} differ: the data was tokenized for another model",
+            a.same_ids(&b),
+            "{} and {} give tokens other ids: the data was tokenized for another model",
             mine.display(),
             theirs.display()
         );

@@ -392,6 +392,23 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
                 src.display()
             );
         }
+        // Weights made for another tokenizer would read every id as another token.
+        if let Some(init) = a.init.as_ref().filter(|_| resume.is_none()) {
+            let theirs =
+                if init.is_dir() { init.join("tokenizer.json") } else { init.with_file_name("tokenizer.json") };
+            if theirs.is_file() {
+                let t = Tokenizer::from_file(&theirs, None).map_err(anyhow::Error::msg)?;
+                if !t.same_ids(&data.tokenizer) {
+                    bail!(
+                        "--init {}: its tokenizer.json gives tokens other ids than {}; prepare the data with it \
+                         (--tokenizer {})",
+                        init.display(),
+                        src.display(),
+                        theirs.display()
+                    );
+                }
+            }
+        }
     }
     if a.seq_len > config.n_positions {
         bail!("--seq-len {} exceeds the model's n_positions {}", a.seq_len, config.n_positions);

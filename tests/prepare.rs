@@ -100,6 +100,9 @@ fn planted_duplicates_and_bad_records_are_counted_and_dropped() {
     std::fs::write(dir.join("more/b_copy.txt"), &b).unwrap();
     std::fs::write(dir.join("more/latin1.txt"), b"caf\xe9 cr\xe8me").unwrap();
     std::fs::write(dir.join("more/.hidden.txt"), "ignored").unwrap();
+    // In a directory only text and JSONL files are input: not notes, archives or outputs.
+    std::fs::write(dir.join("more/notes.md"), "ignored").unwrap();
+    std::fs::write(dir.join("more/old.jsonl.gz"), b"\x1f\x8b ignored").unwrap();
     let out = dir.join("out");
     let mut a_args = args(vec![input.clone(), dir.join("more")], &out);
     a_args.min_chars = 10;
@@ -220,10 +223,46 @@ fn decode_inverts_encode_on_the_bundled_corpus() {
         assert!(ids.iter().all(|&i| i < 600 && i != bpe.eot));
         assert_eq!(bpe.decode(&ids), *t);
     }
-    // Bytes keep invalid-free text, and a BPE byte alphabet covers what training never saw.
-    let odd = "emoji 🚀, CJK 日本語, control \u{7}\u{1b}, NBSP\u{a0}";
-    assert_eq!(bpe.decode(&bpe.encode(odd).unwrap()), odd);
-    assert_eq!(gpt2.decode(&gpt2.encode(odd).unwrap()), odd);
+    // A BPE's byte alphabet covers what training never saw; special-token names are text.
+    let odd = "emoji 🚀, CJK 日本語, control \u{7}\u{1b}, NBSP\u{a0}, <|endoftext|>";
+    for t in [&bpe, &gpt2] {
+        let ids = t.encode(odd).unwrap();
+        assert!(!ids.contains(&t.eot), "{:?}: <|endoftext|> in text became the token", t.kind);
+        assert_eq!(t.decode(&ids), odd);
+    }
+    // Long whitespace runs (the GPT-2 pattern's backtracking trap) neither panic nor change ids.
+    let spaces = format!("a{}b{}c", " ".repeat(300_000), "\n".repeat(300_000));
+    let dir = temp("spaces");
+    gpt2.save(&dir.join("tokenizer.json")).unwrap();
+    let hf = Tokenizer::from_file(&dir.join("tokenizer.json"), None).unwrap();
+    let ids = gpt2.encode(&spaces).unwrap();
+    assert_eq!(ids, hf.encode(&spaces).unwrap());
+    assert_eq!(gpt2.decode(&ids), spaces);
+}
+
+#[test]
+fn gpt2_token_files_put_50256_before_each_document() {
+    let dir = temp("gpt2-files");
+    let docs = ["First document.\nWith two lines.", "Second one, ünïcode and 🚀.", "Third."];
+    let lines: Vec<String> = docs.iter().map(|d| rec(d)).collect();
+    jsonl(&dir.join("d.jsonl"), &lines);
+    let mut a = args(vec![dir.join("d.jsonl")], &dir.join("out"));
+    a.tokenizer = TokenizerChoice::Gpt2;
+    let s = prepare(&a).unwrap();
+    assert_eq!((s.tokenizer, s.vocab_size, s.eot, s.token_bytes), (Some(Kind::Gpt2), 50257, 50256, 2));
+    let bytes = std::fs::read(dir.join("out/train.bin")).unwrap();
+    assert_eq!(&bytes[..8], [20240520i32.to_le_bytes(), 1i32.to_le_bytes()].concat().as_slice());
+    let gpt2 = Tokenizer::gpt2();
+    let want: Vec<u32> = docs.iter().flat_map(|d| std::iter::once(50256).chain(gpt2.encode(d).unwrap())).collect();
+    assert_eq!(read_tokens(&dir.join("out/train.bin")).unwrap(), want);
+    // The tokenizer.json beside the data reads back as the same ids.
+    assert!(Tokenizer::for_dir(&dir.join("out")).unwrap().same_ids(&gpt2));
+    // A second run into an --out inside the input directory does not read its own outputs.
+    std::fs::write(dir.join("out/stray.txt"), "").unwrap();
+    let mut again = args(vec![dir.clone()], &dir.join("out"));
+    again.force = true;
+    let s = prepare(&again).unwrap();
+    assert_eq!(s.documents_in, 3);
 }
 
 #[test]
@@ -348,6 +387,16 @@ fn bad_arguments_get_one_line_errors() {
     assert!(err.contains("broken.json"), "{err}");
     let err = Tokenizer::train_bpe(100, std::iter::empty()).err().unwrap();
     assert!(err.contains("--vocab-size"), "{err}");
+    // Checked before any reading: a size the trainer would try to allocate is refused.
+    for n in [256, 10_000_000_000] {
+        let mut bpe = PrepareArgs { tokenizer: TokenizerChoice::Bpe, vocab_size: n, force: true, ..ok.clone() };
+        bpe.inputs = vec![missing.clone()];
+        let err = prepare(&bpe).unwrap_err();
+        assert!(err.contains("--vocab-size"), "{err}");
+    }
+    std::fs::write(dir.join("a.txt.gz"), b"\x1f\x8b").unwrap();
+    let err = prepare(&args(vec![dir.join("a.txt.gz")], &dir.join("o2"))).unwrap_err();
+    assert!(err.contains("a.txt.gz") && err.contains("decompress"), "{err}");
     assert_eq!(tokenizer::byte_char(b'A'), 'A');
     assert_eq!(tokenizer::byte_char(b' '), 'Ġ');
     assert_eq!(tokenizer::byte_char(b'\n'), 'Ċ');

@@ -3,6 +3,7 @@
 
 mod common;
 mod data;
+mod dist;
 mod fuzz;
 mod gpt2;
 mod layers;

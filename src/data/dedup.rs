@@ -4,7 +4,8 @@
 //! words, 128 slots, banded for LSH; a candidate that shares a band with a kept document is a
 //! duplicate when the fraction of equal slots (the Jaccard estimate) reaches the threshold.
 //! Documents are judged in input order, so the first of a group is kept, whatever the thread
-//! count. Memory: about 0.9 KB per kept document (its hash, signature and band keys).
+//! count. Memory grows with the kept documents: about 1.2 KB each (the exact hash, the
+//! 512-byte signature, and an index entry per band).
 
 use std::collections::{HashMap, HashSet};
 
@@ -145,9 +146,12 @@ const SEEDS: [u64; SLOTS / 2] = {
     s
 };
 
-/// Bands × rows (≤ SLOTS) that minimize the summed chance of missing a pair above the
-/// threshold and of flagging one below it, each integrated over Jaccard similarity: the
-/// S-curve 1 − (1 − s^r)^b is steepest near the threshold.
+/// Bands × rows (≤ SLOTS) that minimize the chance of missing a pair above the threshold
+/// (weight 0.9) plus that of making a candidate of one below it (weight 0.1), each integrated
+/// over Jaccard similarity, for the S-curve 1 − (1 − s^r)^b. Misses weigh more because every
+/// candidate is checked against the threshold with its signature: a false candidate costs a
+/// comparison, a miss a duplicate. At 0.8: 14 bands × 9 rows, which makes candidates of 87%
+/// of pairs at J = 0.8, 97.5% at 0.85, 99.9% at 0.9, and 2.7% at 0.5.
 pub fn lsh_shape(threshold: f64) -> (usize, usize) {
     let p = |s: f64, b: usize, r: usize| 1.0 - (1.0 - s.powi(r as i32)).powi(b as i32);
     let integrate = |lo: f64, hi: f64, f: &dyn Fn(f64) -> f64| {
@@ -160,7 +164,7 @@ pub fn lsh_shape(threshold: f64) -> (usize, usize) {
         for r in 1..=SLOTS / b {
             let false_pos = integrate(0.0, threshold, &|s| p(s, b, r));
             let false_neg = integrate(threshold, 1.0, &|s| 1.0 - p(s, b, r));
-            let err = false_pos + false_neg;
+            let err = 0.1 * false_pos + 0.9 * false_neg;
             if err < best.0 {
                 best = (err, b, r);
             }

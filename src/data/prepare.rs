@@ -138,14 +138,28 @@ enum Cleaned {
 }
 
 pub fn prepare(a: &PrepareArgs) -> Result<Stats, String> {
+    let r = prepare_inner(a);
+    if r.is_err() {
+        // Leave no half-written file behind; finished outputs of an earlier run stay.
+        for tmp in [".prepare-spool.tmp", "train.bin.tmp", "val.bin.tmp", "tokenizer.json.tmp", "stats.json.tmp"] {
+            let _ = std::fs::remove_file(a.out.join(tmp));
+        }
+    }
+    r
+}
+
+fn prepare_inner(a: &PrepareArgs) -> Result<Stats, String> {
     let t0 = Instant::now();
+    if let TokenizerChoice::Bpe = a.tokenizer {
+        super::tokenizer::check_bpe_size(a.vocab_size)?;
+    }
     if !(0.0..1.0).contains(&a.val_fraction) {
         return Err(format!("--val-fraction {}: expected a number in [0, 1)", a.val_fraction));
     }
     if let Some(j) = a.near_dup_threshold.filter(|j| !(*j > 0.0 && *j <= 1.0)) {
         return Err(format!("--near-dup-threshold {j}: expected a Jaccard similarity in (0, 1]"));
     }
-    let inputs = list_inputs(&a.inputs)?;
+    let inputs = list_inputs(&a.inputs, &a.out)?;
     std::fs::create_dir_all(&a.out).map_err(|e| format!("--out {}: {e}", a.out.display()))?;
     if a.out.join("train.bin").exists() && !a.force {
         return Err(format!("--out {}: already holds train.bin; pass --force to replace it", a.out.display()));
@@ -289,16 +303,25 @@ pub fn prepare(a: &PrepareArgs) -> Result<Stats, String> {
     stats.seconds = t0.elapsed().as_secs_f64();
     stats.mb_per_s = stats.bytes_in as f64 / 1e6 / stats.seconds.max(1e-9);
     let json = serde_json::to_string_pretty(&stats).expect("stats serialize");
-    let path = a.out.join("stats.json");
-    std::fs::write(&path, json + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    let (path, tmp) = (a.out.join("stats.json"), a.out.join("stats.json.tmp"));
+    std::fs::write(&tmp, json + "\n").map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(stats)
 }
 
-/// Files named by --input, directories walked in name order (hidden entries skipped).
-fn list_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
-    fn walk(p: &Path, out: &mut Vec<Input>) -> Result<(), String> {
+/// Extensions of compressed files, which prepare does not read.
+const COMPRESSED: [&str; 6] = ["gz", "bz2", "xz", "zst", "zip", "7z"];
+
+/// Files named by --input, and in directories (walked in name order, hidden entries and
+/// `out` skipped) the .txt, .text, .jsonl, .ndjson and .json files.
+fn list_inputs(paths: &[PathBuf], out_dir: &Path) -> Result<Vec<Input>, String> {
+    fn walk(p: &Path, named: bool, skip: &Option<PathBuf>, out: &mut Vec<Input>) -> Result<(), String> {
         let meta = std::fs::metadata(p).map_err(|e| format!("--input {}: {e}", p.display()))?;
+        let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
         if meta.is_dir() {
+            if skip.is_some() && std::fs::canonicalize(p).ok() == *skip {
+                return Ok(());
+            }
             let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| format!("--input {}: {e}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -306,28 +329,40 @@ fn list_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
                 .collect();
             entries.sort();
             for e in entries {
-                walk(&e, out)?;
+                walk(&e, false, skip, out)?;
             }
-        } else {
-            let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-            let format = if matches!(ext.as_str(), "jsonl" | "ndjson" | "json") { Format::Jsonl } else { Format::Text };
-            if format == Format::Text && meta.len() > MAX_DOCUMENT_BYTES {
-                return Err(format!(
-                    "--input {}: {} MB in one text file, which is one document; split it, or give JSONL",
-                    p.display(),
-                    meta.len() / 1_000_000
-                ));
-            }
-            out.push(Input { path: p.into(), format, size: meta.len() });
+            return Ok(());
         }
+        if COMPRESSED.contains(&ext.as_str()) {
+            if named {
+                return Err(format!("--input {}: compressed files are not read; decompress it first", p.display()));
+            }
+            return Ok(());
+        }
+        let format = match ext.as_str() {
+            "jsonl" | "ndjson" | "json" => Format::Jsonl,
+            "txt" | "text" => Format::Text,
+            // In a directory, other files (READMEs, binaries, earlier outputs) are not input.
+            _ if !named => return Ok(()),
+            _ => Format::Text,
+        };
+        if format == Format::Text && meta.len() > MAX_DOCUMENT_BYTES {
+            return Err(format!(
+                "--input {}: {} MB in one text file, which is one document; split it, or give JSONL",
+                p.display(),
+                meta.len() / 1_000_000
+            ));
+        }
+        out.push(Input { path: p.into(), format, size: meta.len() });
         Ok(())
     }
     if paths.is_empty() {
         return Err("--input: give at least one file or directory".into());
     }
+    let skip = std::fs::canonicalize(out_dir).ok();
     let mut out = Vec::new();
     for p in paths {
-        walk(p, &mut out)?;
+        walk(p, true, &skip, &mut out)?;
     }
     if out.is_empty() {
         return Err(format!("--input {}: no files found", paths[0].display()));
@@ -427,8 +462,12 @@ fn clean(raw: &Raw, inputs: &[Input], a: &PrepareArgs) -> Cleaned {
     Cleaned::Keep(text, fp)
 }
 
-/// Line endings to \n, NUL removed (byte-level's document separator), Unicode NFC.
+/// A leading byte-order mark removed, line endings to \n, NUL removed (byte-level's
+/// document separator), Unicode NFC.
 pub fn normalize(mut text: String) -> String {
+    if text.starts_with('\u{feff}') {
+        text.drain(..3);
+    }
     if text.contains('\r') {
         text = text.replace("\r\n", "\n").replace('\r', "\n");
     }
@@ -509,6 +548,13 @@ impl TokenFile {
     }
 
     fn push(&mut self, ids: &[u32]) -> Result<(), String> {
+        if self.count + ids.len() as u64 > i32::MAX as u64 {
+            return Err(format!(
+                "{}: more than {} tokens, the int32 count of llm.c's header; prepare the input in parts",
+                self.path.display(),
+                i32::MAX
+            ));
+        }
         let mut buf = Vec::with_capacity(ids.len() * 4);
         for &t in ids {
             if self.wide {
@@ -616,10 +662,8 @@ fn progress_bar(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .expect("template"),
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("template"),
     );
     bar.set_message(what.to_string());
     bar

@@ -86,7 +86,8 @@ impl Tokenizer {
     pub fn from_file(path: &Path, eot: Option<&str>) -> Result<Self, Error> {
         let hf = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| format!("{}: not a tokenizer.json the HF tokenizers crate reads: {e}", path.display()))?;
-        let vocab_size = hf.get_vocab_size(true);
+        // Ids may have gaps: the model needs the largest one plus one rows.
+        let vocab_size = hf.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1);
         let byte_like = vocab_size == 256
             && (0..=255u8).all(|b| hf.id_to_token(b as u32).as_deref() == Some(&byte_char(b).to_string()));
         if byte_like && eot.is_none() {
@@ -124,11 +125,7 @@ impl Tokenizer {
     where
         I: Iterator<Item = String> + Send,
     {
-        if vocab_size < 257 {
-            return Err(format!(
-                "--vocab-size {vocab_size}: a byte-level BPE needs at least 257 (256 bytes + end-of-text)"
-            ));
-        }
+        check_bpe_size(vocab_size)?;
         let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
             .min_frequency(2)
@@ -141,7 +138,9 @@ impl Tokenizer {
         hf.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         hf.with_decoder(Some(ByteLevel::new(false, true, true)));
         hf.train(&mut trainer, docs).map_err(|e| format!("training the BPE failed: {e}"))?;
-        let vocab_size = hf.get_vocab_size(true);
+        // "<|endoftext|>" inside a document is text, as with bytes and GPT-2.
+        hf.set_encode_special_tokens(true);
+        let vocab_size = hf.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1);
         let eot = hf.token_to_id(ENDOFTEXT).ok_or("the trained BPE lost its end-of-text token")?;
         Ok(Tokenizer { kind: Kind::Bpe, hf, tiktoken: None, eot, vocab_size })
     }
@@ -152,7 +151,12 @@ impl Tokenizer {
             return Ok(text.bytes().map(u32::from).collect());
         }
         if let Some(t) = &self.tiktoken {
-            return Ok(t.encode_ordinary(text));
+            // `encode` with no special token allowed gives encode_ordinary's ids, but returns
+            // the regex engine's backtracking-limit error (long whitespace runs) instead of
+            // panicking; the HF tokenizer.json built from the same ranks takes such a text.
+            if let Ok((ids, _)) = t.encode(text, &std::collections::HashSet::new()) {
+                return Ok(ids);
+            }
         }
         self.hf.encode_fast(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| format!("the tokenizer failed: {e}"))
     }
@@ -170,10 +174,31 @@ impl Tokenizer {
         self.hf.decode(ids, false).unwrap_or_default()
     }
 
-    /// Writes the tokenizer.json.
+    /// Writes the tokenizer.json (under a temporary name, then renamed).
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        self.hf.save(path, false).map_err(|e| format!("{}: {e}", path.display()))
+        let tmp = path.with_extension("json.tmp");
+        self.hf.save(&tmp, false).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
     }
+
+    /// Whether `other` maps every token to the same id (the ids in a token file mean the
+    /// same text), whatever else differs in the two tokenizer.json files.
+    pub fn same_ids(&self, other: &Tokenizer) -> bool {
+        self.eot == other.eot && self.hf.get_vocab(true) == other.hf.get_vocab(true)
+    }
+}
+
+/// Largest --vocab-size of a trained BPE.
+pub const MAX_BPE_VOCAB: usize = 1 << 20;
+
+/// A trained BPE needs the 256 bytes and the end-of-text, and no more than MAX_BPE_VOCAB.
+pub fn check_bpe_size(n: usize) -> Result<(), Error> {
+    if !(257..=MAX_BPE_VOCAB).contains(&n) {
+        return Err(format!(
+            "--vocab-size {n}: a byte-level BPE needs 257 (256 bytes + end-of-text) to {MAX_BPE_VOCAB} tokens"
+        ));
+    }
+    Ok(())
 }
 
 /// GPT-2's printable stand-in for a byte: printable Latin-1 bytes stand for themselves, the

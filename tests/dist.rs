@@ -1,0 +1,332 @@
+//! Data parallelism. In one process: ZeRO-1 shards and their optimizers, state merging,
+//! gradient buckets and the cut backward. Through mpirun (feature `mpi`): 2 ranks × B against
+//! 1 rank × 2B, with and without ZeRO-1, and a resume on another number of ranks.
+
+use wgtrain::gpu::Recorder;
+use wgtrain::model::{Gpt, GptConfig};
+use wgtrain::optim::{OptimConfig, Optimizer, ParamArena, ParamTable};
+use wgtrain::reference::Rng;
+
+use crate::common::gpu;
+
+fn table() -> ParamTable {
+    let mut specs: Vec<(String, Vec<usize>)> = vec![("wte.weight".into(), vec![67, 13]), ("one".into(), vec![1])];
+    for i in 0..7 {
+        specs.push((format!("h.{i}.weight"), vec![5 * i + 3, 11]));
+        specs.push((format!("h.{i}.bias"), vec![5 * i + 3]));
+    }
+    specs.push(("big".into(), vec![20011]));
+    ParamTable::new(specs)
+}
+
+#[test]
+fn shards_are_contiguous_balanced_runs_of_whole_tensors() {
+    let t = table();
+    for n in [1, 2, 3, 5, 16, 40] {
+        let bounds = t.shard_bounds(n);
+        assert_eq!(bounds.len(), n + 1);
+        assert_eq!((bounds[0], bounds[n]), (0, t.tensors.len()));
+        assert!(bounds.windows(2).all(|w| w[0] <= w[1]), "{n}: {bounds:?}");
+        // No shard holds more than 1/n of the elements plus one tensor.
+        let biggest = t.tensors.iter().map(|x| x.numel()).max().unwrap();
+        for r in 0..n {
+            let (sub, base) = t.shard(bounds[r]..bounds[r + 1]);
+            let numel: u64 = sub.numel();
+            assert!(numel <= t.numel() / n as u64 + biggest, "{n} shards: shard {r} holds {numel}");
+            for (s, full) in sub.tensors.iter().zip(&t.tensors[bounds[r]..]) {
+                assert_eq!((s.offset + base, &s.name), (full.offset, &full.name));
+            }
+        }
+    }
+}
+
+/// Two shard optimizers over one arena take the same step as one optimizer over all of it,
+/// bit for bit (no clipping: the norm is each shard's own), and their saved states merge into
+/// the whole optimizer's file.
+#[test]
+fn shard_optimizers_step_like_the_whole_and_merge_their_state() {
+    let Some(gpu) = gpu() else { return };
+    let t = table();
+    let mut rng = Rng::new(5);
+    let init = t.pack(&t.tensors.iter().map(|x| rng.vec(x.numel() as usize)).collect::<Vec<_>>());
+    let grads: Vec<Vec<f32>> =
+        (0..3).map(|_| t.pack(&t.tensors.iter().map(|x| rng.vec(x.numel() as usize)).collect::<Vec<_>>())).collect();
+    for cfg in [OptimConfig::adamw(), OptimConfig::lamb(), OptimConfig::sgd()] {
+        let cfg = OptimConfig { grad_clip: 0.0, ..cfg };
+        let whole = ParamArena::new(gpu, t.clone()).unwrap();
+        let split = ParamArena::new(gpu, t.clone()).unwrap();
+        gpu.write(&whole.params, 0, &init);
+        gpu.write(&split.params, 0, &init);
+        let mut one = Optimizer::new(gpu, &whole, cfg.clone(), None).unwrap();
+        let bounds = t.shard_bounds(3);
+        let mut shards: Vec<Optimizer> = (0..3)
+            .map(|r| Optimizer::new_shard(gpu, &split, cfg.clone(), None, bounds[r]..bounds[r + 1]).unwrap())
+            .collect();
+        // Each shard pads its end to 64 elements, at most 2 moments × 4 bytes each.
+        assert!(shards.iter().map(Optimizer::state_bytes).sum::<u64>() <= one.state_bytes() + 3 * 64 * 8);
+        for g in &grads {
+            gpu.write(&whole.grads, 0, g);
+            gpu.write(&split.grads, 0, g);
+            let mut rec = Recorder::new(gpu);
+            one.record_step(gpu, &mut rec, 1e-2, false);
+            for s in &mut shards {
+                s.record_step(gpu, &mut rec, 1e-2, false);
+            }
+            rec.submit().unwrap();
+        }
+        let a: Vec<f32> = gpu.read(&whole.params, 0, t.len as usize).unwrap();
+        let b: Vec<f32> = gpu.read(&split.params, 0, t.len as usize).unwrap();
+        let same = t.tensors.iter().all(|x| {
+            let r = x.offset as usize..(x.offset + x.numel()) as usize;
+            a[r.clone()].iter().zip(&b[r]).all(|(p, q)| p.to_bits() == q.to_bits())
+        });
+        assert!(same, "{:?}: sharded update differs", cfg.kind);
+        let parts: Vec<Vec<u8>> = shards.iter().map(|s| s.to_bytes(gpu).unwrap()).collect();
+        let merged = Optimizer::merge(&parts).unwrap();
+        let whole_bytes = one.to_bytes(gpu).unwrap();
+        let tensors = |bytes: &[u8]| {
+            let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+            let mut v: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, t)| (n, t.data().to_vec())).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(tensors(&merged), tensors(&whole_bytes), "{:?}: merged state", cfg.kind);
+    }
+}
+
+/// With clipping, a shard's norm is partial: `set_norm` with the global norm gives the
+/// whole optimizer's step.
+#[test]
+fn shards_clip_with_the_global_norm() {
+    let Some(gpu) = gpu() else { return };
+    let t = table();
+    let mut rng = Rng::new(9);
+    let init = t.pack(&t.tensors.iter().map(|x| rng.vec(x.numel() as usize)).collect::<Vec<_>>());
+    let g = t.pack(&t.tensors.iter().map(|x| rng.vec(x.numel() as usize)).collect::<Vec<_>>());
+    let cfg = OptimConfig { grad_clip: 0.5, ..OptimConfig::adamw() };
+    let whole = ParamArena::new(gpu, t.clone()).unwrap();
+    let split = ParamArena::new(gpu, t.clone()).unwrap();
+    for arena in [&whole, &split] {
+        gpu.write(&arena.params, 0, &init);
+        gpu.write(&arena.grads, 0, &g);
+    }
+    let mut one = Optimizer::new(gpu, &whole, cfg.clone(), None).unwrap();
+    let mut rec = Recorder::new(gpu);
+    one.record_step(gpu, &mut rec, 1e-2, true);
+    rec.submit().unwrap();
+    one.submitted();
+    let norm = one.grad_norm(gpu).unwrap().unwrap();
+    let bounds = t.shard_bounds(2);
+    for r in 0..2 {
+        let mut s = Optimizer::new_shard(gpu, &split, cfg.clone(), None, bounds[r]..bounds[r + 1]).unwrap();
+        let mut rec = Recorder::new(gpu);
+        s.record_norm(gpu, &mut rec, 1e-2);
+        rec.submit().unwrap();
+        s.set_norm(gpu, norm);
+        let mut rec = Recorder::new(gpu);
+        s.record_update(&mut rec, false);
+        rec.submit().unwrap();
+    }
+    let a: Vec<f32> = gpu.read(&whole.params, 0, t.len as usize).unwrap();
+    let b: Vec<f32> = gpu.read(&split.params, 0, t.len as usize).unwrap();
+    crate::common::assert_close("clipped shards", &b, &a, 1e-7, 1e-6);
+}
+
+fn tiny() -> GptConfig {
+    GptConfig { n_layer: 5, n_head: 2, n_embd: 12, vocab_size: 37, n_positions: 9 }
+}
+
+#[test]
+fn buckets_tile_the_arena_from_the_top_down() {
+    let Some(gpu) = gpu() else { return };
+    let gpt = Gpt::new(gpu, tiny(), 2, 9, 1).unwrap();
+    let len = gpt.arena.table.len;
+    for cap in [0, 1, 4 * 1000, 4 * 3000, u64::MAX] {
+        let b = gpt.grad_buckets(cap);
+        assert_eq!(b[0].hi, len, "cap {cap}: the first bucket holds the top");
+        assert_eq!(b.last().unwrap().lo, 0);
+        assert_eq!(b.last().unwrap().after_layer, None);
+        assert!(b.windows(2).all(|w| w[0].lo == w[1].hi), "cap {cap}: {b:?}");
+        assert!(b.windows(2).all(|w| w[0].after_layer > w[1].after_layer || w[1].after_layer.is_none()));
+        if cap == 0 {
+            assert_eq!(b.len(), 5, "one bucket per layer, the bottom one with the embeddings");
+        }
+        if cap == u64::MAX {
+            assert_eq!(b.len(), 1);
+        }
+    }
+}
+
+/// The backward cut at bucket boundaries, submitted piece by piece, computes the same
+/// gradients as in one submit, bit for bit.
+#[test]
+fn cut_backward_equals_the_whole_backward() {
+    let Some(gpu) = gpu() else { return };
+    for accum in [1, 2] {
+        let gpt = Gpt::new(gpu, tiny(), 2, 9, accum).unwrap();
+        gpt.init(gpu, 3);
+        let mut rng = Rng::new(1);
+        for k in 0..accum {
+            let x: Vec<u32> = (0..18).map(|_| (rng.next_u64() % 37) as u32).collect();
+            let y: Vec<u32> = (0..18).map(|_| (rng.next_u64() % 37) as u32).collect();
+            gpt.upload_batch(gpu, k, &x, &y);
+        }
+        let mut rec = Recorder::new(gpu);
+        gpt.record_forward_backward(&mut rec);
+        rec.submit().unwrap();
+        let want = gpt.read_grads(gpu).unwrap();
+        let buckets = gpt.grad_buckets(0);
+        let mut rec = Recorder::new(gpu);
+        let mut cuts = Vec::new();
+        gpt.record_forward_backward_cut(&mut rec, &buckets, |rec, j| {
+            cuts.push(j);
+            std::mem::replace(rec, Recorder::new(gpu)).submit().unwrap();
+        });
+        assert_eq!(cuts, (0..buckets.len()).collect::<Vec<_>>());
+        let got = gpt.read_grads(gpu).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()), "accum {accum}: tensor {i} differs");
+        }
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn mpi_tests_are_built_when_required() {
+    assert!(
+        std::env::var("WGTRAIN_REQUIRE_MPI").as_deref() != Ok("1"),
+        "WGTRAIN_REQUIRE_MPI=1 but this build lacks --features mpi: the mpirun tests did not run"
+    );
+}
+
+#[cfg(feature = "mpi")]
+mod mpirun {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use crate::common::gpu;
+
+    fn mpirun() -> Option<PathBuf> {
+        let found = std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("mpirun")).find(|f| f.is_file()));
+        if found.is_none() {
+            assert!(
+                std::env::var("WGTRAIN_REQUIRE_MPI").as_deref() != Ok("1"),
+                "WGTRAIN_REQUIRE_MPI=1 and no mpirun on PATH: install openmpi-bin"
+            );
+            eprintln!("skipping: no mpirun");
+        }
+        found
+    }
+
+    /// `wgtrain train` on `ranks` ranks (1: no mpirun) with `extra` flags into dir/out.
+    fn train(mpirun: &Path, dir: &Path, ranks: usize, out: &str, extra: &[&str]) -> String {
+        let bin = env!("CARGO_BIN_EXE_wgtrain");
+        let mut cmd = if ranks == 1 {
+            Command::new(bin)
+        } else {
+            let mut c = Command::new(mpirun);
+            c.args(["-n", &ranks.to_string(), "--oversubscribe", bin]);
+            c
+        };
+        cmd.arg("train")
+            .args(["--config", dir.join("tiny.toml").to_str().unwrap(), "--seq-len", "16", "--steps", "6"])
+            .args(["--eval-every", "2", "--val-batches", "2", "--sample-tokens", "0", "--warmup", "2"])
+            .args(["--out", dir.join(out).to_str().unwrap()])
+            .args(extra)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_btl", "self,vader")
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{ranks} ranks {extra:?} failed:\n{text}");
+        text
+    }
+
+    /// (step, loss or val_loss, grad_norm) lines of a run.
+    fn metrics(path: &Path) -> Vec<(u64, f64, f64)> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let loss = v["loss"].as_f64().or(v["val_loss"].as_f64()).unwrap();
+                (v["step"].as_u64().unwrap(), loss, v["grad_norm"].as_f64().unwrap_or(-1.0))
+            })
+            .collect()
+    }
+
+    fn assert_same(what: &str, got: &[(u64, f64, f64)], want: &[(u64, f64, f64)]) {
+        assert_eq!(got.len(), want.len(), "{what}: lines");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.0, w.0, "{what}: steps");
+            // fp32 sums in another order: losses to 1e-5, norms to 1e-4 (relative).
+            assert!((g.1 - w.1).abs() <= 1e-5 * w.1.abs().max(1.0), "{what}: step {} loss {} vs {}", g.0, g.1, w.1);
+            assert!((g.2 - w.2).abs() <= 1e-4 * w.2.abs().max(1.0), "{what}: step {} norm {} vs {}", g.0, g.2, w.2);
+        }
+    }
+
+    #[test]
+    fn two_ranks_of_b_match_one_rank_of_2b_and_resume_on_another_count() {
+        if gpu().is_none() {
+            return;
+        }
+        let Some(mpirun) = mpirun() else { return };
+        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("tiny.toml"),
+            "n_layer = 3\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
+        )
+        .unwrap();
+        train(&mpirun, &dir, 1, "one", &["--batch-size", "4"]);
+        let text = train(&mpirun, &dir, 2, "dp", &["--batch-size", "2", "--save-every", "3"]);
+        assert!(text.contains("2 ranks, global batch 4"), "{text}");
+        let text = train(&mpirun, &dir, 2, "zero", &["--batch-size", "2", "--zero", "1", "--save-every", "3"]);
+        assert!(text.contains("rank 0: ") && text.contains("rank 1: ") && text.contains("shard of"), "{text}");
+        let one = metrics(&dir.join("one/metrics.jsonl"));
+        assert_eq!(one.len(), 6 + 3, "6 steps and 3 evaluations, written once");
+        assert_same("2 ranks", &metrics(&dir.join("dp/metrics.jsonl")), &one);
+        assert_same("2 ranks, ZeRO-1", &metrics(&dir.join("zero/metrics.jsonl")), &one);
+
+        // The ZeRO-1 checkpoint after step 3 resumes on 1 rank and on 4 ranks (batch 1 each),
+        // and both continue the 1-rank run.
+        for (ranks, name) in [(1, "r1"), (4, "r4")] {
+            let run = dir.join(name);
+            std::fs::create_dir_all(&run).unwrap();
+            let from = dir.join("zero/ckpt-00000003");
+            let to = run.join("ckpt-00000003");
+            std::fs::create_dir_all(&to).unwrap();
+            for f in std::fs::read_dir(&from).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+            }
+            let kept: String = std::fs::read_to_string(dir.join("zero/metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("\"step\":0") || l.contains("\"step\":1") || l.contains("\"step\":2"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(run.join("metrics.jsonl"), kept).unwrap();
+            let bin = env!("CARGO_BIN_EXE_wgtrain");
+            let mut cmd = if ranks == 1 { Command::new(bin) } else { Command::new(&mpirun) };
+            if ranks > 1 {
+                cmd.args(["-n", "4", "--oversubscribe", bin]);
+            }
+            let out = cmd
+                .args(["train", "--resume", run.to_str().unwrap()])
+                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+                .env("OMPI_MCA_btl", "self,vader")
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "resume on {ranks}:\n{text}");
+            assert!(text.contains(&format!("resuming a 2-rank run on {ranks} ranks")), "{text}");
+            assert_same(&format!("resumed on {ranks}"), &metrics(&run.join("metrics.jsonl")), &one);
+        }
+    }
+}
