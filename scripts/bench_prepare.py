@@ -34,7 +34,8 @@ def main():
     import tokenizers
 
     corpus = os.path.join(ROOT, "data/shakespeare")
-    files = sorted(f for f in glob.glob(os.path.join(corpus, "*")) if os.path.isfile(f))
+    # What prepare reads from a directory: its .txt files (the 42 plays, not SOURCE.md).
+    files = sorted(glob.glob(os.path.join(corpus, "*.txt")))
     texts = [open(f, encoding="utf-8").read() for f in files]
     nbytes = sum(os.path.getsize(f) for f in files)
 
@@ -50,6 +51,7 @@ def main():
             ours.append(time.perf_counter() - t0)
             with open(os.path.join(out, "stats.json")) as f:
                 stats = json.load(f)
+            assert stats["bytes_in"] == nbytes, (stats["bytes_in"], nbytes)
             if tok is None:
                 # The tokenizer.json that prepare wrote: the same GPT-2 BPE on both sides.
                 tok = tokenizers.Tokenizer.from_file(os.path.join(out, "tokenizer.json"))

@@ -9,7 +9,7 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 have_mpi() {
-  command -v mpicc >/dev/null && command -v mpirun >/dev/null && ldconfig -p | grep -q 'libclang.*\.so'
+  command -v mpicc >/dev/null && command -v mpirun >/dev/null && ldconfig -p | grep 'libclang.*\.so' >/dev/null
 }
 
 # Open MPI for data-parallel training (cargo feature mpi). Without apt, say how to get it.
