@@ -1,7 +1,7 @@
 # The README's two commands: `make run` (the main job) and `make test`. Both install the
 # software Vulkan driver first when no Vulkan driver is found (and Open MPI when missing), and
-# say so. `make test` builds with --features mpi where Open MPI is installed, so the mpirun
-# test runs too.
+# say so. Both build with --features mpi where Open MPI is installed (one build serves both),
+# so the mpirun test runs too.
 export XDG_RUNTIME_DIR ?= /tmp
 CARGO ?= cargo
 
@@ -11,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(CARGO) run --release -- train
+	$(CARGO) run --release $$(bash scripts/features.sh) -- train
 
 test: setup
 	$(CARGO) test --release $$(bash scripts/features.sh)

@@ -269,7 +269,7 @@ fn main() -> ExitCode {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(code)) => {
             // Stopped by a signal after saving: finalize MPI, then exit with 130 or 143.
-            drop(dist);
+            dist.finish();
             std::process::exit(code)
         }
         Err(e) => {

@@ -192,6 +192,17 @@ fn cut_backward_equals_the_whole_backward() {
 
 #[cfg(not(feature = "mpi"))]
 #[test]
+fn launched_by_mpirun_without_the_feature_is_an_error() {
+    // What mpirun sets in each rank's environment; nothing else in the tests reads it.
+    std::env::set_var("OMPI_COMM_WORLD_SIZE", "2");
+    let r = wgtrain::dist::Dist::from_env();
+    std::env::remove_var("OMPI_COMM_WORLD_SIZE");
+    let err = r.err().expect("an error without the mpi feature");
+    assert!(err.contains("--features mpi"), "{err}");
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
 fn mpi_tests_are_built_when_required() {
     assert!(
         std::env::var("WGTRAIN_REQUIRE_MPI").as_deref() != Ok("1"),
