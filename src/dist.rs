@@ -9,8 +9,13 @@
 use std::sync::mpsc::Receiver;
 
 /// Gradient buckets are closed at layer boundaries once they hold this many bytes, as
-/// PyTorch DDP's default bucket_cap_mb.
+/// PyTorch DDP's default bucket_cap_mb. WGTRAIN_BUCKET_BYTES overrides it.
 pub const BUCKET_BYTES: u64 = 25 << 20;
+
+/// The bucket size: WGTRAIN_BUCKET_BYTES if set to a number, else BUCKET_BYTES.
+pub fn bucket_bytes() -> u64 {
+    std::env::var("WGTRAIN_BUCKET_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(BUCKET_BYTES)
+}
 
 /// This process's place among the ranks, and the channel to the MPI thread.
 pub struct Dist {
@@ -52,10 +57,13 @@ impl Dist {
     /// The ranks of an `mpirun` launch, or one rank when not launched by mpirun. Fails when
     /// launched by mpirun without the `mpi` feature, rather than train N copies apart.
     pub fn from_env() -> Result<Self, String> {
-        let world: Option<usize> = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok())
-            .and_then(|s| s.parse().ok());
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// `from_env`, reading the environment through `var`.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let world: Option<usize> =
+            ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"].iter().find_map(|v| var(v)).and_then(|s| s.parse().ok());
         match world {
             None | Some(1) => Ok(Self::single()),
             #[cfg(feature = "mpi")]
@@ -171,8 +179,36 @@ impl Dist {
         mine
     }
 
-    /// Every rank's bytes, on rank 0 (empty elsewhere).
+    /// Every rank's bytes, on rank 0 (empty elsewhere). Sent in rounds whose total stays
+    /// under MPI's int32 counts and displacements, so shards of any size pass.
     pub fn gather_bytes(&self, mine: Vec<u8>) -> Vec<Vec<u8>> {
+        if self.size == 1 {
+            return vec![mine];
+        }
+        // Everyone's length, through a sum where each rank fills its own slot.
+        let mut lens = vec![0.0f64; self.size];
+        lens[self.rank] = mine.len() as f64;
+        let lens: Vec<usize> = self.all_reduce_f64(lens).into_iter().map(|x| x as usize).collect();
+        let piece = (i32::MAX as usize / self.size).max(1);
+        let rounds = lens.iter().map(|&n| n.div_ceil(piece)).max().unwrap_or(0);
+        let mut out: Vec<Vec<u8>> =
+            lens.iter().map(|&n| Vec::with_capacity(if self.is_root() { n } else { 0 })).collect();
+        for k in 0..rounds {
+            let part = mine[(k * piece).min(mine.len())..((k + 1) * piece).min(mine.len())].to_vec();
+            let counts: Vec<usize> = lens.iter().map(|&n| n.saturating_sub(k * piece).min(piece)).collect();
+            for (r, bytes) in self.gather_round(part, counts).into_iter().enumerate() {
+                out[r].extend_from_slice(&bytes);
+            }
+        }
+        if self.is_root() {
+            out
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// One round of `gather_bytes`: `counts` are every rank's byte counts, summing under 2^31.
+    fn gather_round(&self, mine: Vec<u8>, counts: Vec<usize>) -> Vec<Vec<u8>> {
         #[cfg(feature = "mpi")]
         if self.comm.is_some() {
             let rx = self.run(move |w| {
@@ -180,30 +216,27 @@ impl Dist {
                 use mpi::datatype::PartitionMut;
                 use mpi::topology::Communicator;
                 let root = w.process_at_rank(0);
-                let len = mine.len() as u64;
-                if w.rank() == 0 {
-                    let mut lens = vec![0u64; w.size() as usize];
-                    root.gather_into_root(&len, &mut lens[..]);
-                    let c: Vec<i32> = lens.iter().map(|&n| n as i32).collect();
-                    let d: Vec<i32> = c.iter().scan(0i32, |acc, &n| Some(std::mem::replace(acc, *acc + n))).collect();
-                    let mut all = vec![0u8; lens.iter().sum::<u64>() as usize];
-                    let mut part = PartitionMut::new(&mut all[..], &c[..], &d[..]);
-                    root.gather_varcount_into_root(&mine[..], &mut part);
-                    let mut out = Vec::new();
-                    let mut at = 0;
-                    for n in lens {
-                        out.push(all[at..at + n as usize].to_vec());
-                        at += n as usize;
-                    }
-                    out
-                } else {
-                    root.gather_into(&len);
+                if w.rank() != 0 {
                     root.gather_varcount_into(&mine[..]);
-                    Vec::new()
+                    return Vec::new();
                 }
+                let c: Vec<i32> = counts.iter().map(|&n| n as i32).collect();
+                let d: Vec<i32> = c.iter().scan(0i32, |acc, &n| Some(std::mem::replace(acc, *acc + n))).collect();
+                let mut all = vec![0u8; counts.iter().sum()];
+                let mut part = PartitionMut::new(&mut all[..], &c[..], &d[..]);
+                root.gather_varcount_into_root(&mine[..], &mut part);
+                let mut at = 0;
+                counts
+                    .iter()
+                    .map(|&n| {
+                        at += n;
+                        all[at - n..at].to_vec()
+                    })
+                    .collect()
             });
             return rx.recv().expect("MPI thread");
         }
+        let _ = counts;
         vec![mine]
     }
 
@@ -299,6 +332,17 @@ mod mpi_thread {
             .map_err(|e| format!("cannot start the MPI thread: {e}"))?;
         let (rank, size, local_rank) =
             info_rx.recv().map_err(|_| "the MPI thread died during MPI_Init".to_string())??;
+        if size > 1 {
+            // A panic must not leave the other ranks waiting in a collective (unwinding would
+            // reach MPI_Finalize, which waits for them): end this process, and mpirun ends the
+            // rest.
+            let report = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                report(info);
+                eprintln!("rank {rank}: panicked; aborting so that mpirun ends every rank");
+                std::process::abort();
+            }));
+        }
         Ok(super::Dist {
             rank,
             size,

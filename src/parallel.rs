@@ -5,8 +5,9 @@
 //! starts on the MPI thread as soon as the GPU has finished it, while the GPU goes on with the
 //! layers below. The averaged buckets are written back and every rank runs the same update.
 //!
-//! ZeRO-1 (`--zero 1`): rank r owns a run of whole tensors (about 1/N of the elements) and the
-//! optimizer state of those alone. The gradients are reduce-scattered so each rank gets the
+//! ZeRO-1 (`--zero 1`): rank r owns 1/N of the arena's elements (cut on 64-element
+//! boundaries, inside tensors too; for LAMB, whose trust ratios need whole tensors, a run of
+//! whole tensors of about 1/N) and the optimizer state of those alone. The gradients are reduce-scattered so each rank gets the
 //! average of its shard; the clipping norm is the square root of the ranks' summed squares;
 //! each rank updates its shard, and the parameters are all-gathered.
 //!
@@ -15,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::dist::{Dist, BUCKET_BYTES};
+use crate::dist::{bucket_bytes, Dist};
 use crate::gpu::{Gpu, GpuError, Readback, Recorder};
 use crate::model::{Bucket, Gpt};
 use crate::optim::Optimizer;
@@ -24,9 +25,8 @@ pub struct Parallel {
     pub zero: bool,
     buckets: Vec<Bucket>,
     reads: Vec<Readback>,
-    /// ZeRO-1: each rank's arena range, and the tensors it owns.
+    /// ZeRO-1: each rank's arena range.
     pub shards: Vec<(u64, u64)>,
-    pub shard_tensors: Vec<std::ops::Range<usize>>,
     norm: Option<Readback>,
     params: Option<Readback>,
     /// Time the training thread spent blocked on MPI this step.
@@ -34,23 +34,16 @@ pub struct Parallel {
 }
 
 impl Parallel {
-    pub fn new(gpu: &Gpu, gpt: &Gpt, dist: &Dist, zero: bool) -> Self {
+    /// `whole_tensors`: shards of whole tensors (LAMB) rather than of elements.
+    pub fn new(gpu: &Gpu, gpt: &Gpt, dist: &Dist, zero: bool, whole_tensors: bool) -> Self {
         let table = &gpt.arena.table;
-        let bounds = table.shard_bounds(dist.size);
-        let mut shards = Vec::new();
-        let mut shard_tensors = Vec::new();
-        for r in 0..dist.size {
-            let range = bounds[r]..bounds[r + 1];
-            let (sub, base) = table.shard(range.clone());
-            let hi = if range.is_empty() { base } else { base + sub.len };
-            shards.push((base, hi.min(table.len)));
-            shard_tensors.push(range);
-        }
+        let shards =
+            if whole_tensors { table.whole_tensor_ranges(dist.size) } else { table.balanced_ranges(dist.size) };
         // ZeRO reduce-scatters the whole gradient at once; plain DP goes bucket by bucket.
         let buckets = if zero {
             vec![Bucket { lo: 0, hi: table.len, after_layer: None }]
         } else {
-            gpt.grad_buckets(BUCKET_BYTES)
+            gpt.grad_buckets(bucket_bytes())
         };
         let reads = buckets.iter().map(|b| Readback::new(gpu, 4 * (b.hi - b.lo), "gradient bucket")).collect();
         let (norm, params) = if zero {
@@ -62,7 +55,7 @@ impl Parallel {
         } else {
             (None, None)
         };
-        Parallel { zero, buckets, reads, shards, shard_tensors, norm, params, wait: Duration::ZERO }
+        Parallel { zero, buckets, reads, shards, norm, params, wait: Duration::ZERO }
     }
 
     /// Gradient buckets (plain data parallelism), in the order the backward completes them.
@@ -76,15 +69,12 @@ impl Parallel {
     pub fn forward_backward(&mut self, gpu: &Gpu, gpt: &Gpt, dist: &Dist) -> Result<(), GpuError> {
         self.wait = Duration::ZERO;
         let mut submits = Vec::new();
-        let mut rec = Recorder::new(gpu);
         let (buckets, reads) = (&self.buckets, &mut self.reads);
-        gpt.record_forward_backward_cut(&mut rec, buckets, |rec, j| {
+        gpt.record_forward_backward_cut(gpu, buckets, |mut rec, j| {
             let b = &buckets[j];
-            reads[j].record_parts(rec, &[(&gpt.arena.grads, 4 * b.lo, 4 * (b.hi - b.lo))]);
-            let done = std::mem::replace(rec, Recorder::new(gpu));
-            submits.push(done.submit());
+            reads[j].record_parts(&mut rec, &[(&gpt.arena.grads, 4 * b.lo, 4 * (b.hi - b.lo))]);
+            submits.push(rec.submit());
         });
-        drop(rec);
         let scale = 1.0 / dist.size as f32;
         if !self.zero {
             let mut pending = Vec::new();

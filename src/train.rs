@@ -296,12 +296,18 @@ fn save_checkpoint(
 
 /// The whole optimizer state of a ZeRO-1 run, gathered on rank 0 (None elsewhere, and
 /// without ZeRO, where rank 0 holds it all).
-fn optimizer_bytes(gpu: &Gpu, opt: &Optimizer, a: &TrainArgs, dist: &Dist) -> anyhow::Result<Option<Vec<u8>>> {
+fn optimizer_bytes(
+    gpu: &Gpu,
+    gpt: &Gpt,
+    opt: &Optimizer,
+    a: &TrainArgs,
+    dist: &Dist,
+) -> anyhow::Result<Option<Vec<u8>>> {
     if a.zero == 0 || dist.size == 1 {
         return Ok(None);
     }
     let parts = dist.gather_bytes(opt.to_bytes(gpu)?);
-    Ok(if dist.is_root() { Some(Optimizer::merge(&parts)?) } else { None })
+    Ok(if dist.is_root() { Some(Optimizer::merge(&parts, &gpt.arena.table)?) } else { None })
 }
 
 fn write_optimizer(gpu: &Gpu, opt: &Optimizer, gathered: Option<Vec<u8>>, path: &Path) -> anyhow::Result<()> {
@@ -327,7 +333,7 @@ fn save_as(
 ) -> anyhow::Result<PathBuf> {
     let dir = a.out.join(name);
     // Collective: a ZeRO-1 optimizer's shards meet on rank 0, which alone writes.
-    let opt_bytes = optimizer_bytes(gpu, opt, a, dist)?;
+    let opt_bytes = optimizer_bytes(gpu, gpt, opt, a, dist)?;
     if !dist.is_root() {
         return Ok(dir);
     }
@@ -371,7 +377,6 @@ fn save_as(
 
 fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dist) -> anyhow::Result<Option<i32>> {
     let root = dist.is_root();
-    let single = Dist::single();
     check_args(a)?;
     let data = load_data(a)?;
     let mut config = match &resume {
@@ -458,10 +463,12 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
         momentum: a.momentum,
         grad_clip: a.grad_clip,
     };
-    let mut par = (dist.size > 1).then(|| Parallel::new(gpu, &gpt, dist, a.zero == 1));
+    let lamb = a.optimizer == OptimizerKind::Lamb;
+    let mut par = (dist.size > 1).then(|| Parallel::new(gpu, &gpt, dist, a.zero == 1, lamb));
     let mut opt = match &par {
         Some(p) if p.zero => {
-            Optimizer::new_shard(gpu, &gpt.arena, ocfg.clone(), None, p.shard_tensors[dist.rank].clone())?
+            let (lo, hi) = p.shards[dist.rank];
+            Optimizer::new_shard(gpu, &gpt.arena, ocfg.clone(), None, lo..hi)?
         }
         _ => Optimizer::new(gpu, &gpt.arena, ocfg.clone(), None)?,
     };
@@ -629,15 +636,16 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
                 gpt.upload_batch(gpu, k, &x[mine.clone()], &y[mine]);
             }
             let comm_before = dist.comm_time();
-            let mut rec = Recorder::new(gpu);
-            match par.as_mut() {
-                None => gpt.record_forward_backward(&mut rec),
-                Some(p) => {
-                    p.forward_backward(gpu, &gpt, dist)?;
-                    if p.zero {
-                        p.global_norm(gpu, &mut opt, dist, lr as f32)?;
-                    }
+            if let Some(p) = par.as_mut() {
+                // Submits of its own, before this step's last recorder exists.
+                p.forward_backward(gpu, &gpt, dist)?;
+                if p.zero {
+                    p.global_norm(gpu, &mut opt, dist, lr as f32)?;
                 }
+            }
+            let mut rec = Recorder::new(gpu);
+            if par.is_none() {
+                gpt.record_forward_backward(&mut rec);
             }
             gpt.record_losses(&mut rec, &mut log.readback);
             match par.as_mut() {
@@ -671,7 +679,9 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
             let eval_now = a.eval_every > 0 && (step + 1) % a.eval_every == 0 || step + 1 == a.steps;
             if let (true, Some(vl)) = (eval_now, val_loader.as_mut()) {
                 log.flush(gpu, &mut opt)?;
-                let val = evaluate_rows(gpu, &gpt, vl, a.val_batches, dist)?;
+                // The ranks' mean, and rank 0's copy of it for the decisions below (best
+                // checkpoint, early stop), which every rank must take alike.
+                let val = dist.from_root(evaluate_rows(gpu, &gpt, vl, a.val_batches, dist)? as f64) as f32;
                 log.val_line(step, val)?;
                 if val < best_val - a.min_delta {
                     best_val = val;
@@ -729,9 +739,11 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
         // Keep what is safe to keep: the metrics written so far and the curves. A checkpoint
         // of a failed step could be inconsistent, so the last good one stays the newest.
         log.bar.finish_and_clear();
-        // No collective here: the other ranks may not have failed.
-        log.dist = &single;
-        let _ = log.flush(gpu, &mut opt);
+        // With several ranks, no collective (the others may not have failed), so no
+        // averaged loss to log.
+        if dist.size == 1 {
+            let _ = log.flush(gpu, &mut opt);
+        }
         let _ = log.plot();
         let last = latest_checkpoint(&a.out).map_or("none yet".to_string(), |p| p.display().to_string());
         bail!("{e:#}; training stopped: metrics.jsonl is up to date and the last checkpoint is {last}");
@@ -741,12 +753,11 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
     }
     log.flush(gpu, &mut opt)?;
     let progress = Progress { best_val, stale, early_stopped: early, skips: log.skips };
-    save_checkpoint(gpu, &gpt, &opt, &loader, a, last_step, progress, dist)?;
+    let final_ckpt = save_checkpoint(gpu, &gpt, &opt, &loader, a, last_step, progress, dist)?;
     log.bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     log.plot()?;
 
-    let opt_bytes = optimizer_bytes(gpu, &opt, a, dist)?;
     let stats = gpu.pool.stats();
     let state = match a.optimizer {
         OptimizerKind::Sgd => 1,
@@ -761,7 +772,12 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
             live(crate::gpu::Category::Parameters),
             live(crate::gpu::Category::Gradients),
             opt.state_bytes() as f64 / 1e6,
-            if p.zero { format!("shard of {} tensors", p.shard_tensors[dist.rank].len()) } else { "replicated".into() },
+            if p.zero {
+                let (lo, hi) = p.shards[dist.rank];
+                format!("shard: elements {lo}..{hi} of {}", gpt.arena.table.len)
+            } else {
+                "replicated".into()
+            },
             live(crate::gpu::Category::Activations),
             stats.peak as f64 / 1e6
         );
@@ -773,7 +789,14 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
         return Ok(None);
     }
     checkpoint::save_hf(&a.out, &config, &gpt.read_params(gpu)?)?;
-    write_optimizer(gpu, &opt, opt_bytes, &a.out.join("optimizer.safetensors"))?;
+    let opt_path = a.out.join("optimizer.safetensors");
+    if a.zero == 1 && dist.size > 1 {
+        // The shards were gathered into the final checkpoint already.
+        let from = final_ckpt.join("optimizer.safetensors");
+        std::fs::copy(&from, &opt_path).with_context(|| from.display().to_string())?;
+    } else {
+        opt.save(gpu, &opt_path)?;
+    }
     println!(
         "done: {} steps, last loss {:.4}, best val loss {}, {} tokens in {wall:.1} s ({:.0} tokens/s), adapter {}",
         last_step - first,

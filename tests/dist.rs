@@ -40,9 +40,37 @@ fn shards_are_contiguous_balanced_runs_of_whole_tensors() {
     }
 }
 
-/// Two shard optimizers over one arena take the same step as one optimizer over all of it,
-/// bit for bit (no clipping: the norm is each shard's own), and their saved states merge into
-/// the whole optimizer's file.
+#[test]
+fn element_shards_cut_tensors_into_pieces_that_tile_the_arena() {
+    let t = table();
+    for n in [1, 2, 3, 7, 16] {
+        let ranges = t.balanced_ranges(n);
+        assert_eq!((ranges[0].0, ranges[n - 1].1), (0, t.len));
+        assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0), "{n}: contiguous");
+        assert!(ranges.iter().all(|(lo, hi)| lo % 64 == 0 && lo <= hi));
+        // Balanced to within one alignment block, whatever the tensor sizes.
+        let size = |r: &(u64, u64)| r.1 - r.0;
+        assert!(ranges.iter().map(size).max().unwrap() - ranges.iter().map(size).min().unwrap() <= 64 + t.len % 64);
+        let mut covered = 0;
+        for &(lo, hi) in &ranges {
+            let p = t.pieces(lo, hi);
+            for piece in &p.tensors {
+                let (name, start) =
+                    piece.name.split_once('#').map_or((piece.name.as_str(), 0), |(a, b)| (a, b.parse().unwrap()));
+                let whole = t.get(name).unwrap();
+                assert_eq!(lo + piece.offset, whole.offset + start, "{}", piece.name);
+                assert_eq!(piece.decay, whole.decay);
+                covered += piece.numel();
+            }
+        }
+        assert_eq!(covered, t.numel(), "{n} shards cover every element once");
+    }
+}
+
+/// Shard optimizers over one arena take the same step as one optimizer over all of it, bit
+/// for bit (no clipping: the norm is each shard's own), and their saved states merge into the
+/// whole optimizer's file. AdamW and SGD shard by elements (tensors cut in pieces), LAMB by
+/// whole tensors.
 #[test]
 fn shard_optimizers_step_like_the_whole_and_merge_their_state() {
     let Some(gpu) = gpu() else { return };
@@ -58,10 +86,18 @@ fn shard_optimizers_step_like_the_whole_and_merge_their_state() {
         gpu.write(&whole.params, 0, &init);
         gpu.write(&split.params, 0, &init);
         let mut one = Optimizer::new(gpu, &whole, cfg.clone(), None).unwrap();
-        let bounds = t.shard_bounds(3);
-        let mut shards: Vec<Optimizer> = (0..3)
-            .map(|r| Optimizer::new_shard(gpu, &split, cfg.clone(), None, bounds[r]..bounds[r + 1]).unwrap())
+        let ranges: Vec<(u64, u64)> = if cfg.kind == wgtrain::optim::OptimizerKind::Lamb {
+            t.whole_tensor_ranges(3)
+        } else {
+            t.balanced_ranges(3)
+        };
+        let mut shards: Vec<Optimizer> = ranges
+            .iter()
+            .map(|&(lo, hi)| Optimizer::new_shard(gpu, &split, cfg.clone(), None, lo..hi).unwrap())
             .collect();
+        if cfg.kind != wgtrain::optim::OptimizerKind::Lamb {
+            assert!(shards.iter().any(|s| s.table.tensors.iter().any(|x| x.name.contains('#'))), "pieces exist");
+        }
         // Each shard pads its end to 64 elements, at most 2 moments × 4 bytes each.
         assert!(shards.iter().map(Optimizer::state_bytes).sum::<u64>() <= one.state_bytes() + 3 * 64 * 8);
         for g in &grads {
@@ -82,7 +118,7 @@ fn shard_optimizers_step_like_the_whole_and_merge_their_state() {
         });
         assert!(same, "{:?}: sharded update differs", cfg.kind);
         let parts: Vec<Vec<u8>> = shards.iter().map(|s| s.to_bytes(gpu).unwrap()).collect();
-        let merged = Optimizer::merge(&parts).unwrap();
+        let merged = Optimizer::merge(&parts, &t).unwrap();
         let whole_bytes = one.to_bytes(gpu).unwrap();
         let tensors = |bytes: &[u8]| {
             let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
@@ -91,6 +127,20 @@ fn shard_optimizers_step_like_the_whole_and_merge_their_state() {
             v
         };
         assert_eq!(tensors(&merged), tensors(&whole_bytes), "{:?}: merged state", cfg.kind);
+        // And the whole file loads back into shards: the next step agrees again.
+        let path =
+            std::env::temp_dir().join(format!("wgtrain-merged-{}-{:?}.safetensors", std::process::id(), cfg.kind));
+        Optimizer::write_bytes(&path, &merged).unwrap();
+        for (s, &(lo, hi)) in shards.iter_mut().zip(&ranges) {
+            let mut fresh = Optimizer::new_shard(gpu, &split, cfg.clone(), None, lo..hi).unwrap();
+            fresh.load(gpu, &path).unwrap();
+            assert!(
+                tensors(&fresh.to_bytes(gpu).unwrap()) == tensors(&s.to_bytes(gpu).unwrap()),
+                "{:?}: shard reloaded",
+                cfg.kind
+            );
+        }
+        std::fs::remove_file(&path).ok();
     }
 }
 
@@ -116,9 +166,8 @@ fn shards_clip_with_the_global_norm() {
     rec.submit().unwrap();
     one.submitted();
     let norm = one.grad_norm(gpu).unwrap().unwrap();
-    let bounds = t.shard_bounds(2);
-    for r in 0..2 {
-        let mut s = Optimizer::new_shard(gpu, &split, cfg.clone(), None, bounds[r]..bounds[r + 1]).unwrap();
+    for (lo, hi) in t.balanced_ranges(2) {
+        let mut s = Optimizer::new_shard(gpu, &split, cfg.clone(), None, lo..hi).unwrap();
         let mut rec = Recorder::new(gpu);
         s.record_norm(gpu, &mut rec, 1e-2);
         rec.submit().unwrap();
@@ -176,13 +225,25 @@ fn cut_backward_equals_the_whole_backward() {
         rec.submit().unwrap();
         let want = gpt.read_grads(gpu).unwrap();
         let buckets = gpt.grad_buckets(0);
-        let mut rec = Recorder::new(gpu);
         let mut cuts = Vec::new();
-        gpt.record_forward_backward_cut(&mut rec, &buckets, |rec, j| {
+        let mut at_cut = Vec::new();
+        gpt.record_forward_backward_cut(gpu, &buckets, |rec, j| {
             cuts.push(j);
-            std::mem::replace(rec, Recorder::new(gpu)).submit().unwrap();
+            rec.submit().unwrap();
+            // What a rank sends: the bucket as it stands at its cut.
+            let b = &buckets[j];
+            at_cut.push(gpu.read::<f32>(&gpt.arena.grads, b.lo, (b.hi - b.lo) as usize).unwrap());
         });
         assert_eq!(cuts, (0..buckets.len()).collect::<Vec<_>>());
+        // Nothing after a cut writes into its bucket: each equals the final gradients.
+        let end: Vec<f32> = gpu.read(&gpt.arena.grads, 0, gpt.arena.table.len as usize).unwrap();
+        for (b, got) in buckets.iter().zip(&at_cut) {
+            let want = &end[b.lo as usize..b.hi as usize];
+            assert!(
+                got.iter().zip(want).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "accum {accum}: {b:?} changed after its cut"
+            );
+        }
         let got = gpt.read_grads(gpu).unwrap();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()), "accum {accum}: tensor {i} differs");
@@ -193,10 +254,8 @@ fn cut_backward_equals_the_whole_backward() {
 #[cfg(not(feature = "mpi"))]
 #[test]
 fn launched_by_mpirun_without_the_feature_is_an_error() {
-    // What mpirun sets in each rank's environment; nothing else in the tests reads it.
-    std::env::set_var("OMPI_COMM_WORLD_SIZE", "2");
-    let r = wgtrain::dist::Dist::from_env();
-    std::env::remove_var("OMPI_COMM_WORLD_SIZE");
+    // What mpirun sets in each rank's environment.
+    let r = wgtrain::dist::Dist::from_lookup(|k| (k == "OMPI_COMM_WORLD_SIZE").then(|| "2".to_string()));
     let err = r.err().expect("an error without the mpi feature");
     assert!(err.contains("--features mpi"), "{err}");
 }
@@ -248,6 +307,7 @@ mod mpirun {
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
             .env("OMPI_MCA_btl", "self,vader")
+            .env("WGTRAIN_BUCKET_BYTES", "1")
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         let out = cmd.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -293,10 +353,11 @@ mod mpirun {
         )
         .unwrap();
         train(&mpirun, &dir, 1, "one", &["--batch-size", "4"]);
+        // Tiny buckets: several submits, all-reduces while the GPU goes on, per-bucket writes.
         let text = train(&mpirun, &dir, 2, "dp", &["--batch-size", "2", "--save-every", "3"]);
-        assert!(text.contains("2 ranks, global batch 4"), "{text}");
+        assert!(text.contains("2 ranks, global batch 4") && text.contains("in 3 buckets"), "{text}");
         let text = train(&mpirun, &dir, 2, "zero", &["--batch-size", "2", "--zero", "1", "--save-every", "3"]);
-        assert!(text.contains("rank 0: ") && text.contains("rank 1: ") && text.contains("shard of"), "{text}");
+        assert!(text.contains("rank 0: ") && text.contains("rank 1: ") && text.contains("shard: elements"), "{text}");
         let one = metrics(&dir.join("one/metrics.jsonl"));
         assert_eq!(one.len(), 6 + 3, "6 steps and 3 evaluations, written once");
         assert_same("2 ranks", &metrics(&dir.join("dp/metrics.jsonl")), &one);

@@ -472,34 +472,41 @@ impl Gpt {
         out
     }
 
-    /// `record_forward_backward`, with the last micro-batch's backward cut where each of
-    /// `buckets` (from `grad_buckets`) is complete: `at(rec, j)` runs there, to copy bucket j
-    /// out and submit what was recorded so far.
+    /// `record_forward_backward` in several recorders: the last micro-batch's backward is cut
+    /// where each of `buckets` (from `grad_buckets`) is complete, and `at(rec, j)` gets the
+    /// recorder of everything up to there, to copy bucket j out and submit. The next
+    /// recorder is made only after that (a profiling recorder holds a lock until its submit).
     pub fn record_forward_backward_cut<'g>(
         &self,
-        rec: &mut Recorder<'g>,
+        gpu: &'g Gpu,
         buckets: &[Bucket],
-        mut at: impl FnMut(&mut Recorder<'g>, usize),
+        mut at: impl FnMut(Recorder<'g>, usize),
     ) {
+        let mut rec = Recorder::new(gpu);
         rec.clear(&self.arena.grads, 0, self.arena.grads.size());
         let last = self.edges.len() - 1;
         for (k, [encode, classify, encode_back]) in self.edges.iter().enumerate() {
             for cmd in encode.iter().chain(&self.body).chain(classify) {
-                cmd.record(rec);
+                cmd.record(&mut rec);
             }
             if k < last {
-                self.back.iter().chain(encode_back).for_each(|cmd| cmd.record(rec));
+                self.back.iter().chain(encode_back).for_each(|cmd| cmd.record(&mut rec));
                 continue;
             }
             let mut from = 0;
             for (j, bucket) in buckets.iter().enumerate() {
                 let to = bucket.after_layer.map_or(self.back.len(), |l| self.back_marks[l]);
-                self.back[from..to].iter().for_each(|cmd| cmd.record(rec));
+                self.back[from..to].iter().for_each(|cmd| cmd.record(&mut rec));
                 from = to;
                 if bucket.after_layer.is_none() {
-                    encode_back.iter().for_each(|cmd| cmd.record(rec));
+                    encode_back.iter().for_each(|cmd| cmd.record(&mut rec));
                 }
                 at(rec, j);
+                if j + 1 < buckets.len() {
+                    rec = Recorder::new(gpu);
+                } else {
+                    return;
+                }
             }
         }
     }

@@ -103,6 +103,53 @@ impl ParamTable {
         (ParamTable { tensors, len }, base)
     }
 
+    /// The parts of the tensors inside arena elements lo..hi, as a table of their own with
+    /// offsets relative to lo. A tensor cut by the range becomes a 1-D piece named
+    /// `NAME#START` (START: its first element within the tensor), with the tensor's decay.
+    /// An empty range gives an empty table of one padding block.
+    pub fn pieces(&self, lo: u64, hi: u64) -> ParamTable {
+        let mut tensors = Vec::new();
+        for t in &self.tensors {
+            let (a, b) = (t.offset.max(lo), (t.offset + t.numel()).min(hi));
+            if a >= b {
+                continue;
+            }
+            let whole = a == t.offset && b == t.offset + t.numel();
+            tensors.push(TensorInfo {
+                name: if whole { t.name.clone() } else { format!("{}#{}", t.name, a - t.offset) },
+                shape: if whole { t.shape.clone() } else { vec![(b - a) as usize] },
+                offset: a - lo,
+                decay: t.decay,
+            });
+        }
+        let len = if tensors.is_empty() { TENSOR_ALIGN } else { hi - lo };
+        ParamTable { tensors, len }
+    }
+
+    /// `n` consecutive arena ranges with about equal element counts, cut anywhere on
+    /// TENSOR_ALIGN boundaries (inside tensors too): ZeRO-1 shards for optimizers whose
+    /// update is element-wise (AdamW, SGD).
+    pub fn balanced_ranges(&self, n: usize) -> Vec<(u64, u64)> {
+        let cut =
+            |r: usize| ((self.len as u128 * r as u128 / n as u128) as u64 / TENSOR_ALIGN * TENSOR_ALIGN).min(self.len);
+        (0..n).map(|r| (cut(r), if r + 1 == n { self.len } else { cut(r + 1) })).collect()
+    }
+
+    /// `shard_bounds` as arena ranges (empty shards are (0, 0)): ZeRO-1 shards of whole
+    /// tensors, for LAMB.
+    pub fn whole_tensor_ranges(&self, n: usize) -> Vec<(u64, u64)> {
+        let bounds = self.shard_bounds(n);
+        (0..n)
+            .map(|r| {
+                if bounds[r] == bounds[r + 1] {
+                    return (0, 0);
+                }
+                let (sub, base) = self.shard(bounds[r]..bounds[r + 1]);
+                (base, (base + sub.len).min(self.len))
+            })
+            .collect()
+    }
+
     /// Splits the tensors into `n` runs of consecutive tensors with about equal element
     /// counts (ZeRO-1 shards): run r is tensors[bounds[r]..bounds[r + 1]].
     pub fn shard_bounds(&self, n: usize) -> Vec<usize> {

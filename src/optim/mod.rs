@@ -161,20 +161,22 @@ impl Optimizer {
     /// Allocates zeroed state for the arena and prepares every dispatch. `binding_limit` caps
     /// the bytes one window binds (None: the adapter's max storage binding).
     pub fn new(gpu: &Gpu, arena: &ParamArena, cfg: OptimConfig, binding_limit: Option<u64>) -> Result<Self, GpuError> {
-        Self::new_shard(gpu, arena, cfg, binding_limit, 0..arena.table.tensors.len())
+        Self::new_shard(gpu, arena, cfg, binding_limit, 0..arena.table.len)
     }
 
-    /// An optimizer for the arena's tensors `tensors` alone (ZeRO-1: each rank updates its
-    /// shard): moments are allocated for those tensors only, and the dispatches bind the
-    /// parameters and gradients from the shard's first element.
+    /// An optimizer for arena elements `range` alone (ZeRO-1: each rank updates its shard):
+    /// moments are allocated for those elements only (`ParamTable::pieces`), and the
+    /// dispatches bind the parameters and gradients from the range's start, a multiple of
+    /// TENSOR_ALIGN. LAMB's trust ratios need whole tensors: give it ranges of whole tensors.
     pub fn new_shard(
         gpu: &Gpu,
         arena: &ParamArena,
         cfg: OptimConfig,
         binding_limit: Option<u64>,
-        tensors: std::ops::Range<usize>,
+        range: std::ops::Range<u64>,
     ) -> Result<Self, GpuError> {
-        let (table, base) = arena.table.shard(tensors);
+        let table = arena.table.pieces(range.start, range.end);
+        let base = if table.tensors.is_empty() { 0 } else { range.start };
         if table.len > u32::MAX as u64 {
             return Err(GpuError::OutOfBounds {
                 what: "parameter arena",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use super::{OptimConfig, Optimizer};
+use super::{OptimConfig, Optimizer, ParamTable};
 use crate::gpu::{Gpu, GpuError};
 
 const FORMAT: &str = "wgtrain-optimizer-1";
@@ -83,23 +83,53 @@ impl Optimizer {
             .map_err(|e| StateError::Format { path: PathBuf::new(), why: e.to_string() })
     }
 
-    /// Joins the `to_bytes` of every shard into one state file's bytes (their tensors, the
-    /// first one's metadata).
-    pub fn merge(parts: &[Vec<u8>]) -> Result<Vec<u8>, StateError> {
+    /// Joins the `to_bytes` of every shard (whole tensors or NAME#START pieces) into the
+    /// state file of the whole model `full`, as one optimizer over it would write it, with
+    /// the first shard's metadata.
+    pub fn merge(parts: &[Vec<u8>], full: &ParamTable) -> Result<Vec<u8>, StateError> {
         let bad = |why: String| StateError::Format { path: PathBuf::from("(gathered optimizer shards)"), why };
         let mut meta = None;
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        // Per moment name, the whole arena's values.
+        let mut moments: Vec<(String, Vec<f32>)> = Vec::new();
         for part in parts {
             let (_, header) = SafeTensors::read_metadata(part).map_err(|e| bad(e.to_string()))?;
             meta.get_or_insert_with(|| header.metadata().clone().unwrap_or_default());
             let st = SafeTensors::deserialize(part).map_err(|e| bad(e.to_string()))?;
             for (name, view) in st.tensors() {
-                tensors.push((name, view.shape().to_vec(), view.data().to_vec()));
+                let (piece, suffix) = name.rsplit_once('.').ok_or_else(|| bad(format!("{name}: no moment suffix")))?;
+                let (base, start) = match piece.split_once('#') {
+                    Some((b, s)) => (b, s.parse::<u64>().map_err(|_| bad(format!("{name}: bad piece start")))?),
+                    None => (piece, 0),
+                };
+                let t = full.get(base).ok_or_else(|| bad(format!("{name}: not a tensor of this model")))?;
+                let data: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+                if start + data.len() as u64 > t.numel() {
+                    return Err(bad(format!("{name}: {} elements from {start} overrun {base}", data.len())));
+                }
+                let slot = match moments.iter().position(|(s, _)| s == suffix) {
+                    Some(i) => i,
+                    None => {
+                        moments.push((suffix.to_string(), vec![0.0; full.len as usize]));
+                        moments.len() - 1
+                    }
+                };
+                moments[slot].1[(t.offset + start) as usize..][..data.len()].copy_from_slice(&data);
+            }
+        }
+        let mut tensors = Vec::new();
+        for t in &full.tensors {
+            for (suffix, values) in &moments {
+                let span = t.offset as usize..(t.offset + t.numel()) as usize;
+                tensors.push((
+                    format!("{}.{suffix}", t.name),
+                    t.shape.clone(),
+                    bytemuck::cast_slice(&values[span]).to_vec(),
+                ));
             }
         }
         let views: Vec<(String, TensorView)> = tensors
             .iter()
-            .map(|(n, shape, bytes)| {
+            .map(|(n, shape, bytes): &(String, Vec<usize>, Vec<u8>)| {
                 (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches data"))
             })
             .collect();
@@ -139,21 +169,33 @@ impl Optimizer {
                 if !wanted {
                     continue;
                 }
-                let name = format!("{}.{suffix}", t.name);
+                // A ZeRO-1 piece NAME#START takes its part of the saved tensor NAME.
+                let (base, start) = match t.name.split_once('#') {
+                    Some((b, s)) => (b, s.parse::<usize>().unwrap_or(usize::MAX)),
+                    None => (t.name.as_str(), 0),
+                };
+                let name = format!("{base}.{suffix}");
                 let view = st.tensor(&name).map_err(|_| StateError::Mismatch {
                     path: path.into(),
                     saved: "a model without this tensor".into(),
                     wanted: name.clone(),
                 })?;
-                if view.dtype() != Dtype::F32 || view.shape() != t.shape.as_slice() {
+                let n = t.numel() as usize;
+                let saved_n: usize = view.shape().iter().product();
+                let fits = if start == 0 && !t.name.contains('#') {
+                    view.shape() == t.shape.as_slice()
+                } else {
+                    start.checked_add(n).is_some_and(|end| end <= saved_n)
+                };
+                if view.dtype() != Dtype::F32 || !fits {
                     return Err(StateError::Mismatch {
                         path: path.into(),
                         saved: format!("{name} {:?} {:?}", view.dtype(), view.shape()),
-                        wanted: format!("{name} F32 {:?}", t.shape),
+                        wanted: format!("{} F32 {:?}", t.name, t.shape),
                     });
                 }
-                let src: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
-                dst[t.offset as usize..][..src.len()].copy_from_slice(&src);
+                let src: Vec<f32> = bytemuck::pod_collect_to_vec(&view.data()[4 * start..4 * (start + n)]);
+                dst[t.offset as usize..][..n].copy_from_slice(&src);
             }
         }
         gpu.write(&self.m, 0, &m);
