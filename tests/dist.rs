@@ -401,4 +401,82 @@ mod mpirun {
             assert_same(&format!("resumed on {ranks}"), &metrics(&run.join("metrics.jsonl")), &one);
         }
     }
+
+    /// mpirun's children named wgtrain: the ranks.
+    fn ranks_of(mpirun_pid: u32) -> Vec<i32> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // pid (comm) state ppid ...: the comm may hold spaces, so split after its ')'.
+            let (head, tail) = stat.rsplit_once(')').unwrap_or(("", ""));
+            let ppid: u32 = tail.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+            if ppid == mpirun_pid && head.contains("(wgtrain") {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_signal_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint() {
+        if gpu().is_none() {
+            return;
+        }
+        let Some(mpirun) = mpirun() else { return };
+        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-signal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("tiny.toml"),
+            "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
+        )
+        .unwrap();
+        let out = dir.join("run");
+        let log = std::fs::File::create(dir.join("log.txt")).unwrap();
+        let mut child = Command::new(&mpirun)
+            .args(["-n", "2", "--oversubscribe", env!("CARGO_BIN_EXE_wgtrain"), "train"])
+            .args(["--config", dir.join("tiny.toml").to_str().unwrap(), "--seq-len", "16", "--batch-size", "2"])
+            .args(["--steps", "1000000", "--eval-every", "0", "--sample-tokens", "0"])
+            .args(["--out", out.to_str().unwrap()])
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMPI_MCA_btl", "self,vader")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let lines = || std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |t| t.lines().count());
+        let t0 = std::time::Instant::now();
+        while lines() < 3 {
+            assert!(t0.elapsed().as_secs() < 120, "no steps logged in 120 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let ranks = ranks_of(child.id());
+        assert_eq!(ranks.len(), 2, "mpirun's ranks: {ranks:?}");
+        // One rank alone gets the signal; both must stop after the same step.
+        unsafe { libc::kill(*ranks.iter().max().unwrap(), libc::SIGINT) };
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed().as_secs() > 60 {
+                child.kill().ok();
+                panic!("the ranks did not stop within 60 s of the signal");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let text = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+        assert!(!status.success(), "mpirun reports the ranks' exit 130:\n{text}");
+        let stopped: Vec<&str> = text.lines().filter(|l| l.starts_with("stopped by a signal after step")).collect();
+        assert_eq!(stopped.len(), 1, "rank 0 alone reports the stop:\n{text}");
+        let step: u64 = stopped[0].split_whitespace().nth(6).unwrap().trim_end_matches(';').parse().unwrap();
+        let ckpt = out.join(format!("ckpt-{:08}", step + 1));
+        assert!(ckpt.join("optimizer.safetensors").is_file(), "{} holds the checkpoint:\n{text}", ckpt.display());
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+        assert_eq!(last["step"].as_u64(), Some(step), "metrics end at the step the ranks stopped after");
+    }
 }
