@@ -58,6 +58,14 @@ impl Parallel {
         Parallel { zero, buckets, reads, shards, norm, params, wait: Duration::ZERO }
     }
 
+    /// Bytes of host-mappable staging this rank holds: two slots per gradient bucket, and
+    /// for ZeRO-1 the norm and shard readbacks.
+    pub fn staging_bytes(&self) -> u64 {
+        let bucket: u64 = self.buckets.iter().map(|b| 2 * 4 * (b.hi - b.lo)).sum();
+        let shard = self.shards.iter().map(|(lo, hi)| 2 * 4 * (hi - lo)).max().unwrap_or(0);
+        bucket + if self.zero { 2 * 4 + shard } else { 0 }
+    }
+
     /// Gradient buckets (plain data parallelism), in the order the backward completes them.
     pub fn buckets(&self) -> &[Bucket] {
         &self.buckets

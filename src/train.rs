@@ -767,7 +767,8 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
         // Memory per rank, gathered on rank 0.
         let live = |c| stats.live.iter().filter(|(k, _)| *k == c).map(|(_, b)| *b).sum::<u64>() as f64 / 1e6;
         let line = format!(
-            "rank {}: params {:.1} MB, grads {:.1} MB, optimizer state {:.1} MB ({}), activations {:.1} MB, peak {:.1} MB",
+            "rank {}: params {:.1} MB, grads {:.1} MB, optimizer state {:.1} MB ({}), activations {:.1} MB, peak {:.1} MB; \
+             host-mappable staging {:.1} MB",
             dist.rank,
             live(crate::gpu::Category::Parameters),
             live(crate::gpu::Category::Gradients),
@@ -779,7 +780,8 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
                 "replicated".into()
             },
             live(crate::gpu::Category::Activations),
-            stats.peak as f64 / 1e6
+            stats.peak as f64 / 1e6,
+            p.staging_bytes() as f64 / 1e6
         );
         for l in dist.gather_bytes(line.into_bytes()) {
             println!("{}", String::from_utf8_lossy(&l));
