@@ -276,6 +276,10 @@ mod mpirun {
 
     use crate::common::gpu;
 
+    /// Open MPI on one machine, as root too (CI runs as root).
+    const OMPI_ENV: [(&str, &str); 3] =
+        [("OMPI_ALLOW_RUN_AS_ROOT", "1"), ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"), ("OMPI_MCA_btl", "self,vader")];
+
     fn mpirun() -> Option<PathBuf> {
         let found = std::env::var_os("PATH")
             .and_then(|p| std::env::split_paths(&p).map(|d| d.join("mpirun")).find(|f| f.is_file()));
@@ -304,9 +308,7 @@ mod mpirun {
             .args(["--eval-every", "2", "--val-batches", "2", "--sample-tokens", "0", "--warmup", "2"])
             .args(["--out", dir.join(out).to_str().unwrap()])
             .args(extra)
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .env("OMPI_MCA_btl", "self,vader")
+            .envs(OMPI_ENV)
             .env("WGTRAIN_BUCKET_BYTES", "1")
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         let out = cmd.output().unwrap();
@@ -389,9 +391,7 @@ mod mpirun {
             }
             let out = cmd
                 .args(["train", "--resume", run.to_str().unwrap()])
-                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-                .env("OMPI_MCA_btl", "self,vader")
+                .envs(OMPI_ENV)
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .output()
                 .unwrap();
@@ -439,9 +439,7 @@ mod mpirun {
             .args(["--config", dir.join("tiny.toml").to_str().unwrap(), "--seq-len", "16", "--batch-size", "2"])
             .args(["--steps", "1000000", "--eval-every", "0", "--sample-tokens", "0"])
             .args(["--out", out.to_str().unwrap()])
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .env("OMPI_MCA_btl", "self,vader")
+            .envs(OMPI_ENV)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
