@@ -29,12 +29,13 @@ fn shards_are_contiguous_balanced_runs_of_whole_tensors() {
         assert!(bounds.windows(2).all(|w| w[0] <= w[1]), "{n}: {bounds:?}");
         // No shard holds more than 1/n of the elements plus one tensor.
         let biggest = t.tensors.iter().map(|x| x.numel()).max().unwrap();
-        for r in 0..n {
-            let (sub, base) = t.shard(bounds[r]..bounds[r + 1]);
+        for (r, (lo, hi)) in t.whole_tensor_ranges(n).into_iter().enumerate() {
+            let sub = t.pieces(lo, hi);
+            assert_eq!(sub.tensors.len(), bounds[r + 1] - bounds[r], "{n} shards: shard {r} holds whole tensors");
             let numel: u64 = sub.numel();
             assert!(numel <= t.numel() / n as u64 + biggest, "{n} shards: shard {r} holds {numel}");
             for (s, full) in sub.tensors.iter().zip(&t.tensors[bounds[r]..]) {
-                assert_eq!((s.offset + base, &s.name), (full.offset, &full.name));
+                assert_eq!((s.offset + lo, &s.name), (full.offset, &full.name));
             }
         }
     }

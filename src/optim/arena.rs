@@ -89,20 +89,6 @@ impl ParamTable {
         out
     }
 
-    /// The tensors `range` as a table of their own, offsets relative to the first one's, and
-    /// that offset. An empty range gives an empty table (of one padding block) at 0.
-    pub fn shard(&self, range: std::ops::Range<usize>) -> (ParamTable, u64) {
-        let tensors = &self.tensors[range];
-        if tensors.is_empty() {
-            return (ParamTable { tensors: Vec::new(), len: TENSOR_ALIGN }, 0);
-        }
-        let base = tensors[0].offset;
-        let tensors: Vec<TensorInfo> =
-            tensors.iter().map(|t| TensorInfo { offset: t.offset - base, ..t.clone() }).collect();
-        let len = tensors.last().map_or(0, |t| t.offset + t.numel()).next_multiple_of(TENSOR_ALIGN);
-        (ParamTable { tensors, len }, base)
-    }
-
     /// The parts of the tensors inside arena elements lo..hi, as a table of their own with
     /// offsets relative to lo. A tensor cut by the range becomes a 1-D piece named
     /// `NAME#START` (START: its first element within the tensor), with the tensor's decay.
@@ -144,8 +130,8 @@ impl ParamTable {
                 if bounds[r] == bounds[r + 1] {
                     return (0, 0);
                 }
-                let (sub, base) = self.shard(bounds[r]..bounds[r + 1]);
-                (base, (base + sub.len).min(self.len))
+                let (first, last) = (&self.tensors[bounds[r]], &self.tensors[bounds[r + 1] - 1]);
+                (first.offset, (last.offset + last.numel()).next_multiple_of(TENSOR_ALIGN).min(self.len))
             })
             .collect()
     }
