@@ -146,7 +146,7 @@ impl Parallel {
     }
 
     /// ZeRO-1: after the update's submit (`index`), gathers every shard's parameters and
-    /// writes the whole arena back.
+    /// writes the other ranks' shards back (this rank's is on the GPU already).
     pub fn gather_params(
         &mut self,
         gpu: &Gpu,
@@ -167,9 +167,11 @@ impl Parallel {
         let all = dist.all_gather(mine, counts);
         self.wait += t.elapsed();
         let mut at = 0;
-        for &(lo, hi) in &self.shards {
+        for (r, &(lo, hi)) in self.shards.iter().enumerate() {
             let n = (hi - lo) as usize;
-            gpu.queue.write_buffer(&gpt.arena.params, 4 * lo, bytemuck::cast_slice(&all[at..at + n]));
+            if r != dist.rank && n > 0 {
+                gpu.queue.write_buffer(&gpt.arena.params, 4 * lo, bytemuck::cast_slice(&all[at..at + n]));
+            }
             at += n;
         }
         Ok(())
