@@ -141,6 +141,20 @@ impl Dist {
         self.all_reduce_f64(vec![if self.is_root() { x } else { 0.0 }])[0]
     }
 
+    /// Rank 0's string, on every rank (for short strings: it travels as one f64 per byte).
+    pub fn string_from_root(&self, s: String) -> String {
+        if self.size == 1 {
+            return s;
+        }
+        let len = self.from_root(s.len() as f64) as usize;
+        let mut bytes = vec![0.0f64; len];
+        if self.is_root() {
+            bytes.iter_mut().zip(s.bytes()).for_each(|(x, b)| *x = b as f64);
+        }
+        let bytes: Vec<u8> = self.all_reduce_f64(bytes).into_iter().map(|x| x as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Sums `data` (size blocks of `block` elements) over ranks and returns block `rank`.
     pub fn reduce_scatter_sum(&self, data: Vec<f32>, block: usize) -> Vec<f32> {
         assert_eq!(data.len(), block * self.size);

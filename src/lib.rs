@@ -12,5 +12,6 @@ pub mod parallel;
 pub mod plot;
 pub mod reference;
 pub mod train;
+pub mod tune;
 
 pub use gpu::{Gpu, GpuError};

@@ -1,5 +1,6 @@
 //! The wgtrain command line.
 
+use anyhow::Context;
 use std::process::ExitCode;
 
 use std::path::PathBuf;
@@ -21,6 +22,9 @@ struct Cli {
     /// Time every kernel with GPU timestamps and print a table at the end.
     #[arg(long, global = true)]
     profile: bool,
+    /// Skip autotuning: every matmul runs the adapter type's default variant.
+    #[arg(long, global = true)]
+    no_tune: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +87,17 @@ enum Command {
     /// Benchmark kernels against baselines measured in the same run.
     #[command(subcommand)]
     Bench(Bench),
+    /// Time the matmul variants for a model's shapes and store the fastest in the tuning cache
+    /// (WGTRAIN_CACHE_DIR, else the user's cache directory); prints the choice and runner-up.
+    Tune {
+        /// Model config (.toml or HF config.json); models/default.toml by default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -230,9 +245,31 @@ enum Bench {
         /// Timed samples per kernel; the median is reported.
         #[arg(long, default_value_t = 5)]
         samples: usize,
-        /// Workgroup shape XxY of the tiled kernels (each thread computes a 4x4 block).
-        #[arg(long, default_value = "8x8")]
-        workgroup: String,
+        /// Variants to time: auto (this adapter's tuning candidates), all, or names separated
+        /// by commas (reg4x4-wg8x8, tile64x64x16-t4x4, ...). The baseline reg4x4-wg8x8 is
+        /// always timed.
+        #[arg(long, default_value = "auto")]
+        variant: String,
+    },
+    /// Warm training steps on synthetic tokens: tokens/s, ms per step, TFLOP/s, MFU against
+    /// the adapter's FP32 peak, and each kernel's share of the step (with timestamps).
+    Train {
+        /// Model config (.toml or HF config.json); models/default.toml by default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        /// Timed steps, after two warm-up steps.
+        #[arg(long, default_value_t = 10)]
+        steps: u64,
+        /// The adapter's FP32 peak in TFLOP/s, for adapters the built-in table does not know.
+        #[arg(long)]
+        peak_tflops: Option<f64>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Fused AdamW, LAMB and SGD updates against a copy kernel and an unfused AdamW.
     Optim {
@@ -303,7 +340,11 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         return Ok(None);
     }
     let mut gpu = if dist.size > 1 { Gpu::for_rank(&choice, dist.local_rank)? } else { Gpu::new(&choice)? };
-    if cli.profile && !gpu.enable_profiling() {
+    // Eval and sample tune their shapes too (training sets its table up itself).
+    gpu.tuning.get_mut().unwrap().tune = !cli.no_tune;
+    // bench train reports kernel shares whenever the adapter has timestamps.
+    let wants_profile = cli.profile || matches!(cli.command, Command::Bench(Bench::Train { .. }));
+    if wants_profile && !gpu.enable_profiling() && cli.profile {
         eprintln!("note: {} has no timestamp queries; --profile is off", gpu.name());
     }
     match cli.command {
@@ -312,7 +353,10 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         Command::Train(t) => {
             let stopped = match &t.resume {
                 Some(dir) => wgtrain::train::resume_dist(&gpu, dir, dist)?,
-                None => wgtrain::train::train_dist(&gpu, &t.into_args(), dist)?,
+                None => {
+                    let args = wgtrain::train::TrainArgs { no_tune: cli.no_tune, ..t.into_args() };
+                    wgtrain::train::train_dist(&gpu, &args, dist)?
+                }
             };
             if stopped.is_some() {
                 return Ok(stopped);
@@ -324,17 +368,63 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         Command::Sample { model, prompt, tokens, temperature, top_k, seed } => {
             sample(&gpu, &model, &prompt, tokens, temperature, top_k, seed)?
         }
-        Command::Bench(Bench::Matmul { sizes, json, samples, workgroup }) => {
-            bench_matmul(&gpu, &sizes, json, samples, &workgroup)?
+        Command::Bench(Bench::Matmul { sizes, json, samples, variant }) => {
+            bench_matmul(&gpu, &sizes, json, samples, &variant)?
         }
         Command::Bench(Bench::Optim { params, tensors, json, samples }) => {
             bench_optim(&gpu, params, tensors, json, samples)?
+        }
+        Command::Tune { config, batch_size, seq_len } => tune(&gpu, config, batch_size, seq_len)?,
+        Command::Bench(Bench::Train { config, batch_size, seq_len, steps, peak_tflops, json }) => {
+            let cfg = load_config(config, batch_size, seq_len)?;
+            let r = wgtrain::bench::train(&gpu, cfg, batch_size, seq_len, steps, peak_tflops)?;
+            print_train_bench(&r, json)?;
+            return Ok(None);
         }
     }
     if let Some(p) = &gpu.profiler {
         eprintln!("{}", p.lock().unwrap().table());
     }
     Ok(None)
+}
+
+/// --config (models/default.toml by default) checked against --batch-size and --seq-len.
+fn load_config(config: Option<PathBuf>, b: usize, t: usize) -> anyhow::Result<wgtrain::model::GptConfig> {
+    let path = config.unwrap_or_else(wgtrain::train::default_config_path);
+    let cfg = wgtrain::model::GptConfig::load(&path).with_context(|| format!("--config {}", path.display()))?;
+    anyhow::ensure!(b > 0 && t > 0, "--batch-size and --seq-len must be positive");
+    anyhow::ensure!(t <= cfg.n_positions, "--seq-len {t} exceeds the model's n_positions {}", cfg.n_positions);
+    Ok(cfg)
+}
+
+fn print_train_bench(r: &wgtrain::bench::TrainBench, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    println!("adapter: {}", r.adapter);
+    println!("params: {:.2}M", r.params as f64 / 1e6);
+    let mfu = r.mfu.map_or("unknown peak (pass --peak-tflops)".to_string(), |m| format!("{:.1}%", 100.0 * m));
+    println!("{:.0} tokens/s, {:.1} ms per step, {:.3} TFLOP/s, MFU {mfu}", r.tokens_per_s, r.ms_per_step, r.tflops);
+    let mut shares: Vec<_> = r.kernels.iter().collect();
+    shares.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (k, s) in shares {
+        println!("  {k:<28} {:>5.1}%", 100.0 * s);
+    }
+    Ok(())
+}
+
+fn tune(gpu: &Gpu, config: Option<PathBuf>, b: usize, t: usize) -> anyhow::Result<()> {
+    let cfg = load_config(config, b, t)?;
+    println!("adapter: {}", gpu.name());
+    match wgtrain::tune::cache_path() {
+        Some(p) => println!("cache: {}", p.display()),
+        None => println!("cache: none (set WGTRAIN_CACHE_DIR to keep the choices)"),
+    }
+    for line in wgtrain::tune::tune_model(gpu, cfg, b, t)? {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn prepare(p: PrepareCli) -> anyhow::Result<()> {
@@ -380,22 +470,39 @@ fn prepare(p: PrepareCli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_matmul(gpu: &Gpu, sizes: &str, json: bool, samples: usize, workgroup: &str) -> anyhow::Result<()> {
+fn bench_matmul(gpu: &Gpu, sizes: &str, json: bool, samples: usize, variant: &str) -> anyhow::Result<()> {
     let sizes = wgtrain::bench::parse_sizes(sizes).map_err(anyhow::Error::msg)?;
-    let workgroup = wgtrain::bench::parse_workgroup(workgroup).map_err(anyhow::Error::msg)?;
+    let variants = wgtrain::bench::parse_variants(gpu, variant).map_err(anyhow::Error::msg)?;
     if !json {
         println!("adapter: {}", gpu.name());
-        println!("{:<24} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}", "kernel", "m", "n", "k", "ms", "GFLOP/s", "x naive");
+        println!(
+            "{:<23} {:<18} {:>6} {:>6} {:>6} {:>9} {:>9} {:>7} {:>7}",
+            "kernel", "variant", "m", "n", "k", "ms", "GFLOP/s", "x base", "x naive"
+        );
     }
-    let rows = wgtrain::bench::matmul(gpu, &sizes, samples, workgroup)?;
+    let rows = wgtrain::bench::matmul(gpu, &sizes, samples, &variants)?;
+    let base = wgtrain::kernels::matmul::Variant::BASELINE.to_string();
     for r in &rows {
         if json {
             println!("{}", serde_json::to_string(r)?);
             continue;
         }
-        let naive = rows.iter().find(|x| x.kernel == "matmul_naive" && (x.m, x.n, x.k) == (r.m, r.n, r.k));
-        let ratio = naive.map_or(f64::NAN, |x| r.gflops / x.gflops);
-        println!("{:<24} {:>6} {:>6} {:>6} {:>10.3} {:>10.2} {:>9.2}", r.kernel, r.m, r.n, r.k, r.ms, r.gflops, ratio);
+        let find = |kernel: &str, variant: &str| {
+            rows.iter().find(|x| x.kernel == kernel && x.variant == variant && (x.m, x.n, x.k) == (r.m, r.n, r.k))
+        };
+        let ratio = |x: Option<&wgtrain::bench::MatmulRow>| x.map_or(f64::NAN, |x| r.gflops / x.gflops);
+        println!(
+            "{:<23} {:<18} {:>6} {:>6} {:>6} {:>9.3} {:>9.2} {:>7.2} {:>7.2}",
+            r.kernel,
+            r.variant,
+            r.m,
+            r.n,
+            r.k,
+            r.ms,
+            r.gflops,
+            ratio(find(r.kernel, &base)),
+            ratio(find("matmul_naive", "naive"))
+        );
     }
     Ok(())
 }
@@ -458,6 +565,7 @@ impl TrainCli {
             min_delta: self.min_delta,
             force: self.force,
             zero: self.zero,
+            no_tune: false,
         }
     }
 }

@@ -18,6 +18,22 @@ pub fn gpu() -> Option<&'static Gpu> {
     }
 }
 
+/// The default (trusted) build and the checked one (naga's bounds clamping and loop bounding
+/// kept): reference tests run every kernel in both, so a kernel whose result depends on an
+/// out-of-range access differs in one of them. Empty without an adapter, as `gpu()` skips.
+pub fn builds() -> Vec<&'static Gpu> {
+    static CHECKED: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    let Some(trusted) = gpu() else { return Vec::new() };
+    let choice = wgtrain::gpu::AdapterChoice::from_env();
+    match CHECKED.get_or_init(|| Gpu::with_checks(&choice, true).map_err(|e| e.to_string())) {
+        Ok(checked) => {
+            assert!(!trusted.checked_shaders || checked.checked_shaders);
+            vec![trusted, checked]
+        }
+        Err(e) => panic!("the adapter opened once but not a second time, for checked shaders: {e}"),
+    }
+}
+
 pub fn require_adapter() -> bool {
     std::env::var("WGTRAIN_REQUIRE_ADAPTER").is_ok_and(|v| v == "1")
 }

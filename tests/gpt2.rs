@@ -6,8 +6,11 @@
 use std::path::Path;
 
 use wgtrain::gpu::Recorder;
+use wgtrain::kernels::matmul::Variant;
 use wgtrain::model::{checkpoint, Gpt, GptConfig};
 use wgtrain::optim::{OptimConfig, Optimizer};
+
+use wgtrain::Gpu;
 
 use crate::common::{assert_close, gpu};
 
@@ -50,6 +53,41 @@ fn to_hf(name: &str, shape: &[usize], x: &[f32]) -> Vec<f32> {
 #[test]
 fn gpt2_matches_pytorch() {
     let Some(gpu) = gpu() else { return };
+    matches_pytorch(gpu);
+}
+
+/// The same with the variants the tuner picks, on a GPU of its own with its own cache file.
+#[test]
+fn gpt2_matches_pytorch_with_tuned_kernels() {
+    if gpu().is_none() {
+        return;
+    }
+    let tuned = Gpu::from_env().unwrap();
+    let file = std::env::temp_dir().join(format!("wgtrain-gpt2-tune-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    {
+        let mut t = tuned.tuning.lock().unwrap();
+        t.tune = true;
+        t.cache_file = Some(file.clone());
+    }
+    matches_pytorch(&tuned);
+    let t = tuned.tuning.lock().unwrap();
+    assert!(!t.found.is_empty(), "nothing was tuned");
+    eprintln!("tuned: {:?}", t.choices());
+}
+
+/// The same with the GPUs' default variant (workgroup tiles) in every matmul.
+#[test]
+fn gpt2_matches_pytorch_with_tiled_kernels() {
+    if gpu().is_none() {
+        return;
+    }
+    let tiled = Gpu::from_env().unwrap();
+    tiled.tuning.lock().unwrap().fallback = Some(Variant::GPU[0]);
+    matches_pytorch(&tiled);
+}
+
+fn matches_pytorch(gpu: &Gpu) {
     let (config, fx, dir) = fixture();
     let (b, t) = (fx["B"].as_u64().unwrap() as usize, fx["T"].as_u64().unwrap() as usize);
     let gpt = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();

@@ -7,7 +7,7 @@ use wgtrain::kernels::{attention, classifier, encoder, gelu, layernorm, View};
 use wgtrain::reference::{self, Rng};
 use wgtrain::Gpu;
 
-use crate::common::{assert_close, gpu};
+use crate::common::{assert_close, builds, gpu};
 
 fn upload(gpu: &Gpu, data: &[f32]) -> GpuBuffer {
     gpu.pool.storage_from(&gpu.queue, Category::Scratch, data).unwrap()
@@ -24,155 +24,169 @@ const SIZES: &[(usize, usize)] = &[(1, 1), (3, 5), (17, 33), (127, 255), (37, 76
 /// sum: |d| <= 2e-5 + 1e-5·|want|. Parameter gradients are N-long sums: |d| <= 1e-6·N + 1e-5·|want|.
 #[test]
 fn layernorm_matches_reference() {
-    let Some(gpu) = gpu() else { return };
-    for (i, &(n, c)) in SIZES.iter().enumerate() {
-        let mut r = Rng::new(100 + i as u64);
-        let (x, w, b, dout) = (r.vec(n * c), r.vec(c), r.vec(c), r.vec(n * c));
-        let (dinp0, dw0, db0) = (r.vec(n * c), r.vec(c), r.vec(c));
-        let (gx, gw, gb, gdout) = (upload(gpu, &x), upload(gpu, &w), upload(gpu, &b), upload(gpu, &dout));
-        let out = upload(gpu, &vec![f32::NAN; n * c]);
-        let stats = upload(gpu, &vec![f32::NAN; 2 * n]);
-        let (gdinp, gdw, gdb) = (upload(gpu, &dinp0), upload(gpu, &dw0), upload(gpu, &db0));
-        let (n32, c32) = (n as u32, c as u32);
-        let fwd =
-            layernorm::forward(gpu, (&out).into(), (&stats).into(), (&gx).into(), (&gw).into(), (&gb).into(), n32, c32)
-                .unwrap();
-        let bwd = layernorm::backward(
-            gpu,
-            View::from(&gdinp),
-            View::from(&gdw),
-            View::from(&gdb),
-            View::from(&gdout),
-            View::from(&gx),
-            View::from(&stats),
-            View::from(&gw),
-            n32,
-            c32,
-        )
-        .unwrap();
-        let mut rec = Recorder::new(gpu);
-        rec.dispatch(&fwd);
-        rec.run(&bwd);
-        rec.submit().unwrap();
+    for gpu in builds() {
+        for (i, &(n, c)) in SIZES.iter().enumerate() {
+            let mut r = Rng::new(100 + i as u64);
+            let (x, w, b, dout) = (r.vec(n * c), r.vec(c), r.vec(c), r.vec(n * c));
+            let (dinp0, dw0, db0) = (r.vec(n * c), r.vec(c), r.vec(c));
+            let (gx, gw, gb, gdout) = (upload(gpu, &x), upload(gpu, &w), upload(gpu, &b), upload(gpu, &dout));
+            let out = upload(gpu, &vec![f32::NAN; n * c]);
+            let stats = upload(gpu, &vec![f32::NAN; 2 * n]);
+            let (gdinp, gdw, gdb) = (upload(gpu, &dinp0), upload(gpu, &dw0), upload(gpu, &db0));
+            let (n32, c32) = (n as u32, c as u32);
+            let fwd = layernorm::forward(
+                gpu,
+                (&out).into(),
+                (&stats).into(),
+                (&gx).into(),
+                (&gw).into(),
+                (&gb).into(),
+                n32,
+                c32,
+            )
+            .unwrap();
+            let bwd = layernorm::backward(
+                gpu,
+                View::from(&gdinp),
+                View::from(&gdw),
+                View::from(&gdb),
+                View::from(&gdout),
+                View::from(&gx),
+                View::from(&stats),
+                View::from(&gw),
+                n32,
+                c32,
+            )
+            .unwrap();
+            let mut rec = Recorder::new(gpu);
+            rec.dispatch(&fwd);
+            rec.run(&bwd);
+            rec.submit().unwrap();
 
-        let mut want = vec![0.0; n * c];
-        let st = reference::layernorm::forward(&mut want, &x, &w, &b, n, c);
-        let (mut dinp, mut dw, mut db) = (dinp0.clone(), dw0.clone(), db0.clone());
-        reference::layernorm::backward(&mut dinp, &mut dw, &mut db, &dout, &x, &w, &st, n, c);
-        let tag = format!("layernorm {n}x{c}");
-        assert_close(&format!("{tag} out"), &read(gpu, &out, n * c), &want, 2e-5, 1e-5);
-        let flat: Vec<f32> = st.iter().flat_map(|&(m, s)| [m, s]).collect();
-        assert_close(&format!("{tag} mean/rstd"), &read(gpu, &stats, 2 * n), &flat, 1e-6, 1e-5);
-        assert_close(&format!("{tag} dinp"), &read(gpu, &gdinp, n * c), &dinp, 2e-5, 1e-5);
-        assert_close(&format!("{tag} dweight"), &read(gpu, &gdw, c), &dw, 1e-6 * n as f32, 1e-5);
-        assert_close(&format!("{tag} dbias"), &read(gpu, &gdb, c), &db, 1e-6 * n as f32, 1e-5);
+            let mut want = vec![0.0; n * c];
+            let st = reference::layernorm::forward(&mut want, &x, &w, &b, n, c);
+            let (mut dinp, mut dw, mut db) = (dinp0.clone(), dw0.clone(), db0.clone());
+            reference::layernorm::backward(&mut dinp, &mut dw, &mut db, &dout, &x, &w, &st, n, c);
+            let tag = format!("layernorm {n}x{c}");
+            assert_close(&format!("{tag} out"), &read(gpu, &out, n * c), &want, 2e-5, 1e-5);
+            let flat: Vec<f32> = st.iter().flat_map(|&(m, s)| [m, s]).collect();
+            assert_close(&format!("{tag} mean/rstd"), &read(gpu, &stats, 2 * n), &flat, 1e-6, 1e-5);
+            assert_close(&format!("{tag} dinp"), &read(gpu, &gdinp, n * c), &dinp, 2e-5, 1e-5);
+            assert_close(&format!("{tag} dweight"), &read(gpu, &gdw, c), &dw, 1e-6 * n as f32, 1e-5);
+            assert_close(&format!("{tag} dbias"), &read(gpu, &gdb, c), &db, 1e-6 * n as f32, 1e-5);
+        }
     }
 }
 
 /// Tolerance: f32 tanh against f64, values O(1): |d| <= 1e-6 + 1e-5·|want|.
 #[test]
 fn gelu_matches_reference() {
-    let Some(gpu) = gpu() else { return };
-    for (i, &n) in [1usize, 3, 4097, 70001].iter().enumerate() {
-        let mut r = Rng::new(200 + i as u64);
-        // Inputs past ±10 check the clamped tanh stays finite.
-        let x: Vec<f32> = r.vec(n).iter().map(|v| v * 12.0).collect();
-        let (dout, dinp0) = (r.vec(n), r.vec(n));
-        let (gx, gdout, gdinp) = (upload(gpu, &x), upload(gpu, &dout), upload(gpu, &dinp0));
-        let out = upload(gpu, &vec![f32::NAN; n]);
-        let fwd = gelu::forward(gpu, (&out).into(), (&gx).into(), n as u32).unwrap();
-        let bwd = gelu::backward(gpu, (&gdinp).into(), (&gx).into(), (&gdout).into(), n as u32).unwrap();
-        let mut rec = Recorder::new(gpu);
-        rec.dispatch(&fwd);
-        rec.dispatch(&bwd);
-        rec.submit().unwrap();
-        let mut want = vec![0.0; n];
-        reference::gelu::forward(&mut want, &x);
-        let mut dinp = dinp0.clone();
-        reference::gelu::backward(&mut dinp, &x, &dout);
-        assert_close(&format!("gelu {n} out"), &read(gpu, &out, n), &want, 1e-6, 1e-5);
-        assert_close(&format!("gelu {n} dinp"), &read(gpu, &gdinp, n), &dinp, 1e-6, 1e-5);
+    for gpu in builds() {
+        for (i, &n) in [1usize, 3, 4097, 70001].iter().enumerate() {
+            let mut r = Rng::new(200 + i as u64);
+            // Inputs past ±10 check the clamped tanh stays finite.
+            let x: Vec<f32> = r.vec(n).iter().map(|v| v * 12.0).collect();
+            let (dout, dinp0) = (r.vec(n), r.vec(n));
+            let (gx, gdout, gdinp) = (upload(gpu, &x), upload(gpu, &dout), upload(gpu, &dinp0));
+            let out = upload(gpu, &vec![f32::NAN; n]);
+            let fwd = gelu::forward(gpu, (&out).into(), (&gx).into(), n as u32).unwrap();
+            let bwd = gelu::backward(gpu, (&gdinp).into(), (&gx).into(), (&gdout).into(), n as u32).unwrap();
+            let mut rec = Recorder::new(gpu);
+            rec.dispatch(&fwd);
+            rec.dispatch(&bwd);
+            rec.submit().unwrap();
+            let mut want = vec![0.0; n];
+            reference::gelu::forward(&mut want, &x);
+            let mut dinp = dinp0.clone();
+            reference::gelu::backward(&mut dinp, &x, &dout);
+            assert_close(&format!("gelu {n} out"), &read(gpu, &out, n), &want, 1e-6, 1e-5);
+            assert_close(&format!("gelu {n} dinp"), &read(gpu, &gdinp, n), &dinp, 1e-6, 1e-5);
+        }
     }
 }
 
 /// Exact: one f32 addition per element.
 #[test]
 fn residual_add_and_accumulate_are_exact() {
-    let Some(gpu) = gpu() else { return };
-    for n in [1usize, 7, 16385] {
-        let mut r = Rng::new(n as u64);
-        let (a, b) = (r.vec(n), r.vec(n));
-        let (ga, gb) = (upload(gpu, &a), upload(gpu, &b));
-        let out = upload(gpu, &vec![f32::NAN; n]);
-        let acc = upload(gpu, &a);
-        let ops = [
-            elementwise::add(
-                gpu,
-                Span { buf: &out, offset: 0, len: n as u64 },
-                Span { buf: &ga, offset: 0, len: n as u64 },
-                Span { buf: &gb, offset: 0, len: n as u64 },
-            )
-            .unwrap(),
-            elementwise::accumulate(
-                gpu,
-                Span { buf: &acc, offset: 0, len: n as u64 },
-                Span { buf: &gb, offset: 0, len: n as u64 },
-            )
-            .unwrap(),
-        ];
-        let mut rec = Recorder::new(gpu);
-        rec.run(&ops);
-        rec.submit().unwrap();
-        let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-        assert_close(&format!("add {n}"), &read(gpu, &out, n), &want, 0.0, 0.0);
-        assert_close(&format!("accumulate {n}"), &read(gpu, &acc, n), &want, 0.0, 0.0);
+    for gpu in builds() {
+        for n in [1usize, 7, 16385] {
+            let mut r = Rng::new(n as u64);
+            let (a, b) = (r.vec(n), r.vec(n));
+            let (ga, gb) = (upload(gpu, &a), upload(gpu, &b));
+            let out = upload(gpu, &vec![f32::NAN; n]);
+            let acc = upload(gpu, &a);
+            let ops = [
+                elementwise::add(
+                    gpu,
+                    Span { buf: &out, offset: 0, len: n as u64 },
+                    Span { buf: &ga, offset: 0, len: n as u64 },
+                    Span { buf: &gb, offset: 0, len: n as u64 },
+                )
+                .unwrap(),
+                elementwise::accumulate(
+                    gpu,
+                    Span { buf: &acc, offset: 0, len: n as u64 },
+                    Span { buf: &gb, offset: 0, len: n as u64 },
+                )
+                .unwrap(),
+            ];
+            let mut rec = Recorder::new(gpu);
+            rec.run(&ops);
+            rec.submit().unwrap();
+            let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+            assert_close(&format!("add {n}"), &read(gpu, &out, n), &want, 0.0, 0.0);
+            assert_close(&format!("accumulate {n}"), &read(gpu, &acc, n), &want, 0.0, 0.0);
+        }
     }
 }
 
 /// Forward exact (one addition); gradients are sums of up to N terms: |d| <= 1e-6·N.
 #[test]
 fn encoder_matches_reference() {
-    let Some(gpu) = gpu() else { return };
-    for (i, &(b, t, c, v)) in [(1usize, 1usize, 1usize, 1usize), (3, 5, 7, 11), (4, 37, 33, 517)].iter().enumerate() {
-        let n = b * t;
-        let mut r = Rng::new(300 + i as u64);
-        // Few distinct tokens, so buckets hold many positions.
-        let tokens: Vec<u32> = (0..n).map(|_| (r.next_u64() % (v as u64).min(9)) as u32).collect();
-        let (wte, wpe, dout) = (r.vec(v * c), r.vec(t * c), r.vec(n * c));
-        let (dwte0, dwpe0) = (r.vec(v * c), r.vec(t * c));
-        let (gwte, gwpe, gdout) = (upload(gpu, &wte), upload(gpu, &wpe), upload(gpu, &dout));
-        let (gdwte, gdwpe) = (upload(gpu, &dwte0), upload(gpu, &dwpe0));
-        let out = upload(gpu, &vec![f32::NAN; n * c]);
-        let batch = encoder::TokenBuffers::new(gpu, n).unwrap();
-        batch.upload(gpu, &tokens);
-        let (v32, n32, t32, c32) = (v as u32, n as u32, t as u32, c as u32);
-        let fwd = encoder::forward(
-            gpu,
-            (&out).into(),
-            &batch.tokens,
-            (&gwte).into(),
-            (&gwpe).into(),
-            v32,
-            n32,
-            t32,
-            c32,
-            t32,
-        )
-        .unwrap();
-        let bwd = encoder::backward(gpu, (&gdwte).into(), (&gdwpe).into(), (&gdout).into(), &batch, v32, n32, t32, c32)
+    for gpu in builds() {
+        for (i, &(b, t, c, v)) in [(1usize, 1usize, 1usize, 1usize), (3, 5, 7, 11), (4, 37, 33, 517)].iter().enumerate()
+        {
+            let n = b * t;
+            let mut r = Rng::new(300 + i as u64);
+            // Few distinct tokens, so buckets hold many positions.
+            let tokens: Vec<u32> = (0..n).map(|_| (r.next_u64() % (v as u64).min(9)) as u32).collect();
+            let (wte, wpe, dout) = (r.vec(v * c), r.vec(t * c), r.vec(n * c));
+            let (dwte0, dwpe0) = (r.vec(v * c), r.vec(t * c));
+            let (gwte, gwpe, gdout) = (upload(gpu, &wte), upload(gpu, &wpe), upload(gpu, &dout));
+            let (gdwte, gdwpe) = (upload(gpu, &dwte0), upload(gpu, &dwpe0));
+            let out = upload(gpu, &vec![f32::NAN; n * c]);
+            let batch = encoder::TokenBuffers::new(gpu, n).unwrap();
+            batch.upload(gpu, &tokens);
+            let (v32, n32, t32, c32) = (v as u32, n as u32, t as u32, c as u32);
+            let fwd = encoder::forward(
+                gpu,
+                (&out).into(),
+                &batch.tokens,
+                (&gwte).into(),
+                (&gwpe).into(),
+                v32,
+                n32,
+                t32,
+                c32,
+                t32,
+            )
             .unwrap();
-        let mut rec = Recorder::new(gpu);
-        rec.dispatch(&fwd);
-        rec.run(&bwd);
-        rec.submit().unwrap();
-        let mut want = vec![0.0; n * c];
-        reference::encoder::forward(&mut want, &tokens, &wte, &wpe, t, c);
-        let (mut dwte, mut dwpe) = (dwte0.clone(), dwpe0.clone());
-        reference::encoder::backward(&mut dwte, &mut dwpe, &dout, &tokens, t, c);
-        let tag = format!("encoder {b}x{t}x{c} V{v}");
-        assert_close(&format!("{tag} out"), &read(gpu, &out, n * c), &want, 0.0, 0.0);
-        assert_close(&format!("{tag} dwte"), &read(gpu, &gdwte, v * c), &dwte, 1e-6 * n as f32, 1e-6);
-        assert_close(&format!("{tag} dwpe"), &read(gpu, &gdwpe, t * c), &dwpe, 1e-6 * b as f32, 1e-6);
+            let bwd =
+                encoder::backward(gpu, (&gdwte).into(), (&gdwpe).into(), (&gdout).into(), &batch, v32, n32, t32, c32)
+                    .unwrap();
+            let mut rec = Recorder::new(gpu);
+            rec.dispatch(&fwd);
+            rec.run(&bwd);
+            rec.submit().unwrap();
+            let mut want = vec![0.0; n * c];
+            reference::encoder::forward(&mut want, &tokens, &wte, &wpe, t, c);
+            let (mut dwte, mut dwpe) = (dwte0.clone(), dwpe0.clone());
+            reference::encoder::backward(&mut dwte, &mut dwpe, &dout, &tokens, t, c);
+            let tag = format!("encoder {b}x{t}x{c} V{v}");
+            assert_close(&format!("{tag} out"), &read(gpu, &out, n * c), &want, 0.0, 0.0);
+            assert_close(&format!("{tag} dwte"), &read(gpu, &gdwte, v * c), &dwte, 1e-6 * n as f32, 1e-6);
+            assert_close(&format!("{tag} dwpe"), &read(gpu, &gdwpe, t * c), &dwpe, 1e-6 * b as f32, 1e-6);
+        }
     }
 }
 
@@ -180,35 +194,37 @@ fn encoder_matches_reference() {
 /// dlogits are O(1/N): |d| <= 1e-6/N·… taken as 1e-7 + 1e-4·|want|.
 #[test]
 fn classifier_matches_reference() {
-    let Some(gpu) = gpu() else { return };
-    for (i, &(n, v, vp)) in [(1usize, 1usize, 1usize), (3, 5, 8), (37, 517, 576), (5, 50257, 50304)].iter().enumerate()
-    {
-        let mut r = Rng::new(400 + i as u64);
-        let logits: Vec<f32> = r.vec(n * vp).iter().map(|x| x * 8.0).collect();
-        let targets: Vec<u32> = (0..n).map(|_| (r.next_u64() % v as u64) as u32).collect();
-        let gl = upload(gpu, &logits);
-        let losses = upload(gpu, &vec![f32::NAN; n]);
-        let targets_buf = gpu.pool.storage_from(&gpu.queue, Category::Scratch, &targets).unwrap();
-        let dloss = 1.0 / n as f32;
-        let op = classifier::forward_backward(
-            gpu,
-            (&gl).into(),
-            (&losses).into(),
-            &targets_buf,
-            n as u32,
-            v as u32,
-            vp as u32,
-            Some(dloss),
-        )
-        .unwrap();
-        let mut rec = Recorder::new(gpu);
-        rec.dispatch(&op);
-        rec.submit().unwrap();
-        let mut want = logits.clone();
-        let want_losses = reference::classifier::forward_backward(&mut want, &targets, v, vp, Some(dloss as f64));
-        let tag = format!("classifier N{n} V{v} Vp{vp}");
-        assert_close(&format!("{tag} losses"), &read(gpu, &losses, n), &want_losses, 1e-5, 1e-5);
-        assert_close(&format!("{tag} dlogits"), &read(gpu, &gl, n * vp), &want, 1e-7, 1e-4);
+    for gpu in builds() {
+        for (i, &(n, v, vp)) in
+            [(1usize, 1usize, 1usize), (3, 5, 8), (37, 517, 576), (5, 50257, 50304)].iter().enumerate()
+        {
+            let mut r = Rng::new(400 + i as u64);
+            let logits: Vec<f32> = r.vec(n * vp).iter().map(|x| x * 8.0).collect();
+            let targets: Vec<u32> = (0..n).map(|_| (r.next_u64() % v as u64) as u32).collect();
+            let gl = upload(gpu, &logits);
+            let losses = upload(gpu, &vec![f32::NAN; n]);
+            let targets_buf = gpu.pool.storage_from(&gpu.queue, Category::Scratch, &targets).unwrap();
+            let dloss = 1.0 / n as f32;
+            let op = classifier::forward_backward(
+                gpu,
+                (&gl).into(),
+                (&losses).into(),
+                &targets_buf,
+                n as u32,
+                v as u32,
+                vp as u32,
+                Some(dloss),
+            )
+            .unwrap();
+            let mut rec = Recorder::new(gpu);
+            rec.dispatch(&op);
+            rec.submit().unwrap();
+            let mut want = logits.clone();
+            let want_losses = reference::classifier::forward_backward(&mut want, &targets, v, vp, Some(dloss as f64));
+            let tag = format!("classifier N{n} V{v} Vp{vp}");
+            assert_close(&format!("{tag} losses"), &read(gpu, &losses, n), &want_losses, 1e-5, 1e-5);
+            assert_close(&format!("{tag} dlogits"), &read(gpu, &gl, n * vp), &want, 1e-7, 1e-4);
+        }
     }
 }
 
@@ -216,45 +232,47 @@ fn classifier_matches_reference() {
 /// gradients are sums over up to T keys or queries: |d| <= 2e-5 + 1e-4·|want|.
 #[test]
 fn attention_matches_reference() {
-    let Some(gpu) = gpu() else { return };
-    // (B, T, C, NH): head sizes 1, 2, 5 (not a multiple of 4), 48 and the maximum 64; T across
-    // several 16-row blocks and not a power of two.
-    let cases = [(1usize, 1usize, 1usize, 1usize), (2, 5, 6, 3), (3, 37, 15, 3), (2, 33, 64, 1), (1, 70, 96, 2)];
-    for (i, &(b, t, c, nh)) in cases.iter().enumerate() {
-        let mut r = Rng::new(500 + i as u64);
-        let (qkv, dout) = (r.vec(b * t * 3 * c), r.vec(b * t * c));
-        let (gqkv, gdout) = (upload(gpu, &qkv), upload(gpu, &dout));
-        let out = upload(gpu, &vec![f32::NAN; b * t * c]);
-        let lse = upload(gpu, &vec![f32::NAN; b * nh * t]);
-        let dscratch = upload(gpu, &vec![f32::NAN; b * nh * t]);
-        let dqkv = upload(gpu, &vec![f32::NAN; b * t * 3 * c]);
-        let (b32, t32, c32, nh32) = (b as u32, t as u32, c as u32, nh as u32);
-        let fwd = attention::forward(gpu, (&out).into(), (&lse).into(), (&gqkv).into(), b32, t32, c32, nh32).unwrap();
-        let bwd = attention::backward(
-            gpu,
-            (&dqkv).into(),
-            (&dscratch).into(),
-            (&gdout).into(),
-            (&out).into(),
-            (&gqkv).into(),
-            (&lse).into(),
-            b32,
-            t32,
-            c32,
-            nh32,
-        )
-        .unwrap();
-        let mut rec = Recorder::new(gpu);
-        rec.dispatch(&fwd);
-        rec.run(&bwd);
-        rec.submit().unwrap();
-        let mut want = vec![0.0; b * t * c];
-        reference::attention::forward(&mut want, &qkv, b, t, c, nh);
-        let mut want_d = vec![0.0; b * t * 3 * c];
-        reference::attention::backward(&mut want_d, &dout, &qkv, b, t, c, nh);
-        let tag = format!("attention B{b} T{t} C{c} NH{nh}");
-        assert_close(&format!("{tag} out"), &read(gpu, &out, b * t * c), &want, 1e-5, 1e-5);
-        assert_close(&format!("{tag} dqkv"), &read(gpu, &dqkv, b * t * 3 * c), &want_d, 2e-5, 1e-4);
+    for gpu in builds() {
+        // (B, T, C, NH): head sizes 1, 2, 5 (not a multiple of 4), 48 and the maximum 64; T across
+        // several 16-row blocks and not a power of two.
+        let cases = [(1usize, 1usize, 1usize, 1usize), (2, 5, 6, 3), (3, 37, 15, 3), (2, 33, 64, 1), (1, 70, 96, 2)];
+        for (i, &(b, t, c, nh)) in cases.iter().enumerate() {
+            let mut r = Rng::new(500 + i as u64);
+            let (qkv, dout) = (r.vec(b * t * 3 * c), r.vec(b * t * c));
+            let (gqkv, gdout) = (upload(gpu, &qkv), upload(gpu, &dout));
+            let out = upload(gpu, &vec![f32::NAN; b * t * c]);
+            let lse = upload(gpu, &vec![f32::NAN; b * nh * t]);
+            let dscratch = upload(gpu, &vec![f32::NAN; b * nh * t]);
+            let dqkv = upload(gpu, &vec![f32::NAN; b * t * 3 * c]);
+            let (b32, t32, c32, nh32) = (b as u32, t as u32, c as u32, nh as u32);
+            let fwd =
+                attention::forward(gpu, (&out).into(), (&lse).into(), (&gqkv).into(), b32, t32, c32, nh32).unwrap();
+            let bwd = attention::backward(
+                gpu,
+                (&dqkv).into(),
+                (&dscratch).into(),
+                (&gdout).into(),
+                (&out).into(),
+                (&gqkv).into(),
+                (&lse).into(),
+                b32,
+                t32,
+                c32,
+                nh32,
+            )
+            .unwrap();
+            let mut rec = Recorder::new(gpu);
+            rec.dispatch(&fwd);
+            rec.run(&bwd);
+            rec.submit().unwrap();
+            let mut want = vec![0.0; b * t * c];
+            reference::attention::forward(&mut want, &qkv, b, t, c, nh);
+            let mut want_d = vec![0.0; b * t * 3 * c];
+            reference::attention::backward(&mut want_d, &dout, &qkv, b, t, c, nh);
+            let tag = format!("attention B{b} T{t} C{c} NH{nh}");
+            assert_close(&format!("{tag} out"), &read(gpu, &out, b * t * c), &want, 1e-5, 1e-5);
+            assert_close(&format!("{tag} dqkv"), &read(gpu, &dqkv, b * t * 3 * c), &want_d, 2e-5, 1e-4);
+        }
     }
 }
 

@@ -1,17 +1,18 @@
 //! Matmul kernels against the CPU reference, at awkward sizes, batched, split into windows,
-//! and past the 128 MiB binding limit.
+//! and past the 128 MiB binding limit. Every variant the tuner can pick runs the small cases
+//! in both the trusted and the checked shader build; the big-buffer cases run once per product.
 //!
 //! Tolerance: inputs are uniform in [-1, 1), so each output is a sum of L products of
 //! magnitude < 1 and an f32 sum's error stays far below 1e-6·L (L = K for the forward, N for
 //! dinp, Z·M for dW and dbias). Accumulated outputs add rtol 1e-6 of their starting value.
 
 use wgtrain::gpu::{Category, GpuBuffer, Recorder};
-use wgtrain::kernels::matmul::{Dims, Matmul};
+use wgtrain::kernels::matmul::{Dims, Matmul, Variant};
 use wgtrain::kernels::View;
 use wgtrain::reference::{matmul as cpu, Rng};
 use wgtrain::Gpu;
 
-use crate::common::{assert_close, gpu};
+use crate::common::{assert_close, builds, gpu};
 
 /// Host data for one product and its backward.
 struct Case {
@@ -69,6 +70,15 @@ fn nan_buffer(gpu: &Gpu, len: usize) -> GpuBuffer {
     upload(gpu, &vec![f32::NAN; len])
 }
 
+/// Runs `body` with a builder pinned to each variant the tuner can pick, in both shader builds.
+fn every_variant(body: impl Fn(&Gpu, &mut Matmul)) {
+    for gpu in builds() {
+        for v in Variant::all() {
+            body(gpu, &mut Matmul::with_variant(gpu, v));
+        }
+    }
+}
+
 /// Runs forward and backward in one submit and compares all four results with the reference.
 fn check(gpu: &Gpu, mm: &Matmul, c: &Case, with_bias: bool) {
     let d = c.d;
@@ -86,7 +96,9 @@ fn check(gpu: &Gpu, mm: &Matmul, c: &Case, with_bias: bool) {
     rec.submit().unwrap();
 
     let [e_out, e_dinp, e_dw, e_db] = c.expected(with_bias);
-    let tag = format!("{z}x{m}x{n}x{k} shared={} bias={with_bias}", d.shared_weight);
+    let build = if gpu.checked_shaders { "checked" } else { "trusted" };
+    let variant = mm.variant.map_or("tuned".into(), |v| v.to_string());
+    let tag = format!("{z}x{m}x{n}x{k} shared={} bias={with_bias} {variant} {build}", d.shared_weight);
     let terms = (z * m) as f32;
     let read = |b: &GpuBuffer, len| gpu.read::<f32>(b, 0, len).unwrap();
     assert_close(&format!("forward {tag}"), &read(&out, e_out.len()), &e_out, 1e-6 * k as f32, 0.0);
@@ -95,67 +107,78 @@ fn check(gpu: &Gpu, mm: &Matmul, c: &Case, with_bias: bool) {
     assert_close(&format!("backward_bias {tag}"), &read(&db, n), &e_db, 1e-6 * terms, 1e-6);
 }
 
+/// The variant of the big-buffer cases: the GPUs' default, whose windows those cases cover
+/// (the baseline's are covered by the training tests on CPU adapters).
+const BIG: Variant = Variant::GPU[0];
+
 const AWKWARD: &[(u32, u32, u32)] = &[(1, 1, 1), (3, 5, 7), (17, 33, 65), (127, 255, 63)];
 
 #[test]
 fn matmul_matches_reference_at_awkward_sizes() {
-    let Some(gpu) = gpu() else { return };
-    let mm = Matmul::new(gpu);
-    for (i, &(m, n, k)) in AWKWARD.iter().enumerate() {
-        check(gpu, &mm, &Case::new(Dims::linear(m, n, k), i as u64), true);
-        check(gpu, &mm, &Case::new(Dims::linear(m, n, k), 10 + i as u64), false);
-    }
+    every_variant(|gpu, mm| {
+        for (i, &(m, n, k)) in AWKWARD.iter().enumerate() {
+            check(gpu, mm, &Case::new(Dims::linear(m, n, k), i as u64), true);
+            check(gpu, mm, &Case::new(Dims::linear(m, n, k), 10 + i as u64), false);
+        }
+    });
+}
+
+#[test]
+fn matmul_one_past_every_tile_matches_reference() {
+    // One past the largest tile (128) and the K step, in every dimension.
+    every_variant(|gpu, mm| check(gpu, mm, &Case::new(Dims::linear(129, 131, 17), 30), true));
 }
 
 #[test]
 fn matmul_vec4_aligned_path_matches_reference() {
     // Every dimension a multiple of 4: each load is one vec4 (ALIGNED). 33 rows is one past a
     // 32-row tile.
-    let Some(gpu) = gpu() else { return };
-    let mm = Matmul::new(gpu);
-    check(gpu, &mm, &Case::new(Dims::linear(33, 36, 68), 3), true);
-    check(gpu, &mm, &Case::new(Dims::linear(64, 128, 256), 4), true);
+    every_variant(|gpu, mm| {
+        check(gpu, mm, &Case::new(Dims::linear(33, 36, 68), 3), true);
+        check(gpu, mm, &Case::new(Dims::linear(64, 128, 256), 4), true);
+    });
 }
 
 #[test]
 fn matmul_batched_matches_reference() {
-    let Some(gpu) = gpu() else { return };
-    let mm = Matmul::new(gpu);
-    // One weight shared by the batch (a linear layer over (B, T, C)).
-    check(gpu, &mm, &Case::new(Dims { batch: 3, m: 17, n: 33, k: 65, shared_weight: true }, 5), true);
-    // One weight per batch entry (the z dimension of the grid).
-    check(gpu, &mm, &Case::new(Dims { batch: 5, m: 17, n: 33, k: 65, shared_weight: false }, 6), false);
-    check(gpu, &mm, &Case::new(Dims { batch: 2, m: 8, n: 12, k: 16, shared_weight: false }, 7), false);
+    every_variant(|gpu, mm| {
+        // One weight shared by the batch (a linear layer over (B, T, C)).
+        check(gpu, mm, &Case::new(Dims { batch: 3, m: 17, n: 33, k: 65, shared_weight: true }, 5), true);
+        // One weight per batch entry (the z dimension of the grid).
+        check(gpu, mm, &Case::new(Dims { batch: 5, m: 17, n: 33, k: 65, shared_weight: false }, 6), false);
+        check(gpu, mm, &Case::new(Dims { batch: 2, m: 8, n: 12, k: 16, shared_weight: false }, 7), false);
+    });
 }
 
 #[test]
 fn matmul_split_into_windows_matches_reference() {
     // A 4 KiB binding limit splits every operand into many windows at unaligned offsets,
     // along M, along N (accumulating for backward_input), and per batch entry.
-    let Some(gpu) = gpu() else { return };
-    let mut mm = Matmul::new(gpu);
-    mm.binding_limit = 4096;
-    check(gpu, &mm, &Case::new(Dims::linear(127, 255, 63), 8), true);
-    check(gpu, &mm, &Case::new(Dims { batch: 3, m: 37, n: 41, k: 29, shared_weight: false }, 9), false);
-    mm.binding_limit = 2048;
-    check(gpu, &mm, &Case::new(Dims { batch: 2, m: 33, n: 36, k: 68, shared_weight: true }, 10), true);
+    every_variant(|gpu, mm| {
+        mm.binding_limit = 4096;
+        check(gpu, mm, &Case::new(Dims::linear(127, 255, 63), 8), true);
+        check(gpu, mm, &Case::new(Dims { batch: 3, m: 37, n: 41, k: 29, shared_weight: false }, 9), false);
+        mm.binding_limit = 2048;
+        check(gpu, mm, &Case::new(Dims { batch: 2, m: 33, n: 36, k: 68, shared_weight: true }, 10), true);
+    });
 }
 
 #[test]
 fn matmul_naive_matches_reference() {
-    let Some(gpu) = gpu() else { return };
-    let mm = Matmul::new(gpu);
-    for (i, &(m, n, k)) in AWKWARD.iter().enumerate() {
-        let c = Case::new(Dims::linear(m, n, k), 20 + i as u64);
-        let (inp, w, bias) = (upload(gpu, &c.inp), upload(gpu, &c.w), upload(gpu, &c.bias));
-        let out = nan_buffer(gpu, (m * n) as usize);
-        let op = mm.naive((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), c.d).unwrap();
-        let mut rec = Recorder::new(gpu);
-        rec.run(&op);
-        rec.submit().unwrap();
-        let [want, ..] = c.expected(true);
-        let got = gpu.read::<f32>(&out, 0, want.len()).unwrap();
-        assert_close(&format!("naive {m}x{n}x{k}"), &got, &want, 1e-6 * k as f32, 0.0);
+    for gpu in builds() {
+        let mm = Matmul::new(gpu);
+        for (i, &(m, n, k)) in AWKWARD.iter().enumerate() {
+            let c = Case::new(Dims::linear(m, n, k), 20 + i as u64);
+            let (inp, w, bias) = (upload(gpu, &c.inp), upload(gpu, &c.w), upload(gpu, &c.bias));
+            let out = nan_buffer(gpu, (m * n) as usize);
+            let op = mm.naive((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), c.d).unwrap();
+            let mut rec = Recorder::new(gpu);
+            rec.run(&op);
+            rec.submit().unwrap();
+            let [want, ..] = c.expected(true);
+            let got = gpu.read::<f32>(&out, 0, want.len()).unwrap();
+            assert_close(&format!("naive {m}x{n}x{k}"), &got, &want, 1e-6 * k as f32, 0.0);
+        }
     }
 }
 
@@ -163,7 +186,7 @@ fn matmul_naive_matches_reference() {
 fn matmul_output_over_128_mib_matches_reference() {
     // out is 4099 × 8209 f32 = 134.6 MB, past lavapipe's 128 MiB (134.2 MB) binding limit.
     let Some(gpu) = gpu() else { return };
-    let mm = Matmul::new(gpu);
+    let mm = Matmul::with_variant(gpu, BIG);
     let c = Case::new(Dims::linear(4099, 8209, 5), 11);
     let (inp, w, bias) = (upload(gpu, &c.inp), upload(gpu, &c.w), upload(gpu, &c.bias));
     let out = nan_buffer(gpu, 4099 * 8209);
@@ -183,7 +206,7 @@ fn matmul_weight_over_128_mib_matches_reference() {
     // The shape of GPT-2's LM head: W and dW are 50257 × 701 f32 = 140.9 MB, so forward and
     // backward_input split W along N, and backward_weight splits dW.
     let Some(gpu) = gpu() else { return };
-    let mm = Matmul::new(gpu);
+    let mm = Matmul::with_variant(gpu, BIG);
     check(gpu, &mm, &Case::new(Dims::linear(3, 50257, 701), 12), true);
 }
 

@@ -13,7 +13,7 @@ use wgtrain::reference::optim::RefOptim;
 use wgtrain::reference::Rng;
 use wgtrain::Gpu;
 
-use crate::common::{assert_close, gpu};
+use crate::common::{assert_close, builds, gpu};
 
 const ATOL: f32 = 2e-6;
 const RTOL: f32 = 1e-5;
@@ -78,36 +78,40 @@ fn configs() -> Vec<OptimConfig> {
 
 #[test]
 fn fused_updates_match_reference_without_clipping() {
-    let Some(gpu) = gpu() else { return };
-    for cfg in configs() {
-        check_steps(gpu, awkward_table(), cfg, 3, None, 1e-2);
+    for gpu in builds() {
+        for cfg in configs() {
+            check_steps(gpu, awkward_table(), cfg, 3, None, 1e-2);
+        }
     }
 }
 
 #[test]
 fn fused_updates_match_reference_with_clipping() {
     // The gradients' global norm is about 600, so a clip of 100 scales every step.
-    let Some(gpu) = gpu() else { return };
-    for cfg in configs() {
-        check_steps(gpu, awkward_table(), OptimConfig { grad_clip: 100.0, ..cfg }, 3, None, 1e-2);
+    for gpu in builds() {
+        for cfg in configs() {
+            check_steps(gpu, awkward_table(), OptimConfig { grad_clip: 100.0, ..cfg }, 3, None, 1e-2);
+        }
     }
 }
 
 #[test]
 fn fused_updates_split_into_windows_match_reference() {
     // A 256 KiB binding limit splits the arena into windows of a few chunks each.
-    let Some(gpu) = gpu() else { return };
-    let table = ParamTable::new((0..31).map(|i| (format!("t{i}"), vec![i * 97 + 1, 7])));
-    for cfg in configs() {
-        check_steps(gpu, table.clone(), OptimConfig { grad_clip: 10.0, ..cfg }, 2, Some(256 << 10), 1e-2);
+    for gpu in builds() {
+        let table = ParamTable::new((0..31).map(|i| (format!("t{i}"), vec![i * 97 + 1, 7])));
+        for cfg in configs() {
+            check_steps(gpu, table.clone(), OptimConfig { grad_clip: 10.0, ..cfg }, 2, Some(256 << 10), 1e-2);
+        }
     }
 }
 
 #[test]
 fn sgd_without_momentum_matches_reference() {
-    let Some(gpu) = gpu() else { return };
-    let cfg = OptimConfig { momentum: 0.0, weight_decay: 0.1, ..OptimConfig::sgd() };
-    check_steps(gpu, awkward_table(), cfg, 2, None, 0.1);
+    for gpu in builds() {
+        let cfg = OptimConfig { momentum: 0.0, weight_decay: 0.1, ..OptimConfig::sgd() };
+        check_steps(gpu, awkward_table(), cfg, 2, None, 0.1);
+    }
 }
 
 #[test]
@@ -190,41 +194,42 @@ fn optimizer_kind_names_are_stable() {
 /// Tolerance as above; torch's lerp and addcdiv round in a slightly different order.
 #[test]
 fn fused_updates_match_pytorch_golden_values() {
-    let Some(gpu) = gpu() else { return };
-    let text = include_str!("fixtures/optim_golden.json");
-    let golden: serde_json::Value = serde_json::from_str(text).unwrap();
-    let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-    };
-    let cases = golden["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 6);
-    for case in cases {
-        let cfg: OptimConfig = serde_json::from_value(case["config"].clone()).unwrap();
-        let tensors = case["tensors"].as_array().unwrap();
-        let table = ParamTable::new(tensors.iter().map(|t| {
-            let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-            (t["name"].as_str().unwrap().to_string(), shape)
-        }));
-        let init: Vec<Vec<f32>> = tensors.iter().map(|t| floats(&t["init"])).collect();
-        let arena = ParamArena::new(gpu, table.clone()).unwrap();
-        gpu.write(&arena.params, 0, &table.pack(&init));
-        let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), None).unwrap();
-        let lrs = floats(&case["lrs"]);
-        for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
-            let grads: Vec<Vec<f32>> = step["grads"].as_array().unwrap().iter().map(floats).collect();
-            gpu.write(&arena.grads, 0, &table.pack(&grads));
-            let mut rec = Recorder::new(gpu);
-            opt.record_step(gpu, &mut rec, lrs[i], true);
-            rec.submit().unwrap();
-            opt.submitted();
-            let tag = format!("{:?} clip={} step {}", cfg.kind, cfg.grad_clip, i + 1);
-            let norm = opt.grad_norm(gpu).unwrap().unwrap() as f64;
-            let want = step["grad_norm"].as_f64().unwrap();
-            assert!(((norm - want) / want).abs() < 1e-5, "{tag}: grad norm {norm} vs torch {want}");
-            let got = table.unpack(&gpu.read::<f32>(&arena.params, 0, table.len as usize).unwrap());
-            let want: Vec<Vec<f32>> = step["params"].as_array().unwrap().iter().map(floats).collect();
-            for (j, t) in table.tensors.iter().enumerate() {
-                assert_close(&format!("{tag} {}", t.name), &got[j], &want[j], ATOL, RTOL);
+    for gpu in builds() {
+        let text = include_str!("fixtures/optim_golden.json");
+        let golden: serde_json::Value = serde_json::from_str(text).unwrap();
+        let floats = |v: &serde_json::Value| -> Vec<f32> {
+            v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+        };
+        let cases = golden["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 6);
+        for case in cases {
+            let cfg: OptimConfig = serde_json::from_value(case["config"].clone()).unwrap();
+            let tensors = case["tensors"].as_array().unwrap();
+            let table = ParamTable::new(tensors.iter().map(|t| {
+                let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+                (t["name"].as_str().unwrap().to_string(), shape)
+            }));
+            let init: Vec<Vec<f32>> = tensors.iter().map(|t| floats(&t["init"])).collect();
+            let arena = ParamArena::new(gpu, table.clone()).unwrap();
+            gpu.write(&arena.params, 0, &table.pack(&init));
+            let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), None).unwrap();
+            let lrs = floats(&case["lrs"]);
+            for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
+                let grads: Vec<Vec<f32>> = step["grads"].as_array().unwrap().iter().map(floats).collect();
+                gpu.write(&arena.grads, 0, &table.pack(&grads));
+                let mut rec = Recorder::new(gpu);
+                opt.record_step(gpu, &mut rec, lrs[i], true);
+                rec.submit().unwrap();
+                opt.submitted();
+                let tag = format!("{:?} clip={} step {}", cfg.kind, cfg.grad_clip, i + 1);
+                let norm = opt.grad_norm(gpu).unwrap().unwrap() as f64;
+                let want = step["grad_norm"].as_f64().unwrap();
+                assert!(((norm - want) / want).abs() < 1e-5, "{tag}: grad norm {norm} vs torch {want}");
+                let got = table.unpack(&gpu.read::<f32>(&arena.params, 0, table.len as usize).unwrap());
+                let want: Vec<Vec<f32>> = step["params"].as_array().unwrap().iter().map(floats).collect();
+                for (j, t) in table.tensors.iter().enumerate() {
+                    assert_close(&format!("{tag} {}", t.name), &got[j], &want[j], ATOL, RTOL);
+                }
             }
         }
     }

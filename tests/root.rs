@@ -13,3 +13,4 @@ mod prepare;
 mod runtime;
 mod shaders;
 mod train;
+mod tune;

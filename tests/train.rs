@@ -43,6 +43,8 @@ fn args(dir: &std::path::Path) -> TrainArgs {
         min_delta: 0.0,
         force: false,
         zero: 0,
+        // The shared test GPU runs the default variants; tests/tune.rs tunes GPUs of its own.
+        no_tune: true,
     }
 }
 

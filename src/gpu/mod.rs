@@ -70,6 +70,13 @@ pub struct Gpu {
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Set when the user asked for --profile and the adapter has timestamp queries.
     pub profiler: Option<Mutex<Profiler>>,
+    /// Set while timing something the timestamps would slow (`bench train`'s timed steps).
+    pub profiling_paused: std::sync::atomic::AtomicBool,
+    /// Kernel modules keep naga's runtime checks (WGTRAIN_CHECKED_SHADERS=1); by default they
+    /// are built trusted, without them.
+    pub checked_shaders: bool,
+    /// Which matmul variant runs each product and shape class (see `crate::tune`).
+    pub tuning: Mutex<crate::tune::Table>,
     /// The first error wgpu raised outside an error scope (a device loss, say).
     uncaptured: Arc<Mutex<Option<String>>>,
 }
@@ -83,6 +90,14 @@ impl Gpu {
     /// Opens the adapter of MPI local rank `local_rank` (see `select_adapter_for_rank`).
     pub fn for_rank(choice: &AdapterChoice, local_rank: usize) -> Result<Self, GpuError> {
         Self::with_adapter(select_adapter_for_rank(choice, local_rank)?)
+    }
+
+    /// Opens the best adapter that matches `choice`, with checked shader modules or trusted ones
+    /// (tests open one of each, to run every kernel in both builds).
+    pub fn with_checks(choice: &AdapterChoice, checked_shaders: bool) -> Result<Self, GpuError> {
+        let mut gpu = Self::with_adapter(select_adapter(choice)?)?;
+        gpu.checked_shaders = checked_shaders;
+        Ok(gpu)
     }
 
     fn with_adapter(adapter: wgpu::Adapter) -> Result<Self, GpuError> {
@@ -134,6 +149,9 @@ impl Gpu {
             dummy_rw,
             staging: Mutex::new(None),
             profiler: None,
+            profiling_paused: Default::default(),
+            tuning: Mutex::default(),
+            checked_shaders: std::env::var("WGTRAIN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
             uncaptured,
         })
     }

@@ -136,7 +136,11 @@ impl Gpu {
         if let Some(m) = self.pipelines.modules.lock().unwrap().get(&shader) {
             return Ok(m.clone());
         }
-        let m = self.compile_wgsl(shader.file(), shader.source())?;
+        let m = if self.checked_shaders {
+            self.compile_wgsl(shader.file(), shader.source())?
+        } else {
+            self.compile_trusted(shader.file(), shader.source())?
+        };
         self.pipelines.modules.lock().unwrap().insert(shader, m.clone());
         Ok(m)
     }
@@ -148,6 +152,23 @@ impl Gpu {
             label: Some(name),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         });
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(GpuError::Shader { name: name.to_string(), message: e.to_string() }),
+            None => Ok(module),
+        }
+    }
+
+    /// Compiles one of wgtrain's own shaders without naga's runtime checks (bounds clamping,
+    /// forced loop bounding, division guards). The host validates every offset, size and
+    /// window before it builds a dispatch, and every kernel is tested against its reference
+    /// in both this build and the checked one (WGTRAIN_CHECKED_SHADERS=1), so an access that
+    /// depends on the clamping shows up as a difference between the two.
+    fn compile_trusted(&self, name: &str, source: &str) -> Result<wgpu::ShaderModule, GpuError> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) };
+        // SAFETY: the source is one of the embedded shaders, whose every access the host keeps
+        // in range (see above); user-supplied WGSL goes through `compile_wgsl`.
+        let module = unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) };
         match pollster::block_on(scope.pop()) {
             Some(e) => Err(GpuError::Shader { name: name.to_string(), message: e.to_string() }),
             None => Ok(module),

@@ -97,6 +97,12 @@ impl Profiler {
         s
     }
 
+    /// Each kernel label's share of all timed GPU time (0 to 1).
+    pub fn shares(&self) -> BTreeMap<String, f64> {
+        let all: f64 = self.totals.values().map(|(_, ns)| ns).sum();
+        self.totals.iter().map(|(k, (_, ns))| (k.to_string(), ns / all.max(1e-9))).collect()
+    }
+
     pub fn reset(&mut self) {
         self.totals.clear();
         self.untimed = 0;

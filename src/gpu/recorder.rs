@@ -37,7 +37,8 @@ pub struct Recorder<'g> {
 impl<'g> Recorder<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
         let encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        let profiler = gpu.profiler.as_ref().map(|p| p.lock().unwrap());
+        let paused = gpu.profiling_paused.load(std::sync::atomic::Ordering::Relaxed);
+        let profiler = gpu.profiler.as_ref().filter(|_| !paused).map(|p| p.lock().unwrap());
         Self { gpu, encoder, profiler, timed: Vec::new() }
     }
 

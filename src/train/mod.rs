@@ -1,5 +1,9 @@
 //! The training loop: batches in, one submit per optimizer step, metrics and checkpoints out.
 
+mod step;
+
+pub use step::run_step;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +68,9 @@ pub struct TrainArgs {
     /// ZeRO stage with several MPI ranks: 0 (replicated optimizer state) or 1 (sharded).
     #[serde(default)]
     pub zero: u8,
+    /// Skip autotuning: every matmul runs the adapter type's built-in default variant.
+    #[serde(default)]
+    pub no_tune: bool,
 }
 
 /// The default model when neither --config nor --init is given.
@@ -105,15 +112,18 @@ fn model_config(a: &TrainArgs) -> anyhow::Result<GptConfig> {
         return GptConfig::load(&cfg)
             .with_context(|| format!("--init {} is a file: its config comes from {}", init.display(), cfg.display()));
     }
-    let path = a.config.clone().unwrap_or_else(|| {
-        let here = PathBuf::from(DEFAULT_CONFIG);
-        if here.exists() {
-            here
-        } else {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG)
-        }
-    });
+    let path = a.config.clone().unwrap_or_else(default_config_path);
     Ok(GptConfig::load(&path)?)
+}
+
+/// models/default.toml here, else in the source tree the binary was built from.
+pub fn default_config_path() -> PathBuf {
+    let here = PathBuf::from(DEFAULT_CONFIG);
+    if here.exists() {
+        here
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG)
+    }
 }
 
 /// Trains as the flags say and writes metrics.jsonl, the checkpoint and the optimizer state
@@ -169,6 +179,32 @@ pub fn resume_dist(gpu: &Gpu, dir: &Path, dist: &Dist) -> anyhow::Result<Option<
     run(gpu, &args, Some((ckpt, state)), dist)
 }
 
+/// Sets up the matmul tuning table before the model is built: a resumed run pins the choices
+/// it recorded; otherwise rank 0 (or the only rank) tunes unless --no-tune, and under MPI the
+/// other ranks take rank 0's choices, sent once it has built its model.
+fn prepare_tuning(gpu: &Gpu, a: &TrainArgs, resumed: Option<&RunState>, dist: &Dist) -> anyhow::Result<()> {
+    let mut t = gpu.tuning.lock().unwrap();
+    t.tune = !a.no_tune;
+    match resumed.map(|r| &r.tuning) {
+        Some(Some(choices)) => t.pin(choices).map_err(|e| anyhow::anyhow!("--resume: {e}"))?,
+        // A run from before autotuning ran the baseline everywhere.
+        Some(None) => {
+            t.tune = false;
+            t.fallback = Some(crate::kernels::matmul::Variant::BASELINE);
+        }
+        None => {}
+    }
+    if dist.size > 1 && !dist.is_root() {
+        drop(t);
+        let choices: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&dist.string_from_root(String::new()))?;
+        let mut t = gpu.tuning.lock().unwrap();
+        t.pin(&choices).map_err(|e| anyhow::anyhow!("rank 0's tuning: {e}"))?;
+        t.tune = false;
+    }
+    Ok(())
+}
+
 /// What a checkpoint holds beside the model and optimizer files.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RunState {
@@ -191,6 +227,10 @@ struct RunState {
     /// MPI ranks of the run; --batch-size is per rank.
     #[serde(default = "one")]
     world: usize,
+    /// The matmul variant of each product and shape class (crate::tune), pinned on --resume so
+    /// that it continues bitwise. None in runs from before autotuning, which ran the baseline.
+    #[serde(default)]
+    tuning: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn one() -> usize {
@@ -356,6 +396,7 @@ fn save_as(
         early_stopped: progress.early_stopped,
         skips: progress.skips,
         world: dist.size,
+        tuning: Some(gpu.tuning.lock().unwrap().choices()),
     };
     let path = tmp.join("state.json");
     let mut f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;
@@ -433,7 +474,13 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
         bail!("--data holds token id {max_tok}, but the model's vocab_size is {}", config.vocab_size);
     }
 
-    let gpt = Gpt::new(gpu, config.clone(), b, t, a.grad_accum).map_err(|e| {
+    prepare_tuning(gpu, a, resume.as_ref().map(|r| &r.1), dist)?;
+    let gpt = Gpt::new(gpu, config.clone(), b, t, a.grad_accum);
+    if dist.size > 1 && root {
+        // The other ranks wait in prepare_tuning for the choices rank 0 made while building.
+        dist.string_from_root(serde_json::to_string(&gpu.tuning.lock().unwrap().choices())?);
+    }
+    let gpt = gpt.map_err(|e| {
         let params = crate::optim::ParamTable::new(config.parameter_specs()).numel();
         let state = if a.optimizer == OptimizerKind::Sgd { 1 } else { 2 };
         let need = 4 * params * (2 + state) + Gpt::activation_bytes_for(&config, b, t, a.grad_accum);
@@ -628,37 +675,9 @@ fn run(gpu: &Gpu, a: &TrainArgs, resume: Option<(PathBuf, RunState)>, dist: &Dis
     let result = (|| -> anyhow::Result<()> {
         for step in first..a.steps {
             let lr = schedule.lr(step);
-            let rows = b * t;
-            for k in 0..gpt.accum() {
-                let (x, y) = loader.next_batch();
-                // This rank's rows of the global batch.
-                let mine = dist.rank * rows..(dist.rank + 1) * rows;
-                gpt.upload_batch(gpu, k, &x[mine.clone()], &y[mine]);
-            }
             let comm_before = dist.comm_time();
-            if let Some(p) = par.as_mut() {
-                // Submits of its own, before this step's last recorder exists.
-                p.forward_backward(gpu, &gpt, dist)?;
-                if p.zero {
-                    p.global_norm(gpu, &mut opt, dist, lr as f32)?;
-                }
-            }
-            let mut rec = Recorder::new(gpu);
-            if par.is_none() {
-                gpt.record_forward_backward(&mut rec);
-            }
-            gpt.record_losses(&mut rec, &mut log.readback);
-            match par.as_mut() {
-                Some(p) if p.zero => {
-                    opt.record_update(&mut rec, true);
-                    p.record_shard_params(&mut rec, &gpt, dist);
-                }
-                _ => opt.record_step(gpu, &mut rec, lr as f32, true),
-            }
-            let index = rec.submit()?;
-            if let Some(p) = par.as_mut().filter(|p| p.zero) {
-                p.gather_params(gpu, &gpt, dist, index.clone())?;
-            }
+            let index =
+                step::run_step(gpu, &gpt, &mut opt, par.as_mut(), dist, &mut loader, lr as f32, &mut log.readback)?;
             // While this step runs, log the previous one.
             log.flush(gpu, &mut opt)?;
             log.readback.submitted_at(Some(index.clone()));

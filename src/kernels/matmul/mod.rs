@@ -1,11 +1,16 @@
 //! Matmul of a linear layer (shaders/matmul.wgsl): typed uniforms and the dispatches that run
-//! it, split into windows when an operand is larger than one storage binding may be.
+//! it, split into windows when an operand is larger than one storage binding may be. Each
+//! product runs the variant the caller pins or the one the GPU's tuning table picks.
 //!
 //! Layout: inp (Z, M, K), W (N, K) as torch.nn.Linear, out (Z, M, N), bias (N), all row-major
 //! f32. `Dims::shared_weight` says one W serves the whole batch (a linear layer); otherwise
 //! each batch entry has its own (Z, N, K) slice (batched products such as attention's).
 
+mod variant;
+
 use std::sync::Arc;
+
+pub use variant::{Product, Variant};
 
 use super::View;
 use crate::gpu::Shader::Matmul as M;
@@ -66,6 +71,7 @@ const BACKWARD_INPUT: Kernel = kernel("matmul_backward_input");
 const BACKWARD_WEIGHT: Kernel = kernel("matmul_backward_weight");
 const BACKWARD_BIAS: Kernel = kernel("matmul_backward_bias");
 const NAIVE: Kernel = kernel("matmul_naive");
+const TILED: Kernel = kernel("matmul_tiled");
 /// Columns per workgroup of matmul_backward_bias (BIAS_COLS in the shader).
 const BIAS_COLS: u32 = 32;
 
@@ -99,8 +105,9 @@ struct Chunk {
 /// Builds matmul dispatches on one GPU.
 pub struct Matmul<'g> {
     gpu: &'g Gpu,
-    /// Workgroup shape of the tiled kernels (WG_X, WG_Y).
-    pub workgroup: (u32, u32),
+    /// One variant for every product (tests and benches pin them); None asks the GPU's tuning
+    /// table (`crate::tune`) per product and shape.
+    pub variant: Option<Variant>,
     /// Largest window bound at once, in bytes: the adapter's limit unless lowered (tests lower
     /// it to exercise the windowing at small sizes).
     pub binding_limit: u64,
@@ -108,7 +115,20 @@ pub struct Matmul<'g> {
 
 impl<'g> Matmul<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
-        Self { gpu, workgroup: (8, 8), binding_limit: gpu.max_binding() }
+        Self { gpu, variant: None, binding_limit: gpu.max_binding() }
+    }
+
+    /// The same builder with `variant` pinned.
+    pub fn with_variant(gpu: &'g Gpu, variant: Variant) -> Self {
+        Self { variant: Some(variant), ..Self::new(gpu) }
+    }
+
+    /// The variant that runs `product` at `d`: the pinned one, else the tuning table's.
+    pub fn variant_for(&self, product: Product, d: Dims) -> Result<Variant, GpuError> {
+        match self.variant {
+            Some(v) => Ok(v),
+            None => crate::tune::choose(self.gpu, product, d, self.binding_limit),
+        }
     }
 
     /// out (Z, M, N) = inp (Z, M, K) · W (N, K)ᵀ + bias (N).
@@ -120,7 +140,8 @@ impl<'g> Matmul<'g> {
         bias: Option<View>,
         d: Dims,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        self.forward_with(FORWARD, out, inp, w, bias, d)
+        let v = self.variant_for(Product::Forward, d)?;
+        self.forward_with(FORWARD, Some(v), out, inp, w, bias, d)
     }
 
     /// dinp (Z, M, K) = dout (Z, M, N) · W (N, K).
@@ -133,7 +154,8 @@ impl<'g> Matmul<'g> {
             operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
         ];
         // Chunks after the first along N add to what the first wrote.
-        self.build(BACKWARD_INPUT, d, &ops, None, false, Some(Axis::N))
+        let v = self.variant_for(Product::BackwardInput, d)?;
+        self.build(BACKWARD_INPUT, Some(v), d, &ops, None, false, Some(Axis::N))
     }
 
     /// dW (N, K) += dout (Z, M, N)ᵀ · inp (Z, M, K); per batch entry unless the weight is shared.
@@ -145,7 +167,8 @@ impl<'g> Matmul<'g> {
             operand(dout, Axis::M, Axis::N, n, zs * m * n),
             operand(inp, Axis::M, Axis::K, k, zs * m * k),
         ];
-        self.build(BACKWARD_WEIGHT, d, &ops, None, true, None)
+        let v = self.variant_for(Product::BackwardWeight, d)?;
+        self.build(BACKWARD_WEIGHT, Some(v), d, &ops, None, true, None)
     }
 
     /// A linear layer's whole backward: dinp = dout·W, dW += doutᵀ·inp, and dbias += the column
@@ -174,18 +197,20 @@ impl<'g> Matmul<'g> {
         let d = Dims { batch: 1, m: d.batch * d.m, k: 1, shared_weight: true, ..d };
         let n = d.n as u64;
         let ops = [operand(dbias, Axis::K, Axis::N, 0, 0), operand(dout, Axis::M, Axis::N, n, 0)];
-        self.build(BACKWARD_BIAS, d, &ops, None, true, None)
+        self.build(BACKWARD_BIAS, None, d, &ops, None, true, None)
     }
 
     /// The baseline: out = inp · Wᵀ + bias with one thread per output and no blocking.
     pub fn naive(&self, out: View, inp: View, w: View, bias: Option<View>, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
-        self.forward_with(NAIVE, out, inp, w, bias, d)
+        self.forward_with(NAIVE, None, out, inp, w, bias, d)
     }
 
     /// The forward product's operands, for the tiled kernel or the naive one.
+    #[allow(clippy::too_many_arguments)]
     fn forward_with(
         &self,
         kernel: Kernel,
+        variant: Option<Variant>,
         out: View,
         inp: View,
         w: View,
@@ -199,13 +224,16 @@ impl<'g> Matmul<'g> {
             operand(inp, Axis::M, Axis::K, k, zs * m * k),
             operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
         ];
-        self.build(kernel, d, &ops, bias, false, None)
+        self.build(kernel, variant, d, &ops, bias, false, None)
     }
 
-    /// Plans the chunks, then makes one dispatch per chunk.
+    /// Plans the chunks, then makes one dispatch per chunk. `variant` is None for the kernels
+    /// that have none (bias, naive).
+    #[allow(clippy::too_many_arguments)]
     fn build(
         &self,
         kernel: Kernel,
+        variant: Option<Variant>,
         d: Dims,
         ops: &[Operand],
         bias: Option<View>,
@@ -219,9 +247,10 @@ impl<'g> Matmul<'g> {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for c in self.plan(kernel, d, ops)? {
+        let job = Job { kernel, variant, d };
+        for c in self.plan(&job, ops)? {
             let acc = accumulate || (reduce_split == Some(Axis::N) && c.n.0 > 0);
-            out.push(self.dispatch(kernel, d, ops, bias, acc, c)?);
+            out.push(self.dispatch(&job, ops, bias, acc, c)?);
         }
         Ok(out)
     }
@@ -229,11 +258,12 @@ impl<'g> Matmul<'g> {
     /// Splits the problem so that every operand's window fits one binding and every grid fits
     /// the adapter's workgroup limit: the whole batch at once if it fits, else one batch entry
     /// at a time, split along N, then along M.
-    fn plan(&self, kernel: Kernel, d: Dims, ops: &[Operand]) -> Result<Vec<Chunk>, GpuError> {
+    fn plan(&self, job: &Job, ops: &[Operand]) -> Result<Vec<Chunk>, GpuError> {
+        let (kernel, d) = (job.kernel, job.d);
         let (m, n, z) = (d.m as u64, d.n as u64, d.batch as u64);
         let limit = self.window_elems();
         let max_groups = self.gpu.limits.max_compute_workgroups_per_dimension as u64;
-        let (rows_per_group, cols_per_group) = self.group_extent(kernel);
+        let (rows_per_group, cols_per_group) = job.group_extent();
         let grid_y_axis = if kernel == BACKWARD_WEIGHT { Axis::N } else { Axis::M };
         let whole = Chunk { z: (0, z), m: (0, m), n: (0, n) };
         let fits = |c: &Chunk| ops.iter().all(|op| span(op, c, d) <= limit);
@@ -283,16 +313,6 @@ impl<'g> Matmul<'g> {
         Ok(chunks)
     }
 
-    /// Output rows and columns one workgroup covers, for the grid.
-    fn group_extent(&self, kernel: Kernel) -> (u64, u64) {
-        let (x, y) = (self.workgroup.0 as u64, self.workgroup.1 as u64);
-        match kernel {
-            NAIVE => (y, x),
-            BACKWARD_BIAS => (u64::MAX, BIAS_COLS as u64),
-            _ => (4 * y, 4 * x),
-        }
-    }
-
     /// Elements one window may span, after room for aligning its start down.
     fn window_elems(&self) -> u64 {
         let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
@@ -301,8 +321,7 @@ impl<'g> Matmul<'g> {
 
     fn dispatch(
         &self,
-        kernel: Kernel,
-        d: Dims,
+        job: &Job,
         ops: &[Operand],
         bias: Option<View>,
         acc: bool,
@@ -311,7 +330,7 @@ impl<'g> Matmul<'g> {
         let mut bindings = Vec::with_capacity(5);
         let mut offs = [0u32; 3];
         for (i, op) in ops.iter().enumerate() {
-            let (lo, hi) = elements(op, &c, d);
+            let (lo, hi) = elements(op, &c, job.d);
             let (window, shift) = self.window(op.view, lo, hi)?;
             bindings.push(window);
             offs[i] = shift;
@@ -335,7 +354,7 @@ impl<'g> Matmul<'g> {
         let params = MatmulParams {
             m: (c.m.1 - c.m.0) as u32,
             n: (c.n.1 - c.n.0) as u32,
-            k: d.k,
+            k: job.d.k,
             accumulate: acc as u32,
             off_out: offs[0],
             off_a: offs[1],
@@ -351,35 +370,25 @@ impl<'g> Matmul<'g> {
             _pad: 0,
         };
         let aligned = [params.off_a, params.off_b, params.ld_a, params.ld_b].iter().all(|x| x % 4 == 0);
-        let pipeline = self.pipeline(kernel, aligned)?;
-        let groups = self.grid(kernel, &params, (c.z.1 - c.z.0) as u32);
+        let pipeline = self.pipeline(job, aligned)?;
+        let groups = job.grid(&params, (c.z.1 - c.z.0) as u32);
         let uniform = self.gpu.pool.uniform(&self.gpu.queue, &params)?;
         bindings.push(uniform.as_entire_buffer_binding());
         let bind_group = self.gpu.bind_group(&pipeline, &bindings);
-        Ok(Dispatch { pipeline, bind_group, groups, label: kernel.entry, _uniform: Some(uniform) })
+        Ok(Dispatch { pipeline, bind_group, groups, label: job.kernel.entry, _uniform: Some(uniform) })
     }
 
-    fn grid(&self, kernel: Kernel, p: &MatmulParams, z: u32) -> [u32; 3] {
-        let (x, y) = self.workgroup;
-        match kernel {
-            FORWARD => [p.n.div_ceil(4 * x), p.m.div_ceil(4 * y), z],
-            BACKWARD_INPUT => [p.k.div_ceil(4 * x), p.m.div_ceil(4 * y), z],
-            BACKWARD_WEIGHT => [p.k.div_ceil(4 * x), p.n.div_ceil(4 * y), z],
-            BACKWARD_BIAS => [p.n.div_ceil(BIAS_COLS), 1, 1],
-            _ => [p.n.div_ceil(x), p.m.div_ceil(y), z],
+    fn pipeline(&self, job: &Job, aligned: bool) -> Result<Arc<Pipeline>, GpuError> {
+        match (job.variant, job.product()) {
+            (Some(v @ Variant::Reg { .. }), Some(p)) => {
+                let mut constants = v.constants(p);
+                constants.push(("ALIGNED", aligned as u8 as f64));
+                self.gpu.pipeline(job.kernel, &constants)
+            }
+            (Some(v @ Variant::Tiled { .. }), Some(p)) => self.gpu.pipeline(TILED, &v.constants(p)),
+            _ if job.kernel == NAIVE => self.gpu.pipeline(NAIVE, &[("WG_X", 8.0), ("WG_Y", 8.0)]),
+            _ => self.gpu.pipeline(job.kernel, &[]),
         }
-    }
-
-    fn pipeline(&self, kernel: Kernel, aligned: bool) -> Result<Arc<Pipeline>, GpuError> {
-        let (x, y) = self.workgroup;
-        if kernel == BACKWARD_BIAS {
-            return self.gpu.pipeline(kernel, &[]);
-        }
-        let mut constants = vec![("WG_X", x as f64), ("WG_Y", y as f64)];
-        if kernel != NAIVE {
-            constants.push(("ALIGNED", aligned as u8 as f64));
-        }
-        self.gpu.pipeline(kernel, &constants)
     }
 
     fn dummy(&self) -> wgpu::BufferBinding<'g> {
@@ -398,6 +407,42 @@ impl<'g> Matmul<'g> {
         }
         let binding = wgpu::BufferBinding { buffer: view.buf, offset: start, size: wgpu::BufferSize::new(size) };
         Ok((binding, (lo - start / 4) as u32))
+    }
+}
+
+/// One product to plan: its kernel (the register-blocked entry point, which names it) and the
+/// variant that computes it.
+struct Job {
+    kernel: Kernel,
+    variant: Option<Variant>,
+    d: Dims,
+}
+
+impl Job {
+    fn product(&self) -> Option<Product> {
+        Product::ALL.into_iter().find(|p| p.entry() == self.kernel.entry)
+    }
+
+    /// Output rows and columns one workgroup covers, for the grid.
+    fn group_extent(&self) -> (u64, u64) {
+        match (self.kernel, self.variant) {
+            (NAIVE, _) => (8, 8),
+            (BACKWARD_BIAS, _) => (u64::MAX, BIAS_COLS as u64),
+            (_, Some(v)) => (v.extent().0 as u64, v.extent().1 as u64),
+            (_, None) => unreachable!("every product has a variant"),
+        }
+    }
+
+    /// Workgroups: x along the output's columns, y along its rows, z over batch entries.
+    fn grid(&self, p: &MatmulParams, z: u32) -> [u32; 3] {
+        let (rows, cols) = self.group_extent();
+        let (rows, cols) = (rows.min(u32::MAX as u64) as u32, cols as u32);
+        match self.kernel {
+            FORWARD | NAIVE => [p.n.div_ceil(cols), p.m.div_ceil(rows), z],
+            BACKWARD_INPUT => [p.k.div_ceil(cols), p.m.div_ceil(rows), z],
+            BACKWARD_WEIGHT => [p.k.div_ceil(cols), p.n.div_ceil(rows), z],
+            _ => [p.n.div_ceil(BIAS_COLS), 1, 1],
+        }
     }
 }
 

@@ -1,16 +1,22 @@
 //! `wgtrain bench`: kernel timings on the chosen adapter, with the baselines measured in the
 //! same run.
 
+mod train;
+
 use std::time::Instant;
 
+pub use train::{peak_tflops, train, TrainBench};
+
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
-use crate::kernels::matmul::{Dims, Matmul};
+use crate::kernels::matmul::{Dims, Matmul, Product, Variant};
 use crate::reference::Rng;
 
 /// One timed kernel at one size.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct MatmulRow {
     pub kernel: &'static str,
+    /// The variant's name; "naive" for the baseline of one thread per output.
+    pub variant: String,
     pub m: u32,
     pub n: u32,
     pub k: u32,
@@ -57,15 +63,14 @@ fn random_buffer(gpu: &Gpu, rng: &mut Rng, len: usize) -> Result<GpuBuffer, GpuE
     gpu.pool.storage_from(&gpu.queue, Category::Scratch, &rng.vec(len))
 }
 
-/// Times forward, both backward products and the naive baseline at each (M, N, K).
+/// Times forward and both backward products in every variant, and the naive baseline, at
+/// each (M, N, K), round-robin in one run.
 pub fn matmul(
     gpu: &Gpu,
     sizes: &[(u32, u32, u32)],
     samples: usize,
-    workgroup: (u32, u32),
+    variants: &[Variant],
 ) -> Result<Vec<MatmulRow>, GpuError> {
-    let mut mm = Matmul::new(gpu);
-    mm.workgroup = workgroup;
     let mut rng = Rng::new(1);
     let mut rows = Vec::new();
     for &(m, n, k) in sizes {
@@ -78,18 +83,44 @@ pub fn matmul(
         let out = gpu.pool.storage(Category::Scratch, 4 * (mu * nu) as u64)?;
         let dinp = gpu.pool.storage(Category::Scratch, 4 * (mu * ku) as u64)?;
         let dw = random_buffer(gpu, &mut rng, nu * ku)?;
-        let ops = [
-            ("matmul_forward", mm.forward((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?),
-            ("matmul_backward_input", mm.backward_input((&dinp).into(), (&dout).into(), (&w).into(), d)?),
-            ("matmul_backward_weight", mm.backward_weight((&dw).into(), (&dout).into(), (&inp).into(), d)?),
-            ("matmul_naive", mm.naive((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?),
-        ];
-        let refs: Vec<&[Dispatch]> = ops.iter().map(|(_, op)| op.as_slice()).collect();
-        for ((kernel, _), s) in ops.iter().zip(time_ops(gpu, &refs, samples)?) {
-            rows.push(MatmulRow { kernel, m, n, k, ms: s * 1e3, gflops: d.flops() / s / 1e9 });
+        let mut ops: Vec<(&'static str, String, Vec<Dispatch>)> = Vec::new();
+        for &v in variants {
+            let mm = Matmul::with_variant(gpu, v);
+            let name = v.to_string();
+            let fwd = mm.forward((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?;
+            ops.push((Product::Forward.entry(), name.clone(), fwd));
+            let bi = mm.backward_input((&dinp).into(), (&dout).into(), (&w).into(), d)?;
+            ops.push((Product::BackwardInput.entry(), name.clone(), bi));
+            let bw = mm.backward_weight((&dw).into(), (&dout).into(), (&inp).into(), d)?;
+            ops.push((Product::BackwardWeight.entry(), name, bw));
+        }
+        let naive = Matmul::new(gpu).naive((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?;
+        ops.push(("matmul_naive", "naive".into(), naive));
+        let refs: Vec<&[Dispatch]> = ops.iter().map(|(.., op)| op.as_slice()).collect();
+        for ((kernel, variant, _), s) in ops.iter().zip(time_ops(gpu, &refs, samples)?) {
+            let gflops = d.flops() / s / 1e9;
+            rows.push(MatmulRow { kernel, variant: variant.clone(), m, n, k, ms: s * 1e3, gflops });
         }
     }
     Ok(rows)
+}
+
+/// Parses --variant: `auto` (this adapter's candidates), `all`, or names separated by commas.
+/// The baseline is always added, so every row has its ratio.
+pub fn parse_variants(gpu: &Gpu, s: &str) -> Result<Vec<Variant>, String> {
+    let mut v: Vec<Variant> = match s.trim() {
+        "auto" => crate::tune::candidates(gpu).to_vec(),
+        "all" => Variant::all(),
+        list => list
+            .split(',')
+            .map(|x| Variant::parse(x.trim()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("--variant: {e}"))?,
+    };
+    if !v.contains(&Variant::BASELINE) {
+        v.insert(0, Variant::BASELINE);
+    }
+    Ok(v)
 }
 
 /// Parses "MxNxK,MxNxK,...".
@@ -108,16 +139,6 @@ pub fn parse_sizes(s: &str) -> Result<Vec<(u32, u32, u32)>, String> {
             }
         })
         .collect()
-}
-
-/// Parses "XxY" for --workgroup.
-pub fn parse_workgroup(s: &str) -> Result<(u32, u32), String> {
-    let err = || format!("--workgroup: {s:?} is not XxY with X·Y between 1 and 1024, e.g. 8x8");
-    let v: Vec<u32> = s.split(['x', 'X']).map(|x| x.trim().parse().map_err(|_| err())).collect::<Result<_, _>>()?;
-    match v[..] {
-        [x, y] if x > 0 && y > 0 && x * y <= 1024 => Ok((x, y)),
-        _ => Err(err()),
-    }
 }
 
 /// One timed optimizer update (or the copy that bounds them all).

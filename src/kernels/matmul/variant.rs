@@ -1,0 +1,185 @@
+//! Matmul variants: the register-blocked kernels for CPU adapters and the workgroup-tiled one
+//! for GPUs, each a set of override constants of shaders/matmul.wgsl. The autotuner picks one
+//! per product and shape class; benches and tests pin them by name.
+
+use std::fmt;
+
+/// The three products that have variants (the bias gradient is a reduction with one kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Product {
+    /// out (M, N) = inp (M, K) · W (N, K)ᵀ
+    Forward,
+    /// dinp (M, K) = dout (M, N) · W (N, K)
+    BackwardInput,
+    /// dW (N, K) += dout (M, N)ᵀ · inp (M, K)
+    BackwardWeight,
+}
+
+impl Product {
+    pub const ALL: [Product; 3] = [Product::Forward, Product::BackwardInput, Product::BackwardWeight];
+
+    /// The entry point of the register-blocked kernel, also the label of every variant's dispatch.
+    pub fn entry(self) -> &'static str {
+        match self {
+            Product::Forward => "matmul_forward",
+            Product::BackwardInput => "matmul_backward_input",
+            Product::BackwardWeight => "matmul_backward_weight",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Product::Forward => "forward",
+            Product::BackwardInput => "backward_input",
+            Product::BackwardWeight => "backward_weight",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// One way to compute a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// No workgroup memory: each thread owns rm × rn outputs (4 or 8 each), a workgroup
+    /// wg.0 × wg.1 threads.
+    Reg { rm: u32, rn: u32, wg: (u32, u32) },
+    /// Workgroup-memory tiles: bm × bn outputs per workgroup, inner steps of bk, tm × tn
+    /// outputs per thread.
+    Tiled { bm: u32, bn: u32, bk: u32, tm: u32, tn: u32 },
+}
+
+/// Workgroup memory of one tile in the shader (TILE_MAX floats): bk·(bm + 1) must fit.
+const TILE_MAX: u32 = 1040;
+
+impl Variant {
+    /// Today's kernel before variants existed: 4×4 per thread, 8×8 threads. The benchmarks'
+    /// baseline.
+    pub const BASELINE: Variant = Variant::Reg { rm: 4, rn: 4, wg: (8, 8) };
+
+    /// What the CPU adapters' tuner times: a short list, since every candidate costs an LLVM
+    /// pipeline compile there.
+    pub const CPU: &'static [Variant] =
+        &[Variant::BASELINE, Variant::Reg { rm: 8, rn: 4, wg: (8, 8) }, Variant::Reg { rm: 4, rn: 8, wg: (8, 8) }];
+
+    /// What the GPUs' tuner times.
+    pub const GPU: &'static [Variant] = &[
+        Variant::Tiled { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 },
+        Variant::Tiled { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 },
+        Variant::Tiled { bm: 128, bn: 64, bk: 8, tm: 8, tn: 4 },
+        Variant::Tiled { bm: 64, bn: 128, bk: 8, tm: 4, tn: 8 },
+        Variant::Tiled { bm: 32, bn: 32, bk: 16, tm: 2, tn: 2 },
+        Variant::Reg { rm: 4, rn: 4, wg: (16, 16) },
+    ];
+
+    /// Other shapes of the same kernels, for `bench matmul --variant` (tested, not tuned: they
+    /// lost on the adapters measured, and cost long compiles on CPU adapters).
+    pub const EXTRA: &'static [Variant] = &[Variant::Reg { rm: 8, rn: 8, wg: (8, 4) }];
+
+    /// Every variant the tuner may pick on any adapter, and the extra ones.
+    pub fn all() -> Vec<Variant> {
+        let mut v: Vec<Variant> = Self::CPU.to_vec();
+        v.extend(Self::GPU.iter().chain(Self::EXTRA).filter(|g| !Self::CPU.contains(g)));
+        v
+    }
+
+    /// Output rows and columns one workgroup covers.
+    pub fn extent(self) -> (u32, u32) {
+        match self {
+            Variant::Reg { rm, rn, wg } => (rm * wg.1, rn * wg.0),
+            Variant::Tiled { bm, bn, .. } => (bm, bn),
+        }
+    }
+
+    /// Threads per workgroup.
+    pub fn threads(self) -> u32 {
+        match self {
+            Variant::Reg { wg, .. } => wg.0 * wg.1,
+            Variant::Tiled { bm, bn, tm, tn, .. } => (bm / tm) * (bn / tn),
+        }
+    }
+
+    /// Parses a name as `name()` writes it: `reg4x4-wg8x8` or `tile64x64x16-t4x4`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let err = || {
+            format!("{s:?} is not a matmul variant: reg<RM>x<RN>-wg<X>x<Y> (RM, RN 4 or 8) or tile<BM>x<BN>x<BK>-t<TM>x<TN>, e.g. reg4x4-wg8x8 or tile64x64x16-t4x4")
+        };
+        let nums = |t: &str| -> Option<Vec<u32>> { t.split('x').map(|x| x.parse().ok()).collect() };
+        let (head, tail) = s.split_once('-').ok_or_else(err)?;
+        let v = if let (Some(h), Some(t)) = (head.strip_prefix("reg"), tail.strip_prefix("wg")) {
+            match (nums(h).as_deref(), nums(t).as_deref()) {
+                (Some(&[rm, rn]), Some(&[x, y])) => Variant::Reg { rm, rn, wg: (x, y) },
+                _ => return Err(err()),
+            }
+        } else if let (Some(h), Some(t)) = (head.strip_prefix("tile"), tail.strip_prefix('t')) {
+            match (nums(h).as_deref(), nums(t).as_deref()) {
+                (Some(&[bm, bn, bk]), Some(&[tm, tn])) => Variant::Tiled { bm, bn, bk, tm, tn },
+                _ => return Err(err()),
+            }
+        } else {
+            return Err(err());
+        };
+        v.check().map_err(|why| format!("{s:?}: {why}"))?;
+        Ok(v)
+    }
+
+    /// Whether the shader can run this variant.
+    pub fn check(self) -> Result<(), String> {
+        let threads_ok = (1..=1024).contains(&self.threads());
+        match self {
+            Variant::Reg { rm, rn, wg } => {
+                if ![4, 8].contains(&rm) || ![4, 8].contains(&rn) {
+                    return Err("register tiles are 4 or 8 on a side".into());
+                }
+                if wg.0 == 0 || wg.1 == 0 || !threads_ok {
+                    return Err("a workgroup has 1 to 1024 threads".into());
+                }
+            }
+            Variant::Tiled { bm, bn, bk, tm, tn } => {
+                if ![1, 2, 4, 8].contains(&tm) || ![1, 2, 4, 8].contains(&tn) {
+                    return Err("thread tiles are 1, 2, 4 or 8 on a side".into());
+                }
+                if bm == 0 || bn == 0 || bk == 0 || bm % tm != 0 || bn % tn != 0 {
+                    return Err("a tile's sides are positive multiples of the thread tile".into());
+                }
+                if bk * (bm + 1) > TILE_MAX || bk * (bn + 1) > TILE_MAX {
+                    return Err(format!("BK·(BM + 1) and BK·(BN + 1) must be at most {TILE_MAX}"));
+                }
+                if !threads_ok {
+                    return Err("a workgroup has 1 to 1024 threads".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// WGSL override constants for the pipeline of `product` (ALIGNED is added per dispatch).
+    pub(super) fn constants(self, product: Product) -> Vec<(&'static str, f64)> {
+        match self {
+            Variant::Reg { rm, rn, wg } => {
+                vec![("WG_X", wg.0 as f64), ("WG_Y", wg.1 as f64), ("RM", rm as f64), ("RN", rn as f64)]
+            }
+            Variant::Tiled { bm, bn, bk, tm, tn } => vec![
+                ("PRODUCT", Product::ALL.iter().position(|&p| p == product).unwrap() as f64),
+                ("BM", bm as f64),
+                ("BN", bn as f64),
+                ("BK", bk as f64),
+                ("TM", tm as f64),
+                ("TN", tn as f64),
+                ("TX", (bn / tn) as f64),
+                ("TY", (bm / tm) as f64),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match *self {
+            Variant::Reg { rm, rn, wg } => write!(f, "reg{rm}x{rn}-wg{}x{}", wg.0, wg.1),
+            Variant::Tiled { bm, bn, bk, tm, tn } => write!(f, "tile{bm}x{bn}x{bk}-t{tm}x{tn}"),
+        }
+    }
+}

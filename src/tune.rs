@@ -1,0 +1,277 @@
+//! Autotuning: which matmul variant computes each product at each shape class on this adapter.
+//!
+//! A shape class is the product with M, N and K rounded up to powers of two (and the batch, for
+//! batched products with one weight per entry). The first time a run meets a class, the tuner
+//! times every candidate for the adapter type on the real shape (a few milliseconds each),
+//! keeps the fastest, and stores it in a cache file keyed by the adapter (vendor, device,
+//! driver) and the hash of shaders/matmul.wgsl. Variants may sum in other orders, so the
+//! choices belong to the run: they are saved in state.json and pinned again on --resume, and
+//! under MPI rank 0's choices are sent to every rank.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder, Shader};
+use crate::kernels::matmul::{Dims, Matmul, Product, Variant};
+
+/// Version of the cache file's layout.
+const FORMAT: u32 = 1;
+/// Time spent on one candidate after its warm-up run, at least one run.
+const BUDGET_S: f64 = 0.003;
+
+/// What the tuner found for one class.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub best: String,
+    pub best_ms: f64,
+    /// The second fastest, if there were two candidates.
+    pub runner_up: Option<String>,
+    pub runner_up_ms: Option<f64>,
+}
+
+/// The tuning table a `Gpu` carries.
+#[derive(Default)]
+pub struct Table {
+    /// This run's choice for each class met so far, by key ("forward 1024x256x128").
+    choices: BTreeMap<String, Variant>,
+    /// The tuner's findings for the classes it timed or read from the cache in this process.
+    pub found: BTreeMap<String, (Entry, bool)>,
+    /// Time candidates for a new class; otherwise take `fallback` or the adapter type's default.
+    pub tune: bool,
+    /// The variant for new classes when not tuning (None: the adapter type's default).
+    pub fallback: Option<Variant>,
+    /// The cache file's entries for this adapter and these shaders, read on first use.
+    cache: Option<BTreeMap<String, Entry>>,
+    /// The cache file, when not `cache_path()` (tests give each GPU its own).
+    pub cache_file: Option<PathBuf>,
+}
+
+impl Table {
+    /// This run's choices by class key, as state.json records them.
+    pub fn choices(&self) -> BTreeMap<String, String> {
+        self.choices.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+    }
+
+    /// Pins a run's recorded choices (--resume, or rank 0's under MPI). A name this build does
+    /// not know is an error: the run could not continue bitwise.
+    pub fn pin(&mut self, choices: &BTreeMap<String, String>) -> Result<(), String> {
+        for (k, name) in choices {
+            let v = Variant::parse(name).map_err(|e| format!("tuning choice for {k}: {e}"))?;
+            self.choices.insert(k.clone(), v);
+        }
+        Ok(())
+    }
+}
+
+/// `wgtrain tune`: builds the model at (B, T) with tuning on, which times every class its
+/// matmuls meet (or reads it from the cache), and returns one line per class with the choice
+/// and the runner-up.
+pub fn tune_model(gpu: &Gpu, config: crate::model::GptConfig, b: usize, t: usize) -> Result<Vec<String>, GpuError> {
+    gpu.tuning.lock().unwrap().tune = true;
+    drop(crate::model::Gpt::new(gpu, config, b, t, 1)?);
+    let table = gpu.tuning.lock().unwrap();
+    let mut lines = vec![format!("{:<34} {:<20} {:>9}  {:<20} {:>9}", "class", "choice", "ms", "runner-up", "ms")];
+    for (key, (e, cached)) in &table.found {
+        let up = e.runner_up.as_deref().unwrap_or("-");
+        let up_ms = e.runner_up_ms.map_or("-".to_string(), |x| format!("{x:.3}"));
+        let from = if *cached { "  (cached)" } else { "" };
+        lines.push(format!("{key:<34} {:<20} {:>9.3}  {up:<20} {up_ms:>9}{from}", e.best, e.best_ms));
+    }
+    Ok(lines)
+}
+
+/// The variant for classes nobody tuned: what wins on each adapter type before any timing.
+pub fn default_variant(gpu: &Gpu) -> Variant {
+    match gpu.info.device_type {
+        wgpu::DeviceType::Cpu => Variant::BASELINE,
+        _ => Variant::GPU[0],
+    }
+}
+
+/// The candidates timed on this adapter.
+pub fn candidates(gpu: &Gpu) -> &'static [Variant] {
+    match gpu.info.device_type {
+        wgpu::DeviceType::Cpu => Variant::CPU,
+        _ => Variant::GPU,
+    }
+}
+
+/// The class of `product` at `d`.
+pub fn class_key(product: Product, d: Dims) -> String {
+    let p2 = |x: u32| x.max(1).next_power_of_two();
+    let (m, z) = if d.shared_weight { (d.m * d.batch, 1) } else { (d.m, d.batch) };
+    let batch = if z > 1 { format!(" z{}", p2(z)) } else { String::new() };
+    format!("{} {}x{}x{}{batch}", product.name(), p2(m), p2(d.n), p2(d.k))
+}
+
+/// The variant that runs `product` at `d`: the run's choice for its class, else the cache's,
+/// else the fastest candidate timed now (when tuning), else the default.
+pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64) -> Result<Variant, GpuError> {
+    let key = class_key(product, d);
+    let mut t = gpu.tuning.lock().unwrap();
+    if let Some(&v) = t.choices.get(&key) {
+        return Ok(v);
+    }
+    let v = if !t.tune {
+        t.fallback.unwrap_or_else(|| default_variant(gpu))
+    } else if let Some(e) = cache_entries(gpu, &mut t).get(&key).cloned() {
+        let v = Variant::parse(&e.best).unwrap_or_else(|_| default_variant(gpu));
+        t.found.insert(key.clone(), (e, true));
+        v
+    } else {
+        let e = time_candidates(gpu, product, d, binding_limit)?;
+        let v = Variant::parse(&e.best).expect("the tuner names variants it knows");
+        cache_entries(gpu, &mut t).insert(key.clone(), e.clone());
+        save_cache(gpu, &t);
+        t.found.insert(key.clone(), (e, false));
+        v
+    };
+    t.choices.insert(key, v);
+    Ok(v)
+}
+
+/// Zeroed operands of one product: (output, a, b), as Matmul binds them.
+fn scratch(gpu: &Gpu, product: Product, d: Dims) -> Result<[GpuBuffer; 3], GpuError> {
+    let (z, m, n, k) = (d.batch as u64, d.m as u64, d.n as u64, d.k as u64);
+    let zw = if d.shared_weight { 1 } else { z };
+    let (out, a, b) = match product {
+        Product::Forward => (z * m * n, z * m * k, zw * n * k),
+        Product::BackwardInput => (z * m * k, z * m * n, zw * n * k),
+        Product::BackwardWeight => (zw * n * k, z * m * n, z * m * k),
+    };
+    let f = |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1));
+    Ok([f(out)?, f(a)?, f(b)?])
+}
+
+/// Times every candidate on the real shape and ranks them.
+fn time_candidates(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64) -> Result<Entry, GpuError> {
+    let [out, a, b] = scratch(gpu, product, d)?;
+    let mut timed: Vec<(f64, Variant)> = Vec::new();
+    for &v in candidates(gpu) {
+        let mut mm = Matmul::with_variant(gpu, v);
+        mm.binding_limit = binding_limit;
+        let ops = match product {
+            Product::Forward => mm.forward((&out).into(), (&a).into(), (&b).into(), None, d)?,
+            Product::BackwardInput => mm.backward_input((&out).into(), (&a).into(), (&b).into(), d)?,
+            Product::BackwardWeight => mm.backward_weight((&out).into(), (&a).into(), (&b).into(), d)?,
+        };
+        let first = seconds(gpu, &ops, 1)?;
+        let reps = ((BUDGET_S / first.max(1e-7)) as usize).clamp(1, 64);
+        timed.push((seconds(gpu, &ops, reps)?, v));
+    }
+    timed.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let second = timed.get(1);
+    Ok(Entry {
+        best: timed[0].1.to_string(),
+        best_ms: timed[0].0 * 1e3,
+        runner_up: second.map(|s| s.1.to_string()),
+        runner_up_ms: second.map(|s| s.0 * 1e3),
+    })
+}
+
+/// Seconds per run of `ops`, recorded `reps` times into one submit.
+fn seconds(gpu: &Gpu, ops: &[Dispatch], reps: usize) -> Result<f64, GpuError> {
+    let t = Instant::now();
+    let mut rec = Recorder::new(gpu);
+    for _ in 0..reps {
+        rec.run(ops);
+    }
+    rec.submit()?;
+    gpu.wait()?;
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}
+
+/// The cache file: WGTRAIN_CACHE_DIR, else the user's cache directory, then wgtrain/tune.json.
+pub fn cache_path() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = env("WGTRAIN_CACHE_DIR") {
+        return Some(dir.join("tune.json"));
+    }
+    let base = if cfg!(windows) {
+        env("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        env("HOME").map(|h| h.join("Library/Caches"))
+    } else {
+        env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))
+    };
+    base.map(|b| b.join("wgtrain").join("tune.json"))
+}
+
+/// Names this adapter and driver in the cache.
+fn adapter_key(gpu: &Gpu) -> String {
+    let i = &gpu.info;
+    format!("{:?} {:04x}:{:04x} {} | {} {}", i.backend, i.vendor, i.device, i.name, i.driver, i.driver_info)
+}
+
+/// Identifies the kernels' source: a new build of the shaders invalidates the timings.
+fn shader_hash() -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(Shader::Matmul.source().as_bytes()))
+}
+
+/// One adapter's part of the cache file.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct AdapterCache {
+    shaders: String,
+    classes: BTreeMap<String, Entry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    format: u32,
+    adapters: BTreeMap<String, AdapterCache>,
+}
+
+/// Reads the whole cache file. A missing file is empty; a corrupt one is ignored with a
+/// one-line warning (the next save replaces it).
+fn read_cache_file(path: &std::path::Path) -> CacheFile {
+    let empty = CacheFile { format: FORMAT, adapters: BTreeMap::new() };
+    let Ok(text) = std::fs::read_to_string(path) else { return empty };
+    match serde_json::from_str::<CacheFile>(&text) {
+        Ok(f) if f.format == FORMAT => f,
+        Ok(f) => {
+            eprintln!("warning: tuning cache {} has format {}, not {FORMAT}; ignoring it", path.display(), f.format);
+            empty
+        }
+        Err(e) => {
+            eprintln!("warning: tuning cache {} is unreadable ({e}); ignoring it", path.display());
+            empty
+        }
+    }
+}
+
+/// This adapter's cached classes, read once per process.
+fn cache_entries<'t>(gpu: &Gpu, t: &'t mut Table) -> &'t mut BTreeMap<String, Entry> {
+    let path = t.cache_file.clone().or_else(cache_path);
+    t.cache.get_or_insert_with(|| {
+        let Some(path) = path else { return BTreeMap::new() };
+        let mut file = read_cache_file(&path);
+        match file.adapters.remove(&adapter_key(gpu)) {
+            Some(a) if a.shaders == shader_hash() => a.classes,
+            Some(_) => {
+                eprintln!("warning: tuning cache {} was made for other shaders; tuning again", path.display());
+                BTreeMap::new()
+            }
+            None => BTreeMap::new(),
+        }
+    })
+}
+
+/// Writes this adapter's entries into the cache file (temporary file, then rename). A failure
+/// costs only the next run's tuning time, so it is a warning.
+fn save_cache(gpu: &Gpu, t: &Table) {
+    let (Some(path), Some(classes)) = (t.cache_file.clone().or_else(cache_path), t.cache.as_ref()) else { return };
+    let mut file = read_cache_file(&path);
+    file.adapters.insert(adapter_key(gpu), AdapterCache { shaders: shader_hash(), classes: classes.clone() });
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        eprintln!("warning: could not write the tuning cache {}: {e}", path.display());
+    }
+}

@@ -1,0 +1,131 @@
+//! The autotuner: it picks one of the adapter's candidates, stores it in the cache file, reads
+//! it back in a later process (another GPU here), and ignores a corrupt or stale cache with a
+//! warning. Each test tunes a GPU of its own with its own cache file, so the shared test GPU
+//! keeps its defaults.
+
+use std::path::{Path, PathBuf};
+
+use wgtrain::gpu::Category;
+use wgtrain::kernels::matmul::{Dims, Matmul, Product, Variant};
+use wgtrain::tune::{candidates, class_key, Table};
+use wgtrain::Gpu;
+
+use crate::common::gpu;
+
+fn cache_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgtrain-tune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A GPU of its own that tunes into `file`.
+fn tuning_gpu(file: &Path) -> Gpu {
+    let gpu = Gpu::from_env().unwrap();
+    {
+        let mut t = gpu.tuning.lock().unwrap();
+        t.tune = true;
+        t.cache_file = Some(file.to_path_buf());
+    }
+    gpu
+}
+
+const D: Dims = Dims { batch: 1, m: 37, n: 29, k: 70, shared_weight: true };
+
+/// Builds a forward at D, which makes the table choose its variant.
+fn forward_variant(gpu: &Gpu) -> Variant {
+    let buf = |n: u32| gpu.pool.storage(Category::Scratch, 4 * n as u64).unwrap();
+    let (out, inp, w) = (buf(D.m * D.n), buf(D.m * D.k), buf(D.n * D.k));
+    let ops = Matmul::new(gpu).forward((&out).into(), (&inp).into(), (&w).into(), None, D).unwrap();
+    assert!(!ops.is_empty());
+    Matmul::new(gpu).variant_for(Product::Forward, D).unwrap()
+}
+
+fn found(gpu: &Gpu) -> (String, bool) {
+    let t = gpu.tuning.lock().unwrap();
+    let (e, cached) = t.found.get(&class_key(Product::Forward, D)).expect("the class was tuned");
+    (e.best.clone(), *cached)
+}
+
+#[test]
+fn tuner_picks_a_candidate_and_a_later_process_reuses_it() {
+    if gpu().is_none() {
+        return;
+    }
+    let file = cache_dir("reuse").join("tune.json");
+    let first = tuning_gpu(&file);
+    let v = forward_variant(&first);
+    assert!(candidates(&first).contains(&v), "{v} is not a candidate");
+    assert_eq!(found(&first), (v.to_string(), false));
+    assert!(file.is_file(), "no cache file written");
+    // The choice is the run's: state.json records it.
+    assert_eq!(first.tuning.lock().unwrap().choices()[&class_key(Product::Forward, D)], v.to_string());
+
+    let second = tuning_gpu(&file);
+    assert_eq!(forward_variant(&second), v);
+    assert_eq!(found(&second), (v.to_string(), true), "the second GPU timed again instead of reading the cache");
+}
+
+#[test]
+fn corrupt_tuning_cache_is_ignored_and_replaced() {
+    if gpu().is_none() {
+        return;
+    }
+    let file = cache_dir("corrupt").join("tune.json");
+    std::fs::write(&file, "{ this is not json").unwrap();
+    let g = tuning_gpu(&file);
+    let v = forward_variant(&g);
+    assert!(candidates(&g).contains(&v));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok(), "the corrupt file was not replaced: {text}");
+}
+
+#[test]
+fn tuning_cache_of_other_shaders_is_ignored() {
+    if gpu().is_none() {
+        return;
+    }
+    let file = cache_dir("stale").join("tune.json");
+    forward_variant(&tuning_gpu(&file));
+    // Pretend the timings were made with another build of the shaders.
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for a in json["adapters"].as_object_mut().unwrap().values_mut() {
+        a["shaders"] = "0000000000000000".into();
+    }
+    std::fs::write(&file, json.to_string()).unwrap();
+    let g = tuning_gpu(&file);
+    forward_variant(&g);
+    assert!(!found(&g).1, "a stale entry was used");
+}
+
+#[test]
+fn tuning_table_pins_recorded_choices_and_refuses_unknown_ones() {
+    let mut t = Table::default();
+    let key = class_key(Product::BackwardWeight, D);
+    let pinned = [(key.clone(), "tile64x64x16-t4x4".to_string())].into();
+    t.pin(&pinned).unwrap();
+    assert_eq!(t.choices(), pinned);
+    let bad = [(key, "tile7x7x7-t3x3".to_string())].into();
+    assert!(t.pin(&bad).unwrap_err().contains("tile7x7x7"));
+}
+
+#[test]
+fn variant_names_round_trip_and_bad_ones_are_refused() {
+    for v in Variant::all() {
+        assert_eq!(Variant::parse(&v.to_string()).unwrap(), v);
+    }
+    for bad in ["", "reg", "reg5x4-wg8x8", "reg4x4-wg0x8", "tile256x256x16-t8x8", "tile64x64x16-t3x4", "tile64x64-t4x4"]
+    {
+        assert!(Variant::parse(bad).is_err(), "{bad:?} parsed");
+    }
+}
+
+#[test]
+fn shape_classes_round_up_to_powers_of_two() {
+    assert_eq!(class_key(Product::Forward, Dims::linear(1000, 50257, 768)), "forward 1024x65536x1024");
+    // A shared weight folds the batch into M; one weight per entry keeps it.
+    let shared = Dims { batch: 3, m: 5, n: 6, k: 7, shared_weight: true };
+    assert_eq!(class_key(Product::BackwardInput, shared), "backward_input 16x8x8");
+    let batched = Dims { shared_weight: false, ..shared };
+    assert_eq!(class_key(Product::BackwardInput, batched), "backward_input 8x8x8 z4");
+}
