@@ -145,9 +145,11 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             row_c[r] = corr;
         }
         workgroupBarrier();
-        for (var idx = lid; idx < BLK * HS_MAX; idx += WG) {
-            let r = idx / HS_MAX;
-            let d = idx % HS_MAX;
+        // Only the head's HS columns: the rest of each HS_MAX-wide row stays 0.
+        for (var c = lid; c < BLK * p.hs; c += WG) {
+            let r = c / p.hs;
+            let d = c % p.hs;
+            let idx = r * HS_MAX + d;
             var acc = tiles[T3 + idx] * row_c[r];
             for (var jj = 0u; jj < BLK; jj++) {
                 acc += s[r * BLK + jj] * tiles[T2 + jj * HS_MAX + d];
@@ -212,7 +214,9 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let h = wid.y % p.nh;
     load_qkv(T2, lid, b, h, 1u, k0);
     load_qkv(T3, lid, b, h, 2u, k0);
-    // Each thread owns 4 (key, dim) cells of dk and dv: idx = lid + n·WG.
+    // Each thread owns up to 4 (key, dim) cells of dk and dv: cell = lid + n·WG, over the
+    // BLK × HS cells of the block.
+    let cells = (BLK * p.hs + WG - 1u) / WG;
     var dk = vec4<f32>(0.0);
     var dv = vec4<f32>(0.0);
     for (var q0 = k0; q0 < p.t; q0 += BLK) {
@@ -222,10 +226,10 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         workgroupBarrier();
         probabilities(lid, b, h, q0, k0);
         workgroupBarrier();
-        for (var n = 0u; n < 4u; n++) {
-            let idx = lid + n * WG;
-            let jj = idx / HS_MAX;
-            let d = idx % HS_MAX;
+        for (var n = 0u; n < cells; n++) {
+            let cell = min(lid + n * WG, BLK * p.hs - 1u);   // the last thread's spare cells repeat the last
+            let jj = cell / p.hs;
+            let d = cell % p.hs;
             var a = 0.0;
             var c = 0.0;
             for (var ii = 0u; ii < BLK; ii++) {
@@ -236,11 +240,11 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             dv[n] += c;
         }
     }
-    for (var n = 0u; n < 4u; n++) {
-        let idx = lid + n * WG;
-        let jj = idx / HS_MAX;
-        let d = idx % HS_MAX;
-        if k0 + jj < p.t && d < p.hs {
+    for (var n = 0u; n < cells; n++) {
+        let cell = lid + n * WG;
+        let jj = cell / p.hs;
+        let d = cell % p.hs;
+        if k0 + jj < p.t && cell < BLK * p.hs {
             out[qkv_index(b, k0 + jj, 1u, h, d)] = dk[n] * p.scale;
             out[qkv_index(b, k0 + jj, 2u, h, d)] = dv[n];
         }
@@ -255,6 +259,8 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     let h = wid.y % p.nh;
     load_qkv(T0, lid, b, h, 0u, q0);
     load_dout(T1, lid, b, h, q0);
+    // Up to 4 (query, dim) cells per thread, as in attention_backward_kv.
+    let cells = (BLK * p.hs + WG - 1u) / WG;
     var dq = vec4<f32>(0.0);
     let last = min(q0 + BLK, p.t);
     for (var k0 = 0u; k0 < last; k0 += BLK) {
@@ -264,10 +270,10 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         workgroupBarrier();
         probabilities(lid, b, h, q0, k0);
         workgroupBarrier();
-        for (var n = 0u; n < 4u; n++) {
-            let idx = lid + n * WG;
-            let ii = idx / HS_MAX;
-            let d = idx % HS_MAX;
+        for (var n = 0u; n < cells; n++) {
+            let cell = min(lid + n * WG, BLK * p.hs - 1u);   // spare cells repeat the last
+            let ii = cell / p.hs;
+            let d = cell % p.hs;
             var a = 0.0;
             for (var jj = 0u; jj < BLK; jj++) {
                 a += s2[ii * BLK + jj] * tiles[T2 + jj * HS_MAX + d];
@@ -275,11 +281,11 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
             dq[n] += a;
         }
     }
-    for (var n = 0u; n < 4u; n++) {
-        let idx = lid + n * WG;
-        let ii = idx / HS_MAX;
-        let d = idx % HS_MAX;
-        if q0 + ii < p.t && d < p.hs {
+    for (var n = 0u; n < cells; n++) {
+        let cell = lid + n * WG;
+        let ii = cell / p.hs;
+        let d = cell % p.hs;
+        if q0 + ii < p.t && cell < BLK * p.hs {
             out[qkv_index(b, q0 + ii, 0u, h, d)] = dq[n] * p.scale;
         }
     }
