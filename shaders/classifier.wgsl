@@ -27,35 +27,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> targets: array<u32>;        // (N)
 @group(0) @binding(3) var<uniform> p: Params;
 
-var<workgroup> red: array<f32, WG>;
-
-fn reduce_max(lid: u32, x: f32) -> f32 {
-    red[lid] = x;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        if lid < h {
-            red[lid] = max(red[lid], red[lid + h]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(lid: u32, x: f32) -> f32 {
-    red[lid] = x;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        if lid < h {
-            red[lid] += red[lid + h];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+// reduce_max and reduce_sum come from the prelude (shaders/prelude/reduce.wgsl).
 
 @compute @workgroup_size(WG)
 fn classifier_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,

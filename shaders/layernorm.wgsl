@@ -30,22 +30,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read> bias: array<f32>;          // (C), forward only
 @group(0) @binding(7) var<uniform> p: Params;
 
-var<workgroup> red: array<vec2<f32>, WG>;
-
-// Pairwise sum over the workgroup; every thread gets the total.
-fn reduce(lid: u32, x: vec2<f32>) -> vec2<f32> {
-    red[lid] = x;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        if lid < h {
-            red[lid] += red[lid + h];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+// reduce_sum2 comes from the prelude (shaders/prelude/reduce.wgsl).
 
 @compute @workgroup_size(WG)
 fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
@@ -59,13 +44,13 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     for (var i = lid; i < p.c; i += WG) {
         s += inp[base + i];
     }
-    let mean = reduce(lid, vec2<f32>(s, 0.0)).x / f32(p.c);
+    let mean = reduce_sum2(lid, vec2<f32>(s, 0.0)).x / f32(p.c);
     var v = 0.0;
     for (var i = lid; i < p.c; i += WG) {
         let d = inp[base + i] - mean;
         v += d * d;
     }
-    let rstd = 1.0 / sqrt(reduce(lid, vec2<f32>(v, 0.0)).x / f32(p.c) + EPS);
+    let rstd = 1.0 / sqrt(reduce_sum2(lid, vec2<f32>(v, 0.0)).x / f32(p.c) + EPS);
     for (var i = lid; i < p.c; i += WG) {
         out[base + i] = (inp[base + i] - mean) * rstd * weight[i] + bias[i];
     }
@@ -90,7 +75,7 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         let dnorm = dout[base + i] * weight[i];
         s += vec2<f32>(dnorm, dnorm * norm);
     }
-    let m = reduce(lid, s) / f32(p.c);
+    let m = reduce_sum2(lid, s) / f32(p.c);
     for (var i = lid; i < p.c; i += WG) {
         let norm = (inp[base + i] - st.x) * st.y;
         let dnorm = dout[base + i] * weight[i];

@@ -58,7 +58,7 @@ struct Chunk {
 @group(0) @binding(7) var<storage, read_write> partials: array<f32>;     // (3, C) grad ‖·‖², LAMB ‖θ‖², ‖u‖² per chunk
 @group(0) @binding(8) var<uniform> p: Params;
 
-var<workgroup> red: array<vec2<f32>, WG>;
+// reduce_sum2 comes from the prelude (shaders/prelude/reduce.wgsl).
 
 // The vec4 range of a chunk.
 fn vec4_range(ch: Chunk) -> vec2<u32> {
@@ -83,20 +83,6 @@ fn inside(v: vec4<f32>, e: u32, end: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), v, idx < vec4<u32>(end));
 }
 
-// Pairwise sum of every thread's value; the result is in red[0] for all threads.
-fn reduce(lid: u32, x: vec2<f32>) -> vec2<f32> {
-    red[lid] = x;
-    workgroupBarrier();
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        if lid < h {
-            red[lid] += red[lid + h];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(WG)
 fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
@@ -174,7 +160,7 @@ fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         let ui = inside(u, e, ch.start + ch.len);
         sq += vec2<f32>(dot(xi, xi), dot(ui, ui));
     }
-    let s = reduce(lid, sq);
+    let s = reduce_sum2(lid, sq);
     if lid == 0u {
         let gc = p.chunk_base + c;
         partials[p.total_chunks + gc] = s.x;
@@ -196,7 +182,7 @@ fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
         let gc = range.x + i;
         sq += vec2<f32>(partials[p.total_chunks + gc], partials[2u * p.total_chunks + gc]);
     }
-    let s = reduce(lid, sq);
+    let s = reduce_sum2(lid, sq);
     if lid == 0u {
         let norm_x = sqrt(s.x);
         let norm_u = sqrt(s.y);
@@ -235,7 +221,7 @@ fn grad_norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         let g = inside(grad[e], e, ch.start + ch.len);
         s += dot(g, g);
     }
-    let total = reduce(lid, vec2<f32>(s, 0.0));
+    let total = reduce_sum2(lid, vec2<f32>(s, 0.0));
     if lid == 0u {
         partials[p.chunk_base + c] = total.x;
     }
@@ -254,7 +240,7 @@ fn grad_norm_finish(@builtin(local_invocation_index) lid: u32) {
         comp = (t - sum) - y;
         sum = t;
     }
-    let total = reduce(lid, vec2<f32>(sum, 0.0));
+    let total = reduce_sum2(lid, vec2<f32>(sum, 0.0));
     if lid == 0u {
         let norm = sqrt(total.x);
         // Inf or NaN: all exponent bits set. Checked on the bits, so no fast-math can drop it.

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use wgtrain::dist::Dist;
 use wgtrain::gpu::{self, AdapterChoice, Gpu};
+use wgtrain::model::config::TrainDefaults;
 use wgtrain::optim::{OptimizerKind, ScheduleKind};
+use wgtrain::train::defaults::Settings;
 
 #[derive(Parser)]
 #[command(name = "wgtrain", version, about = "Train language models on any GPU with WGSL compute shaders")]
@@ -90,13 +92,15 @@ enum Command {
     /// Time the matmul variants for a model's shapes and store the fastest in the tuning cache
     /// (WGTRAIN_CACHE_DIR, else the user's cache directory); prints the choice and runner-up.
     Tune {
-        /// Model config (.toml or HF config.json); models/default.toml by default.
+        /// Model config (.toml or HF config.json); by default the one `train` picks here.
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long, default_value_t = 8)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 128)]
-        seq_len: usize,
+        /// Default: the config's [train] table, else 4.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Default: the config's [train] table, else 128.
+        #[arg(long)]
+        seq_len: Option<usize>,
     },
 }
 
@@ -156,20 +160,25 @@ struct TrainCli {
     /// llm.c token file for validation.
     #[arg(long)]
     val_data: Option<PathBuf>,
-    #[arg(long, default_value_t = 4)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 128)]
-    seq_len: usize,
-    #[arg(long, default_value_t = 160)]
-    steps: u64,
+    /// Rows per batch (per rank); default: the config's [train] table, else 4.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Tokens per row; default: the config's [train] table, else 128.
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Optimizer steps; default: the config's [train] table, else 160.
+    #[arg(long)]
+    steps: Option<u64>,
     #[arg(long, value_enum, default_value = "adamw")]
     optimizer: OptimizerKind,
-    #[arg(long, default_value_t = 2e-3)]
-    lr: f64,
+    /// Peak learning rate; default: the config's [train] table, else 2e-3.
+    #[arg(long)]
+    lr: Option<f64>,
     #[arg(long, value_enum, default_value = "cosine")]
     schedule: ScheduleKind,
-    #[arg(long, default_value_t = 10)]
-    warmup: u64,
+    /// Warm-up steps; default: the config's [train] table, else 10.
+    #[arg(long)]
+    warmup: Option<u64>,
     #[arg(long, default_value_t = 0.1)]
     min_lr_frac: f64,
     #[arg(long, default_value_t = 0.9)]
@@ -194,9 +203,10 @@ struct TrainCli {
     no_shuffle: bool,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Validate every N steps (and at the end); 0: only at the end.
-    #[arg(long, default_value_t = 40)]
-    eval_every: u64,
+    /// Validate every N steps (and at the end); 0: only at the end. Default: the config's
+    /// [train] table, else 40.
+    #[arg(long)]
+    eval_every: Option<u64>,
     /// Validation batches per evaluation.
     #[arg(long, default_value_t = 4)]
     val_batches: usize,
@@ -254,13 +264,15 @@ enum Bench {
     /// Warm training steps on synthetic tokens: tokens/s, ms per step, TFLOP/s, MFU against
     /// the adapter's FP32 peak, and each kernel's share of the step (with timestamps).
     Train {
-        /// Model config (.toml or HF config.json); models/default.toml by default.
+        /// Model config (.toml or HF config.json); by default the one `train` picks here.
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long, default_value_t = 8)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 128)]
-        seq_len: usize,
+        /// Default: the config's [train] table, else 4.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Default: the config's [train] table, else 128.
+        #[arg(long)]
+        seq_len: Option<usize>,
         /// Timed steps, after two warm-up steps.
         #[arg(long, default_value_t = 10)]
         steps: u64,
@@ -354,7 +366,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
             let stopped = match &t.resume {
                 Some(dir) => wgtrain::train::resume_dist(&gpu, dir, dist)?,
                 None => {
-                    let args = wgtrain::train::TrainArgs { no_tune: cli.no_tune, ..t.into_args() };
+                    let args = wgtrain::train::TrainArgs { no_tune: cli.no_tune, ..t.into_args(&gpu)? };
                     wgtrain::train::train_dist(&gpu, &args, dist)?
                 }
             };
@@ -376,8 +388,8 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         }
         Command::Tune { config, batch_size, seq_len } => tune(&gpu, config, batch_size, seq_len)?,
         Command::Bench(Bench::Train { config, batch_size, seq_len, steps, peak_tflops, json }) => {
-            let cfg = load_config(config, batch_size, seq_len)?;
-            let r = wgtrain::bench::train(&gpu, cfg, batch_size, seq_len, steps, peak_tflops)?;
+            let (cfg, b, t) = load_config(&gpu, config, batch_size, seq_len)?;
+            let r = wgtrain::bench::train(&gpu, cfg, b, t, steps, peak_tflops)?;
             print_train_bench(&r, json)?;
             return Ok(None);
         }
@@ -388,13 +400,23 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
     Ok(None)
 }
 
-/// --config (models/default.toml by default) checked against --batch-size and --seq-len.
-fn load_config(config: Option<PathBuf>, b: usize, t: usize) -> anyhow::Result<wgtrain::model::GptConfig> {
-    let path = config.unwrap_or_else(wgtrain::train::default_config_path);
+/// --config (the default run's by default), with B and T from the flags, else its [train]
+/// table, else the built-in values.
+fn load_config(
+    gpu: &Gpu,
+    config: Option<PathBuf>,
+    b: Option<usize>,
+    t: Option<usize>,
+) -> anyhow::Result<(wgtrain::model::GptConfig, usize, usize)> {
+    let (path, table) = run_config(gpu, config, false)?;
+    let path = path.expect("run_config names a config without --init");
     let cfg = wgtrain::model::GptConfig::load(&path).with_context(|| format!("--config {}", path.display()))?;
+    let flags = TrainDefaults { batch_size: b, seq_len: t, ..Default::default() };
+    let s = Settings::resolve(&flags, &table);
+    let (b, t) = (s.batch_size, s.seq_len);
     anyhow::ensure!(b > 0 && t > 0, "--batch-size and --seq-len must be positive");
     anyhow::ensure!(t <= cfg.n_positions, "--seq-len {t} exceeds the model's n_positions {}", cfg.n_positions);
-    Ok(cfg)
+    Ok((cfg, b, t))
 }
 
 fn print_train_bench(r: &wgtrain::bench::TrainBench, json: bool) -> anyhow::Result<()> {
@@ -414,8 +436,8 @@ fn print_train_bench(r: &wgtrain::bench::TrainBench, json: bool) -> anyhow::Resu
     Ok(())
 }
 
-fn tune(gpu: &Gpu, config: Option<PathBuf>, b: usize, t: usize) -> anyhow::Result<()> {
-    let cfg = load_config(config, b, t)?;
+fn tune(gpu: &Gpu, config: Option<PathBuf>, b: Option<usize>, t: Option<usize>) -> anyhow::Result<()> {
+    let (cfg, b, t) = load_config(gpu, config, b, t)?;
     println!("adapter: {}", gpu.name());
     match wgtrain::tune::cache_path() {
         Some(p) => println!("cache: {}", p.display()),
@@ -531,19 +553,32 @@ fn bench_optim(gpu: &Gpu, params: u64, tensors: usize, json: bool, samples: usiz
 }
 
 impl TrainCli {
-    fn into_args(self) -> wgtrain::train::TrainArgs {
-        wgtrain::train::TrainArgs {
-            config: self.config,
-            init: self.init,
-            data: self.data,
-            val_data: self.val_data,
+    /// The run's arguments: the config (the adapter's default run when neither --config nor
+    /// --init is given, said on stdout) and each setting from its flag, else the config's
+    /// [train] table, else the built-in value.
+    fn into_args(self, gpu: &Gpu) -> anyhow::Result<wgtrain::train::TrainArgs> {
+        let flags = TrainDefaults {
             batch_size: self.batch_size,
             seq_len: self.seq_len,
             steps: self.steps,
-            optimizer: self.optimizer,
             lr: self.lr,
-            schedule: self.schedule,
             warmup: self.warmup,
+            eval_every: self.eval_every,
+        };
+        let (config, table) = run_config(gpu, self.config.clone(), self.init.is_some())?;
+        let s = Settings::resolve(&flags, &table);
+        Ok(wgtrain::train::TrainArgs {
+            config,
+            init: self.init,
+            data: self.data,
+            val_data: self.val_data,
+            batch_size: s.batch_size,
+            seq_len: s.seq_len,
+            steps: s.steps,
+            optimizer: self.optimizer,
+            lr: s.lr,
+            schedule: self.schedule,
+            warmup: s.warmup,
             min_lr_frac: self.min_lr_frac,
             beta1: self.beta1,
             beta2: self.beta2,
@@ -554,7 +589,7 @@ impl TrainCli {
             grad_accum: self.grad_accum,
             no_shuffle: self.no_shuffle,
             seed: self.seed,
-            eval_every: self.eval_every,
+            eval_every: s.eval_every,
             val_batches: self.val_batches,
             out: self.out,
             sample_tokens: self.sample_tokens,
@@ -566,8 +601,26 @@ impl TrainCli {
             force: self.force,
             zero: self.zero,
             no_tune: false,
-        }
+        })
     }
+}
+
+/// --config, or the adapter's default run when neither --config nor --init is given, with the
+/// config's [train] table (none with --init alone: its config.json has none).
+fn run_config(gpu: &Gpu, config: Option<PathBuf>, init: bool) -> anyhow::Result<(Option<PathBuf>, TrainDefaults)> {
+    let config = match (config, init) {
+        (None, false) => {
+            let (path, why) = wgtrain::train::default_config(gpu);
+            println!("config: {} ({why})", path.display());
+            Some(path)
+        }
+        (c, _) => c,
+    };
+    let table = match &config {
+        Some(p) if !init || p.extension().is_some_and(|e| e == "toml") => TrainDefaults::load(p)?,
+        _ => TrainDefaults::default(),
+    };
+    Ok((config, table))
 }
 
 /// Loads a checkpoint directory into a model for batches of b × t.

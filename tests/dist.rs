@@ -294,6 +294,12 @@ mod mpirun {
         found
     }
 
+    /// The tuning cache of the spawned runs (rank 0 tunes, the others take its choices), kept
+    /// out of the user's cache directory.
+    fn tune_cache() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("wgtrain-mpi-tune-{}", std::process::id()))
+    }
+
     /// `wgtrain train` on `ranks` ranks (1: no mpirun) with `extra` flags into dir/out.
     fn train(mpirun: &Path, dir: &Path, ranks: usize, out: &str, extra: &[&str]) -> String {
         let bin = env!("CARGO_BIN_EXE_wgtrain");
@@ -310,6 +316,7 @@ mod mpirun {
             .args(["--out", dir.join(out).to_str().unwrap()])
             .args(extra)
             .envs(OMPI_ENV)
+            .env("WGTRAIN_CACHE_DIR", tune_cache())
             .env("WGTRAIN_BUCKET_BYTES", "1")
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         let out = cmd.output().unwrap();
@@ -393,6 +400,7 @@ mod mpirun {
             let out = cmd
                 .args(["train", "--resume", run.to_str().unwrap()])
                 .envs(OMPI_ENV)
+                .env("WGTRAIN_CACHE_DIR", tune_cache())
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .output()
                 .unwrap();
@@ -441,6 +449,7 @@ mod mpirun {
             .args(["--steps", "1000000", "--eval-every", "0", "--sample-tokens", "0"])
             .args(["--out", out.to_str().unwrap()])
             .envs(OMPI_ENV)
+            .env("WGTRAIN_CACHE_DIR", tune_cache())
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)

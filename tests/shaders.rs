@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use wgtrain::gpu::Shader;
+use wgtrain::gpu::{Prelude, Shader};
 
 fn shader_files() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
@@ -15,30 +15,43 @@ fn shader_files() -> Vec<String> {
     files
 }
 
+/// Parses and validates one module; panics with naga's report.
+fn validate(name: &str, src: &str) {
+    let module =
+        naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(src, name)));
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+}
+
 #[test]
 fn every_shader_validates_with_naga() {
-    let files = shader_files();
-    assert!(!files.is_empty(), "no shaders found");
-    for f in files {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders").join(&f);
-        let src = std::fs::read_to_string(&path).unwrap();
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&src, &path.display().to_string())));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{f}: {}", e.emit_to_string(&src)));
+    // The modules as compiled: each file with its preludes composed ahead of it.
+    assert!(!Shader::ALL.is_empty(), "no shaders found");
+    for s in Shader::ALL {
+        validate(&format!("{} (composed)", s.file()), &s.source());
     }
 }
 
 #[test]
 fn every_shader_file_is_embedded() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut embedded: Vec<String> = Shader::ALL.iter().map(|s| s.file().to_string()).collect();
     embedded.sort();
     assert_eq!(embedded, shader_files(), "Shader::ALL must list every file in shaders/");
     for s in Shader::ALL {
-        let on_disk =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders").join(s.file())).unwrap();
-        assert_eq!(s.source(), on_disk, "{} embedded copy is stale", s.file());
+        let on_disk = std::fs::read_to_string(dir.join(s.file())).unwrap();
+        assert_eq!(s.file_source(), on_disk, "{} embedded copy is stale", s.file());
+        assert!(s.source().ends_with(&on_disk));
+    }
+    let mut preludes: Vec<String> = std::fs::read_dir(dir.join("prelude"))
+        .unwrap()
+        .map(|e| format!("prelude/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    preludes.sort();
+    assert_eq!(preludes, Prelude::ALL.iter().map(|p| p.file().to_string()).collect::<Vec<_>>());
+    for p in Prelude::ALL {
+        assert_eq!(p.source(), std::fs::read_to_string(dir.join(p.file())).unwrap(), "{} is stale", p.file());
     }
 }
 

@@ -304,3 +304,33 @@ fn train_on_a_prepared_directory_takes_its_tokenizer() {
     let err = format!("{:#}", train(gpu, &wide).unwrap_err());
     assert!(err.contains("vocab_size 300") && err.contains("tokenizer.json"), "{err}");
 }
+
+#[test]
+fn config_train_table_gives_defaults_that_flags_override() {
+    use wgtrain::model::config::TrainDefaults;
+    use wgtrain::train::defaults::{Settings, BUILT_IN};
+    let dir = std::env::temp_dir().join(format!("wgtrain-train-table-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.toml");
+    let model = "n_layer = 1\nn_head = 1\nn_embd = 8\nvocab_size = 256\nn_positions = 16\n";
+    std::fs::write(&path, format!("{model}\n[train]\nbatch_size = 3\nsteps = 7\n")).unwrap();
+    assert_eq!(GptConfig::load(&path).unwrap().n_embd, 8, "the model table still loads beside [train]");
+    let table = TrainDefaults::load(&path).unwrap();
+    let s = Settings::resolve(&TrainDefaults { steps: Some(2), ..Default::default() }, &table);
+    assert_eq!((s.batch_size, s.steps, s.seq_len, s.lr), (3, 2, BUILT_IN.seq_len, BUILT_IN.lr));
+    std::fs::write(&path, format!("{model}\n[train]\nstpes = 3\n")).unwrap();
+    let e = TrainDefaults::load(&path).unwrap_err().to_string();
+    assert!(e.contains("m.toml") && e.contains("stpes"), "{e}");
+}
+
+#[test]
+fn bundled_default_runs_load() {
+    use wgtrain::model::config::TrainDefaults;
+    use wgtrain::train::defaults::{model_file, DEFAULT_CONFIG, GPU_DEFAULT_CONFIG};
+    let cpu = TrainDefaults::load(&model_file(DEFAULT_CONFIG)).unwrap();
+    assert_eq!((cpu.batch_size, cpu.seq_len, cpu.steps), (Some(4), Some(128), Some(160)));
+    let gpu = model_file(GPU_DEFAULT_CONFIG);
+    let c = GptConfig::load(&gpu).unwrap();
+    assert_eq!((c.n_layer, c.n_head, c.n_embd, c.n_positions), (6, 6, 384, 256));
+    assert_eq!(TrainDefaults::load(&gpu).unwrap().seq_len, Some(256));
+}

@@ -9,7 +9,7 @@ mod recorder;
 
 pub use buffer::{Category, GpuBuffer, Pool, PoolStats};
 pub use device::{describe, list_adapters, select_adapter, select_adapter_for_rank, wanted_features, AdapterChoice};
-pub use pipeline::{Kernel, Pipeline, Shader, Slot};
+pub use pipeline::{Kernel, Pipeline, Prelude, Shader, Slot};
 pub use profile::Profiler;
 pub use readback::Readback;
 pub use recorder::{Dispatch, Recorder};

@@ -45,7 +45,8 @@ impl Shader {
         }
     }
 
-    pub fn source(self) -> &'static str {
+    /// The file's own text, as it is on disk.
+    pub fn file_source(self) -> &'static str {
         match self {
             Shader::Gelu => include_str!("../../shaders/gelu.wgsl"),
             Shader::Encoder => include_str!("../../shaders/encoder.wgsl"),
@@ -55,6 +56,47 @@ impl Shader {
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+        }
+    }
+
+    /// The preludes (shaders/prelude/) composed ahead of the file: WGSL has no include.
+    pub fn preludes(self) -> &'static [Prelude] {
+        match self {
+            Shader::Classifier | Shader::Layernorm | Shader::Optim => &[Prelude::Reduce],
+            _ => &[],
+        }
+    }
+
+    /// The module wgtrain compiles: the preludes, then the file.
+    pub fn source(self) -> String {
+        let mut s = String::new();
+        for p in self.preludes() {
+            s += p.source();
+            s += "\n";
+        }
+        s + self.file_source()
+    }
+}
+
+/// Shared WGSL under shaders/prelude/.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Prelude {
+    /// Workgroup sums and maxima (reduce_sum, reduce_sum2, reduce_max).
+    Reduce,
+}
+
+impl Prelude {
+    pub const ALL: &'static [Prelude] = &[Prelude::Reduce];
+
+    pub fn file(self) -> &'static str {
+        match self {
+            Prelude::Reduce => "prelude/reduce.wgsl",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Prelude::Reduce => include_str!("../../shaders/prelude/reduce.wgsl"),
         }
     }
 }
@@ -136,10 +178,11 @@ impl Gpu {
         if let Some(m) = self.pipelines.modules.lock().unwrap().get(&shader) {
             return Ok(m.clone());
         }
+        let source = shader.source();
         let m = if self.checked_shaders {
-            self.compile_wgsl(shader.file(), shader.source())?
+            self.compile_wgsl(shader.file(), &source)?
         } else {
-            self.compile_trusted(shader.file(), shader.source())?
+            self.compile_trusted(shader.file(), &source)?
         };
         self.pipelines.modules.lock().unwrap().insert(shader, m.clone());
         Ok(m)

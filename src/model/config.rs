@@ -28,6 +28,44 @@ pub enum ConfigError {
     Invalid { path: String, why: String },
 }
 
+/// A config file's optional `[train]` table: the training settings of the run the model is
+/// made for. Flags override each one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainDefaults {
+    pub batch_size: Option<usize>,
+    pub seq_len: Option<usize>,
+    pub steps: Option<u64>,
+    pub lr: Option<f64>,
+    pub warmup: Option<u64>,
+    pub eval_every: Option<u64>,
+}
+
+impl TrainDefaults {
+    /// The `[train]` table of models/X.toml; none in an HF config.json.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        if path.extension().is_some_and(|e| e == "json") {
+            return Ok(Self::default());
+        }
+        let (_, train) = split_toml(path)?;
+        let Some(train) = train else { return Ok(Self::default()) };
+        train
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Read { path: p, why: format!("[train]: {}", e.message()) })
+    }
+}
+
+/// A models/X.toml as its model table and its `[train]` table.
+fn split_toml(path: &Path) -> Result<(toml::Table, Option<toml::Value>), ConfigError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| ConfigError::Read { path: p, why: e.message().to_string() })?;
+    let train = table.remove("train");
+    Ok((table, train))
+}
+
 /// The fields of an HF GPT2Config that matter; the rest are ignored.
 #[derive(Deserialize)]
 struct HfConfig {
@@ -42,9 +80,9 @@ impl GptConfig {
     /// Reads models/X.toml, or config.json (HF GPT2Config) when the name ends in .json.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
         let cfg = if path.extension().is_some_and(|e| e == "json") {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
             let hf: HfConfig =
                 serde_json::from_str(&text).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
             Self {
@@ -55,7 +93,10 @@ impl GptConfig {
                 n_positions: hf.n_positions,
             }
         } else {
-            toml::from_str(&text).map_err(|e| ConfigError::Read { path: p.clone(), why: e.message().to_string() })?
+            let (model, _) = split_toml(path)?;
+            model
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Read { path: p.clone(), why: e.message().to_string() })?
         };
         cfg.validate().map_err(|why| ConfigError::Invalid { path: p, why })?;
         Ok(cfg)

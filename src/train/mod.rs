@@ -1,7 +1,9 @@
 //! The training loop: batches in, one submit per optimizer step, metrics and checkpoints out.
 
+pub mod defaults;
 mod step;
 
+pub use defaults::{default_config, model_file, DEFAULT_CONFIG};
 pub use step::run_step;
 
 use std::io::Write;
@@ -73,9 +75,6 @@ pub struct TrainArgs {
     pub no_tune: bool,
 }
 
-/// The default model when neither --config nor --init is given.
-pub const DEFAULT_CONFIG: &str = "models/default.toml";
-
 fn check_args(a: &TrainArgs) -> anyhow::Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be positive");
@@ -112,18 +111,8 @@ fn model_config(a: &TrainArgs) -> anyhow::Result<GptConfig> {
         return GptConfig::load(&cfg)
             .with_context(|| format!("--init {} is a file: its config comes from {}", init.display(), cfg.display()));
     }
-    let path = a.config.clone().unwrap_or_else(default_config_path);
+    let path = a.config.clone().unwrap_or_else(|| model_file(DEFAULT_CONFIG));
     Ok(GptConfig::load(&path)?)
-}
-
-/// models/default.toml here, else in the source tree the binary was built from.
-pub fn default_config_path() -> PathBuf {
-    let here = PathBuf::from(DEFAULT_CONFIG);
-    if here.exists() {
-        here
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG)
-    }
 }
 
 /// Trains as the flags say and writes metrics.jsonl, the checkpoint and the optimizer state
