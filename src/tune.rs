@@ -206,7 +206,7 @@ fn adapter_key(gpu: &Gpu) -> String {
 
 /// Identifies the kernels' source: a new build of the shaders invalidates the timings.
 fn shader_hash() -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(Shader::Matmul.source().as_bytes()))
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(Shader::Matmul.file_source().as_bytes()))
 }
 
 /// One adapter's part of the cache file.

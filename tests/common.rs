@@ -20,12 +20,19 @@ pub fn gpu() -> Option<&'static Gpu> {
 
 /// The default (trusted) build and the checked one (naga's bounds clamping and loop bounding
 /// kept): reference tests run every kernel in both, so a kernel whose result depends on an
-/// out-of-range access differs in one of them. Empty without an adapter, as `gpu()` skips.
+/// out-of-range access differs in one of them. The checked build also flips the choice of
+/// subgroup reductions (where the adapter has SUBGROUP), so the reductions run both ways.
+/// Empty without an adapter, as `gpu()` skips.
 pub fn builds() -> Vec<&'static Gpu> {
     static CHECKED: OnceLock<Result<Gpu, String>> = OnceLock::new();
     let Some(trusted) = gpu() else { return Vec::new() };
     let choice = wgtrain::gpu::AdapterChoice::from_env();
-    match CHECKED.get_or_init(|| Gpu::with_checks(&choice, true).map_err(|e| e.to_string())) {
+    let open = || {
+        let mut g = Gpu::with_checks(&choice, true)?;
+        g.subgroups = !trusted.subgroups && g.device.features().contains(wgpu::Features::SUBGROUP);
+        Ok::<_, wgtrain::GpuError>(g)
+    };
+    match CHECKED.get_or_init(|| open().map_err(|e| e.to_string())) {
         Ok(checked) => {
             assert!(!trusted.checked_shaders || checked.checked_shaders);
             vec![trusted, checked]

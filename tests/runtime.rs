@@ -125,3 +125,13 @@ fn profiler_times_each_kernel() {
     let calls = table.lines().find(|l| l.starts_with("matmul_forward")).unwrap();
     assert_eq!(calls.split_whitespace().nth(1), Some("2"), "{table}");
 }
+
+#[test]
+fn reductions_run_both_ways_in_the_reference_tests() {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.device.features().contains(wgpu::Features::SUBGROUP) {
+        return;
+    }
+    let ways: Vec<bool> = crate::common::builds().iter().map(|g| g.subgroups).collect();
+    assert!(ways.contains(&true) && ways.contains(&false), "{ways:?}");
+}

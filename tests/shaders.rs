@@ -29,7 +29,8 @@ fn every_shader_validates_with_naga() {
     // The modules as compiled: each file with its preludes composed ahead of it.
     assert!(!Shader::ALL.is_empty(), "no shaders found");
     for s in Shader::ALL {
-        validate(&format!("{} (composed)", s.file()), &s.source());
+        validate(&format!("{} (composed)", s.file()), &s.source(false));
+        validate(&format!("{} (composed, subgroups)", s.file()), &s.source(true));
     }
 }
 
@@ -42,7 +43,7 @@ fn every_shader_file_is_embedded() {
     for s in Shader::ALL {
         let on_disk = std::fs::read_to_string(dir.join(s.file())).unwrap();
         assert_eq!(s.file_source(), on_disk, "{} embedded copy is stale", s.file());
-        assert!(s.source().ends_with(&on_disk));
+        assert!(s.source(false).ends_with(&on_disk) && s.source(true).ends_with(&on_disk));
     }
     let mut preludes: Vec<String> = std::fs::read_dir(dir.join("prelude"))
         .unwrap()

@@ -75,6 +75,10 @@ pub struct Gpu {
     /// Kernel modules keep naga's runtime checks (WGTRAIN_CHECKED_SHADERS=1); by default they
     /// are built trusted, without them.
     pub checked_shaders: bool,
+    /// The reductions use subgroup operations: the device has SUBGROUP and is not a CPU
+    /// adapter, or WGTRAIN_SUBGROUPS=1 (0 turns them off). Set before the first pipeline is
+    /// built.
+    pub subgroups: bool,
     /// Which matmul variant runs each product and shape class (see `crate::tune`).
     pub tuning: Mutex<crate::tune::Table>,
     /// The first error wgpu raised outside an error scope (a device loss, say).
@@ -137,6 +141,14 @@ impl Gpu {
             })
         };
         let (dummy, dummy_rw) = (small("dummy"), small("dummy (writable)"));
+        // Subgroup reductions lose to the workgroup trees on CPU adapters (lavapipe's subgroups
+        // of 8 leave 32 partials per 256 threads): GPUs only, unless WGTRAIN_SUBGROUPS says.
+        let subgroups = device.features().contains(wgpu::Features::SUBGROUP)
+            && match std::env::var("WGTRAIN_SUBGROUPS").as_deref() {
+                Ok("1") => true,
+                Ok("0") => false,
+                _ => info.device_type != wgpu::DeviceType::Cpu,
+            };
         Ok(Self {
             pool: Pool::new(device.clone(), &limits),
             pipelines: pipeline::PipelineCache::default(),
@@ -151,6 +163,7 @@ impl Gpu {
             profiler: None,
             profiling_paused: Default::default(),
             tuning: Mutex::default(),
+            subgroups,
             checked_shaders: std::env::var("WGTRAIN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
             uncaptured,
         })

@@ -59,18 +59,20 @@ impl Shader {
         }
     }
 
-    /// The preludes (shaders/prelude/) composed ahead of the file: WGSL has no include.
-    pub fn preludes(self) -> &'static [Prelude] {
-        match self {
-            Shader::Classifier | Shader::Layernorm | Shader::Optim => &[Prelude::Reduce],
+    /// The preludes (shaders/prelude/) composed ahead of the file, WGSL having no include;
+    /// with `subgroups`, the ones that use subgroup operations where there are such.
+    pub fn preludes(self, subgroups: bool) -> &'static [Prelude] {
+        match (self, subgroups) {
+            (Shader::Classifier | Shader::Layernorm | Shader::Optim, false) => &[Prelude::Reduce],
+            (Shader::Classifier | Shader::Layernorm | Shader::Optim, true) => &[Prelude::ReduceSubgroup],
             _ => &[],
         }
     }
 
     /// The module wgtrain compiles: the preludes, then the file.
-    pub fn source(self) -> String {
+    pub fn source(self, subgroups: bool) -> String {
         let mut s = String::new();
-        for p in self.preludes() {
+        for p in self.preludes(subgroups) {
             s += p.source();
             s += "\n";
         }
@@ -81,22 +83,27 @@ impl Shader {
 /// Shared WGSL under shaders/prelude/.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Prelude {
-    /// Workgroup sums and maxima (reduce_sum, reduce_sum2, reduce_max).
+    /// Workgroup sums and maxima (reduce_sum, reduce_sum2, reduce_max) as trees in
+    /// workgroup memory.
     Reduce,
+    /// The same functions through subgroup operations (needs SUBGROUP).
+    ReduceSubgroup,
 }
 
 impl Prelude {
-    pub const ALL: &'static [Prelude] = &[Prelude::Reduce];
+    pub const ALL: &'static [Prelude] = &[Prelude::Reduce, Prelude::ReduceSubgroup];
 
     pub fn file(self) -> &'static str {
         match self {
             Prelude::Reduce => "prelude/reduce.wgsl",
+            Prelude::ReduceSubgroup => "prelude/reduce_subgroup.wgsl",
         }
     }
 
     pub fn source(self) -> &'static str {
         match self {
             Prelude::Reduce => include_str!("../../shaders/prelude/reduce.wgsl"),
+            Prelude::ReduceSubgroup => include_str!("../../shaders/prelude/reduce_subgroup.wgsl"),
         }
     }
 }
@@ -178,7 +185,7 @@ impl Gpu {
         if let Some(m) = self.pipelines.modules.lock().unwrap().get(&shader) {
             return Ok(m.clone());
         }
-        let source = shader.source();
+        let source = shader.source(self.subgroups);
         let m = if self.checked_shaders {
             self.compile_wgsl(shader.file(), &source)?
         } else {
