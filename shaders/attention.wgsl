@@ -19,26 +19,7 @@ const HS_MAX: u32 = 64u;
 const WG: u32 = 256u;          // BLK × BLK threads: thread (i, j) = (lid / BLK, lid % BLK)
 const MASKED: f32 = -1e30;
 
-// Mirrors AttentionParams in src/kernels/attention.rs.
-struct Params {
-    b: u32,
-    t: u32,
-    c: u32,
-    nh: u32,
-    hs: u32,
-    scale: f32,   // 1/√HS
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;   // forward out (B, T, C); backward dqkv (B, T, 3C); backward_d D (B, NH, T)
-@group(0) @binding(1) var<storage, read_write> lse: array<f32>;   // forward L (B, NH, T)
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;         // (B, T, 3C)
-@group(0) @binding(3) var<storage, read> dout: array<f32>;        // (B, T, C), backward
-@group(0) @binding(4) var<storage, read> fwd_out: array<f32>;     // (B, T, C), backward_d
-@group(0) @binding(5) var<storage, read> lse_in: array<f32>;      // (B, NH, T), backward
-@group(0) @binding(6) var<storage, read> d_in: array<f32>;        // (B, NH, T), backward
-@group(0) @binding(7) var<uniform> p: Params;
+// Params, bindings, qkv_index and btc_index come from the prelude (shaders/prelude/attention_io.wgsl).
 
 // Four (BLK, HS_MAX) tiles at T0 .. T3 of one array, and (BLK, BLK) score tiles. Their roles
 // differ per kernel; see each one.
@@ -52,16 +33,6 @@ var<workgroup> s2: array<f32, 256>;
 var<workgroup> row_a: array<f32, 16>;
 var<workgroup> row_b: array<f32, 16>;
 var<workgroup> row_c: array<f32, 16>;
-
-// Element (b, t, part·C + h·HS + d) of qkv or dqkv; part 0 q, 1 k, 2 v.
-fn qkv_index(b: u32, t: u32, part: u32, h: u32, d: u32) -> u32 {
-    return (b * p.t + t) * 3u * p.c + part * p.c + h * p.hs + d;
-}
-
-// Element (b, t, h·HS + d) of a (B, T, C) tensor.
-fn btc_index(b: u32, t: u32, h: u32, d: u32) -> u32 {
-    return (b * p.t + t) * p.c + h * p.hs + d;
-}
 
 // Loads rows r0 .. r0 + BLK of part `part` of head h into a tile; rows past T read 0.
 fn load_qkv(tile: u32, lid: u32, b: u32, h: u32, part: u32, r0: u32) {

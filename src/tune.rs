@@ -1,7 +1,9 @@
-//! Autotuning: which matmul variant computes each product at each shape class on this adapter.
+//! Autotuning: which variant computes each matmul product and attention at each shape class
+//! on this adapter.
 //!
-//! A shape class is the product with M, N and K rounded up to powers of two (and the batch, for
-//! batched products with one weight per entry). The first time a run meets a class, the tuner
+//! A matmul shape class is the product with M, N and K rounded up to powers of two (and the
+//! batch, for batched products with one weight per entry); an attention class is T and B·NH
+//! rounded up, with the head size. The first time a run meets a class, the tuner
 //! times every candidate for the adapter type on the real shape (a few milliseconds each),
 //! keeps the fastest, and stores it in a cache file keyed by the adapter (vendor, device,
 //! driver) and the hash of shaders/matmul.wgsl. Variants may sum in other orders, so the
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder, Shader};
+use crate::kernels::attention::{self, AttnVariant};
 use crate::kernels::matmul::{Dims, Matmul, Product, Variant};
 
 /// Version of the cache file's layout.
@@ -33,14 +36,17 @@ pub struct Entry {
 /// The tuning table a `Gpu` carries.
 #[derive(Default)]
 pub struct Table {
-    /// This run's choice for each class met so far, by key ("forward 1024x256x128").
-    choices: BTreeMap<String, Variant>,
+    /// This run's choice for each class met so far, by key ("forward 1024x256x128"), as the
+    /// variant's name.
+    choices: BTreeMap<String, String>,
     /// The tuner's findings for the classes it timed or read from the cache in this process.
     pub found: BTreeMap<String, (Entry, bool)>,
     /// Time candidates for a new class; otherwise take `fallback` or the adapter type's default.
     pub tune: bool,
-    /// The variant for new classes when not tuning (None: the adapter type's default).
+    /// The matmul variant for new classes when not tuning (None: the adapter type's default).
     pub fallback: Option<Variant>,
+    /// The same for attention.
+    pub attention_fallback: Option<AttnVariant>,
     /// The cache file's entries for this adapter and these shaders, read on first use.
     cache: Option<BTreeMap<String, Entry>>,
     /// The cache file, when not `cache_path()` (tests give each GPU its own).
@@ -50,15 +56,20 @@ pub struct Table {
 impl Table {
     /// This run's choices by class key, as state.json records them.
     pub fn choices(&self) -> BTreeMap<String, String> {
-        self.choices.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+        self.choices.clone()
     }
 
     /// Pins a run's recorded choices (--resume, or rank 0's under MPI). A name this build does
     /// not know is an error: the run could not continue bitwise.
     pub fn pin(&mut self, choices: &BTreeMap<String, String>) -> Result<(), String> {
         for (k, name) in choices {
-            let v = Variant::parse(name).map_err(|e| format!("tuning choice for {k}: {e}"))?;
-            self.choices.insert(k.clone(), v);
+            let known = if k.starts_with("attention") {
+                AttnVariant::parse(name).map(|_| ())
+            } else {
+                Variant::parse(name).map(|_| ())
+            };
+            known.map_err(|e| format!("tuning choice for {k}: {e}"))?;
+            self.choices.insert(k.clone(), name.clone());
         }
         Ok(())
     }
@@ -89,6 +100,15 @@ pub fn default_variant(gpu: &Gpu) -> Variant {
     }
 }
 
+/// The attention variant nobody tuned: the row kernels won on lavapipe; GPUs keep the 16×16
+/// tiles they were measured with until the tuner times both.
+pub fn default_attention(gpu: &Gpu) -> AttnVariant {
+    match gpu.info.device_type {
+        wgpu::DeviceType::Cpu => AttnVariant::Rows { br: 64 },
+        _ => AttnVariant::Tiles16,
+    }
+}
+
 /// The candidates timed on this adapter.
 pub fn candidates(gpu: &Gpu) -> &'static [Variant] {
     match gpu.info.device_type {
@@ -108,26 +128,76 @@ pub fn class_key(product: Product, d: Dims) -> String {
 /// The variant that runs `product` at `d`: the run's choice for its class, else the cache's,
 /// else the fastest candidate timed now (when tuning), else the default.
 pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64) -> Result<Variant, GpuError> {
-    let key = class_key(product, d);
+    let fallback = gpu.tuning.lock().unwrap().fallback.unwrap_or_else(|| default_variant(gpu));
+    let name = choose_by(gpu, class_key(product, d), fallback.to_string(), || {
+        let names: Vec<String> = candidates(gpu).iter().map(|v| v.to_string()).collect();
+        let [out, a, b] = scratch(gpu, product, d)?;
+        rank(gpu, &names, |name| {
+            let mut mm = Matmul::with_variant(gpu, Variant::parse(name).expect("a candidate"));
+            mm.binding_limit = binding_limit;
+            match product {
+                Product::Forward => mm.forward((&out).into(), (&a).into(), (&b).into(), None, d),
+                Product::BackwardInput => mm.backward_input((&out).into(), (&a).into(), (&b).into(), d),
+                Product::BackwardWeight => mm.backward_weight((&out).into(), (&a).into(), (&b).into(), d),
+            }
+        })
+    })?;
+    Ok(Variant::parse(&name).unwrap_or(fallback))
+}
+
+/// The class of attention over (B, T) with C channels in NH heads.
+pub fn attention_key(b: u32, t: u32, c: u32, nh: u32) -> String {
+    let p2 = |x: u32| x.max(1).next_power_of_two();
+    format!("attention t{} bh{} hs{}", p2(t), p2(b * nh), c / nh.max(1))
+}
+
+/// The attention variant for (B, T, C, NH), chosen as `choose` chooses, timing forward and
+/// backward together.
+pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32) -> Result<AttnVariant, GpuError> {
+    let fallback = gpu.tuning.lock().unwrap().attention_fallback.unwrap_or_else(|| default_attention(gpu));
+    let name = choose_by(gpu, attention_key(b, t, c, nh), fallback.to_string(), || {
+        let names: Vec<String> = AttnVariant::ALL.iter().map(|v| v.to_string()).collect();
+        let btc = b as u64 * t as u64 * c as u64;
+        let bht = b as u64 * nh as u64 * t as u64;
+        let f = |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1));
+        let (qkv, dqkv, out, dout, lse, dd) = (f(3 * btc)?, f(3 * btc)?, f(btc)?, f(btc)?, f(bht)?, f(bht)?);
+        rank(gpu, &names, |name| {
+            let v = AttnVariant::parse(name).expect("a candidate");
+            let mut ops =
+                vec![attention::forward_with(gpu, v, (&out).into(), (&lse).into(), (&qkv).into(), b, t, c, nh)?];
+            let (g, o, q, l) = ((&dout).into(), (&out).into(), (&qkv).into(), (&lse).into());
+            ops.extend(attention::backward_with(gpu, v, (&dqkv).into(), (&dd).into(), g, o, q, l, b, t, c, nh)?);
+            Ok(ops)
+        })
+    })?;
+    Ok(AttnVariant::parse(&name).unwrap_or(fallback))
+}
+
+/// The run's choice for `key`, else the cache's (when tuning), else `time`'s ranking, stored
+/// in the cache; else (not tuning) `default`. Returns the variant's name.
+fn choose_by(
+    gpu: &Gpu,
+    key: String,
+    default: String,
+    time: impl FnOnce() -> Result<Entry, GpuError>,
+) -> Result<String, GpuError> {
     let mut t = gpu.tuning.lock().unwrap();
-    if let Some(&v) = t.choices.get(&key) {
-        return Ok(v);
+    if let Some(v) = t.choices.get(&key) {
+        return Ok(v.clone());
     }
     let v = if !t.tune {
-        t.fallback.unwrap_or_else(|| default_variant(gpu))
+        default
     } else if let Some(e) = cache_entries(gpu, &mut t).get(&key).cloned() {
-        let v = Variant::parse(&e.best).unwrap_or_else(|_| default_variant(gpu));
-        t.found.insert(key.clone(), (e, true));
-        v
+        t.found.insert(key.clone(), (e.clone(), true));
+        e.best
     } else {
-        let e = time_candidates(gpu, product, d, binding_limit)?;
-        let v = Variant::parse(&e.best).expect("the tuner names variants it knows");
+        let e = time()?;
         cache_entries(gpu, &mut t).insert(key.clone(), e.clone());
         save_cache(gpu, &t);
-        t.found.insert(key.clone(), (e, false));
-        v
+        t.found.insert(key.clone(), (e.clone(), false));
+        e.best
     };
-    t.choices.insert(key, v);
+    t.choices.insert(key, v.clone());
     Ok(v)
 }
 
@@ -144,28 +214,25 @@ fn scratch(gpu: &Gpu, product: Product, d: Dims) -> Result<[GpuBuffer; 3], GpuEr
     Ok([f(out)?, f(a)?, f(b)?])
 }
 
-/// Times every candidate on the real shape and ranks them.
-fn time_candidates(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64) -> Result<Entry, GpuError> {
-    let [out, a, b] = scratch(gpu, product, d)?;
-    let mut timed: Vec<(f64, Variant)> = Vec::new();
-    for &v in candidates(gpu) {
-        let mut mm = Matmul::with_variant(gpu, v);
-        mm.binding_limit = binding_limit;
-        let ops = match product {
-            Product::Forward => mm.forward((&out).into(), (&a).into(), (&b).into(), None, d)?,
-            Product::BackwardInput => mm.backward_input((&out).into(), (&a).into(), (&b).into(), d)?,
-            Product::BackwardWeight => mm.backward_weight((&out).into(), (&a).into(), (&b).into(), d)?,
-        };
+/// Times each candidate's dispatches (from `build`) for a few milliseconds and ranks them.
+fn rank(
+    gpu: &Gpu,
+    names: &[String],
+    mut build: impl FnMut(&str) -> Result<Vec<Dispatch>, GpuError>,
+) -> Result<Entry, GpuError> {
+    let mut timed: Vec<(f64, &String)> = Vec::new();
+    for name in names {
+        let ops = build(name)?;
         let first = seconds(gpu, &ops, 1)?;
         let reps = ((BUDGET_S / first.max(1e-7)) as usize).clamp(1, 64);
-        timed.push((seconds(gpu, &ops, reps)?, v));
+        timed.push((seconds(gpu, &ops, reps)?, name));
     }
     timed.sort_by(|x, y| x.0.total_cmp(&y.0));
     let second = timed.get(1);
     Ok(Entry {
-        best: timed[0].1.to_string(),
+        best: timed[0].1.clone(),
         best_ms: timed[0].0 * 1e3,
-        runner_up: second.map(|s| s.1.to_string()),
+        runner_up: second.map(|s| s.1.clone()),
         runner_up_ms: second.map(|s| s.0 * 1e3),
     })
 }
@@ -204,9 +271,13 @@ fn adapter_key(gpu: &Gpu) -> String {
     format!("{:?} {:04x}:{:04x} {} | {} {}", i.backend, i.vendor, i.device, i.name, i.driver, i.driver_info)
 }
 
-/// Identifies the kernels' source: a new build of the shaders invalidates the timings.
+/// Identifies the tuned kernels' source: a new build of the shaders invalidates the timings.
 fn shader_hash() -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(Shader::Matmul.file_source().as_bytes()))
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for s in [Shader::Matmul, Shader::Attention, Shader::AttentionRows] {
+        h.update(s.file_source().as_bytes());
+    }
+    format!("{:016x}", h.digest())
 }
 
 /// One adapter's part of the cache file.

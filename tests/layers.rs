@@ -2,6 +2,7 @@
 //! pre-filled with NaN, accumulated gradients starting from random values.
 
 use wgtrain::gpu::{Category, GpuBuffer, Recorder};
+use wgtrain::kernels::attention::AttnVariant;
 use wgtrain::kernels::elementwise::{self, Span};
 use wgtrain::kernels::{attention, classifier, encoder, gelu, layernorm, View};
 use wgtrain::reference::{self, Rng};
@@ -232,10 +233,18 @@ fn classifier_matches_reference() {
 /// gradients are sums over up to T keys or queries: |d| <= 2e-5 + 1e-4·|want|.
 #[test]
 fn attention_matches_reference() {
-    for gpu in builds() {
+    for (gpu, &v) in builds().into_iter().flat_map(|g| AttnVariant::ALL.iter().map(move |v| (g, v))) {
         // (B, T, C, NH): head sizes 1, 2, 5 (not a multiple of 4), 48 and the maximum 64; T across
         // several 16-row blocks and not a power of two.
-        let cases = [(1usize, 1usize, 1usize, 1usize), (2, 5, 6, 3), (3, 37, 15, 3), (2, 33, 64, 1), (1, 70, 96, 2)];
+        // 65 is one past the 64-row blocks of rows64, 33 one past the 32-row tiles.
+        let cases = [
+            (1usize, 1usize, 1usize, 1usize),
+            (2, 5, 6, 3),
+            (3, 37, 15, 3),
+            (2, 33, 64, 1),
+            (1, 70, 96, 2),
+            (1, 65, 20, 2),
+        ];
         for (i, &(b, t, c, nh)) in cases.iter().enumerate() {
             let mut r = Rng::new(500 + i as u64);
             let (qkv, dout) = (r.vec(b * t * 3 * c), r.vec(b * t * c));
@@ -245,10 +254,11 @@ fn attention_matches_reference() {
             let dscratch = upload(gpu, &vec![f32::NAN; b * nh * t]);
             let dqkv = upload(gpu, &vec![f32::NAN; b * t * 3 * c]);
             let (b32, t32, c32, nh32) = (b as u32, t as u32, c as u32, nh as u32);
-            let fwd =
-                attention::forward(gpu, (&out).into(), (&lse).into(), (&gqkv).into(), b32, t32, c32, nh32).unwrap();
-            let bwd = attention::backward(
+            let (o, l, q) = ((&out).into(), (&lse).into(), (&gqkv).into());
+            let fwd = attention::forward_with(gpu, v, o, l, q, b32, t32, c32, nh32).unwrap();
+            let bwd = attention::backward_with(
                 gpu,
+                v,
                 (&dqkv).into(),
                 (&dscratch).into(),
                 (&gdout).into(),
@@ -269,7 +279,8 @@ fn attention_matches_reference() {
             reference::attention::forward(&mut want, &qkv, b, t, c, nh);
             let mut want_d = vec![0.0; b * t * 3 * c];
             reference::attention::backward(&mut want_d, &dout, &qkv, b, t, c, nh);
-            let tag = format!("attention B{b} T{t} C{c} NH{nh}");
+            let build = if gpu.checked_shaders { "checked" } else { "trusted" };
+            let tag = format!("attention {v} {build} B{b} T{t} C{c} NH{nh}");
             assert_close(&format!("{tag} out"), &read(gpu, &out, b * t * c), &want, 1e-5, 1e-5);
             assert_close(&format!("{tag} dqkv"), &read(gpu, &dqkv, b * t * 3 * c), &want_d, 2e-5, 1e-4);
         }

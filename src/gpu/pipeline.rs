@@ -9,6 +9,7 @@ use super::{Gpu, GpuError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Attention,
+    AttentionRows,
     Classifier,
     Encoder,
     Gelu,
@@ -22,6 +23,7 @@ impl Shader {
     /// Every shader file; a test checks this matches the contents of shaders/.
     pub const ALL: &'static [Shader] = &[
         Shader::Attention,
+        Shader::AttentionRows,
         Shader::Classifier,
         Shader::Encoder,
         Shader::Gelu,
@@ -38,6 +40,7 @@ impl Shader {
             Shader::Encoder => "encoder.wgsl",
             Shader::Classifier => "classifier.wgsl",
             Shader::Attention => "attention.wgsl",
+            Shader::AttentionRows => "attention_rows.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Layernorm => "layernorm.wgsl",
             Shader::Matmul => "matmul.wgsl",
@@ -52,6 +55,7 @@ impl Shader {
             Shader::Encoder => include_str!("../../shaders/encoder.wgsl"),
             Shader::Classifier => include_str!("../../shaders/classifier.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::AttentionRows => include_str!("../../shaders/attention_rows.wgsl"),
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
@@ -65,6 +69,7 @@ impl Shader {
         match (self, subgroups) {
             (Shader::Classifier | Shader::Layernorm | Shader::Optim, false) => &[Prelude::Reduce],
             (Shader::Classifier | Shader::Layernorm | Shader::Optim, true) => &[Prelude::ReduceSubgroup],
+            (Shader::Attention | Shader::AttentionRows, _) => &[Prelude::AttentionIo],
             _ => &[],
         }
     }
@@ -88,15 +93,18 @@ pub enum Prelude {
     Reduce,
     /// The same functions through subgroup operations (needs SUBGROUP).
     ReduceSubgroup,
+    /// The attention shaders' uniform, bindings and index helpers.
+    AttentionIo,
 }
 
 impl Prelude {
-    pub const ALL: &'static [Prelude] = &[Prelude::Reduce, Prelude::ReduceSubgroup];
+    pub const ALL: &'static [Prelude] = &[Prelude::AttentionIo, Prelude::Reduce, Prelude::ReduceSubgroup];
 
     pub fn file(self) -> &'static str {
         match self {
             Prelude::Reduce => "prelude/reduce.wgsl",
             Prelude::ReduceSubgroup => "prelude/reduce_subgroup.wgsl",
+            Prelude::AttentionIo => "prelude/attention_io.wgsl",
         }
     }
 
@@ -104,6 +112,7 @@ impl Prelude {
         match self {
             Prelude::Reduce => include_str!("../../shaders/prelude/reduce.wgsl"),
             Prelude::ReduceSubgroup => include_str!("../../shaders/prelude/reduce_subgroup.wgsl"),
+            Prelude::AttentionIo => include_str!("../../shaders/prelude/attention_io.wgsl"),
         }
     }
 }

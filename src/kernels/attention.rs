@@ -1,8 +1,43 @@
-//! Causal multi-head attention, flash style (shaders/attention.wgsl): the forward keeps each
-//! row's logsumexp, the backward recomputes the scores. Memory linear in T.
+//! Causal multi-head attention, flash style: the forward keeps each row's logsumexp, the
+//! backward recomputes the scores. Memory linear in T. Two variants compute it, chosen by the
+//! tuner: 16×16 tiles (shaders/attention.wgsl) or one thread per row (attention_rows.wgsl).
 
-use super::{dispatch, grid, View};
+use std::fmt;
+
+use super::{dispatch, dispatch_with, grid, View};
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
+
+/// One way to compute attention; forward and backward of any two variants fit together (they
+/// keep the same logsumexp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttnVariant {
+    /// 16 queries × 16 keys per workgroup of 256 threads, one score per thread.
+    Tiles16,
+    /// `br` rows per workgroup, one per thread, the other side in tiles of 32 rows.
+    Rows { br: u32 },
+}
+
+impl AttnVariant {
+    /// Every variant the tuner may pick, and the ones it times on each adapter type.
+    pub const ALL: &'static [AttnVariant] =
+        &[AttnVariant::Tiles16, AttnVariant::Rows { br: 64 }, AttnVariant::Rows { br: 32 }];
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL.iter().copied().find(|v| v.to_string() == s).ok_or_else(|| {
+            let names: Vec<String> = Self::ALL.iter().map(|v| v.to_string()).collect();
+            format!("{s:?} is not an attention variant: one of {}", names.join(", "))
+        })
+    }
+}
+
+impl fmt::Display for AttnVariant {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            AttnVariant::Tiles16 => write!(f, "tiles16"),
+            AttnVariant::Rows { br } => write!(f, "rows{br}"),
+        }
+    }
+}
 
 /// Mirrors `struct Params` in shaders/attention.wgsl.
 #[repr(C)]
@@ -36,6 +71,28 @@ fn kernel(entry: &'static str) -> Kernel {
     Kernel { shader: Shader::Attention, entry, slots: SLOTS }
 }
 
+fn rows_kernel(entry: &'static str) -> Kernel {
+    Kernel { shader: Shader::AttentionRows, entry, slots: SLOTS }
+}
+
+/// One dispatch over (query or key blocks, B·NH) in `v`: the 16×16 entry point, or the
+/// row-per-thread one specialized for the head size.
+fn blocks(
+    gpu: &Gpu,
+    v: AttnVariant,
+    entries: (&'static str, &'static str),
+    bindings: &[wgpu::BufferBinding],
+    p: &AttentionParams,
+) -> Result<Dispatch, GpuError> {
+    match v {
+        AttnVariant::Tiles16 => dispatch(gpu, kernel(entries.0), bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1]),
+        AttnVariant::Rows { br } => {
+            let constants = [("HS", p.hs as f64), ("BR", br as f64)];
+            dispatch_with(gpu, rows_kernel(entries.1), &constants, bindings, p, [p.t.div_ceil(br), p.b * p.nh, 1])
+        }
+    }
+}
+
 fn params(b: u32, t: u32, c: u32, nh: u32) -> Result<AttentionParams, GpuError> {
     if nh == 0 || !c.is_multiple_of(nh) || c / nh > HS_MAX {
         return Err(GpuError::Unsupported(format!(
@@ -46,10 +103,28 @@ fn params(b: u32, t: u32, c: u32, nh: u32) -> Result<AttentionParams, GpuError> 
     Ok(AttentionParams { b, t, c, nh, hs, scale: 1.0 / (hs as f32).sqrt(), _pad: [0; 2] })
 }
 
-/// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C).
+/// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C), in the variant the tuning table
+/// picks.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     gpu: &Gpu,
+    out: View,
+    lse: View,
+    qkv: View,
+    b: u32,
+    t: u32,
+    c: u32,
+    nh: u32,
+) -> Result<Dispatch, GpuError> {
+    let v = crate::tune::choose_attention(gpu, b, t, c, nh)?;
+    forward_with(gpu, v, out, lse, qkv, b, t, c, nh)
+}
+
+/// `forward` in variant `v`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with(
+    gpu: &Gpu,
+    v: AttnVariant,
     out: View,
     lse: View,
     qkv: View,
@@ -62,14 +137,34 @@ pub fn forward(
     let (btc, bht) = (b as u64 * t as u64 * c as u64, b as u64 * nh as u64 * t as u64);
     let d = || gpu.dummy.as_entire_buffer_binding();
     let bindings = [out.binding(gpu, btc)?, lse.binding(gpu, bht)?, qkv.binding(gpu, 3 * btc)?, d(), d(), d(), d()];
-    dispatch(gpu, kernel("attention_forward"), &bindings, &p, [t.div_ceil(BLK), b * nh, 1])
+    blocks(gpu, v, ("attention_forward", "attention_rows_forward"), &bindings, &p)
 }
 
 /// dqkv (B, T, 3C) = the gradient through attention (written, not accumulated); `d` is a
-/// scratch of B·NH·T floats.
+/// scratch of B·NH·T floats. In the variant the tuning table picks.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Gpu,
+    dqkv: View,
+    d: View,
+    dout: View,
+    out: View,
+    qkv: View,
+    lse: View,
+    b: u32,
+    t: u32,
+    c: u32,
+    nh: u32,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let v = crate::tune::choose_attention(gpu, b, t, c, nh)?;
+    backward_with(gpu, v, dqkv, d, dout, out, qkv, lse, b, t, c, nh)
+}
+
+/// `backward` in variant `v`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with(
+    gpu: &Gpu,
+    v: AttnVariant,
     dqkv: View,
     d: View,
     dout: View,
@@ -96,11 +191,10 @@ pub fn backward(
         lse.binding(gpu, bht)?,
         d.binding(gpu, bht)?,
     ];
-    let blocks = [t.div_ceil(BLK), b * nh, 1];
     Ok(vec![
         dispatch(gpu, kernel("attention_backward_d"), &d_pass, &p, grid(gpu, (bht as u32).div_ceil(256)))?,
-        dispatch(gpu, kernel("attention_backward_kv"), &grads, &p, blocks)?,
-        dispatch(gpu, kernel("attention_backward_q"), &grads, &p, blocks)?,
+        blocks(gpu, v, ("attention_backward_kv", "attention_rows_backward_kv"), &grads, &p)?,
+        blocks(gpu, v, ("attention_backward_q", "attention_rows_backward_q"), &grads, &p)?,
     ])
 }
 

@@ -70,7 +70,19 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(
     params: &P,
     groups: [u32; 3],
 ) -> Result<Dispatch, GpuError> {
-    let pipeline = gpu.pipeline(kernel, &[])?;
+    dispatch_with(gpu, kernel, &[], bindings, params, groups)
+}
+
+/// `dispatch` of a pipeline specialized by override `constants`.
+pub(crate) fn dispatch_with<P: bytemuck::Pod>(
+    gpu: &crate::Gpu,
+    kernel: Kernel,
+    constants: &[(&'static str, f64)],
+    bindings: &[wgpu::BufferBinding],
+    params: &P,
+    groups: [u32; 3],
+) -> Result<Dispatch, GpuError> {
+    let pipeline = gpu.pipeline(kernel, constants)?;
     let uniform = gpu.pool.uniform(&gpu.queue, params)?;
     let mut all = bindings.to_vec();
     all.push(uniform.as_entire_buffer_binding());

@@ -180,6 +180,7 @@ fn prepare_tuning(gpu: &Gpu, a: &TrainArgs, resumed: Option<&RunState>, dist: &D
         Some(None) => {
             t.tune = false;
             t.fallback = Some(crate::kernels::matmul::Variant::BASELINE);
+            t.attention_fallback = Some(crate::kernels::attention::AttnVariant::Tiles16);
         }
         None => {}
     }
