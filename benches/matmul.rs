@@ -15,6 +15,7 @@ fn matmul(c: &mut Criterion) {
             return;
         }
     };
+    // The adapter type's default variant of each product (no tuning).
     let mm = Matmul::new(&gpu);
     let mut rng = Rng::new(1);
     for (m, n, k) in [(256u32, 768u32, 768u32), (255, 767, 769)] {

@@ -1,0 +1,32 @@
+//! Criterion bench of one training step (forward, backward, AdamW; `wgtrain bench train`'s
+//! step function) of models/default.toml at B 8 × T 128, on the default adapter with the
+//! adapter type's default variants. `cargo bench --bench train_step`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use wgtrain::model::GptConfig;
+use wgtrain::train::defaults::{model_file, DEFAULT_CONFIG};
+use wgtrain::Gpu;
+
+fn train_step(c: &mut Criterion) {
+    let gpu = match Gpu::from_env() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("no adapter, nothing to bench: {e}");
+            return;
+        }
+    };
+    let config = GptConfig::load(&model_file(DEFAULT_CONFIG)).unwrap();
+    let (b, t) = (8, 128);
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10).throughput(Throughput::Elements((b * t) as u64));
+    group.bench_function("default_b8_t128", |bench| {
+        bench.iter_custom(|iters| {
+            let r = wgtrain::bench::train(&gpu, config.clone(), b, t, iters.max(1), None).unwrap();
+            std::time::Duration::from_secs_f64(r.ms_per_step / 1e3 * iters as f64)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, train_step);
+criterion_main!(benches);
