@@ -26,6 +26,15 @@ var<workgroup> ta: array<vec4<f32>, 512>;   // (BT, HS4_MAX): k (forward, dq) or
 var<workgroup> tb: array<vec4<f32>, 512>;   // (BT, HS4_MAX): v (forward, dq) or dout (dk, dv)
 var<workgroup> tr: array<vec2<f32>, 32>;    // (BT): the tile's queries' L and D (dk, dv)
 
+// The batch entry and head of workgroup row y of the grid.
+fn batch_of(y: u32) -> u32 {
+    return y / p.nh;
+}
+
+fn head_of(y: u32) -> u32 {
+    return y % p.nh;
+}
+
 fn hs4() -> u32 {
     return (HS + 3u) / 4u;
 }
@@ -97,8 +106,8 @@ fn dot_tb(x: array<vec4<f32>, 16>, j: u32) -> f32 {
 @compute @workgroup_size(BR)
 fn attention_rows_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let q0 = wid.x * BR;
-    let b = wid.y / p.nh;
-    let h = wid.y % p.nh;
+    let b = batch_of(wid.y);
+    let h = head_of(wid.y);
     let i = q0 + lid;
     let q = load_row(b, i, 0u, h);
     var o: array<vec4<f32>, 16>;
@@ -151,8 +160,8 @@ fn attention_rows_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
 @compute @workgroup_size(BR)
 fn attention_rows_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let q0 = wid.x * BR;
-    let b = wid.y / p.nh;
-    let h = wid.y % p.nh;
+    let b = batch_of(wid.y);
+    let h = head_of(wid.y);
     let i = q0 + lid;
     let q = load_row(b, i, 0u, h);
     let g = load_row(b, i, 3u, h);
@@ -187,8 +196,8 @@ fn attention_rows_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
 @compute @workgroup_size(BR)
 fn attention_rows_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let k0 = wid.x * BR;
-    let b = wid.y / p.nh;
-    let h = wid.y % p.nh;
+    let b = batch_of(wid.y);
+    let h = head_of(wid.y);
     let j = k0 + lid;
     let k = load_row(b, j, 1u, h);
     let v = load_row(b, j, 2u, h);

@@ -91,17 +91,21 @@ enum Command {
     Bench(Bench),
     /// Time the matmul variants for a model's shapes and store the fastest in the tuning cache
     /// (WGTRAIN_CACHE_DIR, else the user's cache directory); prints the choice and runner-up.
-    Tune {
-        /// Model config (.toml or HF config.json); by default the one `train` picks here.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Default: the config's [train] table, else 4.
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Default: the config's [train] table, else 128.
-        #[arg(long)]
-        seq_len: Option<usize>,
-    },
+    Tune(ModelArgs),
+}
+
+/// The model and batch shape of `tune` and `bench train`.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Model config (.toml or HF config.json); by default the one `train` picks here.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Default: the config's [train] table, else 4.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Default: the config's [train] table, else 128.
+    #[arg(long)]
+    seq_len: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -264,15 +268,8 @@ enum Bench {
     /// Warm training steps on synthetic tokens: tokens/s, ms per step, TFLOP/s, MFU against
     /// the adapter's FP32 peak, and each kernel's share of the step (with timestamps).
     Train {
-        /// Model config (.toml or HF config.json); by default the one `train` picks here.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Default: the config's [train] table, else 4.
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Default: the config's [train] table, else 128.
-        #[arg(long)]
-        seq_len: Option<usize>,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Timed steps, after two warm-up steps.
         #[arg(long, default_value_t = 10)]
         steps: u64,
@@ -386,9 +383,9 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         Command::Bench(Bench::Optim { params, tensors, json, samples }) => {
             bench_optim(&gpu, params, tensors, json, samples)?
         }
-        Command::Tune { config, batch_size, seq_len } => tune(&gpu, config, batch_size, seq_len)?,
-        Command::Bench(Bench::Train { config, batch_size, seq_len, steps, peak_tflops, json }) => {
-            let (cfg, b, t) = load_config(&gpu, config, batch_size, seq_len)?;
+        Command::Tune(m) => tune(&gpu, m)?,
+        Command::Bench(Bench::Train { model, steps, peak_tflops, json }) => {
+            let (cfg, b, t) = load_config(&gpu, model)?;
             let r = wgtrain::bench::train(&gpu, cfg, b, t, steps, peak_tflops)?;
             print_train_bench(&r, json)?;
             return Ok(None);
@@ -402,13 +399,9 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
 
 /// --config (the default run's by default), with B and T from the flags, else its [train]
 /// table, else the built-in values.
-fn load_config(
-    gpu: &Gpu,
-    config: Option<PathBuf>,
-    b: Option<usize>,
-    t: Option<usize>,
-) -> anyhow::Result<(wgtrain::model::GptConfig, usize, usize)> {
-    let (path, table) = run_config(gpu, config, false)?;
+fn load_config(gpu: &Gpu, m: ModelArgs) -> anyhow::Result<(wgtrain::model::GptConfig, usize, usize)> {
+    let (b, t) = (m.batch_size, m.seq_len);
+    let (path, table) = run_config(gpu, m.config, false)?;
     let path = path.expect("run_config names a config without --init");
     let cfg = wgtrain::model::GptConfig::load(&path).with_context(|| format!("--config {}", path.display()))?;
     let flags = TrainDefaults { batch_size: b, seq_len: t, ..Default::default() };
@@ -436,8 +429,8 @@ fn print_train_bench(r: &wgtrain::bench::TrainBench, json: bool) -> anyhow::Resu
     Ok(())
 }
 
-fn tune(gpu: &Gpu, config: Option<PathBuf>, b: Option<usize>, t: Option<usize>) -> anyhow::Result<()> {
-    let (cfg, b, t) = load_config(gpu, config, b, t)?;
+fn tune(gpu: &Gpu, m: ModelArgs) -> anyhow::Result<()> {
+    let (cfg, b, t) = load_config(gpu, m)?;
     println!("adapter: {}", gpu.name());
     match wgtrain::tune::cache_path() {
         Some(p) => println!("cache: {}", p.display()),
