@@ -5,8 +5,10 @@
 // workgroup memory. Every thread of a workgroup reads the same tile row at the same time: a
 // broadcast on GPUs, one scalar load for all lanes of a CPU adapter's SIMD batch.
 //
-// Rows are held as HS4 = ⌈HS/4⌉ vec4; lanes at or past HS are 0. HS (the head size, = p.hs)
-// and BR are override constants, so the loops over a row have constant bounds.
+// Rows are held as HS4 = ⌈HS/4⌉ vec4 in arrays of ROW4 (a prelude's constant: 4, 8 or 16, the
+// smallest that holds the head size; LLVM's compile time on CPU adapters grows fast with it);
+// lanes at or past HS are 0. HS (the head size, = p.hs) and BR are override constants, so the
+// loops over a row have constant bounds.
 //
 //   attention_rows_forward      out (B, T, C), L (B, NH, T) for BR queries per workgroup
 //   attention_rows_backward_q   dq (in dqkv) for BR queries, over the keys at or before them
@@ -16,14 +18,15 @@
 
 override HS: u32 = 64u;    // head size
 override BR: u32 = 64u;    // rows per workgroup, one per thread
+override UNROLL: bool = true;
 const BT: u32 = 32u;       // rows per workgroup-memory tile of the other side
-const HS4_MAX: u32 = 16u;  // vec4 per row at head size 64
 const MASKED: f32 = -1e30;
 
-// Params, bindings, qkv_index and btc_index come from the prelude (shaders/prelude/attention_io.wgsl).
+// Params, bindings, qkv_index and btc_index come from the prelude (shaders/prelude/attention_io.wgsl),
+// ROW4 from shaders/prelude/rows_{4,8,16}.wgsl.
 
-var<workgroup> ta: array<vec4<f32>, 512>;   // (BT, HS4_MAX): k (forward, dq) or q (dk, dv)
-var<workgroup> tb: array<vec4<f32>, 512>;   // (BT, HS4_MAX): v (forward, dq) or dout (dk, dv)
+var<workgroup> ta: array<vec4<f32>, BT * ROW4>;   // (BT, ROW4): k (forward, dq) or q (dk, dv)
+var<workgroup> tb: array<vec4<f32>, BT * ROW4>;   // (BT, ROW4): v (forward, dq) or dout (dk, dv)
 var<workgroup> tr: array<vec2<f32>, 32>;    // (BT): the tile's queries' L and D (dk, dv)
 
 // The batch entry and head of workgroup row y of the grid.
@@ -35,8 +38,15 @@ fn head_of(y: u32) -> u32 {
     return y % p.nh;
 }
 
+// The head size: the constant HS when UNROLL (GPUs: the compiler unrolls the row loops and
+// keeps rows in registers), else p.hs at run time (CPU adapters, where LLVM's compile time
+// with fully unrolled rows is tens of seconds and the runtime loops are as fast).
+fn hs() -> u32 {
+    return select(p.hs, HS, UNROLL);
+}
+
 fn hs4() -> u32 {
-    return (HS + 3u) / 4u;
+    return (hs() + 3u) / 4u;
 }
 
 // Four elements d .. d+3 of a row starting at element `base` of qkv (from_qkv) or dout; lanes
@@ -44,7 +54,7 @@ fn hs4() -> u32 {
 fn quad(from_qkv: bool, base: u32, d: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     for (var l = 0u; l < 4u; l++) {
-        if d + l < HS {
+        if d + l < hs() {
             if from_qkv {
                 v[l] = qkv[base + d + l];
             } else {
@@ -56,11 +66,11 @@ fn quad(from_qkv: bool, base: u32, d: u32) -> vec4<f32> {
 }
 
 // Row t of part `part` of head h (part 3: dout), clamped to the last row.
-fn load_row(b: u32, t: u32, part: u32, h: u32) -> array<vec4<f32>, 16> {
+fn load_row(b: u32, t: u32, part: u32, h: u32) -> array<vec4<f32>, ROW4> {
     let r = min(t, p.t - 1u);
     let from_qkv = part < 3u;
     let base = select(btc_index(b, r, h, 0u), qkv_index(b, r, part, h, 0u), from_qkv);
-    var row: array<vec4<f32>, 16>;
+    var row: array<vec4<f32>, ROW4>;
     for (var c = 0u; c < hs4(); c++) {
         row[c] = quad(from_qkv, base, 4u * c);
     }
@@ -79,25 +89,25 @@ fn load_tile(second: bool, lid: u32, b: u32, h: u32, part: u32, r0: u32) {
             v = quad(from_qkv, base, 4u * c);
         }
         if second {
-            tb[r * HS4_MAX + c] = v;
+            tb[r * ROW4 + c] = v;
         } else {
-            ta[r * HS4_MAX + c] = v;
+            ta[r * ROW4 + c] = v;
         }
     }
 }
 
-fn dot_ta(x: array<vec4<f32>, 16>, j: u32) -> f32 {
+fn dot_ta(x: array<vec4<f32>, ROW4>, j: u32) -> f32 {
     var acc = vec4<f32>(0.0);
     for (var c = 0u; c < hs4(); c++) {
-        acc = fma(x[c], ta[j * HS4_MAX + c], acc);
+        acc = fma(x[c], ta[j * ROW4 + c], acc);
     }
     return acc.x + acc.y + acc.z + acc.w;
 }
 
-fn dot_tb(x: array<vec4<f32>, 16>, j: u32) -> f32 {
+fn dot_tb(x: array<vec4<f32>, ROW4>, j: u32) -> f32 {
     var acc = vec4<f32>(0.0);
     for (var c = 0u; c < hs4(); c++) {
-        acc = fma(x[c], tb[j * HS4_MAX + c], acc);
+        acc = fma(x[c], tb[j * ROW4 + c], acc);
     }
     return acc.x + acc.y + acc.z + acc.w;
 }
@@ -110,7 +120,7 @@ fn attention_rows_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let h = head_of(wid.y);
     let i = q0 + lid;
     let q = load_row(b, i, 0u, h);
-    var o: array<vec4<f32>, 16>;
+    var o: array<vec4<f32>, ROW4>;
     var m = MASKED;
     var l = 0.0;
     let last = min(q0 + BR, p.t);
@@ -141,7 +151,7 @@ fn attention_rows_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
                 let pr = select(exp(s[jj] - mx), 0.0, s[jj] <= MASKED);
                 l += pr;
                 for (var c = 0u; c < hs4(); c++) {
-                    o[c] = fma(vec4<f32>(pr), tb[(j0 + jj) * HS4_MAX + c], o[c]);
+                    o[c] = fma(vec4<f32>(pr), tb[(j0 + jj) * ROW4 + c], o[c]);
                 }
             }
             m = mx;
@@ -149,7 +159,7 @@ fn attention_rows_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     }
     if i < p.t {
         let base = btc_index(b, i, h, 0u);
-        for (var d = 0u; d < HS; d++) {
+        for (var d = 0u; d < hs(); d++) {
             out[base + d] = o[d / 4u][d % 4u] / l;
         }
         lse[(b * p.nh + h) * p.t + i] = m + log(l);
@@ -168,7 +178,7 @@ fn attention_rows_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
     let row = (b * p.nh + h) * p.t + min(i, p.t - 1u);
     let li = lse_in[row];
     let di = d_in[row];
-    var dq: array<vec4<f32>, 16>;
+    var dq: array<vec4<f32>, ROW4>;
     let last = min(q0 + BR, p.t);
     for (var k0 = 0u; k0 < last; k0 += BT) {
         workgroupBarrier();
@@ -180,13 +190,13 @@ fn attention_rows_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
             let pr = exp(dot_ta(q, j) * p.scale - li);
             let ds = pr * (dot_tb(g, j) - di);
             for (var c = 0u; c < hs4(); c++) {
-                dq[c] = fma(vec4<f32>(ds), ta[j * HS4_MAX + c], dq[c]);
+                dq[c] = fma(vec4<f32>(ds), ta[j * ROW4 + c], dq[c]);
             }
         }
     }
     if i < p.t {
         let base = qkv_index(b, i, 0u, h, 0u);
-        for (var d = 0u; d < HS; d++) {
+        for (var d = 0u; d < hs(); d++) {
             out[base + d] = dq[d / 4u][d % 4u] * p.scale;
         }
     }
@@ -201,8 +211,8 @@ fn attention_rows_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
     let j = k0 + lid;
     let k = load_row(b, j, 1u, h);
     let v = load_row(b, j, 2u, h);
-    var dk: array<vec4<f32>, 16>;
-    var dv: array<vec4<f32>, 16>;
+    var dk: array<vec4<f32>, ROW4>;
+    var dv: array<vec4<f32>, ROW4>;
     for (var q0 = k0; q0 < p.t; q0 += BT) {
         workgroupBarrier();
         load_tile(false, lid, b, h, 0u, q0);
@@ -218,8 +228,8 @@ fn attention_rows_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
                 let pr = exp(dot_ta(k, ii) * p.scale - tr[ii].x);
                 let ds = pr * (dot_tb(v, ii) - tr[ii].y);
                 for (var c = 0u; c < hs4(); c++) {
-                    dv[c] = fma(vec4<f32>(pr), tb[ii * HS4_MAX + c], dv[c]);
-                    dk[c] = fma(vec4<f32>(ds), ta[ii * HS4_MAX + c], dk[c]);
+                    dv[c] = fma(vec4<f32>(pr), tb[ii * ROW4 + c], dv[c]);
+                    dk[c] = fma(vec4<f32>(ds), ta[ii * ROW4 + c], dk[c]);
                 }
             }
         }
@@ -227,7 +237,7 @@ fn attention_rows_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
     if j < p.t {
         let kb = qkv_index(b, j, 1u, h, 0u);
         let vb = qkv_index(b, j, 2u, h, 0u);
-        for (var d = 0u; d < HS; d++) {
+        for (var d = 0u; d < hs(); d++) {
             out[kb + d] = dk[d / 4u][d % 4u] * p.scale;
             out[vb + d] = dv[d / 4u][d % 4u];
         }

@@ -89,7 +89,7 @@ enum Command {
     /// Benchmark kernels against baselines measured in the same run.
     #[command(subcommand)]
     Bench(Bench),
-    /// Time the matmul variants for a model's shapes and store the fastest in the tuning cache
+    /// Time the matmul and attention variants for a model's shapes and store the fastest in the tuning cache
     /// (WGTRAIN_CACHE_DIR, else the user's cache directory); prints the choice and runner-up.
     Tune(ModelArgs),
 }

@@ -31,6 +31,9 @@ pub struct Entry {
     /// The second fastest, if there were two candidates.
     pub runner_up: Option<String>,
     pub runner_up_ms: Option<f64>,
+    /// How many candidates were timed: an entry from a shorter list than today's is timed again.
+    #[serde(default)]
+    pub candidates: usize,
 }
 
 /// The tuning table a `Gpu` carries.
@@ -43,6 +46,9 @@ pub struct Table {
     pub found: BTreeMap<String, (Entry, bool)>,
     /// Time candidates for a new class; otherwise take `fallback` or the adapter type's default.
     pub tune: bool,
+    /// Time every candidate even on a CPU adapter (`wgtrain tune`); training there times a
+    /// short list, since every candidate costs an LLVM compile of seconds.
+    pub thorough: bool,
     /// The matmul variant for new classes when not tuning (None: the adapter type's default).
     pub fallback: Option<Variant>,
     /// The same for attention.
@@ -79,7 +85,11 @@ impl Table {
 /// matmuls meet (or reads it from the cache), and returns one line per class with the choice
 /// and the runner-up.
 pub fn tune_model(gpu: &Gpu, config: crate::model::GptConfig, b: usize, t: usize) -> Result<Vec<String>, GpuError> {
-    gpu.tuning.lock().unwrap().tune = true;
+    {
+        let mut t = gpu.tuning.lock().unwrap();
+        t.tune = true;
+        t.thorough = true;
+    }
     drop(crate::model::Gpt::new(gpu, config, b, t, 1)?);
     let table = gpu.tuning.lock().unwrap();
     let mut lines = vec![format!("{:<34} {:<20} {:>9}  {:<20} {:>9}", "class", "choice", "ms", "runner-up", "ms")];
@@ -109,11 +119,24 @@ pub fn default_attention(gpu: &Gpu) -> AttnVariant {
     }
 }
 
-/// The candidates timed on this adapter.
+/// The matmul candidates timed on this adapter: on a CPU adapter the register variants for
+/// `wgtrain tune`, and only the baseline while training, whose first step must come within
+/// seconds even with a cold driver cache (each candidate costs seconds of LLVM compile there).
+/// Training reuses what `wgtrain tune` stored.
 pub fn candidates(gpu: &Gpu) -> &'static [Variant] {
     match gpu.info.device_type {
-        wgpu::DeviceType::Cpu => Variant::CPU,
+        wgpu::DeviceType::Cpu if gpu.tuning.lock().map(|t| t.thorough).unwrap_or(true) => Variant::CPU,
+        wgpu::DeviceType::Cpu => &Variant::CPU[..1],
         _ => Variant::GPU,
+    }
+}
+
+/// The attention candidates: all of them, but on a CPU adapter while training only the
+/// default (rows64), as for matmul.
+fn attention_candidates(gpu: &Gpu, thorough: bool) -> &'static [AttnVariant] {
+    match gpu.info.device_type {
+        wgpu::DeviceType::Cpu if !thorough => &AttnVariant::ALL[1..2],
+        _ => AttnVariant::ALL,
     }
 }
 
@@ -129,8 +152,8 @@ pub fn class_key(product: Product, d: Dims) -> String {
 /// else the fastest candidate timed now (when tuning), else the default.
 pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64) -> Result<Variant, GpuError> {
     let fallback = gpu.tuning.lock().unwrap().fallback.unwrap_or_else(|| default_variant(gpu));
-    let name = choose_by(gpu, class_key(product, d), fallback.to_string(), || {
-        let names: Vec<String> = candidates(gpu).iter().map(|v| v.to_string()).collect();
+    let names: Vec<String> = candidates(gpu).iter().map(|v| v.to_string()).collect();
+    let name = choose_by(gpu, class_key(product, d), fallback.to_string(), names.len(), || {
         let [out, a, b] = scratch(gpu, product, d)?;
         rank(gpu, &names, |name| {
             let mut mm = Matmul::with_variant(gpu, Variant::parse(name).expect("a candidate"));
@@ -154,9 +177,12 @@ pub fn attention_key(b: u32, t: u32, c: u32, nh: u32) -> String {
 /// The attention variant for (B, T, C, NH), chosen as `choose` chooses, timing forward and
 /// backward together.
 pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32) -> Result<AttnVariant, GpuError> {
-    let fallback = gpu.tuning.lock().unwrap().attention_fallback.unwrap_or_else(|| default_attention(gpu));
-    let name = choose_by(gpu, attention_key(b, t, c, nh), fallback.to_string(), || {
-        let names: Vec<String> = AttnVariant::ALL.iter().map(|v| v.to_string()).collect();
+    let (fallback, thorough) = {
+        let t = gpu.tuning.lock().unwrap();
+        (t.attention_fallback.unwrap_or_else(|| default_attention(gpu)), t.thorough)
+    };
+    let names: Vec<String> = attention_candidates(gpu, thorough).iter().map(|v| v.to_string()).collect();
+    let name = choose_by(gpu, attention_key(b, t, c, nh), fallback.to_string(), names.len(), || {
         let btc = b as u64 * t as u64 * c as u64;
         let bht = b as u64 * nh as u64 * t as u64;
         let f = |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1));
@@ -173,12 +199,14 @@ pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32) -> Result<At
     Ok(AttnVariant::parse(&name).unwrap_or(fallback))
 }
 
-/// The run's choice for `key`, else the cache's (when tuning), else `time`'s ranking, stored
-/// in the cache; else (not tuning) `default`. Returns the variant's name.
+/// The run's choice for `key`, else the cache's (when tuning, from a list of at least
+/// `candidates`), else `time`'s ranking, stored in the cache; else (not tuning) `default`.
+/// Returns the variant's name.
 fn choose_by(
     gpu: &Gpu,
     key: String,
     default: String,
+    candidates: usize,
     time: impl FnOnce() -> Result<Entry, GpuError>,
 ) -> Result<String, GpuError> {
     let mut t = gpu.tuning.lock().unwrap();
@@ -187,7 +215,10 @@ fn choose_by(
     }
     let v = if !t.tune {
         default
-    } else if let Some(e) = cache_entries(gpu, &mut t).get(&key).cloned() {
+    } else if let (1, None) = (candidates, cache_entries(gpu, &mut t).get(&key)) {
+        // Nothing to choose from, and nothing better cached: no timing, nothing stored.
+        default
+    } else if let Some(e) = cache_entries(gpu, &mut t).get(&key).filter(|e| e.candidates >= candidates).cloned() {
         t.found.insert(key.clone(), (e.clone(), true));
         e.best
     } else {
@@ -224,6 +255,9 @@ fn rank(
     for name in names {
         let ops = build(name)?;
         let first = seconds(gpu, &ops, 1)?;
+        if std::env::var_os("WGTRAIN_LOG_PIPELINES").is_some() {
+            eprintln!("tune: {name}: first run {:.0} ms (compiles included)", first * 1e3);
+        }
         let reps = ((BUDGET_S / first.max(1e-7)) as usize).clamp(1, 64);
         timed.push((seconds(gpu, &ops, reps)?, name));
     }
@@ -234,6 +268,7 @@ fn rank(
         best_ms: timed[0].0 * 1e3,
         runner_up: second.map(|s| s.1.clone()),
         runner_up_ms: second.map(|s| s.0 * 1e3),
+        candidates: names.len(),
     })
 }
 

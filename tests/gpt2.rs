@@ -68,6 +68,7 @@ fn gpt2_matches_pytorch_with_tuned_kernels() {
     {
         let mut t = tuned.tuning.lock().unwrap();
         t.tune = true;
+        t.thorough = true; // as `wgtrain tune`: every candidate, CPU adapters included
         t.cache_file = Some(file.clone());
     }
     matches_pytorch(&tuned);

@@ -19,15 +19,21 @@ fn cache_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A GPU of its own that tunes into `file`.
-fn tuning_gpu(file: &Path) -> Gpu {
+/// A GPU of its own that tunes into `file`, every candidate (`thorough`, as `wgtrain tune`)
+/// or the training list.
+fn tuning_gpu_with(file: &Path, thorough: bool) -> Gpu {
     let gpu = Gpu::from_env().unwrap();
     {
         let mut t = gpu.tuning.lock().unwrap();
         t.tune = true;
+        t.thorough = thorough;
         t.cache_file = Some(file.to_path_buf());
     }
     gpu
+}
+
+fn tuning_gpu(file: &Path) -> Gpu {
+    tuning_gpu_with(file, true)
 }
 
 const D: Dims = Dims { batch: 1, m: 37, n: 29, k: 70, shared_weight: true };
@@ -64,6 +70,25 @@ fn tuner_picks_a_candidate_and_a_later_process_reuses_it() {
     let second = tuning_gpu(&file);
     assert_eq!(forward_variant(&second), v);
     assert_eq!(found(&second), (v.to_string(), true), "the second GPU timed again instead of reading the cache");
+}
+
+#[test]
+fn training_on_a_cpu_adapter_times_nothing_but_reuses_the_cache() {
+    let Some(shared) = gpu() else { return };
+    let file = cache_dir("short").join("tune.json");
+    let training = tuning_gpu_with(&file, false);
+    let v = forward_variant(&training);
+    if shared.info.device_type == wgpu::DeviceType::Cpu {
+        assert_eq!(v, Variant::BASELINE);
+        assert!(!file.exists(), "training on a CPU adapter timed candidates");
+    } else {
+        assert!(file.is_file(), "training on a GPU tunes");
+    }
+    // What `wgtrain tune` stores, training then takes from the cache.
+    let best = forward_variant(&tuning_gpu(&file));
+    let later = tuning_gpu_with(&file, false);
+    assert_eq!(forward_variant(&later), best);
+    assert!(found(&later).1, "the tuned entry was not reused");
 }
 
 #[test]

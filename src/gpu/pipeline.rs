@@ -9,6 +9,9 @@ use super::{Gpu, GpuError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Attention,
+    /// attention_rows.wgsl for head sizes up to 16, 32 and 64 (rows of 4, 8 or 16 vec4).
+    AttentionRows16,
+    AttentionRows32,
     AttentionRows,
     Classifier,
     Encoder,
@@ -23,6 +26,8 @@ impl Shader {
     /// Every shader file; a test checks this matches the contents of shaders/.
     pub const ALL: &'static [Shader] = &[
         Shader::Attention,
+        Shader::AttentionRows16,
+        Shader::AttentionRows32,
         Shader::AttentionRows,
         Shader::Classifier,
         Shader::Encoder,
@@ -40,7 +45,7 @@ impl Shader {
             Shader::Encoder => "encoder.wgsl",
             Shader::Classifier => "classifier.wgsl",
             Shader::Attention => "attention.wgsl",
-            Shader::AttentionRows => "attention_rows.wgsl",
+            Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => "attention_rows.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Layernorm => "layernorm.wgsl",
             Shader::Matmul => "matmul.wgsl",
@@ -55,7 +60,9 @@ impl Shader {
             Shader::Encoder => include_str!("../../shaders/encoder.wgsl"),
             Shader::Classifier => include_str!("../../shaders/classifier.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
-            Shader::AttentionRows => include_str!("../../shaders/attention_rows.wgsl"),
+            Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => {
+                include_str!("../../shaders/attention_rows.wgsl")
+            }
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
@@ -69,7 +76,10 @@ impl Shader {
         match (self, subgroups) {
             (Shader::Classifier | Shader::Layernorm | Shader::Optim, false) => &[Prelude::Reduce],
             (Shader::Classifier | Shader::Layernorm | Shader::Optim, true) => &[Prelude::ReduceSubgroup],
-            (Shader::Attention | Shader::AttentionRows, _) => &[Prelude::AttentionIo],
+            (Shader::Attention, _) => &[Prelude::AttentionIo],
+            (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],
+            (Shader::AttentionRows32, _) => &[Prelude::AttentionIo, Prelude::Rows8],
+            (Shader::AttentionRows, _) => &[Prelude::AttentionIo, Prelude::Rows16],
             _ => &[],
         }
     }
@@ -95,16 +105,30 @@ pub enum Prelude {
     ReduceSubgroup,
     /// The attention shaders' uniform, bindings and index helpers.
     AttentionIo,
+    /// The row length (ROW4 vec4) of attention_rows.wgsl: 4, 8 or 16.
+    Rows4,
+    Rows8,
+    Rows16,
 }
 
 impl Prelude {
-    pub const ALL: &'static [Prelude] = &[Prelude::AttentionIo, Prelude::Reduce, Prelude::ReduceSubgroup];
+    pub const ALL: &'static [Prelude] = &[
+        Prelude::AttentionIo,
+        Prelude::Reduce,
+        Prelude::ReduceSubgroup,
+        Prelude::Rows16,
+        Prelude::Rows4,
+        Prelude::Rows8,
+    ];
 
     pub fn file(self) -> &'static str {
         match self {
             Prelude::Reduce => "prelude/reduce.wgsl",
             Prelude::ReduceSubgroup => "prelude/reduce_subgroup.wgsl",
             Prelude::AttentionIo => "prelude/attention_io.wgsl",
+            Prelude::Rows4 => "prelude/rows_4.wgsl",
+            Prelude::Rows8 => "prelude/rows_8.wgsl",
+            Prelude::Rows16 => "prelude/rows_16.wgsl",
         }
     }
 
@@ -113,6 +137,9 @@ impl Prelude {
             Prelude::Reduce => include_str!("../../shaders/prelude/reduce.wgsl"),
             Prelude::ReduceSubgroup => include_str!("../../shaders/prelude/reduce_subgroup.wgsl"),
             Prelude::AttentionIo => include_str!("../../shaders/prelude/attention_io.wgsl"),
+            Prelude::Rows4 => include_str!("../../shaders/prelude/rows_4.wgsl"),
+            Prelude::Rows8 => include_str!("../../shaders/prelude/rows_8.wgsl"),
+            Prelude::Rows16 => include_str!("../../shaders/prelude/rows_16.wgsl"),
         }
     }
 }
@@ -159,6 +186,7 @@ impl Gpu {
         if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
+        let started = std::time::Instant::now();
         let module = self.module(kernel.shader)?;
         let layout = self.bind_group_layout(kernel.slots);
         let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -183,6 +211,9 @@ impl Gpu {
                 name: format!("{}::{} {:?}", kernel.shader.file(), kernel.entry, constants),
                 message: e.to_string(),
             });
+        }
+        if std::env::var_os("WGTRAIN_LOG_PIPELINES").is_some() {
+            eprintln!("pipeline {} {:?}: {:.0} ms", kernel.entry, constants, started.elapsed().as_secs_f64() * 1e3);
         }
         let p = Arc::new(Pipeline { pipeline, layout, kernel });
         // Another thread may have built the same pipeline meanwhile: keep the first, so every

@@ -71,8 +71,14 @@ fn kernel(entry: &'static str) -> Kernel {
     Kernel { shader: Shader::Attention, entry, slots: SLOTS }
 }
 
-fn rows_kernel(entry: &'static str) -> Kernel {
-    Kernel { shader: Shader::AttentionRows, entry, slots: SLOTS }
+/// attention_rows.wgsl built with the shortest rows that hold head size `hs`.
+fn rows_kernel(entry: &'static str, hs: u32) -> Kernel {
+    let shader = match hs {
+        0..=16 => Shader::AttentionRows16,
+        17..=32 => Shader::AttentionRows32,
+        _ => Shader::AttentionRows,
+    };
+    Kernel { shader, entry, slots: SLOTS }
 }
 
 /// One dispatch over (query or key blocks, B·NH) in `v`: the 16×16 entry point, or the
@@ -87,8 +93,9 @@ fn blocks(
     match v {
         AttnVariant::Tiles16 => dispatch(gpu, kernel(entries.0), bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1]),
         AttnVariant::Rows { br } => {
-            let constants = [("HS", p.hs as f64), ("BR", br as f64)];
-            dispatch_with(gpu, rows_kernel(entries.1), &constants, bindings, p, [p.t.div_ceil(br), p.b * p.nh, 1])
+            let unroll = gpu.info.device_type != wgpu::DeviceType::Cpu;
+            let constants = [("HS", p.hs as f64), ("BR", br as f64), ("UNROLL", unroll as u8 as f64)];
+            dispatch_with(gpu, rows_kernel(entries.1, p.hs), &constants, bindings, p, [p.t.div_ceil(br), p.b * p.nh, 1])
         }
     }
 }
