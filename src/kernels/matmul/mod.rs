@@ -316,7 +316,7 @@ impl<'g> Matmul<'g> {
     /// Elements one window may span, after room for aligning its start down.
     fn window_elems(&self) -> u64 {
         let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
-        self.binding_limit.saturating_sub(align + 16) / 4
+        self.binding_limit.saturating_sub(align + 32) / 4
     }
 
     fn dispatch(
@@ -396,11 +396,13 @@ impl<'g> Matmul<'g> {
     }
 
     /// Binds elements lo..hi of `view`'s buffer: the start is aligned down to the adapter's
-    /// offset alignment and the end up to a vec4. Returns the window and where lo lands in it.
+    /// offset alignment and the end up to a vec4, plus one more vec4 where the buffer has it
+    /// (the unaligned loads read the vec4 after an element's). Returns the window and where lo
+    /// lands in it.
     fn window<'a>(&self, view: View<'a>, lo: u64, hi: u64) -> Result<(wgpu::BufferBinding<'a>, u32), GpuError> {
         let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
         let start = (lo * 4) / align * align;
-        let end = (hi * 4).next_multiple_of(16).min(view.buf.size());
+        let end = ((hi * 4).next_multiple_of(16) + 16).min(view.buf.size());
         let size = end - start;
         if size > self.binding_limit {
             return Err(GpuError::BindingTooLarge { requested: size, max: self.binding_limit });
