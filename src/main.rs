@@ -387,7 +387,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         Command::Bench(Bench::Train { model, steps, peak_tflops, json }) => {
             let (cfg, b, t) = load_config(&gpu, model)?;
             let r = wgtrain::bench::train(&gpu, cfg, b, t, steps, peak_tflops)?;
-            print_train_bench(&r, json)?;
+            wgtrain::bench::print_train(&r, json)?;
             return Ok(None);
         }
     }
@@ -401,7 +401,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
 /// table, else the built-in values.
 fn load_config(gpu: &Gpu, m: ModelArgs) -> anyhow::Result<(wgtrain::model::GptConfig, usize, usize)> {
     let (b, t) = (m.batch_size, m.seq_len);
-    let (path, table) = run_config(gpu, m.config, false)?;
+    let (path, table) = wgtrain::train::defaults::run_config(gpu, m.config, false)?;
     let path = path.expect("run_config names a config without --init");
     let cfg = wgtrain::model::GptConfig::load(&path).with_context(|| format!("--config {}", path.display()))?;
     let flags = TrainDefaults { batch_size: b, seq_len: t, ..Default::default() };
@@ -410,23 +410,6 @@ fn load_config(gpu: &Gpu, m: ModelArgs) -> anyhow::Result<(wgtrain::model::GptCo
     anyhow::ensure!(b > 0 && t > 0, "--batch-size and --seq-len must be positive");
     anyhow::ensure!(t <= cfg.n_positions, "--seq-len {t} exceeds the model's n_positions {}", cfg.n_positions);
     Ok((cfg, b, t))
-}
-
-fn print_train_bench(r: &wgtrain::bench::TrainBench, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(r)?);
-        return Ok(());
-    }
-    println!("adapter: {}", r.adapter);
-    println!("params: {:.2}M", r.params as f64 / 1e6);
-    let mfu = r.mfu.map_or("unknown peak (pass --peak-tflops)".to_string(), |m| format!("{:.1}%", 100.0 * m));
-    println!("{:.0} tokens/s, {:.1} ms per step, {:.3} TFLOP/s, MFU {mfu}", r.tokens_per_s, r.ms_per_step, r.tflops);
-    let mut shares: Vec<_> = r.kernels.iter().collect();
-    shares.sort_by(|a, b| b.1.total_cmp(a.1));
-    for (k, s) in shares {
-        println!("  {k:<28} {:>5.1}%", 100.0 * s);
-    }
-    Ok(())
 }
 
 fn tune(gpu: &Gpu, m: ModelArgs) -> anyhow::Result<()> {
@@ -490,35 +473,9 @@ fn bench_matmul(gpu: &Gpu, sizes: &str, json: bool, samples: usize, variant: &st
     let variants = wgtrain::bench::parse_variants(gpu, variant).map_err(anyhow::Error::msg)?;
     if !json {
         println!("adapter: {}", gpu.name());
-        println!(
-            "{:<23} {:<18} {:>6} {:>6} {:>6} {:>9} {:>9} {:>7} {:>7}",
-            "kernel", "variant", "m", "n", "k", "ms", "GFLOP/s", "x base", "x naive"
-        );
     }
     let rows = wgtrain::bench::matmul(gpu, &sizes, samples, &variants)?;
-    let base = wgtrain::kernels::matmul::Variant::BASELINE.to_string();
-    for r in &rows {
-        if json {
-            println!("{}", serde_json::to_string(r)?);
-            continue;
-        }
-        let find = |kernel: &str, variant: &str| {
-            rows.iter().find(|x| x.kernel == kernel && x.variant == variant && (x.m, x.n, x.k) == (r.m, r.n, r.k))
-        };
-        let ratio = |x: Option<&wgtrain::bench::MatmulRow>| x.map_or(f64::NAN, |x| r.gflops / x.gflops);
-        println!(
-            "{:<23} {:<18} {:>6} {:>6} {:>6} {:>9.3} {:>9.2} {:>7.2} {:>7.2}",
-            r.kernel,
-            r.variant,
-            r.m,
-            r.n,
-            r.k,
-            r.ms,
-            r.gflops,
-            ratio(find(r.kernel, &base)),
-            ratio(find("matmul_naive", "naive"))
-        );
-    }
+    wgtrain::bench::print_matmul(&rows, json)?;
     Ok(())
 }
 
@@ -527,21 +484,8 @@ fn bench_optim(gpu: &Gpu, params: u64, tensors: usize, json: bool, samples: usiz
     anyhow::ensure!(tensors > 0 && tensors as u64 <= params, "--tensors must be between 1 and --params");
     if !json {
         println!("adapter: {}", gpu.name());
-        println!(
-            "{:<15} {:>10} {:>8} {:>10} {:>9} {:>8} {:>13}",
-            "name", "params", "tensors", "ms", "GB/s", "B/param", "frac_of_copy"
-        );
     }
-    for r in wgtrain::bench::optim(gpu, params, tensors, samples)? {
-        if json {
-            println!("{}", serde_json::to_string(&r)?);
-        } else {
-            println!(
-                "{:<15} {:>10} {:>8} {:>10.3} {:>9.2} {:>8} {:>13.3}",
-                r.name, r.params, r.tensors, r.ms, r.gbps, r.bytes_per_param, r.frac_of_copy
-            );
-        }
-    }
+    wgtrain::bench::print_optim(&wgtrain::bench::optim(gpu, params, tensors, samples)?, json)?;
     Ok(())
 }
 
@@ -558,7 +502,7 @@ impl TrainCli {
             warmup: self.warmup,
             eval_every: self.eval_every,
         };
-        let (config, table) = run_config(gpu, self.config.clone(), self.init.is_some())?;
+        let (config, table) = wgtrain::train::defaults::run_config(gpu, self.config.clone(), self.init.is_some())?;
         let s = Settings::resolve(&flags, &table);
         Ok(wgtrain::train::TrainArgs {
             config,
@@ -596,24 +540,6 @@ impl TrainCli {
             no_tune: false,
         })
     }
-}
-
-/// --config, or the adapter's default run when neither --config nor --init is given, with the
-/// config's [train] table (none with --init alone: its config.json has none).
-fn run_config(gpu: &Gpu, config: Option<PathBuf>, init: bool) -> anyhow::Result<(Option<PathBuf>, TrainDefaults)> {
-    let config = match (config, init) {
-        (None, false) => {
-            let (path, why) = wgtrain::train::default_config(gpu);
-            println!("config: {} ({why})", path.display());
-            Some(path)
-        }
-        (c, _) => c,
-    };
-    let table = match &config {
-        Some(p) if !init || p.extension().is_some_and(|e| e == "toml") => TrainDefaults::load(p)?,
-        _ => TrainDefaults::default(),
-    };
-    Ok((config, table))
 }
 
 /// Loads a checkpoint directory into a model for batches of b × t.

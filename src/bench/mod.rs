@@ -1,10 +1,12 @@
 //! `wgtrain bench`: kernel timings on the chosen adapter, with the baselines measured in the
 //! same run.
 
+mod report;
 mod train;
 
 use std::time::Instant;
 
+pub use report::{print_matmul, print_optim, print_train};
 pub use train::{peak_tflops, train, TrainBench};
 
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};

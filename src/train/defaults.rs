@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::gpu::Gpu;
-use crate::model::config::TrainDefaults;
+use crate::model::config::{ConfigError, TrainDefaults};
 
 /// The small byte-level model: about three minutes on a 2-core software adapter.
 pub const DEFAULT_CONFIG: &str = "models/default.toml";
@@ -65,4 +65,26 @@ pub fn default_config(gpu: &Gpu) -> (PathBuf, String) {
             format!("no --config or --init, and {} is a {other:?} adapter, so the small run", gpu.info.name),
         ),
     }
+}
+
+/// --config, or the adapter's default run (said on stdout) when neither --config nor --init is
+/// given, with the config's [train] table (none with --init alone: its config.json has none).
+pub fn run_config(
+    gpu: &Gpu,
+    config: Option<PathBuf>,
+    init: bool,
+) -> Result<(Option<PathBuf>, TrainDefaults), ConfigError> {
+    let config = match (config, init) {
+        (None, false) => {
+            let (path, why) = default_config(gpu);
+            println!("config: {} ({why})", path.display());
+            Some(path)
+        }
+        (c, _) => c,
+    };
+    let table = match &config {
+        Some(p) if !init || p.extension().is_some_and(|e| e == "toml") => TrainDefaults::load(p)?,
+        _ => TrainDefaults::default(),
+    };
+    Ok((config, table))
 }
