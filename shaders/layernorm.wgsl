@@ -9,6 +9,9 @@
 //
 // One workgroup per row for the forward and dinp; the parameter gradients fold rows in a fixed
 // order (a workgroup per 32 channels, 8 row lanes), so every run gives the same bits.
+//
+//   layernorm_rows_forward     the forward with one thread per row and no barriers
+//   layernorm_rows_backward    dinp likewise (CPU adapters, where barriers cost most)
 
 const WG: u32 = 128u;
 const EPS: f32 = 1e-5;
@@ -77,6 +80,61 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
     let m = reduce_sum2(lid, s) / f32(p.c);
     for (var i = lid; i < p.c; i += WG) {
+        let norm = (inp[base + i] - st.x) * st.y;
+        let dnorm = dout[base + i] * weight[i];
+        out[base + i] += (dnorm - m.x - norm * m.y) * st.y;
+    }
+}
+
+// One thread per row: each walks its row in order, with no workgroup memory or barriers. Rows
+// of a grid past the per-dimension limit continue along y.
+const ROWS_WG: u32 = 64u;
+
+fn rows_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return gid.x + gid.y * groups.x * ROWS_WG;
+}
+
+@compute @workgroup_size(ROWS_WG)
+fn layernorm_rows_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let row = rows_index(gid, groups);
+    if row >= p.n {
+        return;
+    }
+    let base = row * p.c;
+    var s = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        s += inp[base + i];
+    }
+    let mean = s / f32(p.c);
+    var v = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        let d = inp[base + i] - mean;
+        v += d * d;
+    }
+    let rstd = 1.0 / sqrt(v / f32(p.c) + EPS);
+    for (var i = 0u; i < p.c; i++) {
+        out[base + i] = (inp[base + i] - mean) * rstd * weight[i] + bias[i];
+    }
+    out2[2u * row] = mean;
+    out2[2u * row + 1u] = rstd;
+}
+
+@compute @workgroup_size(ROWS_WG)
+fn layernorm_rows_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let row = rows_index(gid, groups);
+    if row >= p.n {
+        return;
+    }
+    let base = row * p.c;
+    let st = stats[row];
+    var s = vec2<f32>(0.0);
+    for (var i = 0u; i < p.c; i++) {
+        let norm = (inp[base + i] - st.x) * st.y;
+        let dnorm = dout[base + i] * weight[i];
+        s += vec2<f32>(dnorm, dnorm * norm);
+    }
+    let m = s / f32(p.c);
+    for (var i = 0u; i < p.c; i++) {
         let norm = (inp[base + i] - st.x) * st.y;
         let dnorm = dout[base + i] * weight[i];
         out[base + i] += (dnorm - m.x - norm * m.y) * st.y;

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder, Shader};
 use crate::kernels::attention::{self, AttnVariant};
+use crate::kernels::layernorm::{self, LnVariant};
 use crate::kernels::matmul::{Dims, Matmul, Product, Variant};
 
 /// Version of the cache file's layout.
@@ -53,6 +54,9 @@ pub struct Table {
     pub fallback: Option<Variant>,
     /// The same for attention.
     pub attention_fallback: Option<AttnVariant>,
+    /// A run from before autotuning: every kernel not pinned runs the one it ran then
+    /// (the matmul baseline, 16×16 attention tiles, workgroup LayerNorm).
+    pub baselines: bool,
     /// The cache file's entries for this adapter and these shaders, read on first use.
     cache: Option<BTreeMap<String, Entry>>,
     /// The cache file, when not `cache_path()` (tests give each GPU its own).
@@ -71,6 +75,8 @@ impl Table {
         for (k, name) in choices {
             let known = if k.starts_with("attention") {
                 AttnVariant::parse(name).map(|_| ())
+            } else if k.starts_with("layernorm") {
+                LnVariant::parse(name).map(|_| ())
             } else {
                 Variant::parse(name).map(|_| ())
             };
@@ -151,7 +157,11 @@ pub fn class_key(product: Product, d: Dims) -> String {
 /// The variant that runs `product` at `d`: the run's choice for its class, else the cache's,
 /// else the fastest candidate timed now (when tuning), else the default.
 pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64) -> Result<Variant, GpuError> {
-    let fallback = gpu.tuning.lock().unwrap().fallback.unwrap_or_else(|| default_variant(gpu));
+    let fallback = {
+        let t = gpu.tuning.lock().unwrap();
+        let base = t.baselines.then_some(Variant::BASELINE);
+        t.fallback.or(base).unwrap_or_else(|| default_variant(gpu))
+    };
     let names: Vec<String> = candidates(gpu).iter().map(|v| v.to_string()).collect();
     let name = choose_by(gpu, class_key(product, d), fallback.to_string(), names.len(), || {
         let [out, a, b] = scratch(gpu, product, d)?;
@@ -179,7 +189,8 @@ pub fn attention_key(b: u32, t: u32, c: u32, nh: u32) -> String {
 pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32) -> Result<AttnVariant, GpuError> {
     let (fallback, thorough) = {
         let t = gpu.tuning.lock().unwrap();
-        (t.attention_fallback.unwrap_or_else(|| default_attention(gpu)), t.thorough)
+        let base = t.baselines.then_some(AttnVariant::Tiles16);
+        (t.attention_fallback.or(base).unwrap_or_else(|| default_attention(gpu)), t.thorough)
     };
     let names: Vec<String> = attention_candidates(gpu, thorough).iter().map(|v| v.to_string()).collect();
     let name = choose_by(gpu, attention_key(b, t, c, nh), fallback.to_string(), names.len(), || {
@@ -197,6 +208,48 @@ pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32) -> Result<At
         })
     })?;
     Ok(AttnVariant::parse(&name).unwrap_or(fallback))
+}
+
+/// The LayerNorm variant for N rows of C channels: one thread per row on CPU adapters (where
+/// its barrier-free rows won), one workgroup per row on GPUs; timed where there are candidates.
+pub fn choose_layernorm(gpu: &Gpu, n: u32, c: u32) -> Result<LnVariant, GpuError> {
+    let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+    let (thorough, baselines) = {
+        let t = gpu.tuning.lock().unwrap();
+        (t.thorough, t.baselines)
+    };
+    let fallback = if cpu && !baselines { LnVariant::Rows } else { LnVariant::Workgroup };
+    let names: Vec<String> = match (cpu, thorough) {
+        (true, false) => vec![fallback.name().to_string()],
+        _ => LnVariant::ALL.iter().map(|v| v.name().to_string()).collect(),
+    };
+    let key = format!("layernorm n{} c{c}", n.max(1).next_power_of_two());
+    let name = choose_by(gpu, key, fallback.name().to_string(), names.len(), || {
+        let (nc, f) = (n as u64 * c as u64, |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1)));
+        let (out, stats, inp, w, b) = (f(nc)?, f(2 * n as u64)?, f(nc)?, f(c as u64)?, f(c as u64)?);
+        let (dinp, dw, db, dout) = (f(nc)?, f(c as u64)?, f(c as u64)?, f(nc)?);
+        rank(gpu, &names, |name| {
+            let v = LnVariant::parse(name).expect("a candidate");
+            let (o, s, x, wv, bv) = ((&out).into(), (&stats).into(), (&inp).into(), (&w).into(), (&b).into());
+            let mut ops = vec![layernorm::forward_with(gpu, v, o, s, x, wv, bv, n, c)?];
+            let (g, s2, x2) = ((&dout).into(), (&stats).into(), (&inp).into());
+            ops.extend(layernorm::backward_with(
+                gpu,
+                v,
+                (&dinp).into(),
+                (&dw).into(),
+                (&db).into(),
+                g,
+                x2,
+                s2,
+                (&w).into(),
+                n,
+                c,
+            )?);
+            Ok(ops)
+        })
+    })?;
+    Ok(LnVariant::parse(&name).unwrap_or(fallback))
 }
 
 /// The run's choice for `key`, else the cache's (when tuning, from a list of at least
@@ -309,7 +362,7 @@ fn adapter_key(gpu: &Gpu) -> String {
 /// Identifies the tuned kernels' source: a new build of the shaders invalidates the timings.
 fn shader_hash() -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for s in [Shader::Matmul, Shader::Attention, Shader::AttentionRows] {
+    for s in [Shader::Matmul, Shader::Attention, Shader::AttentionRows, Shader::Layernorm] {
         h.update(s.file_source().as_bytes());
     }
     format!("{:016x}", h.digest())

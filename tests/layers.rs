@@ -4,6 +4,7 @@
 use wgtrain::gpu::{Category, GpuBuffer, Recorder};
 use wgtrain::kernels::attention::AttnVariant;
 use wgtrain::kernels::elementwise::{self, Span};
+use wgtrain::kernels::layernorm::LnVariant;
 use wgtrain::kernels::{attention, classifier, encoder, gelu, layernorm, View};
 use wgtrain::reference::{self, Rng};
 use wgtrain::Gpu;
@@ -25,7 +26,7 @@ const SIZES: &[(usize, usize)] = &[(1, 1), (3, 5), (17, 33), (127, 255), (37, 76
 /// sum: |d| <= 2e-5 + 1e-5·|want|. Parameter gradients are N-long sums: |d| <= 1e-6·N + 1e-5·|want|.
 #[test]
 fn layernorm_matches_reference() {
-    for gpu in builds() {
+    for (gpu, &v) in builds().into_iter().flat_map(|g| LnVariant::ALL.iter().map(move |v| (g, v))) {
         for (i, &(n, c)) in SIZES.iter().enumerate() {
             let mut r = Rng::new(100 + i as u64);
             let (x, w, b, dout) = (r.vec(n * c), r.vec(c), r.vec(c), r.vec(n * c));
@@ -35,8 +36,9 @@ fn layernorm_matches_reference() {
             let stats = upload(gpu, &vec![f32::NAN; 2 * n]);
             let (gdinp, gdw, gdb) = (upload(gpu, &dinp0), upload(gpu, &dw0), upload(gpu, &db0));
             let (n32, c32) = (n as u32, c as u32);
-            let fwd = layernorm::forward(
+            let fwd = layernorm::forward_with(
                 gpu,
+                v,
                 (&out).into(),
                 (&stats).into(),
                 (&gx).into(),
@@ -46,8 +48,9 @@ fn layernorm_matches_reference() {
                 c32,
             )
             .unwrap();
-            let bwd = layernorm::backward(
+            let bwd = layernorm::backward_with(
                 gpu,
+                v,
                 View::from(&gdinp),
                 View::from(&gdw),
                 View::from(&gdb),
@@ -68,7 +71,7 @@ fn layernorm_matches_reference() {
             let st = reference::layernorm::forward(&mut want, &x, &w, &b, n, c);
             let (mut dinp, mut dw, mut db) = (dinp0.clone(), dw0.clone(), db0.clone());
             reference::layernorm::backward(&mut dinp, &mut dw, &mut db, &dout, &x, &w, &st, n, c);
-            let tag = format!("layernorm {n}x{c}");
+            let tag = format!("layernorm {} {n}x{c}", v.name());
             assert_close(&format!("{tag} out"), &read(gpu, &out, n * c), &want, 2e-5, 1e-5);
             let flat: Vec<f32> = st.iter().flat_map(|&(m, s)| [m, s]).collect();
             assert_close(&format!("{tag} mean/rstd"), &read(gpu, &stats, 2 * n), &flat, 1e-6, 1e-5);

@@ -28,10 +28,72 @@ const fn kernel(entry: &'static str) -> Kernel {
     Kernel { shader: Shader::Layernorm, entry, slots: SLOTS }
 }
 
-/// out (N, C) = layernorm(inp) · weight + bias; stats (N, 2) = (mean, rstd) per row.
+/// How the per-row passes (forward, dinp) run: one workgroup per row with tree reductions, or
+/// one thread per row (no barriers: CPU adapters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LnVariant {
+    Workgroup,
+    Rows,
+}
+
+impl LnVariant {
+    pub const ALL: &'static [LnVariant] = &[LnVariant::Workgroup, LnVariant::Rows];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LnVariant::Workgroup => "workgroup",
+            LnVariant::Rows => "rows",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| format!("{s:?} is not a layernorm variant: workgroup or rows"))
+    }
+
+    /// One per-row dispatch over `n` rows.
+    fn rows(
+        self,
+        gpu: &Gpu,
+        entry: (&'static str, &'static str),
+        b: &[wgpu::BufferBinding],
+        p: &LayerNormParams,
+    ) -> Result<Dispatch, GpuError> {
+        match self {
+            LnVariant::Workgroup => dispatch(gpu, kernel(entry.0), b, p, grid(gpu, p.n)),
+            LnVariant::Rows => dispatch(gpu, kernel(entry.1), b, p, grid(gpu, p.n.div_ceil(ROWS_WG))),
+        }
+    }
+}
+
+/// Threads per workgroup of the one-thread-per-row kernels (ROWS_WG in the shader).
+const ROWS_WG: u32 = 64;
+
+/// out (N, C) = layernorm(inp) · weight + bias; stats (N, 2) = (mean, rstd) per row, in the
+/// variant the tuning table picks.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     gpu: &Gpu,
+    out: View,
+    stats: View,
+    inp: View,
+    weight: View,
+    bias: View,
+    n: u32,
+    c: u32,
+) -> Result<Dispatch, GpuError> {
+    let v = crate::tune::choose_layernorm(gpu, n, c)?;
+    forward_with(gpu, v, out, stats, inp, weight, bias, n, c)
+}
+
+/// `forward` in variant `v`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with(
+    gpu: &Gpu,
+    v: LnVariant,
     out: View,
     stats: View,
     inp: View,
@@ -52,14 +114,33 @@ pub fn forward(
         bias.binding(gpu, c64)?,
     ];
     let p = LayerNormParams { n, c, _pad: [0; 2] };
-    dispatch(gpu, kernel("layernorm_forward"), &b, &p, grid(gpu, n))
+    v.rows(gpu, ("layernorm_forward", "layernorm_rows_forward"), &b, &p)
 }
 
 /// dinp (N, C) += the input gradient; dweight (C) += Σ dout·norm and dbias (C) += Σ dout.
-/// Two dispatches: per row, then per 32 channels.
+/// Two dispatches: per row, then per 32 channels. In the variant the tuning table picks.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Gpu,
+    dinp: View,
+    dweight: View,
+    dbias: View,
+    dout: View,
+    inp: View,
+    stats: View,
+    weight: View,
+    n: u32,
+    c: u32,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let v = crate::tune::choose_layernorm(gpu, n, c)?;
+    backward_with(gpu, v, dinp, dweight, dbias, dout, inp, stats, weight, n, c)
+}
+
+/// `backward` in variant `v`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with(
+    gpu: &Gpu,
+    v: LnVariant,
     dinp: View,
     dweight: View,
     dbias: View,
@@ -92,7 +173,7 @@ pub fn backward(
         dummy(),
     ];
     Ok(vec![
-        dispatch(gpu, kernel("layernorm_backward"), &rows, &p, grid(gpu, n))?,
+        v.rows(gpu, ("layernorm_backward", "layernorm_rows_backward"), &rows, &p)?,
         dispatch(gpu, kernel("layernorm_backward_params"), &params, &p, [c.div_ceil(32), 1, 1])?,
     ])
 }

@@ -179,8 +179,7 @@ fn prepare_tuning(gpu: &Gpu, a: &TrainArgs, resumed: Option<&RunState>, dist: &D
         // A run from before autotuning ran the baseline everywhere.
         Some(None) => {
             t.tune = false;
-            t.fallback = Some(crate::kernels::matmul::Variant::BASELINE);
-            t.attention_fallback = Some(crate::kernels::attention::AttnVariant::Tiles16);
+            t.baselines = true;
         }
         None => {}
     }
