@@ -6,7 +6,7 @@
 //! rounded up, with the head size. The first time a run meets a class, the tuner
 //! times every candidate for the adapter type on the real shape (a few milliseconds each),
 //! keeps the fastest, and stores it in a cache file keyed by the adapter (vendor, device,
-//! driver) and the hash of shaders/matmul.wgsl. Variants may sum in other orders, so the
+//! driver) and the hash of the shaders as compiled. Variants may sum in other orders, so the
 //! choices belong to the run: they are saved in state.json and pinned again on --resume, and
 //! under MPI rank 0's choices are sent to every rank.
 
@@ -52,8 +52,6 @@ pub struct Table {
     pub thorough: bool,
     /// The matmul variant for new classes when not tuning (None: the adapter type's default).
     pub fallback: Option<Variant>,
-    /// The same for attention.
-    pub attention_fallback: Option<AttnVariant>,
     /// A run from before autotuning: every kernel not pinned runs the one it ran then
     /// (the matmul baseline, 16×16 attention tiles, workgroup LayerNorm).
     pub baselines: bool,
@@ -130,19 +128,25 @@ pub fn default_attention(gpu: &Gpu) -> AttnVariant {
 /// seconds even with a cold driver cache (each candidate costs seconds of LLVM compile there).
 /// Training reuses what `wgtrain tune` stored.
 pub fn candidates(gpu: &Gpu) -> &'static [Variant] {
+    let thorough = gpu.tuning.lock().unwrap().thorough;
     match gpu.info.device_type {
-        wgpu::DeviceType::Cpu if gpu.tuning.lock().map(|t| t.thorough).unwrap_or(true) => Variant::CPU,
-        wgpu::DeviceType::Cpu => &Variant::CPU[..1],
+        wgpu::DeviceType::Cpu if short_list(gpu, thorough) => &Variant::CPU[..1],
+        wgpu::DeviceType::Cpu => Variant::CPU,
         _ => Variant::GPU,
     }
 }
 
-/// The attention candidates: all of them, but on a CPU adapter while training only the
-/// default (rows64), as for matmul.
+/// Whether only each kernel's default is a candidate: while training on a CPU adapter.
+fn short_list(gpu: &Gpu, thorough: bool) -> bool {
+    gpu.info.device_type == wgpu::DeviceType::Cpu && !thorough
+}
+
+/// The attention candidates: all of them, but only the default (rows64) on a short list.
 fn attention_candidates(gpu: &Gpu, thorough: bool) -> &'static [AttnVariant] {
-    match gpu.info.device_type {
-        wgpu::DeviceType::Cpu if !thorough => &AttnVariant::ALL[1..2],
-        _ => AttnVariant::ALL,
+    if short_list(gpu, thorough) {
+        &AttnVariant::ALL[1..2]
+    } else {
+        AttnVariant::ALL
     }
 }
 
@@ -189,8 +193,7 @@ pub fn attention_key(b: u32, t: u32, c: u32, nh: u32) -> String {
 pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32) -> Result<AttnVariant, GpuError> {
     let (fallback, thorough) = {
         let t = gpu.tuning.lock().unwrap();
-        let base = t.baselines.then_some(AttnVariant::Tiles16);
-        (t.attention_fallback.or(base).unwrap_or_else(|| default_attention(gpu)), t.thorough)
+        (if t.baselines { AttnVariant::Tiles16 } else { default_attention(gpu) }, t.thorough)
     };
     let names: Vec<String> = attention_candidates(gpu, thorough).iter().map(|v| v.to_string()).collect();
     let name = choose_by(gpu, attention_key(b, t, c, nh), fallback.to_string(), names.len(), || {
@@ -219,9 +222,10 @@ pub fn choose_layernorm(gpu: &Gpu, n: u32, c: u32) -> Result<LnVariant, GpuError
         (t.thorough, t.baselines)
     };
     let fallback = if cpu && !baselines { LnVariant::Rows } else { LnVariant::Workgroup };
-    let names: Vec<String> = match (cpu, thorough) {
-        (true, false) => vec![fallback.name().to_string()],
-        _ => LnVariant::ALL.iter().map(|v| v.name().to_string()).collect(),
+    let names: Vec<String> = if short_list(gpu, thorough) {
+        vec![fallback.name().to_string()]
+    } else {
+        LnVariant::ALL.iter().map(|v| v.name().to_string()).collect()
     };
     let key = format!("layernorm n{} c{c}", n.max(1).next_power_of_two());
     let name = choose_by(gpu, key, fallback.name().to_string(), names.len(), || {
@@ -266,20 +270,22 @@ fn choose_by(
     if let Some(v) = t.choices.get(&key) {
         return Ok(v.clone());
     }
-    let v = if !t.tune {
-        default
-    } else if let (1, None) = (candidates, cache_entries(gpu, &mut t).get(&key)) {
-        // Nothing to choose from, and nothing better cached: no timing, nothing stored.
-        default
-    } else if let Some(e) = cache_entries(gpu, &mut t).get(&key).filter(|e| e.candidates >= candidates).cloned() {
-        t.found.insert(key.clone(), (e.clone(), true));
-        e.best
-    } else {
-        let e = time()?;
-        cache_entries(gpu, &mut t).insert(key.clone(), e.clone());
-        save_cache(gpu, &t);
-        t.found.insert(key.clone(), (e.clone(), false));
-        e.best
+    let cached = if t.tune { cache_entries(gpu, &mut t).get(&key).cloned() } else { None };
+    let v = match cached {
+        _ if !t.tune => default,
+        Some(e) if e.candidates >= candidates => {
+            t.found.insert(key.clone(), (e.clone(), true));
+            e.best
+        }
+        // Nothing to choose from, and nothing cached: no timing, nothing stored.
+        None if candidates < 2 => default,
+        _ => {
+            let e = time()?;
+            cache_entries(gpu, &mut t).insert(key.clone(), e.clone());
+            save_cache(gpu, &t);
+            t.found.insert(key.clone(), (e.clone(), false));
+            e.best
+        }
     };
     t.choices.insert(key, v.clone());
     Ok(v)
@@ -359,11 +365,12 @@ fn adapter_key(gpu: &Gpu) -> String {
     format!("{:?} {:04x}:{:04x} {} | {} {}", i.backend, i.vendor, i.device, i.name, i.driver, i.driver_info)
 }
 
-/// Identifies the tuned kernels' source: a new build of the shaders invalidates the timings.
-fn shader_hash() -> String {
+/// Identifies the shaders as this GPU compiles them, preludes included: a new build of any of
+/// them invalidates the timings.
+fn shader_hash(gpu: &Gpu) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for s in [Shader::Matmul, Shader::Attention, Shader::AttentionRows, Shader::Layernorm] {
-        h.update(s.file_source().as_bytes());
+    for s in Shader::ALL {
+        h.update(s.source(gpu.subgroups).as_bytes());
     }
     format!("{:016x}", h.digest())
 }
@@ -406,7 +413,7 @@ fn cache_entries<'t>(gpu: &Gpu, t: &'t mut Table) -> &'t mut BTreeMap<String, En
         let Some(path) = path else { return BTreeMap::new() };
         let mut file = read_cache_file(&path);
         match file.adapters.remove(&adapter_key(gpu)) {
-            Some(a) if a.shaders == shader_hash() => a.classes,
+            Some(a) if a.shaders == shader_hash(gpu) => a.classes,
             Some(_) => {
                 eprintln!("warning: tuning cache {} was made for other shaders; tuning again", path.display());
                 BTreeMap::new()
@@ -421,7 +428,7 @@ fn cache_entries<'t>(gpu: &Gpu, t: &'t mut Table) -> &'t mut BTreeMap<String, En
 fn save_cache(gpu: &Gpu, t: &Table) {
     let (Some(path), Some(classes)) = (t.cache_file.clone().or_else(cache_path), t.cache.as_ref()) else { return };
     let mut file = read_cache_file(&path);
-    file.adapters.insert(adapter_key(gpu), AdapterCache { shaders: shader_hash(), classes: classes.clone() });
+    file.adapters.insert(adapter_key(gpu), AdapterCache { shaders: shader_hash(gpu), classes: classes.clone() });
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
