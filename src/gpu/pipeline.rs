@@ -226,39 +226,31 @@ impl Gpu {
             return Ok(m.clone());
         }
         let source = shader.source(self.subgroups);
-        let m = if self.checked_shaders {
-            self.compile_wgsl(shader.file(), &source)?
-        } else {
-            self.compile_trusted(shader.file(), &source)?
-        };
+        let m = self.compile(shader.file(), &source, self.checked_shaders)?;
         self.pipelines.modules.lock().unwrap().insert(shader, m.clone());
         Ok(m)
     }
 
     /// Compiles WGSL source; a parse or validation error comes back as Err, never a panic.
     pub fn compile_wgsl(&self, name: &str, source: &str) -> Result<wgpu::ShaderModule, GpuError> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(name),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-        match pollster::block_on(scope.pop()) {
-            Some(e) => Err(GpuError::Shader { name: name.to_string(), message: e.to_string() }),
-            None => Ok(module),
-        }
+        self.compile(name, source, true)
     }
 
-    /// Compiles one of wgtrain's own shaders without naga's runtime checks (bounds clamping,
-    /// forced loop bounding, division guards). The host validates every offset, size and
-    /// window before it builds a dispatch, and every kernel is tested against its reference
-    /// in both this build and the checked one (WGTRAIN_CHECKED_SHADERS=1), so an access that
-    /// depends on the clamping shows up as a difference between the two.
-    fn compile_trusted(&self, name: &str, source: &str) -> Result<wgpu::ShaderModule, GpuError> {
+    /// One module inside an error scope, with naga's runtime checks or without them (bounds
+    /// clamping, forced loop bounding, division guards): wgtrain's own shaders are trusted
+    /// unless WGTRAIN_CHECKED_SHADERS=1. The host validates every offset, size and window
+    /// before it builds a dispatch, and every kernel is tested against its reference in both
+    /// builds, so an access that depends on the clamping shows up as a difference.
+    fn compile(&self, name: &str, source: &str, checked: bool) -> Result<wgpu::ShaderModule, GpuError> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) };
-        // SAFETY: the source is one of the embedded shaders, whose every access the host keeps
-        // in range (see above); user-supplied WGSL goes through `compile_wgsl`.
-        let module = unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) };
+        let module = if checked {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: only `module` passes false, for the embedded shaders, whose every access
+            // the host keeps in range (see above); `compile_wgsl` always checks.
+            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        };
         match pollster::block_on(scope.pop()) {
             Some(e) => Err(GpuError::Shader { name: name.to_string(), message: e.to_string() }),
             None => Ok(module),
