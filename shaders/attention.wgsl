@@ -19,7 +19,7 @@ const HS_MAX: u32 = 64u;
 const WG: u32 = 256u;          // BLK × BLK threads: thread (i, j) = (lid / BLK, lid % BLK)
 const MASKED: f32 = -1e30;
 
-// Params, bindings, qkv_index and btc_index come from the prelude (shaders/prelude/attention_io.wgsl).
+// Params, bindings, qkv_index, btc_index and bht_index come from the prelude (shaders/prelude/attention_io.wgsl).
 
 // Four (BLK, HS_MAX) tiles at T0 .. T3 of one array, and (BLK, BLK) score tiles. Their roles
 // differ per kernel; see each one.
@@ -137,7 +137,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         }
     }
     if lid < BLK && q0 + lid < p.t {
-        lse[(b * p.nh + h) * p.t + q0 + lid] = row_a[lid] + log(row_b[lid]);
+        lse[bht_index(b, h, q0 + lid)] = row_a[lid] + log(row_b[lid]);
     }
 }
 
@@ -168,7 +168,7 @@ fn probabilities(lid: u32, b: u32, h: u32, q0: u32, k0: u32) {
     var pr = 0.0;
     var ds = 0.0;
     if k0 + j <= q0 + i && q0 + i < p.t {
-        let row = (b * p.nh + h) * p.t + q0 + i;
+        let row = bht_index(b, h, q0 + i);
         pr = exp(dot_rows(T0, i, T2, j) * p.scale - lse_in[row]);
         ds = pr * (dot_rows(T1, i, T3, j) - d_in[row]);
     }

@@ -22,7 +22,7 @@ override UNROLL: bool = true;
 const BT: u32 = 32u;       // rows per workgroup-memory tile of the other side
 const MASKED: f32 = -1e30;
 
-// Params, bindings, qkv_index and btc_index come from the prelude (shaders/prelude/attention_io.wgsl),
+// Params, bindings, qkv_index, btc_index and bht_index come from the prelude (shaders/prelude/attention_io.wgsl),
 // ROW4 from shaders/prelude/rows_{4,8,16}.wgsl.
 
 var<workgroup> ta: array<vec4<f32>, BT * ROW4>;   // (BT, ROW4): k (forward, dq) or q (dk, dv)
@@ -96,6 +96,13 @@ fn load_tile(second: bool, lid: u32, b: u32, h: u32, part: u32, r0: u32) {
     }
 }
 
+// Writes the first HS elements of `row`, times `scale`, from element `base` of out.
+fn store_row(base: u32, row: array<vec4<f32>, ROW4>, scale: f32) {
+    for (var d = 0u; d < hs(); d++) {
+        out[base + d] = row[d / 4u][d % 4u] * scale;
+    }
+}
+
 fn dot_ta(x: array<vec4<f32>, ROW4>, j: u32) -> f32 {
     var acc = vec4<f32>(0.0);
     for (var c = 0u; c < hs4(); c++) {
@@ -162,7 +169,7 @@ fn attention_rows_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         for (var d = 0u; d < hs(); d++) {
             out[base + d] = o[d / 4u][d % 4u] / l;
         }
-        lse[(b * p.nh + h) * p.t + i] = m + log(l);
+        lse[bht_index(b, h, i)] = m + log(l);
     }
 }
 
@@ -175,7 +182,7 @@ fn attention_rows_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
     let i = q0 + lid;
     let q = load_row(b, i, 0u, h);
     let g = load_row(b, i, 3u, h);
-    let row = (b * p.nh + h) * p.t + min(i, p.t - 1u);
+    let row = bht_index(b, h, min(i, p.t - 1u));
     let li = lse_in[row];
     let di = d_in[row];
     var dq: array<vec4<f32>, ROW4>;
@@ -195,10 +202,7 @@ fn attention_rows_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
         }
     }
     if i < p.t {
-        let base = qkv_index(b, i, 0u, h, 0u);
-        for (var d = 0u; d < hs(); d++) {
-            out[base + d] = dq[d / 4u][d % 4u] * p.scale;
-        }
+        store_row(qkv_index(b, i, 0u, h, 0u), dq, p.scale);
     }
 }
 
@@ -218,7 +222,7 @@ fn attention_rows_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
         load_tile(false, lid, b, h, 0u, q0);
         load_tile(true, lid, b, h, 3u, q0);
         for (var r = lid; r < BT; r += BR) {
-            let row = (b * p.nh + h) * p.t + min(q0 + r, p.t - 1u);
+            let row = bht_index(b, h, min(q0 + r, p.t - 1u));
             tr[r] = vec2<f32>(lse_in[row], d_in[row]);
         }
         workgroupBarrier();
@@ -235,11 +239,7 @@ fn attention_rows_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
         }
     }
     if j < p.t {
-        let kb = qkv_index(b, j, 1u, h, 0u);
-        let vb = qkv_index(b, j, 2u, h, 0u);
-        for (var d = 0u; d < hs(); d++) {
-            out[kb + d] = dk[d / 4u][d % 4u] * p.scale;
-            out[vb + d] = dv[d / 4u][d % 4u];
-        }
+        store_row(qkv_index(b, j, 1u, h, 0u), dk, p.scale);
+        store_row(qkv_index(b, j, 2u, h, 0u), dv, 1.0);
     }
 }

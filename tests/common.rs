@@ -41,6 +41,11 @@ pub fn builds() -> Vec<&'static Gpu> {
     }
 }
 
+/// Each build of `builds()` paired with each of `variants`.
+pub fn builds_with<V: Copy>(variants: &'static [V]) -> Vec<(&'static Gpu, V)> {
+    builds().into_iter().flat_map(|g| variants.iter().map(move |&v| (g, v))).collect()
+}
+
 pub fn require_adapter() -> bool {
     std::env::var("WGTRAIN_REQUIRE_ADAPTER").is_ok_and(|v| v == "1")
 }

@@ -9,7 +9,7 @@ use wgtrain::kernels::{attention, classifier, encoder, gelu, layernorm, View};
 use wgtrain::reference::{self, Rng};
 use wgtrain::Gpu;
 
-use crate::common::{assert_close, builds, gpu};
+use crate::common::{assert_close, builds, builds_with, gpu};
 
 fn upload(gpu: &Gpu, data: &[f32]) -> GpuBuffer {
     gpu.pool.storage_from(&gpu.queue, Category::Scratch, data).unwrap()
@@ -26,7 +26,7 @@ const SIZES: &[(usize, usize)] = &[(1, 1), (3, 5), (17, 33), (127, 255), (37, 76
 /// sum: |d| <= 2e-5 + 1e-5·|want|. Parameter gradients are N-long sums: |d| <= 1e-6·N + 1e-5·|want|.
 #[test]
 fn layernorm_matches_reference() {
-    for (gpu, &v) in builds().into_iter().flat_map(|g| LnVariant::ALL.iter().map(move |v| (g, v))) {
+    for (gpu, v) in builds_with(LnVariant::ALL) {
         for (i, &(n, c)) in SIZES.iter().enumerate() {
             let mut r = Rng::new(100 + i as u64);
             let (x, w, b, dout) = (r.vec(n * c), r.vec(c), r.vec(c), r.vec(n * c));
@@ -236,7 +236,7 @@ fn classifier_matches_reference() {
 /// gradients are sums over up to T keys or queries: |d| <= 2e-5 + 1e-4·|want|.
 #[test]
 fn attention_matches_reference() {
-    for (gpu, &v) in builds().into_iter().flat_map(|g| AttnVariant::ALL.iter().map(move |v| (g, v))) {
+    for (gpu, v) in builds_with(AttnVariant::ALL) {
         // (B, T, C, NH): head sizes 1, 2, 5 (not a multiple of 4), 48 and the maximum 64; T across
         // several 16-row blocks and not a power of two.
         // 65 is one past the 64-row blocks of rows64, 33 one past the 32-row tiles.

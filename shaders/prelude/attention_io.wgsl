@@ -33,3 +33,8 @@ fn qkv_index(b: u32, t: u32, part: u32, h: u32, d: u32) -> u32 {
 fn btc_index(b: u32, t: u32, h: u32, d: u32) -> u32 {
     return (b * p.t + t) * p.c + h * p.hs + d;
 }
+
+// Element (b, h, t) of a (B, NH, T) tensor (L, D).
+fn bht_index(b: u32, h: u32, t: u32) -> u32 {
+    return (b * p.nh + h) * p.t + t;
+}
