@@ -6,6 +6,7 @@
 //
 //   classifier_forward_backward
 //     losses[n] = log Σ_i exp(l_i) − l_target                         (l = logits[n, :V])
+//                 (added to losses[n] when accumulate != 0: a step's micro-batches sum there)
 //     when grad != 0: logits[n, i] ← (softmax(l)_i − [i = target]) · dloss for i < V, 0 past V
 
 const WG: u32 = 256u;
@@ -17,7 +18,7 @@ struct Params {
     vp: u32,
     grad: u32,     // 1: write dlogits over the logits
     dloss: f32,    // d(mean loss)/d(loss of one row): 1/N, or 1/(N·K) with K accumulation steps
-    _pad0: u32,
+    accumulate: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -52,7 +53,12 @@ fn classifier_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let lt = logits[base + tgt];
     s = reduce_sum(lid, s);
     if lid == 0u {
-        losses[row] = log(s) + m - lt;
+        let loss = log(s) + m - lt;
+        if p.accumulate != 0u {
+            losses[row] += loss;
+        } else {
+            losses[row] = loss;
+        }
     }
     if p.grad == 0u {
         return;

@@ -4,11 +4,13 @@
 //
 //   encoder_forward       out[b, t] = wte[tok[b, t]] + wpe[pos0 + t]
 //   encoder_backward_wpe  dwpe[t] += Σ_b dout[b, t]
+//   encoder_order         positions = 0..N sorted by (token, position)
 //   encoder_backward_wte  dwte[v] += Σ over positions holding v of dout[position]
 //
-// The wte gradient needs no atomics: the host groups the batch's positions by token when it
-// loads the batch (it has the tokens anyway), and one workgroup sums each token's positions in
-// ascending order, so the result is the same on every run.
+// The wte gradient needs no atomics: encoder_order ranks every position by (token, position)
+// (a stable sort by counting, O(N²/WG) reads of workgroup memory), and one workgroup then
+// sums each token's positions in ascending order, so the result is the same on every run.
+// Both run on the GPU, so a batch costs nothing on the host beyond its token ids.
 
 const WG: u32 = 256u;
 
@@ -17,16 +19,16 @@ struct Params {
     n: u32,   // B·T
     t: u32,
     c: u32,
-    buckets: u32,   // bucket slots; unused ones have count 0
+    _unused: u32,
     pos0: u32,      // position of the first row (decoding one token at a time)
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;    // forward out (N, C); dwte (V, C); dwpe (T, C)
-@group(0) @binding(1) var<storage, read> tokens: array<u32>;       // forward (N) token ids; wte backward: positions grouped by token
-@group(0) @binding(2) var<storage, read> buckets: array<vec4<u32>>; // (U) token, first position, count, 0
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;       // forward out (N, C); dwte (V, C); dwpe (T, C)
+@group(0) @binding(1) var<storage, read> tokens: array<u32>;          // (N) token ids
+@group(0) @binding(2) var<storage, read_write> positions: array<u32>; // (N) positions by (token, position)
 @group(0) @binding(3) var<storage, read> a: array<f32>;            // forward wte (V, C); backward dout (N, C)
 @group(0) @binding(4) var<storage, read> b: array<f32>;            // forward wpe (T, C)
 @group(0) @binding(5) var<uniform> p: Params;
@@ -55,22 +57,53 @@ fn encoder_backward_wpe(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     out[e] += s;
 }
 
+var<workgroup> tile: array<u32, WG>;
+
+// One thread per position i: its rank is the number of positions j with (tok[j], j) <
+// (tok[i], i), counted over tiles of WG tokens in workgroup memory; positions[rank] = i.
+@compute @workgroup_size(WG)
+fn encoder_order(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * groups.x) * WG + lid;
+    let mine = tokens[min(i, p.n - 1u)];
+    var rank = 0u;
+    for (var base = 0u; base < p.n; base += WG) {
+        tile[lid] = tokens[min(base + lid, p.n - 1u)];
+        workgroupBarrier();
+        let m = min(WG, p.n - base);
+        for (var k = 0u; k < m; k++) {
+            let tj = tile[k];
+            rank += select(0u, 1u, tj < mine || (tj == mine && base + k < i));
+        }
+        workgroupBarrier();
+    }
+    if i < p.n {
+        positions[rank] = i;
+    }
+}
+
+// One workgroup per sorted slot r: the slot that starts a token's run sums the run's rows
+// (ascending positions); the others return.
 @compute @workgroup_size(WG)
 fn encoder_backward_wte(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32) {
-    let u = wid.x + wid.y * groups.x;
-    if u >= p.buckets {
+    let r = wid.x + wid.y * groups.x;
+    if r >= p.n {
         return;
     }
-    let bk = buckets[u];
-    if bk.z == 0u {
+    let tok = tokens[positions[r]];
+    if r > 0u && tokens[positions[r - 1u]] == tok {
         return;
+    }
+    var end = r + 1u;
+    while end < p.n && tokens[positions[end]] == tok {
+        end++;
     }
     for (var ch = lid; ch < p.c; ch += WG) {
         var s = 0.0;
-        for (var i = 0u; i < bk.z; i++) {
-            s += a[tokens[bk.y + i] * p.c + ch];
+        for (var k = r; k < end; k++) {
+            s += a[positions[k] * p.c + ch];
         }
-        out[bk.x * p.c + ch] += s;
+        out[tok * p.c + ch] += s;
     }
 }

@@ -238,6 +238,10 @@ struct TrainCli {
     /// 0 keeps a full copy on every rank.
     #[arg(long, default_value_t = 0)]
     zero: u8,
+    /// With several MPI ranks: compare a checksum of every rank's parameters every N steps
+    /// and before every checkpoint, stopping the run if they differ; 0: never.
+    #[arg(long, default_value_t = 100)]
+    check_replicas: u64,
     /// Continue the run in DIR (or from one checkpoint in it) exactly; other flags are ignored.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -301,6 +305,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Under mpirun, training runs as one of several ranks; MPI starts before the GPU, whose
     // choice depends on the rank.
+    // From here a signal ends a run that has not started training at once (see
+    // train/signals.rs).
+    if matches!(cli.command, Command::Train(_)) {
+        if let Err(e) = wgtrain::train::signals::Stop::install() {
+            eprintln!("error: cannot watch for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let dist = match &cli.command {
         Command::Train(_) => match Dist::from_env() {
             Ok(d) => d,
@@ -538,6 +550,7 @@ impl TrainCli {
             force: self.force,
             zero: self.zero,
             no_tune: false,
+            check_replicas: self.check_replicas,
         })
     }
 }

@@ -71,14 +71,22 @@ impl Parallel {
         &self.buckets
     }
 
-    /// Forward and backward of this rank's batch, then the gradient average: the whole arena
-    /// (plain), or this rank's shard (ZeRO-1), written back into the gradients before the
-    /// next submit.
-    pub fn forward_backward(&mut self, gpu: &Gpu, gpt: &Gpt, dist: &Dist) -> Result<(), GpuError> {
+    /// Forward and backward of this rank's last `micros` micro-batches of the step (after
+    /// zeroing, when `zero`: the step's first submit), then the gradient average: the whole
+    /// arena (plain), or this rank's shard (ZeRO-1), written back into the gradients before
+    /// the next submit.
+    pub fn forward_backward(
+        &mut self,
+        gpu: &Gpu,
+        gpt: &Gpt,
+        dist: &Dist,
+        micros: usize,
+        zero: bool,
+    ) -> Result<(), GpuError> {
         self.wait = Duration::ZERO;
         let mut submits = Vec::new();
         let (buckets, reads) = (&self.buckets, &mut self.reads);
-        gpt.record_forward_backward_cut(gpu, buckets, |mut rec, j| {
+        gpt.record_forward_backward_cut(gpu, micros, zero, buckets, |mut rec, j| {
             let b = &buckets[j];
             reads[j].record_parts(&mut rec, &[(&gpt.arena.grads, 4 * b.lo, 4 * (b.hi - b.lo))]);
             submits.push(rec.submit());

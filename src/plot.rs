@@ -1,168 +1,133 @@
-//! The loss curve as a PNG: train loss (blue), validation loss (red) and lr (green, on its own
-//! scale), with the loss range and the last step written in a tiny pixel font. No plotting
-//! dependency: a raster, and a PNG written with uncompressed deflate blocks.
+//! loss.png: train and validation loss against step (tokens on the top axis), the learning
+//! rate on its own right-hand axis, a legend, and a title naming the run. Drawn with plotters'
+//! bitmap backend and PNG encoder; text in DejaVu Sans (an ASCII subset, assets/), registered
+//! with ab_glyph so that no system font or fontconfig is needed.
 
 use std::path::Path;
+use std::sync::Once;
 
-const W: usize = 800;
-const H: usize = 480;
-const LEFT: usize = 60;
-const RIGHT: usize = 20;
-const TOP: usize = 20;
-const BOTTOM: usize = 40;
+use plotters::prelude::*;
 
-struct Canvas {
-    px: Vec<[u8; 3]>,
+const W: u32 = 960;
+const H: u32 = 560;
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-ascii.ttf");
+const SANS: &str = "sans-serif";
+
+/// What a loss plot shows.
+pub struct Curves<'a> {
+    /// The title: the run and its parameter count.
+    pub title: &'a str,
+    /// (step, loss) of each logged step.
+    pub train: &'a [(u64, f32)],
+    /// (step, val loss) of each evaluation.
+    pub val: &'a [(u64, f32)],
+    /// (step, lr) of each logged step.
+    pub lr: &'a [(u64, f64)],
+    /// Tokens per optimizer step, for the top axis.
+    pub tokens_per_step: u64,
 }
 
-impl Canvas {
-    fn new() -> Self {
-        Self { px: vec![[255; 3]; W * H] }
-    }
-
-    fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
-        if (0..W as i64).contains(&x) && (0..H as i64).contains(&y) {
-            self.px[y as usize * W + x as usize] = c;
-        }
-    }
-
-    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [u8; 3]) {
-        let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-        for i in 0..=steps {
-            let f = i as f64 / steps as f64;
-            let (x, y) = (x0 + f * (x1 - x0), y0 + f * (y1 - y0));
-            self.set(x.round() as i64, y.round() as i64, c);
-            self.set(x.round() as i64, y.round() as i64 + 1, c);
-        }
-    }
-
-    /// Draws `text` (digits, '.', '-', 'e') in a 3×5 font scaled ×2, top-left at (x, y).
-    fn text(&mut self, x: usize, y: usize, text: &str) {
-        for (i, ch) in text.chars().enumerate() {
-            let rows = glyph(ch);
-            for (r, bits) in rows.iter().enumerate() {
-                for col in 0..3 {
-                    if bits >> (2 - col) & 1 == 1 {
-                        for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                            self.set((x + i * 8 + col * 2 + dx) as i64, (y + r * 2 + dy) as i64, [0; 3]);
-                        }
-                    }
-                }
-            }
-        }
-    }
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is fixed at build time and a test draws with it: it parses.
+        let _ = plotters::style::register_font(SANS, FontStyle::Normal, FONT);
+    });
 }
 
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        'e' => [0, 7, 7, 4, 7],
-        _ => [0; 5],
-    }
+/// Writes the plot to `path` (through a temporary file, then a rename).
+pub fn loss_curve(path: &Path, c: &Curves) -> Result<(), String> {
+    register_font();
+    let tmp = path.with_extension("tmp.png");
+    draw(&tmp, c).map_err(|e| format!("drawing the loss plot: {e}"))?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
-/// Writes the curves to `path`. `train` and `val` are (step, loss); `lr` is (step, lr).
-pub fn loss_curve(path: &Path, train: &[(u64, f32)], val: &[(u64, f32)], lr: &[(u64, f64)]) -> std::io::Result<()> {
-    let mut cv = Canvas::new();
-    let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
-    let last = train.iter().chain(val).map(|p| p.0).max().unwrap_or(1).max(1) as f64;
-    let losses = train.iter().chain(val).map(|p| p.1).filter(|l| l.is_finite());
-    let (lo, hi) = losses.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)));
-    let (lo, hi) = if lo.is_finite() && hi > lo { (lo as f64, hi as f64) } else { (0.0, 1.0) };
-    let lr_max = lr.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-30);
-    let x = |s: u64| LEFT as f64 + s as f64 / last * pw;
-    let y = |l: f64| TOP as f64 + (1.0 - (l - lo) / (hi - lo)) * ph;
-    for k in 0..=4 {
-        let gy = TOP as f64 + k as f64 / 4.0 * ph;
-        cv.line((LEFT as f64, gy), (LEFT as f64 + pw, gy), [225; 3]);
-    }
-    cv.line((LEFT as f64, TOP as f64), (LEFT as f64, TOP as f64 + ph), [0; 3]);
-    cv.line((LEFT as f64, TOP as f64 + ph), (LEFT as f64 + pw, TOP as f64 + ph), [0; 3]);
-    let series = |cv: &mut Canvas, pts: Vec<(f64, f64)>, c: [u8; 3]| {
-        for w in pts.windows(2) {
-            cv.line(w[0], w[1], c);
-        }
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+fn draw(path: &Path, c: &Curves) -> DrawResult {
+    let root = BitMapBackend::new(path, (W, H)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let last = c.train.iter().map(|p| p.0).chain(c.val.iter().map(|p| p.0)).max().unwrap_or(0) as f64 + 1.0;
+    let (lo, hi) = loss_range(c);
+    let lr_max = c.lr.iter().map(|p| p.1).filter(|x| x.is_finite()).fold(0.0, f64::max).max(1e-12) * 1.1;
+    let tokens = c.tokens_per_step.max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(c.title, (SANS, 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .top_x_label_area_size(44)
+        .y_label_area_size(64)
+        .right_y_label_area_size(80)
+        .build_cartesian_2d(0f64..last, lo..hi)?
+        .set_secondary_coord(0f64..last * tokens, 0f64..lr_max);
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("loss")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .label_style((SANS, 14))
+        .axis_desc_style((SANS, 16))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .x_desc("tokens")
+        .y_desc("learning rate")
+        .label_style((SANS, 14))
+        .axis_desc_style((SANS, 16))
+        .x_label_formatter(&|v| human(*v))
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .draw()?;
+    let finite = |pts: &[(u64, f32)]| -> Vec<(f64, f64)> {
+        pts.iter().filter(|p| p.1.is_finite()).map(|&(s, l)| (s as f64, l as f64)).collect()
     };
-    let ylr = |v: f64| TOP as f64 + (1.0 - v / lr_max) * ph;
-    series(&mut cv, lr.iter().map(|p| (x(p.0), ylr(p.1))).collect(), [40, 170, 60]);
-    series(&mut cv, train.iter().filter(|p| p.1.is_finite()).map(|p| (x(p.0), y(p.1 as f64))).collect(), [40, 90, 220]);
-    let vp: Vec<(f64, f64)> = val.iter().filter(|p| p.1.is_finite()).map(|p| (x(p.0), y(p.1 as f64))).collect();
-    for &(px, py) in &vp {
-        for dx in -3..=3 {
-            for dy in -3..=3 {
-                cv.set(px as i64 + dx, py as i64 + dy, [220, 40, 40]);
-            }
-        }
+    let blue = RGBColor(31, 119, 180);
+    let red = RGBColor(214, 39, 40);
+    let green = RGBColor(44, 160, 44);
+    chart
+        .draw_series(LineSeries::new(finite(c.train), blue.stroke_width(2)))?
+        .label("train loss")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], blue.stroke_width(2)));
+    if !c.val.is_empty() {
+        chart
+            .draw_series(LineSeries::new(finite(c.val), red.stroke_width(2)).point_size(3))?
+            .label("val loss")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], red.stroke_width(2)));
     }
-    series(&mut cv, vp, [220, 40, 40]);
-    cv.text(4, TOP, &format!("{hi:.2}"));
-    cv.text(4, TOP + ph as usize - 10, &format!("{lo:.2}"));
-    cv.text(LEFT + pw as usize - 40, H - BOTTOM + 12, &format!("{last}"));
-    cv.text(LEFT, H - BOTTOM + 12, "0");
-    write_png(path, &cv)
+    let lr: Vec<(f64, f64)> = c.lr.iter().map(|&(s, l)| (s as f64 * tokens, l)).collect();
+    chart
+        .draw_secondary_series(LineSeries::new(lr, green.stroke_width(1)))?
+        .label("learning rate (right axis)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], green.stroke_width(1)));
+    chart
+        .configure_series_labels()
+        .label_font((SANS, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
+/// The losses' range with a margin; a unit range when there is none yet.
+fn loss_range(c: &Curves) -> (f64, f64) {
+    let all = c.train.iter().chain(c.val).map(|p| p.1 as f64).filter(|l| l.is_finite());
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
     }
-    !crc
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    ((lo - pad).max(0.0), hi + pad)
 }
 
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend((data.len() as u32).to_be_bytes());
-    let start = out.len();
-    out.extend(kind);
-    out.extend(data);
-    let crc = crc32(&out[start..]);
-    out.extend(crc.to_be_bytes());
-}
-
-/// An RGB PNG; its zlib stream holds stored (uncompressed) deflate blocks.
-fn write_png(path: &Path, cv: &Canvas) -> std::io::Result<()> {
-    let mut raw = Vec::with_capacity(H * (1 + 3 * W));
-    for row in cv.px.chunks(W) {
-        raw.push(0); // filter: none
-        raw.extend(row.iter().flatten());
+/// 1234567 → "1.2M"; also used for titles' parameter counts.
+pub fn human(v: f64) -> String {
+    match v.abs() {
+        a if a >= 1e9 => format!("{:.1}G", v / 1e9),
+        a if a >= 1e6 => format!("{:.1}M", v / 1e6),
+        a if a >= 1e3 => format!("{:.0}k", v / 1e3),
+        _ => format!("{v:.0}"),
     }
-    let mut z = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = raw.chunks(65535).collect();
-    for (i, b) in blocks.iter().enumerate() {
-        z.push((i + 1 == blocks.len()) as u8);
-        z.extend((b.len() as u16).to_le_bytes());
-        z.extend((!(b.len() as u16)).to_le_bytes());
-        z.extend(*b);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in &raw {
-        a = (a + x as u32) % 65521;
-        b = (b + a) % 65521;
-    }
-    z.extend(((b << 16) | a).to_be_bytes());
-    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
-    let mut ihdr = Vec::new();
-    ihdr.extend((W as u32).to_be_bytes());
-    ihdr.extend((H as u32).to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(&mut png, b"IDAT", &z);
-    chunk(&mut png, b"IEND", &[]);
-    let tmp = path.with_extension("png.tmp");
-    std::fs::write(&tmp, png)?;
-    std::fs::rename(tmp, path)
 }

@@ -228,7 +228,7 @@ fn cut_backward_equals_the_whole_backward() {
         let buckets = gpt.grad_buckets(0);
         let mut cuts = Vec::new();
         let mut at_cut = Vec::new();
-        gpt.record_forward_backward_cut(gpu, &buckets, |rec, j| {
+        gpt.record_forward_backward_cut(gpu, accum, true, &buckets, |rec, j| {
             cuts.push(j);
             rec.submit().unwrap();
             // What a rank sends: the bucket as it stands at its cut.
@@ -486,5 +486,74 @@ mod mpirun {
         let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
         assert_eq!(last["step"].as_u64(), Some(step), "metrics end at the step the ranks stopped after");
+    }
+
+    /// A rank whose parameters drift from the others' (here: it was given another --lr, as a
+    /// misconfigured or faulty rank would) stops the run at the next replica check, with a
+    /// message naming the rank and the step; the checkpoint before it was of agreeing ranks.
+    #[test]
+    fn a_drifting_rank_stops_the_run_at_the_replica_check() {
+        if gpu().is_none() {
+            return;
+        }
+        let Some(mpirun) = mpirun() else { return };
+        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-drift-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("tiny.toml"),
+            "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
+        )
+        .unwrap();
+        let out = dir.join("run");
+        let bin = env!("CARGO_BIN_EXE_wgtrain");
+        let config = dir.join("tiny.toml");
+        let rank = |lr: &'static str| -> Vec<String> {
+            let args = [
+                "-n",
+                "1",
+                bin,
+                "train",
+                "--config",
+                config.to_str().unwrap(),
+                "--seq-len",
+                "16",
+                "--batch-size",
+                "2",
+                "--steps",
+                "20",
+                "--eval-every",
+                "0",
+                "--sample-tokens",
+                "0",
+                "--save-every",
+                "4",
+                "--check-replicas",
+                "6",
+                "--warmup",
+                "0",
+                "--lr",
+                lr,
+                "--out",
+                out.to_str().unwrap(),
+            ];
+            args.iter().map(|s| s.to_string()).collect()
+        };
+        // MPMD: one program line per rank, the same but for rank 1's learning rate.
+        let out_run = Command::new(&mpirun)
+            .arg("--oversubscribe")
+            .args(rank("1e-3"))
+            .arg(":")
+            .args(rank("2e-3"))
+            .envs(OMPI_ENV)
+            .env("WGTRAIN_CACHE_DIR", tune_cache())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out_run.stdout).to_string() + &String::from_utf8_lossy(&out_run.stderr);
+        assert!(!out_run.status.success(), "{text}");
+        // The first checkpoint (after step 3) is checked first and finds the drift.
+        assert!(text.contains("replicas drifted by step 3") && text.contains("rank 1 differ"), "{text}");
+        assert!(!out.join("ckpt-00000004").exists(), "no checkpoint of drifted replicas");
     }
 }

@@ -148,7 +148,8 @@ fn residual_add_and_accumulate_are_exact() {
 #[test]
 fn encoder_matches_reference() {
     for gpu in builds() {
-        for (i, &(b, t, c, v)) in [(1usize, 1usize, 1usize, 1usize), (3, 5, 7, 11), (4, 37, 33, 517)].iter().enumerate()
+        for (i, &(b, t, c, v)) in
+            [(1usize, 1usize, 1usize, 1usize), (3, 5, 7, 11), (4, 37, 33, 517), (7, 41, 3, 5)].iter().enumerate()
         {
             let n = b * t;
             let mut r = Rng::new(300 + i as u64);
@@ -190,6 +191,10 @@ fn encoder_matches_reference() {
             assert_close(&format!("{tag} out"), &read(gpu, &out, n * c), &want, 0.0, 0.0);
             assert_close(&format!("{tag} dwte"), &read(gpu, &gdwte, v * c), &dwte, 1e-6 * n as f32, 1e-6);
             assert_close(&format!("{tag} dwpe"), &read(gpu, &gdwpe, t * c), &dwpe, 1e-6 * b as f32, 1e-6);
+            // The GPU's order of positions: a stable sort by token.
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_by_key(|&i| tokens[i as usize]);
+            assert_eq!(gpu.read::<u32>(&batch.positions, 0, n).unwrap(), order, "{tag} positions by token");
         }
     }
 }
@@ -206,27 +211,47 @@ fn classifier_matches_reference() {
             let logits: Vec<f32> = r.vec(n * vp).iter().map(|x| x * 8.0).collect();
             let targets: Vec<u32> = (0..n).map(|_| (r.next_u64() % v as u64) as u32).collect();
             let gl = upload(gpu, &logits);
-            let losses = upload(gpu, &vec![f32::NAN; n]);
+            // Training adds its losses to what the buffer holds (a step's micro-batches sum
+            // there); evaluation overwrites a NaN-filled one.
+            let prior = r.vec(n);
+            let (losses, eval_losses) = (upload(gpu, &prior), upload(gpu, &vec![f32::NAN; n]));
+            let eval_logits = upload(gpu, &logits);
             let targets_buf = gpu.pool.storage_from(&gpu.queue, Category::Scratch, &targets).unwrap();
             let dloss = 1.0 / n as f32;
-            let op = classifier::forward_backward(
+            let (n32, v32, vp32) = (n as u32, v as u32, vp as u32);
+            let train = classifier::forward_backward(
                 gpu,
                 (&gl).into(),
                 (&losses).into(),
                 &targets_buf,
-                n as u32,
-                v as u32,
-                vp as u32,
+                n32,
+                v32,
+                vp32,
                 Some(dloss),
             )
             .unwrap();
+            let eval = classifier::forward_backward(
+                gpu,
+                (&eval_logits).into(),
+                (&eval_losses).into(),
+                &targets_buf,
+                n32,
+                v32,
+                vp32,
+                None,
+            )
+            .unwrap();
             let mut rec = Recorder::new(gpu);
-            rec.dispatch(&op);
+            rec.dispatch(&train);
+            rec.dispatch(&eval);
             rec.submit().unwrap();
             let mut want = logits.clone();
             let want_losses = reference::classifier::forward_backward(&mut want, &targets, v, vp, Some(dloss as f64));
+            let summed: Vec<f32> = want_losses.iter().zip(&prior).map(|(l, p)| l + p).collect();
             let tag = format!("classifier N{n} V{v} Vp{vp}");
-            assert_close(&format!("{tag} losses"), &read(gpu, &losses, n), &want_losses, 1e-5, 1e-5);
+            assert_close(&format!("{tag} losses added"), &read(gpu, &losses, n), &summed, 1e-5, 1e-5);
+            assert_close(&format!("{tag} eval losses"), &read(gpu, &eval_losses, n), &want_losses, 1e-5, 1e-5);
+            assert_close(&format!("{tag} eval logits"), &read(gpu, &eval_logits, n * vp), &logits, 0.0, 0.0);
             assert_close(&format!("{tag} dlogits"), &read(gpu, &gl, n * vp), &want, 1e-7, 1e-4);
         }
     }

@@ -10,6 +10,7 @@ mod layers;
 mod matmul;
 mod optim;
 mod prepare;
+mod reliability;
 mod runtime;
 mod shaders;
 mod train;

@@ -9,7 +9,7 @@ use crate::common::gpu;
 
 /// The flags the tests share: a tiny model (dir/tiny.toml) on dir/train.bin, 2 constant-lr
 /// AdamW steps of 2 × 8 tokens, in order, into dir/run. Each test sets what it is about.
-fn args(dir: &std::path::Path) -> TrainArgs {
+pub fn args(dir: &std::path::Path) -> TrainArgs {
     TrainArgs {
         config: Some(dir.join("tiny.toml")),
         init: None,
@@ -45,6 +45,7 @@ fn args(dir: &std::path::Path) -> TrainArgs {
         zero: 0,
         // The shared test GPU runs the default variants; tests/tune.rs tunes GPUs of its own.
         no_tune: true,
+        check_replicas: 100,
     }
 }
 
@@ -92,6 +93,20 @@ fn train_writes_metrics_and_a_checkpoint_that_reloads() {
             assert!(s[key].as_f64().is_some_and(f64::is_finite), "step {i} {key}: {s}");
         }
     }
+    // Setup apart from the first step's time; the GPU's time where there are timestamps.
+    assert!(steps[0]["setup_ms"].as_f64().is_some_and(|x| x > 0.0), "{}", steps[0]);
+    assert!(steps[1..].iter().all(|s| s.get("setup_ms").is_none()));
+    if gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        for s in &steps {
+            let (g, ms) = (s["gpu_ms"].as_f64().unwrap(), s["ms"].as_f64().unwrap());
+            assert!(g > 0.0 && g.is_finite(), "{s}");
+            assert!(g < 10.0 * ms + 50.0, "GPU time {g} ms against a step of {ms} ms: {s}");
+        }
+    }
+    // The plot: a PNG of tens of kilobytes, not a raw raster.
+    let png = std::fs::read(out.join("loss.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!((5_000..200_000).contains(&png.len()), "loss.png is {} bytes", png.len());
     let first = steps[0]["loss"].as_f64().unwrap();
     assert!((first - (17f64).ln()).abs() < 0.3, "starts near ln 17: {first}");
     assert_eq!(evals.len(), 3);

@@ -12,7 +12,7 @@ use crate::gpu::Gpu;
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{OptimConfig, Optimizer};
 use crate::reference::Rng;
-use crate::train::run_step;
+use crate::train::{run_step, Probes};
 
 /// What `bench train --json` prints.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -52,14 +52,16 @@ pub fn train(
     let total = (WARMUP + steps + 2) as usize * b * t + 1;
     let tokens: Vec<u32> = (0..total).map(|_| (rng.next_u64() % config.vocab_size as u64) as u32).collect();
     let mut loader = Loader::new(tokens, b, t, false, 0).map_err(anyhow::Error::msg)?;
-    let mut losses = gpt.loss_readback(gpu);
+    // No timer: its readback would add a wait to the timed steps.
+    let mut probes = Probes { losses: gpt.loss_readback(gpu), timer: None };
     let dist = Dist::single();
     // One step as training takes it: submit, then read the previous step's loss and norm.
     let mut step = |opt: &mut Optimizer| -> anyhow::Result<()> {
-        let index = run_step(gpu, &gpt, opt, None, &dist, &mut loader, 1e-4, &mut losses)?;
-        losses.take::<f32>(gpu)?;
+        let index = run_step(gpu, &gpt, opt, None, &dist, &mut loader, 1e-4, &mut probes, &|| false)?
+            .expect("a step that nothing stops ends with its update");
+        probes.losses.take::<f32>(gpu)?;
         opt.grad_norm(gpu)?;
-        losses.submitted_at(Some(index.clone()));
+        probes.submitted_at(index.clone());
         opt.submitted_at(index);
         Ok(())
     };

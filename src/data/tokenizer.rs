@@ -84,7 +84,13 @@ impl Tokenizer {
     /// A tokenizer.json. Its end-of-text is `eot` if given, else the first of <|endoftext|>,
     /// </s>, <|end_of_text|>, <eos>, <|im_end|> that it holds.
     pub fn from_file(path: &Path, eot: Option<&str>) -> Result<Self, Error> {
-        let hf = tokenizers::Tokenizer::from_file(path)
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_bytes(&bytes, path, eot)
+    }
+
+    /// `from_file` of a tokenizer.json's bytes; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path, eot: Option<&str>) -> Result<Self, Error> {
+        let hf = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| format!("{}: not a tokenizer.json the HF tokenizers crate reads: {e}", path.display()))?;
         // Ids may have gaps: the model needs the largest one plus one rows.
         let vocab_size = hf.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1);

@@ -6,6 +6,7 @@ mod pipeline;
 mod profile;
 mod readback;
 mod recorder;
+mod timer;
 
 pub use buffer::{Category, GpuBuffer, Pool, PoolStats};
 pub use device::{describe, list_adapters, select_adapter, select_adapter_for_rank, wanted_features, AdapterChoice};
@@ -13,6 +14,7 @@ pub use pipeline::{Kernel, Pipeline, Prelude, Shader, Slot};
 pub use profile::Profiler;
 pub use readback::Readback;
 pub use recorder::{Dispatch, Recorder};
+pub use timer::StepTimer;
 
 use std::sync::{Arc, Mutex};
 
@@ -248,6 +250,13 @@ impl Gpu {
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<(), GpuError> {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(e.to_string()))?;
+        self.check()
+    }
+
+    /// Blocks until the submit `index` is done.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<(), GpuError> {
+        let wait = wgpu::PollType::Wait { submission_index: Some(index), timeout: None };
+        self.device.poll(wait).map_err(|e| GpuError::Device(e.to_string()))?;
         self.check()
     }
 

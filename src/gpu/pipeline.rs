@@ -13,6 +13,7 @@ pub enum Shader {
     AttentionRows16,
     AttentionRows32,
     AttentionRows,
+    Checksum,
     Classifier,
     Encoder,
     Gelu,
@@ -29,6 +30,7 @@ impl Shader {
         Shader::AttentionRows16,
         Shader::AttentionRows32,
         Shader::AttentionRows,
+        Shader::Checksum,
         Shader::Classifier,
         Shader::Encoder,
         Shader::Gelu,
@@ -43,6 +45,7 @@ impl Shader {
         match self {
             Shader::Gelu => "gelu.wgsl",
             Shader::Encoder => "encoder.wgsl",
+            Shader::Checksum => "checksum.wgsl",
             Shader::Classifier => "classifier.wgsl",
             Shader::Attention => "attention.wgsl",
             Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => "attention_rows.wgsl",
@@ -58,6 +61,7 @@ impl Shader {
         match self {
             Shader::Gelu => include_str!("../../shaders/gelu.wgsl"),
             Shader::Encoder => include_str!("../../shaders/encoder.wgsl"),
+            Shader::Checksum => include_str!("../../shaders/checksum.wgsl"),
             Shader::Classifier => include_str!("../../shaders/classifier.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => {

@@ -83,6 +83,24 @@ impl<'g> Recorder<'g> {
         self.encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
 
+    /// Records a timestamp into `queries[index]` (an empty compute pass that writes it).
+    pub fn timestamp(&mut self, queries: &wgpu::QuerySet, index: u32) {
+        let timestamp_writes = Some(wgpu::ComputePassTimestampWrites {
+            query_set: queries,
+            beginning_of_pass_write_index: Some(index),
+            end_of_pass_write_index: None,
+        });
+        drop(
+            self.encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("timestamp"), timestamp_writes }),
+        );
+    }
+
+    /// Records resolving `queries[range]` into `dst` (8 bytes each).
+    pub fn resolve(&mut self, queries: &wgpu::QuerySet, range: std::ops::Range<u32>, dst: &wgpu::Buffer) {
+        self.encoder.resolve_query_set(queries, range, dst, 0);
+    }
+
     /// Submits everything recorded. With --profile, waits and adds the kernel times.
     pub fn submit(mut self) -> Result<wgpu::SubmissionIndex, GpuError> {
         if let Some(p) = &self.profiler {

@@ -13,13 +13,15 @@ pub struct ClassifierParams {
     pub vp: u32,
     pub grad: u32,
     pub dloss: f32,
-    pub _pad: [u32; 3],
+    pub accumulate: u32,
+    pub _pad: [u32; 2],
 }
 
 const SLOTS: &[Slot] = &[Slot::Storage, Slot::Storage, Slot::ReadOnly, Slot::Uniform];
 
 /// losses (N) = cross-entropy of logits (N, Vp)[:, :V] against targets (N); with `dloss`
-/// (Some(1/N) for a mean loss), the logits become dlogits. Rows of length `vp` ≥ `v`.
+/// (Some(1/N) for a mean loss), the logits become dlogits, and the losses are added to what
+/// `losses` holds (a step's micro-batches sum there). Rows of length `vp` ≥ `v`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward(
     gpu: &Gpu,
@@ -36,7 +38,8 @@ pub fn forward_backward(
         losses.binding(gpu, n as u64)?,
         View::from(targets).binding(gpu, n as u64)?,
     ];
-    let p = ClassifierParams { n, v, vp, grad: dloss.is_some() as u32, dloss: dloss.unwrap_or(0.0), _pad: [0; 3] };
+    let grad = dloss.is_some() as u32;
+    let p = ClassifierParams { n, v, vp, grad, dloss: dloss.unwrap_or(0.0), accumulate: grad, _pad: [0; 2] };
     let kernel = Kernel { shader: Shader::Classifier, entry: "classifier_forward_backward", slots: SLOTS };
     dispatch(gpu, kernel, &b, &p, grid(gpu, n))
 }

@@ -1,5 +1,5 @@
 //! Token + position embedding (shaders/encoder.wgsl). The wte gradient uses the batch's
-//! positions grouped by token, built on the host from the tokens it uploads.
+//! positions ordered by token, which the GPU sorts from the token ids (`encoder_order`).
 
 use super::{dispatch, grid, View};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Shader, Slot};
@@ -11,68 +11,39 @@ pub struct EncoderParams {
     pub n: u32,
     pub t: u32,
     pub c: u32,
-    pub buckets: u32,
+    pub _unused: u32,
     /// Position of the first row: 0, or the decoding position.
     pub pos0: u32,
     pub _pad: [u32; 3],
 }
 
-const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
+const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
 const WG: u32 = 256;
 
 fn kernel(entry: &'static str) -> Kernel {
     Kernel { shader: Shader::Encoder, entry, slots: SLOTS }
 }
 
-/// A batch's positions grouped by token, for the wte gradient: (token, first, count) per
-/// distinct token, and the positions themselves, ascending within each token.
-pub struct Buckets {
-    pub buckets: Vec<[u32; 4]>,
-    pub positions: Vec<u32>,
-}
-
-impl Buckets {
-    pub fn new(tokens: &[u32]) -> Self {
-        let mut order: Vec<u32> = (0..tokens.len() as u32).collect();
-        order.sort_by_key(|&i| (tokens[i as usize], i));
-        let mut buckets: Vec<[u32; 4]> = Vec::new();
-        for (k, &pos) in order.iter().enumerate() {
-            let tok = tokens[pos as usize];
-            match buckets.last_mut() {
-                Some(b) if b[0] == tok => b[2] += 1,
-                _ => buckets.push([tok, k as u32, 1, 0]),
-            }
-        }
-        Self { buckets, positions: order }
-    }
-}
-
-/// GPU copies of a batch's tokens and buckets, sized for batches of up to `n` positions and
-/// rewritten for every batch.
+/// A batch's token ids and, filled on the GPU by the backward, its positions ordered by
+/// (token, position), for batches of `n` positions.
 pub struct TokenBuffers {
     /// (N) token ids
     pub tokens: GpuBuffer,
-    /// (N) positions grouped by token
+    /// (N) positions ordered by token, then position
     pub positions: GpuBuffer,
-    /// (N) buckets; the slots past the batch's distinct tokens hold count 0
-    pub buckets: GpuBuffer,
     n: usize,
 }
 
 impl TokenBuffers {
     pub fn new(gpu: &Gpu, n: usize) -> Result<Self, GpuError> {
         let alloc = |bytes| gpu.pool.storage(Category::Activations, bytes);
-        Ok(Self { tokens: alloc(4 * n as u64)?, positions: alloc(4 * n as u64)?, buckets: alloc(16 * n as u64)?, n })
+        Ok(Self { tokens: alloc(4 * n as u64)?, positions: alloc(4 * n as u64)?, n })
     }
 
     /// Uploads a batch of exactly N tokens.
     pub fn upload(&self, gpu: &Gpu, tokens: &[u32]) {
         assert_eq!(tokens.len(), self.n, "a batch fills every position");
-        let mut b = Buckets::new(tokens);
-        b.buckets.resize(self.n, [0; 4]);
         gpu.write(&self.tokens, 0, tokens);
-        gpu.write(&self.positions, 0, &b.positions);
-        gpu.write(&self.buckets, 0, &b.buckets);
     }
 }
 
@@ -95,17 +66,17 @@ pub fn forward(
     let b = [
         out.binding(gpu, nc)?,
         View::from(tokens).binding(gpu, n as u64)?,
-        gpu.dummy.as_entire_buffer_binding(),
+        gpu.dummy_rw.as_entire_buffer_binding(),
         wte.binding(gpu, vc)?,
         wpe.binding(gpu, tc)?,
     ];
-    let p = EncoderParams { n, t, c, buckets: 0, pos0: 0, _pad: [0; 3] };
+    let p = EncoderParams { n, t, c, _unused: 0, pos0: 0, _pad: [0; 3] };
     dispatch(gpu, kernel("encoder_forward"), &b, &p, grid(gpu, (nc as u32).div_ceil(WG)))
 }
 
-/// dwte (V, C) += dout gathered by token; dwpe (T, C) += Σ_b dout. Built once; each step's
-/// `TokenBuffers::upload` supplies the grouping (one workgroup per bucket slot, empty slots
-/// return at once).
+/// dwte (V, C) += dout gathered by token; dwpe (T, C) += Σ_b dout. Built once: the first
+/// dispatch orders the batch's positions by token (one thread per position), the second
+/// sums each token's rows (one workgroup per sorted slot; all but a token's first return).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     gpu: &Gpu,
@@ -119,17 +90,15 @@ pub fn backward(
     c: u32,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (nc, vc, tc) = (n as u64 * c as u64, v as u64 * c as u64, t as u64 * c as u64);
-    let p = EncoderParams { n, t, c, buckets: n, pos0: 0, _pad: [0; 3] };
-    let dummy = || gpu.dummy.as_entire_buffer_binding();
-    let wte_b = [
-        dwte.binding(gpu, vc)?,
-        View::from(&*batch.positions).binding(gpu, n as u64)?,
-        View::from(&*batch.buckets).binding(gpu, 4 * n as u64)?,
-        dout.binding(gpu, nc)?,
-        dummy(),
-    ];
-    let wpe_b = [dwpe.binding(gpu, tc)?, dummy(), dummy(), dout.binding(gpu, nc)?, dummy()];
+    let p = EncoderParams { n, t, c, _unused: 0, pos0: 0, _pad: [0; 3] };
+    let (dummy, dummy_rw) = (|| gpu.dummy.as_entire_buffer_binding(), || gpu.dummy_rw.as_entire_buffer_binding());
+    let tokens = || View::from(&*batch.tokens).binding(gpu, n as u64);
+    let positions = || View::from(&*batch.positions).binding(gpu, n as u64);
+    let order_b = [dummy_rw(), tokens()?, positions()?, dummy(), dummy()];
+    let wte_b = [dwte.binding(gpu, vc)?, tokens()?, positions()?, dout.binding(gpu, nc)?, dummy()];
+    let wpe_b = [dwpe.binding(gpu, tc)?, dummy(), dummy_rw(), dout.binding(gpu, nc)?, dummy()];
     Ok(vec![
+        dispatch(gpu, kernel("encoder_order"), &order_b, &p, grid(gpu, n.div_ceil(WG)))?,
         dispatch(gpu, kernel("encoder_backward_wte"), &wte_b, &p, grid(gpu, n))?,
         dispatch(gpu, kernel("encoder_backward_wpe"), &wpe_b, &p, grid(gpu, (tc as u32).div_ceil(WG)))?,
     ])

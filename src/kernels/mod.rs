@@ -1,6 +1,7 @@
 //! One Rust file per shader file: typed uniforms and functions that build dispatches.
 
 pub mod attention;
+pub mod checksum;
 pub mod classifier;
 pub mod elementwise;
 pub mod encoder;

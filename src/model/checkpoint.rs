@@ -39,7 +39,12 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// `attn.masked_bias` and a tied `lm_head.weight` are ignored.
 pub fn load_hf(path: &Path, config: &GptConfig) -> Result<Vec<Vec<f32>>, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| CheckpointError::Io { path: path.into(), why: e.to_string() })?;
-    let st = SafeTensors::deserialize(&bytes)
+    parse_hf(&bytes, path, config)
+}
+
+/// `load_hf` of a file's bytes; `path` names it in errors.
+pub fn parse_hf(bytes: &[u8], path: &Path, config: &GptConfig) -> Result<Vec<Vec<f32>>, CheckpointError> {
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| CheckpointError::Format { path: path.into(), why: format!("not a safetensors file ({e})") })?;
     let mut by_name: HashMap<String, TensorView> = HashMap::new();
     for (key, view) in st.tensors() {

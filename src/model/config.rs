@@ -48,20 +48,29 @@ impl TrainDefaults {
         if path.extension().is_some_and(|e| e == "json") {
             return Ok(Self::default());
         }
-        let (_, train) = split_toml(path)?;
+        Self::parse(&read(path)?, &p)
+    }
+
+    /// The `[train]` table of a models/X.toml's text; `p` names the file.
+    pub fn parse(text: &str, p: &str) -> Result<Self, ConfigError> {
+        let (_, train) = split_toml(text, p)?;
         let Some(train) = train else { return Ok(Self::default()) };
-        train
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Read { path: p, why: format!("[train]: {}", e.message()) })
+        train.try_into().map_err(|e: toml::de::Error| ConfigError::Read {
+            path: p.to_string(),
+            why: format!("[train]: {}", e.message()),
+        })
     }
 }
 
-/// A models/X.toml as its model table and its `[train]` table.
-fn split_toml(path: &Path) -> Result<(toml::Table, Option<toml::Value>), ConfigError> {
-    let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read { path: path.display().to_string(), why: e.to_string() })
+}
+
+/// A models/X.toml's text as its model table and its `[train]` table; `p` names the file.
+fn split_toml(text: &str, p: &str) -> Result<(toml::Table, Option<toml::Value>), ConfigError> {
     let mut table: toml::Table =
-        toml::from_str(&text).map_err(|e| ConfigError::Read { path: p, why: e.message().to_string() })?;
+        toml::from_str(text).map_err(|e| ConfigError::Read { path: p.to_string(), why: e.message().to_string() })?;
     let train = table.remove("train");
     Ok((table, train))
 }
@@ -79,12 +88,15 @@ struct HfConfig {
 impl GptConfig {
     /// Reads models/X.toml, or config.json (HF GPT2Config) when the name ends in .json.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let p = path.display().to_string();
-        let cfg = if path.extension().is_some_and(|e| e == "json") {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
-            let hf: HfConfig =
-                serde_json::from_str(&text).map_err(|e| ConfigError::Read { path: p.clone(), why: e.to_string() })?;
+        let json = path.extension().is_some_and(|e| e == "json");
+        Self::parse(&read(path)?, json, &path.display().to_string())
+    }
+
+    /// `load` of a file's text: TOML, or an HF config.json when `json`; `p` names the file.
+    pub fn parse(text: &str, json: bool, p: &str) -> Result<Self, ConfigError> {
+        let read_err = |why: String| ConfigError::Read { path: p.to_string(), why };
+        let cfg = if json {
+            let hf: HfConfig = serde_json::from_str(text).map_err(|e| read_err(e.to_string()))?;
             Self {
                 n_layer: hf.n_layer,
                 n_head: hf.n_head,
@@ -93,12 +105,10 @@ impl GptConfig {
                 n_positions: hf.n_positions,
             }
         } else {
-            let (model, _) = split_toml(path)?;
-            model
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Read { path: p.clone(), why: e.message().to_string() })?
+            let (model, _) = split_toml(text, p)?;
+            model.try_into().map_err(|e: toml::de::Error| read_err(e.message().to_string()))?
         };
-        cfg.validate().map_err(|why| ConfigError::Invalid { path: p, why })?;
+        cfg.validate().map_err(|why| ConfigError::Invalid { path: p.to_string(), why })?;
         Ok(cfg)
     }
 

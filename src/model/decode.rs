@@ -120,7 +120,7 @@ impl Decoder {
         }
         let (pos, c) = (self.pos as u32, self.c);
         gpu.write(&self.token, 0, &[token]);
-        self.encode.write_uniform(gpu, &EncoderParams { n: 1, t: 1, c, buckets: 0, pos0: pos, _pad: [0; 3] });
+        self.encode.write_uniform(gpu, &EncoderParams { n: 1, t: 1, c, _unused: 0, pos0: pos, _pad: [0; 3] });
         for l in &self.layers {
             attention::set_decode_len(gpu, &l.attn, pos + 1, c, self.nh)?;
         }

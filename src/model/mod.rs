@@ -1,6 +1,13 @@
 //! GPT-2: parameters in the optimizer's arena, activations in buffers allocated once for
 //! (B, T), forward as a flat list of layer calls and backward as its mirror, all recorded into
 //! one submit per optimizer step.
+//!
+//! Gradient accumulation costs no memory and no setup per micro-batch: the K micro-batches of
+//! a step run one after another through the same buffers and dispatches. Their token ids and
+//! targets wait in `slots` (8 bytes a token), each copied into the batch buffers on the GPU
+//! before its forward; their losses sum on the GPU. A submit holds at most
+//! `SUBMIT_MICRO_BATCHES` micro-batches and about `SUBMIT_DISPATCHES` dispatches: past that a
+//! step is split into several submits (`micro_per_submit`).
 
 pub mod checkpoint;
 pub mod config;
@@ -57,12 +64,18 @@ struct LayerActs {
     residual3: GpuBuffer, // (N, C)
 }
 
-/// Buffers of one micro-batch: its tokens (with the wte-gradient grouping), targets, losses.
+/// Buffers of the micro-batch being run: its tokens (and their order by token, for the wte
+/// gradient), targets, and the losses a step's micro-batches add up.
 struct Micro {
     tokens: TokenBuffers,
     targets: GpuBuffer, // (N) u32
-    losses: GpuBuffer,  // (N)
+    losses: GpuBuffer,  // (N), summed over the step's micro-batches
 }
+
+/// Most micro-batches one submit holds.
+pub const SUBMIT_MICRO_BATCHES: usize = 64;
+/// About the most dispatches one submit holds, where a micro-batch has many (deep models).
+pub const SUBMIT_DISPATCHES: usize = 512;
 
 /// A GPT-2 ready to run forward and backward at batch B and sequence length T.
 pub struct Gpt {
@@ -75,17 +88,23 @@ pub struct Gpt {
     lnf: GpuBuffer,       // (N, C)
     lnf_stats: GpuBuffer, // (N, 2)
     logits: GpuBuffer,    // (N, V), dlogits after the classifier
-    micro: Vec<Micro>,
+    micro: Micro,
+    /// Micro-batches per optimizer step (K).
+    accum: usize,
+    /// Token ids and targets of up to `n_slots` micro-batches, (S, 2, N) u32: slot k holds
+    /// inputs at 8·N·k bytes and targets 4·N bytes after.
+    slots: GpuBuffer,
+    n_slots: usize,
     /// The forward from the embedding's output to the logits.
     body: Vec<Cmd>,
     /// The backward from dlogits to the embedding's output gradient.
     back: Vec<Cmd>,
     /// back_marks[l]: where in `back` layer l's gradients are complete.
     back_marks: Vec<usize>,
-    /// Per micro-batch: the embedding, the classifier (loss and dlogits), the embedding's
-    /// backward.
-    edges: Vec<[Vec<Cmd>; 3]>,
-    /// The classifier without the gradient, for evaluation on micro-batch 0.
+    /// The embedding, the classifier (loss and dlogits), the embedding's backward: the
+    /// dispatches that read the micro-batch's tokens or targets.
+    edges: [Vec<Cmd>; 3],
+    /// The classifier without the gradient, for evaluation.
     eval_classify: Vec<Cmd>,
     // Gradient scratch, kept alive for the dispatches that bind it.
     _scratch: Vec<GpuBuffer>,
@@ -108,15 +127,11 @@ impl Gpt {
         let n = b * t;
         let f = |len: usize| gpu.pool.storage(Category::Activations, 4 * len as u64);
         let acts = (0..config.n_layer).map(|_| LayerActs::new(gpu, n, c, b * nh * t)).collect::<Result<Vec<_>, _>>()?;
-        let micro = (0..accum.max(1))
-            .map(|_| {
-                Ok(Micro {
-                    tokens: TokenBuffers::new(gpu, n)?,
-                    targets: gpu.pool.storage(Category::Activations, 4 * n as u64)?,
-                    losses: f(n)?,
-                })
-            })
-            .collect::<Result<Vec<_>, GpuError>>()?;
+        let micro = Micro {
+            tokens: TokenBuffers::new(gpu, n)?,
+            targets: gpu.pool.storage(Category::Activations, 4 * n as u64)?,
+            losses: f(n)?,
+        };
         let mut gpt = Self {
             encoded: f(n * c)?,
             lnf: f(n * c)?,
@@ -128,14 +143,20 @@ impl Gpt {
             t,
             acts,
             micro,
+            accum: accum.max(1),
+            // Sized once the dispatches are known.
+            slots: f(1)?,
+            n_slots: 0,
             body: Vec::new(),
             back: Vec::new(),
             back_marks: Vec::new(),
-            edges: Vec::new(),
+            edges: Default::default(),
             eval_classify: Vec::new(),
             _scratch: Vec::new(),
         };
         gpt.build(gpu)?;
+        gpt.n_slots = gpt.accum.min(Self::micro_per_submit_for(gpt.body.len() + gpt.back.len()));
+        gpt.slots = gpu.pool.storage(Category::Activations, 8 * (n * gpt.n_slots) as u64)?;
         Ok(gpt)
     }
 
@@ -161,8 +182,7 @@ impl Gpt {
         let mm = Matmul::new(gpu);
         let (params, grads) = (&self.arena.params, &self.arena.grads);
         let lin = |m: u32, out: u32, inp: u32| Dims::linear(m, out, inp);
-        let accum = self.micro.len();
-        let dloss = 1.0 / (n as f32 * accum as f32);
+        let dloss = 1.0 / (n as f32 * self.accum as f32);
 
         // Forward up to the logits, shared by every micro-batch but for the encoder.
         let mut body: Vec<Cmd> = Vec::new();
@@ -342,58 +362,39 @@ impl Gpt {
             marks[l] = back.len();
         }
 
-        let mut edges = Vec::new();
-        for mb in &self.micro {
-            let encode = encoder::forward(
-                gpu,
-                (&self.encoded).into(),
-                &mb.tokens.tokens,
-                wte,
-                self.p(params, "wpe.weight"),
-                v,
-                n,
-                t,
-                c,
-                t,
-            )?;
-            let classify = classifier::forward_backward(
-                gpu,
-                (&self.logits).into(),
-                (&mb.losses).into(),
-                &mb.targets,
-                n,
-                v,
-                v,
-                Some(dloss),
-            )?;
-            let encode_back = encoder::backward(
-                gpu,
-                self.p(grads, "wte.weight"),
-                self.p(grads, "wpe.weight"),
-                (&dresidual).into(),
-                &mb.tokens,
-                v,
-                n,
-                t,
-                c,
-            )?;
-            edges.push([
-                vec![Cmd::Run(encode)],
-                vec![Cmd::Run(classify)],
-                encode_back.into_iter().map(Cmd::Run).collect(),
-            ]);
-        }
-        let mb = &self.micro[0];
-        self.eval_classify = vec![Cmd::Run(classifier::forward_backward(
+        let mb = &self.micro;
+        let encode = encoder::forward(
             gpu,
-            (&self.logits).into(),
-            (&mb.losses).into(),
-            &mb.targets,
+            (&self.encoded).into(),
+            &mb.tokens.tokens,
+            wte,
+            self.p(params, "wpe.weight"),
+            v,
             n,
+            t,
+            c,
+            t,
+        )?;
+        let classify = |dloss| {
+            classifier::forward_backward(gpu, (&self.logits).into(), (&mb.losses).into(), &mb.targets, n, v, v, dloss)
+        };
+        let encode_back = encoder::backward(
+            gpu,
+            self.p(grads, "wte.weight"),
+            self.p(grads, "wpe.weight"),
+            (&dresidual).into(),
+            &mb.tokens,
             v,
-            v,
-            None,
-        )?)];
+            n,
+            t,
+            c,
+        )?;
+        let edges = [
+            vec![Cmd::Run(encode)],
+            vec![Cmd::Run(classify(Some(dloss))?)],
+            encode_back.into_iter().map(Cmd::Run).collect(),
+        ];
+        self.eval_classify = vec![Cmd::Run(classify(None)?)];
         self.edges = edges;
         self.body = body;
         self.back = back;
@@ -404,49 +405,96 @@ impl Gpt {
 }
 
 impl Gpt {
-    /// Uploads micro-batch `k`'s inputs and targets (B·T tokens each). Staged on the queue: it
-    /// lands before the next submit.
+    /// Uploads micro-batch `k`'s inputs and targets (B·T tokens each) into slot `k` of the
+    /// next submit (`k < micro_per_submit()`). Staged on the queue: it lands before the next
+    /// submit, after the ones before it.
     pub fn upload_batch(&self, gpu: &Gpu, k: usize, inputs: &[u32], targets: &[u32]) {
-        self.micro[k].tokens.upload(gpu, inputs);
-        gpu.write(&self.micro[k].targets, 0, targets);
+        let n = self.b * self.t;
+        assert!(k < self.n_slots, "slot {k} of {}", self.n_slots);
+        assert!(inputs.len() == n && targets.len() == n, "a batch fills every position");
+        gpu.write(&self.slots, (2 * n * k) as u64, inputs);
+        gpu.write(&self.slots, (2 * n * k + n) as u64, targets);
+    }
+
+    /// Uploads the next submit's micro-batches at once: `words` holds, for slots 0, 1, …,
+    /// each slot's B·T inputs then its B·T targets. One staging copy per submit.
+    pub fn upload_slots(&self, gpu: &Gpu, words: &[u32]) {
+        let n = self.b * self.t;
+        assert!(words.len().is_multiple_of(2 * n) && words.len() / (2 * n) <= self.n_slots, "whole slots that fit");
+        gpu.write(&self.slots, 0, words);
     }
 
     /// The least memory the activations and gradient scratch can take, in bytes: every tensor
     /// the forward keeps for the backward, the logits, and the backward's working buffers.
     pub fn activation_bytes(&self) -> u64 {
-        Self::activation_bytes_for(&self.config, self.b, self.t, self.micro.len())
+        Self::activation_bytes_for(&self.config, self.b, self.t, self.n_slots)
     }
 
-    /// `activation_bytes` of a model not built yet.
-    pub fn activation_bytes_for(config: &GptConfig, b: usize, t: usize, accum: usize) -> u64 {
+    /// `activation_bytes` of a model not built yet, with `slots` micro-batches' tokens per
+    /// submit (at most `SUBMIT_MICRO_BATCHES`).
+    pub fn activation_bytes_for(config: &GptConfig, b: usize, t: usize, slots: usize) -> u64 {
         let (b, t) = (b as u64, t as u64);
         let (c, v, nh, l) =
             (config.n_embd as u64, config.vocab_size as u64, config.n_head as u64, config.n_layer as u64);
         let n = b * t;
         // ln1, atty, attproj, residual2, ln2, fcproj, residual3; qkv; fch, fch_gelu; 2 stats; lse
         let layer = 7 * n * c + 3 * n * c + 8 * n * c + 4 * n + b * nh * t;
-        // encoded, lnf, lnf stats, logits; per micro-batch: losses, tokens, positions,
-        // targets, buckets
-        let global = 2 * n * c + 2 * n + n * v + accum as u64 * (4 * n + 4 * n);
+        // encoded, lnf, lnf stats, logits; the batch's tokens, positions, targets, losses; the
+        // slots' inputs and targets
+        let global = 2 * n * c + 2 * n + n * v + 4 * n + slots.min(SUBMIT_MICRO_BATCHES) as u64 * 2 * n;
         // dresidual, dbuf, dqkv, dfch, dfch_gelu, the attention's D
         let scratch = 2 * n * c + 3 * n * c + 8 * n * c + b * nh * t;
         4 * (l * layer + global + scratch)
     }
 
-    /// Micro-batches per optimizer step.
+    /// Micro-batches per optimizer step (K).
     pub fn accum(&self) -> usize {
-        self.micro.len()
+        self.accum
     }
 
-    /// Records zeroing the gradients, then forward and backward of every micro-batch. The
-    /// gradients sum over micro-batches; each loss is scaled so that they average.
-    pub fn record_forward_backward(&self, rec: &mut Recorder) {
+    /// Micro-batches one submit holds: K, or fewer where K micro-batches would exceed
+    /// `SUBMIT_MICRO_BATCHES` or about `SUBMIT_DISPATCHES` dispatches.
+    pub fn micro_per_submit(&self) -> usize {
+        self.n_slots
+    }
+
+    fn micro_per_submit_for(dispatches: usize) -> usize {
+        (SUBMIT_DISPATCHES / dispatches.max(1)).clamp(1, SUBMIT_MICRO_BATCHES)
+    }
+
+    /// Records zeroing the gradients and the losses the micro-batches add up: a step's start.
+    pub fn record_zero(&self, rec: &mut Recorder) {
         rec.clear(&self.arena.grads, 0, self.arena.grads.size());
-        for [encode, classify, encode_back] in &self.edges {
-            for cmd in encode.iter().chain(&self.body).chain(classify).chain(&self.back).chain(encode_back) {
-                cmd.record(rec);
-            }
-        }
+        rec.clear(&self.micro.losses, 0, self.micro.losses.size());
+    }
+
+    /// Records copying slot `k`'s tokens and targets into the batch buffers.
+    fn record_inputs(&self, rec: &mut Recorder, k: usize) {
+        let bytes = 4 * (self.b * self.t) as u64;
+        rec.copy(&self.slots, 2 * bytes * k as u64, &self.micro.tokens.tokens, 0, bytes);
+        rec.copy(&self.slots, 2 * bytes * k as u64 + bytes, &self.micro.targets, 0, bytes);
+    }
+
+    /// Records slot `k`'s forward, up to its loss and dlogits.
+    fn record_micro_forward(&self, rec: &mut Recorder, k: usize) {
+        self.record_inputs(rec, k);
+        let [encode, classify, _] = &self.edges;
+        encode.iter().chain(&self.body).chain(classify).for_each(|cmd| cmd.record(rec));
+    }
+
+    /// Records slot `k`'s forward and backward; the gradients and losses add to the step's.
+    pub fn record_micro(&self, rec: &mut Recorder, k: usize) {
+        self.record_micro_forward(rec, k);
+        self.back.iter().chain(&self.edges[2]).for_each(|cmd| cmd.record(rec));
+    }
+
+    /// Records a whole step's forward and backward in one submit (K ≤ `micro_per_submit`):
+    /// zeroing, then every slot's micro-batch. The gradients sum over micro-batches; each loss
+    /// is scaled so that they average.
+    pub fn record_forward_backward(&self, rec: &mut Recorder) {
+        assert!(self.accum <= self.n_slots, "{} micro-batches in one submit of {} slots", self.accum, self.n_slots);
+        self.record_zero(rec);
+        (0..self.accum).for_each(|k| self.record_micro(rec, k));
     }
 
     /// Gradient buckets for data parallelism, in the order the backward completes them: the
@@ -472,82 +520,72 @@ impl Gpt {
         out
     }
 
-    /// `record_forward_backward` in several recorders: the last micro-batch's backward is cut
-    /// where each of `buckets` (from `grad_buckets`) is complete, and `at(rec, j)` gets the
-    /// recorder of everything up to there, to copy bucket j out and submit. The next
-    /// recorder is made only after that (a profiling recorder holds a lock until its submit).
+    /// The forward and backward of slots 0..`micros` (after zeroing, when `zero`: the step's
+    /// first submit) in several recorders: the last micro-batch's backward is cut where each
+    /// of `buckets` (from `grad_buckets`) is complete, and `at(rec, j)` gets the recorder of
+    /// everything up to there, to copy bucket j out and submit. The next recorder is made only
+    /// after that (a profiling recorder holds a lock until its submit).
     pub fn record_forward_backward_cut<'g>(
         &self,
         gpu: &'g Gpu,
+        micros: usize,
+        zero: bool,
         buckets: &[Bucket],
         mut at: impl FnMut(Recorder<'g>, usize),
     ) {
         let mut rec = Recorder::new(gpu);
-        rec.clear(&self.arena.grads, 0, self.arena.grads.size());
-        let last = self.edges.len() - 1;
-        for (k, [encode, classify, encode_back]) in self.edges.iter().enumerate() {
-            for cmd in encode.iter().chain(&self.body).chain(classify) {
-                cmd.record(&mut rec);
+        if zero {
+            self.record_zero(&mut rec);
+        }
+        (0..micros - 1).for_each(|k| self.record_micro(&mut rec, k));
+        self.record_micro_forward(&mut rec, micros - 1);
+        let mut from = 0;
+        for (j, bucket) in buckets.iter().enumerate() {
+            let to = bucket.after_layer.map_or(self.back.len(), |l| self.back_marks[l]);
+            self.back[from..to].iter().for_each(|cmd| cmd.record(&mut rec));
+            from = to;
+            if bucket.after_layer.is_none() {
+                self.edges[2].iter().for_each(|cmd| cmd.record(&mut rec));
             }
-            if k < last {
-                self.back.iter().chain(encode_back).for_each(|cmd| cmd.record(&mut rec));
-                continue;
+            at(rec, j);
+            if j + 1 == buckets.len() {
+                return;
             }
-            let mut from = 0;
-            for (j, bucket) in buckets.iter().enumerate() {
-                let to = bucket.after_layer.map_or(self.back.len(), |l| self.back_marks[l]);
-                self.back[from..to].iter().for_each(|cmd| cmd.record(&mut rec));
-                from = to;
-                if bucket.after_layer.is_none() {
-                    encode_back.iter().for_each(|cmd| cmd.record(&mut rec));
-                }
-                at(rec, j);
-                if j + 1 < buckets.len() {
-                    rec = Recorder::new(gpu);
-                } else {
-                    return;
-                }
-            }
+            rec = Recorder::new(gpu);
         }
     }
 
-    /// Records the forward and the loss (no gradient) of micro-batch 0.
+    /// Records the forward and the loss (no gradient) of slot 0.
     pub fn record_eval(&self, rec: &mut Recorder) {
-        for cmd in self.edges[0][0].iter().chain(&self.body).chain(&self.eval_classify) {
-            cmd.record(rec);
-        }
+        self.record_inputs(rec, 0);
+        self.edges[0].iter().chain(&self.body).chain(&self.eval_classify).for_each(|cmd| cmd.record(rec));
     }
 
-    /// Records copying every micro-batch's per-position losses into `readback` (made with
-    /// `loss_readback`), to read after the submit without stalling.
+    /// Records copying the step's per-position losses (summed over its micro-batches) into
+    /// `readback` (made with `loss_readback`), to read after the submit without stalling.
     pub fn record_losses(&self, rec: &mut Recorder, readback: &mut crate::gpu::Readback) {
-        let bytes = 4 * (self.b * self.t) as u64;
-        let parts: Vec<(&wgpu::Buffer, u64, u64)> = self.micro.iter().map(|m| (&*m.losses, 0, bytes)).collect();
-        readback.record_parts(rec, &parts);
+        readback.record_parts(rec, &[(&*self.micro.losses, 0, 4 * (self.b * self.t) as u64)]);
     }
 
-    /// A readback sized for one step's losses.
+    /// A readback sized for one step's losses: B·T floats, whatever K.
     pub fn loss_readback(&self, gpu: &Gpu) -> crate::gpu::Readback {
-        crate::gpu::Readback::new(gpu, 4 * (self.b * self.t * self.micro.len()) as u64, "losses readback")
+        crate::gpu::Readback::new(gpu, 4 * (self.b * self.t) as u64, "losses readback")
     }
 
-    /// Reads every micro-batch's per-position losses and returns their mean (waits for the GPU).
+    /// The step's mean loss from its per-position sums over K micro-batches.
+    pub fn mean_loss(&self, summed: &[f32]) -> f32 {
+        (summed.iter().map(|&x| x as f64).sum::<f64>() / (summed.len() * self.accum).max(1) as f64) as f32
+    }
+
+    /// Reads the step's losses and returns their mean over every micro-batch (waits for the GPU).
     pub fn read_loss(&self, gpu: &Gpu) -> Result<f32, GpuError> {
-        self.read_losses(gpu, self.micro.len())
+        Ok(self.mean_loss(&gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)?))
     }
 
-    /// The mean loss of the evaluation forward (micro-batch 0).
+    /// The mean loss of the evaluation forward.
     pub fn read_eval_loss(&self, gpu: &Gpu) -> Result<f32, GpuError> {
-        self.read_losses(gpu, 1)
-    }
-
-    fn read_losses(&self, gpu: &Gpu, micro: usize) -> Result<f32, GpuError> {
-        let n = self.b * self.t;
-        let mut sum = 0.0f64;
-        for mb in &self.micro[..micro] {
-            sum += gpu.read::<f32>(&mb.losses, 0, n)?.iter().map(|&x| x as f64).sum::<f64>();
-        }
-        Ok((sum / (n * micro) as f64) as f32)
+        let losses = gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)?;
+        Ok((losses.iter().map(|&x| x as f64).sum::<f64>() / losses.len() as f64) as f32)
     }
 
     /// The logits (B·T, V) of the last forward. Valid after `record_eval`; after a training

@@ -3,7 +3,7 @@
 
 pub mod arena;
 pub mod schedule;
-mod state;
+pub mod state;
 
 use serde::{Deserialize, Serialize};
 

@@ -28,7 +28,7 @@ pub enum StateError {
 }
 
 impl Optimizer {
-    fn moment_names(&self) -> [(&'static str, bool); 2] {
+    pub fn moment_names(&self) -> [(&'static str, bool); 2] {
         match self.v {
             Some(_) => [("exp_avg", true), ("exp_avg_sq", true)],
             None => [("momentum_buffer", true), ("", false)],
@@ -145,59 +145,7 @@ impl Optimizer {
     /// and shapes must match; the other hyperparameters may change between runs.
     pub fn load(&mut self, gpu: &Gpu, path: &Path) -> Result<(), StateError> {
         let bytes = std::fs::read(path).map_err(|source| StateError::Io { path: path.into(), source })?;
-        let format = |why: String| StateError::Format { path: path.into(), why };
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(format(format!("metadata format is not {FORMAT}")));
-        }
-        let step: u64 = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| format("no step".into()))?;
-        let saved: OptimConfig = meta
-            .get("config")
-            .and_then(|c| serde_json::from_str(c).ok())
-            .ok_or_else(|| format("no readable config".into()))?;
-        if saved.kind != self.cfg.kind {
-            let (saved, wanted) = (saved.kind.name().to_string(), self.cfg.kind.name().to_string());
-            return Err(StateError::Mismatch { path: path.into(), saved, wanted });
-        }
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
-        let len = self.table.len as usize;
-        let mut m = vec![0.0f32; len];
-        let mut v = vec![0.0f32; len];
-        for t in &self.table.tensors {
-            for ((suffix, wanted), dst) in self.moment_names().into_iter().zip([&mut m, &mut v]) {
-                if !wanted {
-                    continue;
-                }
-                // A ZeRO-1 piece NAME#START takes its part of the saved tensor NAME.
-                let (base, start) = match t.name.split_once('#') {
-                    Some((b, s)) => (b, s.parse::<usize>().unwrap_or(usize::MAX)),
-                    None => (t.name.as_str(), 0),
-                };
-                let name = format!("{base}.{suffix}");
-                let view = st.tensor(&name).map_err(|_| StateError::Mismatch {
-                    path: path.into(),
-                    saved: "a model without this tensor".into(),
-                    wanted: name.clone(),
-                })?;
-                let n = t.numel() as usize;
-                let saved_n: usize = view.shape().iter().product();
-                let fits = if start == 0 && !t.name.contains('#') {
-                    view.shape() == t.shape.as_slice()
-                } else {
-                    start.checked_add(n).is_some_and(|end| end <= saved_n)
-                };
-                if view.dtype() != Dtype::F32 || !fits {
-                    return Err(StateError::Mismatch {
-                        path: path.into(),
-                        saved: format!("{name} {:?} {:?}", view.dtype(), view.shape()),
-                        wanted: format!("{} F32 {:?}", t.name, t.shape),
-                    });
-                }
-                let src: Vec<f32> = bytemuck::pod_collect_to_vec(&view.data()[4 * start..4 * (start + n)]);
-                dst[t.offset as usize..][..n].copy_from_slice(&src);
-            }
-        }
+        let (step, m, v) = parse_state(&bytes, path, self.cfg.kind, &self.table, self.moment_names())?;
         gpu.write(&self.m, 0, &m);
         if let Some(vb) = &self.v {
             gpu.write(vb, 0, &v);
@@ -205,6 +153,73 @@ impl Optimizer {
         self.step = step;
         Ok(())
     }
+}
+
+/// The step and moments (in arena order over `table`) of an optimizer-state file's `bytes`
+/// (`path` names it in errors), checked against the optimizer kind and the tensors it needs;
+/// `moments` are the tensor suffixes of the two moments and whether each is kept.
+#[allow(clippy::type_complexity)]
+pub fn parse_state(
+    bytes: &[u8],
+    path: &Path,
+    kind: super::OptimizerKind,
+    table: &ParamTable,
+    moments: [(&'static str, bool); 2],
+) -> Result<(u64, Vec<f32>, Vec<f32>), StateError> {
+    let format = |why: String| StateError::Format { path: path.into(), why };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format(e.to_string()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(format(format!("metadata format is not {FORMAT}")));
+    }
+    let step: u64 = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| format("no step".into()))?;
+    let saved: OptimConfig = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| format("no readable config".into()))?;
+    if saved.kind != kind {
+        let (saved, wanted) = (saved.kind.name().to_string(), kind.name().to_string());
+        return Err(StateError::Mismatch { path: path.into(), saved, wanted });
+    }
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format(e.to_string()))?;
+    let len = table.len as usize;
+    let mut m = vec![0.0f32; len];
+    let mut v = vec![0.0f32; len];
+    for t in &table.tensors {
+        for ((suffix, wanted), dst) in moments.into_iter().zip([&mut m, &mut v]) {
+            if !wanted {
+                continue;
+            }
+            // A ZeRO-1 piece NAME#START takes its part of the saved tensor NAME.
+            let (base, start) = match t.name.split_once('#') {
+                Some((b, s)) => (b, s.parse::<usize>().unwrap_or(usize::MAX)),
+                None => (t.name.as_str(), 0),
+            };
+            let name = format!("{base}.{suffix}");
+            let view = st.tensor(&name).map_err(|_| StateError::Mismatch {
+                path: path.into(),
+                saved: "a model without this tensor".into(),
+                wanted: name.clone(),
+            })?;
+            let n = t.numel() as usize;
+            let saved_n: usize = view.shape().iter().product();
+            let fits = if start == 0 && !t.name.contains('#') {
+                view.shape() == t.shape.as_slice()
+            } else {
+                start.checked_add(n).is_some_and(|end| end <= saved_n)
+            };
+            if view.dtype() != Dtype::F32 || !fits {
+                return Err(StateError::Mismatch {
+                    path: path.into(),
+                    saved: format!("{name} {:?} {:?}", view.dtype(), view.shape()),
+                    wanted: format!("{} F32 {:?}", t.name, t.shape),
+                });
+            }
+            let src: Vec<f32> = bytemuck::pod_collect_to_vec(&view.data()[4 * start..4 * (start + n)]);
+            dst[t.offset as usize..][..n].copy_from_slice(&src);
+        }
+    }
+    Ok((step, m, v))
 }
 
 /// Writes `bytes` under a temporary name in the same directory, syncs, then renames.

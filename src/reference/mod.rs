@@ -1,6 +1,7 @@
 //! Plain-loop CPU references of every kernel: the oracle for tests, the baseline for benches.
 
 pub mod attention;
+pub mod checksum;
 pub mod classifier;
 pub mod encoder;
 pub mod gelu;

@@ -1,0 +1,122 @@
+//! The run's arguments: what `wgtrain train` takes, checked before anything is loaded.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use super::defaults::{model_file, DEFAULT_CONFIG};
+use crate::model::GptConfig;
+use crate::optim::{OptimizerKind, ScheduleKind};
+
+/// Everything `wgtrain train` takes; see the CLI for each flag's meaning and default. Saved in
+/// every checkpoint, so `--resume` needs no other flag.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TrainArgs {
+    pub config: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+    pub val_data: Option<PathBuf>,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub steps: u64,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    pub schedule: ScheduleKind,
+    pub warmup: u64,
+    pub min_lr_frac: f64,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub momentum: f32,
+    pub grad_clip: f32,
+    pub grad_accum: usize,
+    pub no_shuffle: bool,
+    pub seed: u64,
+    pub eval_every: u64,
+    pub val_batches: usize,
+    pub out: PathBuf,
+    pub sample_tokens: usize,
+    /// Save a checkpoint every N steps (0: only at the end and on Ctrl-C).
+    pub save_every: u64,
+    /// Checkpoints kept in --out (the oldest go first).
+    pub keep: usize,
+    /// Consecutive skipped steps (non-finite loss or gradient norm) before the run stops.
+    pub max_skips: u64,
+    /// Stop after this many evaluations without a val-loss improvement of at least
+    /// `min_delta` (0: never). The best checkpoint is kept as out/best.
+    #[serde(default)]
+    pub patience: u64,
+    #[serde(default)]
+    pub min_delta: f32,
+    /// Start over in an --out that already holds a run.
+    #[serde(default)]
+    pub force: bool,
+    /// ZeRO stage with several MPI ranks: 0 (replicated optimizer state) or 1 (sharded).
+    #[serde(default)]
+    pub zero: u8,
+    /// Skip autotuning: every matmul runs the adapter type's built-in default variant.
+    #[serde(default)]
+    pub no_tune: bool,
+    /// With several MPI ranks, compare a checksum of every rank's parameters every N steps
+    /// (0: never).
+    #[serde(default = "hundred")]
+    pub check_replicas: u64,
+}
+
+fn hundred() -> u64 {
+    100
+}
+
+/// Refuses flags no run can take, at once and naming the flag. `world` is the number of ranks.
+pub(super) fn check_args(a: &TrainArgs, world: usize) -> anyhow::Result<()> {
+    if a.batch_size == 0 {
+        bail!("--batch-size must be positive");
+    }
+    if a.zero > 1 {
+        bail!("--zero {}: stages 0 (replicated optimizer state) and 1 (sharded) exist", a.zero);
+    }
+    if a.seq_len == 0 {
+        bail!("--seq-len must be positive");
+    }
+    if a.steps == 0 {
+        bail!("--steps must be positive");
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        bail!("--lr must be a positive number, got {}", a.lr);
+    }
+    if a.grad_accum == 0 {
+        bail!("--grad-accum must be positive");
+    }
+    // Token positions within a step are counted in u32 on the GPU and in the loader.
+    let tokens = (a.grad_accum as u128) * (a.batch_size as u128) * (a.seq_len as u128) * world as u128;
+    if tokens > u32::MAX as u128 {
+        bail!(
+            "--grad-accum {} × --batch-size {} × --seq-len {}{} = {tokens} tokens per step, past the 2^32 a step can \
+             index: lower --grad-accum",
+            a.grad_accum,
+            a.batch_size,
+            a.seq_len,
+            if world > 1 { format!(" × {world} ranks") } else { String::new() }
+        );
+    }
+    if a.grad_clip < 0.0 {
+        bail!("--grad-clip must be 0 (off) or positive");
+    }
+    Ok(())
+}
+
+/// The architecture: the checkpoint's config with --init (a directory's config.json, or
+/// --config beside a single .safetensors file), else --config, else models/default.toml.
+pub(super) fn model_config(a: &TrainArgs) -> anyhow::Result<GptConfig> {
+    if let Some(init) = &a.init {
+        if init.is_dir() {
+            return Ok(GptConfig::load(&init.join("config.json"))?);
+        }
+        let cfg = a.config.as_ref().map_or_else(|| init.with_file_name("config.json"), Clone::clone);
+        return GptConfig::load(&cfg)
+            .with_context(|| format!("--init {} is a file: its config comes from {}", init.display(), cfg.display()));
+    }
+    let path = a.config.clone().unwrap_or_else(|| model_file(DEFAULT_CONFIG));
+    Ok(GptConfig::load(&path)?)
+}

@@ -1,0 +1,106 @@
+//! Evaluation and sampling: the validation loss and text from the model, for the loop and
+//! for `wgtrain eval` and `wgtrain sample`.
+
+use anyhow::bail;
+
+use crate::data::tokenizer::Tokenizer;
+use crate::data::Loader;
+use crate::dist::Dist;
+use crate::gpu::{Gpu, Recorder};
+use crate::model::Gpt;
+use crate::reference::Rng;
+
+/// Mean loss over `batches` validation batches from the start of the validation data.
+pub fn evaluate(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize) -> anyhow::Result<f32> {
+    evaluate_rows(gpu, gpt, val, batches, &Dist::single())
+}
+
+/// `evaluate` over `dist`'s ranks: each takes its rows of the global validation batches,
+/// and every rank gets the mean.
+pub fn evaluate_rows(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize, dist: &Dist) -> anyhow::Result<f32> {
+    val.pos = 0;
+    let mut sum = 0.0;
+    let n = batches.clamp(1, val.batches());
+    let rows = gpt.b * gpt.t;
+    let mine = dist.rank * rows..(dist.rank + 1) * rows;
+    for _ in 0..n {
+        let (x, y) = val.next_batch();
+        gpt.upload_batch(gpu, 0, &x[mine.clone()], &y[mine.clone()]);
+        let mut rec = Recorder::new(gpu);
+        gpt.record_eval(&mut rec);
+        rec.submit()?;
+        sum += gpt.read_eval_loss(gpu)? as f64;
+    }
+    Ok(dist.mean(sum / n as f64) as f32)
+}
+
+/// Generates `n` tokens after `prompt` with temperature and top-k sampling, decoding one token
+/// at a time with a KV cache, and returns their text. An empty prompt starts from the
+/// end-of-text token (a newline for bytes). When the cache is full it starts again from the
+/// last half of the text.
+#[allow(clippy::too_many_arguments)]
+pub fn sample(
+    gpu: &Gpu,
+    gpt: &Gpt,
+    tok: &Tokenizer,
+    prompt: &str,
+    n: usize,
+    temperature: f32,
+    top_k: usize,
+    seed: u64,
+) -> anyhow::Result<String> {
+    let v = gpt.config.vocab_size.min(tok.vocab_size);
+    let mut rng = Rng::new(seed);
+    let mut ctx: Vec<u32> = match (prompt.is_empty(), tok.kind) {
+        (true, crate::data::tokenizer::Kind::Byte) => vec![b'\n' as u32],
+        (true, _) => vec![tok.eot],
+        (false, _) => tok.encode(prompt).map_err(anyhow::Error::msg)?,
+    };
+    if let Some(&bad) = ctx.iter().find(|&&i| i as usize >= gpt.config.vocab_size) {
+        bail!("the prompt encodes to token {bad}, past the model's vocab_size {}", gpt.config.vocab_size);
+    }
+    let mut dec = gpt.decoder(gpu)?;
+    let cap = dec.capacity();
+    let mut logits = Vec::new();
+    for &tok in &ctx[ctx.len().saturating_sub(cap)..] {
+        logits = dec.next(gpu, tok)?;
+    }
+    let mut out = Vec::new();
+    for _ in 0..n {
+        // Only ids the tokenizer knows: the model's vocab may be padded past it.
+        let next = pick(&logits[..v], temperature, top_k, &mut rng);
+        ctx.push(next);
+        out.push(next);
+        if dec.pos < cap {
+            logits = dec.next(gpu, next)?;
+        } else {
+            dec = gpt.decoder(gpu)?;
+            for &tok in &ctx[ctx.len() - cap / 2..] {
+                logits = dec.next(gpu, tok)?;
+            }
+        }
+    }
+    Ok(tok.decode(&out))
+}
+
+/// Samples from softmax(logits / temperature) over the top k; greedy when k is 1 or the
+/// temperature 0.
+pub fn pick(logits: &[f32], temperature: f32, top_k: usize, rng: &mut Rng) -> u32 {
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if top_k == 1 || temperature <= 0.0 {
+        return idx[0] as u32;
+    }
+    idx.truncate(top_k.max(1));
+    let m = logits[idx[0]];
+    let w: Vec<f64> = idx.iter().map(|&i| (((logits[i] - m) / temperature) as f64).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mut r = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+    for (k, &wk) in w.iter().enumerate() {
+        r -= wk;
+        if r <= 0.0 {
+            return idx[k] as u32;
+        }
+    }
+    idx[idx.len() - 1] as u32
+}
