@@ -1,0 +1,249 @@
+//! Running a built GPT-2: uploading micro-batches into the token slots, recording forward
+//! and backward (whole, or cut at gradient buckets), reading losses, logits and parameters.
+
+use super::{Bucket, Gpt, GptConfig, SUBMIT_DISPATCHES, SUBMIT_MICRO_BATCHES};
+use crate::gpu::{Gpu, GpuError, Recorder};
+use crate::reference::Rng;
+
+impl Gpt {
+    /// Uploads micro-batch `k`'s inputs and targets (B·T tokens each) into slot `k` of the
+    /// next submit (`k < micro_per_submit()`). Staged on the queue: it lands before the next
+    /// submit, after the ones before it.
+    pub fn upload_batch(&self, gpu: &Gpu, k: usize, inputs: &[u32], targets: &[u32]) {
+        let n = self.b * self.t;
+        assert!(k < self.n_slots, "slot {k} of {}", self.n_slots);
+        assert!(inputs.len() == n && targets.len() == n, "a batch fills every position");
+        gpu.write(&self.slots, (2 * n * k) as u64, inputs);
+        gpu.write(&self.slots, (2 * n * k + n) as u64, targets);
+    }
+
+    /// Uploads the next submit's micro-batches at once: `words` holds, for slots 0, 1, …,
+    /// each slot's B·T inputs then its B·T targets. One staging copy per submit.
+    pub fn upload_slots(&self, gpu: &Gpu, words: &[u32]) {
+        let n = self.b * self.t;
+        assert!(words.len().is_multiple_of(2 * n) && words.len() / (2 * n) <= self.n_slots, "whole slots that fit");
+        gpu.write(&self.slots, 0, words);
+    }
+
+    /// The least memory the activations and gradient scratch can take, in bytes: every tensor
+    /// the forward keeps for the backward, the logits, and the backward's working buffers.
+    pub fn activation_bytes(&self) -> u64 {
+        Self::activation_bytes_for(&self.config, self.b, self.t, self.n_slots)
+    }
+
+    /// `activation_bytes` of a model not built yet, with `slots` micro-batches' tokens per
+    /// submit (at most `SUBMIT_MICRO_BATCHES`).
+    pub fn activation_bytes_for(config: &GptConfig, b: usize, t: usize, slots: usize) -> u64 {
+        let (b, t) = (b as u64, t as u64);
+        let (c, v, nh, l) =
+            (config.n_embd as u64, config.vocab_size as u64, config.n_head as u64, config.n_layer as u64);
+        let n = b * t;
+        // ln1, atty, attproj, residual2, ln2, fcproj, residual3; qkv; fch, fch_gelu; 2 stats; lse
+        let layer = 7 * n * c + 3 * n * c + 8 * n * c + 4 * n + b * nh * t;
+        // encoded, lnf, lnf stats, logits; the batch's tokens, positions, targets, losses; the
+        // slots' inputs and targets
+        let global = 2 * n * c + 2 * n + n * v + 4 * n + slots.min(SUBMIT_MICRO_BATCHES) as u64 * 2 * n;
+        // dresidual, dbuf, dqkv, dfch, dfch_gelu, the attention's D
+        let scratch = 2 * n * c + 3 * n * c + 8 * n * c + b * nh * t;
+        4 * (l * layer + global + scratch)
+    }
+
+    /// Micro-batches per optimizer step (K).
+    pub fn accum(&self) -> usize {
+        self.accum
+    }
+
+    /// Micro-batches one submit holds: K, or fewer where K micro-batches would exceed
+    /// `SUBMIT_MICRO_BATCHES` or about `SUBMIT_DISPATCHES` dispatches.
+    pub fn micro_per_submit(&self) -> usize {
+        self.n_slots
+    }
+
+    pub(super) fn micro_per_submit_for(dispatches: usize) -> usize {
+        (SUBMIT_DISPATCHES / dispatches.max(1)).clamp(1, SUBMIT_MICRO_BATCHES)
+    }
+
+    /// Records zeroing the gradients and the losses the micro-batches add up: a step's start.
+    pub fn record_zero(&self, rec: &mut Recorder) {
+        rec.clear(&self.arena.grads, 0, self.arena.grads.size());
+        rec.clear(&self.micro.losses, 0, self.micro.losses.size());
+    }
+
+    /// Records copying slot `k`'s tokens and targets into the batch buffers.
+    fn record_inputs(&self, rec: &mut Recorder, k: usize) {
+        let bytes = 4 * (self.b * self.t) as u64;
+        rec.copy(&self.slots, 2 * bytes * k as u64, &self.micro.tokens.tokens, 0, bytes);
+        rec.copy(&self.slots, 2 * bytes * k as u64 + bytes, &self.micro.targets, 0, bytes);
+    }
+
+    /// Records slot `k`'s forward, up to its loss and dlogits.
+    fn record_micro_forward(&self, rec: &mut Recorder, k: usize) {
+        self.record_inputs(rec, k);
+        let [encode, classify, _] = &self.edges;
+        encode.iter().chain(&self.body).chain(classify).for_each(|cmd| cmd.record(rec));
+    }
+
+    /// Records slot `k`'s forward and backward; the gradients and losses add to the step's.
+    pub fn record_micro(&self, rec: &mut Recorder, k: usize) {
+        self.record_micro_forward(rec, k);
+        self.back.iter().chain(&self.edges[2]).for_each(|cmd| cmd.record(rec));
+    }
+
+    /// Records a whole step's forward and backward in one submit (K ≤ `micro_per_submit`):
+    /// zeroing, then every slot's micro-batch. The gradients sum over micro-batches; each loss
+    /// is scaled so that they average.
+    pub fn record_forward_backward(&self, rec: &mut Recorder) {
+        assert!(self.accum <= self.n_slots, "{} micro-batches in one submit of {} slots", self.accum, self.n_slots);
+        self.record_zero(rec);
+        (0..self.accum).for_each(|k| self.record_micro(rec, k));
+    }
+
+    /// Gradient buckets for data parallelism, in the order the backward completes them: the
+    /// top layers with ln_f first, the bottom ones with wte and wpe last (wte also takes the LM
+    /// head's gradient, so it is complete only at the end). Each bucket is a run of whole
+    /// layers, closed once it holds `cap_bytes`, and a contiguous range of the arena.
+    pub fn grad_buckets(&self, cap_bytes: u64) -> Vec<Bucket> {
+        let table = &self.arena.table;
+        let layer_start = |l: usize| {
+            let prefix = format!("h.{l}.");
+            table.tensors.iter().filter(|t| t.name.starts_with(&prefix)).map(|t| t.offset).min().unwrap_or(0)
+        };
+        let mut out = Vec::new();
+        let mut hi = table.len;
+        for l in (1..self.acts.len()).rev() {
+            let lo = layer_start(l);
+            if 4 * (hi - lo) >= cap_bytes {
+                out.push(Bucket { lo, hi, after_layer: Some(l) });
+                hi = lo;
+            }
+        }
+        out.push(Bucket { lo: 0, hi, after_layer: None });
+        out
+    }
+
+    /// The forward and backward of slots 0..`micros` (after zeroing, when `zero`: the step's
+    /// first submit) in several recorders: the last micro-batch's backward is cut where each
+    /// of `buckets` (from `grad_buckets`) is complete, and `at(rec, j)` gets the recorder of
+    /// everything up to there, to copy bucket j out and submit. The next recorder is made only
+    /// after that (a profiling recorder holds a lock until its submit).
+    pub fn record_forward_backward_cut<'g>(
+        &self,
+        gpu: &'g Gpu,
+        micros: usize,
+        zero: bool,
+        buckets: &[Bucket],
+        mut at: impl FnMut(Recorder<'g>, usize),
+    ) {
+        let mut rec = Recorder::new(gpu);
+        if zero {
+            self.record_zero(&mut rec);
+        }
+        (0..micros - 1).for_each(|k| self.record_micro(&mut rec, k));
+        self.record_micro_forward(&mut rec, micros - 1);
+        let mut from = 0;
+        for (j, bucket) in buckets.iter().enumerate() {
+            let to = bucket.after_layer.map_or(self.back.len(), |l| self.back_marks[l]);
+            self.back[from..to].iter().for_each(|cmd| cmd.record(&mut rec));
+            from = to;
+            if bucket.after_layer.is_none() {
+                self.edges[2].iter().for_each(|cmd| cmd.record(&mut rec));
+            }
+            at(rec, j);
+            if j + 1 == buckets.len() {
+                return;
+            }
+            rec = Recorder::new(gpu);
+        }
+    }
+
+    /// Records the forward and the loss (no gradient) of slot 0.
+    pub fn record_eval(&self, rec: &mut Recorder) {
+        self.record_inputs(rec, 0);
+        self.edges[0].iter().chain(&self.body).chain(&self.eval_classify).for_each(|cmd| cmd.record(rec));
+    }
+
+    /// Records copying the step's per-position losses (summed over its micro-batches) into
+    /// `readback` (made with `loss_readback`), to read after the submit without stalling.
+    pub fn record_losses(&self, rec: &mut Recorder, readback: &mut crate::gpu::Readback) {
+        readback.record_parts(rec, &[(&*self.micro.losses, 0, 4 * (self.b * self.t) as u64)]);
+    }
+
+    /// A readback sized for one step's losses: B·T floats, whatever K.
+    pub fn loss_readback(&self, gpu: &Gpu) -> crate::gpu::Readback {
+        crate::gpu::Readback::new(gpu, 4 * (self.b * self.t) as u64, "losses readback")
+    }
+
+    /// The step's mean loss from its per-position sums over K micro-batches.
+    pub fn mean_loss(&self, summed: &[f32]) -> f32 {
+        (summed.iter().map(|&x| x as f64).sum::<f64>() / (summed.len() * self.accum).max(1) as f64) as f32
+    }
+
+    /// Reads the step's losses and returns their mean over every micro-batch (waits for the GPU).
+    pub fn read_loss(&self, gpu: &Gpu) -> Result<f32, GpuError> {
+        Ok(self.mean_loss(&gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)?))
+    }
+
+    /// The mean loss of the evaluation forward.
+    pub fn read_eval_loss(&self, gpu: &Gpu) -> Result<f32, GpuError> {
+        let losses = gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)?;
+        Ok((losses.iter().map(|&x| x as f64).sum::<f64>() / losses.len() as f64) as f32)
+    }
+
+    /// The logits (B·T, V) of the last forward. Valid after `record_eval`; after a training
+    /// step the buffer holds dlogits.
+    pub fn read_logits(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        gpu.read(&self.logits, 0, self.b * self.t * self.config.vocab_size)
+    }
+
+    /// Logits of one position (row `r` of B·T) after `record_eval`.
+    pub fn read_logits_row(&self, gpu: &Gpu, r: usize) -> Result<Vec<f32>, GpuError> {
+        let v = self.config.vocab_size;
+        gpu.read(&self.logits, (r * v) as u64, v)
+    }
+
+    /// Writes parameters given per tensor in table order (wgtrain layout).
+    pub fn write_params(&self, gpu: &Gpu, values: &[Vec<f32>]) {
+        gpu.write(&self.arena.params, 0, &self.arena.table.pack(values));
+    }
+
+    pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
+        Ok(self.arena.table.unpack(&gpu.read::<f32>(&self.arena.params, 0, self.arena.table.len as usize)?))
+    }
+
+    pub fn read_grads(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
+        Ok(self.arena.table.unpack(&gpu.read::<f32>(&self.arena.grads, 0, self.arena.table.len as usize)?))
+    }
+
+    /// GPT-2's initialization, seeded: weights and embeddings normal(0, 0.02), the residual
+    /// projections (attn.c_proj, mlp.c_proj) scaled by 1/√(2·n_layer), biases 0, LayerNorm
+    /// weights 1.
+    pub fn init(&self, gpu: &Gpu, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let proj_std = 0.02 / (2.0 * self.config.n_layer as f64).sqrt();
+        let values: Vec<Vec<f32>> = self
+            .arena
+            .table
+            .tensors
+            .iter()
+            .map(|t| {
+                let n = t.numel() as usize;
+                if t.name.contains("ln_") && t.name.ends_with(".weight") {
+                    vec![1.0; n]
+                } else if t.shape.len() == 1 {
+                    vec![0.0; n]
+                } else {
+                    let std = if t.name.ends_with("c_proj.weight") { proj_std } else { 0.02 };
+                    (0..n).map(|_| (normal(&mut rng) * std) as f32).collect()
+                }
+            })
+            .collect();
+        self.write_params(gpu, &values);
+    }
+}
+
+/// A standard normal sample (Box–Muller).
+fn normal(rng: &mut Rng) -> f64 {
+    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let u2 = ((rng.next_u64() >> 11) as f64) / (1u64 << 53) as f64;
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
