@@ -87,3 +87,17 @@ proptest! {
         let _ = checkpoint::load_hf(&path, &config);
     }
 }
+
+/// Inputs the libFuzzer targets (fuzz/) found crashing a loader, kept as regression tests.
+#[test]
+fn fuzz_crashes_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    // tokenizer.json files whose decoder is broken JSON, or holds invalid UTF-8: the
+    // tokenizers crate panicked on them.
+    for name in ["tokenizer-crash-efa21a28.json", "tokenizer-crash-547bfd0c.json"] {
+        let e = wgtrain::data::tokenizer::Tokenizer::from_file(&dir.join(name), None)
+            .err()
+            .expect("an error, not a tokenizer");
+        assert!(e.contains(name) && e.contains("not a tokenizer.json"), "{e}");
+    }
+}

@@ -90,8 +90,16 @@ impl Tokenizer {
 
     /// `from_file` of a tokenizer.json's bytes; `path` names it in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path, eot: Option<&str>) -> Result<Self, Error> {
-        let hf = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| format!("{}: not a tokenizer.json the HF tokenizers crate reads: {e}", path.display()))?;
+        let bad = |e: &dyn std::fmt::Display| {
+            format!("{}: not a tokenizer.json the HF tokenizers crate reads: {e}", path.display())
+        };
+        // The tokenizers crate panics on some malformed files (found by fuzzing: broken JSON,
+        // invalid UTF-8 in a string): check the JSON strictly first, and turn any panic left
+        // into an error.
+        serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| bad(&e))?;
+        let hf = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(bytes))
+            .map_err(|_| bad(&"the tokenizers crate could not read it"))?
+            .map_err(|e| bad(&e))?;
         // Ids may have gaps: the model needs the largest one plus one rows.
         let vocab_size = hf.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1);
         let byte_like = vocab_size == 256
