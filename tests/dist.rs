@@ -556,4 +556,59 @@ mod mpirun {
         assert!(text.contains("replicas drifted by step 3") && text.contains("rank 1 differ"), "{text}");
         assert!(!out.join("ckpt-00000004").exists(), "no checkpoint of drifted replicas");
     }
+
+    /// A signal to the ranks while they set up (before any step) ends each at once with 143
+    /// and "nothing to save", and with it the mpirun job.
+    #[test]
+    fn a_signal_before_the_first_step_ends_every_rank_at_once() {
+        if gpu().is_none() {
+            return;
+        }
+        let Some(mpirun) = mpirun() else { return };
+        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-early-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("log.txt")).unwrap();
+        // The default model: setup (data, pipelines) takes a while on lavapipe.
+        let mut child = Command::new(&mpirun)
+            .args(["-n", "2", "--oversubscribe", env!("CARGO_BIN_EXE_wgtrain"), "train", "--no-tune"])
+            .args(["--out", dir.join("run").to_str().unwrap(), "--sample-tokens", "0"])
+            .envs(OMPI_ENV)
+            .env("WGTRAIN_CACHE_DIR", tune_cache())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let ranks = loop {
+            let r = ranks_of(child.id());
+            if r.len() == 2 {
+                break r;
+            }
+            assert!(t0.elapsed().as_secs() < 30, "mpirun started no ranks");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // Past each rank's signal watcher (the first thing main does), before MPI and the
+        // adapter are up.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        for r in &ranks {
+            unsafe { libc::kill(*r, libc::SIGTERM) };
+        }
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t0.elapsed().as_secs() < 10, "the ranks did not exit within 10 s of the signal");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let text = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+        assert!(!status.success(), "{text}");
+        assert_eq!(text.matches("nothing to save").count(), 2, "both ranks said so:\n{text}");
+        assert!(
+            !dir.join("run/metrics.jsonl").exists()
+                || std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap().is_empty()
+        );
+    }
 }

@@ -140,7 +140,9 @@ fn signal_before_the_first_step_exits_at_once() {
     for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
         let dir = scratch(&format!("early-signal-{sig}"));
         let mut child = spawn(&["--out", dir.join("run").to_str().unwrap(), "--steps", "5", "--no-tune"]);
-        std::thread::sleep(Duration::from_millis(300));
+        // Past the watcher's start (the first thing main does), well before the first step
+        // (about 0.5 s in on lavapipe, adapter and pipelines included).
+        std::thread::sleep(Duration::from_millis(150));
         signal(&child, sig);
         let t = Instant::now();
         assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), Some(code));
