@@ -611,4 +611,34 @@ mod mpirun {
                 || std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap().is_empty()
         );
     }
+
+    /// A step split into several submits (30 micro-batches of a 1-layer model: about 12 per
+    /// submit) on 2 ranks, plain and ZeRO-1, matches the same split step on 1 rank of twice
+    /// the batch.
+    #[test]
+    fn split_steps_on_two_ranks_match_one_rank() {
+        if gpu().is_none() {
+            return;
+        }
+        let Some(mpirun) = mpirun() else { return };
+        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-split-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("tiny.toml"),
+            "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
+        )
+        .unwrap();
+        let text = train(&mpirun, &dir, 1, "one", &["--batch-size", "4", "--grad-accum", "30"]);
+        assert!(text.contains("submits per step"), "the step is split:\n{text}");
+        train(&mpirun, &dir, 2, "two", &["--batch-size", "2", "--grad-accum", "30"]);
+        train(&mpirun, &dir, 2, "zero", &["--batch-size", "2", "--grad-accum", "30", "--zero", "1"]);
+        let one = metrics(&dir.join("one/metrics.jsonl"));
+        assert_same("split steps on 2 ranks, ZeRO-1", &metrics(&dir.join("zero/metrics.jsonl")), &one);
+        assert_same(
+            "split steps on 2 ranks",
+            &metrics(&dir.join("two/metrics.jsonl")),
+            &metrics(&dir.join("one/metrics.jsonl")),
+        );
+    }
 }
