@@ -16,7 +16,7 @@ pub(super) fn finish(s: &mut Session, log: &mut Log, last: u64, early: bool, sta
     s.progress.early_stopped = early;
     let progress = state::Progress { skips: log.skips, ..s.progress };
     let (gpu, a, dist) = (s.gpu, &s.a, s.dist);
-    let final_ckpt = state::save_checkpoint(gpu, &s.gpt, &s.opt, &s.loader, a, last, progress, dist)?;
+    let final_ckpt = state::save_checkpoint(s, last, progress)?;
     log.bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     log.plot()?;

@@ -266,11 +266,10 @@ impl Session<'_> {
     fn checkpoint(&mut self, next: u64, best: bool, log: &mut Log) -> anyhow::Result<PathBuf> {
         log.flush(self.gpu, &mut self.opt)?;
         let progress = Progress { skips: log.skips, ..self.progress };
-        let (gpu, gpt, opt, loader, a, dist) = (self.gpu, &self.gpt, &self.opt, &self.loader, &self.a, self.dist);
         if best {
-            state::save_as(gpu, gpt, opt, loader, a, next, progress, "best", dist)
+            state::save_as(self, next, progress, "best")
         } else {
-            state::save_checkpoint(gpu, gpt, opt, loader, a, next, progress, dist)
+            state::save_checkpoint(self, next, progress)
         }
     }
 }

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::setup::Session;
 use super::TrainArgs;
-use crate::data::{self, Loader};
-use crate::dist::Dist;
+use crate::data;
 use crate::gpu::Gpu;
-use crate::model::{checkpoint, Gpt};
+use crate::model::checkpoint;
 use crate::optim::Optimizer;
 
 /// What a checkpoint holds beside the model and optimizer files.
@@ -88,19 +88,10 @@ pub(super) fn checkpoints(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 
 /// Writes out/ckpt-NNNNNNNN (next step) atomically: into a temporary directory, then renamed.
 /// Keeps the newest `keep`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn save_checkpoint(
-    gpu: &Gpu,
-    gpt: &Gpt,
-    opt: &Optimizer,
-    loader: &Loader,
-    a: &TrainArgs,
-    next: u64,
-    progress: Progress,
-    dist: &Dist,
-) -> anyhow::Result<PathBuf> {
-    let dir = save_as(gpu, gpt, opt, loader, a, next, progress, &format!("ckpt-{next:08}"), dist)?;
-    if !dist.is_root() {
+pub(super) fn save_checkpoint(s: &Session, next: u64, progress: Progress) -> anyhow::Result<PathBuf> {
+    let dir = save_as(s, next, progress, &format!("ckpt-{next:08}"))?;
+    let a = &s.a;
+    if !s.dist.is_root() {
         return Ok(dir);
     }
     // Keep the newest --keep by step; never the one just written.
@@ -113,18 +104,13 @@ pub(super) fn save_checkpoint(
 
 /// The whole optimizer state of a ZeRO-1 run, gathered on rank 0 (None elsewhere, and
 /// without ZeRO, where rank 0 holds it all).
-fn optimizer_bytes(
-    gpu: &Gpu,
-    gpt: &Gpt,
-    opt: &Optimizer,
-    a: &TrainArgs,
-    dist: &Dist,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    if a.zero == 0 || dist.size == 1 {
+fn optimizer_bytes(s: &Session) -> anyhow::Result<Option<Vec<u8>>> {
+    let dist = s.dist;
+    if s.a.zero == 0 || dist.size == 1 {
         return Ok(None);
     }
-    let parts = dist.gather_bytes(opt.to_bytes(gpu)?);
-    Ok(if dist.is_root() { Some(Optimizer::merge(&parts, &gpt.arena.table)?) } else { None })
+    let parts = dist.gather_bytes(s.opt.to_bytes(s.gpu)?);
+    Ok(if dist.is_root() { Some(Optimizer::merge(&parts, &s.gpt.arena.table)?) } else { None })
 }
 
 fn write_optimizer(gpu: &Gpu, opt: &Optimizer, gathered: Option<Vec<u8>>, path: &Path) -> anyhow::Result<()> {
@@ -136,27 +122,17 @@ fn write_optimizer(gpu: &Gpu, opt: &Optimizer, gathered: Option<Vec<u8>>, path: 
 }
 
 /// Writes a checkpoint into out/NAME atomically: a temporary directory, then a rename.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn save_as(
-    gpu: &Gpu,
-    gpt: &Gpt,
-    opt: &Optimizer,
-    loader: &Loader,
-    a: &TrainArgs,
-    next: u64,
-    progress: Progress,
-    name: &str,
-    dist: &Dist,
-) -> anyhow::Result<PathBuf> {
+pub(super) fn save_as(s: &Session, next: u64, progress: Progress, name: &str) -> anyhow::Result<PathBuf> {
+    let a = &s.a;
     let dir = a.out.join(name);
     // Collective: a ZeRO-1 optimizer's shards meet on rank 0, which alone writes.
-    let opt_bytes = optimizer_bytes(gpu, gpt, opt, a, dist)?;
-    if !dist.is_root() {
+    let opt_bytes = optimizer_bytes(s)?;
+    if !s.dist.is_root() {
         return Ok(dir);
     }
     let tmp = a.out.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
-    if let Err(e) = write_files(gpu, gpt, opt, opt_bytes, loader, a, next, progress, dist, &tmp) {
+    if let Err(e) = write_files(s, opt_bytes, next, progress, &tmp) {
         // A full disk: free what the partial copy took; the previous checkpoint is untouched.
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e.context(format!("writing checkpoint {}", dir.display())));
@@ -175,36 +151,31 @@ pub(super) fn save_as(
 }
 
 /// The checkpoint's files in `tmp`, each synced, and `tmp` itself.
-#[allow(clippy::too_many_arguments)]
 fn write_files(
-    gpu: &Gpu,
-    gpt: &Gpt,
-    opt: &Optimizer,
+    s: &Session,
     opt_bytes: Option<Vec<u8>>,
-    loader: &Loader,
-    a: &TrainArgs,
     next: u64,
     progress: Progress,
-    dist: &Dist,
     tmp: &Path,
 ) -> anyhow::Result<()> {
+    let (gpu, gpt, a) = (s.gpu, &s.gpt, &s.a);
     checkpoint::save_hf(tmp, &gpt.config, &gpt.read_params(gpu)?)?;
     // The tokenizer sits beside the weights, as in an HF model directory.
     let tok = a.out.join("tokenizer.json");
     if tok.is_file() {
         std::fs::copy(&tok, tmp.join("tokenizer.json")).with_context(|| tok.display().to_string())?;
     }
-    write_optimizer(gpu, opt, opt_bytes, &tmp.join("optimizer.safetensors"))?;
+    write_optimizer(gpu, &s.opt, opt_bytes, &tmp.join("optimizer.safetensors"))?;
     let state = RunState {
         format: RUN_FORMAT.into(),
         step: next,
-        loader: loader.state(),
+        loader: s.loader.state(),
         args: a.clone(),
         best_val: progress.best_val.is_finite().then_some(progress.best_val),
         stale: progress.stale,
         early_stopped: progress.early_stopped,
         skips: progress.skips,
-        world: dist.size,
+        world: s.dist.size,
         tuning: Some(gpu.tuning.lock().unwrap().choices()),
     };
     let path = tmp.join("state.json");
