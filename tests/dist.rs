@@ -411,6 +411,21 @@ mod mpirun {
         }
     }
 
+    /// The job's exit status once it ends; it is killed and the test fails after `secs`.
+    fn wait_within(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if t0.elapsed().as_secs() >= secs {
+                child.kill().ok();
+                panic!("the ranks did not stop within {secs} s of the signal");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// mpirun's children named wgtrain: the ranks.
     fn ranks_of(mpirun_pid: u32) -> Vec<i32> {
         let mut out = Vec::new();
@@ -465,17 +480,7 @@ mod mpirun {
         assert_eq!(ranks.len(), 2, "mpirun's ranks: {ranks:?}");
         // One rank alone gets the signal; both must stop after the same step.
         unsafe { libc::kill(*ranks.iter().max().unwrap(), libc::SIGINT) };
-        let t0 = std::time::Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if t0.elapsed().as_secs() > 60 {
-                child.kill().ok();
-                panic!("the ranks did not stop within 60 s of the signal");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        };
+        let status = wait_within(&mut child, 60);
         let text = std::fs::read_to_string(dir.join("log.txt")).unwrap();
         assert!(!status.success(), "mpirun reports the ranks' exit 130:\n{text}");
         let stopped: Vec<&str> = text.lines().filter(|l| l.starts_with("stopped by a signal after step")).collect();
@@ -595,14 +600,7 @@ mod mpirun {
         for r in &ranks {
             unsafe { libc::kill(*r, libc::SIGTERM) };
         }
-        let t0 = std::time::Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(t0.elapsed().as_secs() < 10, "the ranks did not exit within 10 s of the signal");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
+        let status = wait_within(&mut child, 10);
         let text = std::fs::read_to_string(dir.join("log.txt")).unwrap();
         assert!(!status.success(), "{text}");
         assert_eq!(text.matches("nothing to save").count(), 2, "both ranks said so:\n{text}");
