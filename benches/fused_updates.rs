@@ -19,7 +19,7 @@ fn fused_updates(c: &mut Criterion) {
     // 4M parameters in 50 tensors: large enough to be memory-bound, small enough for lavapipe.
     let table = wgtrain::bench::optim_table(4 << 20, 50);
     let n = table.numel();
-    let arena = ParamArena::new(&gpu, table.clone()).unwrap();
+    let arena = ParamArena::new(&gpu, table.clone(), false).unwrap();
     let mut rng = Rng::new(6);
     gpu.write(&arena.grads, 0, &rng.vec(table.len as usize));
     let dst = gpu.pool.storage(Category::Scratch, arena.params.size()).unwrap();

@@ -41,7 +41,7 @@ fn load_qkv(tile: u32, lid: u32, b: u32, h: u32, part: u32, r0: u32) {
         let d = idx % HS_MAX;
         var x = 0.0;
         if r0 + i < p.t && d < p.hs {
-            x = qkv[qkv_index(b, r0 + i, part, h, d)];
+            x = f32(qkv[qkv_index(b, r0 + i, part, h, d)]);
         }
         tiles[tile + idx] = x;
     }
@@ -53,7 +53,7 @@ fn load_dout(tile: u32, lid: u32, b: u32, h: u32, r0: u32) {
         let d = idx % HS_MAX;
         var x = 0.0;
         if r0 + i < p.t && d < p.hs {
-            x = dout[btc_index(b, r0 + i, h, d)];
+            x = f32(dout[btc_index(b, r0 + i, h, d)]);
         }
         tiles[tile + idx] = x;
     }
@@ -133,7 +133,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         let r = idx / HS_MAX;
         let d = idx % HS_MAX;
         if q0 + r < p.t && d < p.hs {
-            out[btc_index(b, q0 + r, h, d)] = tiles[T3 + idx] / row_b[r];
+            out[btc_index(b, q0 + r, h, d)] = S0(tiles[T3 + idx] / row_b[r]);
         }
     }
     if lid < BLK && q0 + lid < p.t {
@@ -155,9 +155,9 @@ fn attention_backward_d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     var acc = 0.0;
     for (var d = 0u; d < p.hs; d++) {
         let x = btc_index(b, t, h, d);
-        acc += dout[x] * fwd_out[x];
+        acc += f32(dout[x]) * f32(fwd_out[x]);
     }
-    out[e] = acc;
+    out[e] = S0(acc);
 }
 
 // Recomputes P and dS for queries q0 .. q0 + BLK (q in T0, dout in T1) against keys k0 ..
@@ -216,8 +216,8 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         let jj = cell / p.hs;
         let d = cell % p.hs;
         if k0 + jj < p.t && cell < BLK * p.hs {
-            out[qkv_index(b, k0 + jj, 1u, h, d)] = dk[n] * p.scale;
-            out[qkv_index(b, k0 + jj, 2u, h, d)] = dv[n];
+            out[qkv_index(b, k0 + jj, 1u, h, d)] = S0(dk[n] * p.scale);
+            out[qkv_index(b, k0 + jj, 2u, h, d)] = S0(dv[n]);
         }
     }
 }
@@ -257,7 +257,7 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         let ii = cell / p.hs;
         let d = cell % p.hs;
         if q0 + ii < p.t && cell < BLK * p.hs {
-            out[qkv_index(b, q0 + ii, 0u, h, d)] = dq[n] * p.scale;
+            out[qkv_index(b, q0 + ii, 0u, h, d)] = S0(dq[n] * p.scale);
         }
     }
 }
@@ -273,7 +273,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     for (var j = lid; j < p.t; j += WG) {
         var acc = 0.0;
         for (var d = 0u; d < p.hs; d++) {
-            acc += qkv[base + d] * dout[j * p.c + base + d];
+            acc += f32(qkv[base + d]) * f32(dout[j * p.c + base + d]);
         }
         let sc = acc * p.scale;
         tiles[j] = sc;
@@ -306,8 +306,8 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     for (var d = lid; d < p.hs; d += WG) {
         var acc = 0.0;
         for (var j = 0u; j < p.t; j++) {
-            acc += tiles[j] * fwd_out[j * p.c + base + d];
+            acc += tiles[j] * f32(fwd_out[j * p.c + base + d]);
         }
-        out[base + d] = acc / total;
+        out[base + d] = S0(acc / total);
     }
 }

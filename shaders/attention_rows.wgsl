@@ -56,9 +56,9 @@ fn quad(from_qkv: bool, base: u32, d: u32) -> vec4<f32> {
     for (var l = 0u; l < 4u; l++) {
         if d + l < hs() {
             if from_qkv {
-                v[l] = qkv[base + d + l];
+                v[l] = f32(qkv[base + d + l]);
             } else {
-                v[l] = dout[base + d + l];
+                v[l] = f32(dout[base + d + l]);
             }
         }
     }
@@ -99,7 +99,7 @@ fn load_tile(second: bool, lid: u32, b: u32, h: u32, part: u32, r0: u32) {
 // Writes the first HS elements of `row`, times `scale`, from element `base` of out.
 fn store_row(base: u32, row: array<vec4<f32>, ROW4>, scale: f32) {
     for (var d = 0u; d < hs(); d++) {
-        out[base + d] = row[d / 4u][d % 4u] * scale;
+        out[base + d] = S0(row[d / 4u][d % 4u] * scale);
     }
 }
 
@@ -167,7 +167,7 @@ fn attention_rows_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     if i < p.t {
         let base = btc_index(b, i, h, 0u);
         for (var d = 0u; d < hs(); d++) {
-            out[base + d] = o[d / 4u][d % 4u] / l;
+            out[base + d] = S0(o[d / 4u][d % 4u] / l);
         }
         lse[bht_index(b, h, i)] = m + log(l);
     }

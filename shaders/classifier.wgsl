@@ -7,7 +7,10 @@
 //   classifier_forward_backward
 //     losses[n] = log Σ_i exp(l_i) − l_target                         (l = logits[n, :V])
 //                 (added to losses[n] when accumulate != 0: a step's micro-batches sum there)
-//     when grad != 0: logits[n, i] ← (softmax(l)_i − [i = target]) · dloss for i < V, 0 past V
+//     when grad != 0: logits[n, i] ← (softmax(l)_i − [i = target]) · dloss · S for i < V, 0
+//     past V, S being the loss scale in scale[0] (1 unless loss scaling is on)
+//
+// The logits may be f16 (S0); the softmax, the loss and the gradient are computed in f32.
 
 const WG: u32 = 256u;
 
@@ -23,10 +26,11 @@ struct Params {
     _pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> logits: array<f32>;   // (N, Vp): logits in, dlogits out
+@group(0) @binding(0) var<storage, read_write> logits: array<S0>;    // (N, Vp): logits in, dlogits out
 @group(0) @binding(1) var<storage, read_write> losses: array<f32>;   // (N)
 @group(0) @binding(2) var<storage, read> targets: array<u32>;        // (N)
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> scale: array<f32>;          // [0] loss scale
+@group(0) @binding(4) var<uniform> p: Params;
 
 // reduce_max and reduce_sum come from the prelude (shaders/prelude/reduce.wgsl).
 
@@ -41,16 +45,16 @@ fn classifier_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     let tgt = min(targets[row], p.v - 1u);
     var m = -3.0e38;
     for (var i = lid; i < p.v; i += WG) {
-        m = max(m, logits[base + i]);
+        m = max(m, f32(logits[base + i]));
     }
     m = reduce_max(lid, m);
     var s = 0.0;
     for (var i = lid; i < p.v; i += WG) {
-        s += exp(logits[base + i] - m);
+        s += exp(f32(logits[base + i]) - m);
     }
     // Every thread reads the target's logit before the barriers in reduce_sum, and so before
     // any thread overwrites it.
-    let lt = logits[base + tgt];
+    let lt = f32(logits[base + tgt]);
     s = reduce_sum(lid, s);
     if lid == 0u {
         let loss = log(s) + m - lt;
@@ -63,11 +67,12 @@ fn classifier_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     if p.grad == 0u {
         return;
     }
+    let dloss = p.dloss * scale[0];
     for (var i = lid; i < p.vp; i += WG) {
         var d = 0.0;
         if i < p.v {
-            d = (exp(logits[base + i] - m) / s - select(0.0, 1.0, i == tgt)) * p.dloss;
+            d = (exp(f32(logits[base + i]) - m) / s - select(0.0, 1.0, i == tgt)) * dloss;
         }
-        logits[base + i] = d;
+        logits[base + i] = S0(d);
     }
 }

@@ -25,13 +25,26 @@ struct Params {
     s1: f32,
 }
 
-@group(0) @binding(0) var<storage, read_write> y: array<vec4<f32>>;  // (N)
-@group(0) @binding(1) var<storage, read> x1: array<vec4<f32>>;       // (N)
-@group(0) @binding(2) var<storage, read> x2: array<vec4<f32>>;       // (N)
+@group(0) @binding(0) var<storage, read_write> y: array<vec4<S0>>;   // (N)
+@group(0) @binding(1) var<storage, read> x1: array<vec4<S1>>;        // (N)
+@group(0) @binding(2) var<storage, read> x2: array<vec4<S2>>;        // (N)
 @group(0) @binding(3) var<uniform> p: Params;
 
 // A workgroup covers PER_GROUP vec4, its threads WG apart (as the optimizer kernels' chunks).
 const PER_GROUP: u32 = 4096u;
+
+// Loads in f32, whatever the bindings hold (S0..S2: f32 or f16, from the host).
+fn ld_y(e: u32) -> vec4<f32> {
+    return vec4<f32>(y[e]);
+}
+
+fn ld_x1(e: u32) -> vec4<f32> {
+    return vec4<f32>(x1[e]);
+}
+
+fn ld_x2(e: u32) -> vec4<f32> {
+    return vec4<f32>(x2[e]);
+}
 
 // The vec4 range of this workgroup.
 fn range(wid: vec3<u32>) -> vec2<u32> {
@@ -43,7 +56,7 @@ fn range(wid: vec3<u32>) -> vec2<u32> {
 fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        y[e] = x1[e];
+        y[e] = vec4<S0>(x1[e]);
     }
 }
 
@@ -51,7 +64,7 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        y[e] = y[e] * p.s0;
+        y[e] = vec4<S0>(ld_y(e) * p.s0);
     }
 }
 
@@ -59,8 +72,8 @@ fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 fn lerp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        let a = y[e];
-        y[e] = a + p.s0 * (x1[e] - a);
+        let a = ld_y(e);
+        y[e] = vec4<S0>(a + p.s0 * (ld_x1(e) - a));
     }
 }
 
@@ -68,8 +81,8 @@ fn lerp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 fn mul_addcmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        let g = x1[e];
-        y[e] = y[e] * p.s0 + p.s1 * g * g;
+        let g = ld_x1(e);
+        y[e] = vec4<S0>(ld_y(e) * p.s0 + p.s1 * g * g);
     }
 }
 
@@ -77,7 +90,7 @@ fn mul_addcmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 fn sqrt_div_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        y[e] = sqrt(x1[e]) / p.s0 + p.s1;
+        y[e] = vec4<S0>(sqrt(ld_x1(e)) / p.s0 + p.s1);
     }
 }
 
@@ -85,7 +98,7 @@ fn sqrt_div_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 fn addcdiv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        y[e] = y[e] + p.s0 * x1[e] / x2[e];
+        y[e] = vec4<S0>(ld_y(e) + p.s0 * ld_x1(e) / ld_x2(e));
     }
 }
 
@@ -94,7 +107,7 @@ fn addcdiv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        y[e] = x1[e] + x2[e];
+        y[e] = vec4<S0>(ld_x1(e) + ld_x2(e));
     }
 }
 
@@ -103,6 +116,6 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l
 fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        y[e] = y[e] + x1[e];
+        y[e] = vec4<S0>(ld_y(e) + ld_x1(e));
     }
 }

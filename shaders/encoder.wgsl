@@ -26,10 +26,10 @@ struct Params {
     _pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;       // forward out (N, C); dwte (V, C); dwpe (T, C)
+@group(0) @binding(0) var<storage, read_write> out: array<S0>;        // forward out (N, C); dwte (V, C); dwpe (T, C)
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;          // (N) token ids
 @group(0) @binding(2) var<storage, read_write> positions: array<u32>; // (N) positions by (token, position)
-@group(0) @binding(3) var<storage, read> a: array<f32>;            // forward wte (V, C); backward dout (N, C)
+@group(0) @binding(3) var<storage, read> a: array<S3>;             // forward wte (V, C); backward dout (N, C)
 @group(0) @binding(4) var<storage, read> b: array<f32>;            // forward wpe (T, C)
 @group(0) @binding(5) var<uniform> p: Params;
 
@@ -41,7 +41,7 @@ fn encoder_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     }
     let pos = e / p.c;
     let ch = e % p.c;
-    out[e] = a[tokens[pos] * p.c + ch] + b[(p.pos0 + pos % p.t) * p.c + ch];
+    out[e] = S0(f32(a[tokens[pos] * p.c + ch]) + b[(p.pos0 + pos % p.t) * p.c + ch]);
 }
 
 @compute @workgroup_size(WG)
@@ -52,9 +52,9 @@ fn encoder_backward_wpe(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     }
     var s = 0.0;
     for (var pos = e / p.c; pos < p.n; pos += p.t) {
-        s += a[pos * p.c + e % p.c];
+        s += f32(a[pos * p.c + e % p.c]);
     }
-    out[e] += s;
+    out[e] = S0(f32(out[e]) + s);
 }
 
 var<workgroup> tile: array<u32, WG>;
@@ -102,8 +102,8 @@ fn encoder_backward_wte(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     for (var ch = lid; ch < p.c; ch += WG) {
         var s = 0.0;
         for (var k = r; k < end; k++) {
-            s += a[positions[k] * p.c + ch];
+            s += f32(a[positions[k] * p.c + ch]);
         }
-        out[tok * p.c + ch] += s;
+        out[tok * p.c + ch] = S0(f32(out[tok * p.c + ch]) + s);
     }
 }

@@ -19,9 +19,9 @@ struct Params {
     _pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;   // forward out (N); backward dinp (N)
-@group(0) @binding(1) var<storage, read> inp: array<f32>;         // (N)
-@group(0) @binding(2) var<storage, read> dout: array<f32>;        // (N), backward only
+@group(0) @binding(0) var<storage, read_write> out: array<S0>;    // forward out (N); backward dinp (N)
+@group(0) @binding(1) var<storage, read> inp: array<S1>;          // (N)
+@group(0) @binding(2) var<storage, read> dout: array<S2>;         // (N), backward only
 @group(0) @binding(3) var<uniform> p: Params;
 
 // The argument of tanh, clamped: past ±15 tanh is ±1 in f32, and no exp can overflow.
@@ -39,8 +39,8 @@ fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     @builtin(local_invocation_index) lid: u32) {
     let r = range(wid, groups);
     for (var i = r.x + lid; i < r.y; i += WG) {
-        let x = inp[i];
-        out[i] = 0.5 * x * (1.0 + tanh(inner(x)));
+        let x = f32(inp[i]);
+        out[i] = S0(0.5 * x * (1.0 + tanh(inner(x))));
     }
 }
 
@@ -49,11 +49,11 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     @builtin(local_invocation_index) lid: u32) {
     let r = range(wid, groups);
     for (var i = r.x + lid; i < r.y; i += WG) {
-        let x = inp[i];
+        let x = f32(inp[i]);
         let u = inner(x);
         // 1 − tanh² as 1/cosh²: no cancellation where tanh is near ±1.
         let ch = cosh(u);
         let local = 0.5 * (1.0 + tanh(u)) + 0.5 * x * S * (1.0 + 3.0 * K * x * x) / (ch * ch);
-        out[i] += local * dout[i];
+        out[i] = S0(f32(out[i]) + local * f32(dout[i]));
     }
 }

@@ -24,16 +24,17 @@ struct Params {
     _pad1: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;     // forward out (N, C); backward dinp (N, C); params dw (C)
+@group(0) @binding(0) var<storage, read_write> out: array<S0>;      // forward out (N, C); backward dinp (N, C); params dw (C)
 @group(0) @binding(1) var<storage, read_write> out2: array<f32>;    // forward (N, 2) mean, rstd; params db (C)
-@group(0) @binding(2) var<storage, read> inp: array<f32>;           // (N, C)
-@group(0) @binding(3) var<storage, read> dout: array<f32>;          // (N, C), backward only
+@group(0) @binding(2) var<storage, read> inp: array<S2>;            // (N, C)
+@group(0) @binding(3) var<storage, read> dout: array<S3>;           // (N, C), backward only
 @group(0) @binding(4) var<storage, read> stats: array<vec2<f32>>;   // (N) mean, rstd, backward only
 @group(0) @binding(5) var<storage, read> weight: array<f32>;        // (C)
 @group(0) @binding(6) var<storage, read> bias: array<f32>;          // (C), forward only
 @group(0) @binding(7) var<uniform> p: Params;
 
-// reduce_sum2 comes from the prelude (shaders/prelude/reduce.wgsl).
+// out, inp and dout hold S0, S2, S3 (f32 or f16, shaders/prelude: types); everything is
+// computed in f32. reduce_sum2 comes from the prelude (shaders/prelude/reduce.wgsl).
 
 @compute @workgroup_size(WG)
 fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
@@ -45,17 +46,17 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let base = row * p.c;
     var s = 0.0;
     for (var i = lid; i < p.c; i += WG) {
-        s += inp[base + i];
+        s += f32(inp[base + i]);
     }
     let mean = reduce_sum2(lid, vec2<f32>(s, 0.0)).x / f32(p.c);
     var v = 0.0;
     for (var i = lid; i < p.c; i += WG) {
-        let d = inp[base + i] - mean;
+        let d = f32(inp[base + i]) - mean;
         v += d * d;
     }
     let rstd = 1.0 / sqrt(reduce_sum2(lid, vec2<f32>(v, 0.0)).x / f32(p.c) + EPS);
     for (var i = lid; i < p.c; i += WG) {
-        out[base + i] = (inp[base + i] - mean) * rstd * weight[i] + bias[i];
+        out[base + i] = S0((f32(inp[base + i]) - mean) * rstd * weight[i] + bias[i]);
     }
     if lid == 0u {
         out2[2u * row] = mean;
@@ -74,15 +75,15 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     let st = stats[row];
     var s = vec2<f32>(0.0);
     for (var i = lid; i < p.c; i += WG) {
-        let norm = (inp[base + i] - st.x) * st.y;
-        let dnorm = dout[base + i] * weight[i];
+        let norm = (f32(inp[base + i]) - st.x) * st.y;
+        let dnorm = f32(dout[base + i]) * weight[i];
         s += vec2<f32>(dnorm, dnorm * norm);
     }
     let m = reduce_sum2(lid, s) / f32(p.c);
     for (var i = lid; i < p.c; i += WG) {
-        let norm = (inp[base + i] - st.x) * st.y;
-        let dnorm = dout[base + i] * weight[i];
-        out[base + i] += (dnorm - m.x - norm * m.y) * st.y;
+        let norm = (f32(inp[base + i]) - st.x) * st.y;
+        let dnorm = f32(dout[base + i]) * weight[i];
+        out[base + i] = S0(f32(out[base + i]) + (dnorm - m.x - norm * m.y) * st.y);
     }
 }
 
@@ -103,17 +104,17 @@ fn layernorm_rows_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let base = row * p.c;
     var s = 0.0;
     for (var i = 0u; i < p.c; i++) {
-        s += inp[base + i];
+        s += f32(inp[base + i]);
     }
     let mean = s / f32(p.c);
     var v = 0.0;
     for (var i = 0u; i < p.c; i++) {
-        let d = inp[base + i] - mean;
+        let d = f32(inp[base + i]) - mean;
         v += d * d;
     }
     let rstd = 1.0 / sqrt(v / f32(p.c) + EPS);
     for (var i = 0u; i < p.c; i++) {
-        out[base + i] = (inp[base + i] - mean) * rstd * weight[i] + bias[i];
+        out[base + i] = S0((f32(inp[base + i]) - mean) * rstd * weight[i] + bias[i]);
     }
     out2[2u * row] = mean;
     out2[2u * row + 1u] = rstd;
@@ -129,15 +130,15 @@ fn layernorm_rows_backward(@builtin(global_invocation_id) gid: vec3<u32>, @built
     let st = stats[row];
     var s = vec2<f32>(0.0);
     for (var i = 0u; i < p.c; i++) {
-        let norm = (inp[base + i] - st.x) * st.y;
-        let dnorm = dout[base + i] * weight[i];
+        let norm = (f32(inp[base + i]) - st.x) * st.y;
+        let dnorm = f32(dout[base + i]) * weight[i];
         s += vec2<f32>(dnorm, dnorm * norm);
     }
     let m = s / f32(p.c);
     for (var i = 0u; i < p.c; i++) {
-        let norm = (inp[base + i] - st.x) * st.y;
-        let dnorm = dout[base + i] * weight[i];
-        out[base + i] += (dnorm - m.x - norm * m.y) * st.y;
+        let norm = (f32(inp[base + i]) - st.x) * st.y;
+        let dnorm = f32(dout[base + i]) * weight[i];
+        out[base + i] = S0(f32(out[base + i]) + (dnorm - m.x - norm * m.y) * st.y);
     }
 }
 
@@ -153,8 +154,8 @@ fn layernorm_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
         for (var row = lid.y; row < p.n; row += ROWS) {
             let st = stats[row];
             let e = row * p.c + c;
-            let d = dout[e];
-            s += vec2<f32>(d * (inp[e] - st.x) * st.y, d);
+            let d = f32(dout[e]);
+            s += vec2<f32>(d * (f32(inp[e]) - st.x) * st.y, d);
         }
     }
     part[lid.y * COLS + lid.x] = s;
@@ -166,7 +167,7 @@ fn layernorm_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
         workgroupBarrier();
     }
     if lid.y == 0u && c < p.c {
-        out[c] += part[lid.x].x;
+        out[c] = S0(f32(out[c]) + part[lid.x].x);
         out2[c] += part[lid.x].y;
     }
 }

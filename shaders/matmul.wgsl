@@ -44,7 +44,9 @@ override RM: u32 = 4u;
 override RN: u32 = 4u;
 // True when the host has checked that a and b are vec4-aligned.
 override ALIGNED: bool = true;
-// Mirrors MatmulParams in src/kernels/matmul.rs. Offsets and strides count f32 elements.
+// Mirrors MatmulParams in src/kernels/matmul.rs. Offsets and strides count elements of the
+// operand's own type: S0..S3 (f32 or f16, shaders/prelude: types) for out, a, b and bias.
+// Every product is accumulated in f32, whatever the operands hold.
 struct Params {
     m: u32,
     n: u32,
@@ -64,10 +66,10 @@ struct Params {
     _pad: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;   // forward (Z, M, N), backward_input (Z, M, K), backward_weight (N, K), backward_bias (N)
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;     // forward inp (Z, M, K), backward dout (Z, M, N)
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;     // forward and backward_input W (N, K), backward_weight inp (Z, M, K)
-@group(0) @binding(3) var<storage, read> bias: array<f32>;        // (N), forward only
+@group(0) @binding(0) var<storage, read_write> out: array<S0>;    // forward (Z, M, N), backward_input (Z, M, K), backward_weight (N, K), backward_bias (N)
+@group(0) @binding(1) var<storage, read> a: array<vec4<S1>>;      // forward inp (Z, M, K), backward dout (Z, M, N)
+@group(0) @binding(2) var<storage, read> b: array<vec4<S2>>;      // forward and backward_input W (N, K), backward_weight inp (Z, M, K)
+@group(0) @binding(3) var<storage, read> bias: array<S3>;         // (N), forward only
 @group(0) @binding(4) var<uniform> p: Params;
 
 // Four consecutive floats starting at element e.
@@ -82,18 +84,30 @@ fn shift4(lo: vec4<f32>, hi: vec4<f32>, r: u32) -> vec4<f32> {
 
 fn load_a(e: u32) -> vec4<f32> {
     if ALIGNED {
-        return a[e >> 2u];
+        return vec4<f32>(a[e >> 2u]);
     }
     let q = e >> 2u;
-    return shift4(a[q], a[q + 1u], e & 3u);
+    return shift4(vec4<f32>(a[q]), vec4<f32>(a[q + 1u]), e & 3u);
 }
 
 fn load_b(e: u32) -> vec4<f32> {
     if ALIGNED {
-        return b[e >> 2u];
+        return vec4<f32>(b[e >> 2u]);
     }
     let q = e >> 2u;
-    return shift4(b[q], b[q + 1u], e & 3u);
+    return shift4(vec4<f32>(b[q]), vec4<f32>(b[q + 1u]), e & 3u);
+}
+
+// Accumulates into (accumulate) or writes output element e, with the bias of column c.
+fn store_out(e: u32, c: u32, value: f32) {
+    var v = value;
+    if p.has_bias != 0u {
+        v += f32(bias[c]);
+    }
+    if p.accumulate != 0u {
+        v += f32(out[e]);
+    }
+    out[e] = S0(v);
 }
 
 // Lanes i with start + i < end keep their value, the others become 0. Masking both operands
@@ -113,15 +127,7 @@ fn store_block(acc: mat4x4<f32>, base: u32, r0: u32, c0: u32, rows: u32, cols: u
         for (var j = 0u; j < 4u; j++) {
             let c = c0 + j;
             if c < cols {
-                let e = base + r * p.ld_out + c;
-                var v = acc[i][j];
-                if p.has_bias != 0u {
-                    v += bias[bias_base + c];
-                }
-                if p.accumulate != 0u {
-                    v += out[e];
-                }
-                out[e] = v;
+                store_out(base + r * p.ld_out + c, bias_base + c, acc[i][j]);
             }
         }
     }
@@ -348,11 +354,11 @@ var<workgroup> tile_a: array<f32, TILE_MAX>;   // A(r, t) at t·(BM + 1) + r
 var<workgroup> tile_b: array<f32, TILE_MAX>;   // B(s, t) at t·(BN + 1) + s
 
 fn elem_a(e: u32) -> f32 {
-    return a[e >> 2u][e & 3u];
+    return f32(a[e >> 2u][e & 3u]);
 }
 
 fn elem_b(e: u32) -> f32 {
-    return b[e >> 2u][e & 3u];
+    return f32(b[e >> 2u][e & 3u]);
 }
 
 // C (R, S) = Σ_t A(r, t) · B(s, t) for the product PRODUCT:
@@ -441,15 +447,7 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
         for (var j = 0u; j < TN; j++) {
             let s = s_base + lid.x + j * TX;
             if r < rows && s < cols {
-                let e = base + r * p.ld_out + s;
-                var v = acc[i * 8u + j];
-                if p.has_bias != 0u {
-                    v += bias[p.off_bias + s];
-                }
-                if p.accumulate != 0u {
-                    v += out[e];
-                }
-                out[e] = v;
+                store_out(base + r * p.ld_out + s, p.off_bias + s, acc[i * 8u + j]);
             }
         }
     }
@@ -470,7 +468,7 @@ fn matmul_backward_bias(@builtin(local_invocation_id) lid: vec3<u32>,
     if c < p.n {
         for (var r = lid.y; r < p.m; r += BIAS_ROWS) {
             let e = p.off_a + r * p.ld_a + c;
-            s += a[e >> 2u][e & 3u];
+            s += elem_a(e);
         }
     }
     partial[lid.y * BIAS_COLS + lid.x] = s;
@@ -483,7 +481,7 @@ fn matmul_backward_bias(@builtin(local_invocation_id) lid: vec3<u32>,
     }
     if lid.y == 0u && c < p.n {
         let e = p.off_out + c;
-        out[e] = out[e] + partial[lid.x];
+        out[e] = S0(f32(out[e]) + partial[lid.x]);
     }
 }
 
@@ -502,10 +500,10 @@ fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var k = 0u; k < p.k; k++) {
         let ea = ra + k;
         let eb = rb + k;
-        s += a[ea >> 2u][ea & 3u] * b[eb >> 2u][eb & 3u];
+        s += elem_a(ea) * elem_b(eb);
     }
     if p.has_bias != 0u {
-        s += bias[p.off_bias + c];
+        s += f32(bias[p.off_bias + c]);
     }
-    out[p.off_out + z * p.batch_out + r * p.ld_out + c] = s;
+    out[p.off_out + z * p.batch_out + r * p.ld_out + c] = S0(s);
 }

@@ -14,9 +14,17 @@
 //                              r = ‖θ‖/‖u‖ per tensor (1 when either is 0); θ ← θ − lr·r·u
 //   SGD (torch.optim.SGD, dampening 0): g ← g + λθ; b ← μ·b + g (b = g at the first step);
 //                              θ ← θ − lr·b
-// Every gradient is first multiplied by the clip scale in scalars[1] (1 when clipping is off).
-// When the global gradient norm is not finite, scalars[2] is 1 and every update is skipped:
-// parameters and moments stay as they were (the numerical guard).
+// Every gradient is first multiplied by the clip scale in scalars[1], which also undoes the
+// loss scale S in scalars[3] (1/S when clipping is off or does not bite). When the global
+// gradient norm is not finite, scalars[2] is 1 and every update is skipped: parameters and
+// moments stay as they were (the numerical guard).
+//
+// Dynamic loss scaling (as torch.amp.GradScaler): a skipped step halves S and restarts the
+// count of clean steps in scalars[4]; after growth_interval clean steps in a row S doubles.
+//
+// Mixed precision: with write_half set, every update also writes the new parameters' f16
+// copy (two per u32 word, low half first), rounded to nearest even, or stochastically (the
+// round-up probability is the distance to the value below, over the gap) with stochastic set.
 
 const WG: u32 = 256u;
 
@@ -37,7 +45,14 @@ struct Params {
     n_chunks: u32,     // chunks in this dispatch
     total_chunks: u32, // chunks in the arena
     n_tensors: u32,
-    _pad: u32,
+    write_half: u32,   // 1: write the f16 copy of every updated parameter
+    stochastic: u32,   // 1: stochastic rounding of that copy
+    seed: u32,         // of the stochastic rounding, per step
+    half_off: u32,     // f16 element where the window's params start in the half binding
+    dynamic: u32,      // 1: dynamic loss scaling
+    growth_interval: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // One chunk: elements start .. start + len of the bound window (start a multiple of 4).
@@ -54,9 +69,72 @@ struct Chunk {
 @group(0) @binding(3) var<storage, read_write> grad: array<vec4<f32>>;   // (P) LAMB stage 1 leaves u here
 @group(0) @binding(4) var<storage, read> chunks: array<Chunk>;           // (C) of this dispatch
 @group(0) @binding(5) var<storage, read> tensors: array<vec2<u32>>;      // (T) first chunk, chunk count
-@group(0) @binding(6) var<storage, read_write> scalars: array<f32>;      // [0] grad norm, [1] clip scale, [2] skip, [3 + t] LAMB ratio
+@group(0) @binding(6) var<storage, read_write> scalars: array<f32>;      // [0] grad norm, [1] clip scale, [2] skip, [3] loss scale, [4] clean steps, [8 + t] LAMB ratio
 @group(0) @binding(7) var<storage, read_write> partials: array<f32>;     // (3, C) grad ‖·‖², LAMB ‖θ‖², ‖u‖² per chunk
 @group(0) @binding(8) var<uniform> p: Params;
+@group(0) @binding(9) var<storage, read_write> half: array<u32>;         // (P / 2) f16 copy of param, when write_half
+
+const LAMB_RATIOS: u32 = 8u;
+
+// The f16 bits of x: round to nearest even, or stochastically with the random bits r.
+// Normal results keep the top 10 of the 23 mantissa bits (a carry moves into the exponent,
+// up to infinity); subnormal ones are the 24-bit significand shifted by 14 − e.
+fn f16_bits(x: f32, r: u32) -> u32 {
+    let bits = bitcast<u32>(x);
+    let sign = (bits >> 16u) & 0x8000u;
+    let exp = (bits >> 23u) & 0xffu;
+    let mant = bits & 0x7fffffu;
+    if exp == 0xffu {
+        return sign | 0x7c00u | select(0u, 0x200u, mant != 0u);
+    }
+    let e = i32(exp) - 112;   // the f16 exponent field: exp − 127 + 15
+    if e >= 31 {
+        return sign | 0x7c00u;
+    }
+    if e < -10 {
+        return sign;
+    }
+    var v = mant;
+    var shift = 13u;
+    if e < 1 {
+        v = mant | 0x800000u;
+        shift = u32(14 - e);
+    }
+    let mask = (1u << shift) - 1u;
+    var q = v >> shift;
+    if p.stochastic != 0u {
+        q = (v + ((r >> (32u - shift)) & mask)) >> shift;
+    } else {
+        let rem = v & mask;
+        let halfway = 1u << (shift - 1u);
+        q += select(0u, 1u, rem > halfway || (rem == halfway && (q & 1u) == 1u));
+    }
+    if e < 1 {
+        return sign | q;
+    }
+    return sign | ((u32(e) << 10u) + q);
+}
+
+// A 32-bit hash of (seed, element): PCG's output function on a mixed state.
+fn hash(seed: u32, e: u32) -> u32 {
+    let s = e * 747796405u + 2891336453u + seed * 2654435769u;
+    let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+    return (w >> 22u) ^ w;
+}
+
+// Writes the f16 copy of the vec4 of params at vec4 index e of the window.
+fn store_half(e: u32, x: vec4<f32>) {
+    if p.write_half == 0u {
+        return;
+    }
+    let i = p.half_off + 4u * e;   // f16 element, even
+    var h: array<u32, 4>;
+    for (var k = 0u; k < 4u; k++) {
+        h[k] = f16_bits(x[k], hash(p.seed, i + k));
+    }
+    half[i / 2u] = h[0] | (h[1] << 16u);
+    half[i / 2u + 1u] = h[2] | (h[3] << 16u);
+}
 
 // reduce_sum2 comes from the prelude (shaders/prelude/reduce.wgsl).
 
@@ -104,7 +182,9 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         m[e] = m1;
         v[e] = v1;
         let x = param[e] * (1.0 - p.lr * wd);
-        param[e] = x - step_size * m1 / (sqrt(v1) / p.bc2_sqrt + p.eps);
+        let x1 = x - step_size * m1 / (sqrt(v1) / p.bc2_sqrt + p.eps);
+        param[e] = x1;
+        store_half(e, x1);
     }
 }
 
@@ -128,7 +208,9 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
             }
             m[e] = d;
         }
-        param[e] = x - p.lr * d;
+        let x1 = x - p.lr * d;
+        param[e] = x1;
+        store_half(e, x1);
     }
 }
 
@@ -186,7 +268,7 @@ fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
     if lid == 0u {
         let norm_x = sqrt(s.x);
         let norm_u = sqrt(s.y);
-        scalars[3u + t] = select(1.0, norm_x / norm_u, norm_x > 0.0 && norm_u > 0.0);
+        scalars[LAMB_RATIOS + t] = select(1.0, norm_x / norm_u, norm_x > 0.0 && norm_u > 0.0);
     }
 }
 
@@ -199,10 +281,27 @@ fn lamb_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
         return;
     }
     let ch = chunks[c];
-    let step_size = p.lr * scalars[3u + ch.tensor];
+    let step_size = p.lr * scalars[LAMB_RATIOS + ch.tensor];
     let r = vec4_range(ch);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        param[e] -= step_size * grad[e];
+        let x1 = param[e] - step_size * grad[e];
+        param[e] = x1;
+        store_half(e, x1);
+    }
+}
+
+// The f16 copy of every parameter of the window, without an update (after loading them, and
+// after ZeRO-1 gathers other ranks' shards).
+@compute @workgroup_size(WG)
+fn half_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32) {
+    let c = group_index(wid, groups);
+    if c >= p.n_chunks {
+        return;
+    }
+    let r = vec4_range(chunks[c]);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        store_half(e, param[e]);
     }
 }
 
@@ -227,9 +326,9 @@ fn grad_norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     }
 }
 
-// Clipping 2/2: one workgroup sums every chunk (compensated per thread, pairwise across
-// threads) into the norm and the scale min(1, clip / (norm + 1e-6)), as
-// torch.nn.utils.clip_grad_norm_ computes it.
+// The global norm 2/3: one workgroup sums every chunk (compensated per thread, pairwise
+// across threads) into scalars[0], the norm of the scaled gradients. Under ZeRO-1 the host
+// replaces it with the norm over every rank's shard before grad_norm_apply.
 @compute @workgroup_size(WG)
 fn grad_norm_finish(@builtin(local_invocation_index) lid: u32) {
     var sum = 0.0;
@@ -242,11 +341,32 @@ fn grad_norm_finish(@builtin(local_invocation_index) lid: u32) {
     }
     let total = reduce_sum2(lid, vec2<f32>(sum, 0.0));
     if lid == 0u {
-        let norm = sqrt(total.x);
-        // Inf or NaN: all exponent bits set. Checked on the bits, so no fast-math can drop it.
-        let bad = (bitcast<u32>(norm) & 0x7f800000u) == 0x7f800000u;
-        scalars[0] = norm;
-        scalars[1] = select(select(1.0, min(1.0, p.clip / (norm + 1e-6)), p.clip > 0.0), 0.0, bad);
-        scalars[2] = select(0.0, 1.0, bad);
+        scalars[0] = sqrt(total.x);
+    }
+}
+
+// The global norm 3/3, one thread: the norm of the true gradients (scaled norm / S), the
+// step's gradient factor (clip scale / S, as torch.nn.utils.clip_grad_norm_ computes the clip
+// scale min(1, clip / (norm + 1e-6))), the skip flag, and the next loss scale.
+@compute @workgroup_size(1)
+fn grad_norm_apply() {
+    let s = scalars[3];
+    let norm = scalars[0] / s;
+    // Inf or NaN: all exponent bits set. Checked on the bits, so no fast-math can drop it.
+    let bad = (bitcast<u32>(norm) & 0x7f800000u) == 0x7f800000u;
+    let clip = select(1.0, min(1.0, p.clip / (norm + 1e-6)), p.clip > 0.0);
+    scalars[0] = norm;
+    scalars[1] = select(clip / s, 0.0, bad);
+    scalars[2] = select(0.0, 1.0, bad);
+    if p.dynamic != 0u {
+        if bad {
+            scalars[3] = s * 0.5;
+            scalars[4] = 0.0;
+        } else if scalars[4] + 1.0 >= f32(p.growth_interval) {
+            scalars[3] = s * 2.0;
+            scalars[4] = 0.0;
+        } else {
+            scalars[4] = scalars[4] + 1.0;
+        }
     }
 }

@@ -27,6 +27,11 @@ struct Cli {
     /// Skip autotuning: every matmul runs the adapter type's default variant.
     #[arg(long, global = true)]
     no_tune: bool,
+    /// f32; f16: mixed precision (f16 activations and matmul weights over f32 master weights
+    /// and optimizer state); auto: f16 where the adapter has f16 matrix units. For train,
+    /// eval, sample, bench train and tune.
+    #[arg(long, global = true, value_enum, default_value = "f32")]
+    precision: wgtrain::model::PrecisionChoice,
     #[command(subcommand)]
     command: Command,
 }
@@ -248,6 +253,17 @@ struct TrainCli {
     /// Tokens of text to sample at the end; 0: none.
     #[arg(long, default_value_t = 200)]
     sample_tokens: usize,
+    /// Loss scale: dynamic (GradScaler's: 65536, halved on overflow, doubled after 2000 clean
+    /// steps) or a constant. Default: dynamic under --precision f16, none under f32.
+    #[arg(long, value_parser = wgtrain::optim::LossScale::parse)]
+    loss_scale: Option<wgtrain::optim::LossScale>,
+    /// Round the f16 weight copies stochastically instead of to nearest even.
+    #[arg(long)]
+    stochastic_rounding: bool,
+    /// Element type of model.safetensors in checkpoints: f32, or f16 (which transformers loads
+    /// with torch_dtype float16). Training state stays f32.
+    #[arg(long, value_enum, default_value = "f32")]
+    save_dtype: wgtrain::kernels::Dtype,
 }
 
 #[derive(Subcommand)]
@@ -375,7 +391,11 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
             let stopped = match &t.resume {
                 Some(dir) => wgtrain::train::resume_dist(&gpu, dir, dist)?,
                 None => {
-                    let args = wgtrain::train::TrainArgs { no_tune: cli.no_tune, ..t.into_args(&gpu)? };
+                    let args = wgtrain::train::TrainArgs {
+                        no_tune: cli.no_tune,
+                        precision: cli.precision,
+                        ..t.into_args(&gpu)?
+                    };
                     wgtrain::train::train_dist(&gpu, &args, dist)?
                 }
             };
@@ -551,6 +571,10 @@ impl TrainCli {
             zero: self.zero,
             no_tune: false,
             check_replicas: self.check_replicas,
+            precision: Default::default(),
+            loss_scale: self.loss_scale,
+            stochastic_rounding: self.stochastic_rounding,
+            save_dtype: self.save_dtype,
         })
     }
 }

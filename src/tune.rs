@@ -18,6 +18,7 @@ use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder, Shader}
 use crate::kernels::attention::{self, AttnVariant};
 use crate::kernels::layernorm::{self, LnVariant};
 use crate::kernels::matmul::{Dims, Matmul, Product, Variant};
+use crate::kernels::{Dtype, View};
 
 /// Version of the cache file's layout.
 const FORMAT: u32 = 1;
@@ -160,26 +161,40 @@ pub fn class_key(product: Product, d: Dims) -> String {
 
 /// The variant that runs `product` at `d`: the run's choice for its class, else the cache's,
 /// else the fastest candidate timed now (when tuning), else the default.
-pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64) -> Result<Variant, GpuError> {
+/// `half` (bit 0 out, 1 a, 2 b) says which operands are f16: such a product is a class of its
+/// own, timed on f16 operands.
+pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64, half: u8) -> Result<Variant, GpuError> {
     let fallback = {
         let t = gpu.tuning.lock().unwrap();
         let base = t.baselines.then_some(Variant::BASELINE);
         t.fallback.or(base).unwrap_or_else(|| default_variant(gpu))
     };
     let names: Vec<String> = candidates(gpu).iter().map(|v| v.to_string()).collect();
-    let name = choose_by(gpu, class_key(product, d), fallback.to_string(), names.len(), || {
+    let key = class_key(product, d) + &half_suffix(half);
+    let name = choose_by(gpu, key, fallback.to_string(), names.len(), || {
         let [out, a, b] = scratch(gpu, product, d)?;
+        let ty = |buf, bit: u8| View::typed(buf, if half & (1 << bit) != 0 { Dtype::F16 } else { Dtype::F32 });
+        let (out, a, b) = (ty(&out, 0), ty(&a, 1), ty(&b, 2));
         rank(gpu, &names, |name| {
             let mut mm = Matmul::with_variant(gpu, Variant::parse(name).expect("a candidate"));
             mm.binding_limit = binding_limit;
             match product {
-                Product::Forward => mm.forward((&out).into(), (&a).into(), (&b).into(), None, d),
-                Product::BackwardInput => mm.backward_input((&out).into(), (&a).into(), (&b).into(), d),
-                Product::BackwardWeight => mm.backward_weight((&out).into(), (&a).into(), (&b).into(), d),
+                Product::Forward => mm.forward(out, a, b, None, d),
+                Product::BackwardInput => mm.backward_input(out, a, b, d),
+                Product::BackwardWeight => mm.backward_weight(out, a, b, d),
             }
         })
     })?;
     Ok(Variant::parse(&name).unwrap_or(fallback))
+}
+
+/// The key suffix of a class whose operands of mask `half` are f16 ("" for f32).
+fn half_suffix(half: u8) -> String {
+    if half == 0 {
+        String::new()
+    } else {
+        format!(" f16:{half:03b}")
+    }
 }
 
 /// The class of attention over (B, T) with C channels in NH heads.
@@ -190,23 +205,24 @@ pub fn attention_key(b: u32, t: u32, c: u32, nh: u32) -> String {
 
 /// The attention variant for (B, T, C, NH), chosen as `choose` chooses, timing forward and
 /// backward together.
-pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32) -> Result<AttnVariant, GpuError> {
+pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32, act: Dtype) -> Result<AttnVariant, GpuError> {
     let (fallback, thorough) = {
         let t = gpu.tuning.lock().unwrap();
         (if t.baselines { AttnVariant::Tiles16 } else { default_attention(gpu) }, t.thorough)
     };
     let names: Vec<String> = attention_candidates(gpu, thorough).iter().map(|v| v.to_string()).collect();
-    let name = choose_by(gpu, attention_key(b, t, c, nh), fallback.to_string(), names.len(), || {
+    let key = attention_key(b, t, c, nh) + if act == Dtype::F16 { " f16" } else { "" };
+    let name = choose_by(gpu, key, fallback.to_string(), names.len(), || {
         let btc = b as u64 * t as u64 * c as u64;
         let bht = b as u64 * nh as u64 * t as u64;
         let f = |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1));
         let (qkv, dqkv, out, dout, lse, dd) = (f(3 * btc)?, f(3 * btc)?, f(btc)?, f(btc)?, f(bht)?, f(bht)?);
+        let a = |buf| View::typed(buf, act);
         rank(gpu, &names, |name| {
             let v = AttnVariant::parse(name).expect("a candidate");
-            let mut ops =
-                vec![attention::forward_with(gpu, v, (&out).into(), (&lse).into(), (&qkv).into(), b, t, c, nh)?];
-            let (g, o, q, l) = ((&dout).into(), (&out).into(), (&qkv).into(), (&lse).into());
-            ops.extend(attention::backward_with(gpu, v, (&dqkv).into(), (&dd).into(), g, o, q, l, b, t, c, nh)?);
+            let mut ops = vec![attention::forward_with(gpu, v, a(&out), (&lse).into(), a(&qkv), b, t, c, nh)?];
+            let (g, o, q, l) = (a(&dout), a(&out), a(&qkv), (&lse).into());
+            ops.extend(attention::backward_with(gpu, v, a(&dqkv), (&dd).into(), g, o, q, l, b, t, c, nh)?);
             Ok(ops)
         })
     })?;
@@ -215,7 +231,7 @@ pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32) -> Result<At
 
 /// The LayerNorm variant for N rows of C channels: one thread per row on CPU adapters (where
 /// its barrier-free rows won), one workgroup per row on GPUs; timed where there are candidates.
-pub fn choose_layernorm(gpu: &Gpu, n: u32, c: u32) -> Result<LnVariant, GpuError> {
+pub fn choose_layernorm(gpu: &Gpu, n: u32, c: u32, act: Dtype) -> Result<LnVariant, GpuError> {
     let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
     let (thorough, baselines) = {
         let t = gpu.tuning.lock().unwrap();
@@ -227,20 +243,21 @@ pub fn choose_layernorm(gpu: &Gpu, n: u32, c: u32) -> Result<LnVariant, GpuError
     } else {
         LnVariant::ALL.iter().map(|v| v.name().to_string()).collect()
     };
-    let key = format!("layernorm n{} c{c}", n.max(1).next_power_of_two());
+    let key = format!("layernorm n{} c{c}{}", n.max(1).next_power_of_two(), if act == Dtype::F16 { " f16" } else { "" });
     let name = choose_by(gpu, key, fallback.name().to_string(), names.len(), || {
         let (nc, f) = (n as u64 * c as u64, |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1)));
         let (out, stats, inp, w, b) = (f(nc)?, f(2 * n as u64)?, f(nc)?, f(c as u64)?, f(c as u64)?);
         let (dinp, dw, db, dout) = (f(nc)?, f(c as u64)?, f(c as u64)?, f(nc)?);
         rank(gpu, &names, |name| {
             let v = LnVariant::parse(name).expect("a candidate");
-            let (o, s, x, wv, bv) = ((&out).into(), (&stats).into(), (&inp).into(), (&w).into(), (&b).into());
+            let a = |buf| View::typed(buf, act);
+            let (o, s, x, wv, bv) = (a(&out), (&stats).into(), a(&inp), (&w).into(), (&b).into());
             let mut ops = vec![layernorm::forward_with(gpu, v, o, s, x, wv, bv, n, c)?];
-            let (g, s2, x2) = ((&dout).into(), (&stats).into(), (&inp).into());
+            let (g, s2, x2) = (a(&dout), (&stats).into(), a(&inp));
             ops.extend(layernorm::backward_with(
                 gpu,
                 v,
-                (&dinp).into(),
+                a(&dinp),
                 (&dw).into(),
                 (&db).into(),
                 g,

@@ -82,8 +82,8 @@ fn shard_optimizers_step_like_the_whole_and_merge_their_state() {
         (0..3).map(|_| t.pack(&t.tensors.iter().map(|x| rng.vec(x.numel() as usize)).collect::<Vec<_>>())).collect();
     for cfg in [OptimConfig::adamw(), OptimConfig::lamb(), OptimConfig::sgd()] {
         let cfg = OptimConfig { grad_clip: 0.0, ..cfg };
-        let whole = ParamArena::new(gpu, t.clone()).unwrap();
-        let split = ParamArena::new(gpu, t.clone()).unwrap();
+        let whole = ParamArena::new(gpu, t.clone(), false).unwrap();
+        let split = ParamArena::new(gpu, t.clone(), false).unwrap();
         gpu.write(&whole.params, 0, &init);
         gpu.write(&split.params, 0, &init);
         let mut one = Optimizer::new(gpu, &whole, cfg.clone(), None).unwrap();
@@ -155,8 +155,8 @@ fn shards_clip_with_the_global_norm() {
     let init = t.pack(&t.tensors.iter().map(|x| rng.vec(x.numel() as usize)).collect::<Vec<_>>());
     let g = t.pack(&t.tensors.iter().map(|x| rng.vec(x.numel() as usize)).collect::<Vec<_>>());
     let cfg = OptimConfig { grad_clip: 0.5, ..OptimConfig::adamw() };
-    let whole = ParamArena::new(gpu, t.clone()).unwrap();
-    let split = ParamArena::new(gpu, t.clone()).unwrap();
+    let whole = ParamArena::new(gpu, t.clone(), false).unwrap();
+    let split = ParamArena::new(gpu, t.clone(), false).unwrap();
     for arena in [&whole, &split] {
         gpu.write(&arena.params, 0, &init);
         gpu.write(&arena.grads, 0, &g);

@@ -122,15 +122,15 @@ fn residual_add_and_accumulate_are_exact() {
             let ops = [
                 elementwise::add(
                     gpu,
-                    Span { buf: &out, offset: 0, len: n as u64 },
-                    Span { buf: &ga, offset: 0, len: n as u64 },
-                    Span { buf: &gb, offset: 0, len: n as u64 },
+                    Span::new(&out, 0, n as u64),
+                    Span::new(&ga, 0, n as u64),
+                    Span::new(&gb, 0, n as u64),
                 )
                 .unwrap(),
                 elementwise::accumulate(
                     gpu,
-                    Span { buf: &acc, offset: 0, len: n as u64 },
-                    Span { buf: &gb, offset: 0, len: n as u64 },
+                    Span::new(&acc, 0, n as u64),
+                    Span::new(&gb, 0, n as u64),
                 )
                 .unwrap(),
             ];
@@ -228,6 +228,7 @@ fn classifier_matches_reference() {
                 v32,
                 vp32,
                 Some(dloss),
+                None,
             )
             .unwrap();
             let eval = classifier::forward_backward(
@@ -238,6 +239,7 @@ fn classifier_matches_reference() {
                 n32,
                 v32,
                 vp32,
+                None,
                 None,
             )
             .unwrap();

@@ -44,7 +44,7 @@ fn check_steps(gpu: &Gpu, table: ParamTable, cfg: OptimConfig, steps: usize, bin
     let mut params = random_tensors(&table, &mut rng);
     let decay: Vec<bool> = table.tensors.iter().map(|t| t.decay).collect();
     let sizes: Vec<usize> = table.tensors.iter().map(|t| t.numel() as usize).collect();
-    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    let arena = ParamArena::new(gpu, table.clone(), false).unwrap();
     gpu.write(&arena.params, 0, &table.pack(&params));
     let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), binding_limit).unwrap();
     if binding_limit.is_some() {
@@ -153,7 +153,7 @@ fn state_round_trip_resumes_bitwise() {
             opt.record_step(gpu, &mut rec, 1e-2, false);
             rec.submit().unwrap();
         };
-        let a = ParamArena::new(gpu, table.clone()).unwrap();
+        let a = ParamArena::new(gpu, table.clone(), false).unwrap();
         gpu.write(&a.params, 0, &init);
         let mut oa = Optimizer::new(gpu, &a, cfg.clone(), None).unwrap();
         run(&mut oa, &a, &grads[0]);
@@ -161,7 +161,7 @@ fn state_round_trip_resumes_bitwise() {
         let path = dir.join(format!("{}.safetensors", cfg.kind.name()));
         oa.save(gpu, &path).unwrap();
         // A second run resumes from the saved state and the first run's parameters.
-        let b = ParamArena::new(gpu, table.clone()).unwrap();
+        let b = ParamArena::new(gpu, table.clone(), false).unwrap();
         gpu.write(&b.params, 0, &gpu.read::<f32>(&a.params, 0, table.len as usize).unwrap());
         let mut ob = Optimizer::new(gpu, &b, cfg.clone(), None).unwrap();
         ob.load(gpu, &path).unwrap();
@@ -173,7 +173,7 @@ fn state_round_trip_resumes_bitwise() {
         assert!(pa.iter().zip(&pb).all(|(x, y)| x.to_bits() == y.to_bits()), "{:?}: resumed step differs", cfg.kind);
     }
     // State of one optimizer does not load into another.
-    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    let arena = ParamArena::new(gpu, table.clone(), false).unwrap();
     let mut sgd = Optimizer::new(gpu, &arena, OptimConfig::sgd(), None).unwrap();
     let err = sgd.load(gpu, &dir.join("lamb.safetensors")).unwrap_err();
     assert!(matches!(err, StateError::Mismatch { .. }), "{err}");
@@ -210,7 +210,7 @@ fn fused_updates_match_pytorch_golden_values() {
                 (t["name"].as_str().unwrap().to_string(), shape)
             }));
             let init: Vec<Vec<f32>> = tensors.iter().map(|t| floats(&t["init"])).collect();
-            let arena = ParamArena::new(gpu, table.clone()).unwrap();
+            let arena = ParamArena::new(gpu, table.clone(), false).unwrap();
             gpu.write(&arena.params, 0, &table.pack(&init));
             let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), None).unwrap();
             let lrs = floats(&case["lrs"]);
@@ -246,7 +246,7 @@ fn optimizer_buffers_stay_out_of_the_pool_while_bound() {
     let mut rng = Rng::new(9);
     let mut params = random_tensors(&table, &mut rng);
     let grads = random_tensors(&table, &mut rng);
-    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    let arena = ParamArena::new(gpu, table.clone(), false).unwrap();
     gpu.write(&arena.params, 0, &table.pack(&params));
     gpu.write(&arena.grads, 0, &table.pack(&grads));
     let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), None).unwrap();
@@ -274,7 +274,7 @@ fn optimizer_buffers_stay_out_of_the_pool_while_bound() {
 fn grad_norm_requested_every_step_reads_the_latest() {
     let Some(gpu) = gpu() else { return };
     let table = ParamTable::new([("w", vec![9, 11]), ("b", vec![11])]);
-    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    let arena = ParamArena::new(gpu, table.clone(), false).unwrap();
     let mut opt = Optimizer::new(gpu, &arena, OptimConfig::adamw(), None).unwrap();
     let mut rng = Rng::new(11);
     let mut want = 0.0;
@@ -301,7 +301,7 @@ fn padding_garbage_stays_out_of_the_norms() {
     let mut rng = Rng::new(12);
     let mut params = random_tensors(&table, &mut rng);
     let grads = random_tensors(&table, &mut rng);
-    let arena = ParamArena::new(gpu, table.clone()).unwrap();
+    let arena = ParamArena::new(gpu, table.clone(), false).unwrap();
     let fill = |v: &[Vec<f32>]| {
         let mut flat = vec![1e30f32; table.len as usize];
         for (t, x) in table.tensors.iter().zip(v) {
@@ -335,7 +335,7 @@ fn non_finite_gradients_skip_the_update() {
     for cfg in configs() {
         for bad in [f32::NAN, f32::INFINITY] {
             let mut rng = Rng::new(21);
-            let arena = ParamArena::new(gpu, table.clone()).unwrap();
+            let arena = ParamArena::new(gpu, table.clone(), false).unwrap();
             gpu.write(&arena.params, 0, &table.pack(&random_tensors(&table, &mut rng)));
             let mut opt = Optimizer::new(gpu, &arena, cfg.clone(), None).unwrap();
             let step = |grads: &[f32], opt: &mut Optimizer| {

@@ -46,6 +46,10 @@ pub fn args(dir: &std::path::Path) -> TrainArgs {
         // The shared test GPU runs the default variants; tests/tune.rs tunes GPUs of its own.
         no_tune: true,
         check_replicas: 100,
+        precision: Default::default(),
+        loss_scale: None,
+        stochastic_rounding: false,
+        save_dtype: Default::default(),
     }
 }
 

@@ -177,7 +177,7 @@ pub fn optim(gpu: &Gpu, params: u64, tensors: usize, samples: usize) -> Result<V
     use crate::optim::{OptimConfig, Optimizer, ParamArena};
     let table = optim_table(params, tensors);
     let n = table.numel();
-    let arena = ParamArena::new(gpu, table.clone())?;
+    let arena = ParamArena::new(gpu, table.clone(), false)?;
     let mut rng = Rng::new(6);
     let mut random = || table.pack(&table.tensors.iter().map(|t| rng.vec(t.numel() as usize)).collect::<Vec<_>>());
     gpu.write(&arena.params, 0, &random());

@@ -68,6 +68,8 @@ pub struct Gpu {
     pub dummy: wgpu::Buffer,
     /// Bound in place of a writable binding a kernel does not write.
     pub dummy_rw: wgpu::Buffer,
+    /// Four f32 ones: the scale of a kernel given none.
+    pub ones: wgpu::Buffer,
     /// Reused for every read back to the host; grows to the largest read.
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Set when the user asked for --profile and the adapter has timestamp queries.
@@ -143,6 +145,13 @@ impl Gpu {
             })
         };
         let (dummy, dummy_rw) = (small("dummy"), small("dummy (writable)"));
+        let ones = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ones"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        queue.write_buffer(&ones, 0, bytemuck::cast_slice(&[1.0f32; 4]));
         // Subgroup reductions lose to the workgroup trees on CPU adapters (lavapipe's subgroups
         // of 8 leave 32 partials per 256 threads): GPUs only, unless WGTRAIN_SUBGROUPS says.
         let subgroups = device.features().contains(wgpu::Features::SUBGROUP)
@@ -161,6 +170,7 @@ impl Gpu {
             limits,
             dummy,
             dummy_rw,
+            ones,
             staging: Mutex::new(None),
             profiler: None,
             profiling_paused: Default::default(),

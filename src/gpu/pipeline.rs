@@ -88,15 +88,36 @@ impl Shader {
         }
     }
 
-    /// The module wgtrain compiles: the preludes, then the file.
+    /// The module wgtrain compiles: the storage types, the preludes, then the file.
     pub fn source(self, subgroups: bool) -> String {
-        let mut s = String::new();
+        self.source_typed(subgroups, 0)
+    }
+
+    /// `source` with the bindings whose bit is set in `half` holding f16 (see `types_prelude`).
+    pub fn source_typed(self, subgroups: bool, half: u8) -> String {
+        let mut s = types_prelude(half);
         for p in self.preludes(subgroups) {
             s += p.source();
             s += "\n";
         }
         s + self.file_source()
     }
+}
+
+/// Element types of the bindings that may hold either precision: binding i's is `S{i}`, f16
+/// where bit i of `half` is set and f32 otherwise. Shaders compute in f32 whatever they load
+/// (`f32(x[i])`, `vec4<f32>(x[i])`) and convert what they store (`S0(v)`); with f32 the
+/// conversions are identities. `enable f16` leads the module when any binding is f16.
+pub fn types_prelude(half: u8) -> String {
+    let mut s = String::new();
+    if half != 0 {
+        s += "enable f16;\n";
+    }
+    for i in 0..8 {
+        let ty = if half & (1 << i) != 0 { "f16" } else { "f32" };
+        s += &format!("alias S{i} = {ty};\n");
+    }
+    s
 }
 
 /// Shared WGSL under shaders/prelude/.
@@ -164,6 +185,19 @@ pub struct Kernel {
     pub shader: Shader,
     pub entry: &'static str,
     pub slots: &'static [Slot],
+    /// Bit i: binding i holds f16 (its `S{i}` is f16); 0 for an all-f32 kernel.
+    pub half: u8,
+}
+
+impl Kernel {
+    pub const fn new(shader: Shader, entry: &'static str, slots: &'static [Slot]) -> Self {
+        Self { shader, entry, slots, half: 0 }
+    }
+
+    /// The same entry point with the bindings of mask `half` in f16.
+    pub const fn with_half(self, half: u8) -> Self {
+        Self { half, ..self }
+    }
 }
 
 /// A compiled pipeline and the layout its bind groups must follow.
@@ -178,7 +212,7 @@ type PipelineKey = (Kernel, Vec<(&'static str, u64)>);
 /// Modules, layouts and pipelines, each created once.
 #[derive(Default)]
 pub struct PipelineCache {
-    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(Shader, u8), wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<&'static [Slot], wgpu::BindGroupLayout>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
 }
@@ -191,7 +225,7 @@ impl Gpu {
             return Ok(p.clone());
         }
         let started = std::time::Instant::now();
-        let module = self.module(kernel.shader)?;
+        let module = self.module(kernel.shader, kernel.half)?;
         let layout = self.bind_group_layout(kernel.slots);
         let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(kernel.entry),
@@ -225,13 +259,19 @@ impl Gpu {
         Ok(self.pipelines.pipelines.lock().unwrap().entry(key).or_insert(p).clone())
     }
 
-    fn module(&self, shader: Shader) -> Result<wgpu::ShaderModule, GpuError> {
-        if let Some(m) = self.pipelines.modules.lock().unwrap().get(&shader) {
+    fn module(&self, shader: Shader, half: u8) -> Result<wgpu::ShaderModule, GpuError> {
+        if let Some(m) = self.pipelines.modules.lock().unwrap().get(&(shader, half)) {
             return Ok(m.clone());
         }
-        let source = shader.source(self.subgroups);
+        if half != 0 && !self.device.features().contains(wgpu::Features::SHADER_F16) {
+            return Err(GpuError::Unsupported(format!(
+                "{} needs f16 storage, and this adapter has no SHADER_F16",
+                shader.file()
+            )));
+        }
+        let source = shader.source_typed(self.subgroups, half);
         let m = self.compile(shader.file(), &source, self.checked_shaders)?;
-        self.pipelines.modules.lock().unwrap().insert(shader, m.clone());
+        self.pipelines.modules.lock().unwrap().insert((shader, half), m.clone());
         Ok(m)
     }
 

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::{dispatch, dispatch_with, grid, View};
+use super::{dispatch, dispatch_with, grid, View, half_mask};
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
 
 /// One way to compute attention; forward and backward of any two variants fit together (they
@@ -68,7 +68,7 @@ const SLOTS: &[Slot] = &[
 ];
 
 fn kernel(entry: &'static str) -> Kernel {
-    Kernel { shader: Shader::Attention, entry, slots: SLOTS }
+    Kernel::new(Shader::Attention, entry, SLOTS)
 }
 
 /// attention_rows.wgsl built with the shortest rows that hold head size `hs`.
@@ -78,7 +78,7 @@ fn rows_kernel(entry: &'static str, hs: u32) -> Kernel {
         17..=32 => Shader::AttentionRows32,
         _ => Shader::AttentionRows,
     };
-    Kernel { shader, entry, slots: SLOTS }
+    Kernel::new(shader, entry, SLOTS)
 }
 
 /// One dispatch over (query or key blocks, B·NH) in `v`: the 16×16 entry point, or the
@@ -87,15 +87,19 @@ fn blocks(
     gpu: &Gpu,
     v: AttnVariant,
     entries: (&'static str, &'static str),
+    half: u8,
     bindings: &[wgpu::BufferBinding],
     p: &AttentionParams,
 ) -> Result<Dispatch, GpuError> {
     match v {
-        AttnVariant::Tiles16 => dispatch(gpu, kernel(entries.0), bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1]),
+        AttnVariant::Tiles16 => {
+            dispatch(gpu, kernel(entries.0).with_half(half), bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1])
+        }
         AttnVariant::Rows { br } => {
             let unroll = gpu.info.device_type != wgpu::DeviceType::Cpu;
             let constants = [("HS", p.hs as f64), ("BR", br as f64), ("UNROLL", unroll as u8 as f64)];
-            dispatch_with(gpu, rows_kernel(entries.1, p.hs), &constants, bindings, p, [p.t.div_ceil(br), p.b * p.nh, 1])
+            let k = rows_kernel(entries.1, p.hs).with_half(half);
+            dispatch_with(gpu, k, &constants, bindings, p, [p.t.div_ceil(br), p.b * p.nh, 1])
         }
     }
 }
@@ -123,7 +127,7 @@ pub fn forward(
     c: u32,
     nh: u32,
 ) -> Result<Dispatch, GpuError> {
-    let v = crate::tune::choose_attention(gpu, b, t, c, nh)?;
+    let v = crate::tune::choose_attention(gpu, b, t, c, nh, out.dtype)?;
     forward_with(gpu, v, out, lse, qkv, b, t, c, nh)
 }
 
@@ -144,7 +148,8 @@ pub fn forward_with(
     let (btc, bht) = (b as u64 * t as u64 * c as u64, b as u64 * nh as u64 * t as u64);
     let d = || gpu.dummy.as_entire_buffer_binding();
     let bindings = [out.binding(gpu, btc)?, lse.binding(gpu, bht)?, qkv.binding(gpu, 3 * btc)?, d(), d(), d(), d()];
-    blocks(gpu, v, ("attention_forward", "attention_rows_forward"), &bindings, &p)
+    let half = half_mask(&[Some(out), None, Some(qkv)]);
+    blocks(gpu, v, ("attention_forward", "attention_rows_forward"), half, &bindings, &p)
 }
 
 /// dqkv (B, T, 3C) = the gradient through attention (written, not accumulated); `d` is a
@@ -163,7 +168,7 @@ pub fn backward(
     c: u32,
     nh: u32,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let v = crate::tune::choose_attention(gpu, b, t, c, nh)?;
+    let v = crate::tune::choose_attention(gpu, b, t, c, nh, dout.dtype)?;
     backward_with(gpu, v, dqkv, d, dout, out, qkv, lse, b, t, c, nh)
 }
 
@@ -198,10 +203,12 @@ pub fn backward_with(
         lse.binding(gpu, bht)?,
         d.binding(gpu, bht)?,
     ];
+    let d_kernel = kernel("attention_backward_d").with_half(half_mask(&[Some(d), None, None, Some(dout), Some(out)]));
+    let half = half_mask(&[Some(dqkv), None, Some(qkv), Some(dout)]);
     Ok(vec![
-        dispatch(gpu, kernel("attention_backward_d"), &d_pass, &p, grid(gpu, (bht as u32).div_ceil(256)))?,
-        blocks(gpu, v, ("attention_backward_kv", "attention_rows_backward_kv"), &grads, &p)?,
-        blocks(gpu, v, ("attention_backward_q", "attention_rows_backward_q"), &grads, &p)?,
+        dispatch(gpu, d_kernel, &d_pass, &p, grid(gpu, (bht as u32).div_ceil(256)))?,
+        blocks(gpu, v, ("attention_backward_kv", "attention_rows_backward_kv"), half, &grads, &p)?,
+        blocks(gpu, v, ("attention_backward_q", "attention_rows_backward_q"), half, &grads, &p)?,
     ])
 }
 
@@ -234,7 +241,8 @@ pub fn decode(
         d(),
         d(),
     ];
-    dispatch(gpu, kernel("attention_decode"), &bindings, &p, [nh, 1, 1])
+    let half = half_mask(&[Some(out), None, Some(qkv), Some(k_cache), Some(v_cache)]);
+    dispatch(gpu, kernel("attention_decode").with_half(half), &bindings, &p, [nh, 1, 1])
 }
 
 /// Sets how many cached positions a `decode` dispatch attends over.

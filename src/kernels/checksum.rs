@@ -23,7 +23,7 @@ const GROUPS: u32 = 256;
 pub fn checksum(gpu: &Gpu, buf: &wgpu::Buffer, words: u64) -> Result<[u32; 2], GpuError> {
     let sums: GpuBuffer = gpu.pool.storage(Category::Scratch, 8)?;
     let window = (gpu.max_binding() / 4).min(u32::MAX as u64 / 2) & !63;
-    let kernel = Kernel { shader: Shader::Checksum, entry: "checksum", slots: SLOTS };
+    let kernel = Kernel::new(Shader::Checksum, "checksum", SLOTS);
     let mut rec = Recorder::new(gpu);
     rec.clear(&sums, 0, 8);
     let mut ops = Vec::new();

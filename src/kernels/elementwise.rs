@@ -2,6 +2,7 @@
 //! and an unfused AdamW built from them, one dispatch per operation and tensor, the way a
 //! generic framework runs it. Both exist for benchmarks.
 
+use super::Dtype;
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Shader, Slot};
 use crate::optim::ParamTable;
 
@@ -19,23 +20,45 @@ const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::Un
 /// vec4 elements one workgroup covers (PER_GROUP in the shader).
 const PER_GROUP: u32 = 4096;
 
-/// A window of a buffer: f32 elements offset..offset + len, offset a multiple of 64.
+/// A window of a buffer: elements offset..offset + len of `dtype`, offset a multiple of 64.
 #[derive(Clone, Copy)]
 pub struct Span<'a> {
     pub buf: &'a wgpu::Buffer,
     pub offset: u64,
     pub len: u64,
+    pub dtype: Dtype,
 }
 
 impl<'a> Span<'a> {
+    /// f32 elements offset..offset + len.
+    pub fn new(buf: &'a wgpu::Buffer, offset: u64, len: u64) -> Self {
+        Self { buf, offset, len, dtype: Dtype::F32 }
+    }
+
+    /// The whole buffer as f32.
     pub fn whole(buf: &'a GpuBuffer) -> Self {
+        Self::whole_as(buf, Dtype::F32)
+    }
+
+    /// The whole buffer as `dtype`.
+    pub fn whole_as(buf: &'a GpuBuffer, dtype: Dtype) -> Self {
         let buf: &'a wgpu::Buffer = buf;
-        Self { buf, offset: 0, len: buf.size() / 4 }
+        Self { buf, offset: 0, len: buf.size() / dtype.bytes(), dtype }
+    }
+
+    /// The first `len` elements of the span.
+    pub fn first(self, len: u64) -> Self {
+        Self { len, ..self }
     }
 
     fn binding(self) -> wgpu::BufferBinding<'a> {
-        let bytes = 4 * self.len.next_multiple_of(4);
-        wgpu::BufferBinding { buffer: self.buf, offset: 4 * self.offset, size: wgpu::BufferSize::new(bytes) }
+        let eb = self.dtype.bytes();
+        let bytes = eb * self.len.next_multiple_of(4);
+        wgpu::BufferBinding { buffer: self.buf, offset: eb * self.offset, size: wgpu::BufferSize::new(bytes) }
+    }
+
+    fn half(x: Option<Self>) -> bool {
+        x.is_some_and(|x| x.dtype == Dtype::F16)
     }
 }
 
@@ -55,7 +78,8 @@ pub fn op<'a>(
     let groups = n.div_ceil(PER_GROUP).max(1);
     let gx = groups.min(max);
     let params = ElementwiseParams { n, grid_x: gx, s0, s1 };
-    let pipeline = gpu.pipeline(Kernel { shader: Shader::Elementwise, entry, slots: SLOTS }, &[])?;
+    let half = u8::from(Span::half(Some(y))) | u8::from(Span::half(x1)) << 1 | u8::from(Span::half(x2)) << 2;
+    let pipeline = gpu.pipeline(Kernel::new(Shader::Elementwise, entry, SLOTS).with_half(half), &[])?;
     let uniform = gpu.pool.uniform(&gpu.queue, &params)?;
     let input = |x: Option<Span<'a>>| x.map_or(gpu.dummy.as_entire_buffer_binding(), Span::binding);
     let bindings = [y.binding(), input(x1), input(x2), uniform.as_entire_buffer_binding()];
@@ -63,7 +87,7 @@ pub fn op<'a>(
     Ok(Dispatch { pipeline, bind_group, groups: [gx, groups.div_ceil(gx), 1], label: entry, _uniform: Some(uniform) })
 }
 
-/// dst = src over `len` f32 elements.
+/// dst = src over dst's span, converting between the spans' element types.
 pub fn copy(gpu: &Gpu, dst: Span, src: Span) -> Result<Dispatch, GpuError> {
     op(gpu, "copy", dst, Some(src), None, 0.0, 0.0)
 }
@@ -99,9 +123,9 @@ pub fn adamw_unfused(
     let bc2_sqrt = (1.0 - (beta2 as f64).powi(t)).sqrt();
     let mut ops = Vec::new();
     for tensor in &table.tensors {
-        let span = |buf| Span { buf, offset: tensor.offset, len: tensor.numel() };
+        let span = |buf| Span::new(buf, tensor.offset, tensor.numel());
         let (p, g, mm, vv) = (span(params), span(grads), span(m), span(v));
-        let d = Span { buf: &denom, offset: 0, len: tensor.numel() };
+        let d = Span::new(&denom, 0, tensor.numel());
         let wd = if tensor.decay { weight_decay } else { 0.0 };
         ops.push(op(gpu, "scale", p, None, None, 1.0 - lr * wd, 0.0)?);
         ops.push(op(gpu, "lerp", mm, Some(g), None, 1.0 - beta1, 0.0)?);

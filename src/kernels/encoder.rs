@@ -1,7 +1,7 @@
 //! Token + position embedding (shaders/encoder.wgsl). The wte gradient uses the batch's
 //! positions ordered by token, which the GPU sorts from the token ids (`encoder_order`).
 
-use super::{dispatch, grid, View};
+use super::{dispatch, grid, half_mask, View};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Shader, Slot};
 
 /// Mirrors `struct Params` in shaders/encoder.wgsl.
@@ -21,7 +21,7 @@ const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::Storage, Slot::Rea
 const WG: u32 = 256;
 
 fn kernel(entry: &'static str) -> Kernel {
-    Kernel { shader: Shader::Encoder, entry, slots: SLOTS }
+    Kernel::new(Shader::Encoder, entry, SLOTS)
 }
 
 /// A batch's token ids and, filled on the GPU by the backward, its positions ordered by
@@ -71,7 +71,8 @@ pub fn forward(
         wpe.binding(gpu, tc)?,
     ];
     let p = EncoderParams { n, t, c, _unused: 0, pos0: 0, _pad: [0; 3] };
-    dispatch(gpu, kernel("encoder_forward"), &b, &p, grid(gpu, (nc as u32).div_ceil(WG)))
+    let k = kernel("encoder_forward").with_half(half_mask(&[Some(out), None, None, Some(wte)]));
+    dispatch(gpu, k, &b, &p, grid(gpu, (nc as u32).div_ceil(WG)))
 }
 
 /// dwte (V, C) += dout gathered by token; dwpe (T, C) += Σ_b dout. Built once: the first
@@ -95,11 +96,12 @@ pub fn backward(
     let tokens = || View::from(&*batch.tokens).binding(gpu, n as u64);
     let positions = || View::from(&*batch.positions).binding(gpu, n as u64);
     let order_b = [dummy_rw(), tokens()?, positions()?, dummy(), dummy()];
+    let half = half_mask(&[Some(dwte), None, None, Some(dout)]);
     let wte_b = [dwte.binding(gpu, vc)?, tokens()?, positions()?, dout.binding(gpu, nc)?, dummy()];
     let wpe_b = [dwpe.binding(gpu, tc)?, dummy(), dummy_rw(), dout.binding(gpu, nc)?, dummy()];
     Ok(vec![
         dispatch(gpu, kernel("encoder_order"), &order_b, &p, grid(gpu, n.div_ceil(WG)))?,
-        dispatch(gpu, kernel("encoder_backward_wte"), &wte_b, &p, grid(gpu, n))?,
-        dispatch(gpu, kernel("encoder_backward_wpe"), &wpe_b, &p, grid(gpu, (tc as u32).div_ceil(WG)))?,
+        dispatch(gpu, kernel("encoder_backward_wte").with_half(half), &wte_b, &p, grid(gpu, n))?,
+        dispatch(gpu, kernel("encoder_backward_wpe").with_half(half), &wpe_b, &p, grid(gpu, (tc as u32).div_ceil(WG)))?,
     ])
 }

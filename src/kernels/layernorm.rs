@@ -1,7 +1,7 @@
 //! LayerNorm (shaders/layernorm.wgsl), eps 1e-5: forward saving (mean, rstd) per row, and
 //! backward into the input (+=) and the parameters (+=).
 
-use super::{dispatch, grid, View};
+use super::{dispatch, grid, half_mask, View};
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
 
 /// Mirrors `struct Params` in shaders/layernorm.wgsl.
@@ -25,7 +25,7 @@ const SLOTS: &[Slot] = &[
 ];
 
 const fn kernel(entry: &'static str) -> Kernel {
-    Kernel { shader: Shader::Layernorm, entry, slots: SLOTS }
+    Kernel::new(Shader::Layernorm, entry, SLOTS)
 }
 
 /// How the per-row passes (forward, dinp) run: one workgroup per row with tree reductions, or
@@ -59,12 +59,15 @@ impl LnVariant {
         self,
         gpu: &Gpu,
         entry: (&'static str, &'static str),
+        half: u8,
         b: &[wgpu::BufferBinding],
         p: &LayerNormParams,
     ) -> Result<Dispatch, GpuError> {
         match self {
-            LnVariant::Workgroup => dispatch(gpu, kernel(entry.0), b, p, grid(gpu, p.n)),
-            LnVariant::Rows => dispatch(gpu, kernel(entry.1), b, p, grid(gpu, p.n.div_ceil(ROWS_WG))),
+            LnVariant::Workgroup => dispatch(gpu, kernel(entry.0).with_half(half), b, p, grid(gpu, p.n)),
+            LnVariant::Rows => {
+                dispatch(gpu, kernel(entry.1).with_half(half), b, p, grid(gpu, p.n.div_ceil(ROWS_WG)))
+            }
         }
     }
 }
@@ -85,7 +88,7 @@ pub fn forward(
     n: u32,
     c: u32,
 ) -> Result<Dispatch, GpuError> {
-    let v = crate::tune::choose_layernorm(gpu, n, c)?;
+    let v = crate::tune::choose_layernorm(gpu, n, c, inp.dtype)?;
     forward_with(gpu, v, out, stats, inp, weight, bias, n, c)
 }
 
@@ -114,7 +117,8 @@ pub fn forward_with(
         bias.binding(gpu, c64)?,
     ];
     let p = LayerNormParams { n, c, _pad: [0; 2] };
-    v.rows(gpu, ("layernorm_forward", "layernorm_rows_forward"), &b, &p)
+    let half = half_mask(&[Some(out), None, Some(inp)]);
+    v.rows(gpu, ("layernorm_forward", "layernorm_rows_forward"), half, &b, &p)
 }
 
 /// dinp (N, C) += the input gradient; dweight (C) += Σ dout·norm and dbias (C) += Σ dout.
@@ -132,7 +136,7 @@ pub fn backward(
     n: u32,
     c: u32,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let v = crate::tune::choose_layernorm(gpu, n, c)?;
+    let v = crate::tune::choose_layernorm(gpu, n, c, inp.dtype)?;
     backward_with(gpu, v, dinp, dweight, dbias, dout, inp, stats, weight, n, c)
 }
 
@@ -172,9 +176,11 @@ pub fn backward_with(
         dummy(),
         dummy(),
     ];
+    let half = half_mask(&[Some(dinp), None, Some(inp), Some(dout)]);
+    let params_kernel = kernel("layernorm_backward_params").with_half(half_mask(&[None, None, Some(inp), Some(dout)]));
     Ok(vec![
-        v.rows(gpu, ("layernorm_backward", "layernorm_rows_backward"), &rows, &p)?,
-        dispatch(gpu, kernel("layernorm_backward_params"), &params, &p, [c.div_ceil(32), 1, 1])?,
+        v.rows(gpu, ("layernorm_backward", "layernorm_rows_backward"), half, &rows, &p)?,
+        dispatch(gpu, params_kernel, &params, &p, [c.div_ceil(32), 1, 1])?,
     ])
 }
 

@@ -9,41 +9,114 @@ pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
 
-use crate::gpu::{Dispatch, GpuBuffer, GpuError, Kernel};
+use crate::gpu::{Category, Dispatch, GpuBuffer, GpuError, Kernel};
 
-/// Where a tensor starts: a buffer and an element offset into it.
+/// The element type of a tensor in a buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Dtype {
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+}
+
+/// A buffer holding `dtype` elements from its start: an activation, a gradient.
+#[derive(Clone)]
+pub struct Tensor {
+    pub buf: GpuBuffer,
+    pub dtype: Dtype,
+}
+
+impl Tensor {
+    /// Room for `len` elements, rounded up to whole 16 bytes (a vec4 of f32, two of f16).
+    pub fn new(gpu: &crate::Gpu, category: Category, len: u64, dtype: Dtype) -> Result<Self, GpuError> {
+        let bytes = (dtype.bytes() * len.max(1)).next_multiple_of(16);
+        Ok(Self { buf: gpu.pool.storage(category, bytes)?, dtype })
+    }
+
+    pub fn v(&self) -> View<'_> {
+        View::typed(&self.buf, self.dtype)
+    }
+
+    /// The first `len` elements, for the elementwise kernels.
+    pub fn span(&self, len: u64) -> elementwise::Span<'_> {
+        elementwise::Span::whole_as(&self.buf, self.dtype).first(len)
+    }
+}
+
+/// Where a tensor starts: a buffer, an element offset into it, and its element type.
 #[derive(Clone, Copy, Debug)]
 pub struct View<'a> {
     pub buf: &'a wgpu::Buffer,
-    /// In f32 elements from the start of the buffer.
+    /// In elements of `dtype` from the start of the buffer.
     pub offset: u64,
+    pub dtype: Dtype,
 }
 
 impl<'a> View<'a> {
     pub fn at(buf: &'a wgpu::Buffer, offset: u64) -> Self {
-        Self { buf, offset }
+        Self { buf, offset, dtype: Dtype::F32 }
     }
+
+    /// The same buffer and type from element `offset`.
+    pub fn at_offset(self, offset: u64) -> Self {
+        Self { offset, ..self }
+    }
+
+    /// The same place read as elements of `dtype`.
+    pub fn of(self, dtype: Dtype) -> Self {
+        Self { dtype, ..self }
+    }
+
+    /// The whole of `buf` as `dtype` elements.
+    pub fn typed(buf: &'a wgpu::Buffer, dtype: Dtype) -> Self {
+        Self { buf, offset: 0, dtype }
+    }
+
+    /// Elements the buffer holds from the view's start.
+    pub fn capacity(&self) -> u64 {
+        (self.buf.size() / self.dtype.bytes()).saturating_sub(self.offset)
+    }
+}
+
+/// The kernel mask of f16 bindings (bit i for binding i) of views given in binding order
+/// (None for a binding that is not a tensor view).
+pub fn half_mask(views: &[Option<View>]) -> u8 {
+    views.iter().enumerate().fold(0, |m, (i, v)| match v {
+        Some(v) if v.dtype == Dtype::F16 => m | (1 << i),
+        _ => m,
+    })
 }
 
 impl<'a> From<&'a GpuBuffer> for View<'a> {
     fn from(b: &'a GpuBuffer) -> Self {
-        Self { buf: b, offset: 0 }
+        Self::at(b, 0)
     }
 }
 
 impl<'a> From<&'a wgpu::Buffer> for View<'a> {
     fn from(buf: &'a wgpu::Buffer) -> Self {
-        Self { buf, offset: 0 }
+        Self::at(buf, 0)
     }
 }
 
 impl<'a> View<'a> {
-    /// Binds `len` f32 elements from the view. Its start must sit on the adapter's offset
+    /// Binds `len` elements from the view. Its start must sit on the adapter's offset
     /// alignment (activation and parameter layouts keep every tensor on 64 elements), and the
     /// span must fit one binding.
     pub fn binding(self, gpu: &crate::Gpu, len: u64) -> Result<wgpu::BufferBinding<'a>, GpuError> {
-        let offset = 4 * self.offset;
-        let size = (4 * len.max(1)).next_multiple_of(4);
+        let eb = self.dtype.bytes();
+        let offset = eb * self.offset;
+        let size = (eb * len.max(1)).next_multiple_of(4);
         let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
         if !offset.is_multiple_of(align) {
             return Err(GpuError::Misaligned { offset, align });
@@ -52,7 +125,7 @@ impl<'a> View<'a> {
             return Err(GpuError::OutOfBounds {
                 what: "tensor view",
                 elements: self.offset + len,
-                capacity: self.buf.size() / 4,
+                capacity: self.buf.size() / eb,
             });
         }
         if size > gpu.max_binding() {

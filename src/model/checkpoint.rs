@@ -61,10 +61,12 @@ pub fn parse_hf(bytes: &[u8], path: &Path, config: &GptConfig) -> Result<Vec<Vec
         }
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
+            Dtype::F16 => halves(view.data()).map(|h| half::f16::from_bits(h).to_f32()).collect(),
+            Dtype::BF16 => halves(view.data()).map(|h| half::bf16::from_bits(h).to_f32()).collect(),
             other => {
                 return Err(CheckpointError::Format {
                     path: path.into(),
-                    why: format!("{name} is {other:?}; only F32 is read"),
+                    why: format!("{name} is {other:?}; F32, F16 and BF16 are read"),
                 })
             }
         };
@@ -73,11 +75,47 @@ pub fn parse_hf(bytes: &[u8], path: &Path, config: &GptConfig) -> Result<Vec<Vec
     Ok(out)
 }
 
+/// Little-endian u16s of a tensor's bytes.
+fn halves(bytes: &[u8]) -> impl Iterator<Item = u16> + '_ {
+    bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+}
+
 /// Writes config.json and model.safetensors into `dir` in HF's GPT-2 layout (keys without the
-/// `transformer.` prefix, Conv1D weights (in, out), lm_head tied to wte).
+/// `transformer.` prefix, Conv1D weights (in, out), lm_head tied to wte), in f32.
 pub fn save_hf(dir: &Path, config: &GptConfig, values: &[Vec<f32>]) -> Result<(), CheckpointError> {
+    save_hf_as(dir, config, values, crate::kernels::Dtype::F32)
+}
+
+/// `save_hf` with model.safetensors in `dtype` (f16: rounded to nearest even, as
+/// torch's `.half()`).
+pub fn save_hf_as(
+    dir: &Path,
+    config: &GptConfig,
+    values: &[Vec<f32>],
+    dtype: crate::kernels::Dtype,
+) -> Result<(), CheckpointError> {
     let io = |path: PathBuf, e: std::io::Error| CheckpointError::Io { path, why: e.to_string() };
     std::fs::create_dir_all(dir).map_err(|e| io(dir.into(), e))?;
+    write_synced(dir, "model.safetensors", &serialize(dir, config, values, dtype)?)?;
+    write_synced(dir, "config.json", serde_json::to_string_pretty(&config.to_hf_json()).expect("json").as_bytes())
+}
+
+/// master.safetensors: the f32 weights in the HF layout, beside an f16 model.safetensors, so
+/// that a resumed run continues from the exact masters.
+pub fn save_master(dir: &Path, config: &GptConfig, values: &[Vec<f32>]) -> Result<(), CheckpointError> {
+    write_synced(dir, MASTER, &serialize(dir, config, values, crate::kernels::Dtype::F32)?)
+}
+
+/// The file of a checkpoint's f32 masters, where model.safetensors is f16.
+pub const MASTER: &str = "master.safetensors";
+
+/// The safetensors bytes of `values` in the HF layout.
+fn serialize(
+    dir: &Path,
+    config: &GptConfig,
+    values: &[Vec<f32>],
+    dtype: crate::kernels::Dtype,
+) -> Result<Vec<u8>, CheckpointError> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for ((name, shape), v) in config.parameter_specs().into_iter().zip(values) {
         let (shape, data) = if is_conv1d(&name) {
@@ -85,22 +123,30 @@ pub fn save_hf(dir: &Path, config: &GptConfig, values: &[Vec<f32>]) -> Result<()
         } else {
             (shape, v.clone())
         };
-        tensors.push((name, shape, bytemuck::cast_slice(&data).to_vec()));
+        let bytes = match dtype {
+            crate::kernels::Dtype::F32 => bytemuck::cast_slice(&data).to_vec(),
+            crate::kernels::Dtype::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect(),
+        };
+        tensors.push((name, shape, bytes));
     }
+    let st_dtype = match dtype {
+        crate::kernels::Dtype::F32 => Dtype::F32,
+        crate::kernels::Dtype::F16 => Dtype::F16,
+    };
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("shape matches data")))
+        .map(|(n, s, b)| (n.clone(), TensorView::new(st_dtype, s.clone(), b).expect("shape matches data")))
         .collect();
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| CheckpointError::Format { path: dir.into(), why: e.to_string() })?;
-    let write = |name: &str, data: &[u8]| -> Result<(), CheckpointError> {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, data).map_err(|e| io(tmp.clone(), e))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(tmp.clone(), e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(path, e))
-    };
-    write("model.safetensors", &bytes)?;
-    write("config.json", serde_json::to_string_pretty(&config.to_hf_json()).expect("json").as_bytes())
+    safetensors::serialize(views, Some(meta)).map_err(|e| CheckpointError::Format { path: dir.into(), why: e.to_string() })
+}
+
+/// Writes dir/name through a synced temporary file and a rename.
+fn write_synced(dir: &Path, name: &str, data: &[u8]) -> Result<(), CheckpointError> {
+    let io = |path: PathBuf, e: std::io::Error| CheckpointError::Io { path, why: e.to_string() };
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, data).map_err(|e| io(tmp.clone(), e))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(tmp.clone(), e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io(path, e))
 }

@@ -1,15 +1,16 @@
 //! Decoding one token at a time with a KV cache: each layer's keys and values of the tokens
 //! seen so far stay on the GPU, so a new token costs one row through every layer.
 
-use super::{post_attention, pre_attention, Gpt, LayerActs};
+use super::block::{post_attention, pre_attention, LayerActs, Weights};
+use super::Gpt;
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
 use crate::kernels::encoder::{self, EncoderParams};
 use crate::kernels::matmul::{Dims, Matmul};
-use crate::kernels::{attention, layernorm};
+use crate::kernels::{attention, layernorm, Dtype, Tensor};
 
 struct Layer {
-    k_cache: GpuBuffer, // (n_positions, C)
-    v_cache: GpuBuffer, // (n_positions, C)
+    k_cache: Tensor, // (n_positions, C)
+    v_cache: Tensor, // (n_positions, C)
     /// This token's activations (N = 1).
     acts: LayerActs,
     /// ln_1 and the qkv matmul
@@ -32,9 +33,9 @@ pub struct Decoder {
     encode: Dispatch,
     layers: Vec<Layer>,
     head: Vec<Dispatch>,
-    logits: GpuBuffer,
-    // Parameters and per-token activations, kept for the dispatches that bind them.
-    _keep: Vec<GpuBuffer>,
+    logits: Tensor,
+    // Per-token activations, kept for the dispatches that bind them.
+    _keep: Vec<Tensor>,
 }
 
 impl Gpt {
@@ -42,38 +43,39 @@ impl Gpt {
     pub fn decoder(&self, gpu: &Gpu) -> Result<Decoder, GpuError> {
         let cfg = &self.config;
         let (c, v, nh, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_head as u32, cfg.n_positions as u32);
-        let f = |len: u32| gpu.pool.storage(Category::Activations, 4 * len as u64);
-        let params = &self.arena.params;
+        let act = self.precision.act();
+        let f = |len: u32| Tensor::new(gpu, Category::Activations, len as u64, act);
+        let top = Weights::new(&self.arena, "");
         let mm = Matmul::new(gpu);
         let lin = |out: u32, inp: u32| Dims::linear(1, out, inp);
         let token = gpu.pool.storage(Category::Activations, 16)?;
         let x0 = f(c)?;
         let encode = encoder::forward(
             gpu,
-            (&x0).into(),
+            x0.v(),
             &token,
-            self.p(params, "wte.weight"),
-            self.p(params, "wpe.weight"),
+            top.master("wte.weight"),
+            top.master("wpe.weight"),
             v,
             1,
             1,
             c,
             max_t,
         )?;
-        let mut keep = vec![params.clone(), x0.clone()];
+        let mut keep = vec![x0.clone()];
         let mut layers = Vec::new();
         let mut x = x0;
         for l in 0..cfg.n_layer {
-            let w = |s: &str| self.p(params, &format!("h.{l}.{s}"));
-            let acts = LayerActs::new(gpu, 1, c as usize, 1)?;
+            let w = Weights::new(&self.arena, format!("h.{l}."));
+            let acts = LayerActs::new(gpu, 1, c as usize, 1, act)?;
             let (k_cache, v_cache) = (f(max_t * c)?, f(max_t * c)?);
             let pre = pre_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
             let attn = attention::decode(
                 gpu,
-                (&acts.atty).into(),
-                (&acts.qkv).into(),
-                (&k_cache).into(),
-                (&v_cache).into(),
+                acts.atty.v(),
+                acts.qkv.v(),
+                k_cache.v(),
+                v_cache.v(),
                 max_t,
                 c,
                 nh,
@@ -83,18 +85,11 @@ impl Gpt {
             x = acts.residual3.clone();
             layers.push(Layer { k_cache, v_cache, acts, pre, attn, post });
         }
-        let (lnf, stats, logits) = (f(c)?, f(2)?, f(v)?);
-        let mut head = vec![layernorm::forward(
-            gpu,
-            (&lnf).into(),
-            (&stats).into(),
-            (&x).into(),
-            self.p(params, "ln_f.weight"),
-            self.p(params, "ln_f.bias"),
-            1,
-            c,
-        )?];
-        head.extend(mm.forward((&logits).into(), (&lnf).into(), self.p(params, "wte.weight"), None, lin(v, c))?);
+        let stats = Tensor::new(gpu, Category::Activations, 2, Dtype::F32)?;
+        let (lnf, logits) = (f(c)?, f(v)?);
+        let (lw, lb) = (top.master("ln_f.weight"), top.master("ln_f.bias"));
+        let mut head = vec![layernorm::forward(gpu, lnf.v(), stats.v(), x.v(), lw, lb, 1, c)?];
+        head.extend(mm.forward(logits.v(), lnf.v(), top.mm("wte.weight"), None, lin(v, c))?);
         keep.extend([x, lnf, stats]);
         Ok(Decoder {
             c,
@@ -126,19 +121,19 @@ impl Decoder {
         }
         let mut rec = Recorder::new(gpu);
         rec.dispatch(&self.encode);
-        let row = 4 * c as u64;
+        let row = self.logits.dtype.bytes() * c as u64;
         for l in &self.layers {
             rec.run(&l.pre);
             // Append this token's k and v to the cache.
-            rec.copy(&l.acts.qkv, row, &l.k_cache, pos as u64 * row, row);
-            rec.copy(&l.acts.qkv, 2 * row, &l.v_cache, pos as u64 * row, row);
+            rec.copy(&l.acts.qkv.buf, row, &l.k_cache.buf, pos as u64 * row, row);
+            rec.copy(&l.acts.qkv.buf, 2 * row, &l.v_cache.buf, pos as u64 * row, row);
             rec.dispatch(&l.attn);
             rec.run(&l.post);
         }
         rec.run(&self.head);
         rec.submit()?;
         self.pos += 1;
-        gpu.read(&self.logits, 0, self.v)
+        super::read_as_f32(gpu, &self.logits, 0, self.v)
     }
 
     /// Positions the cache holds.

@@ -1,7 +1,7 @@
 //! Running a built GPT-2: uploading micro-batches into the token slots, recording forward
 //! and backward (whole, or cut at gradient buckets), reading losses, logits and parameters.
 
-use super::{Bucket, Gpt, GptConfig, SUBMIT_DISPATCHES, SUBMIT_MICRO_BATCHES};
+use super::{Bucket, Gpt, GptConfig, Precision, SUBMIT_DISPATCHES, SUBMIT_MICRO_BATCHES};
 use crate::gpu::{Gpu, GpuError, Recorder};
 use crate::reference::Rng;
 
@@ -28,24 +28,25 @@ impl Gpt {
     /// The least memory the activations and gradient scratch can take, in bytes: every tensor
     /// the forward keeps for the backward, the logits, and the backward's working buffers.
     pub fn activation_bytes(&self) -> u64 {
-        Self::activation_bytes_for(&self.config, self.b, self.t, self.n_slots)
+        Self::activation_bytes_for(&self.config, self.b, self.t, self.n_slots, self.precision)
     }
 
     /// `activation_bytes` of a model not built yet, with `slots` micro-batches' tokens per
-    /// submit (at most `SUBMIT_MICRO_BATCHES`).
-    pub fn activation_bytes_for(config: &GptConfig, b: usize, t: usize, slots: usize) -> u64 {
+    /// submit (at most `SUBMIT_MICRO_BATCHES`), in `precision`.
+    pub fn activation_bytes_for(config: &GptConfig, b: usize, t: usize, slots: usize, precision: Precision) -> u64 {
         let (b, t) = (b as u64, t as u64);
         let (c, v, nh, l) =
             (config.n_embd as u64, config.vocab_size as u64, config.n_head as u64, config.n_layer as u64);
         let n = b * t;
+        let act = precision.act().bytes();
         // ln1, atty, attproj, residual2, ln2, fcproj, residual3; qkv; fch, fch_gelu; 2 stats; lse
-        let layer = 7 * n * c + 3 * n * c + 8 * n * c + 4 * n + b * nh * t;
-        // encoded, lnf, lnf stats, logits; the batch's tokens, positions, targets, losses; the
+        let layer = act * (7 * n * c + 3 * n * c + 8 * n * c) + 4 * (4 * n + b * nh * t);
+        // encoded, lnf, logits; lnf stats; the batch's tokens, positions, targets, losses; the
         // slots' inputs and targets
-        let global = 2 * n * c + 2 * n + n * v + 4 * n + slots.min(SUBMIT_MICRO_BATCHES) as u64 * 2 * n;
-        // dresidual, dbuf, dqkv, dfch, dfch_gelu, the attention's D
-        let scratch = 2 * n * c + 3 * n * c + 8 * n * c + b * nh * t;
-        4 * (l * layer + global + scratch)
+        let global = act * (2 * n * c + n * v) + 4 * (2 * n + 4 * n + slots.min(SUBMIT_MICRO_BATCHES) as u64 * 2 * n);
+        // dresidual, dbuf, dqkv, dfch, dfch_gelu; the attention's D
+        let scratch = act * (2 * n * c + 3 * n * c + 8 * n * c) + 4 * b * nh * t;
+        l * layer + global + scratch
     }
 
     /// Micro-batches per optimizer step (K).
@@ -192,13 +193,13 @@ impl Gpt {
     /// The logits (B·T, V) of the last forward. Valid after `record_eval`; after a training
     /// step the buffer holds dlogits.
     pub fn read_logits(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
-        gpu.read(&self.logits, 0, self.b * self.t * self.config.vocab_size)
+        super::read_as_f32(gpu, &self.logits, 0, self.b * self.t * self.config.vocab_size)
     }
 
     /// Logits of one position (row `r` of B·T) after `record_eval`.
     pub fn read_logits_row(&self, gpu: &Gpu, r: usize) -> Result<Vec<f32>, GpuError> {
         let v = self.config.vocab_size;
-        gpu.read(&self.logits, (r * v) as u64, v)
+        super::read_as_f32(gpu, &self.logits, (r * v) as u64, v)
     }
 
     /// Writes parameters given per tensor in table order (wgtrain layout).

@@ -170,25 +170,36 @@ impl ParamTable {
     }
 }
 
-/// Parameters and their gradients on the GPU, in one buffer each.
+/// Parameters and their gradients on the GPU, in one buffer each; under mixed precision also
+/// the parameters' f16 copy, which the optimizer writes with every update.
 pub struct ParamArena {
     pub table: ParamTable,
-    /// (len) f32
+    /// (len) f32, the master weights
     pub params: GpuBuffer,
     /// (len) f32; zeroed before each step's backward
     pub grads: GpuBuffer,
+    /// (len) f16, the same layout: what the matmuls read under mixed precision.
+    pub half: Option<GpuBuffer>,
+    /// [0]: the loss scale the next backward multiplies its loss gradient by (1 unless loss
+    /// scaling is on). The optimizer keeps it: see `Optimizer::record_update`.
+    pub loss_scale: GpuBuffer,
 }
 
 impl ParamArena {
-    /// Allocates zeroed parameters and gradients for `table`.
-    pub fn new(gpu: &Gpu, table: ParamTable) -> Result<Self, GpuError> {
+    /// Allocates zeroed parameters and gradients for `table`, and with `half` their f16 copy.
+    pub fn new(gpu: &Gpu, table: ParamTable, half: bool) -> Result<Self, GpuError> {
         let bytes = 4 * table.len;
         let params = gpu.pool.storage(Category::Parameters, bytes)?;
         let grads = gpu.pool.storage(Category::Gradients, bytes)?;
+        let half = if half { Some(gpu.pool.storage(Category::Parameters, 2 * table.len)?) } else { None };
+        let loss_scale = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &[1.0f32, 0.0, 0.0, 0.0])?;
         let mut rec = crate::gpu::Recorder::new(gpu);
         rec.clear(&params, 0, params.size());
         rec.clear(&grads, 0, grads.size());
+        if let Some(h) = &half {
+            rec.clear(h, 0, h.size());
+        }
         rec.submit()?;
-        Ok(Self { table, params, grads })
+        Ok(Self { table, params, grads, half, loss_scale })
     }
 }

@@ -95,10 +95,70 @@ pub struct OptimParams {
     pub n_chunks: u32,
     pub total_chunks: u32,
     pub n_tensors: u32,
-    pub _pad: u32,
+    pub write_half: u32,
+    pub stochastic: u32,
+    pub seed: u32,
+    pub half_off: u32,
+    pub dynamic: u32,
+    pub growth_interval: u32,
+    pub _pad: [u32; 2],
 }
 
-/// param, m, v, grad, chunks, tensors, scalars, partials, uniform.
+/// How the loss gradient is scaled before the backward, so that small f16 activation
+/// gradients don't flush to zero (torch.amp.GradScaler). The optimizer divides it back out.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossScale {
+    /// A constant scale (1: none).
+    Fixed(f32),
+    /// Starts at 65536, halves on every overflow (a skipped step), doubles after 2000 clean
+    /// steps in a row: GradScaler's defaults.
+    Dynamic,
+}
+
+impl LossScale {
+    pub const INITIAL: f32 = 65536.0;
+    pub const GROWTH_INTERVAL: u32 = 2000;
+
+    /// `dynamic` or a positive number.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "dynamic" {
+            return Ok(LossScale::Dynamic);
+        }
+        match s.parse::<f32>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(LossScale::Fixed(x)),
+            _ => Err(format!("--loss-scale {s:?}: give dynamic or a positive number such as 1024")),
+        }
+    }
+
+    /// The scale of the first step.
+    pub fn initial(self) -> f32 {
+        match self {
+            LossScale::Fixed(x) => x,
+            LossScale::Dynamic => Self::INITIAL,
+        }
+    }
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        LossScale::Fixed(1.0)
+    }
+}
+
+/// What a step left in the optimizer's scalars, read back for its log line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepScalars {
+    /// The global norm of the (unscaled) gradients before clipping; not finite when skipped.
+    pub norm: f32,
+    pub skipped: bool,
+    /// The loss scale after the step (halved when it overflowed).
+    pub loss_scale: f32,
+    /// Clean steps in a row since the scale last changed.
+    pub clean_steps: u32,
+}
+
+/// param, m, v, grad, chunks, tensors, scalars, partials, uniform, half.
 const SLOTS: &[Slot] = &[
     Slot::Storage,
     Slot::Storage,
@@ -109,10 +169,15 @@ const SLOTS: &[Slot] = &[
     Slot::Storage,
     Slot::Storage,
     Slot::Uniform,
+    Slot::Storage,
 ];
+/// Where the LAMB trust ratios start in the scalars (LAMB_RATIOS in the shader).
+const LAMB_RATIOS: usize = 8;
+/// Floats of the scalars a step reads back: norm, clip factor, skip, loss scale, clean steps.
+const STEP_SCALARS: usize = 5;
 
 fn kernel(entry: &'static str) -> Kernel {
-    Kernel { shader: Shader::Optim, entry, slots: SLOTS }
+    Kernel::new(Shader::Optim, entry, SLOTS)
 }
 
 /// A range of chunks that one dispatch updates: the arena elements lo..hi bound as windows.
@@ -123,6 +188,8 @@ struct Window {
     n_chunks: u32,
     chunks: GpuBuffer,
     uniform: GpuBuffer,
+    /// f16 element of the window's first parameter in its half binding.
+    half_off: u32,
 }
 
 /// Optimizer state on the GPU and the dispatches of one step, built once.
@@ -135,12 +202,21 @@ pub struct Optimizer {
     pub base: u64,
     /// Steps taken: t of the bias corrections after the next step is t = step + 1.
     pub step: u64,
+    /// The loss scale's policy (its value lives on the GPU, in the scalars).
+    pub loss_scale: LossScale,
+    /// Stochastic rounding of the f16 copy (when the arena has one).
+    pub stochastic: bool,
+    /// The arena has an f16 copy, which every update writes.
+    write_half: bool,
+    /// The arena's loss-scale cell, which each update refreshes from the scalars.
+    arena_scale: GpuBuffer,
     /// exp_avg for AdamW and LAMB; the momentum buffer for SGD. (len) f32
     pub(crate) m: GpuBuffer,
     /// exp_avg_sq. (len) f32; AdamW and LAMB only
     pub(crate) v: Option<GpuBuffer>,
-    /// [0] the last pre-clip gradient norm, [1] the clip scale, [2] 1 when the last update was
-    /// skipped (non-finite gradients), [3 + t] LAMB trust ratios.
+    /// [0] the last pre-clip gradient norm, [1] the gradient factor (clip scale / loss scale),
+    /// [2] 1 when the last update was skipped (non-finite gradients), [3] the loss scale, [4]
+    /// clean steps since it last changed, [8 + t] LAMB trust ratios.
     scalars: GpuBuffer,
     /// Each tensor's (first chunk, chunk count), for LAMB's norms.
     _tensors: GpuBuffer,
@@ -151,8 +227,12 @@ pub struct Optimizer {
     windows: Vec<Window>,
     /// Clipping: per-window partial sums and the finish.
     norm_ops: Vec<Dispatch>,
+    /// The clip factor, the skip flag and the next loss scale, from the norm.
+    apply_op: Dispatch,
     /// The update itself.
     update_ops: Vec<Dispatch>,
+    /// The f16 copy of every parameter, without an update.
+    half_ops: Vec<Dispatch>,
     /// The pre-clip norm of steps recorded with `want_norm`.
     readback: Readback,
 }
@@ -206,13 +286,12 @@ impl Optimizer {
             r[1] += 1;
         }
         let tensors = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &ranges)?;
-        let mut scalar_init = vec![1.0f32; 3 + n_tensors];
-        scalar_init[0] = 0.0;
-        scalar_init[2] = 0.0;
+        let mut scalar_init = vec![1.0f32; LAMB_RATIOS + n_tensors];
+        scalar_init[..LAMB_RATIOS].copy_from_slice(&[0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
         let scalars = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &scalar_init)?;
         let partials = gpu.pool.storage(Category::Scratch, 4 * (3 * chunks.len() as u64).max(1))?;
         let limit = binding_limit.unwrap_or(gpu.max_binding()).min(gpu.max_binding());
-        let windows = plan_windows(gpu, &chunks, limit)?;
+        let windows = plan_windows(gpu, &chunks, limit, base)?;
 
         let max_groups = gpu.limits.max_compute_workgroups_per_dimension;
         let bind = |w: &Window, entry: &'static str, groups: [u32; 3]| -> Result<Dispatch, GpuError> {
@@ -233,6 +312,10 @@ impl Optimizer {
                 scalars.as_entire_buffer_binding(),
                 partials.as_entire_buffer_binding(),
                 w.uniform.as_entire_buffer_binding(),
+                match &arena.half {
+                    Some(h) => half_window(gpu, h, base + w.lo, base + w.hi),
+                    None => gpu.dummy_rw.as_entire_buffer_binding(),
+                },
             ];
             let bind_group = gpu.bind_group(&pipeline, &bindings);
             Ok(Dispatch { pipeline, bind_group, groups, label: entry, _uniform: None })
@@ -243,6 +326,8 @@ impl Optimizer {
         let w0 = &windows[0];
         let mut norm_ops = per_window("grad_norm_partials")?;
         norm_ops.push(bind(w0, "grad_norm_finish", [1, 1, 1])?);
+        let apply_op = bind(w0, "grad_norm_apply", [1, 1, 1])?;
+        let half_ops = if arena.half.is_some() { per_window("half_copy")? } else { Vec::new() };
         let update_ops = match cfg.kind {
             OptimizerKind::Adamw => per_window("adamw_update")?,
             OptimizerKind::Sgd => per_window("sgd_update")?,
@@ -253,12 +338,16 @@ impl Optimizer {
                 ops
             }
         };
-        let readback = Readback::new(gpu, 4, "grad norm readback");
+        let readback = Readback::new(gpu, 4 * STEP_SCALARS as u64, "grad norm readback");
         Ok(Self {
             cfg,
             table,
             base,
             step: 0,
+            loss_scale: LossScale::default(),
+            stochastic: false,
+            write_half: arena.half.is_some(),
+            arena_scale: arena.loss_scale.clone(),
             m,
             v,
             scalars,
@@ -267,7 +356,9 @@ impl Optimizer {
             _arena: [arena.params.clone(), arena.grads.clone()],
             windows,
             norm_ops,
+            apply_op,
             update_ops,
+            half_ops,
             readback,
         })
     }
@@ -286,8 +377,13 @@ impl Optimizer {
     /// a submit must hold at most one optimizer step.
     pub fn prepare(&mut self, gpu: &Gpu, lr: f32) {
         self.step += 1;
+        self.write_uniforms(gpu, lr);
+    }
+
+    /// The uniforms of step t = step with learning rate `lr`.
+    fn write_uniforms(&self, gpu: &Gpu, lr: f32) {
         let c = &self.cfg;
-        let t = self.step as i32;
+        let t = self.step.max(1) as i32;
         let bc1 = 1.0 - (c.beta1 as f64).powi(t);
         let bc2 = 1.0 - (c.beta2 as f64).powi(t);
         let total_chunks: u32 = self.windows.iter().map(|w| w.n_chunks).sum();
@@ -308,7 +404,13 @@ impl Optimizer {
                 n_chunks: w.n_chunks,
                 total_chunks,
                 n_tensors: self.table.tensors.len() as u32,
-                _pad: 0,
+                write_half: self.write_half as u32,
+                stochastic: self.stochastic as u32,
+                seed: (self.step as u32).wrapping_mul(0x9e37_79b9) ^ 0x85eb_ca6b,
+                half_off: w.half_off,
+                dynamic: (self.loss_scale == LossScale::Dynamic) as u32,
+                growth_interval: LossScale::GROWTH_INTERVAL,
+                _pad: [0; 2],
             };
             gpu.queue.write_buffer(&w.uniform, 0, bytemuck::bytes_of(&p));
         }
@@ -332,33 +434,52 @@ impl Optimizer {
         rec.run(&self.norm_ops);
     }
 
-    /// The second half of `record_step`: the update, reading the scalars.
+    /// The second half of `record_step`: from the norm, the clip factor, the skip flag and the
+    /// next loss scale; the update, reading them; then the new scale into the arena's cell
+    /// for the next backward.
     pub fn record_update(&mut self, rec: &mut Recorder, want_norm: bool) {
+        rec.dispatch(&self.apply_op);
         rec.run(&self.update_ops);
+        rec.copy(&self.scalars, 12, &self.arena_scale, 0, 4);
         if want_norm {
             self.readback.record(rec, &self.scalars, 0);
         }
     }
 
-    /// The scalars buffer: [0] the norm, [1] the clip scale, [2] the skip flag.
+    /// Records the f16 copy of every parameter (after they were loaded or written from the
+    /// host); nothing without one.
+    pub fn record_half_copy(&mut self, gpu: &Gpu, rec: &mut Recorder) {
+        if self.half_ops.is_empty() {
+            return;
+        }
+        self.write_uniforms(gpu, 0.0);
+        rec.run(&self.half_ops);
+    }
+
+    /// The scalars buffer: [0] the norm, [1] the clip factor, [2] the skip flag, [3] the loss
+    /// scale, [4] its clean steps.
     pub fn scalars(&self) -> &wgpu::Buffer {
         &self.scalars
     }
 
-    /// Replaces the norm that `record_norm` computed with `norm` (the global norm of a ZeRO-1
-    /// run, whose shards each see a part), with the clip scale and the skip flag that
-    /// grad_norm_finish derives from it. Lands before the next submit.
+    /// Replaces the norm of the scaled gradients that `record_norm` computed with `norm` (the
+    /// global one of a ZeRO-1 run, whose shards each see a part). Lands before the next
+    /// submit, whose update derives the clip factor, the skip and the next scale from it.
     pub fn set_norm(&self, gpu: &Gpu, norm: f32) {
-        let bad = !norm.is_finite();
-        let clip = self.cfg.grad_clip;
-        let scale = if bad {
-            0.0
-        } else if clip > 0.0 {
-            (clip / (norm + 1e-6)).min(1.0)
-        } else {
-            1.0
-        };
-        gpu.queue.write_buffer(&self.scalars, 0, bytemuck::cast_slice(&[norm, scale, f32::from(u8::from(bad))]));
+        gpu.queue.write_buffer(&self.scalars, 0, bytemuck::bytes_of(&norm));
+    }
+
+    /// Sets the loss scale and its count of clean steps (a new run, or a resumed one), here
+    /// and in the arena's cell. Lands before the next submit.
+    pub fn set_loss_scale(&self, gpu: &Gpu, scale: f32, clean_steps: u32) {
+        gpu.queue.write_buffer(&self.scalars, 12, bytemuck::cast_slice(&[scale, clean_steps as f32]));
+        gpu.queue.write_buffer(&self.arena_scale, 0, bytemuck::bytes_of(&scale));
+    }
+
+    /// The loss scale and its clean steps as the GPU holds them now (waits for the queue).
+    pub fn read_loss_scale(&self, gpu: &Gpu) -> Result<(f32, u32), GpuError> {
+        let v: Vec<f32> = gpu.read(&self.scalars, 3, 2)?;
+        Ok((v[0], v[1] as u32))
     }
 
     /// Bytes of optimizer state (moments) this optimizer holds on the GPU.
@@ -380,8 +501,27 @@ impl Optimizer {
     /// there was none, or it was read already). Waits for that step only if the GPU has not
     /// finished it yet.
     pub fn grad_norm(&mut self, gpu: &Gpu) -> Result<Option<f32>, GpuError> {
-        Ok(self.readback.take::<f32>(gpu)?.map(|v| v[0]))
+        Ok(self.step_scalars(gpu)?.map(|s| s.norm))
     }
+
+    /// `grad_norm` with the skip flag and the loss scale of that step.
+    pub fn step_scalars(&mut self, gpu: &Gpu) -> Result<Option<StepScalars>, GpuError> {
+        Ok(self.readback.take::<f32>(gpu)?.map(|v| StepScalars {
+            norm: v[0],
+            skipped: v[2] != 0.0,
+            loss_scale: v[3],
+            clean_steps: v[4] as u32,
+        }))
+    }
+}
+
+/// Arena elements lo..hi of the f16 copy as a binding that starts on the adapter's offset
+/// alignment (its first element is then `Window::half_off`, see `plan_windows`).
+fn half_window<'a>(gpu: &Gpu, buf: &'a wgpu::Buffer, lo: u64, hi: u64) -> wgpu::BufferBinding<'a> {
+    let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
+    let start = 2 * lo / align * align;
+    let end = (2 * hi).next_multiple_of(4).min(buf.size());
+    wgpu::BufferBinding { buffer: buf, offset: start, size: wgpu::BufferSize::new(end - start) }
 }
 
 /// Elements lo..hi of `buf` as a binding.
@@ -397,7 +537,9 @@ fn grid(n: u32, max: u32) -> [u32; 3] {
 
 /// Groups consecutive chunks into windows no larger than `limit` bytes, and uploads each
 /// window's chunk table with starts relative to the window.
-fn plan_windows(gpu: &Gpu, chunks: &[ChunkEntry], limit: u64) -> Result<Vec<Window>, GpuError> {
+fn plan_windows(gpu: &Gpu, chunks: &[ChunkEntry], limit: u64, base: u64) -> Result<Vec<Window>, GpuError> {
+    let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
+    let half_off = |lo: u64| ((base + lo) - 2 * (base + lo) / align * align / 2) as u32;
     let end = |c: &ChunkEntry| c.start as u64 + (c.len as u64).next_multiple_of(4);
     let mut windows = Vec::new();
     let mut i = 0;
@@ -420,6 +562,7 @@ fn plan_windows(gpu: &Gpu, chunks: &[ChunkEntry], limit: u64) -> Result<Vec<Wind
             n_chunks: (j - i) as u32,
             chunks: gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &local)?,
             uniform: gpu.pool.uniform(&gpu.queue, &OptimParams::default())?,
+            half_off: half_off(lo),
         });
         i = j;
     }
@@ -432,6 +575,7 @@ fn plan_windows(gpu: &Gpu, chunks: &[ChunkEntry], limit: u64) -> Result<Vec<Wind
             n_chunks: 0,
             chunks: gpu.pool.storage(Category::OptimizerState, 16)?,
             uniform: gpu.pool.uniform(&gpu.queue, &OptimParams::default())?,
+            half_off: half_off(0),
         });
     }
     Ok(windows)

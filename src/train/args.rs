@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use super::defaults::{model_file, DEFAULT_CONFIG};
-use crate::model::GptConfig;
-use crate::optim::{OptimizerKind, ScheduleKind};
+use crate::kernels::Dtype;
+use crate::model::{GptConfig, PrecisionChoice};
+use crate::optim::{LossScale, OptimizerKind, ScheduleKind};
 
 /// Everything `wgtrain train` takes; see the CLI for each flag's meaning and default. Saved in
 /// every checkpoint, so `--resume` needs no other flag.
@@ -62,6 +63,28 @@ pub struct TrainArgs {
     /// (0: never).
     #[serde(default = "hundred")]
     pub check_replicas: u64,
+    /// f32, f16 (mixed precision) or auto; a run resolves auto once and saves what it chose.
+    #[serde(default)]
+    pub precision: PrecisionChoice,
+    /// The loss scale: None is dynamic under f16 and 1 under f32.
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
+    /// Round the f16 weight copies stochastically instead of to nearest even.
+    #[serde(default)]
+    pub stochastic_rounding: bool,
+    /// The element type of the checkpoints' model.safetensors.
+    #[serde(default)]
+    pub save_dtype: Dtype,
+}
+
+impl TrainArgs {
+    /// The loss scale the run uses: --loss-scale, else dynamic under f16 and none under f32.
+    pub fn loss_scale_for(&self, precision: crate::model::Precision) -> LossScale {
+        self.loss_scale.unwrap_or(match precision {
+            crate::model::Precision::F16 => LossScale::Dynamic,
+            crate::model::Precision::F32 => LossScale::Fixed(1.0),
+        })
+    }
 }
 
 fn hundred() -> u64 {

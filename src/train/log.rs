@@ -113,13 +113,19 @@ impl<'d> Log<'d> {
             // Equal batches on every rank: the global mean is the mean of the ranks' means.
             loss = self.dist.mean(loss as f64) as f32;
         }
-        let norm = opt.grad_norm(gpu)?.unwrap_or(f32::NAN);
-        // A non-finite norm means the GPU skipped this update; the bias corrections of the
-        // steps recorded since count it, so take it back for the next ones.
-        // The GPU skips on the norm alone (a non-finite loss makes the gradients non-finite too).
-        let skipped = !norm.is_finite();
+        let sc = opt.step_scalars(gpu)?;
+        let norm = sc.map_or(f32::NAN, |s| s.norm);
+        // The GPU skipped this update (a non-finite norm: a non-finite loss makes the gradients
+        // non-finite too); the bias corrections of the steps recorded since count it, so take
+        // it back for the next ones. Under dynamic loss scaling an overflow halves the scale
+        // and is expected: it counts toward --max-skips only once the scale has come down to 1.
+        let skipped = sc.map_or(!norm.is_finite(), |s| s.skipped);
+        let scale = sc.map_or(1.0, |s| s.loss_scale);
         if skipped {
-            self.skips += 1;
+            let expected = opt.loss_scale == crate::optim::LossScale::Dynamic && scale >= 1.0;
+            if !expected {
+                self.skips += 1;
+            }
             opt.step = opt.step.saturating_sub(1);
         } else {
             self.skips = 0;
@@ -137,6 +143,9 @@ impl<'d> Log<'d> {
         if skipped {
             line["skipped"] = true.into();
         }
+        if opt.loss_scale != crate::optim::LossScale::Fixed(1.0) {
+            line["loss_scale"] = scale.into();
+        }
         if let Some((busy, wait)) = self.comm.take() {
             line["comm_ms"] = busy.into();
             line["comm_wait_ms"] = wait.into();
@@ -149,7 +158,7 @@ impl<'d> Log<'d> {
         self.bar.set_position(step + 1);
         self.bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
         if skipped {
-            self.bar.println(format!("step {step}: loss {loss} grad_norm {norm}: not finite, update skipped"));
+            self.bar.println(format!("step {step}: loss {loss} grad_norm {norm}: not finite, update skipped (loss scale now {scale})"));
         }
         if self.bar.is_hidden() && self.root {
             println!("step {step}: loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {ms:.0} ms {tps:.0} tokens/s");

@@ -13,7 +13,7 @@ use crate::data::tokenizer::Tokenizer;
 use crate::data::{self, Loader};
 use crate::dist::Dist;
 use crate::gpu::Gpu;
-use crate::model::{checkpoint, Gpt, GptConfig};
+use crate::model::{checkpoint, Gpt, GptConfig, Precision, PrecisionChoice};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use crate::parallel::Parallel;
 
@@ -47,6 +47,9 @@ impl<'g> Session<'g> {
         dist: &'g Dist,
     ) -> anyhow::Result<Self> {
         check_args(a, dist.size)?;
+        let mut a = a.clone();
+        let precision = resolve_precision(gpu, &mut a, dist)?;
+        let a = &a;
         let data = load_data(a)?;
         let config = vocab(a, resume.map(|r| r.0.as_path()), &data, dist.is_root())?;
         if a.seq_len > config.n_positions {
@@ -54,10 +57,13 @@ impl<'g> Session<'g> {
         }
         let (loader, val) = loaders(a, data.train, data.val, dist.size, config.vocab_size)?;
         prepare_tuning(gpu, a, resume.map(|r| &r.1), dist)?;
-        let gpt = build_model(gpu, a, &config, dist)?;
+        let gpt = build_model(gpu, a, &config, precision, dist)?;
         match (resume, &a.init) {
             (Some((ckpt, _)), _) => {
-                gpt.write_params(gpu, &checkpoint::load_hf(&ckpt.join("model.safetensors"), &config)?)
+                // An f16 model.safetensors has its f32 masters beside it.
+                let master = ckpt.join(checkpoint::MASTER);
+                let file = if master.is_file() { master } else { ckpt.join("model.safetensors") };
+                gpt.write_params(gpu, &checkpoint::load_hf(&file, &config)?)
             }
             (None, Some(init)) => {
                 let file = if init.is_dir() { init.join("model.safetensors") } else { init.clone() };
@@ -67,7 +73,13 @@ impl<'g> Session<'g> {
         }
         let par =
             (dist.size > 1).then(|| Parallel::new(gpu, &gpt, dist, a.zero == 1, a.optimizer == OptimizerKind::Lamb));
-        let opt = optimizer(gpu, a, &gpt, par.as_ref(), dist)?;
+        let mut opt = optimizer(gpu, a, &gpt, par.as_ref(), dist)?;
+        opt.loss_scale = a.loss_scale_for(precision);
+        opt.stochastic = a.stochastic_rounding;
+        opt.set_loss_scale(gpu, opt.loss_scale.initial(), 0);
+        let mut rec = crate::gpu::Recorder::new(gpu);
+        opt.record_half_copy(gpu, &mut rec);
+        rec.submit()?;
         let schedule =
             Schedule { kind: a.schedule, lr_max: a.lr, warmup: a.warmup, steps: a.steps, min_lr_frac: a.min_lr_frac };
         let progress = Progress { best_val: f32::INFINITY, stale: 0, early_stopped: false, skips: 0 };
@@ -119,6 +131,9 @@ impl<'g> Session<'g> {
         self.progress.best_val = state.best_val.unwrap_or(f32::INFINITY);
         self.progress.stale = state.stale;
         self.progress.skips = state.skips;
+        if let Some((scale, clean)) = state.loss_scale {
+            self.opt.set_loss_scale(self.gpu, scale, clean);
+        }
         Ok(())
     }
 
@@ -283,9 +298,9 @@ fn prepare_tuning(gpu: &Gpu, a: &TrainArgs, resumed: Option<&RunState>, dist: &D
 
 /// The model at (B, T) with K micro-batches, its pipelines built (and tuned); under MPI rank 0
 /// sends its tuning choices to the others. Out-of-memory becomes the run's whole need.
-fn build_model(gpu: &Gpu, a: &TrainArgs, config: &GptConfig, dist: &Dist) -> anyhow::Result<Gpt> {
+fn build_model(gpu: &Gpu, a: &TrainArgs, config: &GptConfig, p: Precision, dist: &Dist) -> anyhow::Result<Gpt> {
     let (b, t) = (a.batch_size, a.seq_len);
-    let gpt = Gpt::new(gpu, config.clone(), b, t, a.grad_accum);
+    let gpt = Gpt::with_precision(gpu, config.clone(), b, t, a.grad_accum, p);
     if dist.size > 1 && dist.is_root() {
         // The other ranks wait in prepare_tuning for the choices rank 0 made while building.
         dist.string_from_root(serde_json::to_string(&gpu.tuning.lock().unwrap().choices())?);
@@ -293,7 +308,7 @@ fn build_model(gpu: &Gpu, a: &TrainArgs, config: &GptConfig, dist: &Dist) -> any
     gpt.map_err(|e| {
         let params = crate::optim::ParamTable::new(config.parameter_specs()).numel();
         let state = if a.optimizer == OptimizerKind::Sgd { 1 } else { 2 };
-        let need = 4 * params * (2 + state) + Gpt::activation_bytes_for(config, b, t, a.grad_accum);
+        let need = 4 * params * (2 + state) + Gpt::activation_bytes_for(config, b, t, a.grad_accum, p);
         match e {
             crate::GpuError::BufferTooLarge { .. } | crate::GpuError::OutOfMemory { .. } => anyhow::anyhow!(
                 "{e}; this model at batch {b} × {t} needs about {:.1} MB of GPU memory in all: lower --batch-size \
@@ -323,6 +338,20 @@ fn optimizer(gpu: &Gpu, a: &TrainArgs, gpt: &Gpt, par: Option<&Parallel>, dist: 
         }
         _ => Optimizer::new(gpu, &gpt.arena, ocfg, None)?,
     })
+}
+
+/// Resolves --precision on this adapter (auto once: the run saves what it chose, so a resumed
+/// run keeps it) and says what auto picked.
+fn resolve_precision(gpu: &Gpu, a: &mut TrainArgs, dist: &Dist) -> anyhow::Result<Precision> {
+    let (p, note) = a.precision.resolve(gpu).map_err(anyhow::Error::msg)?;
+    if let (Some(line), true) = (note, dist.is_root()) {
+        println!("{line}");
+    }
+    a.precision = match p {
+        Precision::F32 => PrecisionChoice::F32,
+        Precision::F16 => PrecisionChoice::F16,
+    };
+    Ok(p)
 }
 
 /// Makes --out ready on rank 0 and opens metrics.jsonl (a sink on the other ranks): a fresh

@@ -39,6 +39,10 @@ pub(super) struct RunState {
     /// that it continues bitwise. None in runs from before autotuning, which ran the baseline.
     #[serde(default)]
     pub tuning: Option<std::collections::BTreeMap<String, String>>,
+    /// The loss scale and its clean steps after the checkpoint's last step (None: runs from
+    /// before loss scaling, which ran at 1).
+    #[serde(default)]
+    pub loss_scale: Option<(f32, u32)>,
 }
 
 fn one() -> usize {
@@ -159,7 +163,11 @@ fn write_files(
     tmp: &Path,
 ) -> anyhow::Result<()> {
     let (gpu, gpt, a) = (s.gpu, &s.gpt, &s.a);
-    checkpoint::save_hf(tmp, &gpt.config, &gpt.read_params(gpu)?)?;
+    let params = gpt.read_params(gpu)?;
+    checkpoint::save_hf_as(tmp, &gpt.config, &params, a.save_dtype)?;
+    if a.save_dtype != crate::kernels::Dtype::F32 {
+        checkpoint::save_master(tmp, &gpt.config, &params)?;
+    }
     // The tokenizer sits beside the weights, as in an HF model directory.
     let tok = a.out.join("tokenizer.json");
     if tok.is_file() {
@@ -177,6 +185,7 @@ fn write_files(
         skips: progress.skips,
         world: s.dist.size,
         tuning: Some(gpu.tuning.lock().unwrap().choices()),
+        loss_scale: Some(s.opt.read_loss_scale(gpu)?),
     };
     let path = tmp.join("state.json");
     let mut f = std::fs::File::create(&path).with_context(|| path.display().to_string())?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub use variant::{Product, Variant};
 
-use super::View;
+use super::{half_mask, View};
 use crate::gpu::Shader::Matmul as M;
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Pipeline, Slot};
 
@@ -64,7 +64,7 @@ impl Dims {
 
 const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
 const fn kernel(entry: &'static str) -> Kernel {
-    Kernel { shader: M, entry, slots: SLOTS }
+    Kernel::new(M, entry, SLOTS)
 }
 const FORWARD: Kernel = kernel("matmul_forward");
 const BACKWARD_INPUT: Kernel = kernel("matmul_backward_input");
@@ -123,11 +123,18 @@ impl<'g> Matmul<'g> {
         Self { variant: Some(variant), ..Self::new(gpu) }
     }
 
-    /// The variant that runs `product` at `d`: the pinned one, else the tuning table's.
+    /// The variant that runs `product` at `d` on f32 operands: the pinned one, else the
+    /// tuning table's.
     pub fn variant_for(&self, product: Product, d: Dims) -> Result<Variant, GpuError> {
+        self.variant_typed(product, d, 0)
+    }
+
+    /// `variant_for` with the operands (out, a, b) of mask `half` in f16, which the tuner
+    /// times as their own class.
+    pub fn variant_typed(&self, product: Product, d: Dims, half: u8) -> Result<Variant, GpuError> {
         match self.variant {
             Some(v) => Ok(v),
-            None => crate::tune::choose(self.gpu, product, d, self.binding_limit),
+            None => crate::tune::choose(self.gpu, product, d, self.binding_limit, half),
         }
     }
 
@@ -140,7 +147,7 @@ impl<'g> Matmul<'g> {
         bias: Option<View>,
         d: Dims,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let v = self.variant_for(Product::Forward, d)?;
+        let v = self.variant_typed(Product::Forward, d, half_mask(&[Some(out), Some(inp), Some(w)]))?;
         self.forward_with(FORWARD, Some(v), out, inp, w, bias, d)
     }
 
@@ -154,7 +161,7 @@ impl<'g> Matmul<'g> {
             operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
         ];
         // Chunks after the first along N add to what the first wrote.
-        let v = self.variant_for(Product::BackwardInput, d)?;
+        let v = self.variant_typed(Product::BackwardInput, d, half_mask(&[Some(dinp), Some(dout), Some(w)]))?;
         self.build(BACKWARD_INPUT, Some(v), d, &ops, None, false, Some(Axis::N))
     }
 
@@ -167,7 +174,7 @@ impl<'g> Matmul<'g> {
             operand(dout, Axis::M, Axis::N, n, zs * m * n),
             operand(inp, Axis::M, Axis::K, k, zs * m * k),
         ];
-        let v = self.variant_for(Product::BackwardWeight, d)?;
+        let v = self.variant_typed(Product::BackwardWeight, d, half_mask(&[Some(dw), Some(dout), Some(inp)]))?;
         self.build(BACKWARD_WEIGHT, Some(v), d, &ops, None, true, None)
     }
 
@@ -370,7 +377,10 @@ impl<'g> Matmul<'g> {
             _pad: 0,
         };
         let aligned = [params.off_a, params.off_b, params.ld_a, params.ld_b].iter().all(|x| x % 4 == 0);
-        let pipeline = self.pipeline(job, aligned)?;
+        let mut views: Vec<Option<View>> = ops.iter().map(|o| Some(o.view)).collect();
+        views.resize(3, None);
+        views.push(bias);
+        let pipeline = self.pipeline(job, aligned, half_mask(&views))?;
         let groups = job.grid(&params, (c.z.1 - c.z.0) as u32);
         let uniform = self.gpu.pool.uniform(&self.gpu.queue, &params)?;
         bindings.push(uniform.as_entire_buffer_binding());
@@ -378,16 +388,18 @@ impl<'g> Matmul<'g> {
         Ok(Dispatch { pipeline, bind_group, groups, label: job.kernel.entry, _uniform: Some(uniform) })
     }
 
-    fn pipeline(&self, job: &Job, aligned: bool) -> Result<Arc<Pipeline>, GpuError> {
+    /// The pipeline of `job`'s variant, with the bindings of mask `half` in f16.
+    fn pipeline(&self, job: &Job, aligned: bool, half: u8) -> Result<Arc<Pipeline>, GpuError> {
+        let kernel = job.kernel.with_half(half);
         match (job.variant, job.product()) {
             (Some(v @ Variant::Reg { .. }), Some(p)) => {
                 let mut constants = v.constants(p);
                 constants.push(("ALIGNED", aligned as u8 as f64));
-                self.gpu.pipeline(job.kernel, &constants)
+                self.gpu.pipeline(kernel, &constants)
             }
-            (Some(v @ Variant::Tiled { .. }), Some(p)) => self.gpu.pipeline(TILED, &v.constants(p)),
-            _ if job.kernel == NAIVE => self.gpu.pipeline(NAIVE, &[("WG_X", 8.0), ("WG_Y", 8.0)]),
-            _ => self.gpu.pipeline(job.kernel, &[]),
+            (Some(v @ Variant::Tiled { .. }), Some(p)) => self.gpu.pipeline(TILED.with_half(half), &v.constants(p)),
+            _ if job.kernel == NAIVE => self.gpu.pipeline(kernel, &[("WG_X", 8.0), ("WG_Y", 8.0)]),
+            _ => self.gpu.pipeline(kernel, &[]),
         }
     }
 
@@ -401,14 +413,15 @@ impl<'g> Matmul<'g> {
     /// lands in it.
     fn window<'a>(&self, view: View<'a>, lo: u64, hi: u64) -> Result<(wgpu::BufferBinding<'a>, u32), GpuError> {
         let align = self.gpu.limits.min_storage_buffer_offset_alignment as u64;
-        let start = (lo * 4) / align * align;
-        let end = ((hi * 4).next_multiple_of(16) + 16).min(view.buf.size());
+        let eb = view.dtype.bytes();
+        let start = (lo * eb) / align * align;
+        let end = ((hi * eb).next_multiple_of(4 * eb) + 4 * eb).min(view.buf.size());
         let size = end - start;
         if size > self.binding_limit {
             return Err(GpuError::BindingTooLarge { requested: size, max: self.binding_limit });
         }
         let binding = wgpu::BufferBinding { buffer: view.buf, offset: start, size: wgpu::BufferSize::new(size) };
-        Ok((binding, (lo - start / 4) as u32))
+        Ok((binding, (lo - start / eb) as u32))
     }
 }
 
@@ -496,7 +509,7 @@ fn check_bounds(op: &Operand, d: Dims) -> Result<(), GpuError> {
     let (m, n, z) = (d.m as u64, d.n as u64, d.batch as u64);
     let whole = Chunk { z: (0, z.max(1)), m: (0, m.max(1)), n: (0, n.max(1)) };
     let (_, hi) = elements(op, &whole, d);
-    let capacity = op.view.buf.size() / 4;
+    let capacity = op.view.buf.size() / op.view.dtype.bytes();
     if hi > capacity {
         return Err(GpuError::OutOfBounds { what: "matmul operand", elements: hi, capacity });
     }

@@ -1,0 +1,227 @@
+//! One transformer block of GPT-2: its activations, where its dispatches read their
+//! parameters, and the dispatches of its forward and backward.
+//!
+//! Under mixed precision the activations and their gradients are f16 (`Dtype::F16`), the
+//! matmuls read the f16 copy of their weights, and LayerNorm reads its f32 master weights;
+//! statistics, softmax and every reduction are f32 inside the kernels, and parameter
+//! gradients accumulate in the f32 arena.
+
+use super::Cmd;
+use crate::gpu::{Category, Dispatch, Gpu, GpuError};
+use crate::kernels::matmul::{Dims, Matmul};
+use crate::kernels::{attention, elementwise, gelu, layernorm, Dtype, Tensor, View};
+use crate::optim::ParamArena;
+
+/// Activations of one layer, each (N, ·) with N = B·T.
+pub(super) struct LayerActs {
+    pub ln1: Tensor,       // (N, C)
+    pub ln1_stats: Tensor, // (N, 2) f32
+    pub qkv: Tensor,       // (N, 3C)
+    pub atty: Tensor,      // (N, C)
+    pub lse: Tensor,       // (B, NH, T) f32
+    pub attproj: Tensor,   // (N, C)
+    pub residual2: Tensor, // (N, C)
+    pub ln2: Tensor,       // (N, C)
+    pub ln2_stats: Tensor, // (N, 2) f32
+    pub fch: Tensor,       // (N, 4C)
+    pub fch_gelu: Tensor,  // (N, 4C)
+    pub fcproj: Tensor,    // (N, C)
+    pub residual3: Tensor, // (N, C)
+}
+
+impl LayerActs {
+    /// A layer's activations in `act` for `n` rows of `c` channels (and `lse` for the
+    /// attention).
+    pub fn new(gpu: &Gpu, n: usize, c: usize, lse: usize, act: Dtype) -> Result<Self, GpuError> {
+        let t = |len: usize| Tensor::new(gpu, Category::Activations, len as u64, act);
+        let f = |len: usize| Tensor::new(gpu, Category::Activations, len as u64, Dtype::F32);
+        Ok(Self {
+            ln1: t(n * c)?,
+            ln1_stats: f(2 * n)?,
+            qkv: t(3 * n * c)?,
+            atty: t(n * c)?,
+            lse: f(lse)?,
+            attproj: t(n * c)?,
+            residual2: t(n * c)?,
+            ln2: t(n * c)?,
+            ln2_stats: f(2 * n)?,
+            fch: t(4 * n * c)?,
+            fch_gelu: t(4 * n * c)?,
+            fcproj: t(n * c)?,
+            residual3: t(n * c)?,
+        })
+    }
+}
+
+/// The backward's working buffers, shared by every layer: activation gradients in the
+/// activations' type, the attention's D in f32.
+pub(super) struct Scratch {
+    pub dresidual: Tensor, // (N, C)
+    pub dbuf: Tensor,      // (N, C)
+    pub dqkv: Tensor,      // (N, 3C)
+    pub dfch: Tensor,      // (N, 4C)
+    pub dfch_gelu: Tensor, // (N, 4C)
+    pub dattn: Tensor,     // (B, NH, T) f32
+}
+
+impl Scratch {
+    pub fn new(gpu: &Gpu, n: usize, c: usize, bht: usize, act: Dtype) -> Result<Self, GpuError> {
+        let t = |len: usize| Tensor::new(gpu, Category::Activations, len as u64, act);
+        Ok(Self {
+            dresidual: t(n * c)?,
+            dbuf: t(n * c)?,
+            dqkv: t(3 * n * c)?,
+            dfch: t(4 * n * c)?,
+            dfch_gelu: t(4 * n * c)?,
+            dattn: Tensor::new(gpu, Category::Activations, bht as u64, Dtype::F32)?,
+        })
+    }
+}
+
+/// Where dispatches find the parameters named `prefix` + name: f32 masters, the matmuls'
+/// operands (the f16 copy when the arena has one), and the gradients.
+pub(super) struct Weights<'a> {
+    pub arena: &'a ParamArena,
+    pub prefix: String,
+}
+
+impl<'a> Weights<'a> {
+    pub fn new(arena: &'a ParamArena, prefix: impl Into<String>) -> Self {
+        Self { arena, prefix: prefix.into() }
+    }
+
+    fn offset(&self, name: &str) -> u64 {
+        let full = format!("{}{name}", self.prefix);
+        self.arena.table.get(&full).unwrap_or_else(|| panic!("parameter {full} is in the table")).offset
+    }
+
+    /// The f32 master (LayerNorm, embeddings).
+    pub fn master(&self, name: &str) -> View<'a> {
+        View::at(&self.arena.params, self.offset(name))
+    }
+
+    /// A matmul's weight or bias: the f16 copy under mixed precision.
+    pub fn mm(&self, name: &str) -> View<'a> {
+        match &self.arena.half {
+            Some(h) => View::typed(h, Dtype::F16).at_offset(self.offset(name)),
+            None => self.master(name),
+        }
+    }
+
+    pub fn grad(&self, name: &str) -> View<'a> {
+        View::at(&self.arena.grads, self.offset(name))
+    }
+}
+
+/// Sizes of the batch a block runs on.
+#[derive(Clone, Copy)]
+pub(super) struct Shape {
+    pub b: u32,
+    pub t: u32,
+    pub c: u32,
+    pub nh: u32,
+}
+
+impl Shape {
+    pub fn n(&self) -> u32 {
+        self.b * self.t
+    }
+}
+
+/// A block's layers before the attention: ln_1 and the fused qkv matmul.
+pub(super) fn pre_attention(
+    gpu: &Gpu,
+    mm: &Matmul,
+    w: &Weights,
+    input: &Tensor,
+    a: &LayerActs,
+    n: u32,
+    c: u32,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let ln = |name: &str| w.master(name);
+    let mut d =
+        vec![layernorm::forward(gpu, a.ln1.v(), a.ln1_stats.v(), input.v(), ln("ln_1.weight"), ln("ln_1.bias"), n, c)?];
+    let lin = Dims::linear(n, 3 * c, c);
+    d.extend(mm.forward(a.qkv.v(), a.ln1.v(), w.mm("attn.c_attn.weight"), Some(w.mm("attn.c_attn.bias")), lin)?);
+    Ok(d)
+}
+
+/// A block's layers after the attention: c_proj, the residual, ln_2, the MLP, the residual.
+pub(super) fn post_attention(
+    gpu: &Gpu,
+    mm: &Matmul,
+    w: &Weights,
+    input: &Tensor,
+    a: &LayerActs,
+    n: u32,
+    c: u32,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let nc = n as u64 * c as u64;
+    let lin = Dims::linear;
+    let mut d =
+        mm.forward(a.attproj.v(), a.atty.v(), w.mm("attn.c_proj.weight"), Some(w.mm("attn.c_proj.bias")), lin(n, c, c))?;
+    d.push(elementwise::add(gpu, a.residual2.span(nc), input.span(nc), a.attproj.span(nc))?);
+    let ln = |name: &str| w.master(name);
+    d.push(layernorm::forward(gpu, a.ln2.v(), a.ln2_stats.v(), a.residual2.v(), ln("ln_2.weight"), ln("ln_2.bias"), n, c)?);
+    d.extend(mm.forward(a.fch.v(), a.ln2.v(), w.mm("mlp.c_fc.weight"), Some(w.mm("mlp.c_fc.bias")), lin(n, 4 * c, c))?);
+    d.push(gelu::forward(gpu, a.fch_gelu.v(), a.fch.v(), 4 * n * c)?);
+    let proj = (w.mm("mlp.c_proj.weight"), Some(w.mm("mlp.c_proj.bias")));
+    d.extend(mm.forward(a.fcproj.v(), a.fch_gelu.v(), proj.0, proj.1, lin(n, c, 4 * c))?);
+    d.push(elementwise::add(gpu, a.residual3.span(nc), a.residual2.span(nc), a.fcproj.span(nc))?);
+    Ok(d)
+}
+
+/// A whole block's forward: pre-attention, attention, post-attention.
+pub(super) fn forward(
+    gpu: &Gpu,
+    mm: &Matmul,
+    w: &Weights,
+    input: &Tensor,
+    a: &LayerActs,
+    s: Shape,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let mut d = pre_attention(gpu, mm, w, input, a, s.n(), s.c)?;
+    d.push(attention::forward(gpu, a.atty.v(), a.lse.v(), a.qkv.v(), s.b, s.t, s.c, s.nh)?);
+    d.extend(post_attention(gpu, mm, w, input, a, s.n(), s.c)?);
+    Ok(d)
+}
+
+/// A block's backward, from dresidual (the gradient of its output) back to dresidual (that
+/// of its input), adding its parameters' gradients into the arena.
+pub(super) fn backward(
+    gpu: &Gpu,
+    mm: &Matmul,
+    w: &Weights,
+    input: &Tensor,
+    a: &LayerActs,
+    d: &Scratch,
+    s: Shape,
+) -> Result<Vec<Cmd>, GpuError> {
+    let (n, c) = (s.n(), s.c);
+    let lin = Dims::linear;
+    let g = |name: &str| w.grad(name);
+    let mut back: Vec<Cmd> = Vec::new();
+    let mut run = |ops: Vec<Dispatch>| back.extend(ops.into_iter().map(Cmd::Run));
+    // residual3 = residual2 + fcproj: both get dresidual.
+    let (pw, pb) = (g("mlp.c_proj.weight"), Some(g("mlp.c_proj.bias")));
+    run(mm.backward(d.dfch_gelu.v(), pw, pb, d.dresidual.v(), a.fch_gelu.v(), w.mm("mlp.c_proj.weight"), lin(n, c, 4 * c))?);
+    back.push(Cmd::Zero(d.dfch.buf.clone()));
+    back.push(Cmd::Run(gelu::backward(gpu, d.dfch.v(), a.fch.v(), d.dfch_gelu.v(), 4 * n * c)?));
+    let mut run = |ops: Vec<Dispatch>| back.extend(ops.into_iter().map(Cmd::Run));
+    let (fw, fb) = (g("mlp.c_fc.weight"), Some(g("mlp.c_fc.bias")));
+    run(mm.backward(d.dbuf.v(), fw, fb, d.dfch.v(), a.ln2.v(), w.mm("mlp.c_fc.weight"), lin(n, 4 * c, c))?);
+    let (lw, lb) = (g("ln_2.weight"), g("ln_2.bias"));
+    let ln2_w = w.master("ln_2.weight");
+    run(layernorm::backward(gpu, d.dresidual.v(), lw, lb, d.dbuf.v(), a.residual2.v(), a.ln2_stats.v(), ln2_w, n, c)?);
+    // residual2 = residual + attproj.
+    let (aw, ab) = (g("attn.c_proj.weight"), Some(g("attn.c_proj.bias")));
+    run(mm.backward(d.dbuf.v(), aw, ab, d.dresidual.v(), a.atty.v(), w.mm("attn.c_proj.weight"), lin(n, c, c))?);
+    let (dqkv, dattn) = (d.dqkv.v(), d.dattn.v());
+    run(attention::backward(gpu, dqkv, dattn, d.dbuf.v(), a.atty.v(), a.qkv.v(), a.lse.v(), s.b, s.t, c, s.nh)?);
+    let (qw, qb) = (g("attn.c_attn.weight"), Some(g("attn.c_attn.bias")));
+    run(mm.backward(d.dbuf.v(), qw, qb, d.dqkv.v(), a.ln1.v(), w.mm("attn.c_attn.weight"), lin(n, 3 * c, c))?);
+    let (lw, lb) = (g("ln_1.weight"), g("ln_1.bias"));
+    let ln1_w = w.master("ln_1.weight");
+    run(layernorm::backward(gpu, d.dresidual.v(), lw, lb, d.dbuf.v(), input.v(), a.ln1_stats.v(), ln1_w, n, c)?);
+    Ok(back)
+}
