@@ -6,6 +6,7 @@ mod data;
 mod dist;
 mod fuzz;
 mod gpt2;
+mod half;
 mod layers;
 mod matmul;
 mod optim;
