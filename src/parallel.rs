@@ -48,9 +48,11 @@ impl Parallel {
         let reads = buckets.iter().map(|b| Readback::new(gpu, 4 * (b.hi - b.lo), "gradient bucket")).collect();
         let (norm, params) = if zero {
             let (lo, hi) = shards[dist.rank];
+            // The shard's parameters, then (mixed precision) their f16 copy.
+            let per = if gpt.arena.half.is_some() { 6 } else { 4 };
             (
                 Some(Readback::new(gpu, 4, "shard grad norm")),
-                Some(Readback::new(gpu, 4 * (hi - lo).max(1), "shard parameters")),
+                Some(Readback::new(gpu, per * (hi - lo).max(1), "shard parameters")),
             )
         } else {
             (None, None)
@@ -145,16 +147,21 @@ impl Parallel {
         Ok(norm)
     }
 
-    /// ZeRO-1: records copying this rank's updated shard out, into the update's submit.
+    /// ZeRO-1: records copying this rank's updated shard out (and its f16 copy, under mixed
+    /// precision), into the update's submit.
     pub fn record_shard_params(&mut self, rec: &mut Recorder, gpt: &Gpt, dist: &Dist) {
         let (lo, hi) = self.shards[dist.rank];
         if hi > lo {
-            self.params.as_mut().expect("ZeRO-1").record_parts(rec, &[(&gpt.arena.params, 4 * lo, 4 * (hi - lo))]);
+            let mut parts = vec![(&*gpt.arena.params, 4 * lo, 4 * (hi - lo))];
+            if let Some(h) = &gpt.arena.half {
+                parts.push((&**h, 2 * lo, 2 * (hi - lo)));
+            }
+            self.params.as_mut().expect("ZeRO-1").record_parts(rec, &parts);
         }
     }
 
-    /// ZeRO-1: after the update's submit (`index`), gathers every shard's parameters and
-    /// writes the other ranks' shards back (this rank's is on the GPU already).
+    /// ZeRO-1: after the update's submit (`index`), gathers every shard's parameters (and f16
+    /// copies) and writes the other ranks' shards back (this rank's is on the GPU already).
     pub fn gather_params(
         &mut self,
         gpu: &Gpu,
@@ -170,7 +177,11 @@ impl Parallel {
         } else {
             Vec::new()
         };
-        let counts: Vec<usize> = self.shards.iter().map(|(lo, hi)| (hi - lo) as usize).collect();
+        // Shards are cut on 64 elements: their f16 copies are whole f32-sized words, which
+        // travel with the parameters bit for bit (MPI copies them, it computes nothing).
+        let half = gpt.arena.half.as_ref();
+        let words = |n: u64| (n + if half.is_some() { n / 2 } else { 0 }) as usize;
+        let counts: Vec<usize> = self.shards.iter().map(|(lo, hi)| words(hi - lo)).collect();
         let t = Instant::now();
         let all = dist.all_gather(mine, counts);
         self.wait += t.elapsed();
@@ -179,8 +190,11 @@ impl Parallel {
             let n = (hi - lo) as usize;
             if r != dist.rank && n > 0 {
                 gpu.queue.write_buffer(&gpt.arena.params, 4 * lo, bytemuck::cast_slice(&all[at..at + n]));
+                if let Some(h) = half {
+                    gpu.queue.write_buffer(h, 2 * lo, bytemuck::cast_slice(&all[at + n..at + n + n / 2]));
+                }
             }
-            at += n;
+            at += words(hi - lo);
         }
         Ok(())
     }

@@ -639,4 +639,32 @@ mod mpirun {
             &metrics(&dir.join("one/metrics.jsonl")),
         );
     }
+
+    /// Mixed precision on 2 ranks under ZeRO-1: each rank rounds its shard's f16 copy and the
+    /// copies are gathered with the parameters. It tracks 1 rank of twice the batch in f16
+    /// (f32 gradient sums in another order can move an f16 rounding: losses to 1e-3).
+    #[test]
+    fn f16_zero1_on_two_ranks_tracks_one_rank() {
+        if gpu().is_none() {
+            return;
+        }
+        let Some(mpirun) = mpirun() else { return };
+        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-f16-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("tiny.toml"),
+            "n_layer = 2\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
+        )
+        .unwrap();
+        let f16 = ["--precision", "f16"];
+        train(&mpirun, &dir, 1, "one", &[&f16[..], &["--batch-size", "4"]].concat());
+        train(&mpirun, &dir, 2, "zero", &[&f16[..], &["--batch-size", "2", "--zero", "1"]].concat());
+        let (got, want) = (metrics(&dir.join("zero/metrics.jsonl")), metrics(&dir.join("one/metrics.jsonl")));
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g.1 - w.1).abs() <= 1e-3 * w.1.abs(), "f16 ZeRO-1: step {} loss {} vs {}", g.0, g.1, w.1);
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -9,6 +9,7 @@ mod gpt2;
 mod half;
 mod layers;
 mod matmul;
+mod mixed;
 mod optim;
 mod prepare;
 mod reliability;

@@ -146,7 +146,7 @@ fn train_rejects_bad_input_with_the_flag_named() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-fn losses(path: &std::path::Path) -> Vec<(u64, f32)> {
+pub fn losses(path: &std::path::Path) -> Vec<(u64, f32)> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()

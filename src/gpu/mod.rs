@@ -89,6 +89,16 @@ pub struct Gpu {
     uncaptured: Arc<Mutex<Option<String>>>,
 }
 
+/// Features the user turned off: WGTRAIN_NO_F16=1 opens the device without SHADER_F16, as on
+/// an adapter that lacks it (to check a run's fallback, or to avoid a driver's f16 bugs).
+fn features_turned_off() -> wgpu::Features {
+    if std::env::var("WGTRAIN_NO_F16").is_ok_and(|v| v == "1") {
+        wgpu::Features::SHADER_F16
+    } else {
+        wgpu::Features::empty()
+    }
+}
+
 impl Gpu {
     /// Opens the best adapter that matches `choice` and requests its full limits.
     pub fn new(choice: &AdapterChoice) -> Result<Self, GpuError> {
@@ -113,7 +123,7 @@ impl Gpu {
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgtrain"),
-            required_features: adapter.features() & wanted_features(),
+            required_features: adapter.features() & wanted_features() & !features_turned_off(),
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,

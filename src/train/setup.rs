@@ -77,9 +77,6 @@ impl<'g> Session<'g> {
         opt.loss_scale = a.loss_scale_for(precision);
         opt.stochastic = a.stochastic_rounding;
         opt.set_loss_scale(gpu, opt.loss_scale.initial(), 0);
-        let mut rec = crate::gpu::Recorder::new(gpu);
-        opt.record_half_copy(gpu, &mut rec);
-        rec.submit()?;
         let schedule =
             Schedule { kind: a.schedule, lr_max: a.lr, warmup: a.warmup, steps: a.steps, min_lr_frac: a.min_lr_frac };
         let progress = Progress { best_val: f32::INFINITY, stale: 0, early_stopped: false, skips: 0 };
@@ -101,6 +98,19 @@ impl<'g> Session<'g> {
         };
         if let Some((ckpt, state)) = resume {
             s.restore(ckpt, state)?;
+        }
+        // The f16 copy of the loaded parameters, as the last update would have rounded them
+        // (its step's seed, for stochastic rounding).
+        // Under ZeRO-1 each rank rounds its shard and the shards are gathered.
+        let mut rec = crate::gpu::Recorder::new(gpu);
+        s.opt.record_half_copy(gpu, &mut rec);
+        match s.par.as_mut().filter(|p| p.zero && s.gpt.arena.half.is_some()) {
+            Some(p) => {
+                p.record_shard_params(&mut rec, &s.gpt, dist);
+                let index = rec.submit()?;
+                p.gather_params(gpu, &s.gpt, dist, index)?;
+            }
+            None => drop(rec.submit()?),
         }
         if a.patience > 0 && s.val.is_none() {
             bail!(
