@@ -384,6 +384,12 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
     if wants_profile && !gpu.enable_profiling() && cli.profile {
         eprintln!("note: {} has no timestamp queries; --profile is off", gpu.name());
     }
+    // Train resolves --precision itself (a resumed run keeps its own).
+    let precision = if matches!(cli.command, Command::Train(_)) {
+        wgtrain::model::Precision::F32
+    } else {
+        resolve_precision(&gpu, cli.precision)?
+    };
     match cli.command {
         Command::Adapters | Command::Prepare(_) => unreachable!("handled above"),
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
@@ -404,10 +410,10 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
             }
         }
         Command::Eval { model, data, batch_size, seq_len, batches } => {
-            eval(&gpu, &model, &data, batch_size, seq_len, batches)?
+            eval(&gpu, &model, &data, (batch_size, seq_len), batches, precision)?
         }
         Command::Sample { model, prompt, tokens, temperature, top_k, seed } => {
-            sample(&gpu, &model, &prompt, tokens, temperature, top_k, seed)?
+            sample(&gpu, &model, &prompt, tokens, (temperature, top_k, seed), precision)?
         }
         Command::Bench(Bench::Matmul { sizes, json, samples, variant }) => {
             bench_matmul(&gpu, &sizes, json, samples, &variant)?
@@ -415,11 +421,18 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         Command::Bench(Bench::Optim { params, tensors, json, samples }) => {
             bench_optim(&gpu, params, tensors, json, samples)?
         }
-        Command::Tune(m) => tune(&gpu, m)?,
+        Command::Tune(m) => tune(&gpu, m, precision)?,
         Command::Bench(Bench::Train { model, steps, peak_tflops, json }) => {
             let (cfg, b, t) = load_config(&gpu, model)?;
-            let r = wgtrain::bench::train(&gpu, cfg, b, t, steps, peak_tflops)?;
-            wgtrain::bench::print_train(&r, json)?;
+            let run = |p| wgtrain::bench::train(&gpu, cfg.clone(), (b, t), steps, peak_tflops, p);
+            match precision {
+                wgtrain::model::Precision::F32 => wgtrain::bench::print_train(&run(precision)?, json)?,
+                // f16 against f32 on the same adapter, in one process.
+                wgtrain::model::Precision::F16 => {
+                    let base = run(wgtrain::model::Precision::F32)?;
+                    wgtrain::bench::print_train_pair(&base, &run(precision)?, json)?
+                }
+            }
             return Ok(None);
         }
     }
@@ -444,14 +457,23 @@ fn load_config(gpu: &Gpu, m: ModelArgs) -> anyhow::Result<(wgtrain::model::GptCo
     Ok((cfg, b, t))
 }
 
-fn tune(gpu: &Gpu, m: ModelArgs) -> anyhow::Result<()> {
+/// --precision for eval, sample, tune and bench train: auto says what it picked.
+fn resolve_precision(gpu: &Gpu, choice: wgtrain::model::PrecisionChoice) -> anyhow::Result<wgtrain::model::Precision> {
+    let (p, note) = choice.resolve(gpu).map_err(anyhow::Error::msg)?;
+    if let Some(line) = note {
+        eprintln!("{line}");
+    }
+    Ok(p)
+}
+
+fn tune(gpu: &Gpu, m: ModelArgs, precision: wgtrain::model::Precision) -> anyhow::Result<()> {
     let (cfg, b, t) = load_config(gpu, m)?;
     println!("adapter: {}", gpu.name());
     match wgtrain::tune::cache_path() {
         Some(p) => println!("cache: {}", p.display()),
         None => println!("cache: none (set WGTRAIN_CACHE_DIR to keep the choices)"),
     }
-    for line in wgtrain::tune::tune_model(gpu, cfg, b, t)? {
+    for line in wgtrain::tune::tune_model(gpu, cfg, b, t, precision)? {
         println!("{line}");
     }
     Ok(())
@@ -579,8 +601,13 @@ impl TrainCli {
     }
 }
 
-/// Loads a checkpoint directory into a model for batches of b × t.
-fn load_model(gpu: &Gpu, dir: &std::path::Path, b: usize, t: Option<usize>) -> anyhow::Result<wgtrain::model::Gpt> {
+/// Loads a checkpoint directory into a model for batches of b × t in `precision`.
+fn load_model(
+    gpu: &Gpu,
+    dir: &std::path::Path,
+    (b, t): (usize, Option<usize>),
+    precision: wgtrain::model::Precision,
+) -> anyhow::Result<wgtrain::model::Gpt> {
     use wgtrain::model::{checkpoint, Gpt, GptConfig};
     let config = GptConfig::load(&dir.join("config.json"))?;
     let t = t.unwrap_or(config.n_positions);
@@ -589,8 +616,9 @@ fn load_model(gpu: &Gpu, dir: &std::path::Path, b: usize, t: Option<usize>) -> a
         "--seq-len must be between 1 and n_positions {}",
         config.n_positions
     );
-    let gpt = Gpt::new(gpu, config.clone(), b, t, 1)?;
+    let gpt = Gpt::with_precision(gpu, config.clone(), b, t, 1, precision)?;
     gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), &config)?);
+    gpt.write_half_params(gpu)?;
     Ok(gpt)
 }
 
@@ -598,12 +626,12 @@ fn eval(
     gpu: &Gpu,
     model: &std::path::Path,
     data: &std::path::Path,
-    b: usize,
-    t: Option<usize>,
+    (b, t): (usize, Option<usize>),
     batches: Option<usize>,
+    precision: wgtrain::model::Precision,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(b > 0, "--batch-size must be positive");
-    let gpt = load_model(gpu, model, b, t)?;
+    let gpt = load_model(gpu, model, (b, t), precision)?;
     let (file, data_dir) = match wgtrain::data::prepared_files(data)? {
         Some((_, Some(val))) => (val, data.to_path_buf()),
         Some((_, None)) => anyhow::bail!("--data {}: its val.bin holds no tokens", data.display()),
@@ -648,12 +676,11 @@ fn sample(
     model: &std::path::Path,
     prompt: &str,
     n: usize,
-    temperature: f32,
-    top_k: usize,
-    seed: u64,
+    (temperature, top_k, seed): (f32, usize, u64),
+    precision: wgtrain::model::Precision,
 ) -> anyhow::Result<()> {
     // The decoder keeps its own batch-1 activations; the model itself only hosts parameters.
-    let gpt = load_model(gpu, model, 1, Some(1))?;
+    let gpt = load_model(gpu, model, (1, Some(1)), precision)?;
     let tok = wgtrain::data::tokenizer::Tokenizer::for_dir(model).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
         gpt.config.vocab_size >= tok.vocab_size,

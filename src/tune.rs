@@ -89,13 +89,19 @@ impl Table {
 /// `wgtrain tune`: builds the model at (B, T) with tuning on, which times every class its
 /// matmuls meet (or reads it from the cache), and returns one line per class with the choice
 /// and the runner-up.
-pub fn tune_model(gpu: &Gpu, config: crate::model::GptConfig, b: usize, t: usize) -> Result<Vec<String>, GpuError> {
+pub fn tune_model(
+    gpu: &Gpu,
+    config: crate::model::GptConfig,
+    b: usize,
+    t: usize,
+    precision: crate::model::Precision,
+) -> Result<Vec<String>, GpuError> {
     {
         let mut t = gpu.tuning.lock().unwrap();
         t.tune = true;
         t.thorough = true;
     }
-    drop(crate::model::Gpt::new(gpu, config, b, t, 1)?);
+    drop(crate::model::Gpt::with_precision(gpu, config, b, t, 1, precision)?);
     let table = gpu.tuning.lock().unwrap();
     let mut lines = vec![format!("{:<34} {:<20} {:>9}  {:<20} {:>9}", "class", "choice", "ms", "runner-up", "ms")];
     for (key, (e, cached)) in &table.found {

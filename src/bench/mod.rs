@@ -6,8 +6,8 @@ mod train;
 
 use std::time::Instant;
 
-pub use report::{print_matmul, print_optim, print_train};
-pub use train::{peak_tflops, train, TrainBench};
+pub use report::{print_matmul, print_optim, print_train, print_train_pair};
+pub use train::{peak_f16_tflops, peak_tflops, train, TrainBench};
 
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
 use crate::kernels::matmul::{Dims, Matmul, Product, Variant};

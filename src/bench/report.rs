@@ -66,13 +66,33 @@ pub fn print_train(r: &TrainBench, json: bool) -> serde_json::Result<()> {
         return Ok(());
     }
     println!("adapter: {}", r.adapter);
-    println!("params: {:.2}M", r.params as f64 / 1e6);
+    println!("params: {:.2}M, precision {}", r.params as f64 / 1e6, r.precision);
     let mfu = r.mfu.map_or("unknown peak (pass --peak-tflops)".to_string(), |m| format!("{:.1}%", 100.0 * m));
     println!("{:.0} tokens/s, {:.1} ms per step, {:.3} TFLOP/s, MFU {mfu}", r.tokens_per_s, r.ms_per_step, r.tflops);
+    let mb = |x: u64| x as f64 / 1e6;
+    println!("memory: peak {:.1} MB, activations {:.1} MB", mb(r.peak_bytes), mb(r.activation_bytes));
     let mut shares: Vec<_> = r.kernels.iter().collect();
     shares.sort_by(|a, b| b.1.total_cmp(a.1));
     for (k, s) in shares {
         println!("  {k:<28} {:>5.1}%", 100.0 * s);
     }
+    Ok(())
+}
+
+/// `bench train --precision f16`: the f16 run against the f32 one of the same process.
+pub fn print_train_pair(f32_run: &TrainBench, f16_run: &TrainBench, json: bool) -> serde_json::Result<()> {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let speedup = ratio(f16_run.tokens_per_s, f32_run.tokens_per_s);
+    let memory = ratio(f16_run.peak_bytes as f64, f32_run.peak_bytes as f64);
+    let acts = ratio(f16_run.activation_bytes as f64, f32_run.activation_bytes as f64);
+    if json {
+        let v = serde_json::json!({ "f32": f32_run, "f16": f16_run, "f16_speedup": speedup,
+            "f16_peak_memory_ratio": memory, "f16_activation_ratio": acts });
+        println!("{v}");
+        return Ok(());
+    }
+    print_train(f32_run, false)?;
+    print_train(f16_run, false)?;
+    println!("f16 / f32: {speedup:.2}× tokens/s, {memory:.2}× peak memory, {acts:.2}× activation memory");
     Ok(())
 }

@@ -9,8 +9,9 @@ use std::time::Instant;
 use crate::data::Loader;
 use crate::dist::Dist;
 use crate::gpu::Gpu;
-use crate::model::{Gpt, GptConfig};
-use crate::optim::{OptimConfig, Optimizer};
+use crate::gpu::Category;
+use crate::model::{Gpt, GptConfig, Precision};
+use crate::optim::{LossScale, OptimConfig, Optimizer};
 use crate::reference::Rng;
 use crate::train::{run_step, Probes};
 
@@ -22,8 +23,15 @@ pub struct TrainBench {
     /// Useful work: (6·N + 12·L·T·C) FLOPs per token, N the parameters less the position
     /// embedding (as nanoGPT and PaLM count).
     pub tflops: f64,
-    /// tflops over the adapter's FP32 peak; None when the peak is unknown.
+    /// tflops over the adapter's peak in this precision (FP32, or dense f16 with f32
+    /// accumulate); None when the peak is unknown.
     pub mfu: Option<f64>,
+    /// f32 or f16.
+    pub precision: String,
+    /// Most GPU memory the run's buffers held at once.
+    pub peak_bytes: u64,
+    /// Activations and their gradients (and the batch's tokens).
+    pub activation_bytes: u64,
     pub params: u64,
     pub adapter: String,
     /// Share of the timed GPU time per kernel; empty without timestamp queries.
@@ -33,21 +41,29 @@ pub struct TrainBench {
 /// Steps run before timing: the first builds pipelines and fills the caches.
 const WARMUP: u64 = 2;
 
-/// Times `steps` AdamW steps at batch `b` × `t` after the warm-up, then (with a profiler on
-/// `gpu`) two more with timestamps for the kernel shares. `peak` overrides the table's FP32
-/// peak in TFLOP/s.
+/// Times `steps` AdamW steps at batch `b` × `t` in `precision` after the warm-up, then (with
+/// a profiler on `gpu`) two more with timestamps for the kernel shares. `peak` overrides the
+/// table's peak in TFLOP/s.
 pub fn train(
     gpu: &Gpu,
     config: GptConfig,
-    b: usize,
-    t: usize,
+    (b, t): (usize, usize),
     steps: u64,
     peak: Option<f64>,
+    precision: Precision,
 ) -> anyhow::Result<TrainBench> {
     anyhow::ensure!(steps > 0, "--steps must be positive");
-    let gpt = Gpt::new(gpu, config.clone(), b, t, 1)?;
+    gpu.pool.reset_peak();
+    let gpt = Gpt::with_precision(gpu, config.clone(), b, t, 1, precision)?;
     gpt.init(gpu, 1);
     let mut opt = Optimizer::new(gpu, &gpt.arena, OptimConfig::adamw(), None)?;
+    if precision == Precision::F16 {
+        opt.loss_scale = LossScale::Dynamic;
+        opt.set_loss_scale(gpu, LossScale::INITIAL, 0);
+    }
+    let mut rec = crate::gpu::Recorder::new(gpu);
+    opt.record_half_copy(gpu, &mut rec);
+    rec.submit()?;
     let mut rng = Rng::new(7);
     let total = (WARMUP + steps + 2) as usize * b * t + 1;
     let tokens: Vec<u32> = (0..total).map(|_| (rng.next_u64() % config.vocab_size as u64) as u32).collect();
@@ -92,12 +108,20 @@ pub fn train(
     let flops_per_token = 6.0 * (params - wpe) as f64 + 12.0 * l * t as f64 * c;
     let tokens_per_s = (b * t) as f64 / secs;
     let tflops = flops_per_token * tokens_per_s / 1e12;
-    let peak = peak.or_else(|| peak_tflops(&gpu.info.name));
+    let peak = peak.or_else(|| match precision {
+        Precision::F32 => peak_tflops(&gpu.info.name),
+        Precision::F16 => peak_f16_tflops(&gpu.info.name),
+    });
+    let stats = gpu.pool.stats();
+    let activation_bytes = stats.live.iter().filter(|(c, _)| *c == Category::Activations).map(|(_, b)| b).sum();
     Ok(TrainBench {
         tokens_per_s,
         ms_per_step: secs * 1e3,
         tflops,
         mfu: peak.map(|p| tflops / p),
+        precision: precision.name().to_string(),
+        peak_bytes: stats.peak,
+        activation_bytes,
         params,
         adapter: gpu.name(),
         kernels,
@@ -156,6 +180,26 @@ const PEAKS: &[(&[&str], f64)] = &[
     (&["m4 pro"], 9.2),
     (&["apple m4"], 4.3),
 ];
+
+/// Dense f16 peaks with f32 accumulation in TFLOP/s (tensor cores, no sparsity), for the
+/// adapters whose f16 matrix units wgtrain can reach; matched as `PEAKS`.
+const F16_PEAKS: &[(&[&str], f64)] = &[
+    (&["h100", "pcie"], 756.0),
+    (&["h100"], 989.4),
+    (&["h200"], 989.4),
+    (&["a100"], 312.0),
+    (&["rtx 5090"], 209.5),
+    (&["rtx 4090"], 165.2),
+    (&["rtx 4080"], 97.5),
+    (&["rtx 3090"], 35.6),
+    (&["rx 7900 xtx"], 122.8),
+];
+
+/// The dense f16 (f32 accumulate) peak of a known adapter, by name.
+pub fn peak_f16_tflops(adapter_name: &str) -> Option<f64> {
+    let name = adapter_name.to_lowercase();
+    F16_PEAKS.iter().find(|(words, _)| words.iter().all(|w| name.contains(w))).map(|(_, p)| *p)
+}
 
 /// The FP32 peak of a known adapter, by name.
 pub fn peak_tflops(adapter_name: &str) -> Option<f64> {

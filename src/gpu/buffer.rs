@@ -160,6 +160,12 @@ impl Pool {
         st.free_bytes = 0;
     }
 
+    /// Starts the peak over from the bytes live now (to measure one phase's peak).
+    pub fn reset_peak(&self) {
+        let mut st = self.shared.state.lock().unwrap();
+        st.peak = st.live.values().sum();
+    }
+
     pub fn stats(&self) -> PoolStats {
         let st = self.shared.state.lock().unwrap();
         let mut live: Vec<_> = st.live.iter().map(|(c, b)| (*c, *b)).collect();

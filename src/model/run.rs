@@ -3,6 +3,8 @@
 
 use super::{Bucket, Gpt, GptConfig, Precision, SUBMIT_DISPATCHES, SUBMIT_MICRO_BATCHES};
 use crate::gpu::{Gpu, GpuError, Recorder};
+use crate::kernels::elementwise::{self, Span};
+use crate::kernels::Dtype;
 use crate::reference::Rng;
 
 impl Gpt {
@@ -205,6 +207,25 @@ impl Gpt {
     /// Writes parameters given per tensor in table order (wgtrain layout).
     pub fn write_params(&self, gpu: &Gpu, values: &[Vec<f32>]) {
         gpu.write(&self.arena.params, 0, &self.arena.table.pack(values));
+    }
+
+    /// Writes the f16 copy of the parameters (mixed precision without an optimizer: eval and
+    /// sample), converting on the GPU window by window; nothing in f32. Training has its
+    /// optimizer round them instead (`Optimizer::record_half_copy`).
+    pub fn write_half_params(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        let Some(half) = &self.arena.half else { return Ok(()) };
+        // Windows of a multiple of 256 elements: both views start on any offset alignment.
+        let step = (gpu.max_binding() / 4 / 256 * 256).max(256);
+        let mut rec = Recorder::new(gpu);
+        let mut ops = Vec::new();
+        for lo in (0..self.arena.table.len).step_by(step as usize) {
+            let len = step.min(self.arena.table.len - lo);
+            let dst = Span { buf: half, offset: lo, len, dtype: Dtype::F16 };
+            ops.push(elementwise::copy(gpu, dst, Span::new(&self.arena.params, lo, len))?);
+        }
+        rec.run(&ops);
+        rec.submit()?;
+        Ok(())
     }
 
     pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
