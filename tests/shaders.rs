@@ -31,6 +31,24 @@ fn every_shader_validates_with_naga() {
     for s in Shader::ALL {
         validate(&format!("{} (composed)", s.file()), &s.source(false));
         validate(&format!("{} (composed, subgroups)", s.file()), &s.source(true));
+        // Mixed precision: every binding that may hold f16 does.
+        validate(&format!("{} (composed, f16)", s.file()), &s.source_typed(false, 0xff));
+    }
+}
+
+/// f16 activations and f32 activations take the same memory but for the element size: at
+/// most 0.55× of f32 (the f32 statistics, L and token ids are the rest), on the default model
+/// at its batch and on GPT-2 124M at B 8, T 1024.
+#[test]
+fn f16_activations_take_at_most_055_of_f32() {
+    use wgtrain::model::{Gpt, GptConfig, Precision};
+    let default = GptConfig { n_layer: 4, n_head: 4, n_embd: 128, vocab_size: 256, n_positions: 128 };
+    let gpt2 = GptConfig { n_layer: 12, n_head: 12, n_embd: 768, vocab_size: 50257, n_positions: 1024 };
+    for (name, cfg, b, t) in [("default", default, 4, 128), ("gpt2-124M", gpt2, 8, 1024)] {
+        let f32b = Gpt::activation_bytes_for(&cfg, b, t, 1, Precision::F32);
+        let f16b = Gpt::activation_bytes_for(&cfg, b, t, 1, Precision::F16);
+        let ratio = f16b as f64 / f32b as f64;
+        assert!(ratio <= 0.55, "{name}: f16 activations {f16b} B are {ratio:.3}× the f32 {f32b} B");
     }
 }
 
