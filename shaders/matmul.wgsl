@@ -44,33 +44,8 @@ override RM: u32 = 4u;
 override RN: u32 = 4u;
 // True when the host has checked that a and b are vec4-aligned.
 override ALIGNED: bool = true;
-// Mirrors MatmulParams in src/kernels/matmul.rs. Offsets and strides count elements of the
-// operand's own type: S0..S3 (f32 or f16, shaders/prelude: types) for out, a, b and bias.
-// Every product is accumulated in f32, whatever the operands hold.
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    accumulate: u32,   // 1: out += result, 0: out = result
-    off_out: u32,
-    off_a: u32,
-    off_b: u32,
-    off_bias: u32,
-    ld_out: u32,
-    ld_a: u32,
-    ld_b: u32,
-    has_bias: u32,
-    batch_out: u32,    // element stride between batch entries, 0 when shared
-    batch_a: u32,
-    batch_b: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<storage, read_write> out: array<S0>;    // forward (Z, M, N), backward_input (Z, M, K), backward_weight (N, K), backward_bias (N)
-@group(0) @binding(1) var<storage, read> a: array<vec4<S1>>;      // forward inp (Z, M, K), backward dout (Z, M, N)
-@group(0) @binding(2) var<storage, read> b: array<vec4<S2>>;      // forward and backward_input W (N, K), backward_weight inp (Z, M, K)
-@group(0) @binding(3) var<storage, read> bias: array<S3>;         // (N), forward only
-@group(0) @binding(4) var<uniform> p: Params;
+// Params, the bindings, elem_a, elem_b and store_out come from the prelude
+// (shaders/prelude/matmul_io.wgsl).
 
 // Four consecutive floats starting at element e.
 fn shift4(lo: vec4<f32>, hi: vec4<f32>, r: u32) -> vec4<f32> {
@@ -96,18 +71,6 @@ fn load_b(e: u32) -> vec4<f32> {
     }
     let q = e >> 2u;
     return shift4(vec4<f32>(b[q]), vec4<f32>(b[q + 1u]), e & 3u);
-}
-
-// Accumulates into (accumulate) or writes output element e, with the bias of column c.
-fn store_out(e: u32, c: u32, value: f32) {
-    var v = value;
-    if p.has_bias != 0u {
-        v += f32(bias[c]);
-    }
-    if p.accumulate != 0u {
-        v += f32(out[e]);
-    }
-    out[e] = S0(v);
 }
 
 // Lanes i with start + i < end keep their value, the others become 0. Masking both operands
@@ -353,14 +316,6 @@ const TILE_MAX: u32 = 1040u;
 var<workgroup> tile_a: array<f32, TILE_MAX>;   // A(r, t) at t·(BM + 1) + r
 var<workgroup> tile_b: array<f32, TILE_MAX>;   // B(s, t) at t·(BN + 1) + s
 
-fn elem_a(e: u32) -> f32 {
-    return f32(a[e >> 2u][e & 3u]);
-}
-
-fn elem_b(e: u32) -> f32 {
-    return f32(b[e >> 2u][e & 3u]);
-}
-
 // C (R, S) = Σ_t A(r, t) · B(s, t) for the product PRODUCT:
 //   forward          C = out (M, N),  A = inp (M, K) along rows,  B = W (N, K) along rows
 //   backward_input   C = dinp (M, K), A = dout (M, N) along rows, B = W (N, K) down columns
@@ -369,27 +324,14 @@ fn elem_b(e: u32) -> f32 {
 // r (or s) fastest; the others walk t fastest. Either way a warp reads consecutive addresses.
 @compute @workgroup_size(TX, TY)
 fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    var rows = p.m;
-    var cols = p.n;
-    var inner = p.k;
-    var ar = p.ld_a;   // A(r, t) at oa + r·ar + t·at
-    var at = 1u;
-    var bs = p.ld_b;   // B(s, t) at ob + s·bs + t·bt
-    var bt = 1u;
-    if PRODUCT == 1u {
-        cols = p.k;
-        inner = p.n;
-        bs = 1u;
-        bt = p.ld_b;
-    } else if PRODUCT == 2u {
-        rows = p.n;
-        cols = p.k;
-        inner = p.m;
-        ar = 1u;
-        at = p.ld_a;
-        bs = 1u;
-        bt = p.ld_b;
-    }
+    let lay = product_layout(PRODUCT);
+    let rows = lay.rows;
+    let cols = lay.cols;
+    let inner = lay.inner;
+    let ar = lay.ar;
+    let at = lay.at;
+    let bs = lay.bs;
+    let bt = lay.bt;
     let tid = lid.y * TX + lid.x;
     let r_base = wid.y * BM;
     let s_base = wid.x * BN;

@@ -175,7 +175,11 @@ pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64, half: u8
         let base = t.baselines.then_some(Variant::BASELINE);
         t.fallback.or(base).unwrap_or_else(|| default_variant(gpu))
     };
-    let names: Vec<String> = candidates(gpu).iter().map(|v| v.to_string()).collect();
+    let mut names: Vec<String> = candidates(gpu).iter().map(|v| v.to_string()).collect();
+    // Cooperative matrices where the device has them and the operands are f16.
+    if gpu.coop_matrix && half & 0b110 == 0b110 {
+        names.push(Variant::Coop.to_string());
+    }
     let key = class_key(product, d) + &half_suffix(half);
     let name = choose_by(gpu, key, fallback.to_string(), names.len(), || {
         let [out, a, b] = scratch(gpu, product, d)?;
@@ -335,7 +339,16 @@ fn rank(
 ) -> Result<Entry, GpuError> {
     let mut timed: Vec<(f64, &String)> = Vec::new();
     for name in names {
-        let ops = build(name)?;
+        let ops = match build(name) {
+            Ok(ops) => ops,
+            // A driver that rejects one candidate's pipeline (cooperative matrices, say):
+            // the others still compete.
+            Err(e @ GpuError::Shader { .. }) if names.len() > 1 => {
+                eprintln!("warning: tuning candidate {name} does not build here, skipped: {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let first = seconds(gpu, &ops, 1)?;
         if std::env::var_os("WGTRAIN_LOG_PIPELINES").is_some() {
             eprintln!("tune: {name}: first run {:.0} ms (compiles included)", first * 1e3);
@@ -344,6 +357,9 @@ fn rank(
         timed.push((seconds(gpu, &ops, reps)?, name));
     }
     timed.sort_by(|x, y| x.0.total_cmp(&y.0));
+    if timed.is_empty() {
+        return Err(GpuError::Unsupported("no tuning candidate builds on this adapter".into()));
+    }
     let second = timed.get(1);
     Ok(Entry {
         best: timed[0].1.clone(),

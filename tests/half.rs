@@ -78,7 +78,12 @@ fn build_name(gpu: &Gpu) -> &'static str {
 #[test]
 fn f16_matmul_matches_reference() {
     for gpu in builds() {
-        for v in Variant::all() {
+        let mut variants = Variant::all();
+        // The cooperative-matrix kernel runs wherever the device has them.
+        if gpu.coop_matrix {
+            variants.push(Variant::Coop);
+        }
+        for v in variants {
             let mm = Matmul::with_variant(gpu, v);
             for (i, &(m, n, k)) in [(3u32, 5u32, 7u32), (17, 33, 65)].iter().enumerate() {
                 check_matmul(gpu, &mm, Dims::linear(m, n, k), 900 + i as u64);
@@ -356,4 +361,23 @@ fn f16_next(h: half::f16, x: f32) -> half::f16 {
     let bits = h.to_bits();
     let up = (h.to_f32() < x) == (bits & 0x8000 == 0);
     half::f16::from_bits(if up { bits + 1 } else { bits - 1 })
+}
+
+/// The cooperative-matrix variant refuses, naming what it needs, where the device has no
+/// cooperative matrices or the operands are f32.
+#[test]
+fn coop_matmul_is_refused_where_it_cannot_run() {
+    let Some(gpu) = crate::common::gpu() else { return };
+    let mm = Matmul::with_variant(gpu, Variant::Coop);
+    let d = Dims::linear(3, 5, 7);
+    let (x, w) = (up32(gpu, &[0.0; 21]), up32(gpu, &[0.0; 35]));
+    let out = up32(gpu, &[0.0; 15]);
+    let err = mm.forward((&out).into(), (&x).into(), (&w).into(), None, d).err().expect("f32 operands are refused");
+    assert!(err.to_string().contains("f16 operands"), "{err}");
+    if !gpu.coop_matrix {
+        let (x, w, out) = (up16(gpu, &[0.0; 21]), up16(gpu, &[0.0; 35]), nan16(gpu, 15));
+        let err = mm.forward(h(&out), h(&x), h(&w), None, d).err().expect("no cooperative matrices here");
+        assert!(err.to_string().contains("cooperative matrices"), "{err}");
+    }
+    assert_eq!(Variant::parse(&Variant::Coop.to_string()).unwrap(), Variant::Coop);
 }

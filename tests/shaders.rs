@@ -15,13 +15,33 @@ fn shader_files() -> Vec<String> {
     files
 }
 
-/// Parses and validates one module; panics with naga's report.
-fn validate(name: &str, src: &str) {
+/// Parses and validates one module; panics with naga's report. Returns it with its info.
+fn validate(name: &str, src: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     let module =
         naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(src, name)));
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    (module, info)
+}
+
+/// The cooperative-matrix matmul, which no CI adapter runs, also goes through naga's SPIR-V
+/// writer (what wgpu hands a Vulkan driver), for every product.
+#[test]
+fn cooperative_matrix_matmul_translates_to_spirv() {
+    let src = Shader::MatmulCoop.source_typed(false, 0b0111);
+    let (module, info) = validate("matmul_coop.wgsl (f16 out)", &src);
+    for product in 0..3 {
+        let mut constants = naga::back::PipelineConstants::default();
+        constants.insert("PRODUCT".to_string(), product as f64);
+        constants.insert("SG".to_string(), 32.0);
+        let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+            .unwrap_or_else(|e| panic!("product {product}: {e}"));
+        let words = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None)
+            .unwrap_or_else(|e| panic!("product {product}: SPIR-V: {e}"));
+        // OpCapability CooperativeMatrixKHR (6022) must be declared.
+        assert!(words.windows(2).any(|w| w[0] == (2 << 16 | 17) && w[1] == 6022), "product {product}: no cooperative-matrix capability");
+    }
 }
 
 #[test]

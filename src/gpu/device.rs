@@ -106,7 +106,8 @@ pub fn describe(adapter: &wgpu::Adapter) -> String {
          limits: max storage binding {bind:.0} MiB, max buffer {buf:.0} MiB, \
          storage buffers per stage {sbuf}, workgroup invocations {inv}, \
          workgroup memory {wgm} KiB, workgroups per dimension {wgd}, \
-         storage offset alignment {align} B",
+         storage offset alignment {align} B\n  \
+         cooperative matrices: {coop}",
         name = info.name,
         backend = info.backend,
         ty = info.device_type,
@@ -124,5 +125,17 @@ pub fn describe(adapter: &wgpu::Adapter) -> String {
         wgm = l.max_compute_workgroup_storage_size / 1024,
         wgd = l.max_compute_workgroups_per_dimension,
         align = l.min_storage_buffer_offset_alignment,
+        coop = describe_coop(adapter),
     )
+}
+
+/// The adapter's cooperative-matrix configurations, M×N×K A/B→C, or "none".
+fn describe_coop(adapter: &wgpu::Adapter) -> String {
+    let props = adapter.cooperative_matrix_properties();
+    if props.is_empty() {
+        return "none".into();
+    }
+    let list: Vec<String> =
+        props.iter().map(|p| format!("{}x{}x{} {:?}->{:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type)).collect();
+    list.join(", ")
 }

@@ -70,6 +70,9 @@ pub struct Gpu {
     pub dummy_rw: wgpu::Buffer,
     /// Four f32 ones: the scale of a kernel given none.
     pub ones: wgpu::Buffer,
+    /// The device has cooperative matrices of 16×16×16 f16 with f32 accumulate, for the
+    /// matmul's coop variant (`crate::model::precision::f16_matrix_units`).
+    pub coop_matrix: bool,
     /// Reused for every read back to the host; grows to the largest read.
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Set when the user asked for --profile and the adapter has timestamp queries.
@@ -87,6 +90,44 @@ pub struct Gpu {
     pub tuning: Mutex<crate::tune::Table>,
     /// The first error wgpu raised outside an error scope (a device loss, say).
     uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+/// The device with the wanted features and the adapter's full limits; with cooperative
+/// matrices where the adapter offers the 16×16×16 f16 kind (an experimental wgpu feature),
+/// retried without them, with a one-line warning, if the driver refuses the device so.
+fn open_device(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> Result<(wgpu::Device, wgpu::Queue, bool), GpuError> {
+    let base = adapter.features() & wanted_features() & !features_turned_off();
+    let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    let want_coop = adapter.features().contains(coop)
+        && base.contains(wgpu::Features::SHADER_F16)
+        && crate::model::precision::adapter_f16_matrix_units(adapter).is_some()
+        && std::env::var("WGTRAIN_NO_COOP").map_or(true, |v| v != "1");
+    let request = |features: wgpu::Features, experimental: bool| {
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgtrain"),
+            required_features: features,
+            required_limits: limits.clone(),
+            // SAFETY: wgpu marks its experimental features unsafe to opt into; wgtrain uses
+            // cooperative matrices only in matmul_coop.wgsl, whose results the tests compare
+            // with the reference wherever the adapter offers them.
+            experimental_features: if experimental {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        pollster::block_on(adapter.request_device(&desc))
+    };
+    if want_coop {
+        match request(base | coop, true) {
+            Ok((d, q)) => return Ok((d, q, true)),
+            Err(e) => eprintln!("warning: the device refused cooperative matrices ({e}); matmuls run without them"),
+        }
+    }
+    let (d, q) = request(base, false).map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+    Ok((d, q, false))
 }
 
 /// Features the user turned off: WGTRAIN_NO_F16=1 opens the device without SHADER_F16, as on
@@ -121,16 +162,7 @@ impl Gpu {
     fn with_adapter(adapter: wgpu::Adapter) -> Result<Self, GpuError> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let desc = wgpu::DeviceDescriptor {
-            label: Some("wgtrain"),
-            required_features: adapter.features() & wanted_features() & !features_turned_off(),
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        };
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&desc)).map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        let (device, queue, coop_matrix) = open_device(&adapter, &limits)?;
         let uncaptured = Arc::new(Mutex::new(None));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -181,6 +213,7 @@ impl Gpu {
             dummy,
             dummy_rw,
             ones,
+            coop_matrix,
             staging: Mutex::new(None),
             profiler: None,
             profiling_paused: Default::default(),

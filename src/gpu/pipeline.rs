@@ -20,6 +20,8 @@ pub enum Shader {
     Elementwise,
     Layernorm,
     Matmul,
+    /// matmul_coop.wgsl: cooperative matrices, f16 operands.
+    MatmulCoop,
     Optim,
 }
 
@@ -37,6 +39,7 @@ impl Shader {
         Shader::Elementwise,
         Shader::Layernorm,
         Shader::Matmul,
+        Shader::MatmulCoop,
         Shader::Optim,
     ];
 
@@ -52,6 +55,7 @@ impl Shader {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Layernorm => "layernorm.wgsl",
             Shader::Matmul => "matmul.wgsl",
+            Shader::MatmulCoop => "matmul_coop.wgsl",
             Shader::Optim => "optim.wgsl",
         }
     }
@@ -70,6 +74,7 @@ impl Shader {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
         }
     }
@@ -81,6 +86,7 @@ impl Shader {
             (Shader::Classifier | Shader::Layernorm | Shader::Optim, false) => &[Prelude::Reduce],
             (Shader::Classifier | Shader::Layernorm | Shader::Optim, true) => &[Prelude::ReduceSubgroup],
             (Shader::Attention, _) => &[Prelude::AttentionIo],
+            (Shader::Matmul | Shader::MatmulCoop, _) => &[Prelude::MatmulIo],
             (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],
             (Shader::AttentionRows32, _) => &[Prelude::AttentionIo, Prelude::Rows8],
             (Shader::AttentionRows, _) => &[Prelude::AttentionIo, Prelude::Rows16],
@@ -94,8 +100,12 @@ impl Shader {
     }
 
     /// `source` with the bindings whose bit is set in `half` holding f16 (see `types_prelude`).
+    /// The cooperative-matrix matmul always reads f16 operands (bindings 1 and 2).
     pub fn source_typed(self, subgroups: bool, half: u8) -> String {
-        let mut s = types_prelude(half);
+        let mut s = match self {
+            Shader::MatmulCoop => types_prelude(half | 0b110, &["wgpu_cooperative_matrix"]),
+            _ => types_prelude(half, &[]),
+        };
         for p in self.preludes(subgroups) {
             s += p.source();
             s += "\n";
@@ -108,10 +118,14 @@ impl Shader {
 /// where bit i of `half` is set and f32 otherwise. Shaders compute in f32 whatever they load
 /// (`f32(x[i])`, `vec4<f32>(x[i])`) and convert what they store (`S0(v)`); with f32 the
 /// conversions are identities. `enable f16` leads the module when any binding is f16.
-pub fn types_prelude(half: u8) -> String {
+/// `enables` are further extensions the module needs: WGSL wants every `enable` first.
+pub fn types_prelude(half: u8, enables: &[&str]) -> String {
     let mut s = String::new();
     if half != 0 {
         s += "enable f16;\n";
+    }
+    for e in enables {
+        s += &format!("enable {e};\n");
     }
     for i in 0..8 {
         let ty = if half & (1 << i) != 0 { "f16" } else { "f32" };
@@ -130,6 +144,8 @@ pub enum Prelude {
     ReduceSubgroup,
     /// The attention shaders' uniform, bindings and index helpers.
     AttentionIo,
+    /// The matmul shaders' uniform, bindings, loads, store and product layouts.
+    MatmulIo,
     /// The row length (ROW4 vec4) of attention_rows.wgsl: 4, 8 or 16.
     Rows4,
     Rows8,
@@ -139,6 +155,7 @@ pub enum Prelude {
 impl Prelude {
     pub const ALL: &'static [Prelude] = &[
         Prelude::AttentionIo,
+        Prelude::MatmulIo,
         Prelude::Reduce,
         Prelude::ReduceSubgroup,
         Prelude::Rows16,
@@ -151,6 +168,7 @@ impl Prelude {
             Prelude::Reduce => "prelude/reduce.wgsl",
             Prelude::ReduceSubgroup => "prelude/reduce_subgroup.wgsl",
             Prelude::AttentionIo => "prelude/attention_io.wgsl",
+            Prelude::MatmulIo => "prelude/matmul_io.wgsl",
             Prelude::Rows4 => "prelude/rows_4.wgsl",
             Prelude::Rows8 => "prelude/rows_8.wgsl",
             Prelude::Rows16 => "prelude/rows_16.wgsl",
@@ -162,6 +180,7 @@ impl Prelude {
             Prelude::Reduce => include_str!("../../shaders/prelude/reduce.wgsl"),
             Prelude::ReduceSubgroup => include_str!("../../shaders/prelude/reduce_subgroup.wgsl"),
             Prelude::AttentionIo => include_str!("../../shaders/prelude/attention_io.wgsl"),
+            Prelude::MatmulIo => include_str!("../../shaders/prelude/matmul_io.wgsl"),
             Prelude::Rows4 => include_str!("../../shaders/prelude/rows_4.wgsl"),
             Prelude::Rows8 => include_str!("../../shaders/prelude/rows_8.wgsl"),
             Prelude::Rows16 => include_str!("../../shaders/prelude/rows_16.wgsl"),

@@ -72,8 +72,13 @@ impl PrecisionChoice {
 /// 16×16×16 with f16 inputs and an f32 accumulator (VK_KHR_cooperative_matrix, Metal
 /// simdgroup matrices).
 pub fn f16_matrix_units(gpu: &Gpu) -> Option<String> {
+    adapter_f16_matrix_units(&gpu.adapter)
+}
+
+/// `f16_matrix_units` of an adapter not opened yet.
+pub fn adapter_f16_matrix_units(adapter: &wgpu::Adapter) -> Option<String> {
     use wgpu::CooperativeScalarType as S;
-    gpu.adapter
+    adapter
         .cooperative_matrix_properties()
         .iter()
         .find(|p| p.m_size == 16 && p.n_size == 16 && p.k_size == 16 && p.ab_type == S::F16 && p.cr_type == S::F32)

@@ -72,6 +72,7 @@ const BACKWARD_WEIGHT: Kernel = kernel("matmul_backward_weight");
 const BACKWARD_BIAS: Kernel = kernel("matmul_backward_bias");
 const NAIVE: Kernel = kernel("matmul_naive");
 const TILED: Kernel = kernel("matmul_tiled");
+const COOP: Kernel = Kernel::new(crate::gpu::Shader::MatmulCoop, "matmul_coop", SLOTS);
 /// Columns per workgroup of matmul_backward_bias (BIAS_COLS in the shader).
 const BIAS_COLS: u32 = 32;
 
@@ -398,6 +399,18 @@ impl<'g> Matmul<'g> {
                 self.gpu.pipeline(kernel, &constants)
             }
             (Some(v @ Variant::Tiled { .. }), Some(p)) => self.gpu.pipeline(TILED.with_half(half), &v.constants(p)),
+            (Some(Variant::Coop), Some(p)) => {
+                if half & 0b110 != 0b110 || !self.gpu.coop_matrix {
+                    return Err(GpuError::Unsupported(format!(
+                        "matmul variant {}: needs f16 operands on a device with cooperative matrices",
+                        Variant::Coop
+                    )));
+                }
+                let mut constants = Variant::Coop.constants(p);
+                // The largest subgroup: a workgroup is then one subgroup, or several that compute the same.
+                constants.push(("SG", self.gpu.info.subgroup_max_size.clamp(1, 128) as f64));
+                self.gpu.pipeline(COOP.with_half(half), &constants)
+            }
             _ if job.kernel == NAIVE => self.gpu.pipeline(kernel, &[("WG_X", 8.0), ("WG_Y", 8.0)]),
             _ => self.gpu.pipeline(kernel, &[]),
         }

@@ -49,7 +49,14 @@ pub enum Variant {
     /// Workgroup-memory tiles: bm × bn outputs per workgroup, inner steps of bk, tm × tn
     /// outputs per thread.
     Tiled { bm: u32, bn: u32, bk: u32, tm: u32, tn: u32 },
+    /// Cooperative matrices (shaders/matmul_coop.wgsl): 32 × 32 outputs per workgroup of one
+    /// subgroup, 16 × 16 × 16 f16 fragments with f32 accumulation. f16 operands only, on
+    /// devices with EXPERIMENTAL_COOPERATIVE_MATRIX.
+    Coop,
 }
+
+/// The cooperative-matrix variant's name.
+const COOP: &str = "coop32x32-k16";
 
 /// Workgroup memory of one tile in the shader (TILE_MAX floats): bk·(bm + 1) must fit.
 const TILE_MAX: u32 = 1040;
@@ -90,6 +97,7 @@ impl Variant {
         match self {
             Variant::Reg { rm, rn, wg } => (rm * wg.1, rn * wg.0),
             Variant::Tiled { bm, bn, .. } => (bm, bn),
+            Variant::Coop => (32, 32),
         }
     }
 
@@ -98,6 +106,8 @@ impl Variant {
         match self {
             Variant::Reg { wg, .. } => wg.0 * wg.1,
             Variant::Tiled { bm, bn, tm, tn, .. } => (bm / tm) * (bn / tn),
+            // One subgroup; the host sets its size.
+            Variant::Coop => 32,
         }
     }
 
@@ -106,6 +116,9 @@ impl Variant {
         let err = || {
             format!("{s:?} is not a matmul variant: reg<RM>x<RN>-wg<X>x<Y> (RM, RN 4 or 8) or tile<BM>x<BN>x<BK>-t<TM>x<TN>, e.g. reg4x4-wg8x8 or tile64x64x16-t4x4")
         };
+        if s == COOP {
+            return Ok(Variant::Coop);
+        }
         let nums = |t: &str| -> Option<Vec<u32>> { t.split('x').map(|x| x.parse().ok()).collect() };
         let (head, tail) = s.split_once('-').ok_or_else(err)?;
         let v = if let (Some(h), Some(t)) = (head.strip_prefix("reg"), tail.strip_prefix("wg")) {
@@ -151,6 +164,7 @@ impl Variant {
                     return Err("a workgroup has 1 to 1024 threads".into());
                 }
             }
+            Variant::Coop => {}
         }
         Ok(())
     }
@@ -171,6 +185,7 @@ impl Variant {
                 ("TX", (bn / tn) as f64),
                 ("TY", (bm / tm) as f64),
             ],
+            Variant::Coop => vec![("PRODUCT", Product::ALL.iter().position(|&p| p == product).unwrap() as f64)],
         }
     }
 }
@@ -180,6 +195,7 @@ impl fmt::Display for Variant {
         match *self {
             Variant::Reg { rm, rn, wg } => write!(f, "reg{rm}x{rn}-wg{}x{}", wg.0, wg.1),
             Variant::Tiled { bm, bn, bk, tm, tn } => write!(f, "tile{bm}x{bn}x{bk}-t{tm}x{tn}"),
+            Variant::Coop => f.write_str(COOP),
         }
     }
 }

@@ -1,0 +1,96 @@
+// Matmul on cooperative matrices (tensor cores, simdgroup matrices): all three products of a
+// linear layer, f16 operands (S1, S2) with f32 accumulation, the output in S0.
+//
+// The host composes `enable wgpu_cooperative_matrix;` and `enable f16;` ahead of this file
+// (src/gpu/pipeline.rs), and builds it only on a device created with
+// EXPERIMENTAL_COOPERATIVE_MATRIX whose adapter lists 16×16×16 f16 × f16 + f32.
+//
+// C (R, S) = Σ_t A(r, t) · B(s, t) as in matmul_tiled (the layout comes from the prelude),
+// so the transposes happen in the tile loads. A workgroup is one subgroup of SG threads and
+// owns a 32 × 32 tile of C as four 16 × 16 accumulators. Per step of 16 along t, its threads
+// copy the 32 × 16 tiles of A and B into workgroup memory (consecutive threads read
+// consecutive addresses of the operand whose unit stride runs along t, or along r and s for
+// the "down columns" operands), zero outside the problem, so any M, N, K and every window
+// work; then the subgroup multiplies the four fragments. The accumulators go through
+// workgroup memory to the output, where bias and accumulation are applied per element.
+
+override PRODUCT: u32 = 0u;
+// Threads per workgroup: the adapter's subgroup size, so a workgroup is one subgroup.
+override SG: u32 = 32u;
+
+const TILE: u32 = 32u;   // output rows and columns per workgroup
+const KS: u32 = 16u;     // inner step
+
+var<workgroup> ta: array<f16, 512>;    // A(r, t) at r·KS + t (32 × 16, row-major)
+var<workgroup> tb: array<f16, 512>;    // B(s, t) at s·KS + t: Bᵀ (16 × 32) column-major
+var<workgroup> tc: array<f32, 1024>;   // C(r, s) at r·TILE + s
+
+// Params, the bindings, elem_a, elem_b, store_out and product_layout come from the prelude
+// (shaders/prelude/matmul_io.wgsl).
+
+@compute @workgroup_size(SG)
+fn matmul_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lay = product_layout(PRODUCT);
+    let r_base = wid.y * TILE;
+    let s_base = wid.x * TILE;
+    let oa = p.off_a + wid.z * p.batch_a;
+    let ob = p.off_b + wid.z * p.batch_b;
+    for (var e = lid; e < TILE * TILE; e += SG) {
+        tc[e] = 0.0;
+    }
+    workgroupBarrier();
+    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&tc[0], TILE);
+    var c01 = c00;
+    var c10 = c00;
+    var c11 = c00;
+    for (var t0 = 0u; t0 < lay.inner; t0 += KS) {
+        for (var e = lid; e < TILE * KS; e += SG) {
+            // Along t first where t has the unit stride, else along r (s).
+            var i = e / KS;
+            var t = e % KS;
+            if PRODUCT == 2u {
+                i = e % TILE;
+                t = e / TILE;
+            }
+            var va = 0.0;
+            if r_base + i < lay.rows && t0 + t < lay.inner {
+                va = elem_a(oa + (r_base + i) * lay.ar + (t0 + t) * lay.at);
+            }
+            ta[i * KS + t] = f16(va);
+            i = e / KS;
+            t = e % KS;
+            if PRODUCT != 0u {
+                i = e % TILE;
+                t = e / TILE;
+            }
+            var vb = 0.0;
+            if s_base + i < lay.cols && t0 + t < lay.inner {
+                vb = elem_b(ob + (s_base + i) * lay.bs + (t0 + t) * lay.bt);
+            }
+            tb[i * KS + t] = f16(vb);
+        }
+        workgroupBarrier();
+        let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ta[0], KS);
+        let a1 = coopLoadT<coop_mat16x16<f16, A>>(&ta[16u * KS], KS);
+        let b0 = coopLoad<coop_mat16x16<f16, B>>(&tb[0], KS);
+        let b1 = coopLoad<coop_mat16x16<f16, B>>(&tb[16u * KS], KS);
+        c00 = coopMultiplyAdd(a0, b0, c00);
+        c01 = coopMultiplyAdd(a0, b1, c01);
+        c10 = coopMultiplyAdd(a1, b0, c10);
+        c11 = coopMultiplyAdd(a1, b1, c11);
+        workgroupBarrier();
+    }
+    coopStoreT(c00, &tc[0], TILE);
+    coopStoreT(c01, &tc[16u], TILE);
+    coopStoreT(c10, &tc[16u * TILE], TILE);
+    coopStoreT(c11, &tc[16u * TILE + 16u], TILE);
+    workgroupBarrier();
+    let base = p.off_out + wid.z * p.batch_out;
+    for (var e = lid; e < TILE * TILE; e += SG) {
+        let r = r_base + e / TILE;
+        let s = s_base + e % TILE;
+        if r < lay.rows && s < lay.cols {
+            store_out(base + r * p.ld_out + s, p.off_bias + s, tc[e]);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+// Prelude: what the matmul shaders share (matmul.wgsl, matmul_coop.wgsl): the uniform, the
+// bindings, element loads and the output store.
+
+// Mirrors MatmulParams in src/kernels/matmul.rs. Offsets and strides count elements of the
+// operand's own type: S0..S3 (f32 or f16, shaders/prelude: types) for out, a, b and bias.
+// Every product is accumulated in f32, whatever the operands hold.
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    accumulate: u32,   // 1: out += result, 0: out = result
+    off_out: u32,
+    off_a: u32,
+    off_b: u32,
+    off_bias: u32,
+    ld_out: u32,
+    ld_a: u32,
+    ld_b: u32,
+    has_bias: u32,
+    batch_out: u32,    // element stride between batch entries, 0 when shared
+    batch_a: u32,
+    batch_b: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<S0>;    // forward (Z, M, N), backward_input (Z, M, K), backward_weight (N, K), backward_bias (N)
+@group(0) @binding(1) var<storage, read> a: array<vec4<S1>>;      // forward inp (Z, M, K), backward dout (Z, M, N)
+@group(0) @binding(2) var<storage, read> b: array<vec4<S2>>;      // forward and backward_input W (N, K), backward_weight inp (Z, M, K)
+@group(0) @binding(3) var<storage, read> bias: array<S3>;         // (N), forward only
+@group(0) @binding(4) var<uniform> p: Params;
+
+// Element e of a or b, in f32.
+fn elem_a(e: u32) -> f32 {
+    return f32(a[e >> 2u][e & 3u]);
+}
+
+fn elem_b(e: u32) -> f32 {
+    return f32(b[e >> 2u][e & 3u]);
+}
+
+// Accumulates into (accumulate) or writes output element e, with the bias of column c.
+fn store_out(e: u32, c: u32, value: f32) {
+    var v = value;
+    if p.has_bias != 0u {
+        v += f32(bias[c]);
+    }
+    if p.accumulate != 0u {
+        v += f32(out[e]);
+    }
+    out[e] = S0(v);
+}
+
+
+// C (R, S) = Σ_t A(r, t) · B(s, t) as `product` (0 forward, 1 backward_input, 2
+// backward_weight) lays it over the operands: A(r, t) at oa + r·ar + t·at, B(s, t) at
+// ob + s·bs + t·bt.
+struct Layout {
+    rows: u32,
+    cols: u32,
+    inner: u32,
+    ar: u32,
+    at: u32,
+    bs: u32,
+    bt: u32,
+}
+
+fn product_layout(product: u32) -> Layout {
+    if product == 1u {
+        return Layout(p.m, p.k, p.n, p.ld_a, 1u, 1u, p.ld_b);
+    }
+    if product == 2u {
+        return Layout(p.n, p.k, p.m, 1u, p.ld_a, 1u, p.ld_b);
+    }
+    return Layout(p.m, p.n, p.k, p.ld_a, 1u, p.ld_b, 1u);
+}
