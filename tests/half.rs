@@ -74,11 +74,14 @@ fn build_name(gpu: &Gpu) -> &'static str {
 
 /// f16 inputs and weights with f32 accumulation: out, dinp in f16; dW, dbias accumulated in
 /// f32 (as mixed precision runs them). out and dinp: |d| <= 1e-6·L + 1e-4 + 1e-3·|want|; dW and
-/// dbias as in the f32 tests.
+/// dbias as in the f32 tests. Every variant runs in the trusted build; the checked build (whose
+/// index arithmetic is the f32 kernels', which the f32 tests run checked in every variant)
+/// runs each adapter type's default, the baseline and the GPUs' tiled kernel, whose f16
+/// windows (2-byte elements) it covers.
 #[test]
 fn f16_matmul_matches_reference() {
     for gpu in builds() {
-        let mut variants = Variant::all();
+        let mut variants = if gpu.checked_shaders { vec![Variant::BASELINE, Variant::GPU[0]] } else { Variant::all() };
         // The cooperative-matrix kernel runs wherever the device has them.
         if gpu.coop_matrix {
             variants.push(Variant::Coop);
