@@ -220,7 +220,10 @@ pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32, act: Dtype) 
         let t = gpu.tuning.lock().unwrap();
         (if t.baselines { AttnVariant::Tiles16 } else { default_attention(gpu) }, t.thorough)
     };
-    let names: Vec<String> = attention_candidates(gpu, thorough).iter().map(|v| v.to_string()).collect();
+    let mut names: Vec<String> = attention_candidates(gpu, thorough).iter().map(|v| v.to_string()).collect();
+    if gpu.coop_matrix && act == Dtype::F16 && c % nh.max(1) == 0 && (c / nh.max(1)).is_multiple_of(16) {
+        names.push(AttnVariant::Coop.to_string());
+    }
     let key = attention_key(b, t, c, nh) + if act == Dtype::F16 { " f16" } else { "" };
     let name = choose_by(gpu, key, fallback.to_string(), names.len(), || {
         let btc = b as u64 * t as u64 * c as u64;

@@ -216,8 +216,15 @@ fn f16_classifier_matches_reference_with_a_loss_scale() {
 /// |d| <= 1e-3 + 4e-3·|want|.
 #[test]
 fn f16_attention_matches_reference() {
-    for (gpu, v) in builds_with(AttnVariant::ALL) {
-        for (i, &(b, t, c, nh)) in [(2usize, 5usize, 6usize, 3usize), (1, 37, 64, 1), (1, 65, 20, 2)].iter().enumerate() {
+    let mut runs = builds_with(AttnVariant::ALL);
+    // The cooperative-matrix forward wherever the device has them (head sizes of 16 and 64).
+    runs.extend(builds().into_iter().filter(|g| g.coop_matrix).map(|g| (g, AttnVariant::Coop)));
+    for (gpu, v) in runs {
+        let cases: &[(usize, usize, usize, usize)] = match v {
+            AttnVariant::Coop => &[(2, 37, 32, 2), (1, 65, 64, 1)],
+            _ => &[(2, 5, 6, 3), (1, 37, 64, 1), (1, 65, 20, 2)],
+        };
+        for (i, &(b, t, c, nh)) in cases.iter().enumerate() {
             let mut r = Rng::new(940 + i as u64);
             let (qkv, dout) = (rvec(&mut r, b * t * 3 * c), rvec(&mut r, b * t * c));
             let (gqkv, gdout) = (up16(gpu, &qkv), up16(gpu, &dout));
@@ -383,4 +390,11 @@ fn coop_matmul_is_refused_where_it_cannot_run() {
         assert!(err.to_string().contains("cooperative matrices"), "{err}");
     }
     assert_eq!(Variant::parse(&Variant::Coop.to_string()).unwrap(), Variant::Coop);
+    // The attention's: f32 activations, or no cooperative matrices, or a head size of 5.
+    let (qkv, o, l) = (up32(gpu, &[0.0; 30]), up32(gpu, &[0.0; 10]), up32(gpu, &[0.0; 2]));
+    let err = attention::forward_with(gpu, AttnVariant::Coop, (&o).into(), (&l).into(), (&qkv).into(), 1, 1, 10, 2)
+        .err()
+        .expect("f32 attention on cooperative matrices is refused");
+    assert!(err.to_string().contains("coop16") && err.to_string().contains("f16 activations"), "{err}");
+    assert_eq!(AttnVariant::parse("coop16").unwrap(), AttnVariant::Coop);
 }

@@ -25,22 +25,32 @@ fn validate(name: &str, src: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     (module, info)
 }
 
-/// The cooperative-matrix matmul, which no CI adapter runs, also goes through naga's SPIR-V
-/// writer (what wgpu hands a Vulkan driver), for every product.
+/// The cooperative-matrix kernels, which no CI adapter runs, also go through naga's SPIR-V
+/// writer (what wgpu hands a Vulkan driver): the matmul for every product, the attention.
 #[test]
-fn cooperative_matrix_matmul_translates_to_spirv() {
-    let src = Shader::MatmulCoop.source_typed(false, 0b0111);
-    let (module, info) = validate("matmul_coop.wgsl (f16 out)", &src);
-    for product in 0..3 {
-        let mut constants = naga::back::PipelineConstants::default();
-        constants.insert("PRODUCT".to_string(), product as f64);
-        constants.insert("SG".to_string(), 32.0);
-        let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
-            .unwrap_or_else(|e| panic!("product {product}: {e}"));
-        let words = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None)
-            .unwrap_or_else(|e| panic!("product {product}: SPIR-V: {e}"));
-        // OpCapability CooperativeMatrixKHR (6022) must be declared.
-        assert!(words.windows(2).any(|w| w[0] == (2 << 16 | 17) && w[1] == 6022), "product {product}: no cooperative-matrix capability");
+fn cooperative_matrix_kernels_translate_to_spirv() {
+    let cases = [
+        (Shader::MatmulCoop, 0b0111, vec![0.0, 1.0, 2.0]),
+        (Shader::MatmulCoop, 0b0110, vec![2.0]),
+        (Shader::AttentionCoop, 0b11101, vec![-1.0]),
+    ];
+    for (shader, half, products) in cases {
+        let src = shader.source_typed(false, half);
+        let (module, info) = validate(&format!("{} half {half:b}", shader.file()), &src);
+        for product in products {
+            let mut constants = naga::back::PipelineConstants::default();
+            if product >= 0.0 {
+                constants.insert("PRODUCT".to_string(), product);
+            }
+            constants.insert("SG".to_string(), 32.0);
+            let tag = format!("{} product {product}", shader.file());
+            let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, None, &constants)
+                .unwrap_or_else(|e| panic!("{tag}: {e}"));
+            let words = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None)
+                .unwrap_or_else(|e| panic!("{tag}: SPIR-V: {e}"));
+            // OpCapability CooperativeMatrixKHR (6022) must be declared.
+            assert!(words.windows(2).any(|w| w[0] == (2 << 16 | 17) && w[1] == 6022), "{tag}: no cooperative-matrix capability");
+        }
     }
 }
 

@@ -13,6 +13,8 @@ pub enum Shader {
     AttentionRows16,
     AttentionRows32,
     AttentionRows,
+    /// attention_coop.wgsl: the forward on cooperative matrices, f16.
+    AttentionCoop,
     Checksum,
     Classifier,
     Encoder,
@@ -32,6 +34,7 @@ impl Shader {
         Shader::AttentionRows16,
         Shader::AttentionRows32,
         Shader::AttentionRows,
+        Shader::AttentionCoop,
         Shader::Checksum,
         Shader::Classifier,
         Shader::Encoder,
@@ -51,6 +54,7 @@ impl Shader {
             Shader::Checksum => "checksum.wgsl",
             Shader::Classifier => "classifier.wgsl",
             Shader::Attention => "attention.wgsl",
+            Shader::AttentionCoop => "attention_coop.wgsl",
             Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => "attention_rows.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Layernorm => "layernorm.wgsl",
@@ -68,6 +72,7 @@ impl Shader {
             Shader::Checksum => include_str!("../../shaders/checksum.wgsl"),
             Shader::Classifier => include_str!("../../shaders/classifier.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::AttentionCoop => include_str!("../../shaders/attention_coop.wgsl"),
             Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => {
                 include_str!("../../shaders/attention_rows.wgsl")
             }
@@ -85,7 +90,7 @@ impl Shader {
         match (self, subgroups) {
             (Shader::Classifier | Shader::Layernorm | Shader::Optim, false) => &[Prelude::Reduce],
             (Shader::Classifier | Shader::Layernorm | Shader::Optim, true) => &[Prelude::ReduceSubgroup],
-            (Shader::Attention, _) => &[Prelude::AttentionIo],
+            (Shader::Attention | Shader::AttentionCoop, _) => &[Prelude::AttentionIo],
             (Shader::Matmul | Shader::MatmulCoop, _) => &[Prelude::MatmulIo],
             (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],
             (Shader::AttentionRows32, _) => &[Prelude::AttentionIo, Prelude::Rows8],
@@ -100,10 +105,13 @@ impl Shader {
     }
 
     /// `source` with the bindings whose bit is set in `half` holding f16 (see `types_prelude`).
-    /// The cooperative-matrix matmul always reads f16 operands (bindings 1 and 2).
+    /// The cooperative-matrix kernels always have f16 operands (the matmul's bindings 1 and 2,
+    /// the attention's out and qkv).
     pub fn source_typed(self, subgroups: bool, half: u8) -> String {
         let mut s = match self {
             Shader::MatmulCoop => types_prelude(half | 0b110, &["wgpu_cooperative_matrix"]),
+            // out and qkv.
+            Shader::AttentionCoop => types_prelude(half | 0b101, &["wgpu_cooperative_matrix"]),
             _ => types_prelude(half, &[]),
         };
         for p in self.preludes(subgroups) {

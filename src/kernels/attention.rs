@@ -1,6 +1,8 @@
 //! Causal multi-head attention, flash style: the forward keeps each row's logsumexp, the
-//! backward recomputes the scores. Memory linear in T. Two variants compute it, chosen by the
-//! tuner: 16×16 tiles (shaders/attention.wgsl) or one thread per row (attention_rows.wgsl).
+//! backward recomputes the scores. Memory linear in T. The variants, chosen by the tuner: 16×16
+//! tiles (shaders/attention.wgsl), one thread per row (attention_rows.wgsl), and in f16 on
+//! devices with cooperative matrices a forward on them (attention_coop.wgsl) whose backward is
+//! rows64's.
 
 use std::fmt;
 
@@ -15,6 +17,9 @@ pub enum AttnVariant {
     Tiles16,
     /// `br` rows per workgroup, one per thread, the other side in tiles of 32 rows.
     Rows { br: u32 },
+    /// The forward on 16×16×16 f16 cooperative matrices (one subgroup per 16 queries); the
+    /// backward of `Rows { br: 64 }`. f16 activations, head sizes a multiple of 16.
+    Coop,
 }
 
 impl AttnVariant {
@@ -23,7 +28,7 @@ impl AttnVariant {
         &[AttnVariant::Tiles16, AttnVariant::Rows { br: 64 }, AttnVariant::Rows { br: 32 }];
 
     pub fn parse(s: &str) -> Result<Self, String> {
-        Self::ALL.iter().copied().find(|v| v.to_string() == s).ok_or_else(|| {
+        Self::ALL.iter().copied().chain([AttnVariant::Coop]).find(|v| v.to_string() == s).ok_or_else(|| {
             let names: Vec<String> = Self::ALL.iter().map(|v| v.to_string()).collect();
             format!("{s:?} is not an attention variant: one of {}", names.join(", "))
         })
@@ -35,6 +40,7 @@ impl fmt::Display for AttnVariant {
         match self {
             AttnVariant::Tiles16 => write!(f, "tiles16"),
             AttnVariant::Rows { br } => write!(f, "rows{br}"),
+            AttnVariant::Coop => write!(f, "coop16"),
         }
     }
 }
@@ -95,6 +101,7 @@ fn blocks(
         AttnVariant::Tiles16 => {
             dispatch(gpu, kernel(entries.0).with_half(half), bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1])
         }
+        AttnVariant::Coop => coop_forward(gpu, entries.0, half, bindings, p),
         AttnVariant::Rows { br } => {
             let unroll = gpu.info.device_type != wgpu::DeviceType::Cpu;
             let constants = [("HS", p.hs as f64), ("BR", br as f64), ("UNROLL", unroll as u8 as f64)];
@@ -102,6 +109,26 @@ fn blocks(
             dispatch_with(gpu, k, &constants, bindings, p, [p.t.div_ceil(br), p.b * p.nh, 1])
         }
     }
+}
+
+/// The cooperative-matrix forward (`entry` names the pass; only the forward has one).
+fn coop_forward(
+    gpu: &Gpu,
+    entry: &'static str,
+    half: u8,
+    bindings: &[wgpu::BufferBinding],
+    p: &AttentionParams,
+) -> Result<Dispatch, GpuError> {
+    if entry != "attention_forward" || half & 0b101 != 0b101 || !gpu.coop_matrix || p.hs % 16 != 0 {
+        return Err(GpuError::Unsupported(format!(
+            "attention variant coop16: needs f16 activations, a head size that is a multiple of 16 (not {}) and a \
+             device with cooperative matrices",
+            p.hs
+        )));
+    }
+    let k = Kernel::new(Shader::AttentionCoop, "attention_coop_forward", SLOTS).with_half(half);
+    let sg = [("SG", gpu.info.subgroup_max_size.clamp(1, 128) as f64)];
+    dispatch_with(gpu, k, &sg, bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1])
 }
 
 fn params(b: u32, t: u32, c: u32, nh: u32) -> Result<AttentionParams, GpuError> {
@@ -189,6 +216,8 @@ pub fn backward_with(
     nh: u32,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let p = params(b, t, c, nh)?;
+    // The cooperative-matrix forward's backward is the row kernels'.
+    let v = if v == AttnVariant::Coop { AttnVariant::Rows { br: 64 } } else { v };
     let (btc, bht) = (b as u64 * t as u64 * c as u64, b as u64 * nh as u64 * t as u64);
     let dummy = || gpu.dummy.as_entire_buffer_binding();
     let dummy_rw = || gpu.dummy_rw.as_entire_buffer_binding();
