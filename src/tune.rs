@@ -221,7 +221,7 @@ pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32, act: Dtype) 
         (if t.baselines { AttnVariant::Tiles16 } else { default_attention(gpu) }, t.thorough)
     };
     let mut names: Vec<String> = attention_candidates(gpu, thorough).iter().map(|v| v.to_string()).collect();
-    if gpu.coop_matrix && act == Dtype::F16 && c % nh.max(1) == 0 && (c / nh.max(1)).is_multiple_of(16) {
+    if gpu.coop_matrix && act == Dtype::F16 && c.is_multiple_of(nh.max(1)) && (c / nh.max(1)).is_multiple_of(16) {
         names.push(AttnVariant::Coop.to_string());
     }
     let key = attention_key(b, t, c, nh) + if act == Dtype::F16 { " f16" } else { "" };
@@ -256,7 +256,8 @@ pub fn choose_layernorm(gpu: &Gpu, n: u32, c: u32, act: Dtype) -> Result<LnVaria
     } else {
         LnVariant::ALL.iter().map(|v| v.name().to_string()).collect()
     };
-    let key = format!("layernorm n{} c{c}{}", n.max(1).next_power_of_two(), if act == Dtype::F16 { " f16" } else { "" });
+    let key =
+        format!("layernorm n{} c{c}{}", n.max(1).next_power_of_two(), if act == Dtype::F16 { " f16" } else { "" });
     let name = choose_by(gpu, key, fallback.name().to_string(), names.len(), || {
         let (nc, f) = (n as u64 * c as u64, |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1)));
         let (out, stats, inp, w, b) = (f(nc)?, f(2 * n as u64)?, f(nc)?, f(c as u64)?, f(c as u64)?);

@@ -130,15 +130,30 @@ fn f16_layernorm_matches_reference() {
     for (gpu, v) in builds_with(LnVariant::ALL) {
         for (i, &(n, c)) in [(3usize, 5usize), (17, 33), (37, 768)].iter().enumerate() {
             let mut r = Rng::new(910 + i as u64);
-            let (x, wt, bs, dout, dinp0) = (rvec(&mut r, n * c), r.vec(c), r.vec(c), rvec(&mut r, n * c), rvec(&mut r, n * c));
+            let (x, wt, bs, dout, dinp0) =
+                (rvec(&mut r, n * c), r.vec(c), r.vec(c), rvec(&mut r, n * c), rvec(&mut r, n * c));
             let (dw0, db0) = (r.vec(c), r.vec(c));
             let (gx, gdout, gdinp) = (up16(gpu, &x), up16(gpu, &dout), up16(gpu, &dinp0));
             let (gw, gb, gdw, gdb) = (up32(gpu, &wt), up32(gpu, &bs), up32(gpu, &dw0), up32(gpu, &db0));
             let (out, stats) = (nan16(gpu, n * c), up32(gpu, &vec![f32::NAN; 2 * n]));
             let (n32, c32) = (n as u32, c as u32);
-            let mut ops = vec![layernorm::forward_with(gpu, v, h(&out), (&stats).into(), h(&gx), (&gw).into(), (&gb).into(), n32, c32).unwrap()];
+            let mut ops = vec![layernorm::forward_with(
+                gpu,
+                v,
+                h(&out),
+                (&stats).into(),
+                h(&gx),
+                (&gw).into(),
+                (&gb).into(),
+                n32,
+                c32,
+            )
+            .unwrap()];
             let (dw, db, st) = ((&gdw).into(), (&gdb).into(), (&stats).into());
-            ops.extend(layernorm::backward_with(gpu, v, h(&gdinp), dw, db, h(&gdout), h(&gx), st, (&gw).into(), n32, c32).unwrap());
+            ops.extend(
+                layernorm::backward_with(gpu, v, h(&gdinp), dw, db, h(&gdout), h(&gx), st, (&gw).into(), n32, c32)
+                    .unwrap(),
+            );
             run(gpu, &ops);
             let mut want = vec![0.0; n * c];
             let stw = reference::layernorm::forward(&mut want, &x, &wt, &bs, n, c);
@@ -199,11 +214,22 @@ fn f16_classifier_matches_reference_with_a_loss_scale() {
             let sbuf = up32(gpu, &[scale, 0.0, 0.0, 0.0]);
             let dloss = 1.0 / n as f32;
             let (n32, v32) = (n as u32, v as u32);
-            let op = classifier::forward_backward(gpu, h(&gl), (&losses).into(), &targets_buf, n32, v32, v32, Some(dloss), Some(&sbuf))
-                .unwrap();
+            let op = classifier::forward_backward(
+                gpu,
+                h(&gl),
+                (&losses).into(),
+                &targets_buf,
+                n32,
+                v32,
+                v32,
+                Some(dloss),
+                Some(&sbuf),
+            )
+            .unwrap();
             run(gpu, &[op]);
             let mut want = logits.clone();
-            let want_losses = reference::classifier::forward_backward(&mut want, &targets, v, v, Some((dloss * scale) as f64));
+            let want_losses =
+                reference::classifier::forward_backward(&mut want, &targets, v, v, Some((dloss * scale) as f64));
             let tag = format!("f16 classifier {} N{n} V{v}", build_name(gpu));
             assert_close(&format!("{tag} losses"), &read32(gpu, &losses, n), &want_losses, 1e-5, 1e-5);
             assert_close(&format!("{tag} dlogits"), &read16(gpu, &gl, n * v), &want, 1e-7 * scale, 1e-3);
@@ -231,9 +257,13 @@ fn f16_attention_matches_reference() {
             let (out, dqkv) = (nan16(gpu, b * t * c), nan16(gpu, b * t * 3 * c));
             let (lse, dd) = (up32(gpu, &vec![f32::NAN; b * nh * t]), up32(gpu, &vec![f32::NAN; b * nh * t]));
             let (b32, t32, c32, nh32) = (b as u32, t as u32, c as u32, nh as u32);
-            let mut ops = vec![attention::forward_with(gpu, v, h(&out), (&lse).into(), h(&gqkv), b32, t32, c32, nh32).unwrap()];
+            let mut ops =
+                vec![attention::forward_with(gpu, v, h(&out), (&lse).into(), h(&gqkv), b32, t32, c32, nh32).unwrap()];
             let (l, d) = ((&lse).into(), (&dd).into());
-            ops.extend(attention::backward_with(gpu, v, h(&dqkv), d, h(&gdout), h(&out), h(&gqkv), l, b32, t32, c32, nh32).unwrap());
+            ops.extend(
+                attention::backward_with(gpu, v, h(&dqkv), d, h(&gdout), h(&out), h(&gqkv), l, b32, t32, c32, nh32)
+                    .unwrap(),
+            );
             run(gpu, &ops);
             let mut want = vec![0.0; b * t * c];
             reference::attention::forward(&mut want, &qkv, b, t, c, nh);
@@ -263,8 +293,22 @@ fn f16_encoder_matches_reference() {
         batch.upload(gpu, &tokens);
         let (v32, n32, t32, c32) = (v as u32, n as u32, t as u32, c as u32);
         use wgtrain::kernels::encoder;
-        let mut ops = vec![encoder::forward(gpu, h(&out), &batch.tokens, (&gwte).into(), (&gwpe).into(), v32, n32, t32, c32, t32).unwrap()];
-        ops.extend(encoder::backward(gpu, (&gdwte).into(), (&gdwpe).into(), h(&gdout), &batch, v32, n32, t32, c32).unwrap());
+        let mut ops = vec![encoder::forward(
+            gpu,
+            h(&out),
+            &batch.tokens,
+            (&gwte).into(),
+            (&gwpe).into(),
+            v32,
+            n32,
+            t32,
+            c32,
+            t32,
+        )
+        .unwrap()];
+        ops.extend(
+            encoder::backward(gpu, (&gdwte).into(), (&gdwpe).into(), h(&gdout), &batch, v32, n32, t32, c32).unwrap(),
+        );
         run(gpu, &ops);
         let mut want = vec![0.0; n * c];
         reference::encoder::forward(&mut want, &tokens, &wte, &wpe, t, c);
@@ -282,8 +326,25 @@ fn f16_encoder_matches_reference() {
 /// signed zeros, infinities.
 fn edge_values() -> Vec<f32> {
     let mut v = vec![
-        0.0, -0.0, 1.0, -1.0, 65504.0, 65519.0, 65520.0, -65520.0, 1e6, f32::INFINITY, f32::NEG_INFINITY,
-        6.1e-5, 5.96e-8, 2.98e-8, 2.0e-8, 1.0e-9, -3.0e-7, 1.0 / 3.0, 0.1,
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        65504.0,
+        65519.0,
+        65520.0,
+        -65520.0,
+        1e6,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        6.1e-5,
+        5.96e-8,
+        2.98e-8,
+        2.0e-8,
+        1.0e-9,
+        -3.0e-7,
+        1.0 / 3.0,
+        0.1,
     ];
     // Exact ties between two f16 neighbours: 1 + (2k + 1)·2^-11.
     v.extend((0..8).map(|k| 1.0 + (2 * k + 1) as f32 * 2f32.powi(-11)));
@@ -313,7 +374,12 @@ fn optimizer_writes_f16_copies_rounded_to_nearest_even() {
             check_half_copy(gpu, &arena, &table, &format!("{tag} copy"));
             // An update with finite gradients: the non-finite parameters make LAMB's norms
             // non-finite, so it gets finite ones.
-            let finite: Vec<f32> = gpu.read::<f32>(&arena.params, 0, table.len as usize).unwrap().iter().map(|x| x.clamp(-7e4, 7e4)).collect();
+            let finite: Vec<f32> = gpu
+                .read::<f32>(&arena.params, 0, table.len as usize)
+                .unwrap()
+                .iter()
+                .map(|x| x.clamp(-7e4, 7e4))
+                .collect();
             gpu.write(&arena.params, 0, &finite);
             gpu.write(&arena.grads, 0, &table.pack(&[r.vec(257), r.vec(15)]));
             let mut rec = Recorder::new(gpu);
@@ -331,7 +397,11 @@ fn check_half_copy(gpu: &Gpu, arena: &wgtrain::optim::ParamArena, table: &wgtrai
     for t in &table.tensors {
         for i in t.offset as usize..(t.offset + t.numel()) as usize {
             let want = half::f16::from_f32(params[i]).to_bits();
-            assert_eq!(bits[i], want, "{tag}: {} element {i}: f32 {:e} gave f16 bits {:#06x}, not {want:#06x}", t.name, params[i], bits[i]);
+            assert_eq!(
+                bits[i], want,
+                "{tag}: {} element {i}: f32 {:e} gave f16 bits {:#06x}, not {want:#06x}",
+                t.name, params[i], bits[i]
+            );
         }
     }
 }

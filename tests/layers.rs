@@ -127,12 +127,7 @@ fn residual_add_and_accumulate_are_exact() {
                     Span::new(&gb, 0, n as u64),
                 )
                 .unwrap(),
-                elementwise::accumulate(
-                    gpu,
-                    Span::new(&acc, 0, n as u64),
-                    Span::new(&gb, 0, n as u64),
-                )
-                .unwrap(),
+                elementwise::accumulate(gpu, Span::new(&acc, 0, n as u64), Span::new(&gb, 0, n as u64)).unwrap(),
             ];
             let mut rec = Recorder::new(gpu);
             rec.run(&ops);

@@ -44,7 +44,7 @@ fn pinned(dir: &std::path::Path, precision: PrecisionChoice, out: &str) -> Train
 
 fn val_loss(path: &std::path::Path) -> f32 {
     let text = std::fs::read_to_string(path).unwrap();
-    let last = text.lines().filter(|l| l.contains("val_loss")).last().expect("a validation line");
+    let last = text.lines().rfind(|l| l.contains("val_loss")).expect("a validation line");
     serde_json::from_str::<serde_json::Value>(last).unwrap()["val_loss"].as_f64().unwrap() as f32
 }
 

@@ -49,7 +49,10 @@ fn cooperative_matrix_kernels_translate_to_spirv() {
             let words = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), None)
                 .unwrap_or_else(|e| panic!("{tag}: SPIR-V: {e}"));
             // OpCapability CooperativeMatrixKHR (6022) must be declared.
-            assert!(words.windows(2).any(|w| w[0] == (2 << 16 | 17) && w[1] == 6022), "{tag}: no cooperative-matrix capability");
+            assert!(
+                words.windows(2).any(|w| w[0] == (2 << 16 | 17) && w[1] == 6022),
+                "{tag}: no cooperative-matrix capability"
+            );
         }
     }
 }

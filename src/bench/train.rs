@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use crate::data::Loader;
 use crate::dist::Dist;
-use crate::gpu::Gpu;
 use crate::gpu::Category;
+use crate::gpu::Gpu;
 use crate::model::{Gpt, GptConfig, Precision};
 use crate::optim::{LossScale, OptimConfig, Optimizer};
 use crate::reference::Rng;

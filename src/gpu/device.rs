@@ -135,7 +135,9 @@ fn describe_coop(adapter: &wgpu::Adapter) -> String {
     if props.is_empty() {
         return "none".into();
     }
-    let list: Vec<String> =
-        props.iter().map(|p| format!("{}x{}x{} {:?}->{:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type)).collect();
+    let list: Vec<String> = props
+        .iter()
+        .map(|p| format!("{}x{}x{} {:?}->{:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type))
+        .collect();
     list.join(", ")
 }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use super::{dispatch, dispatch_with, grid, View, half_mask};
+use super::{dispatch, dispatch_with, grid, half_mask, View};
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
 
 /// One way to compute attention; forward and backward of any two variants fit together (they
@@ -119,7 +119,7 @@ fn coop_forward(
     bindings: &[wgpu::BufferBinding],
     p: &AttentionParams,
 ) -> Result<Dispatch, GpuError> {
-    if entry != "attention_forward" || half & 0b101 != 0b101 || !gpu.coop_matrix || p.hs % 16 != 0 {
+    if entry != "attention_forward" || half & 0b101 != 0b101 || !gpu.coop_matrix || !p.hs.is_multiple_of(16) {
         return Err(GpuError::Unsupported(format!(
             "attention variant coop16: needs f16 activations, a head size that is a multiple of 16 (not {}) and a \
              device with cooperative matrices",

@@ -43,6 +43,7 @@ pub fn forward_backward(
     ];
     let grad = dloss.is_some() as u32;
     let p = ClassifierParams { n, v, vp, grad, dloss: dloss.unwrap_or(0.0), accumulate: grad, _pad: [0; 2] };
-    let kernel = Kernel::new(Shader::Classifier, "classifier_forward_backward", SLOTS).with_half(half_mask(&[Some(logits)]));
+    let kernel =
+        Kernel::new(Shader::Classifier, "classifier_forward_backward", SLOTS).with_half(half_mask(&[Some(logits)]));
     dispatch(gpu, kernel, &b, &p, grid(gpu, n))
 }

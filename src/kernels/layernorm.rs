@@ -65,9 +65,7 @@ impl LnVariant {
     ) -> Result<Dispatch, GpuError> {
         match self {
             LnVariant::Workgroup => dispatch(gpu, kernel(entry.0).with_half(half), b, p, grid(gpu, p.n)),
-            LnVariant::Rows => {
-                dispatch(gpu, kernel(entry.1).with_half(half), b, p, grid(gpu, p.n.div_ceil(ROWS_WG)))
-            }
+            LnVariant::Rows => dispatch(gpu, kernel(entry.1).with_half(half), b, p, grid(gpu, p.n.div_ceil(ROWS_WG))),
         }
     }
 }

@@ -158,12 +158,32 @@ pub(super) fn post_attention(
 ) -> Result<Vec<Dispatch>, GpuError> {
     let nc = n as u64 * c as u64;
     let lin = Dims::linear;
-    let mut d =
-        mm.forward(a.attproj.v(), a.atty.v(), w.mm("attn.c_proj.weight"), Some(w.mm("attn.c_proj.bias")), lin(n, c, c))?;
+    let mut d = mm.forward(
+        a.attproj.v(),
+        a.atty.v(),
+        w.mm("attn.c_proj.weight"),
+        Some(w.mm("attn.c_proj.bias")),
+        lin(n, c, c),
+    )?;
     d.push(elementwise::add(gpu, a.residual2.span(nc), input.span(nc), a.attproj.span(nc))?);
     let ln = |name: &str| w.master(name);
-    d.push(layernorm::forward(gpu, a.ln2.v(), a.ln2_stats.v(), a.residual2.v(), ln("ln_2.weight"), ln("ln_2.bias"), n, c)?);
-    d.extend(mm.forward(a.fch.v(), a.ln2.v(), w.mm("mlp.c_fc.weight"), Some(w.mm("mlp.c_fc.bias")), lin(n, 4 * c, c))?);
+    d.push(layernorm::forward(
+        gpu,
+        a.ln2.v(),
+        a.ln2_stats.v(),
+        a.residual2.v(),
+        ln("ln_2.weight"),
+        ln("ln_2.bias"),
+        n,
+        c,
+    )?);
+    d.extend(mm.forward(
+        a.fch.v(),
+        a.ln2.v(),
+        w.mm("mlp.c_fc.weight"),
+        Some(w.mm("mlp.c_fc.bias")),
+        lin(n, 4 * c, c),
+    )?);
     d.push(gelu::forward(gpu, a.fch_gelu.v(), a.fch.v(), 4 * n * c)?);
     let proj = (w.mm("mlp.c_proj.weight"), Some(w.mm("mlp.c_proj.bias")));
     d.extend(mm.forward(a.fcproj.v(), a.fch_gelu.v(), proj.0, proj.1, lin(n, c, 4 * c))?);
@@ -204,7 +224,15 @@ pub(super) fn backward(
     let mut run = |ops: Vec<Dispatch>| back.extend(ops.into_iter().map(Cmd::Run));
     // residual3 = residual2 + fcproj: both get dresidual.
     let (pw, pb) = (g("mlp.c_proj.weight"), Some(g("mlp.c_proj.bias")));
-    run(mm.backward(d.dfch_gelu.v(), pw, pb, d.dresidual.v(), a.fch_gelu.v(), w.mm("mlp.c_proj.weight"), lin(n, c, 4 * c))?);
+    run(mm.backward(
+        d.dfch_gelu.v(),
+        pw,
+        pb,
+        d.dresidual.v(),
+        a.fch_gelu.v(),
+        w.mm("mlp.c_proj.weight"),
+        lin(n, c, 4 * c),
+    )?);
     back.push(Cmd::Zero(d.dfch.buf.clone()));
     back.push(Cmd::Run(gelu::backward(gpu, d.dfch.v(), a.fch.v(), d.dfch_gelu.v(), 4 * n * c)?));
     let mut run = |ops: Vec<Dispatch>| back.extend(ops.into_iter().map(Cmd::Run));

@@ -125,7 +125,9 @@ fn serialize(
         };
         let bytes = match dtype {
             crate::kernels::Dtype::F32 => bytemuck::cast_slice(&data).to_vec(),
-            crate::kernels::Dtype::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect(),
+            crate::kernels::Dtype::F16 => {
+                data.iter().flat_map(|&x| half::f16::from_f32(x).to_bits().to_le_bytes()).collect()
+            }
         };
         tensors.push((name, shape, bytes));
     }
@@ -138,7 +140,8 @@ fn serialize(
         .map(|(n, s, b)| (n.clone(), TensorView::new(st_dtype, s.clone(), b).expect("shape matches data")))
         .collect();
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(views, Some(meta)).map_err(|e| CheckpointError::Format { path: dir.into(), why: e.to_string() })
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| CheckpointError::Format { path: dir.into(), why: e.to_string() })
 }
 
 /// Writes dir/name through a synced temporary file and a rename.

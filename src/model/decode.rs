@@ -70,16 +70,7 @@ impl Gpt {
             let acts = LayerActs::new(gpu, 1, c as usize, 1, act)?;
             let (k_cache, v_cache) = (f(max_t * c)?, f(max_t * c)?);
             let pre = pre_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
-            let attn = attention::decode(
-                gpu,
-                acts.atty.v(),
-                acts.qkv.v(),
-                k_cache.v(),
-                v_cache.v(),
-                max_t,
-                c,
-                nh,
-            )?;
+            let attn = attention::decode(gpu, acts.atty.v(), acts.qkv.v(), k_cache.v(), v_cache.v(), max_t, c, nh)?;
             let post = post_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
             keep.push(x);
             x = acts.residual3.clone();

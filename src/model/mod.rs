@@ -19,12 +19,12 @@ mod run;
 pub use config::{ConfigError, GptConfig};
 pub use precision::{Precision, PrecisionChoice};
 
-use block::{LayerActs, Scratch, Shape, Weights};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
 use crate::kernels::encoder::{self, TokenBuffers};
 use crate::kernels::matmul::{Dims, Matmul};
 use crate::kernels::{classifier, layernorm, Dtype, Tensor};
 use crate::optim::{ParamArena, ParamTable};
+use block::{LayerActs, Scratch, Shape, Weights};
 
 /// One command of a step: a dispatch, or zeroing a buffer that a backward kernel adds into.
 pub enum Cmd {
@@ -210,10 +210,13 @@ impl Gpt {
         let mut back: Vec<Cmd> = vec![Cmd::Zero(d.dresidual.buf.clone())];
         let dwte = top.grad("wte.weight");
         back.extend(
-            mm.backward(d.dbuf.v(), dwte, None, self.logits.v(), self.lnf.v(), wte, lin(n, v, c))?.into_iter().map(Cmd::Run),
+            mm.backward(d.dbuf.v(), dwte, None, self.logits.v(), self.lnf.v(), wte, lin(n, v, c))?
+                .into_iter()
+                .map(Cmd::Run),
         );
         let (glw, glb) = (top.grad("ln_f.weight"), top.grad("ln_f.bias"));
-        let ln_back = layernorm::backward(gpu, d.dresidual.v(), glw, glb, d.dbuf.v(), last.v(), self.lnf_stats.v(), lw, n, c)?;
+        let ln_back =
+            layernorm::backward(gpu, d.dresidual.v(), glw, glb, d.dbuf.v(), last.v(), self.lnf_stats.v(), lw, n, c)?;
         back.extend(ln_back.into_iter().map(Cmd::Run));
         let mut marks = vec![0; self.acts.len()];
         for (l, a) in self.acts.iter().enumerate().rev() {
@@ -256,7 +259,6 @@ impl Gpt {
         ])
     }
 }
-
 
 /// Reads `len` elements of `t` from element `offset` as f32, whatever its type.
 pub(crate) fn read_as_f32(gpu: &Gpu, t: &Tensor, offset: u64, len: usize) -> Result<Vec<f32>, GpuError> {

@@ -48,6 +48,15 @@ impl PrecisionChoice {
     /// `f16` on an adapter without SHADER_F16 is refused, naming what is missing.
     pub fn resolve(self, gpu: &Gpu) -> Result<(Precision, Option<String>), String> {
         let f16 = gpu.device.features().contains(wgpu::Features::SHADER_F16);
+        if self != PrecisionChoice::F32 && f16 {
+            if let Err(e) = probe_f16(gpu) {
+                let line = format!(
+                    "warning: {} lists SHADER_F16 but its driver rejects an f16 kernel ({e}); running in f32",
+                    gpu.name()
+                );
+                return Ok((Precision::F32, Some(line)));
+            }
+        }
         match self {
             PrecisionChoice::F32 => Ok((Precision::F32, None)),
             PrecisionChoice::F16 if f16 => Ok((Precision::F16, None)),
@@ -83,4 +92,13 @@ pub fn adapter_f16_matrix_units(adapter: &wgpu::Adapter) -> Option<String> {
         .iter()
         .find(|p| p.m_size == 16 && p.n_size == 16 && p.k_size == 16 && p.ab_type == S::F16 && p.cr_type == S::F32)
         .map(|_| "16×16×16 f16 cooperative matrices with f32 accumulate".to_string())
+}
+
+/// Builds one f16 kernel (the elementwise copy from f32 to f16 storage): some drivers list
+/// SHADER_F16 and still reject `enable f16` at pipeline creation.
+fn probe_f16(gpu: &Gpu) -> Result<(), crate::GpuError> {
+    use crate::gpu::{Shader, Slot};
+    const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
+    let kernel = crate::gpu::Kernel::new(Shader::Elementwise, "copy", SLOTS).with_half(0b001);
+    gpu.pipeline(kernel, &[]).map(drop)
 }

@@ -158,7 +158,9 @@ impl<'d> Log<'d> {
         self.bar.set_position(step + 1);
         self.bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
         if skipped {
-            self.bar.println(format!("step {step}: loss {loss} grad_norm {norm}: not finite, update skipped (loss scale now {scale})"));
+            self.bar.println(format!(
+                "step {step}: loss {loss} grad_norm {norm}: not finite, update skipped (loss scale now {scale})"
+            ));
         }
         if self.bar.is_hidden() && self.root {
             println!("step {step}: loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {ms:.0} ms {tps:.0} tokens/s");

@@ -110,7 +110,9 @@ impl<'g> Session<'g> {
                 let index = rec.submit()?;
                 p.gather_params(gpu, &s.gpt, dist, index)?;
             }
-            None => drop(rec.submit()?),
+            None => {
+                rec.submit()?;
+            }
         }
         if a.patience > 0 && s.val.is_none() {
             bail!(
