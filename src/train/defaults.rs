@@ -77,7 +77,8 @@ pub fn run_config(
     let config = match (config, init) {
         (None, false) => {
             let (path, why) = default_config(gpu);
-            println!("config: {} ({why})", path.display());
+            // On stderr: a command's stdout may be JSON (bench train --json).
+            eprintln!("config: {} ({why})", path.display());
             Some(path)
         }
         (c, _) => c,
