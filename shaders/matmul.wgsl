@@ -44,8 +44,8 @@ override RM: u32 = 4u;
 override RN: u32 = 4u;
 // True when the host has checked that a and b are vec4-aligned.
 override ALIGNED: bool = true;
-// Params, the bindings, elem_a, elem_b and store_out come from the prelude
-// (shaders/prelude/matmul_io.wgsl).
+// Params, the bindings, elem_a, elem_b, store_out, product_layout, tile_pos, a_at and b_at come
+// from the prelude (shaders/prelude/matmul_io.wgsl).
 
 // Four consecutive floats starting at element e.
 fn shift4(lo: vec4<f32>, hi: vec4<f32>, r: u32) -> vec4<f32> {
@@ -325,45 +325,20 @@ var<workgroup> tile_b: array<f32, TILE_MAX>;   // B(s, t) at t·(BN + 1) + s
 @compute @workgroup_size(TX, TY)
 fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let lay = product_layout(PRODUCT);
-    let rows = lay.rows;
-    let cols = lay.cols;
-    let inner = lay.inner;
-    let ar = lay.ar;
-    let at = lay.at;
-    let bs = lay.bs;
-    let bt = lay.bt;
     let tid = lid.y * TX + lid.x;
     let r_base = wid.y * BM;
     let s_base = wid.x * BN;
     let oa = p.off_a + wid.z * p.batch_a;
     let ob = p.off_b + wid.z * p.batch_b;
     var acc: array<f32, 64>;   // (TM, 8): rows r_base + lid.y + i·TY, columns s_base + lid.x + j·TX
-    for (var t0 = 0u; t0 < inner; t0 += BK) {
+    for (var t0 = 0u; t0 < lay.inner; t0 += BK) {
         for (var e = tid; e < BM * BK; e += TX * TY) {
-            var r = e / BK;
-            var t = e % BK;
-            if PRODUCT == 2u {
-                r = e % BM;
-                t = e / BM;
-            }
-            var v = 0.0;
-            if r_base + r < rows && t0 + t < inner {
-                v = elem_a(oa + (r_base + r) * ar + (t0 + t) * at);
-            }
-            tile_a[t * (BM + 1u) + r] = v;
+            let q = tile_pos(e, BM, BK, PRODUCT == 2u);
+            tile_a[q.y * (BM + 1u) + q.x] = a_at(lay, oa, r_base + q.x, t0 + q.y);
         }
         for (var e = tid; e < BN * BK; e += TX * TY) {
-            var s = e / BK;
-            var t = e % BK;
-            if PRODUCT != 0u {
-                s = e % BN;
-                t = e / BN;
-            }
-            var v = 0.0;
-            if s_base + s < cols && t0 + t < inner {
-                v = elem_b(ob + (s_base + s) * bs + (t0 + t) * bt);
-            }
-            tile_b[t * (BN + 1u) + s] = v;
+            let q = tile_pos(e, BN, BK, PRODUCT != 0u);
+            tile_b[q.y * (BN + 1u) + q.x] = b_at(lay, ob, s_base + q.x, t0 + q.y);
         }
         workgroupBarrier();
         for (var t = 0u; t < BK; t++) {
@@ -388,7 +363,7 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
         let r = r_base + lid.y + i * TY;
         for (var j = 0u; j < TN; j++) {
             let s = s_base + lid.x + j * TX;
-            if r < rows && s < cols {
+            if r < lay.rows && s < lay.cols {
                 store_out(base + r * p.ld_out + s, p.off_bias + s, acc[i * 8u + j]);
             }
         }

@@ -25,8 +25,8 @@ var<workgroup> ta: array<f16, 512>;    // A(r, t) at r·KS + t (32 × 16, row-ma
 var<workgroup> tb: array<f16, 512>;    // B(s, t) at s·KS + t: Bᵀ (16 × 32) column-major
 var<workgroup> tc: array<f32, 1024>;   // C(r, s) at r·TILE + s
 
-// Params, the bindings, elem_a, elem_b, store_out and product_layout come from the prelude
-// (shaders/prelude/matmul_io.wgsl).
+// Params, the bindings, store_out, product_layout, tile_pos, a_at and b_at come from the
+// prelude (shaders/prelude/matmul_io.wgsl).
 
 @compute @workgroup_size(SG)
 fn matmul_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -45,29 +45,10 @@ fn matmul_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     var c11 = c00;
     for (var t0 = 0u; t0 < lay.inner; t0 += KS) {
         for (var e = lid; e < TILE * KS; e += SG) {
-            // Along t first where t has the unit stride, else along r (s).
-            var i = e / KS;
-            var t = e % KS;
-            if PRODUCT == 2u {
-                i = e % TILE;
-                t = e / TILE;
-            }
-            var va = 0.0;
-            if r_base + i < lay.rows && t0 + t < lay.inner {
-                va = elem_a(oa + (r_base + i) * lay.ar + (t0 + t) * lay.at);
-            }
-            ta[i * KS + t] = f16(va);
-            i = e / KS;
-            t = e % KS;
-            if PRODUCT != 0u {
-                i = e % TILE;
-                t = e / TILE;
-            }
-            var vb = 0.0;
-            if s_base + i < lay.cols && t0 + t < lay.inner {
-                vb = elem_b(ob + (s_base + i) * lay.bs + (t0 + t) * lay.bt);
-            }
-            tb[i * KS + t] = f16(vb);
+            let qa = tile_pos(e, TILE, KS, PRODUCT == 2u);
+            ta[qa.x * KS + qa.y] = f16(a_at(lay, oa, r_base + qa.x, t0 + qa.y));
+            let qb = tile_pos(e, TILE, KS, PRODUCT != 0u);
+            tb[qb.x * KS + qb.y] = f16(b_at(lay, ob, s_base + qb.x, t0 + qb.y));
         }
         workgroupBarrier();
         let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ta[0], KS);

@@ -73,3 +73,28 @@ fn product_layout(product: u32) -> Layout {
     }
     return Layout(p.m, p.n, p.k, p.ld_a, 1u, p.ld_b, 1u);
 }
+
+// Where element e of a tile load lands: (side index, t) of a tile `side` long and `depth`
+// deep. Down-column operands (unit stride along the side) walk the side fastest, the others
+// t, so consecutive threads read consecutive addresses either way.
+fn tile_pos(e: u32, side: u32, depth: u32, down: bool) -> vec2<u32> {
+    if down {
+        return vec2<u32>(e % side, e / side);
+    }
+    return vec2<u32>(e / depth, e % depth);
+}
+
+// A(r, t) and B(s, t) of the layout, 0 outside the problem.
+fn a_at(lay: Layout, oa: u32, r: u32, t: u32) -> f32 {
+    if r < lay.rows && t < lay.inner {
+        return elem_a(oa + r * lay.ar + t * lay.at);
+    }
+    return 0.0;
+}
+
+fn b_at(lay: Layout, ob: u32, s: u32, t: u32) -> f32 {
+    if s < lay.cols && t < lay.inner {
+        return elem_b(ob + s * lay.bs + t * lay.bt);
+    }
+    return 0.0;
+}
