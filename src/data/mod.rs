@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::reference::Rng;
 
 pub mod dedup;
+mod output;
 pub mod prepare;
 pub mod tokenizer;
 

@@ -8,7 +8,7 @@
 //! first pass spools it to a file in the output directory, trains, then tokenizes the spool.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::Instant;
@@ -17,9 +17,8 @@ use rayon::prelude::*;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 use super::dedup::{Dedup, Fingerprint, Verdict, SHINGLE_WORDS, SLOTS};
+use super::output::{Spool, SpoolReader, Writer};
 use super::tokenizer::{Kind, Tokenizer};
-use super::{HEADER_INTS, MAGIC_U16, MAGIC_U32};
-use crate::reference::Rng;
 
 /// Bytes of raw input per batch.
 const BATCH_BYTES: usize = 4 << 20;
@@ -150,6 +149,32 @@ pub fn prepare(a: &PrepareArgs) -> Result<Stats, String> {
 
 fn prepare_inner(a: &PrepareArgs) -> Result<Stats, String> {
     let t0 = Instant::now();
+    check_args(a)?;
+    let inputs = list_inputs(&a.inputs, &a.out)?;
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("--out {}: {e}", a.out.display()))?;
+    if a.out.join("train.bin").exists() && !a.force {
+        return Err(format!("--out {}: already holds train.bin; pass --force to replace it", a.out.display()));
+    }
+    let mut dedup = a.near_dup_threshold.map(Dedup::new).unwrap_or_else(|| Dedup::new(1.0));
+    let mut stats = Stats::for_args(a, &dedup);
+    // Tokenizers that need no pass over the data are ready before reading it.
+    let mut sink = match known_tokenizer(a)? {
+        Some(t) => Sink::Tokens(Box::new((Writer::new(&a.out, wide(&t), a.val_fraction, a.seed)?, t))),
+        None => Sink::Spool(Spool::create(a.out.join(".prepare-spool.tmp"))?),
+    };
+    read_all(a, &inputs, &mut dedup, &mut stats, &mut sink)?;
+    let (writer, tokenizer) = match sink {
+        Sink::Tokens(wt) => *wt,
+        Sink::Spool(spool) => train_and_tokenize(a, spool, &mut stats)?,
+    };
+    writer.finish()?;
+    tokenizer.save(&a.out.join("tokenizer.json"))?;
+    write_stats(a, &mut stats, &tokenizer, t0)?;
+    Ok(stats)
+}
+
+/// Refuses flags no run can take, before anything is read.
+fn check_args(a: &PrepareArgs) -> Result<(), String> {
     if let TokenizerChoice::Bpe = a.tokenizer {
         super::tokenizer::check_bpe_size(a.vocab_size)?;
     }
@@ -159,154 +184,166 @@ fn prepare_inner(a: &PrepareArgs) -> Result<Stats, String> {
     if let Some(j) = a.near_dup_threshold.filter(|j| !(*j > 0.0 && *j <= 1.0)) {
         return Err(format!("--near-dup-threshold {j}: expected a Jaccard similarity in (0, 1]"));
     }
-    let inputs = list_inputs(&a.inputs, &a.out)?;
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("--out {}: {e}", a.out.display()))?;
-    if a.out.join("train.bin").exists() && !a.force {
-        return Err(format!("--out {}: already holds train.bin; pass --force to replace it", a.out.display()));
-    }
-    // Tokenizers that need no pass over the data are ready before reading it.
-    let mut tokenizer = match &a.tokenizer {
+    Ok(())
+}
+
+/// The tokenizer, where it needs no pass over the data (all but a trained BPE).
+fn known_tokenizer(a: &PrepareArgs) -> Result<Option<Tokenizer>, String> {
+    Ok(match &a.tokenizer {
         TokenizerChoice::Byte => Some(Tokenizer::byte()),
         TokenizerChoice::Gpt2 => Some(Tokenizer::gpt2()),
         TokenizerChoice::File(p) => {
             Some(Tokenizer::from_file(p, a.eot.as_deref()).map_err(|e| format!("--tokenizer {e}"))?)
         }
         TokenizerChoice::Bpe => None,
-    };
+    })
+}
 
-    let total: u64 = inputs.iter().map(|i| i.size).sum();
-    let mut stats = Stats {
-        min_chars: a.min_chars,
-        near_dup_threshold: a.near_dup_threshold,
-        val_fraction: a.val_fraction,
-        seed: a.seed,
-        ..Default::default()
-    };
-    let mut dedup = a.near_dup_threshold.map(Dedup::new).unwrap_or_else(|| Dedup::new(1.0));
-    stats.minhash = a.near_dup_threshold.map(|_| MinhashShape {
-        slots: SLOTS,
-        bands: dedup.bands,
-        rows: dedup.rows,
-        shingle_words: SHINGLE_WORDS,
-    });
-    let bar = progress_bar(total, a.progress, "reading");
-
-    let spool_path = a.out.join(".prepare-spool.tmp");
-    let mut writer: Option<Writer> = None;
-    let mut spool = None;
-    match &tokenizer {
-        Some(t) => writer = Some(Writer::new(&a.out, wide(t), a.val_fraction, a.seed)?),
-        None => {
-            let f = File::create(&spool_path).map_err(|e| format!("{}: {e}", spool_path.display()))?;
-            spool = Some(BufWriter::new(f));
+impl Stats {
+    /// Zero counts and the run's settings.
+    fn for_args(a: &PrepareArgs, dedup: &Dedup) -> Self {
+        Stats {
+            min_chars: a.min_chars,
+            near_dup_threshold: a.near_dup_threshold,
+            val_fraction: a.val_fraction,
+            seed: a.seed,
+            minhash: a.near_dup_threshold.map(|_| MinhashShape {
+                slots: SLOTS,
+                bands: dedup.bands,
+                rows: dedup.rows,
+                shingle_words: SHINGLE_WORDS,
+            }),
+            ..Default::default()
         }
     }
+}
 
-    let rx = spawn_reader(&inputs);
-    for batch in rx {
+/// Where the first pass puts the documents it keeps: tokenized into train.bin / val.bin, or
+/// spooled for a BPE still to be trained.
+enum Sink {
+    Tokens(Box<(Writer, Tokenizer)>),
+    Spool(Spool),
+}
+
+impl Sink {
+    fn write(&mut self, kept: &[String], stats: &mut Stats) -> Result<(), String> {
+        match self {
+            Sink::Tokens(wt) => {
+                let (w, t) = &mut **wt;
+                w.write_batch(t, kept, stats)
+            }
+            Sink::Spool(s) => kept.iter().try_for_each(|text| s.write(text)),
+        }
+    }
+}
+
+/// The first pass: every input's documents cleaned, counted and deduplicated in input order,
+/// the kept ones into `sink`.
+fn read_all(
+    a: &PrepareArgs,
+    inputs: &[Input],
+    dedup: &mut Dedup,
+    stats: &mut Stats,
+    sink: &mut Sink,
+) -> Result<(), String> {
+    let bar = progress_bar(inputs.iter().map(|i| i.size).sum(), a.progress, "reading");
+    for batch in spawn_reader(inputs) {
         let batch = batch?;
         let bytes: u64 = batch.iter().map(|r| r.bytes.len() as u64).sum();
-        let cleaned: Vec<Cleaned> = batch.par_iter().map(|r| clean(r, &inputs, a)).collect();
-        let mut kept = Vec::new();
-        for (raw, c) in batch.iter().zip(cleaned) {
-            stats.documents_in += 1;
-            let place = || {
-                let p = inputs[raw.file].path.display();
-                if inputs[raw.file].format == Format::Jsonl {
-                    format!("{p}:{}", raw.line)
-                } else {
-                    p.to_string()
-                }
-            };
-            match c {
-                Cleaned::Malformed => {
-                    stats.malformed += 1;
-                    if stats.malformed_examples.len() < EXAMPLES {
-                        stats.malformed_examples.push(place());
-                    }
-                }
-                Cleaned::MissingField => {
-                    stats.missing_field += 1;
-                    if stats.missing_field_examples.len() < EXAMPLES {
-                        stats.missing_field_examples.push(place());
-                    }
-                }
-                Cleaned::Empty => stats.empty += 1,
-                Cleaned::TooShort => stats.too_short += 1,
-                Cleaned::Keep(text, fp) => match dedup.check(&fp) {
-                    Verdict::Exact => stats.exact_duplicates += 1,
-                    Verdict::Near => stats.near_duplicates += 1,
-                    Verdict::Unique => kept.push(text),
-                },
-            }
-        }
+        let cleaned: Vec<Cleaned> = batch.par_iter().map(|r| clean(r, inputs, a)).collect();
+        let kept: Vec<String> =
+            batch.iter().zip(cleaned).filter_map(|(raw, c)| tally(raw, c, inputs, dedup, stats)).collect();
         stats.bytes_in += bytes;
         stats.documents_out += kept.len() as u64;
-        match (&mut writer, &mut spool) {
-            (Some(w), _) => w.write_batch(tokenizer.as_ref().expect("set with the writer"), &kept, &mut stats)?,
-            (None, Some(s)) => {
-                for text in &kept {
-                    s.write_all(&(text.len() as u64).to_le_bytes())
-                        .and_then(|_| s.write_all(text.as_bytes()))
-                        .map_err(|e| format!("{}: {e}", spool_path.display()))?;
-                }
-            }
-            (None, None) => unreachable!(),
-        }
+        sink.write(&kept, stats)?;
         bar.inc(bytes);
     }
     bar.finish_and_clear();
+    Ok(())
+}
 
-    if let Some(s) = spool.take() {
-        let spooled = s.into_inner().map_err(|e| format!("{}: {e}", spool_path.display()))?;
-        drop(spooled);
-        if a.progress {
-            eprintln!("training a {}-token BPE on {} documents", a.vocab_size, stats.documents_out);
+/// Counts one cleaned document; returns its text when it is kept.
+fn tally(raw: &Raw, c: Cleaned, inputs: &[Input], dedup: &mut Dedup, stats: &mut Stats) -> Option<String> {
+    stats.documents_in += 1;
+    let place = || {
+        let p = inputs[raw.file].path.display();
+        if inputs[raw.file].format == Format::Jsonl {
+            format!("{p}:{}", raw.line)
+        } else {
+            p.to_string()
         }
-        let docs = SpoolReader::open(&spool_path)?;
-        let t = Tokenizer::train_bpe(a.vocab_size, docs)?;
-        let mut w = Writer::new(&a.out, wide(&t), a.val_fraction, a.seed)?;
-        let size = std::fs::metadata(&spool_path).map(|m| m.len()).unwrap_or(0);
-        let bar = progress_bar(size, a.progress, "tokenizing");
-        let mut docs = SpoolReader::open(&spool_path)?;
-        loop {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            while bytes < BATCH_BYTES {
-                match docs.next() {
-                    Some(d) => {
-                        bytes += d.len() + 8;
-                        batch.push(d);
-                    }
-                    None => break,
-                }
+    };
+    match c {
+        Cleaned::Malformed => {
+            stats.malformed += 1;
+            if stats.malformed_examples.len() < EXAMPLES {
+                stats.malformed_examples.push(place());
             }
-            if batch.is_empty() {
-                break;
-            }
-            w.write_batch(&t, &batch, &mut stats)?;
-            bar.inc(bytes as u64);
         }
-        bar.finish_and_clear();
-        std::fs::remove_file(&spool_path).ok();
-        tokenizer = Some(t);
-        writer = Some(w);
+        Cleaned::MissingField => {
+            stats.missing_field += 1;
+            if stats.missing_field_examples.len() < EXAMPLES {
+                stats.missing_field_examples.push(place());
+            }
+        }
+        Cleaned::Empty => stats.empty += 1,
+        Cleaned::TooShort => stats.too_short += 1,
+        Cleaned::Keep(text, fp) => match dedup.check(&fp) {
+            Verdict::Exact => stats.exact_duplicates += 1,
+            Verdict::Near => stats.near_duplicates += 1,
+            Verdict::Unique => return Some(text),
+        },
     }
-    let tokenizer = tokenizer.expect("a tokenizer by now");
-    writer.expect("a writer by now").finish()?;
-    tokenizer.save(&a.out.join("tokenizer.json"))?;
+    None
+}
 
+/// A trained BPE's second pass: trains it on the spool, then tokenizes the spool into
+/// train.bin / val.bin in batches, and removes it.
+fn train_and_tokenize(a: &PrepareArgs, spool: Spool, stats: &mut Stats) -> Result<(Writer, Tokenizer), String> {
+    let spool_path = spool.finish()?;
+    if a.progress {
+        eprintln!("training a {}-token BPE on {} documents", a.vocab_size, stats.documents_out);
+    }
+    let t = Tokenizer::train_bpe(a.vocab_size, SpoolReader::open(&spool_path)?)?;
+    let mut w = Writer::new(&a.out, wide(&t), a.val_fraction, a.seed)?;
+    let size = std::fs::metadata(&spool_path).map(|m| m.len()).unwrap_or(0);
+    let bar = progress_bar(size, a.progress, "tokenizing");
+    let mut docs = SpoolReader::open(&spool_path)?;
+    loop {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while bytes < BATCH_BYTES {
+            match docs.next() {
+                Some(d) => {
+                    bytes += d.len() + 8;
+                    batch.push(d);
+                }
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        w.write_batch(&t, &batch, stats)?;
+        bar.inc(bytes as u64);
+    }
+    bar.finish_and_clear();
+    std::fs::remove_file(&spool_path).ok();
+    Ok((w, t))
+}
+
+/// The tokenizer's figures and the timing into `stats`, then stats.json (through a rename).
+fn write_stats(a: &PrepareArgs, stats: &mut Stats, tokenizer: &Tokenizer, t0: Instant) -> Result<(), String> {
     stats.tokenizer = Some(tokenizer.kind);
     stats.vocab_size = tokenizer.vocab_size;
     stats.eot = tokenizer.eot;
-    stats.token_bytes = if wide(&tokenizer) { 4 } else { 2 };
+    stats.token_bytes = if wide(tokenizer) { 4 } else { 2 };
     stats.seconds = t0.elapsed().as_secs_f64();
     stats.mb_per_s = stats.bytes_in as f64 / 1e6 / stats.seconds.max(1e-9);
     let json = serde_json::to_string_pretty(&stats).expect("stats serialize");
     let (path, tmp) = (a.out.join("stats.json"), a.out.join("stats.json.tmp"));
     std::fs::write(&tmp, json + "\n").map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(stats)
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Extensions of compressed files, which prepare does not read.
@@ -482,178 +519,6 @@ pub fn normalize(mut text: String) -> String {
 
 fn wide(t: &Tokenizer) -> bool {
     t.vocab_size > 65535
-}
-
-/// train.bin and val.bin being written, and the split.
-struct Writer {
-    train: TokenFile,
-    val: TokenFile,
-    split: Split,
-    next_doc: u64,
-}
-
-impl Writer {
-    fn new(out: &Path, wide: bool, val_fraction: f64, seed: u64) -> Result<Self, String> {
-        Ok(Writer {
-            train: TokenFile::create(&out.join("train.bin"), wide)?,
-            val: TokenFile::create(&out.join("val.bin"), wide)?,
-            split: Split::new(val_fraction, seed),
-            next_doc: 0,
-        })
-    }
-
-    /// Tokenizes `docs` in parallel and appends them in order, each after the end-of-text.
-    fn write_batch(&mut self, tok: &Tokenizer, docs: &[String], stats: &mut Stats) -> Result<(), String> {
-        let ids: Vec<Result<Vec<u32>, String>> = docs.par_iter().map(|d| tok.encode(d)).collect();
-        for ids in ids {
-            let ids = ids?;
-            let val = self.split.is_val(self.next_doc);
-            self.next_doc += 1;
-            let (file, docs, tokens) = if val {
-                (&mut self.val, &mut stats.val_documents, &mut stats.val_tokens)
-            } else {
-                (&mut self.train, &mut stats.train_documents, &mut stats.train_tokens)
-            };
-            file.push(&[tok.eot])?;
-            file.push(&ids)?;
-            *docs += 1;
-            *tokens += 1 + ids.len() as u64;
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Result<(), String> {
-        self.train.finish()?;
-        self.val.finish()
-    }
-}
-
-/// A token file written as it goes: a zero header, the tokens, then the real header, the
-/// whole under a temporary name renamed into place at the end.
-struct TokenFile {
-    path: PathBuf,
-    tmp: PathBuf,
-    w: BufWriter<File>,
-    count: u64,
-    wide: bool,
-}
-
-impl TokenFile {
-    fn create(path: &Path, wide: bool) -> Result<Self, String> {
-        let tmp = path.with_extension("bin.tmp");
-        let f = File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        w.write_all(&[0u8; 4 * HEADER_INTS]).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        Ok(TokenFile { path: path.into(), tmp, w, count: 0, wide })
-    }
-
-    fn push(&mut self, ids: &[u32]) -> Result<(), String> {
-        if self.count + ids.len() as u64 > i32::MAX as u64 {
-            return Err(format!(
-                "{}: more than {} tokens, the int32 count of llm.c's header; prepare the input in parts",
-                self.path.display(),
-                i32::MAX
-            ));
-        }
-        let mut buf = Vec::with_capacity(ids.len() * 4);
-        for &t in ids {
-            if self.wide {
-                buf.extend(t.to_le_bytes());
-            } else {
-                buf.extend((t as u16).to_le_bytes());
-            }
-        }
-        self.count += ids.len() as u64;
-        self.w.write_all(&buf).map_err(|e| format!("{}: {e}", self.tmp.display()))
-    }
-
-    fn finish(mut self) -> Result<(), String> {
-        let err = |e: std::io::Error| format!("{}: {e}", self.tmp.display());
-        let count = i32::try_from(self.count).map_err(|_| {
-            format!(
-                "{}: {} tokens exceed the int32 count of llm.c's header; split the input",
-                self.path.display(),
-                self.count
-            )
-        })?;
-        let mut header = [0i32; HEADER_INTS];
-        header[0] = if self.wide { MAGIC_U32 } else { MAGIC_U16 };
-        header[1] = if self.wide { 7 } else { 1 };
-        header[2] = count;
-        self.w.flush().map_err(err)?;
-        let mut f = self.w.into_inner().map_err(|e| format!("{}: {e}", self.tmp.display()))?;
-        f.seek(SeekFrom::Start(0))
-            .and_then(|_| f.write_all(bytemuck::cast_slice(&header)))
-            .and_then(|_| f.sync_all())
-            .map_err(err)?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| format!("{}: {e}", self.path.display()))
-    }
-}
-
-/// The seeded document split. Documents go in blocks of about 1/f (or 1/(1 − f)); block b
-/// sends ⌊(b+1)·B·f + u⌋ − ⌊b·B·f + u⌋ of its B documents, at seeded positions, to val. The
-/// val share is f to within one document at every point of the stream, small corpora included.
-struct Split {
-    f: f64,
-    block: u64,
-    u: f64,
-    seed: u64,
-    current: Option<(u64, Vec<bool>)>,
-}
-
-impl Split {
-    fn new(f: f64, seed: u64) -> Self {
-        let m = f.min(1.0 - f);
-        let block = if m > 0.0 { (1.0 / m).round().clamp(1.0, 1e6) as u64 } else { 1 };
-        let u = (Rng::new(seed ^ 0x5b17).next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        Split { f, block, u, seed, current: None }
-    }
-
-    fn is_val(&mut self, doc: u64) -> bool {
-        if self.f <= 0.0 {
-            return false;
-        }
-        let (b, p) = (doc / self.block, (doc % self.block) as usize);
-        if self.current.as_ref().is_none_or(|(cb, _)| *cb != b) {
-            let n = self.block as f64;
-            let k = ((b + 1) as f64 * n * self.f + self.u).floor() - (b as f64 * n * self.f + self.u).floor();
-            let mut rng = Rng::new(self.seed ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let mut order: Vec<usize> = (0..self.block as usize).collect();
-            for i in (1..order.len()).rev() {
-                order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-            }
-            let mut chosen = vec![false; self.block as usize];
-            for &i in &order[..(k as usize).min(order.len())] {
-                chosen[i] = true;
-            }
-            self.current = Some((b, chosen));
-        }
-        self.current.as_ref().unwrap().1[p]
-    }
-}
-
-/// The spooled documents of a BPE run, read back one at a time.
-struct SpoolReader {
-    r: BufReader<File>,
-}
-
-impl SpoolReader {
-    fn open(path: &Path) -> Result<Self, String> {
-        let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(SpoolReader { r: BufReader::with_capacity(1 << 20, f) })
-    }
-}
-
-impl Iterator for SpoolReader {
-    type Item = String;
-    fn next(&mut self) -> Option<String> {
-        let mut len = [0u8; 8];
-        self.r.read_exact(&mut len).ok()?;
-        let mut buf = vec![0u8; u64::from_le_bytes(len) as usize];
-        self.r.read_exact(&mut buf).ok()?;
-        // The spool holds only text that was valid UTF-8 when written.
-        String::from_utf8(buf).ok()
-    }
 }
 
 fn progress_bar(total: u64, show: bool, what: &str) -> indicatif::ProgressBar {
