@@ -325,6 +325,17 @@ mod mpirun {
         text
     }
 
+    /// A fresh directory for one test's runs, with tiny.toml: `layers` blocks of 2 heads, 16
+    /// channels, byte vocab, T 16.
+    fn run_dir(name: &str, layers: usize) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = format!("n_layer = {layers}\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n");
+        std::fs::write(dir.join("tiny.toml"), toml).unwrap();
+        dir
+    }
+
     /// (step, loss or val_loss, grad_norm) lines of a run.
     fn metrics(path: &Path) -> Vec<(u64, f64, f64)> {
         std::fs::read_to_string(path)
@@ -354,14 +365,7 @@ mod mpirun {
             return;
         }
         let Some(mpirun) = mpirun() else { return };
-        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("tiny.toml"),
-            "n_layer = 3\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
-        )
-        .unwrap();
+        let dir = run_dir("dp", 3);
         train(&mpirun, &dir, 1, "one", &["--batch-size", "4"]);
         // Tiny buckets: several submits, all-reduces while the GPU goes on, per-bucket writes.
         let text = train(&mpirun, &dir, 2, "dp", &["--batch-size", "2", "--save-every", "3"]);
@@ -448,14 +452,7 @@ mod mpirun {
             return;
         }
         let Some(mpirun) = mpirun() else { return };
-        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-signal-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("tiny.toml"),
-            "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
-        )
-        .unwrap();
+        let dir = run_dir("signal", 1);
         let out = dir.join("run");
         let log = std::fs::File::create(dir.join("log.txt")).unwrap();
         let mut child = Command::new(&mpirun)
@@ -502,14 +499,7 @@ mod mpirun {
             return;
         }
         let Some(mpirun) = mpirun() else { return };
-        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-drift-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("tiny.toml"),
-            "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
-        )
-        .unwrap();
+        let dir = run_dir("drift", 1);
         let out = dir.join("run");
         let bin = env!("CARGO_BIN_EXE_wgtrain");
         let config = dir.join("tiny.toml");
@@ -619,14 +609,7 @@ mod mpirun {
             return;
         }
         let Some(mpirun) = mpirun() else { return };
-        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-split-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("tiny.toml"),
-            "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
-        )
-        .unwrap();
+        let dir = run_dir("split", 1);
         let text = train(&mpirun, &dir, 1, "one", &["--batch-size", "4", "--grad-accum", "30"]);
         assert!(text.contains("submits per step"), "the step is split:\n{text}");
         train(&mpirun, &dir, 2, "two", &["--batch-size", "2", "--grad-accum", "30"]);
@@ -649,14 +632,7 @@ mod mpirun {
             return;
         }
         let Some(mpirun) = mpirun() else { return };
-        let dir = std::env::temp_dir().join(format!("wgtrain-mpi-f16-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("tiny.toml"),
-            "n_layer = 2\nn_head = 2\nn_embd = 16\nvocab_size = 256\nn_positions = 16\n",
-        )
-        .unwrap();
+        let dir = run_dir("f16", 2);
         let f16 = ["--precision", "f16"];
         train(&mpirun, &dir, 1, "one", &[&f16[..], &["--batch-size", "4"]].concat());
         train(&mpirun, &dir, 2, "zero", &[&f16[..], &["--batch-size", "2", "--zero", "1"]].concat());

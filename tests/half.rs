@@ -41,9 +41,7 @@ fn nan16(gpu: &Gpu, len: usize) -> GpuBuffer {
 }
 
 pub fn read16(gpu: &Gpu, b: &GpuBuffer, len: usize) -> Vec<f32> {
-    let words: Vec<u32> = gpu.read(b, 0, len.div_ceil(2)).unwrap();
-    let halves: &[u16] = bytemuck::cast_slice(&words);
-    halves[..len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect()
+    gpu.read_f16(b, 0, len).unwrap()
 }
 
 fn up32(gpu: &Gpu, data: &[f32]) -> GpuBuffer {

@@ -197,12 +197,16 @@ const F16_PEAKS: &[(&[&str], f64)] = &[
 
 /// The dense f16 (f32 accumulate) peak of a known adapter, by name.
 pub fn peak_f16_tflops(adapter_name: &str) -> Option<f64> {
-    let name = adapter_name.to_lowercase();
-    F16_PEAKS.iter().find(|(words, _)| words.iter().all(|w| name.contains(w))).map(|(_, p)| *p)
+    lookup(F16_PEAKS, adapter_name)
 }
 
 /// The FP32 peak of a known adapter, by name.
 pub fn peak_tflops(adapter_name: &str) -> Option<f64> {
+    lookup(PEAKS, adapter_name)
+}
+
+/// The first entry of `table` whose words all appear in the lowercased adapter name.
+fn lookup(table: &[(&[&str], f64)], adapter_name: &str) -> Option<f64> {
     let name = adapter_name.to_lowercase();
-    PEAKS.iter().find(|(words, _)| words.iter().all(|w| name.contains(w))).map(|(_, p)| *p)
+    table.iter().find(|(words, _)| words.iter().all(|w| name.contains(w))).map(|(_, p)| *p)
 }

@@ -257,6 +257,16 @@ impl Gpu {
         self.queue.write_buffer(buf, offset * std::mem::size_of::<T>() as u64, bytes);
     }
 
+    /// Reads `len` f16 elements of `buf` from f16 element `offset`, as f32 (whole u32 words
+    /// travel: reads start and end on 4 bytes).
+    pub fn read_f16(&self, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<f32>, GpuError> {
+        let (lo, hi) = (offset / 2, (offset + len as u64).div_ceil(2));
+        let words: Vec<u32> = self.read(buf, lo, (hi - lo) as usize)?;
+        let halves: &[u16] = bytemuck::cast_slice(&words);
+        let skip = (offset - 2 * lo) as usize;
+        Ok(halves[skip..skip + len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect())
+    }
+
     /// Reads `len` elements of `buf` from element `offset`, waiting for queued work first.
     /// Goes through one staging buffer that is kept for the next read.
     pub fn read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<T>, GpuError> {

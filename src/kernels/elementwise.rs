@@ -56,10 +56,6 @@ impl<'a> Span<'a> {
         let bytes = eb * self.len.next_multiple_of(4);
         wgpu::BufferBinding { buffer: self.buf, offset: eb * self.offset, size: wgpu::BufferSize::new(bytes) }
     }
-
-    fn half(x: Option<Self>) -> bool {
-        x.is_some_and(|x| x.dtype == Dtype::F16)
-    }
 }
 
 /// One elementwise dispatch: y = op(y, x1, x2) over y's span. Inputs an op does not read are
@@ -78,7 +74,7 @@ pub fn op<'a>(
     let groups = n.div_ceil(PER_GROUP).max(1);
     let gx = groups.min(max);
     let params = ElementwiseParams { n, grid_x: gx, s0, s1 };
-    let half = u8::from(Span::half(Some(y))) | u8::from(Span::half(x1)) << 1 | u8::from(Span::half(x2)) << 2;
+    let half = super::dtype_mask([Some(y), x1, x2].map(|s| s.map(|s| s.dtype)));
     let pipeline = gpu.pipeline(Kernel::new(Shader::Elementwise, entry, SLOTS).with_half(half), &[])?;
     let uniform = gpu.pool.uniform(&gpu.queue, &params)?;
     let input = |x: Option<Span<'a>>| x.map_or(gpu.dummy.as_entire_buffer_binding(), Span::binding);

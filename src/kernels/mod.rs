@@ -91,10 +91,13 @@ impl<'a> View<'a> {
 /// The kernel mask of f16 bindings (bit i for binding i) of views given in binding order
 /// (None for a binding that is not a tensor view).
 pub fn half_mask(views: &[Option<View>]) -> u8 {
-    views.iter().enumerate().fold(0, |m, (i, v)| match v {
-        Some(v) if v.dtype == Dtype::F16 => m | (1 << i),
-        _ => m,
-    })
+    dtype_mask(views.iter().map(|v| v.map(|v| v.dtype)))
+}
+
+/// The kernel mask of the bindings of element types given in binding order (None: not a
+/// tensor), for views and spans alike.
+pub fn dtype_mask(dtypes: impl IntoIterator<Item = Option<Dtype>>) -> u8 {
+    dtypes.into_iter().enumerate().fold(0, |m, (i, d)| if d == Some(Dtype::F16) { m | (1 << i) } else { m })
 }
 
 impl<'a> From<&'a GpuBuffer> for View<'a> {

@@ -264,13 +264,6 @@ impl Gpt {
 pub(crate) fn read_as_f32(gpu: &Gpu, t: &Tensor, offset: u64, len: usize) -> Result<Vec<f32>, GpuError> {
     match t.dtype {
         Dtype::F32 => gpu.read(&t.buf, offset, len),
-        Dtype::F16 => {
-            // Whole u32 words: reads start and end on 4 bytes.
-            let (lo, hi) = (offset / 2, (offset + len as u64).div_ceil(2));
-            let words: Vec<u32> = gpu.read(&t.buf, lo, (hi - lo) as usize)?;
-            let halves: &[u16] = bytemuck::cast_slice(&words);
-            let skip = (offset - 2 * lo) as usize;
-            Ok(halves[skip..skip + len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect())
-        }
+        Dtype::F16 => gpu.read_f16(&t.buf, offset, len),
     }
 }

@@ -48,16 +48,7 @@ impl PrecisionChoice {
     /// `f16` on an adapter without SHADER_F16 is refused, naming what is missing.
     pub fn resolve(self, gpu: &Gpu) -> Result<(Precision, Option<String>), String> {
         let f16 = gpu.device.features().contains(wgpu::Features::SHADER_F16);
-        if self != PrecisionChoice::F32 && f16 {
-            if let Err(e) = probe_f16(gpu) {
-                let line = format!(
-                    "warning: {} lists SHADER_F16 but its driver rejects an f16 kernel ({e}); running in f32",
-                    gpu.name()
-                );
-                return Ok((Precision::F32, Some(line)));
-            }
-        }
-        match self {
+        let picked = match self {
             PrecisionChoice::F32 => Ok((Precision::F32, None)),
             PrecisionChoice::F16 if f16 => Ok((Precision::F16, None)),
             PrecisionChoice::F16 => Err(format!(
@@ -73,7 +64,18 @@ impl PrecisionChoice {
                     Some(format!("precision auto: f32 ({} has no f16 matrix units)", gpu.name())),
                 ),
             }),
+        }?;
+        // Only a run that will be f16 builds the probe kernel.
+        if picked.0 == Precision::F16 {
+            if let Err(e) = probe_f16(gpu) {
+                let line = format!(
+                    "warning: {} lists SHADER_F16 but its driver rejects an f16 kernel ({e}); running in f32",
+                    gpu.name()
+                );
+                return Ok((Precision::F32, Some(line)));
+            }
         }
+        Ok(picked)
     }
 }
 

@@ -206,8 +206,6 @@ pub struct Optimizer {
     pub loss_scale: LossScale,
     /// Stochastic rounding of the f16 copy (when the arena has one).
     pub stochastic: bool,
-    /// The arena has an f16 copy, which every update writes.
-    write_half: bool,
     /// The arena's loss-scale cell, which each update refreshes from the scalars.
     arena_scale: GpuBuffer,
     /// exp_avg for AdamW and LAMB; the momentum buffer for SGD. (len) f32
@@ -346,7 +344,6 @@ impl Optimizer {
             step: 0,
             loss_scale: LossScale::default(),
             stochastic: false,
-            write_half: arena.half.is_some(),
             arena_scale: arena.loss_scale.clone(),
             m,
             v,
@@ -404,7 +401,7 @@ impl Optimizer {
                 n_chunks: w.n_chunks,
                 total_chunks,
                 n_tensors: self.table.tensors.len() as u32,
-                write_half: self.write_half as u32,
+                write_half: !self.half_ops.is_empty() as u32,
                 stochastic: self.stochastic as u32,
                 seed: (self.step as u32).wrapping_mul(0x9e37_79b9) ^ 0x85eb_ca6b,
                 half_off: w.half_off,
@@ -448,7 +445,7 @@ impl Optimizer {
 
     /// Records the f16 copy of every parameter (after they were loaded or written from the
     /// host); nothing without one.
-    pub fn record_half_copy(&mut self, gpu: &Gpu, rec: &mut Recorder) {
+    pub fn record_half_copy(&self, gpu: &Gpu, rec: &mut Recorder) {
         if self.half_ops.is_empty() {
             return;
         }

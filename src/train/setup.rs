@@ -99,20 +99,8 @@ impl<'g> Session<'g> {
         if let Some((ckpt, state)) = resume {
             s.restore(ckpt, state)?;
         }
-        // The f16 copy of the loaded parameters, as the last update would have rounded them
-        // (its step's seed, for stochastic rounding).
-        // Under ZeRO-1 each rank rounds its shard and the shards are gathered.
-        let mut rec = crate::gpu::Recorder::new(gpu);
-        s.opt.record_half_copy(gpu, &mut rec);
-        match s.par.as_mut().filter(|p| p.zero && s.gpt.arena.half.is_some()) {
-            Some(p) => {
-                p.record_shard_params(&mut rec, &s.gpt, dist);
-                let index = rec.submit()?;
-                p.gather_params(gpu, &s.gpt, dist, index)?;
-            }
-            None => {
-                rec.submit()?;
-            }
+        if s.gpt.arena.half.is_some() {
+            s.write_half_copy()?;
         }
         if a.patience > 0 && s.val.is_none() {
             bail!(
@@ -145,6 +133,25 @@ impl<'g> Session<'g> {
         self.progress.skips = state.skips;
         if let Some((scale, clean)) = state.loss_scale {
             self.opt.set_loss_scale(self.gpu, scale, clean);
+        }
+        Ok(())
+    }
+
+    /// The f16 copy of the loaded parameters, as the last update would have rounded them (its
+    /// step's seed, for stochastic rounding). Under ZeRO-1 each rank rounds its shard and the
+    /// shards are gathered.
+    fn write_half_copy(&mut self) -> anyhow::Result<()> {
+        let mut rec = crate::gpu::Recorder::new(self.gpu);
+        self.opt.record_half_copy(self.gpu, &mut rec);
+        match self.par.as_mut().filter(|p| p.zero) {
+            Some(p) => {
+                p.record_shard_params(&mut rec, &self.gpt, self.dist);
+                let index = rec.submit()?;
+                p.gather_params(self.gpu, &self.gpt, self.dist, index)?;
+            }
+            None => {
+                rec.submit()?;
+            }
         }
         Ok(())
     }
