@@ -2,6 +2,7 @@
 //! WGTRAIN_REQUIRE_ADAPTER=1 (CI sets it).
 
 mod common;
+mod compress;
 mod data;
 mod dist;
 mod fuzz;

@@ -202,6 +202,53 @@ impl Tokenizer {
     }
 }
 
+impl Tokenizer {
+    /// Each id's token text (None for an id no token has) and the BPE merges in rank order,
+    /// as GGUF's tokenizer.ggml.tokens and tokenizer.ggml.merges list them.
+    pub fn vocab_and_merges(&self) -> (Vec<Option<String>>, Vec<(String, String)>) {
+        let mut tokens = vec![None; self.vocab_size];
+        for (t, id) in self.hf.get_vocab(true) {
+            if let Some(slot) = tokens.get_mut(id as usize) {
+                *slot = Some(t);
+            }
+        }
+        let json: serde_json::Value = serde_json::from_str(&self.hf.to_string(false).unwrap_or_default()).unwrap_or_default();
+        let merges = json["model"]["merges"].as_array().cloned().unwrap_or_default();
+        let pair = |m: &serde_json::Value| -> Option<(String, String)> {
+            match m {
+                serde_json::Value::String(s) => s.split_once(' ').map(|(a, b)| (a.into(), b.into())),
+                serde_json::Value::Array(p) => Some((p.first()?.as_str()?.into(), p.get(1)?.as_str()?.into())),
+                _ => None,
+            }
+        };
+        (tokens, merges.iter().filter_map(pair).collect())
+    }
+
+    /// A byte-level BPE from a GGUF file's token list and merges (GPT-2's pre-tokenizer), with
+    /// end-of-text `eot`; bytes when the list is the 256 byte tokens. Merges that join tokens
+    /// the list lacks are dropped.
+    pub fn from_vocab_merges(tokens: &[String], merges: &[(String, String)], eot: u32) -> Result<Self, Error> {
+        let byte_like = tokens.len() == 256 && tokens.iter().enumerate().all(|(b, t)| *t == byte_char(b as u8).to_string());
+        if byte_like {
+            return Ok(Tokenizer::byte());
+        }
+        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .filter(|(a, b)| vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")))
+            .cloned()
+            .collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| format!("the GGUF tokenizer: {e}"))?;
+        let mut hf = tokenizers::Tokenizer::new(bpe);
+        hf.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        hf.with_decoder(Some(ByteLevel::new(false, true, true)));
+        if (eot as usize) >= tokens.len() {
+            return Err(format!("the GGUF tokenizer's end-of-text id {eot} is past its {} tokens", tokens.len()));
+        }
+        Ok(Tokenizer { kind: Kind::File, hf, tiktoken: None, eot, vocab_size: tokens.len() })
+    }
+}
+
 /// Largest --vocab-size of a trained BPE.
 pub const MAX_BPE_VOCAB: usize = 1 << 20;
 

@@ -25,6 +25,8 @@ pub enum Shader {
     /// matmul_coop.wgsl: cooperative matrices, f16 operands.
     MatmulCoop,
     Optim,
+    /// quant.wgsl: linear layers and the embedding over block-quantized weights.
+    Quant,
 }
 
 impl Shader {
@@ -44,6 +46,7 @@ impl Shader {
         Shader::Matmul,
         Shader::MatmulCoop,
         Shader::Optim,
+        Shader::Quant,
     ];
 
     /// File name under shaders/.
@@ -61,6 +64,7 @@ impl Shader {
             Shader::Matmul => "matmul.wgsl",
             Shader::MatmulCoop => "matmul_coop.wgsl",
             Shader::Optim => "optim.wgsl",
+            Shader::Quant => "quant.wgsl",
         }
     }
 
@@ -81,6 +85,7 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+            Shader::Quant => include_str!("../../shaders/quant.wgsl"),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod encoder;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
+pub mod quant;
 
 use crate::gpu::{Category, Dispatch, GpuBuffer, GpuError, Kernel};
 

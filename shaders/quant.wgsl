@@ -1,0 +1,144 @@
+// Linear layers and the embedding over block-quantized weights (ggml's Q8_0, Q4_0, Q4_1):
+// the weights stay quantized in the buffer and each kernel dequantizes what it reads, so no
+// f32 copy of a weight is ever made. Every product accumulates in f32.
+//
+// Legend: M rows (B·T), K input features (a multiple of 32), N output features, V vocab,
+// C channels, T time.
+//
+//   qmatmul_forward  out (M, N) = inp (M, K) · deq(W) (N, K)ᵀ + bias (N)
+//   qembed_forward   out (M, C) = deq(wte)[tokens] (V, C) + wpe[pos0 + m % T]
+//
+// A block of 32 weights along a row is FMT's u32 words (src/compress/quant.rs, gpu_words):
+// word 0 holds d (low half, f16) and m (high half, Q4_1), then the quants as ggml stores them:
+// 8 words of i8 (Q8_0), or 4 words of nibbles (Q4_*: byte i holds element i low, i + 16 high).
+// Values: d·q (Q8_0), d·(q − 8) (Q4_0), d·q + m (Q4_1); d·q is exact in f32.
+//
+// qmatmul_forward: a workgroup of 8 × 8 threads owns a 32 × 32 output tile; each K step loads
+// a 32 × 32 tile of inp and dequantizes one block of each of 32 weight rows into workgroup
+// memory (row length 33: the column reads are conflict-free), then each thread multiplies its
+// 4 × 4 outputs, strided by 8 so that reads are broadcasts and stores coalesce.
+
+// 0 Q8_0, 1 Q4_0, 2 Q4_1 (QType::shader_code).
+override FMT: u32 = 0u;
+
+// Mirrors QuantParams in src/kernels/quant.rs. Offsets count elements (words for q).
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    has_bias: u32,
+    off_q: u32,
+    t: u32,      // qembed: sequence length
+    pos0: u32,   // qembed: position of the first row (decoding)
+    c: u32,      // qembed: channels
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<S0>;  // (M, N) or (M, C)
+@group(0) @binding(1) var<storage, read> inp: array<S1>;        // (M, K); qembed: unused
+@group(0) @binding(2) var<storage, read> q: array<u32>;         // W (N, K/32 blocks) or wte (V, C/32 blocks)
+@group(0) @binding(3) var<storage, read> bias: array<f32>;      // (N); qembed: wpe (T, C)
+@group(0) @binding(4) var<storage, read> tokens: array<u32>;    // qembed: (M) token ids
+@group(0) @binding(5) var<uniform> p: Params;
+
+const TILE: u32 = 32u;
+const PAD: u32 = 33u;
+
+fn words_per_block() -> u32 {
+    return select(5u, 9u, FMT == 0u);
+}
+
+// Element e (0..31) of the block at word `base`.
+fn dequant(base: u32, e: u32) -> f32 {
+    let dm = unpack2x16float(q[base]);
+    if FMT == 0u {
+        let word = q[base + 1u + e / 4u];
+        return dm.x * f32(bitcast<i32>(word << (24u - 8u * (e % 4u))) >> 24u);
+    }
+    let i = e % 16u;
+    let nib = (q[base + 1u + i / 4u] >> (8u * (i % 4u) + 4u * (e / 16u))) & 15u;
+    if FMT == 1u {
+        return dm.x * f32(i32(nib) - 8);
+    }
+    return dm.x * f32(nib) + dm.y;
+}
+
+var<workgroup> tile_a: array<f32, 1056>; // [t][row], TILE × PAD
+var<workgroup> tile_w: array<f32, 1056>; // [t][col]
+
+@compute @workgroup_size(8, 8)
+fn qmatmul_forward(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let row0 = wid.y * TILE;
+    let col0 = wid.x * TILE;
+    let blocks = p.k / TILE;
+    let wpb = words_per_block();
+    var acc: array<vec4<f32>, 4>;
+    // This thread's weight row of the tile and which half of its block it dequantizes.
+    let j = li / 2u;
+    let part = li % 2u;
+    for (var kb = 0u; kb < blocks; kb++) {
+        for (var i = 0u; i < 16u; i++) {
+            let e = li + 64u * i;
+            let r = e / TILE;
+            let t = e % TILE;
+            var v = 0.0;
+            if row0 + r < p.m {
+                v = f32(inp[(row0 + r) * p.k + kb * TILE + t]);
+            }
+            tile_a[t * PAD + r] = v;
+        }
+        let col = col0 + j;
+        let base = p.off_q + (col * blocks + kb) * wpb;
+        for (var i = 0u; i < 16u; i++) {
+            let e = part * 16u + i;
+            var v = 0.0;
+            if col < p.n {
+                v = dequant(base, e);
+            }
+            tile_w[e * PAD + j] = v;
+        }
+        workgroupBarrier();
+        for (var t = 0u; t < TILE; t++) {
+            let w = vec4<f32>(
+                tile_w[t * PAD + lid.x],
+                tile_w[t * PAD + lid.x + 8u],
+                tile_w[t * PAD + lid.x + 16u],
+                tile_w[t * PAD + lid.x + 24u],
+            );
+            for (var i = 0u; i < 4u; i++) {
+                acc[i] += tile_a[t * PAD + lid.y + 8u * i] * w;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + lid.y + 8u * i;
+        for (var jj = 0u; jj < 4u; jj++) {
+            let c = col0 + lid.x + 8u * jj;
+            if row < p.m && c < p.n {
+                var v = acc[i][jj];
+                if p.has_bias != 0u {
+                    v += bias[c];
+                }
+                out[row * p.n + c] = S0(v);
+            }
+        }
+    }
+}
+
+const WG: u32 = 256u;
+
+@compute @workgroup_size(WG)
+fn qembed_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let e = gid.x + gid.y * groups.x * WG;
+    if e >= p.m * p.c {
+        return;
+    }
+    let pos = e / p.c;
+    let ch = e % p.c;
+    let base = p.off_q + (tokens[pos] * (p.c / TILE) + ch / TILE) * words_per_block();
+    out[e] = S0(dequant(base, ch % TILE) + bias[(p.pos0 + pos % p.t) * p.c + ch]);
+}

@@ -1,0 +1,248 @@
+//! GPT-2 in GGUF as llama.cpp names it: which tensor goes where in which type (`plan`), the
+//! file with its metadata and tokenizer (`write_gpt2`), and a file read back into a config,
+//! tensors in wgtrain's naming and a tokenizer (`read_gpt2`).
+//!
+//! wgtrain keeps matmul weights (out, in) row-major: ggml's dims [in, out], rows of `in`
+//! elements, so blocks run along the input features and the weights go in untransposed.
+
+use std::path::Path;
+
+use super::gguf::{Gguf, Value, Writer};
+use super::quant::{self, QType};
+use crate::data::tokenizer::{Kind, Tokenizer};
+use crate::model::GptConfig;
+
+/// What `wgtrain quantize` makes of a model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Format {
+    /// The type of every linear weight (and of wte with `embeddings`).
+    pub qtype: QType,
+    /// wte too: the embedding lookup and the tied LM head then dequantize its rows.
+    pub embeddings: bool,
+}
+
+/// One tensor of the file: its names, wgtrain shape, type, and why it is not in the format's
+/// type, if it is not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub name: String,
+    pub gguf: String,
+    pub shape: Vec<usize>,
+    pub qtype: QType,
+    pub note: Option<String>,
+}
+
+/// The linear layers' weights: what QAT fake-quantizes and quantization quantizes.
+pub fn is_linear_weight(name: &str) -> bool {
+    name.ends_with(".weight") && (name.contains(".c_attn.") || name.contains(".c_proj.") || name.contains(".c_fc."))
+}
+
+/// llama.cpp's name of a wgtrain (HF GPT-2) parameter.
+pub fn gguf_name(name: &str) -> String {
+    let top = [("wte.weight", "token_embd.weight"), ("wpe.weight", "position_embd.weight")];
+    if let Some((_, g)) = top.iter().find(|(n, _)| *n == name) {
+        return g.to_string();
+    }
+    if let Some(rest) = name.strip_prefix("ln_f.") {
+        return format!("output_norm.{rest}");
+    }
+    let Some(rest) = name.strip_prefix("h.") else { return name.to_string() };
+    let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
+    let parts = [
+        ("ln_1.", "attn_norm."),
+        ("attn.c_attn.", "attn_qkv."),
+        ("attn.c_proj.", "attn_output."),
+        ("ln_2.", "ffn_norm."),
+        ("mlp.c_fc.", "ffn_up."),
+        ("mlp.c_proj.", "ffn_down."),
+    ];
+    let (from, to) = parts.iter().find(|(f, _)| tail.starts_with(f)).copied().unwrap_or(("", ""));
+    format!("blk.{layer}.{to}{}", &tail[from.len()..])
+}
+
+/// Every parameter of `config` in the file, in table order: linear weights (and wte with
+/// `embeddings`) in the format's type unless their rows are not whole blocks, the rest f32.
+pub fn plan(config: &GptConfig, format: Format) -> Vec<Planned> {
+    config
+        .parameter_specs()
+        .into_iter()
+        .map(|(name, shape)| {
+            let wanted = is_linear_weight(&name) || (format.embeddings && name == "wte.weight");
+            let row = *shape.last().unwrap_or(&0);
+            let (qtype, note) = if !wanted {
+                (QType::F32, None)
+            } else if format.qtype.is_block() && !row.is_multiple_of(quant::QK) {
+                (QType::F32, Some(format!("rows of {row} are not whole blocks of {}: kept f32", quant::QK)))
+            } else {
+                (format.qtype, None)
+            };
+            Planned { gguf: gguf_name(&name), name, shape, qtype, note }
+        })
+        .collect()
+}
+
+/// ggml's dims of a wgtrain shape: reversed (the row length first).
+fn ggml_dims(shape: &[usize]) -> Vec<u64> {
+    shape.iter().rev().map(|&d| d as u64).collect()
+}
+
+/// The GGUF file type of a format (llama.cpp's `llama_ftype`).
+fn file_type(q: QType) -> u32 {
+    match q {
+        QType::F32 => 0,
+        QType::F16 => 1,
+        QType::Q4_0 => 2,
+        QType::Q4_1 => 3,
+        QType::Q8_0 => 7,
+    }
+}
+
+/// The tokenizer metadata: GPT-2's tokenizer model with every id's token (ids the tokenizer
+/// lacks become unused `[PAD<id>]`), the merges (a byte-level vocabulary gets one that never
+/// applies, since llama.cpp wants at least one), and the end-of-text as bos and eos.
+fn tokenizer_meta(w: &mut Writer, tok: &Tokenizer, vocab_size: usize) {
+    let (tokens, mut merges) = tok.vocab_and_merges();
+    if merges.is_empty() {
+        // Bytes 0 and 1 (NUL and SOH): cleaning removes both from the text.
+        let c = crate::data::tokenizer::byte_char;
+        merges.push((c(0).to_string(), c(1).to_string()));
+    }
+    let text = |i: usize| tokens.get(i).cloned().flatten();
+    let names: Vec<Value> = (0..vocab_size).map(|i| Value::Str(text(i).unwrap_or_else(|| format!("[PAD{i}]")))).collect();
+    let control = tok.kind != Kind::Byte;
+    let types: Vec<Value> = (0..vocab_size)
+        .map(|i| {
+            let ty = match text(i) {
+                None => 5,
+                Some(_) if control && i == tok.eot as usize => 3,
+                Some(_) => 1,
+            };
+            Value::I32(ty)
+        })
+        .collect();
+    w.meta("tokenizer.ggml.model", Value::Str("gpt2".into()));
+    w.meta("tokenizer.ggml.pre", Value::Str(if tok.kind == Kind::Byte { "default" } else { "gpt-2" }.into()));
+    w.meta("tokenizer.ggml.tokens", Value::Array(names));
+    w.meta("tokenizer.ggml.token_type", Value::Array(types));
+    w.meta("tokenizer.ggml.merges", Value::Array(merges.into_iter().map(|(a, b)| Value::Str(format!("{a} {b}"))).collect()));
+    w.meta("tokenizer.ggml.bos_token_id", Value::U32(tok.eot));
+    w.meta("tokenizer.ggml.eos_token_id", Value::U32(tok.eot));
+}
+
+/// The bytes of each planned tensor, encoded on the CPU from wgtrain-layout values.
+pub fn encode(planned: &[Planned], values: &[Vec<f32>]) -> Vec<Vec<u8>> {
+    planned.iter().zip(values).map(|(p, v)| quant::quantize(v, p.qtype)).collect()
+}
+
+/// Writes model.gguf at `path` (through a synced temporary file): the architecture's metadata,
+/// the tokenizer, then each planned tensor with its bytes. Returns the file's size.
+pub fn write_gpt2(
+    path: &Path,
+    config: &GptConfig,
+    tok: &Tokenizer,
+    planned: &[Planned],
+    data: &[Vec<u8>],
+    qtype: QType,
+) -> Result<u64, String> {
+    let mut w = Writer::default();
+    let u = |x: usize| Value::U32(x as u32);
+    w.meta("general.architecture", Value::Str("gpt2".into()));
+    w.meta("general.name", Value::Str("wgtrain gpt2".into()));
+    w.meta("general.file_type", Value::U32(file_type(qtype)));
+    w.meta("gpt2.context_length", u(config.n_positions));
+    w.meta("gpt2.embedding_length", u(config.n_embd));
+    w.meta("gpt2.feed_forward_length", u(4 * config.n_embd));
+    w.meta("gpt2.block_count", u(config.n_layer));
+    w.meta("gpt2.attention.head_count", u(config.n_head));
+    w.meta("gpt2.attention.layer_norm_epsilon", Value::F32(1e-5));
+    tokenizer_meta(&mut w, tok, config.vocab_size);
+    for (p, bytes) in planned.iter().zip(data) {
+        w.tensor(&p.gguf, ggml_dims(&p.shape), p.qtype, bytes.clone());
+    }
+    let bytes = w.bytes();
+    let tmp = path.with_extension("gguf.tmp");
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::write(&tmp, &bytes).map_err(|e| io(&tmp, e))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    Ok(bytes.len() as u64)
+}
+
+/// A tensor of a GGUF model in wgtrain's naming and shape, its bytes in ggml's layout.
+pub struct Loaded {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub qtype: QType,
+    pub bytes: Vec<u8>,
+}
+
+/// A GPT-2 read from a GGUF file.
+pub struct GgufModel {
+    pub config: GptConfig,
+    /// In table order (`GptConfig::parameter_specs`).
+    pub tensors: Vec<Loaded>,
+    pub tokenizer: Tokenizer,
+}
+
+fn meta_usize(g: &Gguf, key: &str) -> Result<usize, String> {
+    g.get(key).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| format!("no integer {key}"))
+}
+
+/// Reads a gpt2-architecture GGUF: the config from its metadata (the vocabulary from
+/// token_embd), every tensor the config needs with the shape it needs, and its tokenizer.
+/// LayerNorms, biases and wpe must be F32 or F16; block formats need whole blocks per row.
+pub fn read_gpt2(path: &Path) -> Result<GgufModel, String> {
+    let g = Gguf::read(path)?;
+    let err = |e: String| format!("{}: {e}", path.display());
+    let arch = g.get("general.architecture").and_then(Value::as_str).unwrap_or("");
+    if arch != "gpt2" {
+        return Err(err(format!("architecture {arch:?}; wgtrain reads gpt2")));
+    }
+    let embd = g.tensor("token_embd.weight").ok_or_else(|| err("no token_embd.weight".into()))?;
+    let config = GptConfig {
+        n_layer: meta_usize(&g, "gpt2.block_count").map_err(err)?,
+        n_head: meta_usize(&g, "gpt2.attention.head_count").map_err(err)?,
+        n_embd: meta_usize(&g, "gpt2.embedding_length").map_err(err)?,
+        vocab_size: embd.dims.get(1).copied().unwrap_or(0) as usize,
+        n_positions: meta_usize(&g, "gpt2.context_length").map_err(err)?,
+    };
+    config.validate().map_err(err)?;
+    let ff = meta_usize(&g, "gpt2.feed_forward_length").unwrap_or(4 * config.n_embd);
+    if ff != 4 * config.n_embd {
+        return Err(err(format!("feed_forward_length {ff}: wgtrain's GPT-2 has 4 × n_embd = {}", 4 * config.n_embd)));
+    }
+    let mut tensors = Vec::new();
+    for (name, shape) in config.parameter_specs() {
+        let gname = gguf_name(&name);
+        let t = g.tensor(&gname).ok_or_else(|| err(format!("no tensor {gname}")))?;
+        if t.dims != ggml_dims(&shape) {
+            return Err(err(format!("{gname} has dims {:?}, the config needs {:?}", t.dims, ggml_dims(&shape))));
+        }
+        let may_block = is_linear_weight(&name) || name == "wte.weight";
+        if t.qtype.is_block() && !may_block {
+            return Err(err(format!("{gname} is {}; wgtrain reads it as F32 or F16", t.qtype.name())));
+        }
+        tensors.push(Loaded { name, shape, qtype: t.qtype, bytes: g.data(t).to_vec() });
+    }
+    Ok(GgufModel { tokenizer: gguf_tokenizer(&g, config.vocab_size).map_err(err)?, config, tensors })
+}
+
+/// The tokenizer a GGUF file holds (bytes when it holds none).
+fn gguf_tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer, String> {
+    let Some(list) = g.get("tokenizer.ggml.tokens").and_then(Value::as_array) else { return Ok(Tokenizer::byte()) };
+    let tokens: Vec<String> = list.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect();
+    if tokens.len() != vocab_size {
+        return Err(format!("{} tokens in tokenizer.ggml.tokens, {vocab_size} rows in token_embd", tokens.len()));
+    }
+    // Unused padding ids stand for nothing.
+    let used = tokens.iter().rposition(|t| !t.starts_with("[PAD")).map_or(0, |i| i + 1);
+    let merges: Vec<(String, String)> = g
+        .get("tokenizer.ggml.merges")
+        .and_then(Value::as_array)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|v| v.as_str()?.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+        .collect();
+    let eot = g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).unwrap_or(0) as u32;
+    Tokenizer::from_vocab_merges(&tokens[..used], &merges, eot)
+}

@@ -1,0 +1,127 @@
+//! Linear layers and the embedding over block-quantized weights (shaders/quant.wgsl): the
+//! weights stay in ggml's blocks (as `compress::quant::gpu_words` lays them out) and the
+//! kernels dequantize what they read.
+
+use super::{dispatch_with, grid, half_mask, View};
+use crate::compress::QType;
+use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
+
+/// Mirrors `struct Params` in shaders/quant.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct QuantParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub has_bias: u32,
+    pub off_q: u32,
+    pub t: u32,
+    pub pos0: u32,
+    pub c: u32,
+}
+
+const SLOTS: &[Slot] =
+    &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
+const TILE: u32 = 32;
+const WG: u32 = 256;
+
+/// A quantized weight (rows, cols) in a buffer of u32 words: `offset` words from the start
+/// (a multiple of 64, so it binds at any offset alignment), rows of cols/32 blocks.
+#[derive(Clone, Copy, Debug)]
+pub struct QView<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub qtype: QType,
+    pub rows: u32,
+    pub cols: u32,
+}
+
+impl<'a> QView<'a> {
+    pub fn words(&self) -> u64 {
+        self.rows as u64 * (self.cols / TILE) as u64 * self.qtype.gpu_words() as u64
+    }
+
+    fn binding(&self, gpu: &Gpu) -> Result<wgpu::BufferBinding<'a>, GpuError> {
+        View::at(self.buf, self.offset).binding(gpu, self.words())
+    }
+
+    fn constants(&self) -> [(&'static str, f64); 1] {
+        [("FMT", self.qtype.shader_code() as f64)]
+    }
+}
+
+/// Rows of one window: all `m`, or a multiple of 128 whose `row_bytes` fit one binding.
+fn window_rows(gpu: &Gpu, m: u32, row_bytes: u64) -> Result<u32, GpuError> {
+    let fit = gpu.max_binding() / row_bytes.max(1);
+    if fit >= m as u64 {
+        return Ok(m);
+    }
+    let rows = fit / 128 * 128;
+    if rows == 0 {
+        return Err(GpuError::BindingTooLarge { requested: 128 * row_bytes, max: gpu.max_binding() });
+    }
+    Ok(rows as u32)
+}
+
+/// out (M, N) = inp (M, K) · deq(w) (N, K)ᵀ + bias (N), K a multiple of 32; split along M
+/// into windows where out or inp would exceed one binding.
+pub fn forward(gpu: &Gpu, out: View, inp: View, w: QView, bias: Option<View>, m: u32) -> Result<Vec<Dispatch>, GpuError> {
+    let (n, k) = (w.rows, w.cols);
+    if !k.is_multiple_of(TILE) || w.qtype.shader_code() == u32::MAX {
+        return Err(GpuError::Unsupported(format!("a {} weight of rows of {k}", w.qtype.name())));
+    }
+    let row_bytes = (n as u64 * out.dtype.bytes()).max(k as u64 * inp.dtype.bytes());
+    let rows = window_rows(gpu, m, row_bytes)?;
+    let bias_b = match bias {
+        Some(b) => b.binding(gpu, n as u64)?,
+        None => gpu.dummy.as_entire_buffer_binding(),
+    };
+    let kernel = Kernel::new(Shader::Quant, "qmatmul_forward", SLOTS).with_half(half_mask(&[Some(out), Some(inp)]));
+    let mut out_d = Vec::new();
+    for m0 in (0..m).step_by(rows as usize) {
+        let mm = rows.min(m - m0);
+        let o = out.at_offset(out.offset + m0 as u64 * n as u64);
+        let a = inp.at_offset(inp.offset + m0 as u64 * k as u64);
+        let b = [
+            o.binding(gpu, mm as u64 * n as u64)?,
+            a.binding(gpu, mm as u64 * k as u64)?,
+            w.binding(gpu)?,
+            bias_b.clone(),
+            gpu.dummy.as_entire_buffer_binding(),
+        ];
+        let p = QuantParams { m: mm, n, k, has_bias: bias.is_some() as u32, ..Default::default() };
+        let groups = [n.div_ceil(TILE), mm.div_ceil(TILE), 1];
+        out_d.push(dispatch_with(gpu, kernel, &w.constants(), &b, &p, groups)?);
+    }
+    Ok(out_d)
+}
+
+/// The uniform of `embed` for rows at positions pos0 + (m % t).
+pub fn embed_params(m: u32, t: u32, c: u32, pos0: u32) -> QuantParams {
+    QuantParams { m, t, c, pos0, ..Default::default() }
+}
+
+/// out (M, C) = deq(wte)[tokens] + wpe[pos0 + m % T], binding `wpe_rows` rows of wpe.
+#[allow(clippy::too_many_arguments)]
+pub fn embed(
+    gpu: &Gpu,
+    out: View,
+    tokens: &wgpu::Buffer,
+    wte: QView,
+    wpe: View,
+    m: u32,
+    t: u32,
+    wpe_rows: u32,
+) -> Result<Dispatch, GpuError> {
+    let c = wte.cols;
+    let b = [
+        out.binding(gpu, m as u64 * c as u64)?,
+        gpu.dummy.as_entire_buffer_binding(),
+        wte.binding(gpu)?,
+        wpe.binding(gpu, wpe_rows.max(t) as u64 * c as u64)?,
+        View::from(tokens).binding(gpu, m as u64)?,
+    ];
+    let kernel = Kernel::new(Shader::Quant, "qembed_forward", SLOTS).with_half(half_mask(&[Some(out)]));
+    let groups = grid(gpu, (m * c).div_ceil(WG));
+    dispatch_with(gpu, kernel, &wte.constants(), &b, &embed_params(m, t, c, 0), groups)
+}
