@@ -1,6 +1,7 @@
 //! The commands of `wgtrain` that load a checkpoint (eval, sample) or prepare data: what
 //! main.rs dispatches to, kept apart so that it stays the command line.
 
+use wgtrain::data::tokenizer::Tokenizer;
 use wgtrain::Gpu;
 
 use crate::PrepareCli;
@@ -48,25 +49,72 @@ pub fn prepare(p: PrepareCli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads a checkpoint directory into a model for batches of b × t in `precision`.
+/// A model for eval and sample, with the tokenizer it names (its tokenizer.json, or the one
+/// a GGUF file holds; None for a checkpoint without tokenizer.json, which is bytes).
+struct Loaded {
+    gpt: wgtrain::model::Gpt,
+    tokenizer: Option<Tokenizer>,
+}
+
+/// Loads `--model`: a checkpoint directory (config.json, model.safetensors), a GGUF file, or a
+/// directory holding model.gguf; for batches of b × t (t: n_positions unless given).
 fn load_model(
     gpu: &Gpu,
-    dir: &std::path::Path,
+    model: &std::path::Path,
     (b, t): (usize, Option<usize>),
     precision: wgtrain::model::Precision,
-) -> anyhow::Result<wgtrain::model::Gpt> {
+) -> anyhow::Result<Loaded> {
     use wgtrain::model::{checkpoint, Gpt, GptConfig};
-    let config = GptConfig::load(&dir.join("config.json"))?;
-    let t = t.unwrap_or(config.n_positions);
-    anyhow::ensure!(
-        t > 0 && t <= config.n_positions,
-        "--seq-len must be between 1 and n_positions {}",
-        config.n_positions
-    );
-    let gpt = Gpt::with_precision(gpu, config.clone(), b, t, 1, precision)?;
-    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), &config)?);
+    let seq = |n_positions: usize| {
+        let t = t.unwrap_or(n_positions);
+        anyhow::ensure!(t > 0 && t <= n_positions, "--seq-len must be between 1 and n_positions {n_positions}");
+        Ok(t)
+    };
+    let dir_tokenizer = || -> anyhow::Result<Option<Tokenizer>> {
+        let file = model.join("tokenizer.json");
+        Ok(if file.is_file() { Some(Tokenizer::from_file(&file, None).map_err(anyhow::Error::msg)?) } else { None })
+    };
+    if let Some(path) = wgtrain::compress::gguf_path(model) {
+        let m = wgtrain::compress::export::read_gpt2(&path).map_err(anyhow::Error::msg)?;
+        let gpt = Gpt::from_gguf(gpu, &m, b, seq(m.config.n_positions)?, precision)?;
+        let tokenizer = if model.is_dir() { dir_tokenizer()?.or(Some(m.tokenizer)) } else { Some(m.tokenizer) };
+        return Ok(Loaded { gpt, tokenizer });
+    }
+    let config = GptConfig::load(&model.join("config.json"))?;
+    let table = wgtrain::optim::ParamTable::new(config.parameter_specs());
+    let t = seq(config.n_positions)?;
+    let gpt = Gpt::for_inference(gpu, config.clone(), b, t, precision, table, None)?;
+    gpt.write_params(gpu, &checkpoint::load_hf(&model.join("model.safetensors"), &config)?);
     gpt.write_half_params(gpu)?;
-    Ok(gpt)
+    Ok(Loaded { gpt, tokenizer: dir_tokenizer()? })
+}
+
+/// `wgtrain quantize`: a checkpoint into DIR2/model.gguf (+ config.json, tokenizer.json).
+pub fn quantize(model: &std::path::Path, format: wgtrain::compress::export::Format, out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        force || !out.join("model.gguf").exists(),
+        "--out {}: holds a model.gguf already; pick another directory or pass --force",
+        out.display()
+    );
+    let r = wgtrain::compress::quantize(model, format, out).map_err(anyhow::Error::msg)?;
+    let mut kept = 0;
+    for p in &r.planned {
+        if let Some(note) = &p.note {
+            println!("  {} ({}): {note}", p.name, p.gguf);
+            kept += 1;
+        }
+    }
+    let converted = r.planned.iter().filter(|p| p.qtype == format.qtype && p.qtype != wgtrain::compress::QType::F32);
+    println!(
+        "{} tensors in {}, {} in f32 ({kept} of them because their rows are not whole blocks); {:.2} MB (the weights in f32: {:.2} MB) -> {}",
+        converted.count(),
+        format.qtype.name(),
+        r.planned.iter().filter(|p| p.qtype == wgtrain::compress::QType::F32).count(),
+        r.gguf_bytes as f64 / 1e6,
+        r.f32_bytes as f64 / 1e6,
+        r.out.join("model.gguf").display()
+    );
+    Ok(())
 }
 
 pub fn eval(
@@ -78,21 +126,19 @@ pub fn eval(
     precision: wgtrain::model::Precision,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(b > 0, "--batch-size must be positive");
-    let gpt = load_model(gpu, model, (b, t), precision)?;
+    let Loaded { gpt, tokenizer } = load_model(gpu, model, (b, t), precision)?;
     let (file, data_dir) = match wgtrain::data::prepared_files(data)? {
         Some((_, Some(val))) => (val, data.to_path_buf()),
         Some((_, None)) => anyhow::bail!("--data {}: its val.bin holds no tokens", data.display()),
         None => (data.to_path_buf(), data.parent().map(|p| p.to_path_buf()).unwrap_or_default()),
     };
-    let (mine, theirs) = (model.join("tokenizer.json"), data_dir.join("tokenizer.json"));
-    if mine.is_file() && theirs.is_file() {
-        use wgtrain::data::tokenizer::Tokenizer;
-        let a = Tokenizer::from_file(&mine, None).map_err(anyhow::Error::msg)?;
+    let theirs = data_dir.join("tokenizer.json");
+    if let (Some(a), true) = (&tokenizer, theirs.is_file()) {
         let b = Tokenizer::from_file(&theirs, None).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             a.same_ids(&b),
-            "{} and {} give tokens other ids: the data was tokenized for another model",
-            mine.display(),
+            "the tokenizers of {} and {} give tokens other ids: the data was tokenized for another model",
+            model.display(),
             theirs.display()
         );
     }
@@ -127,15 +173,16 @@ pub fn sample(
     precision: wgtrain::model::Precision,
 ) -> anyhow::Result<()> {
     // The decoder keeps its own batch-1 activations; the model itself only hosts parameters.
-    let gpt = load_model(gpu, model, (1, Some(1)), precision)?;
-    let tok = wgtrain::data::tokenizer::Tokenizer::for_dir(model).map_err(anyhow::Error::msg)?;
+    let Loaded { gpt, tokenizer } = load_model(gpu, model, (1, Some(1)), precision)?;
+    let has_file = tokenizer.is_some();
+    let tok = tokenizer.unwrap_or_else(Tokenizer::byte);
     anyhow::ensure!(
         gpt.config.vocab_size >= tok.vocab_size,
         "{}: the model's vocab_size {} is smaller than its tokenizer's {}{}",
         model.display(),
         gpt.config.vocab_size,
         tok.vocab_size,
-        if model.join("tokenizer.json").is_file() { "" } else { " (bytes: no tokenizer.json in the directory)" }
+        if has_file { "" } else { " (bytes: no tokenizer.json in the directory)" }
     );
     let prompt = prompt.replace("\\n", "\n");
     let out = wgtrain::train::sample(gpu, &gpt, &tok, &prompt, n, temperature, top_k, seed)?;

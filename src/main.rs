@@ -47,7 +47,8 @@ enum Command {
     Prepare(Box<PrepareCli>),
     /// Mean loss and perplexity of a checkpoint on a token file.
     Eval {
-        /// Checkpoint directory (config.json, model.safetensors).
+        /// Checkpoint directory (config.json, model.safetensors), a .gguf file, or a directory
+        /// holding model.gguf (from `wgtrain quantize`).
         #[arg(long)]
         model: PathBuf,
         /// llm.c token file, or a directory from `wgtrain prepare` (its val.bin is used).
@@ -64,7 +65,8 @@ enum Command {
     },
     /// Generate text from a checkpoint, decoded with its tokenizer.json (bytes if it has none).
     Sample {
-        /// Checkpoint directory (config.json, model.safetensors).
+        /// Checkpoint directory (config.json, model.safetensors), a .gguf file, or a directory
+        /// holding model.gguf.
         #[arg(long)]
         model: PathBuf,
         #[arg(long, default_value = "\n")]
@@ -79,6 +81,24 @@ enum Command {
         top_k: usize,
         #[arg(long, default_value_t = 1337)]
         seed: u64,
+    },
+    /// Quantize a checkpoint into a GGUF file llama.cpp runs (and eval/sample read back).
+    Quantize {
+        /// Checkpoint directory (config.json, model.safetensors, tokenizer.json if any).
+        #[arg(long)]
+        model: PathBuf,
+        /// ggml's block formats, or f16/f32 (unquantized; f32 is lossless).
+        #[arg(long, value_enum)]
+        format: wgtrain::compress::QType,
+        /// Quantize wte too (the embedding and the tied LM head dequantize its rows).
+        #[arg(long)]
+        quantize_embeddings: bool,
+        /// Directory for model.gguf, config.json and tokenizer.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite a model.gguf already in --out.
+        #[arg(long)]
+        force: bool,
     },
     /// List every adapter with its backend, type, driver, features and limits.
     Adapters,
@@ -379,6 +399,11 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         prepare(*p)?;
         return Ok(None);
     }
+    if let Command::Quantize { model, format, quantize_embeddings, out, force } = &cli.command {
+        let f = wgtrain::compress::export::Format { qtype: *format, embeddings: *quantize_embeddings };
+        commands::quantize(model, f, out, *force)?;
+        return Ok(None);
+    }
     let mut gpu = if dist.size > 1 { Gpu::for_rank(&choice, dist.local_rank)? } else { Gpu::new(&choice)? };
     // Eval and sample tune their shapes too (training sets its table up itself).
     gpu.tuning.get_mut().unwrap().tune = !cli.no_tune;
@@ -394,7 +419,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         resolve_precision(&gpu, cli.precision)?
     };
     match cli.command {
-        Command::Adapters | Command::Prepare(_) => unreachable!("handled above"),
+        Command::Adapters | Command::Prepare(_) | Command::Quantize { .. } => unreachable!("handled above"),
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
         Command::Train(t) => {
             let stopped = match &t.resume {

@@ -182,3 +182,104 @@ fn dequant_embedding_matches_the_reference() {
         }
     }
 }
+
+/// A small GPT-2 whose rows are whole blocks (C 32), seeded values, in a checkpoint directory.
+fn tiny_model(dir: &std::path::Path, seed: u64) -> (wgtrain::model::GptConfig, Vec<Vec<f32>>) {
+    let config = wgtrain::model::GptConfig { n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 67, n_positions: 16 };
+    let mut r = Rng::new(seed);
+    let values: Vec<Vec<f32>> = config
+        .parameter_specs()
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let base = if name.contains("ln_") && name.ends_with(".weight") { 1.0 } else { 0.0 };
+            (0..n).map(|_| base + 0.3 * r.uniform()).collect()
+        })
+        .collect();
+    wgtrain::model::checkpoint::save_hf(dir, &config, &values).unwrap();
+    (config, values)
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("wgtrain-compress-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The committed tests/fixtures/wgtrain_q4_1.gguf is what wgtrain writes for `tiny_model(1)`
+/// (q4_1, wte too), and both readers see the same in it: ours here, the `gguf` package's in
+/// gguf_wgtrain.json (scripts/make_quant_fixture.py --check).
+#[test]
+fn a_written_file_reads_back_in_both_readers() {
+    use wgtrain::compress::export::{self, Format};
+    let dir = tmp("written");
+    tiny_model(&dir, 1);
+    let format = Format { qtype: QType::Q4_1, embeddings: true };
+    wgtrain::compress::quantize(&dir, format, &dir.join("q")).unwrap();
+    let written = std::fs::read(dir.join("q/model.gguf")).unwrap();
+    let committed = format!("{FIX}/wgtrain_q4_1.gguf");
+    if std::env::var("WGTRAIN_WRITE_FIXTURES").is_ok_and(|v| v == "1") {
+        std::fs::write(&committed, &written).unwrap();
+    }
+    assert!(written == std::fs::read(&committed).unwrap(), "wgtrain writes other bytes than {committed}");
+    let g = Gguf::parse(written).unwrap();
+    let want = json("gguf_wgtrain.json");
+    for t in want["tensors"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        let ours = g.tensor(name).unwrap_or_else(|| panic!("{name}"));
+        let dims: Vec<u64> = t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).collect();
+        assert_eq!(ours.dims, dims, "{name}");
+        assert_eq!(ours.qtype.name().to_uppercase(), t["type"].as_str().unwrap(), "{name}");
+        assert_eq!(ours.bytes(), t["bytes"].as_u64().unwrap(), "{name}");
+    }
+    assert_eq!(g.tensors.len(), want["tensors"].as_array().unwrap().len());
+    for (key, v) in want["metadata"].as_object().unwrap() {
+        let ours = g.get(key).unwrap_or_else(|| panic!("{key}"));
+        match v {
+            serde_json::Value::String(s) => assert_eq!(ours.as_str(), Some(s.as_str()), "{key}"),
+            serde_json::Value::Number(n) => assert_eq!(ours.as_f64().unwrap() as f32, n.as_f64().unwrap() as f32, "{key}"),
+            serde_json::Value::Object(o) => assert_eq!(ours.as_array().unwrap().len() as u64, o["len"].as_u64().unwrap()),
+            _ => {}
+        }
+    }
+    let m = export::read_gpt2(&dir.join("q/model.gguf")).unwrap();
+    assert_eq!(m.config.n_embd, 32);
+    assert_eq!(m.tensors.iter().filter(|t| t.qtype == QType::Q4_1).count(), 1 + 4 * 2);
+}
+
+/// eval on a quantized model is the f32 model of its dequantized weights: the kernels only
+/// change where the dequantization happens.
+#[test]
+fn a_quantized_model_runs_as_its_dequantized_weights() {
+    use wgtrain::compress::export::{self, Format};
+    use wgtrain::gpu::Recorder;
+    use wgtrain::model::{Gpt, Precision};
+    let Some(gpu) = crate::common::gpu() else { return };
+    let dir = tmp("runs");
+    let (config, _) = tiny_model(&dir, 2);
+    let (b, t) = (2, 11);
+    let tokens: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7 + 3) % 67).collect();
+    let logits = |gpt: &Gpt| {
+        gpt.upload_batch(gpu, 0, &tokens, &tokens);
+        let mut rec = Recorder::new(gpu);
+        gpt.record_eval(&mut rec);
+        rec.submit().unwrap();
+        gpt.read_logits(gpu).unwrap()
+    };
+    for q in BLOCKS {
+        let out = dir.join(q.name());
+        wgtrain::compress::quantize(&dir, Format { qtype: q, embeddings: true }, &out).unwrap();
+        let m = export::read_gpt2(&out.join("model.gguf")).unwrap();
+        let quantized = Gpt::from_gguf(gpu, &m, b, t, Precision::F32).unwrap();
+        let dense = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();
+        dense.write_params(gpu, &m.tensors.iter().map(|t| quant::dequantize(&t.bytes, t.qtype)).collect::<Vec<_>>());
+        assert_close(&format!("{} logits", q.name()), &logits(&quantized), &logits(&dense), 1e-5, 1e-5);
+        let mut dec = quantized.decoder(gpu).unwrap();
+        let mut dense_dec = dense.decoder(gpu).unwrap();
+        for &tok in &tokens[..5] {
+            let (a, b) = (dec.next(gpu, tok).unwrap(), dense_dec.next(gpu, tok).unwrap());
+            assert_close(&format!("{} decoding", q.name()), &a, &b, 1e-5, 1e-5);
+        }
+    }
+}

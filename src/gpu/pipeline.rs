@@ -27,6 +27,8 @@ pub enum Shader {
     Optim,
     /// quant.wgsl: linear layers and the embedding over block-quantized weights.
     Quant,
+    /// fake_quant.wgsl: QAT's quantize-dequantize of the linear weights, and GPU quantization.
+    FakeQuant,
 }
 
 impl Shader {
@@ -47,6 +49,7 @@ impl Shader {
         Shader::MatmulCoop,
         Shader::Optim,
         Shader::Quant,
+        Shader::FakeQuant,
     ];
 
     /// File name under shaders/.
@@ -65,6 +68,7 @@ impl Shader {
             Shader::MatmulCoop => "matmul_coop.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Quant => "quant.wgsl",
+            Shader::FakeQuant => "fake_quant.wgsl",
         }
     }
 
@@ -86,6 +90,7 @@ impl Shader {
             Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
+            Shader::FakeQuant => include_str!("../../shaders/fake_quant.wgsl"),
         }
     }
 
@@ -93,8 +98,11 @@ impl Shader {
     /// with `subgroups`, the ones that use subgroup operations where there are such.
     pub fn preludes(self, subgroups: bool) -> &'static [Prelude] {
         match (self, subgroups) {
-            (Shader::Classifier | Shader::Layernorm | Shader::Optim, false) => &[Prelude::Reduce],
-            (Shader::Classifier | Shader::Layernorm | Shader::Optim, true) => &[Prelude::ReduceSubgroup],
+            (Shader::Optim, false) => &[Prelude::Reduce, Prelude::HalfBits],
+            (Shader::Optim, true) => &[Prelude::ReduceSubgroup, Prelude::HalfBits],
+            (Shader::FakeQuant, _) => &[Prelude::HalfBits],
+            (Shader::Classifier | Shader::Layernorm, false) => &[Prelude::Reduce],
+            (Shader::Classifier | Shader::Layernorm, true) => &[Prelude::ReduceSubgroup],
             (Shader::Attention | Shader::AttentionCoop, _) => &[Prelude::AttentionIo],
             (Shader::Matmul | Shader::MatmulCoop, _) => &[Prelude::MatmulIo],
             (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],
@@ -163,11 +171,14 @@ pub enum Prelude {
     Rows4,
     Rows8,
     Rows16,
+    /// f32 to f16 bits, rounded to nearest even or stochastically.
+    HalfBits,
 }
 
 impl Prelude {
     pub const ALL: &'static [Prelude] = &[
         Prelude::AttentionIo,
+        Prelude::HalfBits,
         Prelude::MatmulIo,
         Prelude::Reduce,
         Prelude::ReduceSubgroup,
@@ -185,6 +196,7 @@ impl Prelude {
             Prelude::Rows4 => "prelude/rows_4.wgsl",
             Prelude::Rows8 => "prelude/rows_8.wgsl",
             Prelude::Rows16 => "prelude/rows_16.wgsl",
+            Prelude::HalfBits => "prelude/half_bits.wgsl",
         }
     }
 
@@ -197,6 +209,7 @@ impl Prelude {
             Prelude::Rows4 => include_str!("../../shaders/prelude/rows_4.wgsl"),
             Prelude::Rows8 => include_str!("../../shaders/prelude/rows_8.wgsl"),
             Prelude::Rows16 => include_str!("../../shaders/prelude/rows_16.wgsl"),
+            Prelude::HalfBits => include_str!("../../shaders/prelude/half_bits.wgsl"),
         }
     }
 }

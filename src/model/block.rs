@@ -9,7 +9,9 @@
 use super::Cmd;
 use crate::gpu::{Category, Dispatch, Gpu, GpuError};
 use crate::kernels::matmul::{Dims, Matmul};
-use crate::kernels::{attention, elementwise, gelu, layernorm, Dtype, Tensor, View};
+use super::quantized::QuantWeights;
+use crate::kernels::quant::{self as qk, QView};
+use crate::kernels::{attention, elementwise, encoder, gelu, layernorm, Dtype, Tensor, View};
 use crate::optim::ParamArena;
 
 /// Activations of one layer, each (N, ·) with N = B·T.
@@ -79,15 +81,31 @@ impl Scratch {
 }
 
 /// Where dispatches find the parameters named `prefix` + name: f32 masters, the matmuls'
-/// operands (the f16 copy when the arena has one), and the gradients.
+/// operands (the f16 copy when the arena has one, or quantized weights), and the gradients.
 pub(super) struct Weights<'a> {
     pub arena: &'a ParamArena,
     pub prefix: String,
+    pub quant: Option<&'a QuantWeights>,
+}
+
+/// A linear layer's weight as the forward reads it.
+pub(super) enum Linear<'a> {
+    Dense(View<'a>),
+    Quant(QView<'a>),
 }
 
 impl<'a> Weights<'a> {
-    pub fn new(arena: &'a ParamArena, prefix: impl Into<String>) -> Self {
-        Self { arena, prefix: prefix.into() }
+    pub fn new(arena: &'a ParamArena, prefix: impl Into<String>, quant: Option<&'a QuantWeights>) -> Self {
+        Self { arena, prefix: prefix.into(), quant }
+    }
+
+    /// A weight of the forward's matmuls: quantized where the model holds it so.
+    pub fn linear(&self, name: &str) -> Linear<'a> {
+        let full = format!("{}{name}", self.prefix);
+        match self.quant.and_then(|q| q.view(&full)) {
+            Some(q) => Linear::Quant(q),
+            None => Linear::Dense(self.mm(name)),
+        }
     }
 
     fn offset(&self, name: &str) -> u64 {
@@ -110,6 +128,44 @@ impl<'a> Weights<'a> {
 
     pub fn grad(&self, name: &str) -> View<'a> {
         View::at(&self.arena.grads, self.offset(name))
+    }
+}
+
+/// out (M, N) = inp (M, K) · W (N, K)ᵀ + bias, W the layer `layer`'s weight (dense or
+/// quantized) and its bias (`layer`.bias, when `bias`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn linear(
+    mm: &Matmul,
+    gpu: &Gpu,
+    out: View,
+    inp: View,
+    w: &Weights,
+    layer: &str,
+    bias: bool,
+    dims: Dims,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let b = bias.then(|| w.mm(&format!("{layer}.bias")));
+    match w.linear(&format!("{layer}.weight")) {
+        Linear::Dense(wv) => mm.forward(out, inp, wv, b, dims),
+        Linear::Quant(q) => qk::forward(gpu, out, inp, q, b, dims.m),
+    }
+}
+
+/// out (N, C) = wte[tokens] + wpe[pos0 + n % T], wte dense or quantized; binds `wpe_rows`
+/// rows of wpe.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn embed(
+    gpu: &Gpu,
+    out: View,
+    tokens: &wgpu::Buffer,
+    w: &Weights,
+    (v, n, t, c): (u32, u32, u32, u32),
+    wpe_rows: u32,
+) -> Result<Dispatch, GpuError> {
+    let wpe = w.master("wpe.weight");
+    match w.linear("wte.weight") {
+        Linear::Quant(q) => qk::embed(gpu, out, tokens, q, wpe, n, t, wpe_rows),
+        Linear::Dense(_) => encoder::forward(gpu, out, tokens, w.master("wte.weight"), wpe, v, n, t, c, wpe_rows),
     }
 }
 
@@ -141,8 +197,7 @@ pub(super) fn pre_attention(
     let ln = |name: &str| w.master(name);
     let mut d =
         vec![layernorm::forward(gpu, a.ln1.v(), a.ln1_stats.v(), input.v(), ln("ln_1.weight"), ln("ln_1.bias"), n, c)?];
-    let lin = Dims::linear(n, 3 * c, c);
-    d.extend(mm.forward(a.qkv.v(), a.ln1.v(), w.mm("attn.c_attn.weight"), Some(w.mm("attn.c_attn.bias")), lin)?);
+    d.extend(linear(mm, gpu, a.qkv.v(), a.ln1.v(), w, "attn.c_attn", true, Dims::linear(n, 3 * c, c))?);
     Ok(d)
 }
 
@@ -158,13 +213,7 @@ pub(super) fn post_attention(
 ) -> Result<Vec<Dispatch>, GpuError> {
     let nc = n as u64 * c as u64;
     let lin = Dims::linear;
-    let mut d = mm.forward(
-        a.attproj.v(),
-        a.atty.v(),
-        w.mm("attn.c_proj.weight"),
-        Some(w.mm("attn.c_proj.bias")),
-        lin(n, c, c),
-    )?;
+    let mut d = linear(mm, gpu, a.attproj.v(), a.atty.v(), w, "attn.c_proj", true, lin(n, c, c))?;
     d.push(elementwise::add(gpu, a.residual2.span(nc), input.span(nc), a.attproj.span(nc))?);
     let ln = |name: &str| w.master(name);
     d.push(layernorm::forward(
@@ -177,16 +226,9 @@ pub(super) fn post_attention(
         n,
         c,
     )?);
-    d.extend(mm.forward(
-        a.fch.v(),
-        a.ln2.v(),
-        w.mm("mlp.c_fc.weight"),
-        Some(w.mm("mlp.c_fc.bias")),
-        lin(n, 4 * c, c),
-    )?);
+    d.extend(linear(mm, gpu, a.fch.v(), a.ln2.v(), w, "mlp.c_fc", true, lin(n, 4 * c, c))?);
     d.push(gelu::forward(gpu, a.fch_gelu.v(), a.fch.v(), 4 * n * c)?);
-    let proj = (w.mm("mlp.c_proj.weight"), Some(w.mm("mlp.c_proj.bias")));
-    d.extend(mm.forward(a.fcproj.v(), a.fch_gelu.v(), proj.0, proj.1, lin(n, c, 4 * c))?);
+    d.extend(linear(mm, gpu, a.fcproj.v(), a.fch_gelu.v(), w, "mlp.c_proj", true, lin(n, c, 4 * c))?);
     d.push(elementwise::add(gpu, a.residual3.span(nc), a.residual2.span(nc), a.fcproj.span(nc))?);
     Ok(d)
 }

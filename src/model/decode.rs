@@ -1,10 +1,10 @@
 //! Decoding one token at a time with a KV cache: each layer's keys and values of the tokens
 //! seen so far stay on the GPU, so a new token costs one row through every layer.
 
-use super::block::{post_attention, pre_attention, LayerActs, Weights};
+use super::block::{self, post_attention, pre_attention, LayerActs};
 use super::Gpt;
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
-use crate::kernels::encoder::{self, EncoderParams};
+use crate::kernels::encoder::EncoderParams;
 use crate::kernels::matmul::{Dims, Matmul};
 use crate::kernels::{attention, layernorm, Dtype, Tensor};
 
@@ -31,6 +31,8 @@ pub struct Decoder {
     pub pos: usize,
     token: GpuBuffer,
     encode: Dispatch,
+    /// The embedding dequantizes wte (its uniform is quant.wgsl's).
+    quant_embed: bool,
     layers: Vec<Layer>,
     head: Vec<Dispatch>,
     logits: Tensor,
@@ -45,28 +47,17 @@ impl Gpt {
         let (c, v, nh, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_head as u32, cfg.n_positions as u32);
         let act = self.precision.act();
         let f = |len: u32| Tensor::new(gpu, Category::Activations, len as u64, act);
-        let top = Weights::new(&self.arena, "");
+        let top = self.weights("");
         let mm = Matmul::new(gpu);
         let lin = |out: u32, inp: u32| Dims::linear(1, out, inp);
         let token = gpu.pool.storage(Category::Activations, 16)?;
         let x0 = f(c)?;
-        let encode = encoder::forward(
-            gpu,
-            x0.v(),
-            &token,
-            top.master("wte.weight"),
-            top.master("wpe.weight"),
-            v,
-            1,
-            1,
-            c,
-            max_t,
-        )?;
+        let encode = block::embed(gpu, x0.v(), &token, &top, (v, 1, 1, c), max_t)?;
         let mut keep = vec![x0.clone()];
         let mut layers = Vec::new();
         let mut x = x0;
         for l in 0..cfg.n_layer {
-            let w = Weights::new(&self.arena, format!("h.{l}."));
+            let w = self.weights(format!("h.{l}."));
             let acts = LayerActs::new(gpu, 1, c as usize, 1, act)?;
             let (k_cache, v_cache) = (f(max_t * c)?, f(max_t * c)?);
             let pre = pre_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
@@ -80,7 +71,7 @@ impl Gpt {
         let (lnf, logits) = (f(c)?, f(v)?);
         let (lw, lb) = (top.master("ln_f.weight"), top.master("ln_f.bias"));
         let mut head = vec![layernorm::forward(gpu, lnf.v(), stats.v(), x.v(), lw, lb, 1, c)?];
-        head.extend(mm.forward(logits.v(), lnf.v(), top.mm("wte.weight"), None, lin(v, c))?);
+        head.extend(block::linear(&mm, gpu, logits.v(), lnf.v(), &top, "wte", false, lin(v, c))?);
         keep.extend([x, lnf, stats]);
         Ok(Decoder {
             c,
@@ -90,6 +81,7 @@ impl Gpt {
             pos: 0,
             token,
             encode,
+            quant_embed: self.quant.as_ref().is_some_and(|q| q.tensors.contains_key("wte.weight")),
             layers,
             head,
             logits,
@@ -106,7 +98,11 @@ impl Decoder {
         }
         let (pos, c) = (self.pos as u32, self.c);
         gpu.write(&self.token, 0, &[token]);
-        self.encode.write_uniform(gpu, &EncoderParams { n: 1, t: 1, c, _unused: 0, pos0: pos, _pad: [0; 3] });
+        if self.quant_embed {
+            self.encode.write_uniform(gpu, &crate::kernels::quant::embed_params(1, 1, c, pos));
+        } else {
+            self.encode.write_uniform(gpu, &EncoderParams { n: 1, t: 1, c, _unused: 0, pos0: pos, _pad: [0; 3] });
+        }
         for l in &self.layers {
             attention::set_decode_len(gpu, &l.attn, pos + 1, c, self.nh)?;
         }

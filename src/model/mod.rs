@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod precision;
+pub mod quantized;
 mod run;
 
 pub use config::{ConfigError, GptConfig};
@@ -25,6 +26,7 @@ use crate::kernels::matmul::{Dims, Matmul};
 use crate::kernels::{classifier, layernorm, Dtype, Tensor};
 use crate::optim::{ParamArena, ParamTable};
 use block::{LayerActs, Scratch, Shape, Weights};
+pub use quantized::QuantWeights;
 
 /// One command of a step: a dispatch, or zeroing a buffer that a backward kernel adds into.
 pub enum Cmd {
@@ -70,6 +72,8 @@ pub struct Gpt {
     pub b: usize,
     pub t: usize,
     pub precision: Precision,
+    /// Weights kept block-quantized (a model read from GGUF), read by the forward only.
+    pub quant: Option<QuantWeights>,
     acts: Vec<LayerActs>,
     encoded: Tensor,   // (N, C)
     lnf: Tensor,       // (N, C)
@@ -114,6 +118,39 @@ impl Gpt {
         accum: usize,
         precision: Precision,
     ) -> Result<Self, GpuError> {
+        let table = ParamTable::new(config.parameter_specs());
+        let arena = ParamArena::new(gpu, table, precision == Precision::F16)?;
+        let mut gpt = Self::alloc(gpu, config, (b, t, accum), precision, arena, None)?;
+        gpt.build(gpu, true)?;
+        Ok(gpt)
+    }
+
+    /// A model that only runs forward (eval, sample): no gradients, no backward. `table` lays
+    /// out the parameters the arena holds; the weights in `quant` stay quantized instead.
+    pub fn for_inference(
+        gpu: &Gpu,
+        config: GptConfig,
+        b: usize,
+        t: usize,
+        precision: Precision,
+        table: ParamTable,
+        quant: Option<QuantWeights>,
+    ) -> Result<Self, GpuError> {
+        let arena = ParamArena::for_inference(gpu, table, precision == Precision::F16)?;
+        let mut gpt = Self::alloc(gpu, config, (b, t, 1), precision, arena, quant)?;
+        gpt.build(gpu, false)?;
+        Ok(gpt)
+    }
+
+    /// Checks the sizes and allocates the activations; `build` adds the dispatches.
+    fn alloc(
+        gpu: &Gpu,
+        config: GptConfig,
+        (b, t, accum): (usize, usize, usize),
+        precision: Precision,
+        arena: ParamArena,
+        quant: Option<QuantWeights>,
+    ) -> Result<Self, GpuError> {
         config.validate().map_err(GpuError::Unsupported)?;
         if t > config.n_positions || b == 0 || t == 0 {
             return Err(GpuError::Unsupported(format!(
@@ -121,15 +158,12 @@ impl Gpt {
                 config.n_positions
             )));
         }
-        let half = precision == Precision::F16;
-        if half && !gpu.device.features().contains(wgpu::Features::SHADER_F16) {
+        if precision == Precision::F16 && !gpu.device.features().contains(wgpu::Features::SHADER_F16) {
             return Err(GpuError::Unsupported(format!(
                 "--precision f16 needs SHADER_F16, which {} does not offer: use --precision f32",
                 gpu.info.name
             )));
         }
-        let table = ParamTable::new(config.parameter_specs());
-        let arena = ParamArena::new(gpu, table, half)?;
         let (c, v, nh) = (config.n_embd, config.vocab_size, config.n_head);
         let n = b * t;
         let act = precision.act();
@@ -142,13 +176,14 @@ impl Gpt {
             targets: gpu.pool.storage(Category::Activations, 4 * n as u64)?,
             losses: f(n)?,
         };
-        let mut gpt = Self {
+        Ok(Self {
             encoded: t_act(n * c)?,
             lnf: t_act(n * c)?,
             lnf_stats: Tensor::new(gpu, Category::Activations, 2 * n as u64, Dtype::F32)?,
             logits: t_act(n * v)?,
             config,
             arena,
+            quant,
             b,
             t,
             precision,
@@ -164,11 +199,12 @@ impl Gpt {
             edges: Default::default(),
             eval_classify: Vec::new(),
             _scratch: None,
-        };
-        gpt.build(gpu)?;
-        gpt.n_slots = gpt.accum.min(Self::micro_per_submit_for(gpt.body.len() + gpt.back.len()));
-        gpt.slots = gpu.pool.storage(Category::Activations, 8 * (n * gpt.n_slots) as u64)?;
-        Ok(gpt)
+        })
+    }
+
+    /// Where the dispatches of the parameters named `prefix` + name find them.
+    fn weights(&self, prefix: impl Into<String>) -> Weights<'_> {
+        Weights::new(&self.arena, prefix, self.quant.as_ref())
     }
 
     fn shape(&self) -> Shape {
@@ -185,51 +221,68 @@ impl Gpt {
         }
     }
 
-    fn build(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+    /// Builds the forward's dispatches, and with `train` the backward's; then sizes the
+    /// token slots for as many micro-batches as one submit holds.
+    fn build(&mut self, gpu: &Gpu, train: bool) -> Result<(), GpuError> {
         let s = self.shape();
         let (n, c, v) = (s.n(), s.c, self.config.vocab_size as u32);
-        let scratch = Scratch::new(gpu, n as usize, c as usize, (s.b * s.nh * s.t) as usize, self.precision.act())?;
         let mm = Matmul::new(gpu);
-        let top = Weights::new(&self.arena, "");
-        let lin = |m: u32, out: u32, inp: u32| Dims::linear(m, out, inp);
+        let top = self.weights("");
 
         // Forward up to the logits, shared by every micro-batch but for the encoder.
         let mut body: Vec<Cmd> = Vec::new();
         for (l, a) in self.acts.iter().enumerate() {
-            let w = Weights::new(&self.arena, format!("h.{l}."));
+            let w = self.weights(format!("h.{l}."));
             body.extend(block::forward(gpu, &mm, &w, self.block_input(l), a, s)?.into_iter().map(Cmd::Run));
         }
         let last = self.block_input(self.acts.len());
         let (lw, lb) = (top.master("ln_f.weight"), top.master("ln_f.bias"));
         body.push(Cmd::Run(layernorm::forward(gpu, self.lnf.v(), self.lnf_stats.v(), last.v(), lw, lb, n, c)?));
-        let wte = top.mm("wte.weight");
-        body.extend(mm.forward(self.logits.v(), self.lnf.v(), wte, None, lin(n, v, c))?.into_iter().map(Cmd::Run));
+        let head = block::linear(&mm, gpu, self.logits.v(), self.lnf.v(), &top, "wte", false, Dims::linear(n, v, c))?;
+        body.extend(head.into_iter().map(Cmd::Run));
+        let tokens = &self.micro.tokens.tokens;
+        let encode = block::embed(gpu, self.encoded.v(), tokens, &top, (v, n, s.t, s.c), s.t)?;
+        self.edges[0] = vec![Cmd::Run(encode)];
+        self.eval_classify = vec![Cmd::Run(self.classify(gpu, None)?)];
+        self.body = body;
+        if train {
+            self.build_backward(gpu, &mm)?;
+        }
+        self.n_slots = self.accum.min(Self::micro_per_submit_for(self.body.len() + self.back.len()));
+        self.slots = gpu.pool.storage(Category::Activations, 8 * (s.n() as usize * self.n_slots) as u64)?;
+        Ok(())
+    }
 
-        // Backward from dlogits (written by the classifier), mirroring the forward.
-        let d = &scratch;
+    /// The backward from dlogits (written by the classifier), mirroring the forward, and the
+    /// training edges: the classifier with dlogits and the embedding's backward.
+    fn build_backward(&mut self, gpu: &Gpu, mm: &Matmul) -> Result<(), GpuError> {
+        let s = self.shape();
+        let (n, c, v) = (s.n(), s.c, self.config.vocab_size as u32);
+        let d = Scratch::new(gpu, n as usize, c as usize, (s.b * s.nh * s.t) as usize, self.precision.act())?;
+        let top = self.weights("");
         let mut back: Vec<Cmd> = vec![Cmd::Zero(d.dresidual.buf.clone())];
-        let dwte = top.grad("wte.weight");
-        back.extend(
-            mm.backward(d.dbuf.v(), dwte, None, self.logits.v(), self.lnf.v(), wte, lin(n, v, c))?
-                .into_iter()
-                .map(Cmd::Run),
-        );
-        let (glw, glb) = (top.grad("ln_f.weight"), top.grad("ln_f.bias"));
+        let (wte, dwte) = (top.mm("wte.weight"), top.grad("wte.weight"));
+        let lin = Dims::linear(n, v, c);
+        back.extend(mm.backward(d.dbuf.v(), dwte, None, self.logits.v(), self.lnf.v(), wte, lin)?.into_iter().map(Cmd::Run));
+        let last = self.block_input(self.acts.len());
+        let (glw, glb, lw) = (top.grad("ln_f.weight"), top.grad("ln_f.bias"), top.master("ln_f.weight"));
         let ln_back =
             layernorm::backward(gpu, d.dresidual.v(), glw, glb, d.dbuf.v(), last.v(), self.lnf_stats.v(), lw, n, c)?;
         back.extend(ln_back.into_iter().map(Cmd::Run));
         let mut marks = vec![0; self.acts.len()];
         for (l, a) in self.acts.iter().enumerate().rev() {
-            let w = Weights::new(&self.arena, format!("h.{l}."));
-            back.extend(block::backward(gpu, &mm, &w, self.block_input(l), a, d, s)?);
+            let w = self.weights(format!("h.{l}."));
+            back.extend(block::backward(gpu, mm, &w, self.block_input(l), a, &d, s)?);
             marks[l] = back.len();
         }
-        self.edges = self.build_edges(gpu, &top, d)?;
-        self.eval_classify = vec![Cmd::Run(self.classify(gpu, None)?)];
-        self.body = body;
+        let dloss = 1.0 / (n as f32 * self.accum as f32);
+        let (dwte, dwpe) = (top.grad("wte.weight"), top.grad("wpe.weight"));
+        let encode_back = encoder::backward(gpu, dwte, dwpe, d.dresidual.v(), &self.micro.tokens, v, n, s.t, s.c)?;
+        self.edges[1] = vec![Cmd::Run(self.classify(gpu, Some(dloss))?)];
+        self.edges[2] = encode_back.into_iter().map(Cmd::Run).collect();
         self.back = back;
         self.back_marks = marks;
-        self._scratch = Some(scratch);
+        self._scratch = Some(d);
         Ok(())
     }
 
@@ -239,24 +292,6 @@ impl Gpt {
         let mb = &self.micro;
         let scale = dloss.map(|_| &*self.arena.loss_scale);
         classifier::forward_backward(gpu, self.logits.v(), (&mb.losses).into(), &mb.targets, n, v, v, dloss, scale)
-    }
-
-    /// The dispatches that read the micro-batch's tokens or targets: the embedding, the
-    /// classifier with dlogits, the embedding's backward.
-    fn build_edges(&self, gpu: &Gpu, top: &Weights, d: &Scratch) -> Result<[Vec<Cmd>; 3], GpuError> {
-        let s = self.shape();
-        let (n, v) = (s.n(), self.config.vocab_size as u32);
-        let mb = &self.micro;
-        let (wte, wpe) = (top.master("wte.weight"), top.master("wpe.weight"));
-        let encode = encoder::forward(gpu, self.encoded.v(), &mb.tokens.tokens, wte, wpe, v, n, s.t, s.c, s.t)?;
-        let dloss = 1.0 / (n as f32 * self.accum as f32);
-        let (dwte, dwpe) = (top.grad("wte.weight"), top.grad("wpe.weight"));
-        let encode_back = encoder::backward(gpu, dwte, dwpe, d.dresidual.v(), &mb.tokens, v, n, s.t, s.c)?;
-        Ok([
-            vec![Cmd::Run(encode)],
-            vec![Cmd::Run(self.classify(gpu, Some(dloss))?)],
-            encode_back.into_iter().map(Cmd::Run).collect(),
-        ])
     }
 }
 

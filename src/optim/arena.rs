@@ -188,9 +188,18 @@ pub struct ParamArena {
 impl ParamArena {
     /// Allocates zeroed parameters and gradients for `table`, and with `half` their f16 copy.
     pub fn new(gpu: &Gpu, table: ParamTable, half: bool) -> Result<Self, GpuError> {
-        let bytes = 4 * table.len;
-        let params = gpu.pool.storage(Category::Parameters, bytes)?;
-        let grads = gpu.pool.storage(Category::Gradients, bytes)?;
+        let grads = 4 * table.len;
+        Self::alloc(gpu, table, half, grads)
+    }
+
+    /// `new` for a model that only runs forward: a token gradient buffer of 256 bytes.
+    pub fn for_inference(gpu: &Gpu, table: ParamTable, half: bool) -> Result<Self, GpuError> {
+        Self::alloc(gpu, table, half, 256)
+    }
+
+    fn alloc(gpu: &Gpu, table: ParamTable, half: bool, grad_bytes: u64) -> Result<Self, GpuError> {
+        let params = gpu.pool.storage(Category::Parameters, 4 * table.len)?;
+        let grads = gpu.pool.storage(Category::Gradients, grad_bytes)?;
         let half = if half { Some(gpu.pool.storage(Category::Parameters, 2 * table.len)?) } else { None };
         let loss_scale = gpu.pool.storage_from(&gpu.queue, Category::OptimizerState, &[1.0f32, 0.0, 0.0, 0.0])?;
         let mut rec = crate::gpu::Recorder::new(gpu);
