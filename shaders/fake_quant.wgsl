@@ -90,9 +90,10 @@ fn fake_quant(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     for (var i = 0u; i < 32u; i++) {
         var v = 0.0;
         if FMT == 0u {
-            let r = round_away(x[i] * id);
-            q[i] = u32(i32(r)) & 0xffu;
-            v = dm.x * r;
+            let r = i32(round_away(x[i] * id));
+            q[i] = u32(r) & 0xffu;
+            // +0 for q = 0, as the CPU's d·0 (a compiler may fold f32(i32(r)) back into r = −0).
+            v = select(dm.x * f32(r), 0.0, r == 0);
         } else if FMT == 1u {
             q[i] = min(15u, u32(trunc(x[i] * id + 8.5)));
             v = dm.x * f32(i32(q[i]) - 8);

@@ -287,6 +287,10 @@ struct TrainCli {
     /// with torch_dtype float16). Training state stays f32.
     #[arg(long, value_enum, default_value = "f32")]
     save_dtype: wgtrain::kernels::Dtype,
+    /// Quantization-aware training for q8_0, q4_0 or q4_1: the forward reads fake-quantized
+    /// linear weights; the run also writes --out/model.gguf, those same blocks.
+    #[arg(long, value_enum)]
+    qat: Option<wgtrain::compress::QType>,
 }
 
 #[derive(Subcommand)]
@@ -582,6 +586,7 @@ impl TrainCli {
             loss_scale: self.loss_scale,
             stochastic_rounding: self.stochastic_rounding,
             save_dtype: self.save_dtype,
+            qat: self.qat,
         })
     }
 }

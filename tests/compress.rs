@@ -283,3 +283,50 @@ fn a_quantized_model_runs_as_its_dequantized_weights() {
         }
     }
 }
+
+/// QAT's forward is the forward of the fake-quantized weights, and those are the CPU
+/// reference's quantize-dequantize bit for bit; the export's blocks are the CPU's blocks.
+#[test]
+fn qat_forward_is_the_forward_of_the_dequantized_weights() {
+    use wgtrain::compress::export::is_linear_weight;
+    use wgtrain::model::{Gpt, Precision};
+    let Some(gpu) = crate::common::gpu() else { return };
+    let dir = tmp("qat");
+    let (config, values) = tiny_model(&dir, 5);
+    let (b, t) = (2, 13);
+    let tokens: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 11 + 1) % 67).collect();
+    for q in BLOCKS {
+        let qat = Gpt::training(gpu, config.clone(), (b, t, 1), Precision::F32, Some(q)).unwrap();
+        qat.write_params(gpu, &values);
+        let fq: Vec<Vec<f32>> =
+            values.iter().zip(config.parameter_specs()).map(|(v, (name, _))| {
+                if is_linear_weight(&name) { quant::dequantize(&quant::quantize(v, q), q) } else { v.clone() }
+            }).collect();
+        let dense = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();
+        dense.write_params(gpu, &fq);
+        let logits = |gpt: &Gpt| {
+            gpt.upload_batch(gpu, 0, &tokens, &tokens);
+            let mut rec = Recorder::new(gpu);
+            gpt.record_eval(&mut rec);
+            rec.submit().unwrap();
+            gpt.read_logits(gpu).unwrap()
+        };
+        let (a, d) = (logits(&qat), logits(&dense));
+        assert!(a.iter().zip(&d).all(|(x, y)| x.to_bits() == y.to_bits()), "{} logits differ", q.name());
+        let copy = qat.arena.fake_quant.as_ref().unwrap();
+        let on_gpu = qat.arena.table.unpack(&gpu.read::<f32>(copy, 0, qat.arena.table.len as usize).unwrap());
+        let (planned, data) = qat.qat_export(gpu).unwrap();
+        for (i, (name, _)) in config.parameter_specs().iter().enumerate().filter(|(_, (n, _))| is_linear_weight(n)) {
+            let bad = on_gpu[i].iter().zip(&fq[i]).position(|(x, y)| x.to_bits() != y.to_bits());
+            assert!(
+                bad.is_none(),
+                "{} {name}: the GPU's fake quantization differs from the CPU's at {bad:?}: {} vs {}",
+                q.name(),
+                on_gpu[i][bad.unwrap_or(0)],
+                fq[i][bad.unwrap_or(0)]
+            );
+            assert_eq!(planned[i].qtype, q);
+            assert_eq!(data[i], quant::quantize(&values[i], q), "{} {name}: exported blocks", q.name());
+        }
+    }
+}

@@ -50,6 +50,7 @@ pub fn args(dir: &std::path::Path) -> TrainArgs {
         loss_scale: None,
         stochastic_rounding: false,
         save_dtype: Default::default(),
+        qat: None,
     }
 }
 

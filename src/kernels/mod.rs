@@ -5,6 +5,7 @@ pub mod checksum;
 pub mod classifier;
 pub mod elementwise;
 pub mod encoder;
+pub mod fake_quant;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;

@@ -118,8 +118,14 @@ impl<'a> Weights<'a> {
         View::at(&self.arena.params, self.offset(name))
     }
 
-    /// A matmul's weight or bias: the f16 copy under mixed precision.
+    /// A matmul's weight or bias: the f16 copy under mixed precision, the fake-quantized
+    /// copy of a linear weight under QAT.
     pub fn mm(&self, name: &str) -> View<'a> {
+        if let Some(fq) = &self.arena.fake_quant {
+            if crate::compress::export::is_linear_weight(&format!("{}{name}", self.prefix)) {
+                return View::at(fq, self.offset(name));
+            }
+        }
         match &self.arena.half {
             Some(h) => View::typed(h, Dtype::F16).at_offset(self.offset(name)),
             None => self.master(name),

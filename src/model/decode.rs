@@ -43,6 +43,7 @@ pub struct Decoder {
 impl Gpt {
     /// A decoder over this model's parameters (shared, not copied).
     pub fn decoder(&self, gpu: &Gpu) -> Result<Decoder, GpuError> {
+        self.refresh_fake_quant(gpu)?;
         let cfg = &self.config;
         let (c, v, nh, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_head as u32, cfg.n_positions as u32);
         let act = self.precision.act();

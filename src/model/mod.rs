@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod precision;
+pub mod qat;
 pub mod quantized;
 mod run;
 
@@ -74,6 +75,8 @@ pub struct Gpt {
     pub precision: Precision,
     /// Weights kept block-quantized (a model read from GGUF), read by the forward only.
     pub quant: Option<QuantWeights>,
+    /// Quantization-aware training: the fake quantization each step starts with.
+    pub qat: Option<qat::Qat>,
     acts: Vec<LayerActs>,
     encoded: Tensor,   // (N, C)
     lnf: Tensor,       // (N, C)
@@ -118,9 +121,33 @@ impl Gpt {
         accum: usize,
         precision: Precision,
     ) -> Result<Self, GpuError> {
+        Self::training(gpu, config, (b, t, accum), precision, None)
+    }
+
+    /// `with_precision`, and with `qat` quantization-aware training in that block format
+    /// (an f32 copy of the linear weights, fake-quantized, which the matmuls read).
+    pub fn training(
+        gpu: &Gpu,
+        config: GptConfig,
+        (b, t, accum): (usize, usize, usize),
+        precision: Precision,
+        qat: Option<crate::compress::QType>,
+    ) -> Result<Self, GpuError> {
+        if let Some(q) = qat {
+            qat::check(config.n_embd, q).map_err(GpuError::Unsupported)?;
+            if precision == Precision::F16 {
+                return Err(GpuError::Unsupported("--qat trains in f32: drop --precision f16".into()));
+            }
+        }
         let table = ParamTable::new(config.parameter_specs());
-        let arena = ParamArena::new(gpu, table, precision == Precision::F16)?;
+        let mut arena = ParamArena::new(gpu, table, precision == Precision::F16)?;
+        if qat.is_some() {
+            arena.fake_quant = Some(gpu.pool.storage(Category::Parameters, 4 * arena.table.len)?);
+        }
         let mut gpt = Self::alloc(gpu, config, (b, t, accum), precision, arena, None)?;
+        if let Some(q) = qat {
+            gpt.qat = Some(qat::Qat::new(gpu, &gpt, q)?);
+        }
         gpt.build(gpu, true)?;
         Ok(gpt)
     }
@@ -184,6 +211,7 @@ impl Gpt {
             config,
             arena,
             quant,
+            qat: None,
             b,
             t,
             precision,

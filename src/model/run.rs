@@ -67,7 +67,11 @@ impl Gpt {
     }
 
     /// Records zeroing the gradients and the losses the micro-batches add up: a step's start.
+    /// Under QAT it starts with the fake quantization of the weights.
     pub fn record_zero(&self, rec: &mut Recorder) {
+        if let Some(q) = &self.qat {
+            q.record(rec);
+        }
         rec.clear(&self.arena.grads, 0, self.arena.grads.size());
         rec.clear(&self.micro.losses, 0, self.micro.losses.size());
     }
@@ -161,6 +165,9 @@ impl Gpt {
 
     /// Records the forward and the loss (no gradient) of slot 0.
     pub fn record_eval(&self, rec: &mut Recorder) {
+        if let Some(q) = &self.qat {
+            q.record(rec);
+        }
         self.record_inputs(rec, 0);
         self.edges[0].iter().chain(&self.body).chain(&self.eval_classify).for_each(|cmd| cmd.record(rec));
     }

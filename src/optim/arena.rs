@@ -180,6 +180,9 @@ pub struct ParamArena {
     pub grads: GpuBuffer,
     /// (len) f16, the same layout: what the matmuls read under mixed precision.
     pub half: Option<GpuBuffer>,
+    /// (len) f32, the same layout: QAT's fake-quantized linear weights, which the matmuls
+    /// read in their place (see `model::qat`).
+    pub fake_quant: Option<GpuBuffer>,
     /// [0]: the loss scale the next backward multiplies its loss gradient by (1 unless loss
     /// scaling is on). The optimizer keeps it: see `Optimizer::record_update`.
     pub loss_scale: GpuBuffer,
@@ -209,6 +212,6 @@ impl ParamArena {
             rec.clear(h, 0, h.size());
         }
         rec.submit()?;
-        Ok(Self { table, params, grads, half, loss_scale })
+        Ok(Self { table, params, grads, half, fake_quant: None, loss_scale })
     }
 }

@@ -75,6 +75,9 @@ pub struct TrainArgs {
     /// The element type of the checkpoints' model.safetensors.
     #[serde(default)]
     pub save_dtype: Dtype,
+    /// Quantization-aware training for this block format; the run ends with model.gguf.
+    #[serde(default)]
+    pub qat: Option<crate::compress::QType>,
 }
 
 impl TrainArgs {

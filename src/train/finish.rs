@@ -25,6 +25,13 @@ pub(super) fn finish(s: &mut Session, log: &mut Log, last: u64, early: bool, sta
         return Ok(());
     }
     checkpoint::save_hf(&a.out, &s.config, &s.gpt.read_params(gpu)?)?;
+    if let Some(q) = a.qat {
+        let (planned, data) = s.gpt.qat_export(gpu)?;
+        let path = a.out.join("model.gguf");
+        let bytes = crate::compress::export::write_gpt2(&path, &s.config, &s.tok, &planned, &data, q)
+            .map_err(anyhow::Error::msg)?;
+        println!("quantized model ({} as trained): {} ({:.2} MB)", q.name(), path.display(), bytes as f64 / 1e6);
+    }
     let opt_path = a.out.join("optimizer.safetensors");
     if a.zero == 1 && dist.size > 1 {
         // The shards were gathered into the final checkpoint already.

@@ -319,7 +319,7 @@ fn prepare_tuning(gpu: &Gpu, a: &TrainArgs, resumed: Option<&RunState>, dist: &D
 /// sends its tuning choices to the others. Out-of-memory becomes the run's whole need.
 fn build_model(gpu: &Gpu, a: &TrainArgs, config: &GptConfig, p: Precision, dist: &Dist) -> anyhow::Result<Gpt> {
     let (b, t) = (a.batch_size, a.seq_len);
-    let gpt = Gpt::with_precision(gpu, config.clone(), b, t, a.grad_accum, p);
+    let gpt = Gpt::training(gpu, config.clone(), (b, t, a.grad_accum), p, a.qat);
     if dist.size > 1 && dist.is_root() {
         // The other ranks wait in prepare_tuning for the choices rank 0 made while building.
         dist.string_from_root(serde_json::to_string(&gpu.tuning.lock().unwrap().choices())?);
