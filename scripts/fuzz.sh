@@ -13,7 +13,7 @@ seconds=${1:-30}
 runs=${2:--1}
 shift $(( $# > 2 ? 2 : $# ))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(tokens config checkpoint optimizer_state tokenizer)
+[ ${#targets[@]} -gt 0 ] || targets=(tokens config checkpoint optimizer_state tokenizer gguf)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"

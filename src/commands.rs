@@ -89,6 +89,19 @@ fn load_model(
     Ok(Loaded { gpt, tokenizer: dir_tokenizer()? })
 }
 
+/// The speed and memory line of eval and sample (on stderr): `tokens` since `started`, the
+/// GPU memory peak and what the weights take.
+fn speed(gpu: &Gpu, gpt: &wgtrain::model::Gpt, tokens: usize, started: std::time::Instant) {
+    let s = started.elapsed().as_secs_f64();
+    let weights = gpt.quant.as_ref().map_or(0, |q| q.bytes()) + gpt.arena.params.size();
+    eprintln!(
+        "{tokens} tokens in {s:.2} s ({:.0} tokens/s); GPU memory peak {:.1} MB, weights {:.2} MB",
+        tokens as f64 / s,
+        gpu.pool.stats().peak as f64 / 1e6,
+        weights as f64 / 1e6
+    );
+}
+
 /// `wgtrain quantize`: a checkpoint into DIR2/model.gguf (+ config.json, tokenizer.json).
 pub fn quantize(model: &std::path::Path, format: wgtrain::compress::export::Format, out: &std::path::Path, force: bool) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -154,13 +167,11 @@ pub fn eval(
     let mut loader = wgtrain::data::Loader::new(tokens, b, gpt.t, false, 0)
         .map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
     let n = batches.unwrap_or(loader.batches());
+    let started = std::time::Instant::now();
     let loss = wgtrain::train::evaluate(gpu, &gpt, &mut loader, n)?;
-    println!(
-        "loss {loss:.4} perplexity {:.3} ({} batches of {b} × {})",
-        (loss as f64).exp(),
-        n.min(loader.batches()),
-        gpt.t
-    );
+    let n = n.min(loader.batches());
+    println!("loss {loss:.4} perplexity {:.3} ({n} batches of {b} × {})", (loss as f64).exp(), gpt.t);
+    speed(gpu, &gpt, n * b * gpt.t, started);
     Ok(())
 }
 
@@ -185,7 +196,9 @@ pub fn sample(
         if has_file { "" } else { " (bytes: no tokenizer.json in the directory)" }
     );
     let prompt = prompt.replace("\\n", "\n");
+    let started = std::time::Instant::now();
     let out = wgtrain::train::sample(gpu, &gpt, &tok, &prompt, n, temperature, top_k, seed)?;
     println!("{prompt}{out}");
+    speed(gpu, &gpt, n, started);
     Ok(())
 }

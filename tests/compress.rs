@@ -330,3 +330,40 @@ fn qat_forward_is_the_forward_of_the_dequantized_weights() {
         }
     }
 }
+
+/// A QAT run's model.gguf is the model it evaluated: its val loss on the same batches is the
+/// run's last val loss within 1e-5.
+#[test]
+fn a_qat_run_ends_with_the_quantized_model_it_trained() {
+    use wgtrain::model::{Gpt, Precision};
+    let Some(gpu) = crate::common::gpu() else { return };
+    let dir = tmp("qat-run");
+    let tokens: Vec<u32> = (0..3000).map(|i| ((i * 7 + i / 13) % 19) as u32).collect();
+    wgtrain::data::write_tokens(&dir.join("train.bin"), &tokens).unwrap();
+    wgtrain::data::write_tokens(&dir.join("val.bin"), &tokens[..700]).unwrap();
+    std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 32\nvocab_size = 19\nn_positions = 16\n")
+        .unwrap();
+    let a = wgtrain::train::TrainArgs {
+        qat: Some(QType::Q4_0),
+        val_data: Some(dir.join("val.bin")),
+        steps: 4,
+        eval_every: 4,
+        val_batches: 3,
+        lr: 1e-2,
+        ..crate::train::args(&dir)
+    };
+    wgtrain::train::train(gpu, &a).unwrap();
+    let metrics = std::fs::read_to_string(a.out.join("metrics.jsonl")).unwrap();
+    let val = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["val_loss"].as_f64())
+        .last()
+        .expect("a val loss");
+    let m = wgtrain::compress::export::read_gpt2(&a.out.join("model.gguf")).unwrap();
+    assert_eq!(m.tensors.iter().filter(|t| t.qtype == QType::Q4_0).count(), 4);
+    let gpt = Gpt::from_gguf(gpu, &m, a.batch_size, a.seq_len, Precision::F32).unwrap();
+    let val_tokens = wgtrain::data::read_tokens(&dir.join("val.bin")).unwrap();
+    let mut loader = wgtrain::data::Loader::new(val_tokens, a.batch_size, a.seq_len, false, 0).unwrap();
+    let loss = wgtrain::train::evaluate(gpu, &gpt, &mut loader, a.val_batches).unwrap() as f64;
+    assert!((loss - val).abs() <= 1e-5, "model.gguf's val loss {loss} against the run's {val}");
+}

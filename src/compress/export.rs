@@ -193,38 +193,45 @@ fn meta_usize(g: &Gguf, key: &str) -> Result<usize, String> {
 /// LayerNorms, biases and wpe must be F32 or F16; block formats need whole blocks per row.
 pub fn read_gpt2(path: &Path) -> Result<GgufModel, String> {
     let g = Gguf::read(path)?;
-    let err = |e: String| format!("{}: {e}", path.display());
+    from_gguf(&g).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `read_gpt2` of a parsed file.
+pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
     let arch = g.get("general.architecture").and_then(Value::as_str).unwrap_or("");
     if arch != "gpt2" {
-        return Err(err(format!("architecture {arch:?}; wgtrain reads gpt2")));
+        return Err(format!("architecture {arch:?}; wgtrain reads gpt2"));
     }
-    let embd = g.tensor("token_embd.weight").ok_or_else(|| err("no token_embd.weight".into()))?;
+    let embd = g.tensor("token_embd.weight").ok_or_else(|| "no token_embd.weight".to_string())?;
     let config = GptConfig {
-        n_layer: meta_usize(&g, "gpt2.block_count").map_err(err)?,
-        n_head: meta_usize(&g, "gpt2.attention.head_count").map_err(err)?,
-        n_embd: meta_usize(&g, "gpt2.embedding_length").map_err(err)?,
+        n_layer: meta_usize(&g, "gpt2.block_count")?,
+        n_head: meta_usize(&g, "gpt2.attention.head_count")?,
+        n_embd: meta_usize(&g, "gpt2.embedding_length")?,
         vocab_size: embd.dims.get(1).copied().unwrap_or(0) as usize,
-        n_positions: meta_usize(&g, "gpt2.context_length").map_err(err)?,
+        n_positions: meta_usize(&g, "gpt2.context_length")?,
     };
-    config.validate().map_err(err)?;
+    config.validate()?;
+    if config.n_layer > g.tensors.len() / 12 {
+        return Err(format!("block_count {} needs more tensors than the file's {}", config.n_layer, g.tensors.len()));
+    }
     let ff = meta_usize(&g, "gpt2.feed_forward_length").unwrap_or(4 * config.n_embd);
     if ff != 4 * config.n_embd {
-        return Err(err(format!("feed_forward_length {ff}: wgtrain's GPT-2 has 4 × n_embd = {}", 4 * config.n_embd)));
+        return Err(format!("feed_forward_length {ff}: wgtrain's GPT-2 has 4 × n_embd = {}", 4 * config.n_embd));
     }
     let mut tensors = Vec::new();
     for (name, shape) in config.parameter_specs() {
         let gname = gguf_name(&name);
-        let t = g.tensor(&gname).ok_or_else(|| err(format!("no tensor {gname}")))?;
+        let t = g.tensor(&gname).ok_or_else(|| format!("no tensor {gname}"))?;
         if t.dims != ggml_dims(&shape) {
-            return Err(err(format!("{gname} has dims {:?}, the config needs {:?}", t.dims, ggml_dims(&shape))));
+            return Err(format!("{gname} has dims {:?}, the config needs {:?}", t.dims, ggml_dims(&shape)));
         }
         let may_block = is_linear_weight(&name) || name == "wte.weight";
         if t.qtype.is_block() && !may_block {
-            return Err(err(format!("{gname} is {}; wgtrain reads it as F32 or F16", t.qtype.name())));
+            return Err(format!("{gname} is {}; wgtrain reads it as F32 or F16", t.qtype.name()));
         }
         tensors.push(Loaded { name, shape, qtype: t.qtype, bytes: g.data(t).to_vec() });
     }
-    Ok(GgufModel { tokenizer: gguf_tokenizer(&g, config.vocab_size).map_err(err)?, config, tensors })
+    Ok(GgufModel { tokenizer: gguf_tokenizer(&g, config.vocab_size)?, config, tensors })
 }
 
 /// The tokenizer a GGUF file holds (bytes when it holds none).
@@ -244,5 +251,7 @@ fn gguf_tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer, String> {
         .filter_map(|v| v.as_str()?.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
         .collect();
     let eot = g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).unwrap_or(0) as u32;
-    Tokenizer::from_vocab_merges(&tokens[..used], &merges, eot)
+    // The tokenizers crate panics on some inputs: a malformed file is an error instead.
+    std::panic::catch_unwind(|| Tokenizer::from_vocab_merges(&tokens[..used], &merges, eot))
+        .map_err(|_| "the tokenizers crate could not build its tokenizer".to_string())?
 }
