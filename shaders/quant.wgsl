@@ -5,7 +5,8 @@
 // Legend: M rows (B·T), K input features (a multiple of 32), N output features, V vocab,
 // C channels, T time.
 //
-//   qmatmul_forward  out (M, N) = inp (M, K) · deq(W) (N, K)ᵀ + bias (N)
+//   qmatmul_forward  out (M, N) = inp (M, K) · deq(W) (N, K)ᵀ + bias (N), tiled (GPUs)
+//   qmatmul_rows     the same, a thread per output column and ROWS rows (CPU adapters, decoding)
 //   qembed_forward   out (M, C) = deq(wte)[tokens] (V, C) + wpe[pos0 + m % T]
 //
 // A block of 32 weights along a row is FMT's u32 words (src/compress/quant.rs, gpu_words):
@@ -60,6 +61,71 @@ fn dequant(base: u32, e: u32) -> f32 {
         return dm.x * f32(i32(nib) - 8);
     }
     return dm.x * f32(nib) + dm.y;
+}
+
+// The 32 values of the block at word `base`.
+fn dequant_block(base: u32) -> array<f32, 32> {
+    let dm = unpack2x16float(q[base]);
+    var v: array<f32, 32>;
+    if FMT == 0u {
+        for (var j = 0u; j < 8u; j++) {
+            let word = q[base + 1u + j];
+            for (var b = 0u; b < 4u; b++) {
+                v[4u * j + b] = dm.x * f32(bitcast<i32>(word << (24u - 8u * b)) >> 24u);
+            }
+        }
+        return v;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let word = q[base + 1u + j];
+        for (var b = 0u; b < 4u; b++) {
+            let lo = (word >> (8u * b)) & 15u;
+            let hi = (word >> (8u * b + 4u)) & 15u;
+            if FMT == 1u {
+                v[4u * j + b] = dm.x * f32(i32(lo) - 8);
+                v[4u * j + b + 16u] = dm.x * f32(i32(hi) - 8);
+            } else {
+                v[4u * j + b] = dm.x * f32(lo) + dm.y;
+                v[4u * j + b + 16u] = dm.x * f32(hi) + dm.y;
+            }
+        }
+    }
+    return v;
+}
+
+// Rows per thread of qmatmul_rows (at most 8).
+override ROWS: u32 = 4u;
+
+// No workgroup memory: each thread dequantizes its column's blocks once and multiplies them
+// into ROWS rows, so decoding (M = 1) reads every weight once.
+@compute @workgroup_size(64)
+fn qmatmul_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let col = gid.x;
+    let row0 = wid.y * ROWS;
+    if col >= p.n {
+        return;
+    }
+    let blocks = p.k / TILE;
+    let rows = min(ROWS, p.m - row0);
+    var acc: array<f32, 8>;
+    for (var kb = 0u; kb < blocks; kb++) {
+        let w = dequant_block(p.off_q + (col * blocks + kb) * words_per_block());
+        for (var r = 0u; r < rows; r++) {
+            let at = (row0 + r) * p.k + kb * TILE;
+            var sum = 0.0;
+            for (var e = 0u; e < TILE; e++) {
+                sum += f32(inp[at + e]) * w[e];
+            }
+            acc[r] += sum;
+        }
+    }
+    for (var r = 0u; r < rows; r++) {
+        var v = acc[r];
+        if p.has_bias != 0u {
+            v += bias[col];
+        }
+        out[(row0 + r) * p.n + col] = S0(v);
+    }
 }
 
 var<workgroup> tile_a: array<f32, 1056>; // [t][row], TILE × PAD

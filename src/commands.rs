@@ -103,7 +103,12 @@ fn speed(gpu: &Gpu, gpt: &wgtrain::model::Gpt, tokens: usize, started: std::time
 }
 
 /// `wgtrain quantize`: a checkpoint into DIR2/model.gguf (+ config.json, tokenizer.json).
-pub fn quantize(model: &std::path::Path, format: wgtrain::compress::export::Format, out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+pub fn quantize(
+    model: &std::path::Path,
+    format: wgtrain::compress::export::Format,
+    out: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         force || !out.join("model.gguf").exists(),
         "--out {}: holds a model.gguf already; pick another directory or pass --force",

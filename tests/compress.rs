@@ -114,9 +114,12 @@ fn dequant_matmul_matches_the_reference() {
                 };
                 let mut want = vec![0.0; m * n];
                 cpu::forward(&mut want, &inp, &w, Some(&bias), m, n, k);
-                let got = run_qmatmul(gpu, q, act, &inp, &words, &bias, (m, n, k));
-                let tol = if act == Dtype::F16 { 2e-3 } else { 1e-5 };
-                assert_close(&format!("{} {act:?}", q.name()), &got, &want, tol, tol);
+                for (rows, mm) in [(false, m), (true, m), (true, 1)] {
+                    let got = run_qmatmul(gpu, q, act, &inp[..mm * k], &words, &bias, (mm, n, k), rows);
+                    let tol = if act == Dtype::F16 { 2e-3 } else { 1e-5 };
+                    let what = format!("{} {act:?} rows kernel {rows} M {mm}", q.name());
+                    assert_close(&what, &got, &want[..mm * n], tol, tol);
+                }
             }
         }
     }
@@ -130,6 +133,7 @@ fn run_qmatmul(
     words: &[u32],
     bias: &[f32],
     (m, n, k): (usize, usize, usize),
+    rows: bool,
 ) -> Vec<f32> {
     let pool = &gpu.pool;
     let upload = |v: &[f32]| match act {
@@ -145,8 +149,16 @@ fn run_qmatmul(
     let wbuf = pool.storage_from(&gpu.queue, Category::Parameters, words).unwrap();
     let bbuf = pool.storage_from(&gpu.queue, Category::Parameters, bias).unwrap();
     let wv = QView { buf: &wbuf, offset: 0, qtype: q, rows: n as u32, cols: k as u32 };
-    let ops = qk::forward(gpu, View::typed(&out, act), View::typed(&a, act), wv, Some(View::from(&bbuf)), m as u32)
-        .unwrap();
+    let ops = qk::forward_variant(
+        gpu,
+        View::typed(&out, act),
+        View::typed(&a, act),
+        wv,
+        Some(View::from(&bbuf)),
+        m as u32,
+        rows,
+    )
+    .unwrap();
     let mut rec = Recorder::new(gpu);
     rec.run(&ops);
     rec.submit().unwrap();
@@ -172,8 +184,8 @@ fn dequant_embedding_matches_the_reference() {
             let wbuf = pool.storage_from(&gpu.queue, Category::Parameters, &words).unwrap();
             let pbuf = pool.storage_from(&gpu.queue, Category::Parameters, &wpe).unwrap();
             let wv = QView { buf: &wbuf, offset: 0, qtype: q, rows: v as u32, cols: c as u32 };
-            let op = qk::embed(gpu, View::from(&out), &tok, wv, View::from(&pbuf), rows as u32, t as u32, t as u32)
-                .unwrap();
+            let op =
+                qk::embed(gpu, View::from(&out), &tok, wv, View::from(&pbuf), rows as u32, t as u32, t as u32).unwrap();
             let mut rec = Recorder::new(gpu);
             rec.dispatch(&op);
             rec.submit().unwrap();
@@ -238,8 +250,12 @@ fn a_written_file_reads_back_in_both_readers() {
         let ours = g.get(key).unwrap_or_else(|| panic!("{key}"));
         match v {
             serde_json::Value::String(s) => assert_eq!(ours.as_str(), Some(s.as_str()), "{key}"),
-            serde_json::Value::Number(n) => assert_eq!(ours.as_f64().unwrap() as f32, n.as_f64().unwrap() as f32, "{key}"),
-            serde_json::Value::Object(o) => assert_eq!(ours.as_array().unwrap().len() as u64, o["len"].as_u64().unwrap()),
+            serde_json::Value::Number(n) => {
+                assert_eq!(ours.as_f64().unwrap() as f32, n.as_f64().unwrap() as f32, "{key}")
+            }
+            serde_json::Value::Object(o) => {
+                assert_eq!(ours.as_array().unwrap().len() as u64, o["len"].as_u64().unwrap())
+            }
             _ => {}
         }
     }
@@ -298,10 +314,19 @@ fn qat_forward_is_the_forward_of_the_dequantized_weights() {
     for q in BLOCKS {
         let qat = Gpt::training(gpu, config.clone(), (b, t, 1), Precision::F32, Some(q)).unwrap();
         qat.write_params(gpu, &values);
-        let fq: Vec<Vec<f32>> =
-            values.iter().zip(config.parameter_specs()).map(|(v, (name, _))| {
-                if is_linear_weight(&name) { quant::dequantize(&quant::quantize(v, q), q) } else { v.clone() }
-            }).collect();
+        let fq: Vec<Vec<f32>> = values
+            .iter()
+            .zip(config.parameter_specs())
+            .map(
+                |(v, (name, _))| {
+                    if is_linear_weight(&name) {
+                        quant::dequantize(&quant::quantize(v, q), q)
+                    } else {
+                        v.clone()
+                    }
+                },
+            )
+            .collect();
         let dense = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();
         dense.write_params(gpu, &fq);
         let logits = |gpt: &Gpt| {
@@ -356,8 +381,8 @@ fn a_qat_run_ends_with_the_quantized_model_it_trained() {
     let metrics = std::fs::read_to_string(a.out.join("metrics.jsonl")).unwrap();
     let val = metrics
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["val_loss"].as_f64())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["val_loss"].as_f64())
         .expect("a val loss");
     let m = wgtrain::compress::export::read_gpt2(&a.out.join("model.gguf")).unwrap();
     assert_eq!(m.tensors.iter().filter(|t| t.qtype == QType::Q4_0).count(), 4);

@@ -108,7 +108,8 @@ fn tokenizer_meta(w: &mut Writer, tok: &Tokenizer, vocab_size: usize) {
         merges.push((c(0).to_string(), c(1).to_string()));
     }
     let text = |i: usize| tokens.get(i).cloned().flatten();
-    let names: Vec<Value> = (0..vocab_size).map(|i| Value::Str(text(i).unwrap_or_else(|| format!("[PAD{i}]")))).collect();
+    let names: Vec<Value> =
+        (0..vocab_size).map(|i| Value::Str(text(i).unwrap_or_else(|| format!("[PAD{i}]")))).collect();
     let control = tok.kind != Kind::Byte;
     let types: Vec<Value> = (0..vocab_size)
         .map(|i| {
@@ -124,7 +125,10 @@ fn tokenizer_meta(w: &mut Writer, tok: &Tokenizer, vocab_size: usize) {
     w.meta("tokenizer.ggml.pre", Value::Str(if tok.kind == Kind::Byte { "default" } else { "gpt-2" }.into()));
     w.meta("tokenizer.ggml.tokens", Value::Array(names));
     w.meta("tokenizer.ggml.token_type", Value::Array(types));
-    w.meta("tokenizer.ggml.merges", Value::Array(merges.into_iter().map(|(a, b)| Value::Str(format!("{a} {b}"))).collect()));
+    w.meta(
+        "tokenizer.ggml.merges",
+        Value::Array(merges.into_iter().map(|(a, b)| Value::Str(format!("{a} {b}"))).collect()),
+    );
     w.meta("tokenizer.ggml.bos_token_id", Value::U32(tok.eot));
     w.meta("tokenizer.ggml.eos_token_id", Value::U32(tok.eot));
 }
@@ -204,17 +208,17 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
     }
     let embd = g.tensor("token_embd.weight").ok_or_else(|| "no token_embd.weight".to_string())?;
     let config = GptConfig {
-        n_layer: meta_usize(&g, "gpt2.block_count")?,
-        n_head: meta_usize(&g, "gpt2.attention.head_count")?,
-        n_embd: meta_usize(&g, "gpt2.embedding_length")?,
+        n_layer: meta_usize(g, "gpt2.block_count")?,
+        n_head: meta_usize(g, "gpt2.attention.head_count")?,
+        n_embd: meta_usize(g, "gpt2.embedding_length")?,
         vocab_size: embd.dims.get(1).copied().unwrap_or(0) as usize,
-        n_positions: meta_usize(&g, "gpt2.context_length")?,
+        n_positions: meta_usize(g, "gpt2.context_length")?,
     };
     config.validate()?;
     if config.n_layer > g.tensors.len() / 12 {
         return Err(format!("block_count {} needs more tensors than the file's {}", config.n_layer, g.tensors.len()));
     }
-    let ff = meta_usize(&g, "gpt2.feed_forward_length").unwrap_or(4 * config.n_embd);
+    let ff = meta_usize(g, "gpt2.feed_forward_length").unwrap_or(4 * config.n_embd);
     if ff != 4 * config.n_embd {
         return Err(format!("feed_forward_length {ff}: wgtrain's GPT-2 has 4 × n_embd = {}", 4 * config.n_embd));
     }
@@ -231,7 +235,7 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
         }
         tensors.push(Loaded { name, shape, qtype: t.qtype, bytes: g.data(t).to_vec() });
     }
-    Ok(GgufModel { tokenizer: gguf_tokenizer(&g, config.vocab_size)?, config, tensors })
+    Ok(GgufModel { tokenizer: gguf_tokenizer(g, config.vocab_size)?, config, tensors })
 }
 
 /// The tokenizer a GGUF file holds (bytes when it holds none).

@@ -233,14 +233,21 @@ impl Gguf {
             tensors.push(Self::tensor_info(&mut c)?);
         }
         let align = match metadata.iter().find(|(k, _)| k == "general.alignment") {
-            Some((_, v)) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or("general.alignment is not a power of two")?,
+            Some((_, v)) => {
+                v.as_u64().filter(|a| a.is_power_of_two()).ok_or("general.alignment is not a power of two")?
+            }
             None => DEFAULT_ALIGNMENT,
         };
         let data_start = (c.at as u64).next_multiple_of(align).min(bytes.len() as u64) as usize;
         let data_len = (bytes.len() - data_start) as u64;
         for t in &tensors {
             if t.offset % align != 0 || t.offset.checked_add(t.bytes()).is_none_or(|end| end > data_len) {
-                return Err(format!("tensor {}: {} bytes at offset {} lie outside the data", t.name, t.bytes(), t.offset));
+                return Err(format!(
+                    "tensor {}: {} bytes at offset {} lie outside the data",
+                    t.name,
+                    t.bytes(),
+                    t.offset
+                ));
             }
         }
         Ok(Self { version, metadata, tensors, data: bytes, data_start })

@@ -190,7 +190,11 @@ pub fn dequantize(bytes: &[u8], q: QType) -> Vec<f32> {
                 out.extend(b[2..].iter().map(|&v| d * (v as i8) as f32));
             }
             QType::Q4_0 | QType::Q4_1 => {
-                let (d, m, qs) = if q == QType::Q4_0 { (half_at(b, 0), 0.0, &b[2..]) } else { (half_at(b, 0), half_at(b, 2), &b[4..]) };
+                let (d, m, qs) = if q == QType::Q4_0 {
+                    (half_at(b, 0), 0.0, &b[2..])
+                } else {
+                    (half_at(b, 0), half_at(b, 2), &b[4..])
+                };
                 let value = |n: u8| if q == QType::Q4_0 { d * (n as i32 - 8) as f32 } else { d * n as f32 + m };
                 out.extend(qs.iter().map(|&v| value(v & 15)));
                 out.extend(qs.iter().map(|&v| value(v >> 4)));

@@ -212,7 +212,8 @@ impl Tokenizer {
                 *slot = Some(t);
             }
         }
-        let json: serde_json::Value = serde_json::from_str(&self.hf.to_string(false).unwrap_or_default()).unwrap_or_default();
+        let json: serde_json::Value =
+            serde_json::from_str(&self.hf.to_string(false).unwrap_or_default()).unwrap_or_default();
         let merges = json["model"]["merges"].as_array().cloned().unwrap_or_default();
         let pair = |m: &serde_json::Value| -> Option<(String, String)> {
             match m {
@@ -228,7 +229,8 @@ impl Tokenizer {
     /// end-of-text `eot`; bytes when the list is the 256 byte tokens. Merges that join tokens
     /// the list lacks are dropped.
     pub fn from_vocab_merges(tokens: &[String], merges: &[(String, String)], eot: u32) -> Result<Self, Error> {
-        let byte_like = tokens.len() == 256 && tokens.iter().enumerate().all(|(b, t)| *t == byte_char(b as u8).to_string());
+        let byte_like =
+            tokens.len() == 256 && tokens.iter().enumerate().all(|(b, t)| *t == byte_char(b as u8).to_string());
         if byte_like {
             return Ok(Tokenizer::byte());
         }
@@ -238,7 +240,8 @@ impl Tokenizer {
             .filter(|(a, b)| vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")))
             .cloned()
             .collect();
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| format!("the GGUF tokenizer: {e}"))?;
+        let bpe =
+            BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| format!("the GGUF tokenizer: {e}"))?;
         let mut hf = tokenizers::Tokenizer::new(bpe);
         hf.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         hf.with_decoder(Some(ByteLevel::new(false, true, true)));

@@ -31,7 +31,11 @@ pub fn fake_quant(
     qtype: QType,
 ) -> Result<Dispatch, GpuError> {
     if !qtype.is_block() || !len.is_multiple_of(32) {
-        return Err(GpuError::Unsupported(format!("{} weights in {}: whole blocks of 32 are quantized", len, qtype.name())));
+        return Err(GpuError::Unsupported(format!(
+            "{} weights in {}: whole blocks of 32 are quantized",
+            len,
+            qtype.name()
+        )));
     }
     let blocks = len / 32;
     let words = blocks * qtype.gpu_words() as u64;

@@ -20,8 +20,7 @@ pub struct QuantParams {
     pub c: u32,
 }
 
-const SLOTS: &[Slot] =
-    &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
+const SLOTS: &[Slot] = &[Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
 const TILE: u32 = 32;
 const WG: u32 = 256;
 
@@ -50,6 +49,16 @@ impl<'a> QView<'a> {
     }
 }
 
+/// Rows per thread of qmatmul_rows.
+const ROWS: u32 = 4;
+
+/// qmatmul_rows (a thread per column, no workgroup memory) where the product has fewer rows
+/// than a tile (decoding); the tiled kernel otherwise. On lavapipe (AMD EPYC, 2 cores) the
+/// rows kernel decodes 4.3× faster than the tiled one and evaluates (M = 512) 0.71× as fast.
+fn rows_variant(m: u32) -> bool {
+    m < TILE
+}
+
 /// Rows of one window: all `m`, or a multiple of 128 whose `row_bytes` fit one binding.
 fn window_rows(gpu: &Gpu, m: u32, row_bytes: u64) -> Result<u32, GpuError> {
     let fit = gpu.max_binding() / row_bytes.max(1);
@@ -65,7 +74,27 @@ fn window_rows(gpu: &Gpu, m: u32, row_bytes: u64) -> Result<u32, GpuError> {
 
 /// out (M, N) = inp (M, K) · deq(w) (N, K)ᵀ + bias (N), K a multiple of 32; split along M
 /// into windows where out or inp would exceed one binding.
-pub fn forward(gpu: &Gpu, out: View, inp: View, w: QView, bias: Option<View>, m: u32) -> Result<Vec<Dispatch>, GpuError> {
+pub fn forward(
+    gpu: &Gpu,
+    out: View,
+    inp: View,
+    w: QView,
+    bias: Option<View>,
+    m: u32,
+) -> Result<Vec<Dispatch>, GpuError> {
+    forward_variant(gpu, out, inp, w, bias, m, rows_variant(m))
+}
+
+/// `forward` through qmatmul_rows (`rows_kernel`) or the tiled qmatmul_forward.
+pub fn forward_variant(
+    gpu: &Gpu,
+    out: View,
+    inp: View,
+    w: QView,
+    bias: Option<View>,
+    m: u32,
+    rows_kernel: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
     let (n, k) = (w.rows, w.cols);
     if !k.is_multiple_of(TILE) || w.qtype.shader_code() == u32::MAX {
         return Err(GpuError::Unsupported(format!("a {} weight of rows of {k}", w.qtype.name())));
@@ -76,7 +105,8 @@ pub fn forward(gpu: &Gpu, out: View, inp: View, w: QView, bias: Option<View>, m:
         Some(b) => b.binding(gpu, n as u64)?,
         None => gpu.dummy.as_entire_buffer_binding(),
     };
-    let kernel = Kernel::new(Shader::Quant, "qmatmul_forward", SLOTS).with_half(half_mask(&[Some(out), Some(inp)]));
+    let entry = if rows_kernel { "qmatmul_rows" } else { "qmatmul_forward" };
+    let kernel = Kernel::new(Shader::Quant, entry, SLOTS).with_half(half_mask(&[Some(out), Some(inp)]));
     let mut out_d = Vec::new();
     for m0 in (0..m).step_by(rows as usize) {
         let mm = rows.min(m - m0);
@@ -90,8 +120,14 @@ pub fn forward(gpu: &Gpu, out: View, inp: View, w: QView, bias: Option<View>, m:
             gpu.dummy.as_entire_buffer_binding(),
         ];
         let p = QuantParams { m: mm, n, k, has_bias: bias.is_some() as u32, ..Default::default() };
-        let groups = [n.div_ceil(TILE), mm.div_ceil(TILE), 1];
-        out_d.push(dispatch_with(gpu, kernel, &w.constants(), &b, &p, groups)?);
+        let mut constants = w.constants().to_vec();
+        let groups = if rows_kernel {
+            constants.push(("ROWS", ROWS as f64));
+            [n.div_ceil(64), mm.div_ceil(ROWS), 1]
+        } else {
+            [n.div_ceil(TILE), mm.div_ceil(TILE), 1]
+        };
+        out_d.push(dispatch_with(gpu, kernel, &constants, &b, &p, groups)?);
     }
     Ok(out_d)
 }

@@ -6,10 +6,10 @@
 //! statistics, softmax and every reduction are f32 inside the kernels, and parameter
 //! gradients accumulate in the f32 arena.
 
+use super::quantized::QuantWeights;
 use super::Cmd;
 use crate::gpu::{Category, Dispatch, Gpu, GpuError};
 use crate::kernels::matmul::{Dims, Matmul};
-use super::quantized::QuantWeights;
 use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::{attention, elementwise, encoder, gelu, layernorm, Dtype, Tensor, View};
 use crate::optim::ParamArena;

@@ -291,7 +291,9 @@ impl Gpt {
         let mut back: Vec<Cmd> = vec![Cmd::Zero(d.dresidual.buf.clone())];
         let (wte, dwte) = (top.mm("wte.weight"), top.grad("wte.weight"));
         let lin = Dims::linear(n, v, c);
-        back.extend(mm.backward(d.dbuf.v(), dwte, None, self.logits.v(), self.lnf.v(), wte, lin)?.into_iter().map(Cmd::Run));
+        back.extend(
+            mm.backward(d.dbuf.v(), dwte, None, self.logits.v(), self.lnf.v(), wte, lin)?.into_iter().map(Cmd::Run),
+        );
         let last = self.block_input(self.acts.len());
         let (glw, glb, lw) = (top.grad("ln_f.weight"), top.grad("ln_f.bias"), top.master("ln_f.weight"));
         let ln_back =

@@ -76,7 +76,14 @@ impl Gpt {
             }
             let words = t.numel() / 32 * p.qtype.gpu_words() as u64;
             let buf = gpu.pool.storage(Category::Activations, 4 * words)?;
-            let op = fake_quant(gpu, None, Some(View::from(&buf)), View::at(&self.arena.params, t.offset), t.numel(), p.qtype)?;
+            let op = fake_quant(
+                gpu,
+                None,
+                Some(View::from(&buf)),
+                View::at(&self.arena.params, t.offset),
+                t.numel(),
+                p.qtype,
+            )?;
             let mut rec = Recorder::new(gpu);
             rec.dispatch(&op);
             rec.submit()?;
