@@ -264,25 +264,27 @@ fn a_written_file_reads_back_in_both_readers() {
     assert_eq!(m.tensors.iter().filter(|t| t.qtype == QType::Q4_1).count(), 1 + 4 * 2);
 }
 
+/// The logits of the evaluation forward of `tokens` (one batch).
+fn eval_logits(gpu: &wgtrain::Gpu, gpt: &wgtrain::model::Gpt, tokens: &[u32]) -> Vec<f32> {
+    gpt.upload_batch(gpu, 0, tokens, tokens);
+    let mut rec = Recorder::new(gpu);
+    gpt.record_eval(&mut rec);
+    rec.submit().unwrap();
+    gpt.read_logits(gpu).unwrap()
+}
+
 /// eval on a quantized model is the f32 model of its dequantized weights: the kernels only
 /// change where the dequantization happens.
 #[test]
 fn a_quantized_model_runs_as_its_dequantized_weights() {
     use wgtrain::compress::export::{self, Format};
-    use wgtrain::gpu::Recorder;
     use wgtrain::model::{Gpt, Precision};
     let Some(gpu) = crate::common::gpu() else { return };
     let dir = tmp("runs");
     let (config, _) = tiny_model(&dir, 2);
     let (b, t) = (2, 11);
     let tokens: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7 + 3) % 67).collect();
-    let logits = |gpt: &Gpt| {
-        gpt.upload_batch(gpu, 0, &tokens, &tokens);
-        let mut rec = Recorder::new(gpu);
-        gpt.record_eval(&mut rec);
-        rec.submit().unwrap();
-        gpt.read_logits(gpu).unwrap()
-    };
+    let logits = |gpt: &Gpt| eval_logits(gpu, gpt, &tokens);
     for q in BLOCKS {
         let out = dir.join(q.name());
         wgtrain::compress::quantize(&dir, Format { qtype: q, embeddings: true }, &out).unwrap();
@@ -329,13 +331,7 @@ fn qat_forward_is_the_forward_of_the_dequantized_weights() {
             .collect();
         let dense = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();
         dense.write_params(gpu, &fq);
-        let logits = |gpt: &Gpt| {
-            gpt.upload_batch(gpu, 0, &tokens, &tokens);
-            let mut rec = Recorder::new(gpu);
-            gpt.record_eval(&mut rec);
-            rec.submit().unwrap();
-            gpt.read_logits(gpu).unwrap()
-        };
+        let logits = |gpt: &Gpt| eval_logits(gpu, gpt, &tokens);
         let (a, d) = (logits(&qat), logits(&dense));
         assert!(a.iter().zip(&d).all(|(x, y)| x.to_bits() == y.to_bits()), "{} logits differ", q.name());
         let copy = qat.arena.fake_quant.as_ref().unwrap();
