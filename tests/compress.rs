@@ -125,6 +125,7 @@ fn dequant_matmul_matches_the_reference() {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_qmatmul(
     gpu: &wgtrain::Gpu,
     q: QType,
