@@ -22,6 +22,10 @@
 // Dynamic loss scaling (as torch.amp.GradScaler): a skipped step halves S and restarts the
 // count of clean steps in scalars[4]; after growth_interval clean steps in a row S doubles.
 //
+// Pruning: with masked set, the lanes whose bit in the prune mask is clear are written as 0
+// (parameter, moments and f16 copy), also on a skipped step, so a pruned weight stays exactly
+// zero and so do its moments.
+//
 // Mixed precision: with write_half set, every update also writes the new parameters' f16
 // copy (two per u32 word, low half first), rounded to nearest even, or stochastically (the
 // round-up probability is the distance to the value below, over the gap) with stochastic set.
@@ -51,8 +55,9 @@ struct Params {
     half_off: u32,     // f16 element where the window's params start in the half binding
     dynamic: u32,      // 1: dynamic loss scaling
     growth_interval: u32,
-    _pad0: u32,
-    _pad1: u32,
+    masked: u32,       // 1: the prune mask applies
+    mask_off: u32,     // arena element of the window's first parameter
+    has_v: u32,        // 1: v is bound (AdamW, LAMB)
 }
 
 // One chunk: elements start .. start + len of the bound window (start a multiple of 4).
@@ -73,6 +78,7 @@ struct Chunk {
 @group(0) @binding(7) var<storage, read_write> partials: array<f32>;     // (3, C) grad ‖·‖², LAMB ‖θ‖², ‖u‖² per chunk
 @group(0) @binding(8) var<uniform> p: Params;
 @group(0) @binding(9) var<storage, read_write> half: array<u32>;         // (P / 2) f16 copy of param, when write_half
+@group(0) @binding(10) var<storage, read> mask: array<u32>;              // (P / 32) prune mask, bit set = kept, when masked
 
 const LAMB_RATIOS: u32 = 8u;
 
@@ -100,6 +106,37 @@ fn store_half(e: u32, x: vec4<f32>) {
     }
     half[i / 2u] = h[0] | (h[1] << 16u);
     half[i / 2u + 1u] = h[2] | (h[3] << 16u);
+}
+
+// The lanes of vec4 e that the prune mask keeps (all without a mask).
+fn kept(e: u32) -> vec4<bool> {
+    if p.masked == 0u {
+        return vec4<bool>(true);
+    }
+    let i = p.mask_off + 4u * e;   // a multiple of 4: the lanes' bits share a word
+    let b = vec4<u32>(mask[i / 32u] >> (i % 32u)) & vec4<u32>(1u, 2u, 4u, 8u);
+    return b != vec4<u32>(0u);
+}
+
+fn masked4(x: vec4<f32>, k: vec4<bool>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), x, k);
+}
+
+// A skipped step still zeroes what the mask prunes (a mask may have grown this step).
+fn zero_pruned(ch: Chunk, lid: u32) {
+    let r = vec4_range(ch);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        let k = kept(e);
+        if all(k) {
+            continue;
+        }
+        param[e] = masked4(param[e], k);
+        m[e] = masked4(m[e], k);
+        if p.has_v != 0u {
+            v[e] = masked4(v[e], k);
+        }
+        store_half(e, param[e]);
+    }
 }
 
 // reduce_sum2 comes from the prelude (shaders/prelude/reduce.wgsl).
@@ -132,23 +169,30 @@ fn inside(v: vec4<f32>, e: u32, end: u32) -> vec4<f32> {
 fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32) {
     let c = group_index(wid, groups);
-    if c >= p.n_chunks || scalars[2] != 0.0 {
+    if c >= p.n_chunks {
         return;
     }
     let ch = chunks[c];
+    if scalars[2] != 0.0 {
+        if p.masked != 0u {
+            zero_pruned(ch, lid);
+        }
+        return;
+    }
     let wd = decay(ch);
     let scale = scalars[1];
     let step_size = p.lr / p.bc1;
     let r = vec4_range(ch);
     for (var e = r.x + lid; e < r.y; e += WG) {
+        let k = kept(e);
         let g = grad[e] * scale;
         let m0 = m[e];
         let m1 = m0 + (1.0 - p.beta1) * (g - m0);
         let v1 = p.beta2 * v[e] + (1.0 - p.beta2) * g * g;
-        m[e] = m1;
-        v[e] = v1;
+        m[e] = masked4(m1, k);
+        v[e] = masked4(v1, k);
         let x = param[e] * (1.0 - p.lr * wd);
-        let x1 = x - step_size * m1 / (sqrt(v1) / p.bc2_sqrt + p.eps);
+        let x1 = masked4(x - step_size * m1 / (sqrt(v1) / p.bc2_sqrt + p.eps), k);
         param[e] = x1;
         store_half(e, x1);
     }
@@ -158,23 +202,30 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32) {
     let c = group_index(wid, groups);
-    if c >= p.n_chunks || scalars[2] != 0.0 {
+    if c >= p.n_chunks {
         return;
     }
     let ch = chunks[c];
+    if scalars[2] != 0.0 {
+        if p.masked != 0u {
+            zero_pruned(ch, lid);
+        }
+        return;
+    }
     let wd = decay(ch);
     let scale = scalars[1];
     let r = vec4_range(ch);
     for (var e = r.x + lid; e < r.y; e += WG) {
+        let k = kept(e);
         let x = param[e];
         var d = grad[e] * scale + wd * x;
         if p.momentum != 0.0 {
             if p.first_step == 0u {
                 d = p.momentum * m[e] + d;
             }
-            m[e] = d;
+            m[e] = masked4(d, k);
         }
-        let x1 = x - p.lr * d;
+        let x1 = masked4(x - p.lr * d, k);
         param[e] = x1;
         store_half(e, x1);
     }
@@ -196,13 +247,14 @@ fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let end = select(r.y, r.x, scalars[2] != 0.0);
     var sq = vec2<f32>(0.0);
     for (var e = r.x + lid; e < end; e += WG) {
+        let k = kept(e);
         let g = grad[e] * scale;
-        let m1 = p.beta1 * m[e] + (1.0 - p.beta1) * g;
-        let v1 = p.beta2 * v[e] + (1.0 - p.beta2) * g * g;
+        let m1 = masked4(p.beta1 * m[e] + (1.0 - p.beta1) * g, k);
+        let v1 = masked4(p.beta2 * v[e] + (1.0 - p.beta2) * g * g, k);
         m[e] = m1;
         v[e] = v1;
         let x = param[e];
-        let u = (m1 / p.bc1) / (sqrt(v1 / p.bc2) + p.eps) + wd * x;
+        let u = masked4((m1 / p.bc1) / (sqrt(v1 / p.bc2) + p.eps) + wd * x, k);
         grad[e] = u;
         let xi = inside(x, e, ch.start + ch.len);
         let ui = inside(u, e, ch.start + ch.len);
@@ -243,14 +295,20 @@ fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
 fn lamb_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32) {
     let c = group_index(wid, groups);
-    if c >= p.n_chunks || scalars[2] != 0.0 {
+    if c >= p.n_chunks {
         return;
     }
     let ch = chunks[c];
+    if scalars[2] != 0.0 {
+        if p.masked != 0u {
+            zero_pruned(ch, lid);
+        }
+        return;
+    }
     let step_size = p.lr * scalars[LAMB_RATIOS + ch.tensor];
     let r = vec4_range(ch);
     for (var e = r.x + lid; e < r.y; e += WG) {
-        let x1 = param[e] - step_size * grad[e];
+        let x1 = masked4(param[e] - step_size * grad[e], kept(e));
         param[e] = x1;
         store_half(e, x1);
     }

@@ -207,3 +207,25 @@ pub fn sample(
     speed(gpu, &gpt, n, started);
     Ok(())
 }
+
+/// `wgtrain prune`, and what it did.
+pub fn prune(gpu: &Gpu, a: &wgtrain::compress::PruneArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let r = wgtrain::compress::prune_model(gpu, a).map_err(anyhow::Error::msg)?;
+    if let Some(f) = a.keep_mlp {
+        println!(
+            "kept {} of {} MLP hidden channels per layer (--keep-mlp {f}): {} -> {} parameters",
+            r.mlp.1, r.mlp.0, r.params.0, r.params.1
+        );
+    } else {
+        println!(
+            "zeroed {} of {} linear weights ({:.4}) by {:?}",
+            r.zeroed,
+            r.linear,
+            r.zeroed as f64 / r.linear.max(1) as f64,
+            a.method
+        );
+    }
+    println!("{:.2} s -> {}", started.elapsed().as_secs_f64(), a.out.display());
+    Ok(())
+}

@@ -198,7 +198,8 @@ fn dequant_embedding_matches_the_reference() {
 
 /// A small GPT-2 whose rows are whole blocks (C 32), seeded values, in a checkpoint directory.
 fn tiny_model(dir: &std::path::Path, seed: u64) -> (wgtrain::model::GptConfig, Vec<Vec<f32>>) {
-    let config = wgtrain::model::GptConfig { n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 67, n_positions: 16 };
+    let config =
+        wgtrain::model::GptConfig { n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 67, n_positions: 16, n_inner: None };
     let mut r = Rng::new(seed);
     let values: Vec<Vec<f32>> = config
         .parameter_specs()

@@ -20,7 +20,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn tiny() -> GptConfig {
-    GptConfig { n_layer: 2, n_head: 2, n_embd: 16, vocab_size: 37, n_positions: 16 }
+    GptConfig { n_layer: 2, n_head: 2, n_embd: 16, vocab_size: 37, n_positions: 16, n_inner: None }
 }
 
 /// `wgtrain train` with `args`, stdout piped, in the source tree.

@@ -13,6 +13,7 @@ mod matmul;
 mod mixed;
 mod optim;
 mod prepare;
+mod prune;
 mod reliability;
 mod runtime;
 mod shaders;

@@ -51,6 +51,7 @@ pub fn args(dir: &std::path::Path) -> TrainArgs {
         stochastic_rounding: false,
         save_dtype: Default::default(),
         qat: None,
+        prune: Default::default(),
     }
 }
 

@@ -69,7 +69,7 @@ pub fn train(
     let tokens: Vec<u32> = (0..total).map(|_| (rng.next_u64() % config.vocab_size as u64) as u32).collect();
     let mut loader = Loader::new(tokens, b, t, false, 0).map_err(anyhow::Error::msg)?;
     // No timer: its readback would add a wait to the timed steps.
-    let mut probes = Probes { losses: gpt.loss_readback(gpu), timer: None };
+    let mut probes = Probes::without_timer(gpu, &gpt);
     let dist = Dist::single();
     // One step as training takes it: submit, then read the previous step's loss and norm.
     let mut step = |opt: &mut Optimizer| -> anyhow::Result<()> {

@@ -155,7 +155,7 @@ pub fn write_gpt2(
     w.meta("general.file_type", Value::U32(file_type(qtype)));
     w.meta("gpt2.context_length", u(config.n_positions));
     w.meta("gpt2.embedding_length", u(config.n_embd));
-    w.meta("gpt2.feed_forward_length", u(4 * config.n_embd));
+    w.meta("gpt2.feed_forward_length", u(config.mlp()));
     w.meta("gpt2.block_count", u(config.n_layer));
     w.meta("gpt2.attention.head_count", u(config.n_head));
     w.meta("gpt2.attention.layer_norm_epsilon", Value::F32(1e-5));
@@ -207,20 +207,19 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
         return Err(format!("architecture {arch:?}; wgtrain reads gpt2"));
     }
     let embd = g.tensor("token_embd.weight").ok_or_else(|| "no token_embd.weight".to_string())?;
+    let n_embd = meta_usize(g, "gpt2.embedding_length")?;
+    let ff = meta_usize(g, "gpt2.feed_forward_length").unwrap_or(4 * n_embd);
     let config = GptConfig {
         n_layer: meta_usize(g, "gpt2.block_count")?,
         n_head: meta_usize(g, "gpt2.attention.head_count")?,
-        n_embd: meta_usize(g, "gpt2.embedding_length")?,
+        n_embd,
         vocab_size: embd.dims.get(1).copied().unwrap_or(0) as usize,
         n_positions: meta_usize(g, "gpt2.context_length")?,
+        n_inner: (ff != 4 * n_embd).then_some(ff),
     };
     config.validate()?;
     if config.n_layer > g.tensors.len() / 12 {
         return Err(format!("block_count {} needs more tensors than the file's {}", config.n_layer, g.tensors.len()));
-    }
-    let ff = meta_usize(g, "gpt2.feed_forward_length").unwrap_or(4 * config.n_embd);
-    if ff != 4 * config.n_embd {
-        return Err(format!("feed_forward_length {ff}: wgtrain's GPT-2 has 4 × n_embd = {}", 4 * config.n_embd));
     }
     let mut tensors = Vec::new();
     for (name, shape) in config.parameter_specs() {

@@ -2,6 +2,8 @@
 
 pub mod export;
 pub mod gguf;
+pub mod oneshot;
+pub mod prune;
 pub mod quant;
 
 use std::path::{Path, PathBuf};
@@ -62,4 +64,160 @@ pub fn gguf_path(model: &Path) -> Option<PathBuf> {
     }
     let inside = model.join("model.gguf");
     (inside.is_file() && !model.join("model.safetensors").is_file()).then_some(inside)
+}
+
+/// What `wgtrain prune` takes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Checkpoint directory (config.json, model.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Unstructured: zero this fraction of the linear weights (0 ≤ S < 1).
+    #[arg(long)]
+    pub to: Option<f64>,
+    /// How --to ranks the weights.
+    #[arg(long, value_enum, default_value = "magnitude")]
+    pub method: oneshot::Method,
+    /// Magnitude's ranking: over all linear weights (global) or within each tensor (layer).
+    /// Wanda always ranks within each output row.
+    #[arg(long, value_enum)]
+    pub scope: Option<prune::PruneScope>,
+    /// Structured: keep this fraction of each MLP's hidden channels, the most important on
+    /// the calibration tokens, and write the smaller dense model (config n_inner).
+    #[arg(long)]
+    pub keep_mlp: Option<f64>,
+    /// Calibration tokens for wanda and --keep-mlp: an llm.c token file or a `wgtrain
+    /// prepare` directory (its train.bin).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Calibration batches of --batch-size × --seq-len tokens.
+    #[arg(long, default_value_t = 16)]
+    pub calib_batches: usize,
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// The model's n_positions by default.
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// The pruned model's directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Overwrite a model already in --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// What `prune` did.
+#[derive(Debug)]
+pub struct PruneReport {
+    /// Linear weights zeroed, of all linear weights (unstructured).
+    pub zeroed: u64,
+    pub linear: u64,
+    /// Parameters before and after (structured).
+    pub params: (u64, u64),
+    /// MLP hidden channels before and after.
+    pub mlp: (usize, usize),
+    pub config: GptConfig,
+}
+
+/// `wgtrain prune`: the model in `a.model`, pruned as `a` says, into `a.out`.
+pub fn prune_model(gpu: &crate::Gpu, a: &PruneArgs) -> Result<PruneReport, String> {
+    check_prune_args(a)?;
+    let (config, mut values, tok) = load_dir(&a.model)?;
+    let table = crate::optim::ParamTable::new(config.parameter_specs());
+    let linear = table.tensors.iter().filter(|t| export::is_linear_weight(&t.name)).map(|t| t.numel()).sum();
+    let calibrate = |config: &GptConfig, values: &[Vec<f32>]| -> Result<oneshot::ChannelSums, String> {
+        let t = a.seq_len.unwrap_or(config.n_positions);
+        if t == 0 || t > config.n_positions || a.batch_size == 0 {
+            return Err(format!(
+                "--batch-size and --seq-len must be positive, --seq-len at most {}",
+                config.n_positions
+            ));
+        }
+        let mut loader = calibration_loader(a, &tok, config, a.batch_size, t)?;
+        oneshot::channel_sums(gpu, config, values, (&mut loader, a.batch_size, t), a.calib_batches)
+            .map_err(|e| e.to_string())
+    };
+    let (before, mlp) = (table.numel(), config.mlp());
+    let (config, zeroed) = match (a.to, a.keep_mlp) {
+        (Some(s), None) if a.method == oneshot::Method::Magnitude => {
+            (config, oneshot::magnitude(&table, &mut values, s, a.scope.unwrap_or_default()))
+        }
+        (Some(s), None) => {
+            let sums = calibrate(&config, &values)?;
+            let z = oneshot::wanda(&table, &mut values, s, &sums)?;
+            (config, z)
+        }
+        (None, Some(f)) => {
+            let sums = calibrate(&config, &values)?;
+            let imp = oneshot::channel_importance(&config, &table, &values, &sums);
+            let keep = ((f * config.mlp() as f64).round() as usize).clamp(1, config.mlp());
+            let (small, v) = oneshot::keep_mlp(&config, &values, &imp, keep);
+            values = v;
+            (small, 0)
+        }
+        _ => unreachable!("check_prune_args"),
+    };
+    if !a.force && a.out.join("model.safetensors").exists() {
+        return Err(format!(
+            "--out {}: holds a model.safetensors already; pick another directory or pass --force",
+            a.out.display()
+        ));
+    }
+    checkpoint::save_hf(&a.out, &config, &values).map_err(|e| e.to_string())?;
+    tok.save(&a.out.join("tokenizer.json"))?;
+    let after = crate::optim::ParamTable::new(config.parameter_specs()).numel();
+    Ok(PruneReport { zeroed, linear, params: (before, after), mlp: (mlp, config.mlp()), config })
+}
+
+fn check_prune_args(a: &PruneArgs) -> Result<(), String> {
+    match (a.to, a.keep_mlp) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err("give --to S (unstructured) or --keep-mlp F (structured), one of them".into())
+        }
+        (Some(s), None) if !(0.0..1.0).contains(&s) => {
+            return Err(format!("--to {s}: give a sparsity from 0 up to (not including) 1"))
+        }
+        (None, Some(f)) if !(f > 0.0 && f <= 1.0) => return Err(format!("--keep-mlp {f}: give a fraction in (0, 1]")),
+        _ => {}
+    }
+    if a.method == oneshot::Method::Wanda && a.scope.is_some() {
+        return Err("--scope is magnitude's: wanda ranks within each output row".into());
+    }
+    let needs_data = a.keep_mlp.is_some() || a.method == oneshot::Method::Wanda;
+    if needs_data && a.data.is_none() {
+        return Err("wanda and --keep-mlp score with activations: pass --data (calibration tokens)".into());
+    }
+    if a.calib_batches == 0 {
+        return Err("--calib-batches must be positive".into());
+    }
+    Ok(())
+}
+
+/// The calibration batches: --data's tokens (a prepared directory's train.bin), whose
+/// tokenizer, if it has one beside it, must be the model's.
+fn calibration_loader(
+    a: &PruneArgs,
+    tok: &Tokenizer,
+    config: &GptConfig,
+    b: usize,
+    t: usize,
+) -> Result<crate::data::Loader, String> {
+    let data = a.data.as_ref().expect("check_prune_args");
+    let (file, dir) = match crate::data::prepared_files(data).map_err(|e| e.to_string())? {
+        Some((train, _)) => (train, data.clone()),
+        None => (data.clone(), data.parent().map(Path::to_path_buf).unwrap_or_default()),
+    };
+    let theirs = dir.join("tokenizer.json");
+    if theirs.is_file() && !Tokenizer::from_file(&theirs, None)?.same_ids(tok) {
+        return Err(format!("--data: {} gives tokens other ids than the model's tokenizer", theirs.display()));
+    }
+    let tokens = crate::data::read_tokens(&file).map_err(|e| e.to_string())?;
+    if let Some(&max) = tokens.iter().max().filter(|&&m| m as usize >= config.vocab_size) {
+        return Err(format!(
+            "--data {}: token id {max} is past the model's vocab_size {}",
+            file.display(),
+            config.vocab_size
+        ));
+    }
+    crate::data::Loader::new(tokens, b, t, false, 0).map_err(|e| format!("--data {}: {e}", file.display()))
 }

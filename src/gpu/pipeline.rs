@@ -29,6 +29,8 @@ pub enum Shader {
     Quant,
     /// fake_quant.wgsl: QAT's quantize-dequantize of the linear weights, and GPU quantization.
     FakeQuant,
+    /// prune.wgsl: magnitude pruning's exact threshold and mask, activation channel norms.
+    Prune,
 }
 
 impl Shader {
@@ -50,6 +52,7 @@ impl Shader {
         Shader::Optim,
         Shader::Quant,
         Shader::FakeQuant,
+        Shader::Prune,
     ];
 
     /// File name under shaders/.
@@ -69,6 +72,7 @@ impl Shader {
             Shader::Optim => "optim.wgsl",
             Shader::Quant => "quant.wgsl",
             Shader::FakeQuant => "fake_quant.wgsl",
+            Shader::Prune => "prune.wgsl",
         }
     }
 
@@ -91,6 +95,7 @@ impl Shader {
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
             Shader::FakeQuant => include_str!("../../shaders/fake_quant.wgsl"),
+            Shader::Prune => include_str!("../../shaders/prune.wgsl"),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod fake_quant;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
+pub mod prune;
 pub mod quant;
 
 use crate::gpu::{Category, Dispatch, GpuBuffer, GpuError, Kernel};

@@ -34,7 +34,7 @@ pub(super) struct LayerActs {
 impl LayerActs {
     /// A layer's activations in `act` for `n` rows of `c` channels (and `lse` for the
     /// attention).
-    pub fn new(gpu: &Gpu, n: usize, c: usize, lse: usize, act: Dtype) -> Result<Self, GpuError> {
+    pub fn new(gpu: &Gpu, n: usize, c: usize, hidden: usize, lse: usize, act: Dtype) -> Result<Self, GpuError> {
         let t = |len: usize| Tensor::new(gpu, Category::Activations, len as u64, act);
         let f = |len: usize| Tensor::new(gpu, Category::Activations, len as u64, Dtype::F32);
         Ok(Self {
@@ -47,8 +47,8 @@ impl LayerActs {
             residual2: t(n * c)?,
             ln2: t(n * c)?,
             ln2_stats: f(2 * n)?,
-            fch: t(4 * n * c)?,
-            fch_gelu: t(4 * n * c)?,
+            fch: t(n * hidden)?,
+            fch_gelu: t(n * hidden)?,
             fcproj: t(n * c)?,
             residual3: t(n * c)?,
         })
@@ -61,20 +61,20 @@ pub(super) struct Scratch {
     pub dresidual: Tensor, // (N, C)
     pub dbuf: Tensor,      // (N, C)
     pub dqkv: Tensor,      // (N, 3C)
-    pub dfch: Tensor,      // (N, 4C)
-    pub dfch_gelu: Tensor, // (N, 4C)
+    pub dfch: Tensor,      // (N, F)
+    pub dfch_gelu: Tensor, // (N, F)
     pub dattn: Tensor,     // (B, NH, T) f32
 }
 
 impl Scratch {
-    pub fn new(gpu: &Gpu, n: usize, c: usize, bht: usize, act: Dtype) -> Result<Self, GpuError> {
+    pub fn new(gpu: &Gpu, n: usize, c: usize, f: usize, bht: usize, act: Dtype) -> Result<Self, GpuError> {
         let t = |len: usize| Tensor::new(gpu, Category::Activations, len as u64, act);
         Ok(Self {
             dresidual: t(n * c)?,
             dbuf: t(n * c)?,
             dqkv: t(3 * n * c)?,
-            dfch: t(4 * n * c)?,
-            dfch_gelu: t(4 * n * c)?,
+            dfch: t(n * f)?,
+            dfch_gelu: t(n * f)?,
             dattn: Tensor::new(gpu, Category::Activations, bht as u64, Dtype::F32)?,
         })
     }
@@ -182,6 +182,8 @@ pub(super) struct Shape {
     pub t: u32,
     pub c: u32,
     pub nh: u32,
+    /// MLP hidden channels (n_inner).
+    pub f: u32,
 }
 
 impl Shape {
@@ -215,7 +217,7 @@ pub(super) fn post_attention(
     input: &Tensor,
     a: &LayerActs,
     n: u32,
-    c: u32,
+    (c, f): (u32, u32),
 ) -> Result<Vec<Dispatch>, GpuError> {
     let nc = n as u64 * c as u64;
     let lin = Dims::linear;
@@ -232,9 +234,9 @@ pub(super) fn post_attention(
         n,
         c,
     )?);
-    d.extend(linear(mm, gpu, a.fch.v(), a.ln2.v(), w, "mlp.c_fc", true, lin(n, 4 * c, c))?);
-    d.push(gelu::forward(gpu, a.fch_gelu.v(), a.fch.v(), 4 * n * c)?);
-    d.extend(linear(mm, gpu, a.fcproj.v(), a.fch_gelu.v(), w, "mlp.c_proj", true, lin(n, c, 4 * c))?);
+    d.extend(linear(mm, gpu, a.fch.v(), a.ln2.v(), w, "mlp.c_fc", true, lin(n, f, c))?);
+    d.push(gelu::forward(gpu, a.fch_gelu.v(), a.fch.v(), n * f)?);
+    d.extend(linear(mm, gpu, a.fcproj.v(), a.fch_gelu.v(), w, "mlp.c_proj", true, lin(n, c, f))?);
     d.push(elementwise::add(gpu, a.residual3.span(nc), a.residual2.span(nc), a.fcproj.span(nc))?);
     Ok(d)
 }
@@ -250,7 +252,7 @@ pub(super) fn forward(
 ) -> Result<Vec<Dispatch>, GpuError> {
     let mut d = pre_attention(gpu, mm, w, input, a, s.n(), s.c)?;
     d.push(attention::forward(gpu, a.atty.v(), a.lse.v(), a.qkv.v(), s.b, s.t, s.c, s.nh)?);
-    d.extend(post_attention(gpu, mm, w, input, a, s.n(), s.c)?);
+    d.extend(post_attention(gpu, mm, w, input, a, s.n(), (s.c, s.f))?);
     Ok(d)
 }
 
@@ -265,7 +267,7 @@ pub(super) fn backward(
     d: &Scratch,
     s: Shape,
 ) -> Result<Vec<Cmd>, GpuError> {
-    let (n, c) = (s.n(), s.c);
+    let (n, c, f) = (s.n(), s.c, s.f);
     let lin = Dims::linear;
     let g = |name: &str| w.grad(name);
     let mut back: Vec<Cmd> = Vec::new();
@@ -279,13 +281,13 @@ pub(super) fn backward(
         d.dresidual.v(),
         a.fch_gelu.v(),
         w.mm("mlp.c_proj.weight"),
-        lin(n, c, 4 * c),
+        lin(n, c, f),
     )?);
     back.push(Cmd::Zero(d.dfch.buf.clone()));
-    back.push(Cmd::Run(gelu::backward(gpu, d.dfch.v(), a.fch.v(), d.dfch_gelu.v(), 4 * n * c)?));
+    back.push(Cmd::Run(gelu::backward(gpu, d.dfch.v(), a.fch.v(), d.dfch_gelu.v(), n * f)?));
     let mut run = |ops: Vec<Dispatch>| back.extend(ops.into_iter().map(Cmd::Run));
     let (fw, fb) = (g("mlp.c_fc.weight"), Some(g("mlp.c_fc.bias")));
-    run(mm.backward(d.dbuf.v(), fw, fb, d.dfch.v(), a.ln2.v(), w.mm("mlp.c_fc.weight"), lin(n, 4 * c, c))?);
+    run(mm.backward(d.dbuf.v(), fw, fb, d.dfch.v(), a.ln2.v(), w.mm("mlp.c_fc.weight"), lin(n, f, c))?);
     let (lw, lb) = (g("ln_2.weight"), g("ln_2.bias"));
     let ln2_w = w.master("ln_2.weight");
     run(layernorm::backward(gpu, d.dresidual.v(), lw, lb, d.dbuf.v(), a.residual2.v(), a.ln2_stats.v(), ln2_w, n, c)?);

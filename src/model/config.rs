@@ -18,6 +18,9 @@ pub struct GptConfig {
     pub vocab_size: usize,
     /// Longest sequence T the position embedding covers.
     pub n_positions: usize,
+    /// MLP hidden channels (HF GPT-2's n_inner); None: 4·n_embd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_inner: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +78,9 @@ fn split_toml(text: &str, p: &str) -> Result<(toml::Table, Option<toml::Value>),
     Ok((table, train))
 }
 
-/// The fields of an HF GPT2Config that matter; the rest are ignored.
+/// The fields of an HF GPT2Config that shape the model. The others that would change it are
+/// checked by `refuse_unsupported`; the rest (dropout, ids, summary heads) don't change what
+/// the model computes in eval or what wgtrain trains.
 #[derive(Deserialize)]
 struct HfConfig {
     n_layer: usize,
@@ -83,6 +88,36 @@ struct HfConfig {
     n_embd: usize,
     vocab_size: usize,
     n_positions: usize,
+    #[serde(default)]
+    n_inner: Option<usize>,
+}
+
+/// An HF config.json field whose value this GPT-2 can't honour, named with what it holds.
+fn refuse_unsupported(v: &serde_json::Value) -> Result<(), String> {
+    let is = |key: &str, ok: &dyn Fn(&serde_json::Value) -> bool| v.get(key).is_none_or(|x| x.is_null() || ok(x));
+    let checks: [(&str, bool, &str); 7] = [
+        ("model_type", is("model_type", &|x| x == "gpt2"), "gpt2"),
+        (
+            "activation_function",
+            is("activation_function", &|x| x == "gelu_new" || x == "gelu_pytorch_tanh"),
+            "gelu_new (GELU's tanh form)",
+        ),
+        (
+            "layer_norm_epsilon",
+            is("layer_norm_epsilon", &|x| x.as_f64().is_some_and(|e| (e - 1e-5).abs() < 1e-12)),
+            "1e-5",
+        ),
+        ("tie_word_embeddings", is("tie_word_embeddings", &|x| x == true), "true (the LM head is wte)"),
+        ("scale_attn_weights", is("scale_attn_weights", &|x| x == true), "true"),
+        ("scale_attn_by_inverse_layer_idx", is("scale_attn_by_inverse_layer_idx", &|x| x == false), "false"),
+        ("add_cross_attention", is("add_cross_attention", &|x| x == false), "false"),
+    ];
+    match checks.iter().find(|c| !c.1) {
+        Some((key, _, want)) => {
+            Err(format!("{key} is {}, which wgtrain's GPT-2 does not run: it needs {want}", v[key]))
+        }
+        None => Ok(()),
+    }
 }
 
 impl GptConfig {
@@ -96,13 +131,16 @@ impl GptConfig {
     pub fn parse(text: &str, json: bool, p: &str) -> Result<Self, ConfigError> {
         let read_err = |why: String| ConfigError::Read { path: p.to_string(), why };
         let cfg = if json {
-            let hf: HfConfig = serde_json::from_str(text).map_err(|e| read_err(e.to_string()))?;
+            let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| read_err(e.to_string()))?;
+            refuse_unsupported(&raw).map_err(|why| ConfigError::Invalid { path: p.to_string(), why })?;
+            let hf: HfConfig = serde_json::from_value(raw).map_err(|e| read_err(e.to_string()))?;
             Self {
                 n_layer: hf.n_layer,
                 n_head: hf.n_head,
                 n_embd: hf.n_embd,
                 vocab_size: hf.vocab_size,
                 n_positions: hf.n_positions,
+                n_inner: hf.n_inner,
             }
         } else {
             let (model, _) = split_toml(text, p)?;
@@ -120,6 +158,7 @@ impl GptConfig {
             ("n_embd", self.n_embd),
             ("vocab_size", self.vocab_size),
             ("n_positions", self.n_positions),
+            ("n_inner", self.mlp()),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
@@ -134,6 +173,11 @@ impl GptConfig {
         Ok(())
     }
 
+    /// MLP hidden channels: n_inner, 4·n_embd by default.
+    pub fn mlp(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
     /// The HF config.json for this model (GPT2LMHeadModel).
     pub fn to_hf_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -145,6 +189,7 @@ impl GptConfig {
             "vocab_size": self.vocab_size,
             "n_positions": self.n_positions,
             "n_ctx": self.n_positions,
+            "n_inner": self.n_inner,
             "activation_function": "gelu_new",
             "layer_norm_epsilon": 1e-5,
             "tie_word_embeddings": true,
@@ -157,7 +202,7 @@ impl GptConfig {
     /// Trainable parameters, in HF GPT-2 naming and wgtrain's layout: matmul weights are
     /// (out, in), the transpose of HF's Conv1D (in, out). The LM head is wte (tied).
     pub fn parameter_specs(&self) -> Vec<(String, Vec<usize>)> {
-        let (c, v, t) = (self.n_embd, self.vocab_size, self.n_positions);
+        let (c, v, t, f) = (self.n_embd, self.vocab_size, self.n_positions, self.mlp());
         let mut specs = vec![("wte.weight".to_string(), vec![v, c]), ("wpe.weight".to_string(), vec![t, c])];
         for l in 0..self.n_layer {
             let h = |s: &str| format!("h.{l}.{s}");
@@ -170,9 +215,9 @@ impl GptConfig {
                 (h("attn.c_proj.bias"), vec![c]),
                 (h("ln_2.weight"), vec![c]),
                 (h("ln_2.bias"), vec![c]),
-                (h("mlp.c_fc.weight"), vec![4 * c, c]),
-                (h("mlp.c_fc.bias"), vec![4 * c]),
-                (h("mlp.c_proj.weight"), vec![c, 4 * c]),
+                (h("mlp.c_fc.weight"), vec![f, c]),
+                (h("mlp.c_fc.bias"), vec![f]),
+                (h("mlp.c_proj.weight"), vec![c, f]),
                 (h("mlp.c_proj.bias"), vec![c]),
             ]);
         }

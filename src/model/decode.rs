@@ -59,11 +59,11 @@ impl Gpt {
         let mut x = x0;
         for l in 0..cfg.n_layer {
             let w = self.weights(format!("h.{l}."));
-            let acts = LayerActs::new(gpu, 1, c as usize, 1, act)?;
+            let acts = LayerActs::new(gpu, 1, c as usize, cfg.mlp(), 1, act)?;
             let (k_cache, v_cache) = (f(max_t * c)?, f(max_t * c)?);
             let pre = pre_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
             let attn = attention::decode(gpu, acts.atty.v(), acts.qkv.v(), k_cache.v(), v_cache.v(), max_t, c, nh)?;
-            let post = post_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
+            let post = post_attention(gpu, &mm, &w, &x, &acts, 1, (c, cfg.mlp() as u32))?;
             keep.push(x);
             x = acts.residual3.clone();
             layers.push(Layer { k_cache, v_cache, acts, pre, attn, post });

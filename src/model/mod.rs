@@ -77,6 +77,8 @@ pub struct Gpt {
     pub quant: Option<QuantWeights>,
     /// Quantization-aware training: the fake quantization each step starts with.
     pub qat: Option<qat::Qat>,
+    /// Magnitude pruning of the linear weights (set before the optimizer is built).
+    pub prune: Option<crate::compress::prune::Pruner>,
     acts: Vec<LayerActs>,
     encoded: Tensor,   // (N, C)
     lnf: Tensor,       // (N, C)
@@ -196,8 +198,9 @@ impl Gpt {
         let act = precision.act();
         let t_act = |len: usize| Tensor::new(gpu, Category::Activations, len as u64, act);
         let f = |len: usize| gpu.pool.storage(Category::Activations, 4 * len as u64);
-        let acts =
-            (0..config.n_layer).map(|_| LayerActs::new(gpu, n, c, b * nh * t, act)).collect::<Result<Vec<_>, _>>()?;
+        let acts = (0..config.n_layer)
+            .map(|_| LayerActs::new(gpu, n, c, config.mlp(), b * nh * t, act))
+            .collect::<Result<Vec<_>, _>>()?;
         let micro = Micro {
             tokens: TokenBuffers::new(gpu, n)?,
             targets: gpu.pool.storage(Category::Activations, 4 * n as u64)?,
@@ -212,6 +215,7 @@ impl Gpt {
             arena,
             quant,
             qat: None,
+            prune: None,
             b,
             t,
             precision,
@@ -237,7 +241,7 @@ impl Gpt {
 
     fn shape(&self) -> Shape {
         let cfg = &self.config;
-        Shape { b: self.b as u32, t: self.t as u32, c: cfg.n_embd as u32, nh: cfg.n_head as u32 }
+        Shape { b: self.b as u32, t: self.t as u32, c: cfg.n_embd as u32, nh: cfg.n_head as u32, f: cfg.mlp() as u32 }
     }
 
     /// The block input of layer `l`: the embedding's output, or the previous block's.
@@ -286,7 +290,8 @@ impl Gpt {
     fn build_backward(&mut self, gpu: &Gpu, mm: &Matmul) -> Result<(), GpuError> {
         let s = self.shape();
         let (n, c, v) = (s.n(), s.c, self.config.vocab_size as u32);
-        let d = Scratch::new(gpu, n as usize, c as usize, (s.b * s.nh * s.t) as usize, self.precision.act())?;
+        let d =
+            Scratch::new(gpu, n as usize, c as usize, s.f as usize, (s.b * s.nh * s.t) as usize, self.precision.act())?;
         let top = self.weights("");
         let mut back: Vec<Cmd> = vec![Cmd::Zero(d.dresidual.buf.clone())];
         let (wte, dwte) = (top.mm("wte.weight"), top.grad("wte.weight"));

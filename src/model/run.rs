@@ -39,15 +39,15 @@ impl Gpt {
         let (b, t) = (b as u64, t as u64);
         let (c, v, nh, l) =
             (config.n_embd as u64, config.vocab_size as u64, config.n_head as u64, config.n_layer as u64);
-        let n = b * t;
+        let (n, f) = (b * t, config.mlp() as u64);
         let act = precision.act().bytes();
         // ln1, atty, attproj, residual2, ln2, fcproj, residual3; qkv; fch, fch_gelu; 2 stats; lse
-        let layer = act * (7 * n * c + 3 * n * c + 8 * n * c) + 4 * (4 * n + b * nh * t);
+        let layer = act * (7 * n * c + 3 * n * c + 2 * n * f) + 4 * (4 * n + b * nh * t);
         // encoded, lnf, logits; lnf stats; the batch's tokens, positions, targets, losses; the
         // slots' inputs and targets
         let global = act * (2 * n * c + n * v) + 4 * (2 * n + 4 * n + slots.min(SUBMIT_MICRO_BATCHES) as u64 * 2 * n);
         // dresidual, dbuf, dqkv, dfch, dfch_gelu; the attention's D
-        let scratch = act * (2 * n * c + 3 * n * c + 8 * n * c) + 4 * b * nh * t;
+        let scratch = act * (2 * n * c + 3 * n * c + 2 * n * f) + 4 * b * nh * t;
         l * layer + global + scratch
     }
 
@@ -161,6 +161,22 @@ impl Gpt {
             }
             rec = Recorder::new(gpu);
         }
+    }
+
+    /// Each linear weight's input in the forward, with its channels: layer l's ln_1 output
+    /// (c_attn), attention output (attn c_proj), ln_2 output (c_fc) and GELU output (mlp
+    /// c_proj).
+    pub fn linear_inputs(&self) -> Vec<(String, &crate::kernels::Tensor, u32)> {
+        let (c, f) = (self.config.n_embd as u32, self.config.mlp() as u32);
+        let mut out = Vec::new();
+        for (l, a) in self.acts.iter().enumerate() {
+            let name = |s: &str| format!("h.{l}.{s}.weight");
+            out.push((name("attn.c_attn"), &a.ln1, c));
+            out.push((name("attn.c_proj"), &a.atty, c));
+            out.push((name("mlp.c_fc"), &a.ln2, c));
+            out.push((name("mlp.c_proj"), &a.fch_gelu, f));
+        }
+        out
     }
 
     /// Records the forward and the loss (no gradient) of slot 0.

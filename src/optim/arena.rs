@@ -71,6 +71,11 @@ impl ParamTable {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// The position of tensor `name` in the table.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.tensors.iter().position(|t| t.name == name)
+    }
+
     /// Every tensor cut into chunks of at most CHUNK elements, with absolute starts, in arena
     /// order. Empty tensors have no chunk.
     pub fn chunks(&self) -> Vec<ChunkEntry> {
@@ -183,6 +188,9 @@ pub struct ParamArena {
     /// (len) f32, the same layout: QAT's fake-quantized linear weights, which the matmuls
     /// read in their place (see `model::qat`).
     pub fake_quant: Option<GpuBuffer>,
+    /// (len / 32) u32, a bit per element, set where the parameter is kept: pruning's mask,
+    /// which the optimizer applies with every update (see `compress::prune`).
+    pub mask: Option<GpuBuffer>,
     /// [0]: the loss scale the next backward multiplies its loss gradient by (1 unless loss
     /// scaling is on). The optimizer keeps it: see `Optimizer::record_update`.
     pub loss_scale: GpuBuffer,
@@ -212,6 +220,6 @@ impl ParamArena {
             rec.clear(h, 0, h.size());
         }
         rec.submit()?;
-        Ok(Self { table, params, grads, half, fake_quant: None, loss_scale })
+        Ok(Self { table, params, grads, half, fake_quant: None, mask: None, loss_scale })
     }
 }

@@ -101,7 +101,9 @@ pub struct OptimParams {
     pub half_off: u32,
     pub dynamic: u32,
     pub growth_interval: u32,
-    pub _pad: [u32; 2],
+    pub masked: u32,
+    pub mask_off: u32,
+    pub has_v: u32,
 }
 
 /// How the loss gradient is scaled before the backward, so that small f16 activation
@@ -158,7 +160,7 @@ pub struct StepScalars {
     pub clean_steps: u32,
 }
 
-/// param, m, v, grad, chunks, tensors, scalars, partials, uniform, half.
+/// param, m, v, grad, chunks, tensors, scalars, partials, uniform, half, prune mask.
 const SLOTS: &[Slot] = &[
     Slot::Storage,
     Slot::Storage,
@@ -170,6 +172,7 @@ const SLOTS: &[Slot] = &[
     Slot::Storage,
     Slot::Uniform,
     Slot::Storage,
+    Slot::ReadOnly,
 ];
 /// Where the LAMB trust ratios start in the scalars (LAMB_RATIOS in the shader).
 const LAMB_RATIOS: usize = 8;
@@ -233,6 +236,8 @@ pub struct Optimizer {
     half_ops: Vec<Dispatch>,
     /// The pre-clip norm of steps recorded with `want_norm`.
     readback: Readback,
+    /// The arena has a prune mask, which every update applies.
+    masked: bool,
 }
 
 impl Optimizer {
@@ -314,6 +319,10 @@ impl Optimizer {
                     Some(h) => half_window(gpu, h, base + w.lo, base + w.hi),
                     None => gpu.dummy_rw.as_entire_buffer_binding(),
                 },
+                match &arena.mask {
+                    Some(m) => m.as_entire_buffer_binding(),
+                    None => gpu.dummy.as_entire_buffer_binding(),
+                },
             ];
             let bind_group = gpu.bind_group(&pipeline, &bindings);
             Ok(Dispatch { pipeline, bind_group, groups, label: entry, _uniform: None })
@@ -357,6 +366,7 @@ impl Optimizer {
             update_ops,
             half_ops,
             readback,
+            masked: arena.mask.is_some(),
         })
     }
 
@@ -407,7 +417,9 @@ impl Optimizer {
                 half_off: w.half_off,
                 dynamic: (self.loss_scale == LossScale::Dynamic) as u32,
                 growth_interval: LossScale::GROWTH_INTERVAL,
-                _pad: [0; 2],
+                masked: self.masked as u32,
+                mask_off: (self.base + w.lo) as u32,
+                has_v: self.v.is_some() as u32,
             };
             gpu.queue.write_buffer(&w.uniform, 0, bytemuck::bytes_of(&p));
         }

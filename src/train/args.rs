@@ -78,6 +78,9 @@ pub struct TrainArgs {
     /// Quantization-aware training for this block format; the run ends with model.gguf.
     #[serde(default)]
     pub qat: Option<crate::compress::QType>,
+    /// Gradual magnitude pruning.
+    #[serde(default)]
+    pub prune: crate::compress::prune::PruneFlags,
 }
 
 impl TrainArgs {
@@ -129,6 +132,7 @@ pub(super) fn check_args(a: &TrainArgs, world: usize) -> anyhow::Result<()> {
     if a.grad_clip < 0.0 {
         bail!("--grad-clip must be 0 (off) or positive");
     }
+    crate::compress::prune::PruneSchedule::from_flags(&a.prune, a.steps).map_err(anyhow::Error::msg)?;
     Ok(())
 }
 

@@ -51,6 +51,10 @@ pub(super) struct Log<'d> {
     pub dist: &'d Dist,
     /// Milliseconds of MPI work in the pending step, and of it the training thread waited.
     pub comm: Option<(f64, f64)>,
+    /// With pruning: the fraction of linear weights pruned, as the last pruning step left it.
+    pub sparsity: Option<f64>,
+    /// Linear weights the sparsity counts over.
+    prune_total: Option<u64>,
 }
 
 impl<'d> Log<'d> {
@@ -80,6 +84,8 @@ impl<'d> Log<'d> {
             root,
             dist: s.dist,
             comm: None,
+            sparsity: s.gpt.prune.as_ref().map(|_| s.sparsity),
+            prune_total: s.gpt.prune.as_ref().map(|p| p.total()),
         };
         log.bar.set_position(s.first);
         log
@@ -146,6 +152,9 @@ impl<'d> Log<'d> {
         if opt.loss_scale != crate::optim::LossScale::Fixed(1.0) {
             line["loss_scale"] = scale.into();
         }
+        if let Some(sp) = self.take_sparsity(gpu)? {
+            line["sparsity"] = sp.into();
+        }
         if let Some((busy, wait)) = self.comm.take() {
             line["comm_ms"] = busy.into();
             line["comm_wait_ms"] = wait.into();
@@ -166,6 +175,16 @@ impl<'d> Log<'d> {
             println!("step {step}: loss {loss:.4} lr {lr:.3e} grad_norm {norm:.3} {ms:.0} ms {tps:.0} tokens/s");
         }
         Ok(())
+    }
+
+    /// The sparsity after the logged step: the counts it read back if it pruned.
+    fn take_sparsity(&mut self, gpu: &Gpu) -> anyhow::Result<Option<f64>> {
+        if let (Some(counts), Some(total)) = (&mut self.probes.pruned, self.prune_total) {
+            if let Some(c) = counts.take::<u32>(gpu)? {
+                self.sparsity = Some(crate::compress::prune::sparsity(&c, total));
+            }
+        }
+        Ok(self.sparsity)
     }
 
     /// Records a validation loss and redraws the curves.

@@ -202,6 +202,11 @@ impl Session<'_> {
     fn step(&mut self, step: u64, log: &mut Log, stop: &Stop) -> anyhow::Result<bool> {
         let (gpu, dist) = (self.gpu, self.dist);
         let lr = self.schedule.lr(step);
+        if let (Some(sched), Some(p)) = (&self.prune, &self.gpt.prune) {
+            if sched.due(step) {
+                p.arm(gpu, sched.target(step));
+            }
+        }
         let comm_before = dist.comm_time();
         let agreed = || stop.agreed(dist).is_some();
         let (gpt, loader) = (&self.gpt, &mut self.loader);

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use super::args::{check_args, model_config};
 use super::state::{checkpoints, holds_run, Progress, RunState};
 use super::TrainArgs;
+use crate::compress::prune::{PruneSchedule, Pruner};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{self, Loader};
 use crate::dist::Dist;
@@ -16,6 +17,9 @@ use crate::gpu::Gpu;
 use crate::model::{checkpoint, Gpt, GptConfig, Precision, PrecisionChoice};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use crate::parallel::Parallel;
+
+/// A pruning run's checkpoint file of the mask.
+pub(super) const PRUNE_MASK: &str = "prune_mask.bin";
 
 /// Everything the loop's phases work on.
 pub(super) struct Session<'g> {
@@ -37,6 +41,10 @@ pub(super) struct Session<'g> {
     pub first: u64,
     /// Early stopping and the numerical guard, carried by checkpoints.
     pub progress: Progress,
+    /// Gradual pruning's schedule (the model holds its mask).
+    pub prune: Option<PruneSchedule>,
+    /// The sparsity the mask had when the run (re)started.
+    pub sparsity: f64,
 }
 
 impl<'g> Session<'g> {
@@ -57,7 +65,11 @@ impl<'g> Session<'g> {
         }
         let (loader, val) = loaders(a, data.train, data.val, dist.size, config.vocab_size)?;
         prepare_tuning(gpu, a, resume.map(|r| &r.1), dist)?;
-        let gpt = build_model(gpu, a, &config, precision, dist)?;
+        let mut gpt = build_model(gpu, a, &config, precision, dist)?;
+        let prune = PruneSchedule::from_flags(&a.prune, a.steps).map_err(anyhow::Error::msg)?;
+        if prune.is_some() {
+            gpt.prune = Some(Pruner::new(gpu, &mut gpt.arena, a.prune.prune_scope)?);
+        }
         match (resume, &a.init) {
             (Some((ckpt, _)), _) => {
                 // An f16 model.safetensors has its f32 masters beside it.
@@ -95,6 +107,8 @@ impl<'g> Session<'g> {
             tok_known: data.known,
             first: 0,
             progress,
+            prune,
+            sparsity: 0.0,
         };
         if let Some((ckpt, state)) = resume {
             s.restore(ckpt, state)?;
@@ -133,6 +147,9 @@ impl<'g> Session<'g> {
         self.progress.skips = state.skips;
         if let Some((scale, clean)) = state.loss_scale {
             self.opt.set_loss_scale(self.gpu, scale, clean);
+        }
+        if let Some(p) = &self.gpt.prune {
+            self.sparsity = p.load(self.gpu, &ckpt.join(PRUNE_MASK))?;
         }
         Ok(())
     }

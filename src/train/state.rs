@@ -174,6 +174,9 @@ fn write_files(
         std::fs::copy(&tok, tmp.join("tokenizer.json")).with_context(|| tok.display().to_string())?;
     }
     write_optimizer(gpu, &s.opt, opt_bytes, &tmp.join("optimizer.safetensors"))?;
+    if let Some(p) = &gpt.prune {
+        p.save(gpu, &tmp.join(super::setup::PRUNE_MASK))?;
+    }
     let state = RunState {
         format: RUN_FORMAT.into(),
         step: next,

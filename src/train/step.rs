@@ -17,11 +17,23 @@ use crate::parallel::Parallel;
 pub struct Probes {
     pub losses: Readback,
     pub timer: Option<StepTimer>,
+    /// With pruning, the counts of pruned weights of the steps that pruned.
+    pub pruned: Option<Readback>,
+    /// This step pruned (its counts are on the way).
+    pruning: bool,
 }
 
 impl Probes {
     pub fn new(gpu: &Gpu, gpt: &Gpt) -> Self {
-        Self { losses: gpt.loss_readback(gpu), timer: StepTimer::new(gpu) }
+        let pruned = gpt.prune.as_ref().map(|p| {
+            Readback::new(gpu, 4 * crate::kernels::prune::SEL_WORDS * p.slots() as u64, "pruned counts readback")
+        });
+        Self { losses: gpt.loss_readback(gpu), timer: StepTimer::new(gpu), pruned, pruning: false }
+    }
+
+    /// `new` with no GPU timer (whose readback would add a wait to timed steps).
+    pub fn without_timer(gpu: &Gpu, gpt: &Gpt) -> Self {
+        Self { timer: None, ..Self::new(gpu, gpt) }
     }
 
     /// After the step's last submit.
@@ -29,7 +41,18 @@ impl Probes {
         if let Some(t) = &mut self.timer {
             t.submitted_at(index.clone());
         }
+        if let (Some(p), true) = (&mut self.pruned, std::mem::take(&mut self.pruning)) {
+            p.submitted_at(Some(index.clone()));
+        }
         self.losses.submitted_at(Some(index));
+    }
+
+    /// The model's pruning, when a step is due to prune: before the update, which zeroes
+    /// what the new mask prunes.
+    fn record_prune(&mut self, rec: &mut Recorder, gpt: &Gpt) {
+        if let (Some(p), Some(counts)) = (&gpt.prune, &mut self.pruned) {
+            self.pruning = p.record(rec, counts);
+        }
     }
 
     fn start(&self, rec: &mut Recorder) {
@@ -100,6 +123,7 @@ pub fn run_step(
         (0..last).for_each(|slot| gpt.record_micro(&mut rec, slot));
     }
     gpt.record_losses(&mut rec, &mut probes.losses);
+    probes.record_prune(&mut rec, gpt);
     match par.as_deref_mut() {
         Some(p) if p.zero => {
             opt.record_update(&mut rec, true);
