@@ -124,6 +124,8 @@ pub struct TrainCli {
     qat: Option<wgtrain::compress::QType>,
     #[command(flatten)]
     prune: wgtrain::compress::prune::PruneFlags,
+    #[command(flatten)]
+    kd: wgtrain::train::KdFlags,
 }
 
 impl TrainCli {
@@ -182,6 +184,7 @@ impl TrainCli {
             save_dtype: self.save_dtype,
             qat: self.qat,
             prune: self.prune,
+            kd: self.kd,
         })
     }
 }

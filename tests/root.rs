@@ -5,6 +5,7 @@ mod common;
 mod compress;
 mod data;
 mod dist;
+mod distill;
 mod fuzz;
 mod gpt2;
 mod half;

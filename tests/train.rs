@@ -52,6 +52,7 @@ pub fn args(dir: &std::path::Path) -> TrainArgs {
         save_dtype: Default::default(),
         qat: None,
         prune: Default::default(),
+        kd: Default::default(),
     }
 }
 

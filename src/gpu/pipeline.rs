@@ -31,6 +31,8 @@ pub enum Shader {
     FakeQuant,
     /// prune.wgsl: magnitude pruning's exact threshold and mask, activation channel norms.
     Prune,
+    /// distill.wgsl: the fused knowledge-distillation loss.
+    Distill,
 }
 
 impl Shader {
@@ -53,6 +55,7 @@ impl Shader {
         Shader::Quant,
         Shader::FakeQuant,
         Shader::Prune,
+        Shader::Distill,
     ];
 
     /// File name under shaders/.
@@ -73,6 +76,7 @@ impl Shader {
             Shader::Quant => "quant.wgsl",
             Shader::FakeQuant => "fake_quant.wgsl",
             Shader::Prune => "prune.wgsl",
+            Shader::Distill => "distill.wgsl",
         }
     }
 
@@ -96,6 +100,7 @@ impl Shader {
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
             Shader::FakeQuant => include_str!("../../shaders/fake_quant.wgsl"),
             Shader::Prune => include_str!("../../shaders/prune.wgsl"),
+            Shader::Distill => include_str!("../../shaders/distill.wgsl"),
         }
     }
 
@@ -106,8 +111,8 @@ impl Shader {
             (Shader::Optim, false) => &[Prelude::Reduce, Prelude::HalfBits],
             (Shader::Optim, true) => &[Prelude::ReduceSubgroup, Prelude::HalfBits],
             (Shader::FakeQuant, _) => &[Prelude::HalfBits],
-            (Shader::Classifier | Shader::Layernorm, false) => &[Prelude::Reduce],
-            (Shader::Classifier | Shader::Layernorm, true) => &[Prelude::ReduceSubgroup],
+            (Shader::Classifier | Shader::Layernorm | Shader::Distill, false) => &[Prelude::Reduce],
+            (Shader::Classifier | Shader::Layernorm | Shader::Distill, true) => &[Prelude::ReduceSubgroup],
             (Shader::Attention | Shader::AttentionCoop, _) => &[Prelude::AttentionIo],
             (Shader::Matmul | Shader::MatmulCoop, _) => &[Prelude::MatmulIo],
             (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],

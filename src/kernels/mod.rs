@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod checksum;
 pub mod classifier;
+pub mod distill;
 pub mod elementwise;
 pub mod encoder;
 pub mod fake_quant;

@@ -13,6 +13,7 @@ mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;
+pub mod distill;
 pub mod precision;
 pub mod qat;
 pub mod quantized;
@@ -79,6 +80,8 @@ pub struct Gpt {
     pub qat: Option<qat::Qat>,
     /// Magnitude pruning of the linear weights (set before the optimizer is built).
     pub prune: Option<crate::compress::prune::Pruner>,
+    /// Knowledge distillation from a teacher (set after the model is built).
+    pub distill: Option<distill::Distill>,
     acts: Vec<LayerActs>,
     encoded: Tensor,   // (N, C)
     lnf: Tensor,       // (N, C)
@@ -216,6 +219,7 @@ impl Gpt {
             quant,
             qat: None,
             prune: None,
+            distill: None,
             b,
             t,
             precision,

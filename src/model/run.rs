@@ -74,6 +74,9 @@ impl Gpt {
         }
         rec.clear(&self.arena.grads, 0, self.arena.grads.size());
         rec.clear(&self.micro.losses, 0, self.micro.losses.size());
+        if let Some(d) = &self.distill {
+            rec.clear(&d.parts, 0, d.parts.size());
+        }
     }
 
     /// Records copying slot `k`'s tokens and targets into the batch buffers.
@@ -86,6 +89,9 @@ impl Gpt {
     /// Records slot `k`'s forward, up to its loss and dlogits.
     fn record_micro_forward(&self, rec: &mut Recorder, k: usize) {
         self.record_inputs(rec, k);
+        if let Some(d) = &self.distill {
+            d.record_teacher(rec, &self.micro.tokens.tokens);
+        }
         let [encode, classify, _] = &self.edges;
         encode.iter().chain(&self.body).chain(classify).for_each(|cmd| cmd.record(rec));
     }
@@ -190,13 +196,19 @@ impl Gpt {
 
     /// Records copying the step's per-position losses (summed over its micro-batches) into
     /// `readback` (made with `loss_readback`), to read after the submit without stalling.
+    /// With distillation the cross-entropy and KD parts follow: 3·B·T floats.
     pub fn record_losses(&self, rec: &mut Recorder, readback: &mut crate::gpu::Readback) {
-        readback.record_parts(rec, &[(&*self.micro.losses, 0, 4 * (self.b * self.t) as u64)]);
+        let bytes = 4 * (self.b * self.t) as u64;
+        match &self.distill {
+            Some(d) => readback.record_parts(rec, &[(&*self.micro.losses, 0, bytes), (&*d.parts, 0, 2 * bytes)]),
+            None => readback.record_parts(rec, &[(&*self.micro.losses, 0, bytes)]),
+        }
     }
 
-    /// A readback sized for one step's losses: B·T floats, whatever K.
+    /// A readback sized for one step's losses: B·T floats whatever K, times 3 when distilling.
     pub fn loss_readback(&self, gpu: &Gpu) -> crate::gpu::Readback {
-        crate::gpu::Readback::new(gpu, 4 * (self.b * self.t) as u64, "losses readback")
+        let parts = if self.distill.is_some() { 3 } else { 1 };
+        crate::gpu::Readback::new(gpu, 4 * parts * (self.b * self.t) as u64, "losses readback")
     }
 
     /// The step's mean loss from its per-position sums over K micro-batches.

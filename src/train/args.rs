@@ -81,6 +81,30 @@ pub struct TrainArgs {
     /// Gradual magnitude pruning.
     #[serde(default)]
     pub prune: crate::compress::prune::PruneFlags,
+    /// Knowledge distillation.
+    #[serde(default)]
+    pub kd: KdFlags,
+}
+
+/// The distillation flags of `wgtrain train`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+pub struct KdFlags {
+    /// Distill from this model (a checkpoint directory with the data's tokenizer): the loss
+    /// is (1 − W)·CE + W·T²·KL(teacher ‖ student) at temperature T.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// T, the softmaxes' temperature in the KD term.
+    #[arg(long, default_value_t = 2.0)]
+    pub kd_temperature: f32,
+    /// W, the KD term's weight (0: plain cross-entropy; 1: KD alone).
+    #[arg(long, default_value_t = 0.5)]
+    pub kd_weight: f32,
+}
+
+impl Default for KdFlags {
+    fn default() -> Self {
+        Self { teacher: None, kd_temperature: 2.0, kd_weight: 0.5 }
+    }
 }
 
 impl TrainArgs {
@@ -133,6 +157,16 @@ pub(super) fn check_args(a: &TrainArgs, world: usize) -> anyhow::Result<()> {
         bail!("--grad-clip must be 0 (off) or positive");
     }
     crate::compress::prune::PruneSchedule::from_flags(&a.prune, a.steps).map_err(anyhow::Error::msg)?;
+    let kd = &a.kd;
+    if !(kd.kd_temperature > 0.0 && kd.kd_temperature.is_finite()) {
+        bail!("--kd-temperature must be a positive number, got {}", kd.kd_temperature);
+    }
+    if !(0.0..=1.0).contains(&kd.kd_weight) {
+        bail!("--kd-weight must be between 0 and 1, got {}", kd.kd_weight);
+    }
+    if kd.teacher.is_none() && *kd != KdFlags::default() {
+        bail!("--kd-temperature and --kd-weight need --teacher");
+    }
     Ok(())
 }
 

@@ -55,6 +55,8 @@ pub(super) struct Log<'d> {
     pub sparsity: Option<f64>,
     /// Linear weights the sparsity counts over.
     prune_total: Option<u64>,
+    /// The losses read back hold ce and kd after the objective.
+    distilled: bool,
 }
 
 impl<'d> Log<'d> {
@@ -86,6 +88,7 @@ impl<'d> Log<'d> {
             comm: None,
             sparsity: s.gpt.prune.as_ref().map(|_| s.sparsity),
             prune_total: s.gpt.prune.as_ref().map(|p| p.total()),
+            distilled: s.gpt.distill.is_some(),
         };
         log.bar.set_position(s.first);
         log
@@ -108,9 +111,13 @@ impl<'d> Log<'d> {
         let Some((step, lr)) = self.pending.take() else {
             return Ok(());
         };
-        let losses: Vec<f32> = self.probes.losses.take(gpu)?.unwrap_or_default();
-        let per = (losses.len() * self.accum).max(1) as f64;
-        let mut loss = (losses.iter().map(|&x| x as f64).sum::<f64>() / per) as f32;
+        let all: Vec<f32> = self.probes.losses.take(gpu)?.unwrap_or_default();
+        // The objective's per-position sums, then with distillation those of ce and kd.
+        let rows = all.len() / if self.distilled { 3 } else { 1 };
+        let per = (rows * self.accum).max(1) as f64;
+        let mean = |xs: &[f32]| xs.iter().map(|&x| x as f64).sum::<f64>() / per;
+        let mut loss = mean(&all[..rows]) as f32;
+        let parts = self.distilled.then(|| (mean(&all[rows..2 * rows]), mean(&all[2 * rows..])));
         let gpu_ms = match &mut self.probes.timer {
             Some(t) => t.take_ms(gpu)?,
             None => None,
@@ -119,6 +126,8 @@ impl<'d> Log<'d> {
             // Equal batches on every rank: the global mean is the mean of the ranks' means.
             loss = self.dist.mean(loss as f64) as f32;
         }
+        let parts =
+            parts.map(|(ce, kd)| if self.dist.size > 1 { (self.dist.mean(ce), self.dist.mean(kd)) } else { (ce, kd) });
         let sc = opt.step_scalars(gpu)?;
         let norm = sc.map_or(f32::NAN, |s| s.norm);
         // The GPU skipped this update (a non-finite norm: a non-finite loss makes the gradients
@@ -151,6 +160,10 @@ impl<'d> Log<'d> {
         }
         if opt.loss_scale != crate::optim::LossScale::Fixed(1.0) {
             line["loss_scale"] = scale.into();
+        }
+        if let Some((ce, kd)) = parts {
+            line["ce"] = ce.into();
+            line["kd"] = kd.into();
         }
         if let Some(sp) = self.take_sparsity(gpu)? {
             line["sparsity"] = sp.into();

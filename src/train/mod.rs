@@ -20,7 +20,7 @@ pub mod signals;
 mod state;
 mod step;
 
-pub use args::TrainArgs;
+pub use args::{KdFlags, TrainArgs};
 pub use defaults::{default_config, model_file, DEFAULT_CONFIG};
 pub use eval::{evaluate, evaluate_rows, pick, sample};
 pub use step::{run_step, Probes};

@@ -14,6 +14,7 @@ use crate::data::tokenizer::Tokenizer;
 use crate::data::{self, Loader};
 use crate::dist::Dist;
 use crate::gpu::Gpu;
+use crate::kernels::distill::Kd;
 use crate::model::{checkpoint, Gpt, GptConfig, Precision, PrecisionChoice};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use crate::parallel::Parallel;
@@ -69,6 +70,11 @@ impl<'g> Session<'g> {
         let prune = PruneSchedule::from_flags(&a.prune, a.steps).map_err(anyhow::Error::msg)?;
         if prune.is_some() {
             gpt.prune = Some(Pruner::new(gpu, &mut gpt.arena, a.prune.prune_scope)?);
+        }
+        if let Some(dir) = &a.kd.teacher {
+            let teacher = load_teacher(gpu, dir, a, &config, &data.tokenizer)?;
+            let kd = Kd { temperature: a.kd.kd_temperature, weight: a.kd.kd_weight };
+            gpt.distill_from(gpu, teacher, kd).map_err(|e| anyhow::anyhow!("--teacher {}: {e}", dir.display()))?;
         }
         match (resume, &a.init) {
             (Some((ckpt, _)), _) => {
@@ -354,6 +360,29 @@ fn build_model(gpu: &Gpu, a: &TrainArgs, config: &GptConfig, p: Precision, dist:
             e => e.into(),
         }
     })
+}
+
+/// The --teacher model, forward only, in f32, at the run's batch: it must have been made for
+/// the data's tokenizer and the student's vocabulary.
+fn load_teacher(gpu: &Gpu, dir: &Path, a: &TrainArgs, student: &GptConfig, tok: &Tokenizer) -> anyhow::Result<Gpt> {
+    let what = format!("--teacher {}", dir.display());
+    let config = GptConfig::load(&dir.join("config.json")).with_context(|| what.clone())?;
+    let theirs = Tokenizer::for_dir(dir).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    if !theirs.same_ids(tok) || config.vocab_size != student.vocab_size {
+        bail!(
+            "{what}: its tokenizer (or vocab_size {}) is not the student's (vocab_size {}): a teacher must share the              data's tokenizer",
+            config.vocab_size,
+            student.vocab_size
+        );
+    }
+    if a.seq_len > config.n_positions {
+        bail!("{what}: --seq-len {} exceeds the teacher's n_positions {}", a.seq_len, config.n_positions);
+    }
+    let values = checkpoint::load_hf(&dir.join("model.safetensors"), &config).with_context(|| what.clone())?;
+    let table = crate::optim::ParamTable::new(config.parameter_specs());
+    let teacher = Gpt::for_inference(gpu, config, a.batch_size, a.seq_len, Precision::F32, table, None)?;
+    teacher.write_params(gpu, &values);
+    Ok(teacher)
 }
 
 /// The optimizer over the whole arena, or this rank's ZeRO-1 shard of it.

@@ -1,0 +1,73 @@
+//! Fused knowledge-distillation loss (shaders/distill.wgsl): per row the cross-entropy, the
+//! T²-scaled KL divergence from the teacher's softmax at temperature T, their weighted sum,
+//! and the student's logit gradient written over its logits.
+
+use super::{dispatch, grid, half_mask, View};
+use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
+
+/// Mirrors `struct Params` in shaders/distill.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct DistillParams {
+    pub n: u32,
+    pub v: u32,
+    pub vp: u32,
+    pub grad: u32,
+    pub dloss: f32,
+    pub inv_t: f32,
+    pub temp: f32,
+    pub weight: f32,
+}
+
+const SLOTS: &[Slot] =
+    &[Slot::Storage, Slot::ReadOnly, Slot::Storage, Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
+
+/// The distillation loss's settings: temperature T and weight W of the KD term.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Kd {
+    pub temperature: f32,
+    pub weight: f32,
+}
+
+/// The buffers of one batch: the student's logits (N, vp), overwritten by dlogits with
+/// `dloss`; the teacher's (N, vp) f32; the losses (N) and the parts (2, N): ce then kd, each
+/// added to. The gradient is also multiplied by the loss scale in `scale`[0] (None: 1).
+pub struct DistillIo<'a> {
+    pub logits: View<'a>,
+    pub teacher: View<'a>,
+    pub losses: View<'a>,
+    pub parts: View<'a>,
+    pub targets: &'a wgpu::Buffer,
+    pub scale: Option<&'a wgpu::Buffer>,
+}
+
+pub fn forward_backward(
+    gpu: &Gpu,
+    io: &DistillIo,
+    (n, v, vp): (u32, u32, u32),
+    kd: Kd,
+    dloss: Option<f32>,
+) -> Result<Dispatch, GpuError> {
+    let (n64, rows) = (n as u64, n as u64 * vp as u64);
+    let b = [
+        io.logits.binding(gpu, rows)?,
+        io.teacher.binding(gpu, rows)?,
+        io.losses.binding(gpu, n64)?,
+        io.parts.binding(gpu, 2 * n64)?,
+        View::from(io.targets).binding(gpu, n64)?,
+        View::from(io.scale.unwrap_or(&gpu.ones)).binding(gpu, 1)?,
+    ];
+    let p = DistillParams {
+        n,
+        v,
+        vp,
+        grad: dloss.is_some() as u32,
+        dloss: dloss.unwrap_or(0.0),
+        inv_t: 1.0 / kd.temperature,
+        temp: kd.temperature,
+        weight: kd.weight,
+    };
+    let kernel =
+        Kernel::new(Shader::Distill, "distill_forward_backward", SLOTS).with_half(half_mask(&[Some(io.logits)]));
+    dispatch(gpu, kernel, &b, &p, grid(gpu, n))
+}
