@@ -4,17 +4,18 @@
 // per-channel sums of squares of activations that Wanda and structured pruning score with.
 //
 // Legend: L elements of one tensor, W mask words (one bit per arena element, 1 = kept),
-// S selection slots, H = 65536 histogram bins per slot.
+// S selection slots (groups of tensors ranked together), H = 65536 histogram bins.
 //
-//   hist_high    hist[s][bits(|w|) >> 16] += 1                      over the tensor's L weights
-//   select_high  the smallest bin B with Σ_{b ≤ B} hist[s][b] ≥ k, the count below it; clears hist[s]
-//   hist_low     hist[s][bits & 0xffff] += 1                        over the weights in bin B
-//   select_low   the smallest low half Lo with below + Σ_{l ≤ Lo} hist[s][l] ≥ k: threshold
-//                T = B·2^16 + Lo, the k-th smallest bits (k = 0: none); clears hist[s]
+//   hist_high    hist[bits(|w|) >> 16] += 1                         over the tensor's L weights
+//   select_high  the smallest bin B with Σ_{b ≤ B} hist[b] ≥ k, the count below it; clears hist
+//   hist_low     hist[bits & 0xffff] += 1                           over the weights in bin B
+//   select_low   the smallest low half Lo with below + Σ_{l ≤ Lo} hist[l] ≥ k: threshold
+//                T = B·2^16 + Lo, the k-th smallest bits (k = 0: none); clears hist
 //   apply        mask bit of element i cleared where bits(|w_i|) ≤ T; the slot's zero bits counted
 //   channel_sumsq  out[j] += Σ_i x[i, j]²                           over an (R, C) activation
 //
-// A weight at the threshold is pruned with its ties, so at least k are. Pruned weights are
+// The slots run one after another (each clears the histogram for the next), so one
+// histogram serves them all. A weight at the threshold is pruned with its ties, so at least k are. Pruned weights are
 // exactly 0 (the optimizer zeroes them), the smallest bits there are: a mask only grows.
 // sel[s] = (k, bin B, count below B then T + 1 where 0 means none, zero mask bits).
 
@@ -35,7 +36,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> w: array<f32>;              // weights, or (R, C) activations
 @group(0) @binding(1) var<storage, read_write> mask: array<u32>;     // (W)
-@group(0) @binding(2) var<storage, read_write> hist: array<atomic<u32>>;  // (S, H)
+@group(0) @binding(2) var<storage, read_write> hist: array<atomic<u32>>;  // (H)
 @group(0) @binding(3) var<storage, read_write> sel: array<atomic<u32>>;   // (S, 4)
 @group(0) @binding(4) var<uniform> p: Params;
 
@@ -53,7 +54,7 @@ fn flat(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
 fn hist_high(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat(gid, groups);
     if i < p.len {
-        atomicAdd(&hist[p.slot * H + (bits(i) >> 16u)], 1u);
+        atomicAdd(&hist[bits(i) >> 16u], 1u);
     }
 }
 
@@ -65,7 +66,7 @@ fn hist_low(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     }
     let b = bits(i);
     if (b >> 16u) == atomicLoad(&sel[4u * p.slot + 1u]) {
-        atomicAdd(&hist[p.slot * H + (b & 0xffffu)], 1u);
+        atomicAdd(&hist[b & 0xffffu], 1u);
     }
 }
 
@@ -73,7 +74,7 @@ fn hist_low(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 // holding H / WG bins; every thread then clears its bins. Returns (bin, count before it).
 fn first_reaching(lid: u32, k: u32, below: u32) -> vec2<u32> {
     let per = H / WG;
-    let base = p.slot * H + lid * per;
+    let base = lid * per;
     var s = 0u;
     for (var j = 0u; j < per; j++) {
         s += atomicLoad(&hist[base + j]);
@@ -90,7 +91,7 @@ fn first_reaching(lid: u32, k: u32, below: u32) -> vec2<u32> {
         }
         var b = t * per;
         loop {
-            let h = atomicLoad(&hist[p.slot * H + b]);
+            let h = atomicLoad(&hist[b]);
             if cum + h >= k || b == t * per + per - 1u {
                 break;
             }

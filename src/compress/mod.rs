@@ -122,7 +122,7 @@ pub struct PruneReport {
 /// `wgtrain prune`: the model in `a.model`, pruned as `a` says, into `a.out`.
 pub fn prune_model(gpu: &crate::Gpu, a: &PruneArgs) -> Result<PruneReport, String> {
     check_prune_args(a)?;
-    let (config, mut values, tok) = load_dir(&a.model)?;
+    let (config, mut values, tok) = load_dir(&a.model).map_err(|e| format!("--model {}: {e}", a.model.display()))?;
     let table = crate::optim::ParamTable::new(config.parameter_specs());
     let linear = table.tensors.iter().filter(|t| export::is_linear_weight(&t.name)).map(|t| t.numel()).sum();
     let calibrate = |config: &GptConfig, values: &[Vec<f32>]| -> Result<oneshot::ChannelSums, String> {
@@ -203,7 +203,7 @@ fn calibration_loader(
     t: usize,
 ) -> Result<crate::data::Loader, String> {
     let data = a.data.as_ref().expect("check_prune_args");
-    let (file, dir) = match crate::data::prepared_files(data).map_err(|e| e.to_string())? {
+    let (file, dir) = match crate::data::prepared_files(data).map_err(|e| format!("--data: {e}"))? {
         Some((train, _)) => (train, data.clone()),
         None => (data.clone(), data.parent().map(Path::to_path_buf).unwrap_or_default()),
     };
@@ -211,7 +211,7 @@ fn calibration_loader(
     if theirs.is_file() && !Tokenizer::from_file(&theirs, None)?.same_ids(tok) {
         return Err(format!("--data: {} gives tokens other ids than the model's tokenizer", theirs.display()));
     }
-    let tokens = crate::data::read_tokens(&file).map_err(|e| e.to_string())?;
+    let tokens = crate::data::read_tokens(&file).map_err(|e| format!("--data: {e}"))?;
     if let Some(&max) = tokens.iter().max().filter(|&&m| m as usize >= config.vocab_size) {
         return Err(format!(
             "--data {}: token id {max} is past the model's vocab_size {}",

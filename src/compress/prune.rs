@@ -139,7 +139,7 @@ impl Pruner {
         let slots = tensors.iter().map(|t| t.2 as usize + 1).max().unwrap_or(1);
         let mut slot_numel = vec![0; slots];
         tensors.iter().for_each(|t| slot_numel[t.2 as usize] += t.1);
-        let hist = gpu.pool.storage(Category::Scratch, 4 * BINS * slots as u64)?;
+        let hist = gpu.pool.storage(Category::Scratch, 4 * BINS)?;
         let sel = gpu.pool.storage(Category::Scratch, 4 * SEL_WORDS * slots as u64)?;
         let mut rec = Recorder::new(gpu);
         rec.clear(&hist, 0, hist.size());
@@ -149,22 +149,25 @@ impl Pruner {
         Ok(p)
     }
 
+    /// Each slot in turn: its tensors' high halves, the bin, their low halves, the threshold,
+    /// the mask. A slot's selection leaves the histogram zero for the next.
     fn build(&self, gpu: &Gpu, params: &wgpu::Buffer) -> Result<Vec<Dispatch>, GpuError> {
         let b = SelectBuffers { mask: &self.mask, hist: &self.hist, sel: &self.sel };
-        let pass = |pass| -> Result<Vec<Dispatch>, GpuError> {
-            let each = |&(off, len, slot): &(u64, u64, u32)| {
-                prune::tensor_pass(gpu, pass, b, View::at(params, off), len, off / 32, slot)
+        let mut ops = Vec::new();
+        for slot in 0..self.slot_numel.len() as u32 {
+            let mine: Vec<_> = self.tensors.iter().filter(|t| t.2 == slot).collect();
+            let pass = |pass| -> Result<Vec<Dispatch>, GpuError> {
+                let each = |&&(off, len, _): &&(u64, u64, u32)| {
+                    prune::tensor_pass(gpu, pass, b, View::at(params, off), len, off / 32, slot)
+                };
+                mine.iter().map(each).collect()
             };
-            self.tensors.iter().map(each).collect()
-        };
-        let select = |high| -> Result<Vec<Dispatch>, GpuError> {
-            (0..self.slot_numel.len() as u32).map(|s| prune::select(gpu, high, b, s)).collect()
-        };
-        let mut ops = pass(Pass::HistHigh)?;
-        ops.extend(select(true)?);
-        ops.extend(pass(Pass::HistLow)?);
-        ops.extend(select(false)?);
-        ops.extend(pass(Pass::Apply)?);
+            ops.extend(pass(Pass::HistHigh)?);
+            ops.push(prune::select(gpu, true, b, slot)?);
+            ops.extend(pass(Pass::HistLow)?);
+            ops.push(prune::select(gpu, false, b, slot)?);
+            ops.extend(pass(Pass::Apply)?);
+        }
         Ok(ops)
     }
 

@@ -17,7 +17,7 @@ pub struct PruneParams {
     pub _pad: [u32; 3],
 }
 
-/// Bins of each slot's histogram (H in the shader).
+/// Bins of the histogram (H in the shader), which the slots share one after another.
 pub const BINS: u64 = 65536;
 /// u32 of each slot's selection state: k, the high bin, the threshold, the pruned count.
 pub const SEL_WORDS: u64 = 4;
@@ -25,8 +25,8 @@ pub const SEL_WORDS: u64 = 4;
 const SLOTS: &[Slot] = &[Slot::ReadOnly, Slot::Storage, Slot::Storage, Slot::Storage, Slot::Uniform];
 const WG: u32 = 256;
 
-/// The buffers of a selection: the arena's mask (a bit per element), the slots' histograms
-/// (S, BINS) u32, zero between selections, and their states (S, SEL_WORDS) u32.
+/// The buffers of a selection: the arena's mask (a bit per element), the histogram (BINS)
+/// u32, zero between selections, and the slots' states (S, SEL_WORDS) u32.
 #[derive(Clone, Copy)]
 pub struct SelectBuffers<'a> {
     pub mask: &'a wgpu::Buffer,
@@ -37,7 +37,7 @@ pub struct SelectBuffers<'a> {
 /// A pass over one tensor of `len` weights at `w`, whose mask starts at word `mask_word`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Pass {
-    /// Counts the high halves of |w|'s bits into the slot's histogram.
+    /// Counts the high halves of |w|'s bits into the histogram.
     HistHigh,
     /// Counts the low halves of those in the bin select_high chose.
     HistLow,
