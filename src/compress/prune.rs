@@ -176,6 +176,11 @@ impl Pruner {
         self.slot_numel.len()
     }
 
+    /// GPU memory of the mask and the selection.
+    pub fn bytes(&self) -> u64 {
+        self.mask.size() + self.hist.size() + self.sel.size()
+    }
+
     /// Linear weights in all.
     pub fn total(&self) -> u64 {
         self.slot_numel.iter().sum()

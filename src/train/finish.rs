@@ -53,10 +53,17 @@ pub(super) fn finish(s: &mut Session, log: &mut Log, last: u64, early: bool, sta
     let stats = gpu.pool.stats();
     let state = if a.optimizer == OptimizerKind::Sgd { 1 } else { 2 };
     // This rank's optimizer tensors: all of them, or its ZeRO-1 shard.
-    let analytic = 4 * s.gpt.arena.table.numel() * 2 + 4 * s.opt.table.numel() * state + s.gpt.activation_bytes();
+    // A teacher (distillation) adds its parameters and activations.
+    let teacher = s.gpt.distill.as_ref().map(|d| 4 * d.teacher.arena.table.numel() + d.teacher.activation_bytes());
+    let analytic = 4 * s.gpt.arena.table.numel() * 2
+        + 4 * s.opt.table.numel() * state
+        + s.gpt.activation_bytes()
+        + teacher.unwrap_or(0)
+        + s.gpt.prune.as_ref().map_or(0, |p| p.bytes());
     println!(
-        "GPU memory: peak {:.1} MB allocated; params + grads + optimizer state + activations = {:.1} MB ({:.2}×)",
+        "GPU memory: peak {:.1} MB allocated; params + grads + optimizer state + activations{} = {:.1} MB ({:.2}×)",
         stats.peak as f64 / 1e6,
+        if teacher.is_some() { " + the teacher's params and activations" } else { "" },
         analytic as f64 / 1e6,
         stats.peak as f64 / analytic as f64
     );
