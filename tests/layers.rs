@@ -271,6 +271,11 @@ fn attention_matches_reference() {
             (1, 65, 20, 2),
         ];
         for (i, &(b, t, c, nh)) in cases.iter().enumerate() {
+            // Each head size is a pipeline of its own for the rows kernels; the checked build
+            // (whose cold compiles dominate CI) takes two: head size 5 and the largest, 64.
+            if gpu.checked_shaders && ![2, 3].contains(&i) {
+                continue;
+            }
             let mut r = Rng::new(500 + i as u64);
             let (qkv, dout) = (r.vec(b * t * 3 * c), r.vec(b * t * c));
             let (gqkv, gdout) = (upload(gpu, &qkv), upload(gpu, &dout));
