@@ -10,6 +10,7 @@ mod fuzz;
 mod gpt2;
 mod half;
 mod layers;
+mod llama;
 mod matmul;
 mod mixed;
 mod optim;

@@ -33,6 +33,12 @@ pub enum Shader {
     Prune,
     /// distill.wgsl: the fused knowledge-distillation loss.
     Distill,
+    /// rmsnorm.wgsl: Llama's RMSNorm, forward and backward.
+    RmsNorm,
+    /// rope.wgsl: rotary position embedding (HF's rotate_half), and its inverse.
+    Rope,
+    /// swiglu.wgsl: the gating of Llama's MLP, silu(gate)·up.
+    Swiglu,
 }
 
 impl Shader {
@@ -56,6 +62,9 @@ impl Shader {
         Shader::FakeQuant,
         Shader::Prune,
         Shader::Distill,
+        Shader::RmsNorm,
+        Shader::Rope,
+        Shader::Swiglu,
     ];
 
     /// File name under shaders/.
@@ -77,6 +86,9 @@ impl Shader {
             Shader::FakeQuant => "fake_quant.wgsl",
             Shader::Prune => "prune.wgsl",
             Shader::Distill => "distill.wgsl",
+            Shader::RmsNorm => "rmsnorm.wgsl",
+            Shader::Rope => "rope.wgsl",
+            Shader::Swiglu => "swiglu.wgsl",
         }
     }
 
@@ -101,6 +113,9 @@ impl Shader {
             Shader::FakeQuant => include_str!("../../shaders/fake_quant.wgsl"),
             Shader::Prune => include_str!("../../shaders/prune.wgsl"),
             Shader::Distill => include_str!("../../shaders/distill.wgsl"),
+            Shader::RmsNorm => include_str!("../../shaders/rmsnorm.wgsl"),
+            Shader::Rope => include_str!("../../shaders/rope.wgsl"),
+            Shader::Swiglu => include_str!("../../shaders/swiglu.wgsl"),
         }
     }
 
@@ -111,8 +126,10 @@ impl Shader {
             (Shader::Optim, false) => &[Prelude::Reduce, Prelude::HalfBits],
             (Shader::Optim, true) => &[Prelude::ReduceSubgroup, Prelude::HalfBits],
             (Shader::FakeQuant, _) => &[Prelude::HalfBits],
-            (Shader::Classifier | Shader::Layernorm | Shader::Distill, false) => &[Prelude::Reduce],
-            (Shader::Classifier | Shader::Layernorm | Shader::Distill, true) => &[Prelude::ReduceSubgroup],
+            (Shader::Classifier | Shader::Layernorm | Shader::Distill | Shader::RmsNorm, false) => &[Prelude::Reduce],
+            (Shader::Classifier | Shader::Layernorm | Shader::Distill | Shader::RmsNorm, true) => {
+                &[Prelude::ReduceSubgroup]
+            }
             (Shader::Attention | Shader::AttentionCoop, _) => &[Prelude::AttentionIo],
             (Shader::Matmul | Shader::MatmulCoop, _) => &[Prelude::MatmulIo],
             (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],

@@ -12,6 +12,9 @@ pub mod layernorm;
 pub mod matmul;
 pub mod prune;
 pub mod quant;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
 
 use crate::gpu::{Category, Dispatch, GpuBuffer, GpuError, Kernel};
 

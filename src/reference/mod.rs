@@ -8,6 +8,9 @@ pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
 pub mod optim;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
 
 /// A small deterministic generator (SplitMix64), so tests and benches need no extra crate and
 /// give the same data on every machine.
