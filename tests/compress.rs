@@ -270,7 +270,7 @@ fn a_written_file_reads_back_in_both_readers() {
 }
 
 /// The logits of the evaluation forward of `tokens` (one batch).
-fn eval_logits(gpu: &wgtrain::Gpu, gpt: &wgtrain::model::Gpt, tokens: &[u32]) -> Vec<f32> {
+pub fn eval_logits(gpu: &wgtrain::Gpu, gpt: &wgtrain::model::Gpt, tokens: &[u32]) -> Vec<f32> {
     gpt.upload_batch(gpu, 0, tokens, tokens);
     let mut rec = Recorder::new(gpu);
     gpt.record_eval(&mut rec);

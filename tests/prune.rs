@@ -346,11 +346,7 @@ fn logits(gpu: &wgtrain::Gpu, cfg: &GptConfig, values: &[Vec<f32>], x: &[u32]) -
     let table = ParamTable::new(cfg.parameter_specs());
     let gpt = Gpt::for_inference(gpu, cfg.clone(), 1, x.len(), Precision::F32, table, None).unwrap();
     gpt.write_params(gpu, values);
-    gpt.upload_batch(gpu, 0, x, x);
-    let mut rec = Recorder::new(gpu);
-    gpt.record_eval(&mut rec);
-    rec.submit().unwrap();
-    gpt.read_logits(gpu).unwrap()
+    crate::compress::eval_logits(gpu, &gpt, x)
 }
 
 /// --keep-mlp writes a smaller model whose config says n_inner; its logits are those of the

@@ -4,17 +4,11 @@
 use super::{dispatch, grid, half_mask, View};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Shader, Slot};
 
-/// Mirrors `struct Params` in shaders/rope.wgsl.
+/// Mirrors `struct Params` in shaders/rope.wgsl: where the heads are, then the direction.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct RopeParams {
-    pub n: u32,
-    pub t: u32,
-    pub heads: u32,
-    pub d: u32,
-    pub stride: u32,
-    pub col: u32,
-    pub pos_off: u32,
+    pub heads: Heads,
     pub inverse: u32,
 }
 
@@ -43,7 +37,8 @@ pub fn upload_table(gpu: &Gpu, positions: usize, d: usize, theta: f64) -> Result
 
 /// Where the heads sit: `heads` heads of size `d` from column `col` of rows of `stride`
 /// elements; rows of `t` positions from `pos_off`.
-#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Heads {
     pub n: u32,
     pub t: u32,
@@ -65,16 +60,7 @@ pub fn apply(gpu: &Gpu, x: View, table: &wgpu::Buffer, h: Heads, inverse: bool) 
     }
     let need = 2 * (h.pos_off as u64 + h.t as u64) * (h.d / 2) as u64;
     let b = [x.binding(gpu, h.n as u64 * h.stride as u64)?, View::from(table).binding(gpu, need)?];
-    let p = RopeParams {
-        n: h.n,
-        t: h.t,
-        heads: h.heads,
-        d: h.d,
-        stride: h.stride,
-        col: h.col,
-        pos_off: h.pos_off,
-        inverse: inverse as u32,
-    };
+    let p = RopeParams { heads: h, inverse: inverse as u32 };
     let k = Kernel::new(Shader::Rope, "rope_apply", SLOTS).with_half(half_mask(&[Some(x)]));
     let threads = h.n * h.heads * (h.d / 2);
     dispatch(gpu, k, &b, &p, grid(gpu, threads.div_ceil(256)))
