@@ -122,6 +122,12 @@ pub struct PruneReport {
 /// `wgtrain prune`: the model in `a.model`, pruned as `a` says, into `a.out`.
 pub fn prune_model(gpu: &crate::Gpu, a: &PruneArgs) -> Result<PruneReport, String> {
     check_prune_args(a)?;
+    if !a.force && a.out.join("model.safetensors").exists() {
+        return Err(format!(
+            "--out {}: holds a model.safetensors already; pick another directory or pass --force",
+            a.out.display()
+        ));
+    }
     let (config, mut values, tok) = load_dir(&a.model).map_err(|e| format!("--model {}: {e}", a.model.display()))?;
     let table = crate::optim::ParamTable::new(config.parameter_specs());
     let linear = table.tensors.iter().filter(|t| export::is_linear_weight(&t.name)).map(|t| t.numel()).sum();
@@ -157,12 +163,6 @@ pub fn prune_model(gpu: &crate::Gpu, a: &PruneArgs) -> Result<PruneReport, Strin
         }
         _ => unreachable!("check_prune_args"),
     };
-    if !a.force && a.out.join("model.safetensors").exists() {
-        return Err(format!(
-            "--out {}: holds a model.safetensors already; pick another directory or pass --force",
-            a.out.display()
-        ));
-    }
     checkpoint::save_hf(&a.out, &config, &values).map_err(|e| e.to_string())?;
     tok.save(&a.out.join("tokenizer.json"))?;
     let after = crate::optim::ParamTable::new(config.parameter_specs()).numel();

@@ -111,7 +111,6 @@ pub fn sparsity(sel: &[u32], total: u64) -> f64 {
 /// The GPU side of pruning: the selection's buffers and its dispatches over the linear
 /// weights, one slot per ranking group (one for global, one per tensor for layer).
 pub struct Pruner {
-    pub scope: PruneScope,
     /// (first arena element, elements) of each linear weight, with its slot.
     tensors: Vec<(u64, u64, u32)>,
     /// Linear weights per slot.
@@ -144,7 +143,7 @@ impl Pruner {
         let mut rec = Recorder::new(gpu);
         rec.clear(&hist, 0, hist.size());
         rec.submit()?;
-        let mut p = Self { scope, tensors, slot_numel, hist, sel, mask, ops: Vec::new(), armed: Cell::new(false) };
+        let mut p = Self { tensors, slot_numel, hist, sel, mask, ops: Vec::new(), armed: Cell::new(false) };
         p.ops = p.build(gpu, &arena.params)?;
         Ok(p)
     }

@@ -11,7 +11,6 @@ use crate::kernels::View;
 /// The teacher and the parts of the loss.
 pub struct Distill {
     pub teacher: Box<Gpt>,
-    pub kd: Kd,
     /// (2, N): ce, then the T²·KL term, each summed over the step's micro-batches.
     pub(super) parts: GpuBuffer,
 }
@@ -41,13 +40,8 @@ impl Gpt {
         let op = distill::forward_backward(gpu, &io, (n, v as u32, v as u32), kd, Some(dloss))?;
         self.edges[1] = vec![Cmd::Run(op)];
         // The teacher's dispatches count toward a submit's too.
-        let per_micro = self.body.len() + self.back.len() + teacher.body.len() + 1;
-        let slots = self.accum.min(Self::micro_per_submit_for(per_micro));
-        if slots < self.n_slots {
-            self.n_slots = slots;
-            self.slots = gpu.pool.storage(Category::Activations, 8 * (n as usize * slots) as u64)?;
-        }
-        self.distill = Some(Distill { teacher: Box::new(teacher), kd, parts });
+        self.size_slots(gpu, teacher.body.len() + 1)?;
+        self.distill = Some(Distill { teacher: Box::new(teacher), parts });
         Ok(())
     }
 }

@@ -284,8 +284,14 @@ impl Gpt {
         if train {
             self.build_backward(gpu, &mm)?;
         }
-        self.n_slots = self.accum.min(Self::micro_per_submit_for(self.body.len() + self.back.len()));
-        self.slots = gpu.pool.storage(Category::Activations, 8 * (s.n() as usize * self.n_slots) as u64)?;
+        self.size_slots(gpu, 0)
+    }
+
+    /// Sizes the token slots for as many micro-batches as one submit holds, each micro-batch
+    /// being the forward and backward and `extra` further dispatches (a teacher's forward).
+    fn size_slots(&mut self, gpu: &Gpu, extra: usize) -> Result<(), GpuError> {
+        self.n_slots = self.accum.min(Self::micro_per_submit_for(self.body.len() + self.back.len() + extra));
+        self.slots = gpu.pool.storage(Category::Activations, 8 * (self.b * self.t * self.n_slots) as u64)?;
         Ok(())
     }
 

@@ -17,10 +17,9 @@ use crate::parallel::Parallel;
 pub struct Probes {
     pub losses: Readback,
     pub timer: Option<StepTimer>,
-    /// With pruning, the counts of pruned weights of the steps that pruned.
+    /// With pruning, the counts of pruned weights of the steps that pruned (a step that did
+    /// not prune records nothing, and its submit maps nothing).
     pub pruned: Option<Readback>,
-    /// This step pruned (its counts are on the way).
-    pruning: bool,
 }
 
 impl Probes {
@@ -28,7 +27,7 @@ impl Probes {
         let pruned = gpt.prune.as_ref().map(|p| {
             Readback::new(gpu, 4 * crate::kernels::prune::SEL_WORDS * p.slots() as u64, "pruned counts readback")
         });
-        Self { losses: gpt.loss_readback(gpu), timer: StepTimer::new(gpu), pruned, pruning: false }
+        Self { losses: gpt.loss_readback(gpu), timer: StepTimer::new(gpu), pruned }
     }
 
     /// `new` with no GPU timer (whose readback would add a wait to timed steps).
@@ -41,7 +40,7 @@ impl Probes {
         if let Some(t) = &mut self.timer {
             t.submitted_at(index.clone());
         }
-        if let (Some(p), true) = (&mut self.pruned, std::mem::take(&mut self.pruning)) {
+        if let Some(p) = &mut self.pruned {
             p.submitted_at(Some(index.clone()));
         }
         self.losses.submitted_at(Some(index));
@@ -51,7 +50,7 @@ impl Probes {
     /// what the new mask prunes.
     fn record_prune(&mut self, rec: &mut Recorder, gpt: &Gpt) {
         if let (Some(p), Some(counts)) = (&gpt.prune, &mut self.pruned) {
-            self.pruning = p.record(rec, counts);
+            p.record(rec, counts);
         }
     }
 
