@@ -4,15 +4,17 @@
 //
 // Legend: B batch, T time, C channels, NH heads, HS = C/NH head size (at most 64), L the
 // logsumexp of a query row's scaled scores, D_i = Σ_d dout_i[d]·out_i[d].
-// qkv is (B, T, 3C): q, k and v side by side, head h at columns h·HS .. (h+1)·HS of each.
+// qkv's layout and grouped-query attention: see shaders/prelude/attention_io.wgsl.
 //
 //   attention_forward       out (B, T, C) = softmax(q·kᵀ/√HS, causal)·v per head; L (B, NH, T)
 //   attention_backward_d    D (B, NH, T)
-//   attention_backward_kv   dk, dv (in dqkv) for one block of 16 keys, over the queries after it
+//   attention_backward_kv   dk, dv (in dqkv) for one block of 16 keys of a KV head, over the
+//                           queries after it of every query head it serves
 //   attention_backward_q    dq (in dqkv) for one block of 16 queries, over the keys before it
 //   attention_decode        one new query against a KV cache (sampling)
 //
-// Grids: x = ⌈T/16⌉ blocks, y = B·NH (b·NH + h); the backward_d grid is flat.
+// Grids: x = ⌈T/16⌉ blocks, y = B·NH (b·NH + h), B·NKV for backward_kv; the backward_d grid
+// is flat.
 
 const BLK: u32 = 16u;          // queries and keys per tile
 const HS_MAX: u32 = 64u;
@@ -34,7 +36,8 @@ var<workgroup> row_a: array<f32, 16>;
 var<workgroup> row_b: array<f32, 16>;
 var<workgroup> row_c: array<f32, 16>;
 
-// Loads rows r0 .. r0 + BLK of part `part` of head h into a tile; rows past T read 0.
+// Loads rows r0 .. r0 + BLK of part `part` of head h (a KV head for k and v) into a tile; rows
+// past T read 0.
 fn load_qkv(tile: u32, lid: u32, b: u32, h: u32, part: u32, r0: u32) {
     for (var idx = lid; idx < BLK * HS_MAX; idx += WG) {
         let i = idx / HS_MAX;
@@ -88,8 +91,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let last = min(q0 + BLK, p.t);   // keys needed: 0 .. last
     for (var k0 = 0u; k0 < last; k0 += BLK) {
         workgroupBarrier();
-        load_qkv(T1, lid, b, h, 1u, k0);
-        load_qkv(T2, lid, b, h, 2u, k0);
+        load_qkv(T1, lid, b, kv_head(h), 1u, k0);
+        load_qkv(T2, lid, b, kv_head(h), 2u, k0);
         workgroupBarrier();
         var sc = MASKED;
         if k0 + j <= q0 + i && q0 + i < p.t {
@@ -176,39 +179,43 @@ fn probabilities(lid: u32, b: u32, h: u32, q0: u32, k0: u32) {
     s2[lid] = ds;
 }
 
-// One block of 16 keys: dv_j = Σ_i P_ij dout_i, dk_j = scale·Σ_i dS_ij q_i over the queries
-// i ≥ j. T0 q, T1 dout, T2 k, T3 v; dk and dv accumulate in registers, 4 cells per thread.
+// One block of 16 keys of KV head kh: dv_j = Σ_i P_ij dout_i, dk_j = scale·Σ_i dS_ij q_i over
+// the queries i ≥ j of each query head h that reads kh. T0 q, T1 dout, T2 k, T3 v; dk and dv
+// accumulate in registers, 4 cells per thread.
 @compute @workgroup_size(WG)
 fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let k0 = wid.x * BLK;
-    let b = wid.y / p.nh;
-    let h = wid.y % p.nh;
-    load_qkv(T2, lid, b, h, 1u, k0);
-    load_qkv(T3, lid, b, h, 2u, k0);
+    let b = wid.y / p.nkv;
+    let kh = wid.y % p.nkv;
+    let group = p.nh / p.nkv;
+    load_qkv(T2, lid, b, kh, 1u, k0);
+    load_qkv(T3, lid, b, kh, 2u, k0);
     // Each thread owns up to 4 (key, dim) cells of dk and dv: cell = lid + n·WG, over the
     // BLK × HS cells of the block.
     let cells = (BLK * p.hs + WG - 1u) / WG;
     var dk = vec4<f32>(0.0);
     var dv = vec4<f32>(0.0);
-    for (var q0 = k0; q0 < p.t; q0 += BLK) {
-        workgroupBarrier();
-        load_qkv(T0, lid, b, h, 0u, q0);
-        load_dout(T1, lid, b, h, q0);
-        workgroupBarrier();
-        probabilities(lid, b, h, q0, k0);
-        workgroupBarrier();
-        for (var n = 0u; n < cells; n++) {
-            let cell = min(lid + n * WG, BLK * p.hs - 1u);   // the last thread's spare cells repeat the last
-            let jj = cell / p.hs;
-            let d = cell % p.hs;
-            var a = 0.0;
-            var c = 0.0;
-            for (var ii = 0u; ii < BLK; ii++) {
-                a += s2[ii * BLK + jj] * tiles[T0 + ii * HS_MAX + d];
-                c += s[ii * BLK + jj] * tiles[T1 + ii * HS_MAX + d];
+    for (var h = kh * group; h < (kh + 1u) * group; h++) {
+        for (var q0 = k0; q0 < p.t; q0 += BLK) {
+            workgroupBarrier();
+            load_qkv(T0, lid, b, h, 0u, q0);
+            load_dout(T1, lid, b, h, q0);
+            workgroupBarrier();
+            probabilities(lid, b, h, q0, k0);
+            workgroupBarrier();
+            for (var n = 0u; n < cells; n++) {
+                let cell = min(lid + n * WG, BLK * p.hs - 1u);   // the last thread's spare cells repeat the last
+                let jj = cell / p.hs;
+                let d = cell % p.hs;
+                var a = 0.0;
+                var c = 0.0;
+                for (var ii = 0u; ii < BLK; ii++) {
+                    a += s2[ii * BLK + jj] * tiles[T0 + ii * HS_MAX + d];
+                    c += s[ii * BLK + jj] * tiles[T1 + ii * HS_MAX + d];
+                }
+                dk[n] += a;
+                dv[n] += c;
             }
-            dk[n] += a;
-            dv[n] += c;
         }
     }
     for (var n = 0u; n < cells; n++) {
@@ -216,8 +223,8 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         let jj = cell / p.hs;
         let d = cell % p.hs;
         if k0 + jj < p.t && cell < BLK * p.hs {
-            out[qkv_index(b, k0 + jj, 1u, h, d)] = S0(dk[n] * p.scale);
-            out[qkv_index(b, k0 + jj, 2u, h, d)] = S0(dv[n]);
+            out[qkv_index(b, k0 + jj, 1u, kh, d)] = S0(dk[n] * p.scale);
+            out[qkv_index(b, k0 + jj, 2u, kh, d)] = S0(dv[n]);
         }
     }
 }
@@ -236,8 +243,8 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     let last = min(q0 + BLK, p.t);
     for (var k0 = 0u; k0 < last; k0 += BLK) {
         workgroupBarrier();
-        load_qkv(T2, lid, b, h, 1u, k0);
-        load_qkv(T3, lid, b, h, 2u, k0);
+        load_qkv(T2, lid, b, kv_head(h), 1u, k0);
+        load_qkv(T3, lid, b, kv_head(h), 2u, k0);
         workgroupBarrier();
         probabilities(lid, b, h, q0, k0);
         workgroupBarrier();
@@ -262,18 +269,20 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     }
 }
 
-// Decoding: the one new position against the KV cache. Bindings: out (1, C), qkv (1, 3C) with
-// the new q at columns 0..C, dout ← k_cache (T, C), fwd_out ← v_cache (T, C); p.t is the number
-// of cached keys, the new one included (at most 4096). One workgroup per head.
+// Decoding: the one new position against the KV cache. Bindings: out (1, C), qkv with the new
+// q at columns 0..C, dout ← k_cache (T, NKV·HS), fwd_out ← v_cache (T, NKV·HS), rows
+// p.kv_stride apart; p.t is the number of cached keys, the new one included (at most 4096).
+// One workgroup per query head.
 @compute @workgroup_size(WG)
 fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
     let base = h * p.hs;
+    let kv = kv_head(h) * p.hs;
     var m = MASKED;
     for (var j = lid; j < p.t; j += WG) {
         var acc = 0.0;
         for (var d = 0u; d < p.hs; d++) {
-            acc += f32(qkv[base + d]) * f32(dout[j * p.c + base + d]);
+            acc += f32(qkv[base + d]) * f32(dout[j * p.kv_stride + kv + d]);
         }
         let sc = acc * p.scale;
         tiles[j] = sc;
@@ -306,7 +315,7 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     for (var d = lid; d < p.hs; d += WG) {
         var acc = 0.0;
         for (var j = 0u; j < p.t; j++) {
-            acc += tiles[j] * f32(fwd_out[j * p.c + base + d]);
+            acc += tiles[j] * f32(fwd_out[j * p.kv_stride + kv + d]);
         }
         out[base + d] = S0(acc / total);
     }

@@ -33,7 +33,7 @@ var<workgroup> row_c: array<f32, 16>;    // this block's rescale
 // Params, bindings, qkv_index, btc_index and bht_index come from the prelude
 // (shaders/prelude/attention_io.wgsl).
 
-// Rows r0 .. r0 + 16 of part `part` (0 q, 1 k, 2 v) of head h into `dst`-style tiles; rows
+// Rows r0 .. r0 + 16 of part `part` (0 q, 1 k, 2 v) of head h (a KV head for k, v) into `dst`-style tiles; rows
 // past T and columns past HS read 0.
 fn load_part(part: u32, lid: u32, b: u32, h: u32, r0: u32) {
     for (var e = lid; e < BQ * HS_MAX; e += SG) {
@@ -72,8 +72,8 @@ fn attention_coop_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let last = min(q0 + BQ, p.t);   // keys needed: 0 .. last
     for (var k0 = 0u; k0 < last; k0 += BQ) {
         workgroupBarrier();
-        load_part(1u, lid, b, h, k0);
-        load_part(2u, lid, b, h, k0);
+        load_part(1u, lid, b, kv_head(h), k0);
+        load_part(2u, lid, b, kv_head(h), k0);
         workgroupBarrier();
         var s = coopLoadT<coop_mat16x16<f32, C>>(&zc[0], BQ);
         for (var d0 = 0u; d0 < p.hs; d0 += 16u) {

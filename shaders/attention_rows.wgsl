@@ -12,9 +12,10 @@
 //
 //   attention_rows_forward      out (B, T, C), L (B, NH, T) for BR queries per workgroup
 //   attention_rows_backward_q   dq (in dqkv) for BR queries, over the keys at or before them
-//   attention_rows_backward_kv  dk, dv (in dqkv) for BR keys, over the queries at or after them
+//   attention_rows_backward_kv  dk, dv (in dqkv) for BR keys of a KV head, over the queries at
+//                               or after them of every query head that reads it
 //
-// Grids: x = ⌈T/BR⌉ blocks, y = B·NH (b·NH + h).
+// Grids: x = ⌈T/BR⌉ blocks, y = B·NH (b·NH + h), B·NKV for backward_kv.
 
 override HS: u32 = 64u;    // head size
 override BR: u32 = 64u;    // rows per workgroup, one per thread
@@ -133,8 +134,8 @@ fn attention_rows_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let last = min(q0 + BR, p.t);
     for (var k0 = 0u; k0 < last; k0 += BT) {
         workgroupBarrier();
-        load_tile(false, lid, b, h, 1u, k0);
-        load_tile(true, lid, b, h, 2u, k0);
+        load_tile(false, lid, b, kv_head(h), 1u, k0);
+        load_tile(true, lid, b, kv_head(h), 2u, k0);
         workgroupBarrier();
         let n = min(BT, p.t - k0);
         for (var j0 = 0u; j0 < n; j0 += 8u) {
@@ -189,8 +190,8 @@ fn attention_rows_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
     let last = min(q0 + BR, p.t);
     for (var k0 = 0u; k0 < last; k0 += BT) {
         workgroupBarrier();
-        load_tile(false, lid, b, h, 1u, k0);
-        load_tile(true, lid, b, h, 2u, k0);
+        load_tile(false, lid, b, kv_head(h), 1u, k0);
+        load_tile(true, lid, b, kv_head(h), 2u, k0);
         workgroupBarrier();
         let n = min(min(BT, p.t - k0), i + 1u - min(k0, i + 1u));
         for (var j = 0u; j < n; j++) {
@@ -206,40 +207,44 @@ fn attention_rows_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
     }
 }
 
-// Key j = k0 + lid: dv_j = Σ_{i ≥ j} P_ij dout_i, dk_j = scale·Σ_{i ≥ j} dS_ij q_i.
+// Key j = k0 + lid of KV head kh: dv_j = Σ_{i ≥ j} P_ij dout_i, dk_j = scale·Σ_{i ≥ j} dS_ij q_i,
+// summed over the query heads that read kh.
 @compute @workgroup_size(BR)
 fn attention_rows_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let k0 = wid.x * BR;
-    let b = batch_of(wid.y);
-    let h = head_of(wid.y);
+    let b = wid.y / p.nkv;
+    let kh = wid.y % p.nkv;
+    let group = p.nh / p.nkv;
     let j = k0 + lid;
-    let k = load_row(b, j, 1u, h);
-    let v = load_row(b, j, 2u, h);
+    let k = load_row(b, j, 1u, kh);
+    let v = load_row(b, j, 2u, kh);
     var dk: array<vec4<f32>, ROW4>;
     var dv: array<vec4<f32>, ROW4>;
-    for (var q0 = k0; q0 < p.t; q0 += BT) {
-        workgroupBarrier();
-        load_tile(false, lid, b, h, 0u, q0);
-        load_tile(true, lid, b, h, 3u, q0);
-        for (var r = lid; r < BT; r += BR) {
-            let row = bht_index(b, h, min(q0 + r, p.t - 1u));
-            tr[r] = vec2<f32>(lse_in[row], d_in[row]);
-        }
-        workgroupBarrier();
-        let n = min(BT, p.t - q0);
-        for (var ii = 0u; ii < n; ii++) {
-            if q0 + ii >= j {
-                let pr = exp(dot_ta(k, ii) * p.scale - tr[ii].x);
-                let ds = pr * (dot_tb(v, ii) - tr[ii].y);
-                for (var c = 0u; c < hs4(); c++) {
-                    dv[c] = fma(vec4<f32>(pr), tb[ii * ROW4 + c], dv[c]);
-                    dk[c] = fma(vec4<f32>(ds), ta[ii * ROW4 + c], dk[c]);
+    for (var h = kh * group; h < (kh + 1u) * group; h++) {
+        for (var q0 = k0; q0 < p.t; q0 += BT) {
+            workgroupBarrier();
+            load_tile(false, lid, b, h, 0u, q0);
+            load_tile(true, lid, b, h, 3u, q0);
+            for (var r = lid; r < BT; r += BR) {
+                let row = bht_index(b, h, min(q0 + r, p.t - 1u));
+                tr[r] = vec2<f32>(lse_in[row], d_in[row]);
+            }
+            workgroupBarrier();
+            let n = min(BT, p.t - q0);
+            for (var ii = 0u; ii < n; ii++) {
+                if q0 + ii >= j {
+                    let pr = exp(dot_ta(k, ii) * p.scale - tr[ii].x);
+                    let ds = pr * (dot_tb(v, ii) - tr[ii].y);
+                    for (var c = 0u; c < hs4(); c++) {
+                        dv[c] = fma(vec4<f32>(pr), tb[ii * ROW4 + c], dv[c]);
+                        dk[c] = fma(vec4<f32>(ds), ta[ii * ROW4 + c], dk[c]);
+                    }
                 }
             }
         }
     }
     if j < p.t {
-        store_row(qkv_index(b, j, 1u, h, 0u), dk, p.scale);
-        store_row(qkv_index(b, j, 2u, h, 0u), dv, 1.0);
+        store_row(qkv_index(b, j, 1u, kh, 0u), dk, p.scale);
+        store_row(qkv_index(b, j, 2u, kh, 0u), dv, 1.0);
     }
 }

@@ -139,3 +139,48 @@ fn swiglu_matches_reference() {
         }
     }
 }
+
+/// Grouped-query attention on three planes (q, k, v each starting on 64 elements), every
+/// variant and both builds, against the reference: each KV head serves NH/NKV query heads, and
+/// its dk, dv sum over them. The gaps between planes, NaN, stay untouched.
+#[test]
+fn grouped_query_attention_matches_reference() {
+    use wgtrain::kernels::attention::{self, AttnShape, AttnVariant};
+    // (B, T, NH, NKV, HS): groups of 3 and 1 (NKV = NH), head sizes 5 and 64 (those the
+    // checked build compiles for the GPT-2 test) and 10.
+    let cases = [(2usize, 19usize, 6usize, 2usize, 5usize), (1, 35, 3, 1, 64), (1, 66, 4, 4, 10)];
+    for (gpu, v) in crate::common::builds_with(AttnVariant::ALL) {
+        for (i, &(b, t, nh, nkv, hs)) in cases.iter().enumerate() {
+            if gpu.checked_shaders && i == 2 {
+                continue;
+            }
+            let s = AttnShape::planes(b as u32, t as u32, nh as u32, nkv as u32, hs as u32).unwrap();
+            let (len, n, c) = (s.qkv.len as usize, b * t, nh * hs);
+            let mut r = Rng::new(90 + i as u64);
+            let (qkv, dout) = (r.vec(len), r.vec(n * c));
+            let (gq, gd) = (up(gpu, &qkv), up(gpu, &dout));
+            let (out, lse) = (up(gpu, &vec![f32::NAN; n * c]), up(gpu, &vec![f32::NAN; b * nh * t]));
+            let (dscratch, dqkv) = (up(gpu, &vec![f32::NAN; b * nh * t]), up(gpu, &vec![f32::NAN; len]));
+            let vw = |x| View::from(x);
+            let mut ops = vec![attention::forward_shaped(gpu, v, vw(&out), vw(&lse), vw(&gq), &s).unwrap()];
+            let io = [vw(&gd), vw(&out), vw(&gq), vw(&lse)];
+            ops.extend(attention::backward_shaped(gpu, v, vw(&dqkv), vw(&dscratch), io, &s).unwrap());
+            run(gpu, &ops);
+            let mut want = vec![0.0; n * c];
+            reference::attention::forward_in(&mut want, &qkv, &s);
+            let mut want_d = vec![f32::NAN; len];
+            reference::attention::backward_in(&mut want_d, &dout, &qkv, &s);
+            let tag = format!("gqa {v} checked {} B{b} T{t} NH{nh} NKV{nkv} HS{hs}", gpu.checked_shaders);
+            assert_close(&format!("{tag} out"), &gpu.read(&out, 0, n * c).unwrap(), &want, 1e-5, 1e-5);
+            let got = gpu.read(&dqkv, 0, len).unwrap();
+            let kvd = nkv * hs;
+            let planes =
+                [("dq", 0, n * c), ("dk", s.qkv.k_base as usize, n * kvd), ("dv", s.qkv.v_base as usize, n * kvd)];
+            for (name, at, l) in planes {
+                assert_close(&format!("{tag} {name}"), &got[at..at + l], &want_d[at..at + l], 2e-5, 1e-4);
+            }
+            let gaps = (n * c..s.qkv.k_base as usize).chain(s.qkv.k_base as usize + n * kvd..s.qkv.v_base as usize);
+            assert!(gaps.clone().all(|e| got[e].is_nan()), "{tag}: a gap between planes was written");
+        }
+    }
+}

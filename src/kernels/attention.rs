@@ -45,7 +45,7 @@ impl fmt::Display for AttnVariant {
     }
 }
 
-/// Mirrors `struct Params` in shaders/attention.wgsl.
+/// Mirrors `struct Params` in shaders/prelude/attention_io.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct AttentionParams {
@@ -55,7 +55,111 @@ pub struct AttentionParams {
     pub nh: u32,
     pub hs: u32,
     pub scale: f32,
-    pub _pad: [u32; 2],
+    pub nkv: u32,
+    pub q_stride: u32,
+    pub k_base: u32,
+    pub v_base: u32,
+    pub kv_stride: u32,
+    pub _pad: u32,
+}
+
+/// Where q, k and v of row r = b·T + t sit in a qkv tensor, in elements: q at r·q_stride, k at
+/// k_base + r·kv_stride, v at v_base + r·kv_stride; `len` elements in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QkvLayout {
+    pub q_stride: u32,
+    pub k_base: u32,
+    pub v_base: u32,
+    pub kv_stride: u32,
+    pub len: u64,
+}
+
+/// The sizes of one attention: B, T, NH query heads that share NKV key/value heads (NH a
+/// multiple of NKV), head size HS, and where q, k, v sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    pub b: u32,
+    pub t: u32,
+    pub nh: u32,
+    pub nkv: u32,
+    pub hs: u32,
+    pub qkv: QkvLayout,
+}
+
+impl AttnShape {
+    /// GPT-2's multi-head attention on a fused (B, T, 3C) qkv: q, k and v side by side.
+    pub fn fused(b: u32, t: u32, c: u32, nh: u32) -> Result<Self, GpuError> {
+        if nh == 0 || !c.is_multiple_of(nh) {
+            return Err(GpuError::Unsupported(format!(
+                "attention needs n_embd divisible by n_head; got n_embd {c}, n_head {nh}"
+            )));
+        }
+        let len = 3 * b as u64 * t as u64 * c as u64;
+        let qkv = QkvLayout { q_stride: 3 * c, k_base: c, v_base: 2 * c, kv_stride: 3 * c, len };
+        Self::checked(Self { b, t, nh, nkv: nh, hs: c / nh, qkv })
+    }
+
+    /// Grouped-query attention on three planes, q (B·T, NH·HS), k and v (B·T, NKV·HS), each
+    /// starting on 64 elements so that a matmul can write it through its own view.
+    pub fn planes(b: u32, t: u32, nh: u32, nkv: u32, hs: u32) -> Result<Self, GpuError> {
+        let n = b as u64 * t as u64;
+        let k_base = (n * (nh * hs) as u64).next_multiple_of(64);
+        let v_base = (k_base + n * (nkv * hs) as u64).next_multiple_of(64);
+        let len = v_base + n * (nkv * hs) as u64;
+        let too_big = || GpuError::Unsupported(format!("a qkv of {len} elements is past u32 indexing"));
+        let qkv = QkvLayout {
+            q_stride: nh * hs,
+            k_base: u32::try_from(k_base).map_err(|_| too_big())?,
+            v_base: u32::try_from(v_base).map_err(|_| too_big())?,
+            kv_stride: nkv * hs,
+            len,
+        };
+        Self::checked(Self { b, t, nh, nkv, hs, qkv })
+    }
+
+    fn checked(s: Self) -> Result<Self, GpuError> {
+        if s.nh == 0 || s.nkv == 0 || !s.nh.is_multiple_of(s.nkv) || s.hs == 0 || s.hs > HS_MAX {
+            return Err(GpuError::Unsupported(format!(
+                "attention needs n_head a multiple of n_kv_head and a head size of 1 to {HS_MAX}; got n_head {}, \
+                 n_kv_head {}, head size {}",
+                s.nh, s.nkv, s.hs
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Width of out and dout: NH·HS.
+    pub fn c(&self) -> u32 {
+        self.nh * self.hs
+    }
+
+    /// Elements of out and dout: B·T·NH·HS.
+    fn btc(&self) -> u64 {
+        self.b as u64 * self.t as u64 * self.c() as u64
+    }
+
+    /// Elements of L and D: B·NH·T.
+    fn bht(&self) -> u64 {
+        self.b as u64 * self.nh as u64 * self.t as u64
+    }
+
+    fn params(&self) -> AttentionParams {
+        let q = &self.qkv;
+        AttentionParams {
+            b: self.b,
+            t: self.t,
+            c: self.c(),
+            nh: self.nh,
+            hs: self.hs,
+            scale: 1.0 / (self.hs as f32).sqrt(),
+            nkv: self.nkv,
+            q_stride: q.q_stride,
+            k_base: q.k_base,
+            v_base: q.v_base,
+            kv_stride: q.kv_stride,
+            _pad: 0,
+        }
+    }
 }
 
 /// Largest head size the tiles hold (HS_MAX in the shader); GPT-2's is 64 at every size.
@@ -89,24 +193,25 @@ fn rows_kernel(entry: &'static str, hs: u32) -> Kernel {
 
 /// One dispatch over (query or key blocks, B·NH) in `v`: the 16×16 entry point, or the
 /// row-per-thread one specialized for the head size.
+/// The grid's y is B·`heads` (NH, or NKV for the key side of the backward).
 fn blocks(
     gpu: &Gpu,
     v: AttnVariant,
     entries: (&'static str, &'static str),
-    half: u8,
+    (half, heads): (u8, u32),
     bindings: &[wgpu::BufferBinding],
     p: &AttentionParams,
 ) -> Result<Dispatch, GpuError> {
     match v {
         AttnVariant::Tiles16 => {
-            dispatch(gpu, kernel(entries.0).with_half(half), bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1])
+            dispatch(gpu, kernel(entries.0).with_half(half), bindings, p, [p.t.div_ceil(BLK), p.b * heads, 1])
         }
         AttnVariant::Coop => coop_forward(gpu, entries.0, half, bindings, p),
         AttnVariant::Rows { br } => {
             let unroll = gpu.info.device_type != wgpu::DeviceType::Cpu;
             let constants = [("HS", p.hs as f64), ("BR", br as f64), ("UNROLL", unroll as u8 as f64)];
             let k = rows_kernel(entries.1, p.hs).with_half(half);
-            dispatch_with(gpu, k, &constants, bindings, p, [p.t.div_ceil(br), p.b * p.nh, 1])
+            dispatch_with(gpu, k, &constants, bindings, p, [p.t.div_ceil(br), p.b * heads, 1])
         }
     }
 }
@@ -131,16 +236,6 @@ fn coop_forward(
     dispatch_with(gpu, k, &sg, bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1])
 }
 
-fn params(b: u32, t: u32, c: u32, nh: u32) -> Result<AttentionParams, GpuError> {
-    if nh == 0 || !c.is_multiple_of(nh) || c / nh > HS_MAX {
-        return Err(GpuError::Unsupported(format!(
-            "attention needs n_embd divisible by n_head and a head size of at most {HS_MAX}; got n_embd {c}, n_head {nh}"
-        )));
-    }
-    let hs = c / nh;
-    Ok(AttentionParams { b, t, c, nh, hs, scale: 1.0 / (hs as f32).sqrt(), _pad: [0; 2] })
-}
-
 /// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C), in the variant the tuning table
 /// picks.
 #[allow(clippy::too_many_arguments)]
@@ -154,8 +249,13 @@ pub fn forward(
     c: u32,
     nh: u32,
 ) -> Result<Dispatch, GpuError> {
-    let v = crate::tune::choose_attention(gpu, b, t, c, nh, out.dtype)?;
-    forward_with(gpu, v, out, lse, qkv, b, t, c, nh)
+    forward_in(gpu, out, lse, qkv, &AttnShape::fused(b, t, c, nh)?)
+}
+
+/// `forward` of any shape, grouped-query included, in the tuning table's variant.
+pub fn forward_in(gpu: &Gpu, out: View, lse: View, qkv: View, s: &AttnShape) -> Result<Dispatch, GpuError> {
+    let v = crate::tune::choose_attention(gpu, s.b, s.t, s.c(), s.nh, out.dtype)?;
+    forward_shaped(gpu, v, out, lse, qkv, s)
 }
 
 /// `forward` in variant `v`.
@@ -171,12 +271,24 @@ pub fn forward_with(
     c: u32,
     nh: u32,
 ) -> Result<Dispatch, GpuError> {
-    let p = params(b, t, c, nh)?;
-    let (btc, bht) = (b as u64 * t as u64 * c as u64, b as u64 * nh as u64 * t as u64);
+    forward_shaped(gpu, v, out, lse, qkv, &AttnShape::fused(b, t, c, nh)?)
+}
+
+/// `forward_in` in variant `v`.
+pub fn forward_shaped(
+    gpu: &Gpu,
+    v: AttnVariant,
+    out: View,
+    lse: View,
+    qkv: View,
+    s: &AttnShape,
+) -> Result<Dispatch, GpuError> {
+    let p = s.params();
     let d = || gpu.dummy.as_entire_buffer_binding();
-    let bindings = [out.binding(gpu, btc)?, lse.binding(gpu, bht)?, qkv.binding(gpu, 3 * btc)?, d(), d(), d(), d()];
+    let bindings =
+        [out.binding(gpu, s.btc())?, lse.binding(gpu, s.bht())?, qkv.binding(gpu, s.qkv.len)?, d(), d(), d(), d()];
     let half = half_mask(&[Some(out), None, Some(qkv)]);
-    blocks(gpu, v, ("attention_forward", "attention_rows_forward"), half, &bindings, &p)
+    blocks(gpu, v, ("attention_forward", "attention_rows_forward"), (half, s.nh), &bindings, &p)
 }
 
 /// dqkv (B, T, 3C) = the gradient through attention (written, not accumulated); `d` is a
@@ -195,8 +307,14 @@ pub fn backward(
     c: u32,
     nh: u32,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let v = crate::tune::choose_attention(gpu, b, t, c, nh, dout.dtype)?;
-    backward_with(gpu, v, dqkv, d, dout, out, qkv, lse, b, t, c, nh)
+    backward_in(gpu, dqkv, d, [dout, out, qkv, lse], &AttnShape::fused(b, t, c, nh)?)
+}
+
+/// `backward` of any shape: dqkv in qkv's layout from `[dout, out, qkv, lse]`, in the tuning
+/// table's variant.
+pub fn backward_in(gpu: &Gpu, dqkv: View, d: View, io: [View; 4], s: &AttnShape) -> Result<Vec<Dispatch>, GpuError> {
+    let v = crate::tune::choose_attention(gpu, s.b, s.t, s.c(), s.nh, io[0].dtype)?;
+    backward_shaped(gpu, v, dqkv, d, io, s)
 }
 
 /// `backward` in variant `v`.
@@ -215,18 +333,30 @@ pub fn backward_with(
     c: u32,
     nh: u32,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let p = params(b, t, c, nh)?;
+    backward_shaped(gpu, v, dqkv, d, [dout, out, qkv, lse], &AttnShape::fused(b, t, c, nh)?)
+}
+
+/// `backward_in` in variant `v`.
+pub fn backward_shaped(
+    gpu: &Gpu,
+    v: AttnVariant,
+    dqkv: View,
+    d: View,
+    [dout, out, qkv, lse]: [View; 4],
+    s: &AttnShape,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let p = s.params();
     // The cooperative-matrix forward's backward is the row kernels'.
     let v = if v == AttnVariant::Coop { AttnVariant::Rows { br: 64 } } else { v };
-    let (btc, bht) = (b as u64 * t as u64 * c as u64, b as u64 * nh as u64 * t as u64);
+    let (btc, bht, len) = (s.btc(), s.bht(), s.qkv.len);
     let dummy = || gpu.dummy.as_entire_buffer_binding();
     let dummy_rw = || gpu.dummy_rw.as_entire_buffer_binding();
     let d_pass =
         [d.binding(gpu, bht)?, dummy_rw(), dummy(), dout.binding(gpu, btc)?, out.binding(gpu, btc)?, dummy(), dummy()];
     let grads = [
-        dqkv.binding(gpu, 3 * btc)?,
+        dqkv.binding(gpu, len)?,
         dummy_rw(),
-        qkv.binding(gpu, 3 * btc)?,
+        qkv.binding(gpu, len)?,
         dout.binding(gpu, btc)?,
         dummy(),
         lse.binding(gpu, bht)?,
@@ -236,8 +366,8 @@ pub fn backward_with(
     let half = half_mask(&[Some(dqkv), None, Some(qkv), Some(dout)]);
     Ok(vec![
         dispatch(gpu, d_kernel, &d_pass, &p, grid(gpu, (bht as u32).div_ceil(256)))?,
-        blocks(gpu, v, ("attention_backward_kv", "attention_rows_backward_kv"), half, &grads, &p)?,
-        blocks(gpu, v, ("attention_backward_q", "attention_rows_backward_q"), half, &grads, &p)?,
+        blocks(gpu, v, ("attention_backward_kv", "attention_rows_backward_kv"), (half, s.nkv), &grads, &p)?,
+        blocks(gpu, v, ("attention_backward_q", "attention_rows_backward_q"), (half, s.nh), &grads, &p)?,
     ])
 }
 
@@ -255,28 +385,49 @@ pub fn decode(
     c: u32,
     nh: u32,
 ) -> Result<Dispatch, GpuError> {
+    decode_in(gpu, out, qkv, [k_cache, v_cache], max_t, &AttnShape::fused(1, 1, c, nh)?)
+}
+
+/// `decode` of any shape `s` (B = T = 1): q at the start of qkv, caches (max_t, NKV·HS).
+pub fn decode_in(
+    gpu: &Gpu,
+    out: View,
+    qkv: View,
+    [k_cache, v_cache]: [View; 2],
+    max_t: u32,
+    s: &AttnShape,
+) -> Result<Dispatch, GpuError> {
     if max_t > 4096 {
         return Err(GpuError::Unsupported(format!("decoding holds at most 4096 positions, not {max_t}")));
     }
-    let p = params(1, 1, c, nh)?;
+    let p = decode_params(s, 1);
     let d = || gpu.dummy.as_entire_buffer_binding();
-    let cache = max_t as u64 * c as u64;
+    let cache = max_t as u64 * (s.nkv * s.hs) as u64;
     let bindings = [
-        out.binding(gpu, c as u64)?,
+        out.binding(gpu, s.c() as u64)?,
         gpu.dummy_rw.as_entire_buffer_binding(),
-        qkv.binding(gpu, 3 * c as u64)?,
+        qkv.binding(gpu, s.c() as u64)?,
         k_cache.binding(gpu, cache)?,
         v_cache.binding(gpu, cache)?,
         d(),
         d(),
     ];
     let half = half_mask(&[Some(out), None, Some(qkv), Some(k_cache), Some(v_cache)]);
-    dispatch(gpu, kernel("attention_decode").with_half(half), &bindings, &p, [nh, 1, 1])
+    dispatch(gpu, kernel("attention_decode").with_half(half), &bindings, &p, [s.nh, 1, 1])
+}
+
+/// The decode kernel's uniform for `t` cached positions: the caches' rows are NKV·HS wide.
+fn decode_params(s: &AttnShape, t: u32) -> AttentionParams {
+    AttentionParams { t, kv_stride: s.nkv * s.hs, ..s.params() }
 }
 
 /// Sets how many cached positions a `decode` dispatch attends over.
 pub fn set_decode_len(gpu: &Gpu, d: &Dispatch, t: u32, c: u32, nh: u32) -> Result<(), GpuError> {
-    let p = AttentionParams { t, ..params(1, 1, c, nh)? };
-    d.write_uniform(gpu, &p);
+    set_decode_len_in(gpu, d, t, &AttnShape::fused(1, 1, c, nh)?);
     Ok(())
+}
+
+/// `set_decode_len` for a `decode_in` of shape `s`.
+pub fn set_decode_len_in(gpu: &Gpu, d: &Dispatch, t: u32, s: &AttnShape) {
+    d.write_uniform(gpu, &decode_params(s, t));
 }
