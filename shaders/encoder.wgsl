@@ -2,7 +2,7 @@
 //
 // Legend: B batch, T time, C channels, V vocab, N = B·T positions, U distinct tokens in a batch.
 //
-//   encoder_forward       out[b, t] = wte[tok[b, t]] + wpe[pos0 + t]
+//   encoder_forward       out[b, t] = wte[tok[b, t]] (+ wpe[pos0 + t] where the model has wpe)
 //   encoder_backward_wpe  dwpe[t] += Σ_b dout[b, t]
 //   encoder_order         positions = 0..N sorted by (token, position)
 //   encoder_backward_wte  dwte[v] += Σ over positions holding v of dout[position]
@@ -19,7 +19,7 @@ struct Params {
     n: u32,   // B·T
     t: u32,
     c: u32,
-    _unused: u32,
+    wpe: u32,       // 1 adds wpe (GPT-2), 0 none (Llama: RoPE in the attention)
     pos0: u32,      // position of the first row (decoding one token at a time)
     _pad0: u32,
     _pad1: u32,
@@ -41,7 +41,11 @@ fn encoder_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     }
     let pos = e / p.c;
     let ch = e % p.c;
-    out[e] = S0(f32(a[tokens[pos] * p.c + ch]) + b[(p.pos0 + pos % p.t) * p.c + ch]);
+    var x = f32(a[tokens[pos] * p.c + ch]);
+    if p.wpe != 0u {
+        x += b[(p.pos0 + pos % p.t) * p.c + ch];
+    }
+    out[e] = S0(x);
 }
 
 @compute @workgroup_size(WG)

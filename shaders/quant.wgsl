@@ -7,7 +7,7 @@
 //
 //   qmatmul_forward  out (M, N) = inp (M, K) · deq(W) (N, K)ᵀ + bias (N), tiled (GPUs)
 //   qmatmul_rows     the same, a thread per output column and ROWS rows (CPU adapters, decoding)
-//   qembed_forward   out (M, C) = deq(wte)[tokens] (V, C) + wpe[pos0 + m % T]
+//   qembed_forward   out (M, C) = deq(wte)[tokens] (V, C) + wpe[pos0 + m % T] (no wpe: Llama)
 //
 // A block of 32 weights along a row is FMT's u32 words (src/compress/quant.rs, gpu_words):
 // word 0 holds d (low half, f16) and m (high half, Q4_1), then the quants as ggml stores them:
@@ -27,7 +27,7 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    has_bias: u32,
+    has_bias: u32,   // qembed: 1 adds wpe, 0 (Llama) none
     off_q: u32,
     t: u32,      // qembed: sequence length
     pos0: u32,   // qembed: position of the first row (decoding)
@@ -206,5 +206,9 @@ fn qembed_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let pos = e / p.c;
     let ch = e % p.c;
     let base = p.off_q + (tokens[pos] * (p.c / TILE) + ch / TILE) * words_per_block();
-    out[e] = S0(dequant(base, ch % TILE) + bias[(p.pos0 + pos % p.t) * p.c + ch]);
+    var x = dequant(base, ch % TILE);
+    if p.has_bias != 0u {
+        x += bias[(p.pos0 + pos % p.t) * p.c + ch];
+    }
+    out[e] = S0(x);
 }

@@ -189,7 +189,8 @@ fn dequant_embedding_matches_the_reference() {
             let pbuf = pool.storage_from(&gpu.queue, Category::Parameters, &wpe).unwrap();
             let wv = QView { buf: &wbuf, offset: 0, qtype: q, rows: v as u32, cols: c as u32 };
             let op =
-                qk::embed(gpu, View::from(&out), &tok, wv, View::from(&pbuf), rows as u32, t as u32, t as u32).unwrap();
+                qk::embed(gpu, View::from(&out), &tok, wv, Some(View::from(&pbuf)), rows as u32, t as u32, t as u32)
+                    .unwrap();
             let mut rec = Recorder::new(gpu);
             rec.dispatch(&op);
             rec.submit().unwrap();
@@ -201,8 +202,7 @@ fn dequant_embedding_matches_the_reference() {
 
 /// A small GPT-2 whose rows are whole blocks (C 32), seeded values, in a checkpoint directory.
 fn tiny_model(dir: &std::path::Path, seed: u64) -> (wgtrain::model::GptConfig, Vec<Vec<f32>>) {
-    let config =
-        wgtrain::model::GptConfig { n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 67, n_positions: 16, n_inner: None };
+    let config = wgtrain::model::GptConfig::gpt2(2, 2, 32, 67, 16);
     let mut r = Rng::new(seed);
     let values: Vec<Vec<f32>> = config
         .parameter_specs()

@@ -183,7 +183,7 @@ fn shards_clip_with_the_global_norm() {
 }
 
 fn tiny() -> GptConfig {
-    GptConfig { n_layer: 5, n_head: 2, n_embd: 12, vocab_size: 37, n_positions: 9, n_inner: None }
+    GptConfig::gpt2(5, 2, 12, 37, 9)
 }
 
 #[test]

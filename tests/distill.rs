@@ -141,7 +141,7 @@ fn train_with_a_teacher_logs_ce_and_kd_and_checks_the_teacher() {
     wgtrain::data::write_tokens(&dir.join("train.bin"), &tokens).unwrap();
     std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 17\nn_positions = 16\n")
         .unwrap();
-    let teacher = GptConfig { n_layer: 2, n_head: 4, n_embd: 24, vocab_size: 17, n_positions: 16, n_inner: Some(40) };
+    let teacher = GptConfig { n_inner: Some(40), ..GptConfig::gpt2(2, 4, 24, 17, 16) };
     model_dir(gpu, &dir.join("teacher"), &teacher, 3);
     let kd = wgtrain::train::KdFlags { teacher: Some(dir.join("teacher")), kd_temperature: 1.5, kd_weight: 0.3 };
     let a = wgtrain::train::TrainArgs { steps: 3, grad_accum: 2, kd: kd.clone(), ..crate::train::args(&dir) };

@@ -163,7 +163,7 @@ fn encoder_matches_reference() {
                 (&out).into(),
                 &batch.tokens,
                 (&gwte).into(),
-                (&gwpe).into(),
+                Some((&gwpe).into()),
                 v32,
                 n32,
                 t32,
@@ -171,9 +171,18 @@ fn encoder_matches_reference() {
                 t32,
             )
             .unwrap();
-            let bwd =
-                encoder::backward(gpu, (&gdwte).into(), (&gdwpe).into(), (&gdout).into(), &batch, v32, n32, t32, c32)
-                    .unwrap();
+            let bwd = encoder::backward(
+                gpu,
+                (&gdwte).into(),
+                Some((&gdwpe).into()),
+                (&gdout).into(),
+                &batch,
+                v32,
+                n32,
+                t32,
+                c32,
+            )
+            .unwrap();
             let mut rec = Recorder::new(gpu);
             rec.dispatch(&fwd);
             rec.run(&bwd);

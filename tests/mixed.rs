@@ -76,7 +76,7 @@ fn f16_training_tracks_f32() {
 #[test]
 fn overflow_skips_the_step_and_halves_the_scale() {
     let Some(gpu) = gpu() else { return };
-    let cfg = GptConfig { n_layer: 1, n_head: 2, n_embd: 16, vocab_size: 37, n_positions: 8, n_inner: None };
+    let cfg = GptConfig::gpt2(1, 2, 16, 37, 8);
     let gpt = Gpt::with_precision(gpu, cfg, 2, 8, 1, Precision::F16).unwrap();
     gpt.init(gpu, 5);
     let mut opt = Optimizer::new(gpu, &gpt.arena, OptimConfig::adamw(), None).unwrap();

@@ -19,7 +19,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 fn tiny(n_embd: usize, vocab: usize) -> GptConfig {
-    GptConfig { n_layer: 2, n_head: 2, n_embd, vocab_size: vocab, n_positions: 16, n_inner: None }
+    GptConfig::gpt2(2, 2, n_embd, vocab, 16)
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn tiny() -> GptConfig {
-    GptConfig { n_layer: 2, n_head: 2, n_embd: 16, vocab_size: 37, n_positions: 16, n_inner: None }
+    GptConfig::gpt2(2, 2, 16, 37, 16)
 }
 
 /// `wgtrain train` with `args`, stdout piped, in the source tree.

@@ -75,8 +75,8 @@ fn every_shader_validates_with_naga() {
 #[test]
 fn f16_activations_take_at_most_055_of_f32() {
     use wgtrain::model::{Gpt, GptConfig, Precision};
-    let default = GptConfig { n_layer: 4, n_head: 4, n_embd: 128, vocab_size: 256, n_positions: 128, n_inner: None };
-    let gpt2 = GptConfig { n_layer: 12, n_head: 12, n_embd: 768, vocab_size: 50257, n_positions: 1024, n_inner: None };
+    let default = GptConfig::gpt2(4, 4, 128, 256, 128);
+    let gpt2 = GptConfig::gpt2(12, 12, 768, 50257, 1024);
     for (name, cfg, b, t) in [("default", default, 4, 128), ("gpt2-124M", gpt2, 8, 1024)] {
         let f32b = Gpt::activation_bytes_for(&cfg, b, t, 1, Precision::F32);
         let f16b = Gpt::activation_bytes_for(&cfg, b, t, 1, Precision::F16);

@@ -32,9 +32,12 @@ pub struct Planned {
     pub note: Option<String>,
 }
 
-/// The linear layers' weights: what QAT fake-quantizes and quantization quantizes.
+/// The blocks' linear layers' weights (GPT-2's c_attn, c_proj, c_fc; Llama's q/k/v/o and
+/// gate/up/down projections): what QAT fake-quantizes and quantization quantizes.
 pub fn is_linear_weight(name: &str) -> bool {
-    name.ends_with(".weight") && (name.contains(".c_attn.") || name.contains(".c_proj.") || name.contains(".c_fc."))
+    let gpt2 = name.contains(".c_attn.") || name.contains(".c_proj.") || name.contains(".c_fc.");
+    let llama = name.starts_with("model.layers.") && name.ends_with("_proj.weight");
+    name.ends_with(".weight") && (gpt2 || llama)
 }
 
 /// llama.cpp's name of a wgtrain (HF GPT-2) parameter.
@@ -210,12 +213,14 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
     let n_embd = meta_usize(g, "gpt2.embedding_length")?;
     let ff = meta_usize(g, "gpt2.feed_forward_length").unwrap_or(4 * n_embd);
     let config = GptConfig {
-        n_layer: meta_usize(g, "gpt2.block_count")?,
-        n_head: meta_usize(g, "gpt2.attention.head_count")?,
-        n_embd,
-        vocab_size: embd.dims.get(1).copied().unwrap_or(0) as usize,
-        n_positions: meta_usize(g, "gpt2.context_length")?,
         n_inner: (ff != 4 * n_embd).then_some(ff),
+        ..GptConfig::gpt2(
+            meta_usize(g, "gpt2.block_count")?,
+            meta_usize(g, "gpt2.attention.head_count")?,
+            n_embd,
+            embd.dims.get(1).copied().unwrap_or(0) as usize,
+            meta_usize(g, "gpt2.context_length")?,
+        )
     };
     config.validate()?;
     if config.n_layer > g.tensors.len() / 12 {

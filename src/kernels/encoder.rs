@@ -11,7 +11,8 @@ pub struct EncoderParams {
     pub n: u32,
     pub t: u32,
     pub c: u32,
-    pub _unused: u32,
+    /// 1 adds wpe, 0 none.
+    pub wpe: u32,
     /// Position of the first row: 0, or the decoding position.
     pub pos0: u32,
     pub _pad: [u32; 3],
@@ -48,14 +49,14 @@ impl TokenBuffers {
 }
 
 /// out (B·T, C) = wte[tokens] + wpe[pos0 + t], binding `wpe_rows` rows of wpe (n_positions
-/// for a decoder that moves pos0 along; T otherwise).
+/// for a decoder that moves pos0 along; T otherwise); no wpe (None) for Llama.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     gpu: &Gpu,
     out: View,
     tokens: &wgpu::Buffer,
     wte: View,
-    wpe: View,
+    wpe: Option<View>,
     v: u32,
     n: u32,
     t: u32,
@@ -68,9 +69,12 @@ pub fn forward(
         View::from(tokens).binding(gpu, n as u64)?,
         gpu.dummy_rw.as_entire_buffer_binding(),
         wte.binding(gpu, vc)?,
-        wpe.binding(gpu, tc)?,
+        match wpe {
+            Some(w) => w.binding(gpu, tc)?,
+            None => gpu.dummy.as_entire_buffer_binding(),
+        },
     ];
-    let p = EncoderParams { n, t, c, _unused: 0, pos0: 0, _pad: [0; 3] };
+    let p = EncoderParams { n, t, c, wpe: wpe.is_some() as u32, pos0: 0, _pad: [0; 3] };
     let k = kernel("encoder_forward").with_half(half_mask(&[Some(out), None, None, Some(wte)]));
     dispatch(gpu, k, &b, &p, grid(gpu, (nc as u32).div_ceil(WG)))
 }
@@ -82,7 +86,7 @@ pub fn forward(
 pub fn backward(
     gpu: &Gpu,
     dwte: View,
-    dwpe: View,
+    dwpe: Option<View>,
     dout: View,
     batch: &TokenBuffers,
     v: u32,
@@ -91,17 +95,21 @@ pub fn backward(
     c: u32,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (nc, vc, tc) = (n as u64 * c as u64, v as u64 * c as u64, t as u64 * c as u64);
-    let p = EncoderParams { n, t, c, _unused: 0, pos0: 0, _pad: [0; 3] };
+    let p = EncoderParams { n, t, c, wpe: dwpe.is_some() as u32, pos0: 0, _pad: [0; 3] };
     let (dummy, dummy_rw) = (|| gpu.dummy.as_entire_buffer_binding(), || gpu.dummy_rw.as_entire_buffer_binding());
     let tokens = || View::from(&*batch.tokens).binding(gpu, n as u64);
     let positions = || View::from(&*batch.positions).binding(gpu, n as u64);
     let order_b = [dummy_rw(), tokens()?, positions()?, dummy(), dummy()];
     let half = half_mask(&[Some(dwte), None, None, Some(dout)]);
     let wte_b = [dwte.binding(gpu, vc)?, tokens()?, positions()?, dout.binding(gpu, nc)?, dummy()];
-    let wpe_b = [dwpe.binding(gpu, tc)?, dummy(), dummy_rw(), dout.binding(gpu, nc)?, dummy()];
-    Ok(vec![
+    let mut ops = vec![
         dispatch(gpu, kernel("encoder_order"), &order_b, &p, grid(gpu, n.div_ceil(WG)))?,
         dispatch(gpu, kernel("encoder_backward_wte").with_half(half), &wte_b, &p, grid(gpu, n))?,
-        dispatch(gpu, kernel("encoder_backward_wpe").with_half(half), &wpe_b, &p, grid(gpu, (tc as u32).div_ceil(WG)))?,
-    ])
+    ];
+    if let Some(dwpe) = dwpe {
+        let wpe_b = [dwpe.binding(gpu, tc)?, dummy(), dummy_rw(), dout.binding(gpu, nc)?, dummy()];
+        let groups = grid(gpu, (tc as u32).div_ceil(WG));
+        ops.push(dispatch(gpu, kernel("encoder_backward_wpe").with_half(half), &wpe_b, &p, groups)?);
+    }
+    Ok(ops)
 }

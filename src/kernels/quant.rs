@@ -134,30 +134,36 @@ pub fn forward_variant(
 
 /// The uniform of `embed` for rows at positions pos0 + (m % t).
 pub fn embed_params(m: u32, t: u32, c: u32, pos0: u32) -> QuantParams {
-    QuantParams { m, t, c, pos0, ..Default::default() }
+    QuantParams { m, t, c, pos0, has_bias: 1, ..Default::default() }
 }
 
-/// out (M, C) = deq(wte)[tokens] + wpe[pos0 + m % T], binding `wpe_rows` rows of wpe.
+/// out (M, C) = deq(wte)[tokens] + wpe[pos0 + m % T], binding `wpe_rows` rows of wpe; no
+/// wpe (None) for Llama.
 #[allow(clippy::too_many_arguments)]
 pub fn embed(
     gpu: &Gpu,
     out: View,
     tokens: &wgpu::Buffer,
     wte: QView,
-    wpe: View,
+    wpe: Option<View>,
     m: u32,
     t: u32,
     wpe_rows: u32,
 ) -> Result<Dispatch, GpuError> {
     let c = wte.cols;
+    let wpe_b = match wpe {
+        Some(w) => w.binding(gpu, wpe_rows.max(t) as u64 * c as u64)?,
+        None => gpu.dummy.as_entire_buffer_binding(),
+    };
     let b = [
         out.binding(gpu, m as u64 * c as u64)?,
         gpu.dummy.as_entire_buffer_binding(),
         wte.binding(gpu)?,
-        wpe.binding(gpu, wpe_rows.max(t) as u64 * c as u64)?,
+        wpe_b,
         View::from(tokens).binding(gpu, m as u64)?,
     ];
     let kernel = Kernel::new(Shader::Quant, "qembed_forward", SLOTS).with_half(half_mask(&[Some(out)]));
     let groups = grid(gpu, (m * c).div_ceil(WG));
-    dispatch_with(gpu, kernel, &wte.constants(), &b, &embed_params(m, t, c, 0), groups)
+    let p = QuantParams { has_bias: wpe.is_some() as u32, ..embed_params(m, t, c, 0) };
+    dispatch_with(gpu, kernel, &wte.constants(), &b, &p, groups)
 }

@@ -1,30 +1,32 @@
 //! Decoding one token at a time with a KV cache: each layer's keys and values of the tokens
-//! seen so far stay on the GPU, so a new token costs one row through every layer.
+//! seen so far stay on the GPU, so a new token costs one row through every layer. Llama's keys
+//! enter the cache already rotated (RoPE at the token's position).
 
-use super::block::{self, post_attention, pre_attention, LayerActs};
-use super::Gpt;
+use super::block::{self, post_attention, pre_attention, LayerActs, Shape};
+use super::{Arch, Gpt};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
+use crate::kernels::attention;
 use crate::kernels::encoder::EncoderParams;
 use crate::kernels::matmul::{Dims, Matmul};
-use crate::kernels::{attention, layernorm, Dtype, Tensor};
+use crate::kernels::rope::RopeParams;
+use crate::kernels::{Dtype, Tensor};
 
 struct Layer {
-    k_cache: Tensor, // (n_positions, C)
-    v_cache: Tensor, // (n_positions, C)
+    k_cache: Tensor, // (n_positions, NKV·HS)
+    v_cache: Tensor, // (n_positions, NKV·HS)
     /// This token's activations (N = 1).
     acts: LayerActs,
-    /// ln_1 and the qkv matmul
+    /// The first norm and the input projections (Llama: RoPE last, its two dispatches).
     pre: Vec<Dispatch>,
     /// attention over the cache
     attn: Dispatch,
-    /// c_proj, residual, ln_2, MLP, residual
+    /// output projection, residual, norm, MLP, residual
     post: Vec<Dispatch>,
 }
 
 /// A batch-1 model that reads the parameters of a `Gpt` and keeps a KV cache.
 pub struct Decoder {
-    c: u32,
-    nh: u32,
+    shape: Shape,
     v: usize,
     max_t: usize,
     /// Tokens seen so far; the next one goes to this position.
@@ -45,44 +47,45 @@ impl Gpt {
     pub fn decoder(&self, gpu: &Gpu) -> Result<Decoder, GpuError> {
         self.refresh_fake_quant(gpu)?;
         let cfg = &self.config;
-        let (c, v, nh, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_head as u32, cfg.n_positions as u32);
+        let (c, v, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_positions as u32);
+        let s = Shape::new(cfg, 1, 1)?;
+        let kvd = (s.attn.nkv * s.attn.hs) as u64;
         let act = self.precision.act();
-        let f = |len: u32| Tensor::new(gpu, Category::Activations, len as u64, act);
+        let f = |len: u64| Tensor::new(gpu, Category::Activations, len, act);
         let top = self.weights("");
         let mm = Matmul::new(gpu);
-        let lin = |out: u32, inp: u32| Dims::linear(1, out, inp);
         let token = gpu.pool.storage(Category::Activations, 16)?;
-        let x0 = f(c)?;
-        let encode = block::embed(gpu, x0.v(), &token, &top, (v, 1, 1, c), max_t)?;
+        let x0 = f(c as u64)?;
+        let encode = block::embed(gpu, x0.v(), &token, &top, cfg.embedding(), (v, 1, 1, c), max_t)?;
         let mut keep = vec![x0.clone()];
         let mut layers = Vec::new();
         let mut x = x0;
         for l in 0..cfg.n_layer {
-            let w = self.weights(format!("h.{l}."));
-            let acts = LayerActs::new(gpu, 1, c as usize, cfg.mlp(), 1, act)?;
-            let (k_cache, v_cache) = (f(max_t * c)?, f(max_t * c)?);
-            let pre = pre_attention(gpu, &mm, &w, &x, &acts, 1, c)?;
-            let attn = attention::decode(gpu, acts.atty.v(), acts.qkv.v(), k_cache.v(), v_cache.v(), max_t, c, nh)?;
-            let post = post_attention(gpu, &mm, &w, &x, &acts, 1, (c, cfg.mlp() as u32))?;
+            let w = self.layer_weights(l);
+            let acts = LayerActs::new(gpu, &s, act)?;
+            let (k_cache, v_cache) = (f(max_t as u64 * kvd)?, f(max_t as u64 * kvd)?);
+            let pre = pre_attention(gpu, &mm, &w, &x, &acts, &s)?;
+            let caches = [k_cache.v(), v_cache.v()];
+            let attn = attention::decode_in(gpu, acts.atty.v(), acts.qkv.v(), caches, max_t, &s.attn)?;
+            let post = post_attention(gpu, &mm, &w, &x, &acts, &s)?;
             keep.push(x);
             x = acts.residual3.clone();
             layers.push(Layer { k_cache, v_cache, acts, pre, attn, post });
         }
         let stats = Tensor::new(gpu, Category::Activations, 2, Dtype::F32)?;
-        let (lnf, logits) = (f(c)?, f(v)?);
-        let (lw, lb) = (top.master("ln_f.weight"), top.master("ln_f.bias"));
-        let mut head = vec![layernorm::forward(gpu, lnf.v(), stats.v(), x.v(), lw, lb, 1, c)?];
-        head.extend(block::linear(&mm, gpu, logits.v(), lnf.v(), &top, "wte", false, lin(v, c))?);
+        let (lnf, logits) = (f(c as u64)?, f(v as u64)?);
+        let mut head = vec![block::norm(gpu, &top, &s, cfg.names().norm_f, [lnf.v(), stats.v(), x.v()])?];
+        let head_name = cfg.head().trim_end_matches(".weight");
+        head.extend(block::linear(&mm, gpu, logits.v(), lnf.v(), &top, head_name, false, Dims::linear(1, v, c))?);
         keep.extend([x, lnf, stats]);
         Ok(Decoder {
-            c,
-            nh,
+            shape: s,
             v: v as usize,
             max_t: max_t as usize,
             pos: 0,
             token,
             encode,
-            quant_embed: self.quant.as_ref().is_some_and(|q| q.tensors.contains_key("wte.weight")),
+            quant_embed: self.quant.as_ref().is_some_and(|q| q.tensors.contains_key(cfg.embedding())),
             layers,
             head,
             logits,
@@ -97,24 +100,18 @@ impl Decoder {
         if self.pos >= self.max_t {
             return Err(GpuError::Unsupported(format!("the KV cache holds {} positions (n_positions)", self.max_t)));
         }
-        let (pos, c) = (self.pos as u32, self.c);
-        gpu.write(&self.token, 0, &[token]);
-        if self.quant_embed {
-            self.encode.write_uniform(gpu, &crate::kernels::quant::embed_params(1, 1, c, pos));
-        } else {
-            self.encode.write_uniform(gpu, &EncoderParams { n: 1, t: 1, c, _unused: 0, pos0: pos, _pad: [0; 3] });
-        }
-        for l in &self.layers {
-            attention::set_decode_len(gpu, &l.attn, pos + 1, c, self.nh)?;
-        }
+        self.set_position(gpu, token);
+        let (pos, s) = (self.pos as u64, &self.shape);
+        let bytes = self.logits.dtype.bytes();
+        let row = bytes * (s.attn.nkv * s.attn.hs) as u64;
+        let (k_at, v_at) = (bytes * s.attn.qkv.k_base as u64, bytes * s.attn.qkv.v_base as u64);
         let mut rec = Recorder::new(gpu);
         rec.dispatch(&self.encode);
-        let row = self.logits.dtype.bytes() * c as u64;
         for l in &self.layers {
             rec.run(&l.pre);
             // Append this token's k and v to the cache.
-            rec.copy(&l.acts.qkv.buf, row, &l.k_cache.buf, pos as u64 * row, row);
-            rec.copy(&l.acts.qkv.buf, 2 * row, &l.v_cache.buf, pos as u64 * row, row);
+            rec.copy(&l.acts.qkv.buf, k_at, &l.k_cache.buf, pos * row, row);
+            rec.copy(&l.acts.qkv.buf, v_at, &l.v_cache.buf, pos * row, row);
             rec.dispatch(&l.attn);
             rec.run(&l.post);
         }
@@ -122,6 +119,33 @@ impl Decoder {
         rec.submit()?;
         self.pos += 1;
         super::read_as_f32(gpu, &self.logits, 0, self.v)
+    }
+
+    /// Points the uniforms at position `pos` for `token`: the embedding's (GPT-2's wpe row),
+    /// RoPE's (Llama) and the attention's cache length.
+    fn set_position(&self, gpu: &Gpu, token: u32) {
+        let (pos, s) = (self.pos as u32, &self.shape);
+        gpu.write(&self.token, 0, &[token]);
+        let c = s.c;
+        if self.quant_embed {
+            let p = crate::kernels::quant::QuantParams {
+                has_bias: (s.arch == Arch::Gpt2) as u32,
+                ..crate::kernels::quant::embed_params(1, 1, c, pos)
+            };
+            self.encode.write_uniform(gpu, &p);
+        } else {
+            let wpe = (s.arch == Arch::Gpt2) as u32;
+            self.encode.write_uniform(gpu, &EncoderParams { n: 1, t: 1, c, wpe, pos0: pos, _pad: [0; 3] });
+        }
+        for l in &self.layers {
+            attention::set_decode_len_in(gpu, &l.attn, pos + 1, &s.attn);
+            if s.arch == Arch::Llama {
+                let ropes = &l.pre[l.pre.len() - 2..];
+                for (part, d) in ropes.iter().enumerate() {
+                    d.write_uniform(gpu, &RopeParams { heads: s.rope_heads(part, pos), inverse: 0 });
+                }
+            }
+        }
     }
 
     /// Positions the cache holds.

@@ -1,4 +1,4 @@
-//! GPT-2: parameters in the optimizer's arena, activations in buffers allocated once for
+//! GPT-2 and Llama: parameters in the optimizer's arena, activations in buffers allocated once for
 //! (B, T), forward as a flat list of layer calls and backward as its mirror, all recorded into
 //! one submit per optimizer step.
 //!
@@ -9,6 +9,7 @@
 //! `SUBMIT_MICRO_BATCHES` micro-batches and about `SUBMIT_DISPATCHES` dispatches: past that a
 //! step is split into several submits (`micro_per_submit`).
 
+mod backward;
 mod block;
 pub mod checkpoint;
 pub mod config;
@@ -19,13 +20,13 @@ pub mod qat;
 pub mod quantized;
 mod run;
 
-pub use config::{ConfigError, GptConfig};
+pub use config::{Arch, ConfigError, GptConfig};
 pub use precision::{Precision, PrecisionChoice};
 
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
 use crate::kernels::encoder::{self, TokenBuffers};
 use crate::kernels::matmul::{Dims, Matmul};
-use crate::kernels::{classifier, layernorm, Dtype, Tensor};
+use crate::kernels::{classifier, Dtype, Tensor};
 use crate::optim::{ParamArena, ParamTable};
 use block::{LayerActs, Scratch, Shape, Weights};
 pub use quantized::QuantWeights;
@@ -67,7 +68,7 @@ pub const SUBMIT_MICRO_BATCHES: usize = 64;
 /// About the most dispatches one submit holds, where a micro-batch has many (deep models).
 pub const SUBMIT_DISPATCHES: usize = 512;
 
-/// A GPT-2 ready to run forward and backward at batch B and sequence length T.
+/// A GPT-2 or a Llama ready to run forward and backward at batch B and sequence length T.
 pub struct Gpt {
     pub config: GptConfig,
     pub arena: ParamArena,
@@ -83,6 +84,8 @@ pub struct Gpt {
     /// Knowledge distillation from a teacher (set after the model is built).
     pub distill: Option<distill::Distill>,
     acts: Vec<LayerActs>,
+    /// RoPE's cos/sin table over n_positions (Llama).
+    rope: Option<GpuBuffer>,
     encoded: Tensor,   // (N, C)
     lnf: Tensor,       // (N, C)
     lnf_stats: Tensor, // (N, 2) f32
@@ -196,14 +199,19 @@ impl Gpt {
                 gpu.info.name
             )));
         }
-        let (c, v, nh) = (config.n_embd, config.vocab_size, config.n_head);
+        let (c, v) = (config.n_embd, config.vocab_size);
         let n = b * t;
         let act = precision.act();
         let t_act = |len: usize| Tensor::new(gpu, Category::Activations, len as u64, act);
         let f = |len: usize| gpu.pool.storage(Category::Activations, 4 * len as u64);
-        let acts = (0..config.n_layer)
-            .map(|_| LayerActs::new(gpu, n, c, config.mlp(), b * nh * t, act))
-            .collect::<Result<Vec<_>, _>>()?;
+        let shape = Shape::new(&config, b, t)?;
+        let acts = (0..config.n_layer).map(|_| LayerActs::new(gpu, &shape, act)).collect::<Result<Vec<_>, _>>()?;
+        let rope = match config.arch {
+            Arch::Llama => {
+                Some(crate::kernels::rope::upload_table(gpu, config.n_positions, config.head_size(), config.theta())?)
+            }
+            Arch::Gpt2 => None,
+        };
         let micro = Micro {
             tokens: TokenBuffers::new(gpu, n)?,
             targets: gpu.pool.storage(Category::Activations, 4 * n as u64)?,
@@ -224,6 +232,7 @@ impl Gpt {
             t,
             precision,
             acts,
+            rope,
             micro,
             accum: accum.max(1),
             // Sized once the dispatches are known.
@@ -240,12 +249,16 @@ impl Gpt {
 
     /// Where the dispatches of the parameters named `prefix` + name find them.
     fn weights(&self, prefix: impl Into<String>) -> Weights<'_> {
-        Weights::new(&self.arena, prefix, self.quant.as_ref())
+        Weights { rope: self.rope.as_deref(), ..Weights::new(&self.arena, prefix, self.quant.as_ref()) }
+    }
+
+    /// Layer l's parameters.
+    fn layer_weights(&self, l: usize) -> Weights<'_> {
+        self.weights(self.config.layer_prefix(l))
     }
 
     fn shape(&self) -> Shape {
-        let cfg = &self.config;
-        Shape { b: self.b as u32, t: self.t as u32, c: cfg.n_embd as u32, nh: cfg.n_head as u32, f: cfg.mlp() as u32 }
+        Shape::new(&self.config, self.b, self.t).expect("checked at allocation")
     }
 
     /// The block input of layer `l`: the embedding's output, or the previous block's.
@@ -264,20 +277,22 @@ impl Gpt {
         let (n, c, v) = (s.n(), s.c, self.config.vocab_size as u32);
         let mm = Matmul::new(gpu);
         let top = self.weights("");
+        let norm_f = self.config.names().norm_f;
 
         // Forward up to the logits, shared by every micro-batch but for the encoder.
         let mut body: Vec<Cmd> = Vec::new();
         for (l, a) in self.acts.iter().enumerate() {
-            let w = self.weights(format!("h.{l}."));
-            body.extend(block::forward(gpu, &mm, &w, self.block_input(l), a, s)?.into_iter().map(Cmd::Run));
+            let w = self.layer_weights(l);
+            body.extend(block::forward(gpu, &mm, &w, self.block_input(l), a, &s)?.into_iter().map(Cmd::Run));
         }
         let last = self.block_input(self.acts.len());
-        let (lw, lb) = (top.master("ln_f.weight"), top.master("ln_f.bias"));
-        body.push(Cmd::Run(layernorm::forward(gpu, self.lnf.v(), self.lnf_stats.v(), last.v(), lw, lb, n, c)?));
-        let head = block::linear(&mm, gpu, self.logits.v(), self.lnf.v(), &top, "wte", false, Dims::linear(n, v, c))?;
+        body.push(Cmd::Run(block::norm(gpu, &top, &s, norm_f, [self.lnf.v(), self.lnf_stats.v(), last.v()])?));
+        let head_name = self.config.head().trim_end_matches(".weight");
+        let lin = Dims::linear(n, v, c);
+        let head = block::linear(&mm, gpu, self.logits.v(), self.lnf.v(), &top, head_name, false, lin)?;
         body.extend(head.into_iter().map(Cmd::Run));
         let tokens = &self.micro.tokens.tokens;
-        let encode = block::embed(gpu, self.encoded.v(), tokens, &top, (v, n, s.t, s.c), s.t)?;
+        let encode = block::embed(gpu, self.encoded.v(), tokens, &top, self.config.embedding(), (v, n, s.t, s.c), s.t)?;
         self.edges[0] = vec![Cmd::Run(encode)];
         self.eval_classify = vec![Cmd::Run(self.classify(gpu, None)?)];
         self.body = body;
@@ -300,28 +315,27 @@ impl Gpt {
     fn build_backward(&mut self, gpu: &Gpu, mm: &Matmul) -> Result<(), GpuError> {
         let s = self.shape();
         let (n, c, v) = (s.n(), s.c, self.config.vocab_size as u32);
-        let d =
-            Scratch::new(gpu, n as usize, c as usize, s.f as usize, (s.b * s.nh * s.t) as usize, self.precision.act())?;
+        let d = Scratch::new(gpu, &s, self.precision.act())?;
         let top = self.weights("");
         let mut back: Vec<Cmd> = vec![Cmd::Zero(d.dresidual.buf.clone())];
-        let (wte, dwte) = (top.mm("wte.weight"), top.grad("wte.weight"));
+        let (head, dhead) = (top.mm(self.config.head()), top.grad(self.config.head()));
         let lin = Dims::linear(n, v, c);
         back.extend(
-            mm.backward(d.dbuf.v(), dwte, None, self.logits.v(), self.lnf.v(), wte, lin)?.into_iter().map(Cmd::Run),
+            mm.backward(d.dbuf.v(), dhead, None, self.logits.v(), self.lnf.v(), head, lin)?.into_iter().map(Cmd::Run),
         );
         let last = self.block_input(self.acts.len());
-        let (glw, glb, lw) = (top.grad("ln_f.weight"), top.grad("ln_f.bias"), top.master("ln_f.weight"));
-        let ln_back =
-            layernorm::backward(gpu, d.dresidual.v(), glw, glb, d.dbuf.v(), last.v(), self.lnf_stats.v(), lw, n, c)?;
+        let io = [d.dresidual.v(), d.dbuf.v(), last.v(), self.lnf_stats.v()];
+        let ln_back = backward::norm_backward(gpu, &top, &s, self.config.names().norm_f, io)?;
         back.extend(ln_back.into_iter().map(Cmd::Run));
         let mut marks = vec![0; self.acts.len()];
         for (l, a) in self.acts.iter().enumerate().rev() {
-            let w = self.weights(format!("h.{l}."));
-            back.extend(block::backward(gpu, mm, &w, self.block_input(l), a, &d, s)?);
+            let w = self.layer_weights(l);
+            back.extend(backward::backward(gpu, mm, &w, self.block_input(l), a, &d, &s)?);
             marks[l] = back.len();
         }
         let dloss = 1.0 / (n as f32 * self.accum as f32);
-        let (dwte, dwpe) = (top.grad("wte.weight"), top.grad("wpe.weight"));
+        let dwte = top.grad(self.config.embedding());
+        let dwpe = self.arena.table.get("wpe.weight").map(|_| top.grad("wpe.weight"));
         let encode_back = encoder::backward(gpu, dwte, dwpe, d.dresidual.v(), &self.micro.tokens, v, n, s.t, s.c)?;
         self.edges[1] = vec![Cmd::Run(self.classify(gpu, Some(dloss))?)];
         self.edges[2] = encode_back.into_iter().map(Cmd::Run).collect();

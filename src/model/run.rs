@@ -36,18 +36,21 @@ impl Gpt {
     /// `activation_bytes` of a model not built yet, with `slots` micro-batches' tokens per
     /// submit (at most `SUBMIT_MICRO_BATCHES`), in `precision`.
     pub fn activation_bytes_for(config: &GptConfig, b: usize, t: usize, slots: usize, precision: Precision) -> u64 {
+        let Ok(s) = super::block::Shape::new(config, b, t) else { return 0 };
         let (b, t) = (b as u64, t as u64);
         let (c, v, nh, l) =
             (config.n_embd as u64, config.vocab_size as u64, config.n_head as u64, config.n_layer as u64);
-        let (n, f) = (b * t, config.mlp() as u64);
+        let (n, f, q, qkv) = (b * t, config.mlp() as u64, s.q() as u64, s.attn.qkv.len);
+        // SwiGLU keeps up (N, F), and its gradient needs a buffer of that size.
+        let up = if config.arch == super::Arch::Llama { n * f } else { 0 };
         let act = precision.act().bytes();
-        // ln1, atty, attproj, residual2, ln2, fcproj, residual3; qkv; fch, fch_gelu; 2 stats; lse
-        let layer = act * (7 * n * c + 3 * n * c + 2 * n * f) + 4 * (4 * n + b * nh * t);
+        // ln1, attproj, residual2, ln2, fcproj, residual3; atty; qkv; fch, (up,) fch_gelu; 2 stats; lse
+        let layer = act * (6 * n * c + n * q + qkv + 2 * n * f + up) + 4 * (4 * n + b * nh * t);
         // encoded, lnf, logits; lnf stats; the batch's tokens, positions, targets, losses; the
         // slots' inputs and targets
         let global = act * (2 * n * c + n * v) + 4 * (2 * n + 4 * n + slots.min(SUBMIT_MICRO_BATCHES) as u64 * 2 * n);
-        // dresidual, dbuf, dqkv, dfch, dfch_gelu; the attention's D
-        let scratch = act * (2 * n * c + 3 * n * c + 2 * n * f) + 4 * b * nh * t;
+        // dresidual, dbuf, dqkv, dfch, (dup,) dfch_gelu; the attention's D
+        let scratch = act * (n * c + n * c.max(q) + qkv + 2 * n * f + up) + 4 * b * nh * t;
         l * layer + global + scratch
     }
 
@@ -118,7 +121,7 @@ impl Gpt {
     pub fn grad_buckets(&self, cap_bytes: u64) -> Vec<Bucket> {
         let table = &self.arena.table;
         let layer_start = |l: usize| {
-            let prefix = format!("h.{l}.");
+            let prefix = self.config.layer_prefix(l);
             table.tensors.iter().filter(|t| t.name.starts_with(&prefix)).map(|t| t.offset).min().unwrap_or(0)
         };
         let mut out = Vec::new();
@@ -169,18 +172,19 @@ impl Gpt {
         }
     }
 
-    /// Each linear weight's input in the forward, with its channels: layer l's ln_1 output
-    /// (c_attn), attention output (attn c_proj), ln_2 output (c_fc) and GELU output (mlp
-    /// c_proj).
+    /// Each linear weight's input in the forward, with its channels: layer l's first norm
+    /// output (the input projections), attention output (its output projection), second norm
+    /// output (c_fc; gate and up) and activation output (the down projection).
     pub fn linear_inputs(&self) -> Vec<(String, &crate::kernels::Tensor, u32)> {
         let (c, f) = (self.config.n_embd as u32, self.config.mlp() as u32);
+        let (names, q) = (self.config.names(), (self.config.n_head * self.config.head_size()) as u32);
         let mut out = Vec::new();
         for (l, a) in self.acts.iter().enumerate() {
-            let name = |s: &str| format!("h.{l}.{s}.weight");
-            out.push((name("attn.c_attn"), &a.ln1, c));
-            out.push((name("attn.c_proj"), &a.atty, c));
-            out.push((name("mlp.c_fc"), &a.ln2, c));
-            out.push((name("mlp.c_proj"), &a.fch_gelu, f));
+            let name = |s: &str| format!("{}{s}.weight", self.config.layer_prefix(l));
+            out.extend(names.qkv.iter().map(|s| (name(s), &a.ln1, c)));
+            out.push((name(names.proj), &a.atty, q));
+            out.extend(names.gate.iter().chain([&names.up]).map(|s| (name(s), &a.ln2, c)));
+            out.push((name(names.down), &a.fch_gelu, f));
         }
         out
     }
@@ -272,8 +276,8 @@ impl Gpt {
     }
 
     /// GPT-2's initialization, seeded: weights and embeddings normal(0, 0.02), the residual
-    /// projections (attn.c_proj, mlp.c_proj) scaled by 1/√(2·n_layer), biases 0, LayerNorm
-    /// weights 1.
+    /// projections (attn.c_proj, mlp.c_proj) scaled by 1/√(2·n_layer), biases 0, norm weights
+    /// 1. Llama's is HF's: normal(0, 0.02) for every matrix, norm weights 1.
     pub fn init(&self, gpu: &Gpu, seed: u64) {
         let mut rng = Rng::new(seed);
         let proj_std = 0.02 / (2.0 * self.config.n_layer as f64).sqrt();
@@ -284,7 +288,7 @@ impl Gpt {
             .iter()
             .map(|t| {
                 let n = t.numel() as usize;
-                if t.name.contains("ln_") && t.name.ends_with(".weight") {
+                if t.shape.len() == 1 && t.name.ends_with(".weight") {
                     vec![1.0; n]
                 } else if t.shape.len() == 1 {
                     vec![0.0; n]

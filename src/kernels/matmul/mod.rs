@@ -154,6 +154,18 @@ impl<'g> Matmul<'g> {
 
     /// dinp (Z, M, K) = dout (Z, M, N) · W (N, K).
     pub fn backward_input(&self, dinp: View, dout: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+        self.backward_input_into(dinp, dout, w, d, false)
+    }
+
+    /// dinp (Z, M, K) = dout · W, or += with `add` (one input read by several layers).
+    fn backward_input_into(
+        &self,
+        dinp: View,
+        dout: View,
+        w: View,
+        d: Dims,
+        add: bool,
+    ) -> Result<Vec<Dispatch>, GpuError> {
         let (d, zs) = flatten(d);
         let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
         let ops = [
@@ -163,7 +175,7 @@ impl<'g> Matmul<'g> {
         ];
         // Chunks after the first along N add to what the first wrote.
         let v = self.variant_typed(Product::BackwardInput, d, half_mask(&[Some(dinp), Some(dout), Some(w)]))?;
-        self.build(BACKWARD_INPUT, Some(v), d, &ops, None, false, Some(Axis::N))
+        self.build(BACKWARD_INPUT, Some(v), d, &ops, None, add, Some(Axis::N))
     }
 
     /// dW (N, K) += dout (Z, M, N)ᵀ · inp (Z, M, K); per batch entry unless the weight is shared.
@@ -192,7 +204,31 @@ impl<'g> Matmul<'g> {
         w: View,
         d: Dims,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let mut ops = self.backward_input(dinp, dout, w, d)?;
+        self.backward_into(dinp, dw, dbias, [dout, inp, w], d, false)
+    }
+
+    /// `backward` with dinp += dout·W: the second and later layers that read one input.
+    pub fn backward_add(
+        &self,
+        dinp: View,
+        dw: View,
+        dbias: Option<View>,
+        [dout, inp, w]: [View; 3],
+        d: Dims,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        self.backward_into(dinp, dw, dbias, [dout, inp, w], d, true)
+    }
+
+    fn backward_into(
+        &self,
+        dinp: View,
+        dw: View,
+        dbias: Option<View>,
+        [dout, inp, w]: [View; 3],
+        d: Dims,
+        add: bool,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let mut ops = self.backward_input_into(dinp, dout, w, d, add)?;
         ops.extend(self.backward_weight(dw, dout, inp, d)?);
         if let Some(db) = dbias {
             ops.extend(self.backward_bias(db, dout, d)?);
