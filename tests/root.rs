@@ -11,6 +11,7 @@ mod gpt2;
 mod half;
 mod layers;
 mod llama;
+mod llama_model;
 mod matmul;
 mod mixed;
 mod optim;

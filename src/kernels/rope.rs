@@ -50,7 +50,7 @@ pub struct Heads {
 }
 
 /// Rotates the heads of `x` in place (`inverse`: the backward's rotation of a gradient).
-/// `table` covers positions up to pos_off + t.
+/// `table` covers positions up to pos_off + t; it is bound whole.
 pub fn apply(gpu: &Gpu, x: View, table: &wgpu::Buffer, h: Heads, inverse: bool) -> Result<Dispatch, GpuError> {
     if !h.d.is_multiple_of(2) || h.col + h.heads * h.d > h.stride {
         return Err(GpuError::Unsupported(format!(
@@ -58,8 +58,12 @@ pub fn apply(gpu: &Gpu, x: View, table: &wgpu::Buffer, h: Heads, inverse: bool) 
             h.heads, h.d, h.col, h.stride
         )));
     }
-    let need = 2 * (h.pos_off as u64 + h.t as u64) * (h.d / 2) as u64;
-    let b = [x.binding(gpu, h.n as u64 * h.stride as u64)?, View::from(table).binding(gpu, need)?];
+    // The whole table is bound, so that a decoder can move pos_off along the same dispatch.
+    let (need, have) = (2 * (h.pos_off as u64 + h.t as u64) * (h.d / 2) as u64, table.size() / 4);
+    if need > have {
+        return Err(GpuError::Unsupported(format!("RoPE's table holds {have} values, positions up to {} need {need}", h.pos_off + h.t)));
+    }
+    let b = [x.binding(gpu, h.n as u64 * h.stride as u64)?, View::from(table).binding(gpu, have)?];
     let p = RopeParams { heads: h, inverse: inverse as u32 };
     let k = Kernel::new(Shader::Rope, "rope_apply", SLOTS).with_half(half_mask(&[Some(x)]));
     let threads = h.n * h.heads * (h.d / 2);

@@ -191,11 +191,13 @@ struct HfLlama {
 /// An HF LlamaConfig field whose value wgtrain's Llama can't honour.
 fn refuse_unsupported_llama(v: &serde_json::Value) -> Result<(), String> {
     let is = |key: &str, ok: &dyn Fn(&serde_json::Value) -> bool| v.get(key).is_none_or(|x| x.is_null() || ok(x));
-    let checks: [(&str, bool, &str); 4] = [
+    let plain_rope = |x: &serde_json::Value| x.get("rope_type").is_none_or(|t| t == "default");
+    let checks: [(&str, bool, &str); 5] = [
         ("hidden_act", is("hidden_act", &|x| x == "silu"), "silu"),
         ("attention_bias", is("attention_bias", &|x| x == false), "false"),
         ("mlp_bias", is("mlp_bias", &|x| x == false), "false"),
         ("rope_scaling", is("rope_scaling", &|_| false), "null (plain RoPE)"),
+        ("rope_parameters", is("rope_parameters", &plain_rope), "rope_type default (plain RoPE)"),
     ];
     match checks.iter().find(|c| !c.1) {
         Some((key, _, want)) => {
@@ -229,13 +231,15 @@ impl GptConfig {
         let invalid = |why: String| (true, why);
         if raw.get("model_type").is_some_and(|t| t == "llama") {
             refuse_unsupported_llama(&raw).map_err(invalid)?;
+            // transformers 5 keeps θ in rope_parameters, earlier versions at the top.
+            let nested = raw.pointer("/rope_parameters/rope_theta").and_then(|x| x.as_f64());
             let hf: HfLlama = serde_json::from_value(raw).map_err(|e| (false, e.to_string()))?;
             return Ok(Self {
                 arch: Arch::Llama,
                 n_inner: Some(hf.intermediate_size),
                 n_kv_head: hf.num_key_value_heads,
                 head_dim: hf.head_dim,
-                rope_theta: hf.rope_theta,
+                rope_theta: hf.rope_theta.or(nested),
                 rms_norm_eps: hf.rms_norm_eps,
                 tie_word_embeddings: hf.tie_word_embeddings,
                 ..Self::gpt2(
@@ -413,6 +417,7 @@ impl GptConfig {
             "vocab_size": self.vocab_size,
             "max_position_embeddings": self.n_positions,
             "rope_theta": self.theta(),
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.theta()},
             "rms_norm_eps": self.rms_norm_eps.unwrap_or(1e-5),
             "tie_word_embeddings": self.tied(),
             "hidden_act": "silu",

@@ -1,0 +1,133 @@
+//! Llama end to end against PyTorch + transformers' LlamaForCausalLM
+//! (tests/fixtures/llama_tiny_{untied,tied}, written by scripts/make_llama_fixture.py): the
+//! HF checkpoint loads, and the logits, the loss, every parameter gradient and the losses of 10
+//! AdamW steps match. Sizes are awkward: vocab 67, T 11, head size 6, 3 query heads on 1 KV
+//! head, MLP 29; one model with its own lm_head, one tied.
+
+use std::path::{Path, PathBuf};
+
+use wgtrain::gpu::Recorder;
+use wgtrain::model::{checkpoint, Arch, Gpt, GptConfig};
+use wgtrain::optim::{OptimConfig, Optimizer};
+use wgtrain::Gpu;
+
+use crate::common::{assert_close, gpu};
+
+fn fixture(name: &str) -> (GptConfig, serde_json::Value, PathBuf) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let config = GptConfig::load(&dir.join("config.json")).unwrap();
+    let text = std::fs::read_to_string(dir.with_extension("json")).unwrap();
+    (config, serde_json::from_str(&text).unwrap(), dir)
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn tokens(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// The GPT-2 test's tolerances (tests/gpt2.rs): logits |d| <= 2e-6 + 1e-5·|want|, losses
+/// within 1e-5, gradients |d| <= 1e-7 + 1e-4·|want|.
+fn matches_pytorch(gpu: &Gpu, name: &str) {
+    let (config, fx, dir) = fixture(name);
+    assert_eq!(config.arch, Arch::Llama);
+    let (b, t) = (fx["B"].as_u64().unwrap() as usize, fx["T"].as_u64().unwrap() as usize);
+    let gpt = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();
+    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap());
+    gpt.upload_batch(gpu, 0, &tokens(&fx["inputs"]), &tokens(&fx["targets"]));
+    let mut rec = Recorder::new(gpu);
+    gpt.record_eval(&mut rec);
+    rec.submit().unwrap();
+    assert_close(&format!("{name} logits"), &gpt.read_logits(gpu).unwrap(), &floats(&fx["logits"]), 2e-6, 1e-5);
+    let want_loss = fx["loss"].as_f64().unwrap() as f32;
+    let loss = gpt.read_eval_loss(gpu).unwrap();
+    assert!((loss - want_loss).abs() < 1e-5, "{name} eval loss {loss} vs {want_loss}");
+
+    let mut rec = Recorder::new(gpu);
+    gpt.record_forward_backward(&mut rec);
+    rec.submit().unwrap();
+    let grads = gpt.read_grads(gpu).unwrap();
+    assert_eq!(gpt.arena.table.tensors.len(), fx["grads"].as_object().unwrap().len(), "{name}: parameter count");
+    for (tensor, g) in gpt.arena.table.tensors.iter().zip(&grads) {
+        let want = floats(&fx["grads"][&tensor.name]);
+        assert_close(&format!("{name} grad {}", tensor.name), g, &want, 1e-7, 1e-4);
+    }
+
+    let lr = fx["lr"].as_f64().unwrap() as f32;
+    let cfg = OptimConfig { weight_decay: fx["weight_decay"].as_f64().unwrap() as f32, ..OptimConfig::adamw() };
+    let mut opt = Optimizer::new(gpu, &gpt.arena, cfg, None).unwrap();
+    for (i, want) in floats(&fx["losses"]).iter().enumerate() {
+        let mut rec = Recorder::new(gpu);
+        gpt.record_forward_backward(&mut rec);
+        opt.record_step(gpu, &mut rec, lr, false);
+        rec.submit().unwrap();
+        let loss = gpt.read_loss(gpu).unwrap();
+        assert!((loss - want).abs() < 1e-5, "{name} step {i}: loss {loss} vs PyTorch {want}");
+    }
+}
+
+#[test]
+fn llama_untied_matches_pytorch() {
+    let Some(gpu) = gpu() else { return };
+    matches_pytorch(gpu, "llama_tiny_untied");
+}
+
+#[test]
+fn llama_tied_matches_pytorch() {
+    let Some(gpu) = gpu() else { return };
+    matches_pytorch(gpu, "llama_tiny_tied");
+}
+
+/// Saving writes LlamaForCausalLM's config.json and names, which load back to the same
+/// config and values.
+#[test]
+fn llama_checkpoint_round_trips() {
+    for name in ["llama_tiny_untied", "llama_tiny_tied"] {
+        let (config, _, dir) = fixture(name);
+        let params = checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap();
+        let out = std::env::temp_dir().join(format!("wgtrain-llama-ckpt-{name}-{}", std::process::id()));
+        checkpoint::save_hf(&out, &config, &params).unwrap();
+        let again_cfg = GptConfig::load(&out.join("config.json")).unwrap();
+        assert_eq!(again_cfg, config, "{name}: config.json round trip");
+        assert_eq!(checkpoint::load_hf(&out.join("model.safetensors"), &again_cfg).unwrap(), params);
+        std::fs::remove_dir_all(&out).ok();
+    }
+}
+
+/// The KV-cache decoder (keys rotated at their positions as they enter the cache, grouped
+/// queries) gives the full forward's logits at every position.
+#[test]
+fn llama_kv_cache_decoding_matches_the_full_forward() {
+    let Some(gpu) = gpu() else { return };
+    let (config, fx, dir) = fixture("llama_tiny_untied");
+    let (t, v) = (fx["T"].as_u64().unwrap() as usize, config.vocab_size);
+    let gpt = Gpt::new(gpu, config.clone(), 1, t, 1).unwrap();
+    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap());
+    let row: Vec<u32> = tokens(&fx["inputs"])[..t].to_vec();
+    gpt.upload_batch(gpu, 0, &row, &row);
+    let mut rec = Recorder::new(gpu);
+    gpt.record_eval(&mut rec);
+    rec.submit().unwrap();
+    let full = gpt.read_logits(gpu).unwrap();
+    let mut dec = gpt.decoder(gpu).unwrap();
+    for (i, &tok) in row.iter().enumerate() {
+        let got = dec.next(gpu, tok).unwrap();
+        assert_close(&format!("llama decode position {i}"), &got, &full[i * v..][..v], 1e-5, 1e-4);
+    }
+}
+
+/// Config errors name the field: a GPT-2 with a Llama-only setting, heads that don't group.
+#[test]
+fn llama_config_errors_name_the_field() {
+    let err = GptConfig::parse("n_layer = 1\nn_head = 2\nn_embd = 8\nvocab_size = 5\nn_positions = 4\nn_kv_head = 1\n", false, "m.toml")
+        .unwrap_err();
+    assert!(err.to_string().contains("n_kv_head is a Llama setting"), "{err}");
+    let text = "arch = \"llama\"\nn_layer = 1\nn_head = 3\nn_kv_head = 2\nn_embd = 12\nvocab_size = 5\nn_positions = 4\n";
+    let err = GptConfig::parse(text, false, "m.toml").unwrap_err();
+    assert!(err.to_string().contains("n_head 3 is not a multiple of n_kv_head 2"), "{err}");
+    let json = r#"{"model_type": "llama", "hidden_act": "gelu", "num_hidden_layers": 1}"#;
+    let err = GptConfig::parse(json, true, "config.json").unwrap_err();
+    assert!(err.to_string().contains("hidden_act"), "{err}");
+}
