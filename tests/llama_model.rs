@@ -121,10 +121,15 @@ fn llama_kv_cache_decoding_matches_the_full_forward() {
 /// Config errors name the field: a GPT-2 with a Llama-only setting, heads that don't group.
 #[test]
 fn llama_config_errors_name_the_field() {
-    let err = GptConfig::parse("n_layer = 1\nn_head = 2\nn_embd = 8\nvocab_size = 5\nn_positions = 4\nn_kv_head = 1\n", false, "m.toml")
-        .unwrap_err();
+    let err = GptConfig::parse(
+        "n_layer = 1\nn_head = 2\nn_embd = 8\nvocab_size = 5\nn_positions = 4\nn_kv_head = 1\n",
+        false,
+        "m.toml",
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("n_kv_head is a Llama setting"), "{err}");
-    let text = "arch = \"llama\"\nn_layer = 1\nn_head = 3\nn_kv_head = 2\nn_embd = 12\nvocab_size = 5\nn_positions = 4\n";
+    let text =
+        "arch = \"llama\"\nn_layer = 1\nn_head = 3\nn_kv_head = 2\nn_embd = 12\nvocab_size = 5\nn_positions = 4\n";
     let err = GptConfig::parse(text, false, "m.toml").unwrap_err();
     assert!(err.to_string().contains("n_head 3 is not a multiple of n_kv_head 2"), "{err}");
     let json = r#"{"model_type": "llama", "hidden_act": "gelu", "num_hidden_layers": 1}"#;

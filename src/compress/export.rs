@@ -85,7 +85,7 @@ pub fn plan(config: &GptConfig, format: Format) -> Vec<Planned> {
 }
 
 /// ggml's dims of a wgtrain shape: reversed (the row length first).
-fn ggml_dims(shape: &[usize]) -> Vec<u64> {
+pub(crate) fn ggml_dims(shape: &[usize]) -> Vec<u64> {
     shape.iter().rev().map(|&d| d as u64).collect()
 }
 
@@ -189,6 +189,8 @@ pub struct GgufModel {
     /// In table order (`GptConfig::parameter_specs`).
     pub tensors: Vec<Loaded>,
     pub tokenizer: Tokenizer,
+    /// tokenizer.chat_template, where the file has one.
+    pub chat_template: Option<String>,
 }
 
 fn meta_usize(g: &Gguf, key: &str) -> Result<usize, String> {
@@ -206,8 +208,11 @@ pub fn read_gpt2(path: &Path) -> Result<GgufModel, String> {
 /// `read_gpt2` of a parsed file.
 pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
     let arch = g.get("general.architecture").and_then(Value::as_str).unwrap_or("");
+    if arch == "llama" {
+        return super::llama_gguf::from_gguf(g);
+    }
     if arch != "gpt2" {
-        return Err(format!("architecture {arch:?}; wgtrain reads gpt2"));
+        return Err(format!("architecture {arch:?}; wgtrain reads gpt2 and llama"));
     }
     let embd = g.tensor("token_embd.weight").ok_or_else(|| "no token_embd.weight".to_string())?;
     let n_embd = meta_usize(g, "gpt2.embedding_length")?;
@@ -239,11 +244,12 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
         }
         tensors.push(Loaded { name, shape, qtype: t.qtype, bytes: g.data(t).to_vec() });
     }
-    Ok(GgufModel { tokenizer: gguf_tokenizer(g, config.vocab_size)?, config, tensors })
+    let chat_template = super::llama_gguf::chat_template(g);
+    Ok(GgufModel { tokenizer: gguf_tokenizer(g, config.vocab_size)?, config, tensors, chat_template })
 }
 
 /// The tokenizer a GGUF file holds (bytes when it holds none).
-fn gguf_tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer, String> {
+pub(crate) fn gguf_tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer, String> {
     let Some(list) = g.get("tokenizer.ggml.tokens").and_then(Value::as_array) else { return Ok(Tokenizer::byte()) };
     let tokens: Vec<String> = list.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect();
     if tokens.len() != vocab_size {
@@ -259,7 +265,11 @@ fn gguf_tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer, String> {
         .filter_map(|v| v.as_str()?.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
         .collect();
     let eot = g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).unwrap_or(0) as u32;
+    let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("gpt-2");
+    let types = g.get("tokenizer.ggml.token_type").and_then(Value::as_array).unwrap_or(&[]);
+    let control: Vec<u32> =
+        types.iter().enumerate().filter(|(_, t)| t.as_u64() == Some(3)).map(|(i, _)| i as u32).collect();
     // The tokenizers crate panics on some inputs: a malformed file is an error instead.
-    std::panic::catch_unwind(|| Tokenizer::from_vocab_merges(&tokens[..used], &merges, eot))
+    std::panic::catch_unwind(|| Tokenizer::from_gguf_parts(&tokens[..used], &merges, eot, pre, &control))
         .map_err(|_| "the tokenizers crate could not build its tokenizer".to_string())?
 }

@@ -2,6 +2,7 @@
 
 pub mod export;
 pub mod gguf;
+pub mod llama_gguf;
 pub mod oneshot;
 pub mod prune;
 pub mod quant;

@@ -229,6 +229,19 @@ impl Tokenizer {
     /// end-of-text `eot`; bytes when the list is the 256 byte tokens. Merges that join tokens
     /// the list lacks are dropped.
     pub fn from_vocab_merges(tokens: &[String], merges: &[(String, String)], eot: u32) -> Result<Self, Error> {
+        Self::from_gguf_parts(tokens, merges, eot, "gpt-2", &[])
+    }
+
+    /// `from_vocab_merges` with llama.cpp's pre-tokenizer `pre` (tokenizer.ggml.pre: gpt-2 or
+    /// default, or smollm, which splits digits one by one before GPT-2's regex) and the
+    /// `control` ids (token type 3: <|im_start|> …) matched whole in the text.
+    pub fn from_gguf_parts(
+        tokens: &[String],
+        merges: &[(String, String)],
+        eot: u32,
+        pre: &str,
+        control: &[u32],
+    ) -> Result<Self, Error> {
         let byte_like =
             tokens.len() == 256 && tokens.iter().enumerate().all(|(b, t)| *t == byte_char(b as u8).to_string());
         if byte_like {
@@ -243,8 +256,31 @@ impl Tokenizer {
         let bpe =
             BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| format!("the GGUF tokenizer: {e}"))?;
         let mut hf = tokenizers::Tokenizer::new(bpe);
-        hf.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        let byte_level = ByteLevel::new(false, true, true);
+        match pre {
+            "gpt-2" | "gpt2" | "default" => {
+                hf.with_pre_tokenizer(Some(byte_level));
+            }
+            "smollm" => {
+                use tokenizers::pre_tokenizers::{digits::Digits, sequence::Sequence, PreTokenizerWrapper as W};
+                hf.with_pre_tokenizer(Some(Sequence::new(vec![
+                    W::Digits(Digits::new(true)),
+                    W::ByteLevel(byte_level),
+                ])));
+            }
+            other => {
+                return Err(format!(
+                    "the GGUF tokenizer's pre-tokenizer {other:?} is not one wgtrain knows (gpt-2, default, smollm)"
+                ))
+            }
+        }
         hf.with_decoder(Some(ByteLevel::new(false, true, true)));
+        let specials: Vec<AddedToken> = control
+            .iter()
+            .filter_map(|&id| tokens.get(id as usize))
+            .map(|t| AddedToken::from(t.clone(), true))
+            .collect();
+        hf.add_special_tokens(specials).map_err(|e| format!("the GGUF tokenizer's control tokens: {e}"))?;
         if (eot as usize) >= tokens.len() {
             return Err(format!("the GGUF tokenizer's end-of-text id {eot} is past its {} tokens", tokens.len()));
         }

@@ -61,7 +61,10 @@ pub fn apply(gpu: &Gpu, x: View, table: &wgpu::Buffer, h: Heads, inverse: bool) 
     // The whole table is bound, so that a decoder can move pos_off along the same dispatch.
     let (need, have) = (2 * (h.pos_off as u64 + h.t as u64) * (h.d / 2) as u64, table.size() / 4);
     if need > have {
-        return Err(GpuError::Unsupported(format!("RoPE's table holds {have} values, positions up to {} need {need}", h.pos_off + h.t)));
+        return Err(GpuError::Unsupported(format!(
+            "RoPE's table holds {have} values, positions up to {} need {need}",
+            h.pos_off + h.t
+        )));
     }
     let b = [x.binding(gpu, h.n as u64 * h.stride as u64)?, View::from(table).binding(gpu, have)?];
     let p = RopeParams { heads: h, inverse: inverse as u32 };

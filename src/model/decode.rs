@@ -42,12 +42,17 @@ pub struct Decoder {
     _keep: Vec<Tensor>,
 }
 
+/// Most positions a decoder's cache holds (a model's n_positions may be far more: SmolLM2's is
+/// 8192); `sample` slides its window past it.
+pub const DECODE_MAX: usize = 2048;
+
 impl Gpt {
-    /// A decoder over this model's parameters (shared, not copied).
+    /// A decoder over this model's parameters (shared, not copied), its cache holding
+    /// n_positions or `DECODE_MAX` positions, whichever is fewer.
     pub fn decoder(&self, gpu: &Gpu) -> Result<Decoder, GpuError> {
         self.refresh_fake_quant(gpu)?;
         let cfg = &self.config;
-        let (c, v, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_positions as u32);
+        let (c, v, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_positions.min(DECODE_MAX) as u32);
         let s = Shape::new(cfg, 1, 1)?;
         let kvd = (s.attn.nkv * s.attn.hs) as u64;
         let act = self.precision.act();

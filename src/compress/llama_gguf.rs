@@ -1,0 +1,137 @@
+//! Llama-architecture GGUF files (llama.cpp's convert_hf_to_gguf layout): the config from the
+//! llama.* metadata, llama.cpp's tensor names, and the rows of Q and K put back in HF's order.
+//!
+//! llama.cpp's converter permutes each head's rows of q_proj and k_proj for its own RoPE,
+//! which pairs element 2i with 2i+1: HF row h·d + a·d/2 + j (a ∈ {0, 1}, j < d/2) becomes row
+//! h·d + 2j + a. wgtrain's RoPE pairs i with i + d/2 as HF does, so the rows go back on import
+//! and are permuted again on export. A row is whole blocks of the tensor's type, so the
+//! permutation moves bytes and quantized weights stay quantized.
+
+use super::export::{ggml_dims, is_linear_weight, GgufModel, Loaded};
+use super::gguf::{Gguf, Value};
+use crate::model::{Arch, GptConfig};
+
+/// llama.cpp's name of a wgtrain (HF Llama) parameter.
+pub fn gguf_name(name: &str) -> String {
+    let top = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, g)) = top.iter().find(|(n, _)| *n == name) {
+        return g.to_string();
+    }
+    let Some(rest) = name.strip_prefix("model.layers.") else { return name.to_string() };
+    let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
+    let parts = [
+        ("input_layernorm.", "attn_norm."),
+        ("self_attn.q_proj.", "attn_q."),
+        ("self_attn.k_proj.", "attn_k."),
+        ("self_attn.v_proj.", "attn_v."),
+        ("self_attn.o_proj.", "attn_output."),
+        ("post_attention_layernorm.", "ffn_norm."),
+        ("mlp.gate_proj.", "ffn_gate."),
+        ("mlp.up_proj.", "ffn_up."),
+        ("mlp.down_proj.", "ffn_down."),
+    ];
+    let (from, to) = parts.iter().find(|(f, _)| tail.starts_with(f)).copied().unwrap_or(("", ""));
+    format!("blk.{layer}.{to}{}", &tail[from.len()..])
+}
+
+/// The rows of a (heads·d, ·) weight of `row_bytes` bytes each, from llama.cpp's order to HF's
+/// (`to_hf`) or back.
+pub fn permute_rows(bytes: &[u8], row_bytes: usize, heads: usize, to_hf: bool) -> Vec<u8> {
+    let rows = bytes.len() / row_bytes.max(1);
+    let d = rows / heads.max(1);
+    let mut out = vec![0u8; bytes.len()];
+    for h in 0..heads {
+        for a in 0..2 {
+            for j in 0..d / 2 {
+                let (hf, ggml) = (h * d + a * (d / 2) + j, h * d + 2 * j + a);
+                let (dst, src) = if to_hf { (hf, ggml) } else { (ggml, hf) };
+                out[dst * row_bytes..][..row_bytes].copy_from_slice(&bytes[src * row_bytes..][..row_bytes]);
+            }
+        }
+    }
+    out
+}
+
+fn meta_usize(g: &Gguf, key: &str) -> Result<usize, String> {
+    g.get(key).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| format!("no integer {key}"))
+}
+
+/// The config of a llama-architecture file: its sizes, θ, epsilon, and a head tied to
+/// token_embd when the file has no output.weight.
+fn config(g: &Gguf) -> Result<GptConfig, String> {
+    let embd = g.tensor("token_embd.weight").ok_or_else(|| "no token_embd.weight".to_string())?;
+    let (n_embd, n_head) = (meta_usize(g, "llama.embedding_length")?, meta_usize(g, "llama.attention.head_count")?);
+    let head_dim = g.get("llama.attention.key_length").and_then(Value::as_u64).map(|v| v as usize);
+    let config = GptConfig {
+        arch: Arch::Llama,
+        n_inner: Some(meta_usize(g, "llama.feed_forward_length")?),
+        n_kv_head: Some(meta_usize(g, "llama.attention.head_count_kv").unwrap_or(n_head)),
+        head_dim: head_dim.filter(|&d| d * n_head != n_embd),
+        rope_theta: Some(g.get("llama.rope.freq_base").and_then(Value::as_f64).unwrap_or(10_000.0)),
+        rms_norm_eps: Some(g.get("llama.attention.layer_norm_rms_epsilon").and_then(Value::as_f64).unwrap_or(1e-5)),
+        tie_word_embeddings: Some(g.tensor("output.weight").is_none()),
+        ..GptConfig::gpt2(
+            meta_usize(g, "llama.block_count")?,
+            n_head,
+            n_embd,
+            embd.dims.get(1).copied().unwrap_or(0) as usize,
+            meta_usize(g, "llama.context_length")?,
+        )
+    };
+    config.validate()?;
+    if let Some(s) = g.get("llama.rope.scaling.type").and_then(Value::as_str).filter(|s| *s != "none") {
+        return Err(format!("llama.rope.scaling.type is {s}; wgtrain runs plain RoPE"));
+    }
+    if config.n_layer > g.tensors.len() / 9 {
+        return Err(format!("block_count {} needs more tensors than the file's {}", config.n_layer, g.tensors.len()));
+    }
+    Ok(config)
+}
+
+/// Reads a llama-architecture GGUF: every tensor the config needs, with the shape it needs,
+/// q_proj and k_proj rows in HF's order. Norms must be F32 or F16.
+pub fn read(g: &Gguf) -> Result<(GptConfig, Vec<Loaded>), String> {
+    let config = config(g)?;
+    let (heads, kv_heads) = (config.n_head, config.kv_heads());
+    let mut tensors = Vec::new();
+    for (name, shape) in config.parameter_specs() {
+        let gname = gguf_name(&name);
+        let t = g.tensor(&gname).ok_or_else(|| format!("no tensor {gname}"))?;
+        if t.dims != ggml_dims(&shape) {
+            return Err(format!("{gname} has dims {:?}, the config needs {:?}", t.dims, ggml_dims(&shape)));
+        }
+        let may_block = is_linear_weight(&name) || name.ends_with("embed_tokens.weight") || name == "lm_head.weight";
+        if t.qtype.is_block() && !may_block {
+            return Err(format!("{gname} is {}; wgtrain reads it as F32 or F16", t.qtype.name()));
+        }
+        let mut bytes = g.data(t).to_vec();
+        let row_bytes = t.qtype.bytes_for(shape[shape.len() - 1]);
+        if name.ends_with("q_proj.weight") {
+            bytes = permute_rows(&bytes, row_bytes, heads, true);
+        } else if name.ends_with("k_proj.weight") {
+            bytes = permute_rows(&bytes, row_bytes, kv_heads, true);
+        }
+        tensors.push(Loaded { name, shape, qtype: t.qtype, bytes });
+    }
+    Ok((config, tensors))
+}
+
+/// Reads a llama-architecture GGUF into a model.
+pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
+    let (config, tensors) = read(g)?;
+    Ok(GgufModel {
+        tokenizer: super::export::gguf_tokenizer(g, config.vocab_size)?,
+        config,
+        tensors,
+        chat_template: chat_template(g),
+    })
+}
+
+/// The chat template the file's metadata holds (tokenizer.chat_template).
+pub fn chat_template(g: &Gguf) -> Option<String> {
+    g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string)
+}
