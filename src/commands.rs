@@ -54,6 +54,8 @@ pub fn prepare(p: PrepareCli) -> anyhow::Result<()> {
 struct Loaded {
     gpt: wgtrain::model::Gpt,
     tokenizer: Option<Tokenizer>,
+    /// The chat template: GGUF's tokenizer.chat_template, or tokenizer_config.json's.
+    chat_template: Option<String>,
 }
 
 /// Loads `--model`: a checkpoint directory (config.json, model.safetensors), a GGUF file, or a
@@ -78,7 +80,7 @@ fn load_model(
         let m = wgtrain::compress::export::read_gpt2(&path).map_err(anyhow::Error::msg)?;
         let gpt = Gpt::from_gguf(gpu, &m, b, seq(m.config.n_positions)?, precision)?;
         let tokenizer = if model.is_dir() { dir_tokenizer()?.or(Some(m.tokenizer)) } else { Some(m.tokenizer) };
-        return Ok(Loaded { gpt, tokenizer });
+        return Ok(Loaded { gpt, tokenizer, chat_template: m.chat_template });
     }
     let config = GptConfig::load(&model.join("config.json"))?;
     let table = wgtrain::optim::ParamTable::new(config.parameter_specs());
@@ -86,7 +88,8 @@ fn load_model(
     let gpt = Gpt::for_inference(gpu, config.clone(), b, t, precision, table, None)?;
     gpt.write_params(gpu, &checkpoint::load_hf(&model.join("model.safetensors"), &config)?);
     gpt.write_half_params(gpu)?;
-    Ok(Loaded { gpt, tokenizer: dir_tokenizer()? })
+    let chat_template = wgtrain::data::chat::template_in_dir(model).map_err(anyhow::Error::msg)?;
+    Ok(Loaded { gpt, tokenizer: dir_tokenizer()?, chat_template })
 }
 
 /// The speed and memory line of eval and sample (on stderr): `tokens` since `started`, the
@@ -144,7 +147,7 @@ pub fn eval(
     precision: wgtrain::model::Precision,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(b > 0, "--batch-size must be positive");
-    let Loaded { gpt, tokenizer } = load_model(gpu, model, (b, t), precision)?;
+    let Loaded { gpt, tokenizer, .. } = load_model(gpu, model, (b, t), precision)?;
     let (file, data_dir) = match wgtrain::data::prepared_files(data)? {
         Some((_, Some(val))) => (val, data.to_path_buf()),
         Some((_, None)) => anyhow::bail!("--data {}: its val.bin holds no tokens", data.display()),
@@ -180,16 +183,18 @@ pub fn eval(
     Ok(())
 }
 
+/// `wgtrain sample`: a continuation of `prompt`, or with `chat` the model's answer to it as a
+/// user message in the model's chat template (stopping at the end of its turn).
 pub fn sample(
     gpu: &Gpu,
     model: &std::path::Path,
-    prompt: &str,
+    (prompt, chat): (&str, Option<&str>),
     n: usize,
     (temperature, top_k, seed): (f32, usize, u64),
     precision: wgtrain::model::Precision,
 ) -> anyhow::Result<()> {
     // The decoder keeps its own batch-1 activations; the model itself only hosts parameters.
-    let Loaded { gpt, tokenizer } = load_model(gpu, model, (1, Some(1)), precision)?;
+    let Loaded { gpt, tokenizer, chat_template } = load_model(gpu, model, (1, Some(1)), precision)?;
     let has_file = tokenizer.is_some();
     let tok = tokenizer.unwrap_or_else(Tokenizer::byte);
     anyhow::ensure!(
@@ -200,10 +205,29 @@ pub fn sample(
         tok.vocab_size,
         if has_file { "" } else { " (bytes: no tokenizer.json in the directory)" }
     );
-    let prompt = prompt.replace("\\n", "\n");
     let started = std::time::Instant::now();
-    let out = wgtrain::train::sample(gpu, &gpt, &tok, &prompt, n, temperature, top_k, seed)?;
-    println!("{prompt}{out}");
+    let sampling = (temperature, top_k, seed);
+    if let Some(text) = chat {
+        let template = chat_template.ok_or_else(|| {
+            anyhow::anyhow!(
+                "--chat: {} has no chat template (tokenizer.chat_template or tokenizer_config.json); use --prompt",
+                model.display()
+            )
+        })?;
+        let message = wgtrain::data::chat::Message { role: "user".into(), content: text.replace("\\n", "\n") };
+        let eos = tok.decode(&[tok.eot]);
+        let prompt =
+            wgtrain::data::chat::render(&template, &[message], true, ("", &eos)).map_err(anyhow::Error::msg)?;
+        let out = wgtrain::train::sample_until(gpu, &gpt, &tok, &prompt, n, sampling, Some(tok.eot))?;
+        println!("{}", out.trim());
+        let made = tok.encode(&out).map_or(n, |ids| ids.len());
+        speed(gpu, &gpt, made, started);
+        return Ok(());
+    } else {
+        let prompt = prompt.replace("\\n", "\n");
+        let out = wgtrain::train::sample_until(gpu, &gpt, &tok, &prompt, n, sampling, None)?;
+        println!("{prompt}{out}");
+    }
     speed(gpu, &gpt, n, started);
     Ok(())
 }

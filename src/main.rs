@@ -72,6 +72,9 @@ enum Command {
         model: PathBuf,
         #[arg(long, default_value = "\n")]
         prompt: String,
+        /// A user message: the model answers it in its chat template (in place of --prompt).
+        #[arg(long, conflicts_with = "prompt")]
+        chat: Option<String>,
         #[arg(long, default_value_t = 256)]
         tokens: usize,
         /// 0 is greedy.
@@ -333,8 +336,8 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         Command::Eval { model, data, batch_size, seq_len, batches } => {
             eval(&gpu, &model, &data, (batch_size, seq_len), batches, precision)?
         }
-        Command::Sample { model, prompt, tokens, temperature, top_k, seed } => {
-            sample(&gpu, &model, &prompt, tokens, (temperature, top_k, seed), precision)?
+        Command::Sample { model, prompt, chat, tokens, temperature, top_k, seed } => {
+            sample(&gpu, &model, (&prompt, chat.as_deref()), tokens, (temperature, top_k, seed), precision)?
         }
         Command::Bench(Bench::Matmul { sizes, json, samples, variant }) => {
             bench_matmul(&gpu, &sizes, json, samples, &variant)?

@@ -388,9 +388,15 @@ fn seconds(gpu: &Gpu, ops: &[Dispatch], reps: usize) -> Result<f64, GpuError> {
 
 /// The cache file: WGTRAIN_CACHE_DIR, else the user's cache directory, then wgtrain/tune.json.
 pub fn cache_path() -> Option<PathBuf> {
+    cache_dir().map(|d| d.join("tune.json"))
+}
+
+/// wgtrain's cache directory (the tuner's choices, fetched models): WGTRAIN_CACHE_DIR, else
+/// the user's cache directory's wgtrain/.
+pub fn cache_dir() -> Option<PathBuf> {
     let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = env("WGTRAIN_CACHE_DIR") {
-        return Some(dir.join("tune.json"));
+        return Some(dir);
     }
     let base = if cfg!(windows) {
         env("LOCALAPPDATA")
@@ -399,7 +405,7 @@ pub fn cache_path() -> Option<PathBuf> {
     } else {
         env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))
     };
-    base.map(|b| b.join("wgtrain").join("tune.json"))
+    base.map(|b| b.join("wgtrain"))
 }
 
 /// Names this adapter and driver in the cache.

@@ -20,5 +20,6 @@ mod prune;
 mod reliability;
 mod runtime;
 mod shaders;
+mod smollm2;
 mod train;
 mod tune;

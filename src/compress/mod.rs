@@ -57,6 +57,15 @@ pub fn write_dir(
     Ok(QuantizeReport { out: out.to_path_buf(), planned: planned.to_vec(), gguf_bytes, f32_bytes })
 }
 
+/// Where SmolLM2-135M-Instruct's GGUF is (scripts/fetch_smollm2.sh puts it there):
+/// WGTRAIN_SMOLLM2, else the cache directory's SmolLM2-135M-Instruct.Q4_1.gguf.
+pub fn smollm2_path() -> Option<PathBuf> {
+    match std::env::var_os("WGTRAIN_SMOLLM2").filter(|v| !v.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => crate::tune::cache_dir().map(|d| d.join("SmolLM2-135M-Instruct.Q4_1.gguf")),
+    }
+}
+
 /// The GGUF file a `--model` names: the .gguf itself, or DIR/model.gguf when DIR holds one
 /// and no model.safetensors.
 pub fn gguf_path(model: &Path) -> Option<PathBuf> {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::reference::Rng;
 
+pub mod chat;
 pub mod dedup;
 mod output;
 pub mod prepare;

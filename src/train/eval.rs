@@ -49,6 +49,19 @@ pub fn sample(
     top_k: usize,
     seed: u64,
 ) -> anyhow::Result<String> {
+    sample_until(gpu, gpt, tok, prompt, n, (temperature, top_k, seed), None)
+}
+
+/// `sample` that also stops after `stop` (a chat's end-of-turn), which it leaves out.
+pub fn sample_until(
+    gpu: &Gpu,
+    gpt: &Gpt,
+    tok: &Tokenizer,
+    prompt: &str,
+    n: usize,
+    (temperature, top_k, seed): (f32, usize, u64),
+    stop: Option<u32>,
+) -> anyhow::Result<String> {
     let v = gpt.config.vocab_size.min(tok.vocab_size);
     let mut rng = Rng::new(seed);
     let mut ctx: Vec<u32> = match (prompt.is_empty(), tok.kind) {
@@ -69,6 +82,9 @@ pub fn sample(
     for _ in 0..n {
         // Only ids the tokenizer knows: the model's vocab may be padded past it.
         let next = pick(&logits[..v], temperature, top_k, &mut rng);
+        if Some(next) == stop {
+            break;
+        }
         ctx.push(next);
         out.push(next);
         if dec.pos < cap {

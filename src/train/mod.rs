@@ -22,7 +22,7 @@ mod step;
 
 pub use args::{KdFlags, TrainArgs};
 pub use defaults::{default_config, model_file, DEFAULT_CONFIG};
-pub use eval::{evaluate, evaluate_rows, pick, sample};
+pub use eval::{evaluate, evaluate_rows, pick, sample, sample_until};
 pub use step::{run_step, Probes};
 
 use std::path::{Path, PathBuf};
