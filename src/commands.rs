@@ -56,6 +56,8 @@ struct Loaded {
     tokenizer: Option<Tokenizer>,
     /// The chat template: GGUF's tokenizer.chat_template, or tokenizer_config.json's.
     chat_template: Option<String>,
+    /// The token that ends a chat turn (GGUF's eos), where it is not the tokenizer's eot.
+    eos: Option<u32>,
 }
 
 /// Loads `--model`: a checkpoint directory (config.json, model.safetensors), a GGUF file, or a
@@ -80,7 +82,7 @@ fn load_model(
         let m = wgtrain::compress::export::read_gpt2(&path).map_err(anyhow::Error::msg)?;
         let gpt = Gpt::from_gguf(gpu, &m, b, seq(m.config.n_positions)?, precision)?;
         let tokenizer = if model.is_dir() { dir_tokenizer()?.or(Some(m.tokenizer)) } else { Some(m.tokenizer) };
-        return Ok(Loaded { gpt, tokenizer, chat_template: m.chat_template });
+        return Ok(Loaded { gpt, tokenizer, chat_template: m.chat_template, eos: m.eos });
     }
     let config = GptConfig::load(&model.join("config.json"))?;
     let table = wgtrain::optim::ParamTable::new(config.parameter_specs());
@@ -89,7 +91,7 @@ fn load_model(
     gpt.write_params(gpu, &checkpoint::load_hf(&model.join("model.safetensors"), &config)?);
     gpt.write_half_params(gpu)?;
     let chat_template = wgtrain::data::chat::template_in_dir(model).map_err(anyhow::Error::msg)?;
-    Ok(Loaded { gpt, tokenizer: dir_tokenizer()?, chat_template })
+    Ok(Loaded { gpt, tokenizer: dir_tokenizer()?, chat_template, eos: None })
 }
 
 /// The speed and memory line of eval and sample (on stderr): `tokens` since `started`, the
@@ -194,7 +196,7 @@ pub fn sample(
     precision: wgtrain::model::Precision,
 ) -> anyhow::Result<()> {
     // The decoder keeps its own batch-1 activations; the model itself only hosts parameters.
-    let Loaded { gpt, tokenizer, chat_template } = load_model(gpu, model, (1, Some(1)), precision)?;
+    let Loaded { gpt, tokenizer, chat_template, eos } = load_model(gpu, model, (1, Some(1)), precision)?;
     let has_file = tokenizer.is_some();
     let tok = tokenizer.unwrap_or_else(Tokenizer::byte);
     anyhow::ensure!(
@@ -215,10 +217,11 @@ pub fn sample(
             )
         })?;
         let message = wgtrain::data::chat::Message { role: "user".into(), content: text.replace("\\n", "\n") };
-        let eos = tok.decode(&[tok.eot]);
+        let stop = eos.unwrap_or(tok.eot);
+        let eos_text = tok.decode(&[stop]);
         let prompt =
-            wgtrain::data::chat::render(&template, &[message], true, ("", &eos)).map_err(anyhow::Error::msg)?;
-        let out = wgtrain::train::sample_until(gpu, &gpt, &tok, &prompt, n, sampling, Some(tok.eot))?;
+            wgtrain::data::chat::render(&template, &[message], true, ("", &eos_text)).map_err(anyhow::Error::msg)?;
+        let out = wgtrain::train::sample_until(gpu, &gpt, &tok, &prompt, n, sampling, Some(stop))?;
         println!("{}", out.trim());
         let made = tok.encode(&out).map_or(n, |ids| ids.len());
         speed(gpu, &gpt, made, started);

@@ -152,7 +152,7 @@ struct PrepareCli {
     /// Output directory: train.bin, val.bin, tokenizer.json, stats.json.
     #[arg(long)]
     out: PathBuf,
-    /// byte, gpt2 (OpenAI's GPT-2 BPE), bpe (train one on the input) or a tokenizer.json.
+    /// byte, gpt2 (OpenAI's GPT-2 BPE), bpe (train one on the input), a tokenizer.json or a .gguf (its tokenizer).
     #[arg(long, default_value = "byte")]
     tokenizer: wgtrain::data::prepare::TokenizerChoice,
     /// Tokens of the trained BPE (--tokenizer bpe), end-of-text included.

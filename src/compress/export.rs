@@ -191,6 +191,8 @@ pub struct GgufModel {
     pub tokenizer: Tokenizer,
     /// tokenizer.chat_template, where the file has one.
     pub chat_template: Option<String>,
+    /// tokenizer.ggml.eos_token_id: where a chat turn ends.
+    pub eos: Option<u32>,
 }
 
 fn meta_usize(g: &Gguf, key: &str) -> Result<usize, String> {
@@ -245,7 +247,15 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
         tensors.push(Loaded { name, shape, qtype: t.qtype, bytes: g.data(t).to_vec() });
     }
     let chat_template = super::llama_gguf::chat_template(g);
-    Ok(GgufModel { tokenizer: gguf_tokenizer(g, config.vocab_size)?, config, tensors, chat_template })
+    let eos = super::llama_gguf::eos(g);
+    Ok(GgufModel { tokenizer: gguf_tokenizer(g, config.vocab_size)?, config, tensors, chat_template, eos })
+}
+
+/// The tokenizer of the GGUF file at `path` (`prepare --tokenizer FILE.gguf`).
+pub fn tokenizer_of(path: &Path) -> Result<Tokenizer, String> {
+    let g = Gguf::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let n = g.get("tokenizer.ggml.tokens").and_then(Value::as_array).map_or(256, |t| t.len());
+    gguf_tokenizer(&g, n).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The tokenizer a GGUF file holds (bytes when it holds none).

@@ -128,10 +128,16 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
         config,
         tensors,
         chat_template: chat_template(g),
+        eos: eos(g),
     })
 }
 
 /// The chat template the file's metadata holds (tokenizer.chat_template).
 pub fn chat_template(g: &Gguf) -> Option<String> {
     g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string)
+}
+
+/// tokenizer.ggml.eos_token_id.
+pub fn eos(g: &Gguf) -> Option<u32> {
+    g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).map(|v| v as u32)
 }

@@ -34,6 +34,8 @@ pub enum TokenizerChoice {
     Gpt2,
     Bpe,
     File(PathBuf),
+    /// The tokenizer a GGUF file's metadata holds.
+    Gguf(PathBuf),
 }
 
 impl std::str::FromStr for TokenizerChoice {
@@ -44,7 +46,8 @@ impl std::str::FromStr for TokenizerChoice {
             "gpt2" => TokenizerChoice::Gpt2,
             "bpe" => TokenizerChoice::Bpe,
             f if f.ends_with(".json") => TokenizerChoice::File(f.into()),
-            other => return Err(format!("{other:?}: expected byte, gpt2, bpe or a tokenizer .json file")),
+            f if f.ends_with(".gguf") => TokenizerChoice::Gguf(f.into()),
+            other => return Err(format!("{other:?}: expected byte, gpt2, bpe, a tokenizer .json or a .gguf file")),
         })
     }
 }
@@ -194,6 +197,9 @@ fn known_tokenizer(a: &PrepareArgs) -> Result<Option<Tokenizer>, String> {
         TokenizerChoice::Gpt2 => Some(Tokenizer::gpt2()),
         TokenizerChoice::File(p) => {
             Some(Tokenizer::from_file(p, a.eot.as_deref()).map_err(|e| format!("--tokenizer {e}"))?)
+        }
+        TokenizerChoice::Gguf(p) => {
+            Some(crate::compress::export::tokenizer_of(p).map_err(|e| format!("--tokenizer {e}"))?)
         }
         TokenizerChoice::Bpe => None,
     })

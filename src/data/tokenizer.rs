@@ -284,6 +284,10 @@ impl Tokenizer {
         if (eot as usize) >= tokens.len() {
             return Err(format!("the GGUF tokenizer's end-of-text id {eot} is past its {} tokens", tokens.len()));
         }
+        // Between documents goes the token a tokenizer.json would give (`from_bytes`), so
+        // that a prepared directory's tokenizer.json reads back with the same end-of-text;
+        // the file's eos (an instruct model's end of turn) only where it has none of those.
+        let eot = EOT_NAMES.iter().find_map(|n| tokens.iter().position(|t| t == n)).map_or(eot, |i| i as u32);
         Ok(Tokenizer { kind: Kind::File, hf, tiktoken: None, eot, vocab_size: tokens.len() })
     }
 }
