@@ -18,6 +18,40 @@ OUT = "tests/fixtures/gpt2_tiny"
 B, T, STEPS, LR, WD = 2, 11, 10, 1e-2, 0.1
 
 
+def golden(model, vocab_size, hf_name=lambda name: name):
+    """The fixture's numbers for `model` (in train mode) on one random batch of B x T: its logits,
+    loss and every gradient (keyed by `hf_name` of the parameter's name), and the losses of STEPS
+    AdamW steps (decay on matrices only), each before its update."""
+    tokens = torch.randint(0, vocab_size, (B, T + 1))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    logits = model(x).logits
+    loss = F.cross_entropy(logits.reshape(-1, vocab_size), y.reshape(-1))
+    loss.backward()
+    grads = {hf_name(name): p.grad.flatten().tolist() for name, p in model.named_parameters()}
+
+    params = list(model.parameters())
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": rest, "weight_decay": 0.0}],
+                            lr=LR, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    losses = []
+    for _ in range(STEPS):
+        opt.zero_grad()
+        l = F.cross_entropy(model(x).logits.reshape(-1, vocab_size), y.reshape(-1))
+        losses.append(l.item())
+        l.backward()
+        opt.step()
+    return {
+        "torch": torch.__version__,
+        "B": B, "T": T, "lr": LR, "weight_decay": WD,
+        "inputs": x.flatten().tolist(), "targets": y.flatten().tolist(),
+        "logits": logits.detach().flatten().tolist(),
+        "loss": loss.item(),
+        "grads": grads,
+        "losses": losses,
+    }
+
+
 def main():
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=67, n_positions=16, n_embd=15, n_layer=2, n_head=3,
@@ -38,38 +72,8 @@ def main():
         if os.path.exists(os.path.join(OUT, extra)):
             os.remove(os.path.join(OUT, extra))
 
-    tokens = torch.randint(0, config.vocab_size, (B, T + 1))
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    logits = model(x).logits
-    loss = F.cross_entropy(logits.reshape(-1, config.vocab_size), y.reshape(-1))
-    loss.backward()
-    grads = {}
-    for name, p in model.named_parameters():
-        grads[name.removeprefix("transformer.")] = p.grad.flatten().tolist()
-
-    params = list(model.parameters())
-    decay = [p for p in params if p.dim() >= 2]
-    rest = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": rest, "weight_decay": 0.0}],
-                            lr=LR, betas=(0.9, 0.999), eps=1e-8, foreach=False)
-    losses = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        l = F.cross_entropy(model(x).logits.reshape(-1, config.vocab_size), y.reshape(-1))
-        losses.append(l.item())
-        l.backward()
-        opt.step()
-
-    out = {
-        "generator": "scripts/make_gpt2_fixture.py",
-        "torch": torch.__version__,
-        "B": B, "T": T, "lr": LR, "weight_decay": WD,
-        "inputs": x.flatten().tolist(), "targets": y.flatten().tolist(),
-        "logits": logits.detach().flatten().tolist(),
-        "loss": loss.item(),
-        "grads": grads,
-        "losses": losses,
-    }
+    out = {"generator": "scripts/make_gpt2_fixture.py",
+           **golden(model, config.vocab_size, lambda name: name.removeprefix("transformer."))}
     with open(OUT + ".json", "w") as f:
         json.dump(out, f)
         f.write("\n")

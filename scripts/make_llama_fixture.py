@@ -13,10 +13,9 @@ import json
 import os
 
 import torch
-import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-B, T, STEPS, LR, WD = 2, 11, 10, 1e-2, 0.1
+from make_gpt2_fixture import golden  # the same batch shape, steps and AdamW settings
 
 
 def make(tied, seed):
@@ -41,36 +40,7 @@ def make(tied, seed):
     if os.path.exists(os.path.join(out_dir, "generation_config.json")):
         os.remove(os.path.join(out_dir, "generation_config.json"))
 
-    tokens = torch.randint(0, config.vocab_size, (B, T + 1))
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    logits = model(x).logits
-    loss = F.cross_entropy(logits.reshape(-1, config.vocab_size), y.reshape(-1))
-    loss.backward()
-    grads = {n: p.grad.flatten().tolist() for n, p in model.named_parameters()}
-
-    params = list(model.parameters())
-    decay = [p for p in params if p.dim() >= 2]
-    rest = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": rest, "weight_decay": 0.0}],
-                            lr=LR, betas=(0.9, 0.999), eps=1e-8, foreach=False)
-    losses = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        l = F.cross_entropy(model(x).logits.reshape(-1, config.vocab_size), y.reshape(-1))
-        losses.append(l.item())
-        l.backward()
-        opt.step()
-
-    out = {
-        "generator": "scripts/make_llama_fixture.py",
-        "torch": torch.__version__,
-        "B": B, "T": T, "lr": LR, "weight_decay": WD,
-        "inputs": x.flatten().tolist(), "targets": y.flatten().tolist(),
-        "logits": logits.detach().flatten().tolist(),
-        "loss": loss.item(),
-        "grads": grads,
-        "losses": losses,
-    }
+    out = {"generator": "scripts/make_llama_fixture.py", **golden(model, config.vocab_size)}
     with open(out_dir + ".json", "w") as f:
         json.dump(out, f)
         f.write("\n")

@@ -84,3 +84,62 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
         );
     }
 }
+
+/// A model from an HF checkpoint against a golden fixture (scripts/make_{gpt2,llama}_fixture.py):
+/// logits |d| <= 2e-6 + 1e-5·|want|, the loss within 1e-5, every gradient (in HF's layout,
+/// `to_hf`) |d| <= 1e-7 + 1e-4·|want|, and the losses of 10 AdamW steps within 1e-5.
+pub fn matches_golden(
+    gpu: &Gpu,
+    tag: &str,
+    config: &wgtrain::model::GptConfig,
+    fx: &serde_json::Value,
+    dir: &std::path::Path,
+    to_hf: fn(&str, &[usize], &[f32]) -> Vec<f32>,
+) {
+    use wgtrain::gpu::Recorder;
+    use wgtrain::model::{checkpoint, Gpt};
+    use wgtrain::optim::{OptimConfig, Optimizer};
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    let tokens = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    };
+    let (b, t) = (fx["B"].as_u64().unwrap() as usize, fx["T"].as_u64().unwrap() as usize);
+    let gpt = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();
+    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), config).unwrap());
+    gpt.upload_batch(gpu, 0, &tokens(&fx["inputs"]), &tokens(&fx["targets"]));
+    let mut rec = Recorder::new(gpu);
+    gpt.record_eval(&mut rec);
+    rec.submit().unwrap();
+    assert_close(&format!("{tag} logits"), &gpt.read_logits(gpu).unwrap(), &floats(&fx["logits"]), 2e-6, 1e-5);
+    let want_loss = fx["loss"].as_f64().unwrap() as f32;
+    let loss = gpt.read_eval_loss(gpu).unwrap();
+    assert!((loss - want_loss).abs() < 1e-5, "{tag} eval loss {loss} vs {want_loss}");
+
+    let mut rec = Recorder::new(gpu);
+    gpt.record_forward_backward(&mut rec);
+    rec.submit().unwrap();
+    let loss = gpt.read_loss(gpu).unwrap();
+    assert!((loss - want_loss).abs() < 1e-5, "{tag} train loss {loss} vs {want_loss}");
+    let grads = gpt.read_grads(gpu).unwrap();
+    assert_eq!(gpt.arena.table.tensors.len(), fx["grads"].as_object().unwrap().len(), "{tag}: parameter count");
+    for (tensor, g) in gpt.arena.table.tensors.iter().zip(&grads) {
+        let want = floats(&fx["grads"][&tensor.name]);
+        let got = to_hf(&tensor.name, &tensor.shape, g);
+        assert_close(&format!("{tag} grad {}", tensor.name), &got, &want, 1e-7, 1e-4);
+    }
+
+    // 10 AdamW steps on the same batch; each loss is computed before its step's update.
+    let lr = fx["lr"].as_f64().unwrap() as f32;
+    let cfg = OptimConfig { weight_decay: fx["weight_decay"].as_f64().unwrap() as f32, ..OptimConfig::adamw() };
+    let mut opt = Optimizer::new(gpu, &gpt.arena, cfg, None).unwrap();
+    for (i, want) in floats(&fx["losses"]).iter().enumerate() {
+        let mut rec = Recorder::new(gpu);
+        gpt.record_forward_backward(&mut rec);
+        opt.record_step(gpu, &mut rec, lr, false);
+        rec.submit().unwrap();
+        let loss = gpt.read_loss(gpu).unwrap();
+        assert!((loss - want).abs() < 1e-5, "{tag} step {i}: loss {loss} vs PyTorch {want}");
+    }
+}

@@ -8,7 +8,6 @@ use std::path::Path;
 use wgtrain::gpu::Recorder;
 use wgtrain::kernels::matmul::Variant;
 use wgtrain::model::{checkpoint, Gpt, GptConfig};
-use wgtrain::optim::{OptimConfig, Optimizer};
 
 use wgtrain::Gpu;
 
@@ -19,10 +18,6 @@ fn fixture() -> (GptConfig, serde_json::Value, std::path::PathBuf) {
     let config = GptConfig::load(&dir.join("config.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(include_str!("fixtures/gpt2_tiny.json")).unwrap();
     (config, json, dir)
-}
-
-fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 fn tokens(v: &serde_json::Value) -> Vec<u32> {
@@ -90,43 +85,7 @@ fn gpt2_matches_pytorch_with_tiled_kernels() {
 
 fn matches_pytorch(gpu: &Gpu) {
     let (config, fx, dir) = fixture();
-    let (b, t) = (fx["B"].as_u64().unwrap() as usize, fx["T"].as_u64().unwrap() as usize);
-    let gpt = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();
-    let params = checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap();
-    gpt.write_params(gpu, &params);
-    gpt.upload_batch(gpu, 0, &tokens(&fx["inputs"]), &tokens(&fx["targets"]));
-
-    let mut rec = Recorder::new(gpu);
-    gpt.record_eval(&mut rec);
-    rec.submit().unwrap();
-    assert_close("logits", &gpt.read_logits(gpu).unwrap(), &floats(&fx["logits"]), 2e-6, 1e-5);
-    let want_loss = fx["loss"].as_f64().unwrap() as f32;
-    let loss = gpt.read_eval_loss(gpu).unwrap();
-    assert!((loss - want_loss).abs() < 1e-5, "eval loss {loss} vs {want_loss}");
-
-    let mut rec = Recorder::new(gpu);
-    gpt.record_forward_backward(&mut rec);
-    rec.submit().unwrap();
-    let loss = gpt.read_loss(gpu).unwrap();
-    assert!((loss - want_loss).abs() < 1e-5, "train loss {loss} vs {want_loss}");
-    let grads = gpt.read_grads(gpu).unwrap();
-    for (tensor, g) in gpt.arena.table.tensors.iter().zip(&grads) {
-        let want = floats(&fx["grads"][&tensor.name]);
-        assert_close(&format!("grad {}", tensor.name), &to_hf(&tensor.name, &tensor.shape, g), &want, 1e-7, 1e-4);
-    }
-
-    // 10 AdamW steps on the same batch; each loss is computed before its step's update.
-    let lr = fx["lr"].as_f64().unwrap() as f32;
-    let cfg = OptimConfig { weight_decay: fx["weight_decay"].as_f64().unwrap() as f32, ..OptimConfig::adamw() };
-    let mut opt = Optimizer::new(gpu, &gpt.arena, cfg, None).unwrap();
-    for (i, want) in floats(&fx["losses"]).iter().enumerate() {
-        let mut rec = Recorder::new(gpu);
-        gpt.record_forward_backward(&mut rec);
-        opt.record_step(gpu, &mut rec, lr, false);
-        rec.submit().unwrap();
-        let loss = gpt.read_loss(gpu).unwrap();
-        assert!((loss - want).abs() < 1e-5, "step {i}: loss {loss} vs PyTorch {want}");
-    }
+    crate::common::matches_golden(gpu, "gpt2", &config, &fx, &dir, to_hf);
 }
 
 #[test]

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use wgtrain::gpu::Recorder;
 use wgtrain::model::{checkpoint, Arch, Gpt, GptConfig};
-use wgtrain::optim::{OptimConfig, Optimizer};
 use wgtrain::Gpu;
 
 use crate::common::{assert_close, gpu};
@@ -20,52 +19,14 @@ fn fixture(name: &str) -> (GptConfig, serde_json::Value, PathBuf) {
     (config, serde_json::from_str(&text).unwrap(), dir)
 }
 
-fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-}
-
 fn tokens(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
-/// The GPT-2 test's tolerances (tests/gpt2.rs): logits |d| <= 2e-6 + 1e-5·|want|, losses
-/// within 1e-5, gradients |d| <= 1e-7 + 1e-4·|want|.
 fn matches_pytorch(gpu: &Gpu, name: &str) {
     let (config, fx, dir) = fixture(name);
     assert_eq!(config.arch, Arch::Llama);
-    let (b, t) = (fx["B"].as_u64().unwrap() as usize, fx["T"].as_u64().unwrap() as usize);
-    let gpt = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();
-    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap());
-    gpt.upload_batch(gpu, 0, &tokens(&fx["inputs"]), &tokens(&fx["targets"]));
-    let mut rec = Recorder::new(gpu);
-    gpt.record_eval(&mut rec);
-    rec.submit().unwrap();
-    assert_close(&format!("{name} logits"), &gpt.read_logits(gpu).unwrap(), &floats(&fx["logits"]), 2e-6, 1e-5);
-    let want_loss = fx["loss"].as_f64().unwrap() as f32;
-    let loss = gpt.read_eval_loss(gpu).unwrap();
-    assert!((loss - want_loss).abs() < 1e-5, "{name} eval loss {loss} vs {want_loss}");
-
-    let mut rec = Recorder::new(gpu);
-    gpt.record_forward_backward(&mut rec);
-    rec.submit().unwrap();
-    let grads = gpt.read_grads(gpu).unwrap();
-    assert_eq!(gpt.arena.table.tensors.len(), fx["grads"].as_object().unwrap().len(), "{name}: parameter count");
-    for (tensor, g) in gpt.arena.table.tensors.iter().zip(&grads) {
-        let want = floats(&fx["grads"][&tensor.name]);
-        assert_close(&format!("{name} grad {}", tensor.name), g, &want, 1e-7, 1e-4);
-    }
-
-    let lr = fx["lr"].as_f64().unwrap() as f32;
-    let cfg = OptimConfig { weight_decay: fx["weight_decay"].as_f64().unwrap() as f32, ..OptimConfig::adamw() };
-    let mut opt = Optimizer::new(gpu, &gpt.arena, cfg, None).unwrap();
-    for (i, want) in floats(&fx["losses"]).iter().enumerate() {
-        let mut rec = Recorder::new(gpu);
-        gpt.record_forward_backward(&mut rec);
-        opt.record_step(gpu, &mut rec, lr, false);
-        rec.submit().unwrap();
-        let loss = gpt.read_loss(gpu).unwrap();
-        assert!((loss - want).abs() < 1e-5, "{name} step {i}: loss {loss} vs PyTorch {want}");
-    }
+    crate::common::matches_golden(gpu, name, &config, &fx, &dir, |_, _, g| g.to_vec());
 }
 
 #[test]

@@ -420,7 +420,7 @@ fn hf_configs_give_n_inner_and_refuse_what_the_model_cannot_run() {
         (r#", "layer_norm_epsilon": 1e-6"#, "layer_norm_epsilon"),
         (r#", "tie_word_embeddings": false"#, "tie_word_embeddings"),
         (r#", "scale_attn_by_inverse_layer_idx": true"#, "scale_attn_by_inverse_layer_idx"),
-        (r#", "model_type": "llama""#, "model_type"),
+        (r#", "model_type": "bert""#, "model_type"),
         (r#", "n_inner": 0"#, "n_inner"),
     ] {
         let err = parse(extra).unwrap_err().to_string();

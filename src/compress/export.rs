@@ -42,15 +42,12 @@ pub fn is_linear_weight(name: &str) -> bool {
 
 /// llama.cpp's name of a wgtrain (HF GPT-2) parameter.
 pub fn gguf_name(name: &str) -> String {
-    let top = [("wte.weight", "token_embd.weight"), ("wpe.weight", "position_embd.weight")];
-    if let Some((_, g)) = top.iter().find(|(n, _)| *n == name) {
-        return g.to_string();
-    }
-    if let Some(rest) = name.strip_prefix("ln_f.") {
-        return format!("output_norm.{rest}");
-    }
-    let Some(rest) = name.strip_prefix("h.") else { return name.to_string() };
-    let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
+    let top = [
+        ("wte.weight", "token_embd.weight"),
+        ("wpe.weight", "position_embd.weight"),
+        ("ln_f.weight", "output_norm.weight"),
+        ("ln_f.bias", "output_norm.bias"),
+    ];
     let parts = [
         ("ln_1.", "attn_norm."),
         ("attn.c_attn.", "attn_qkv."),
@@ -59,6 +56,17 @@ pub fn gguf_name(name: &str) -> String {
         ("mlp.c_fc.", "ffn_up."),
         ("mlp.c_proj.", "ffn_down."),
     ];
+    rename(name, &top, "h.", &parts)
+}
+
+/// A parameter's name in llama.cpp's naming: a whole-name match in `top`, or a layer's tensor
+/// (after `layer_prefix` and the layer number) as blk.N. and its part renamed by `parts`.
+pub(crate) fn rename(name: &str, top: &[(&str, &str)], layer_prefix: &str, parts: &[(&str, &str)]) -> String {
+    if let Some((_, g)) = top.iter().find(|(n, _)| *n == name) {
+        return g.to_string();
+    }
+    let Some(rest) = name.strip_prefix(layer_prefix) else { return name.to_string() };
+    let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
     let (from, to) = parts.iter().find(|(f, _)| tail.starts_with(f)).copied().unwrap_or(("", ""));
     format!("blk.{layer}.{to}{}", &tail[from.len()..])
 }

@@ -18,11 +18,6 @@ pub fn gguf_name(name: &str) -> String {
         ("model.norm.weight", "output_norm.weight"),
         ("lm_head.weight", "output.weight"),
     ];
-    if let Some((_, g)) = top.iter().find(|(n, _)| *n == name) {
-        return g.to_string();
-    }
-    let Some(rest) = name.strip_prefix("model.layers.") else { return name.to_string() };
-    let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
     let parts = [
         ("input_layernorm.", "attn_norm."),
         ("self_attn.q_proj.", "attn_q."),
@@ -34,8 +29,7 @@ pub fn gguf_name(name: &str) -> String {
         ("mlp.up_proj.", "ffn_up."),
         ("mlp.down_proj.", "ffn_down."),
     ];
-    let (from, to) = parts.iter().find(|(f, _)| tail.starts_with(f)).copied().unwrap_or(("", ""));
-    format!("blk.{layer}.{to}{}", &tail[from.len()..])
+    super::export::rename(name, &top, "model.layers.", &parts)
 }
 
 /// The rows of a (heads·d, ·) weight of `row_bytes` bytes each, from llama.cpp's order to HF's
