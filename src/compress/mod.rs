@@ -34,6 +34,12 @@ pub fn load_dir(dir: &Path) -> Result<(GptConfig, Vec<Vec<f32>>, Tokenizer), Str
 /// beside its config.json and tokenizer.json.
 pub fn quantize(model: &Path, format: Format, out: &Path) -> Result<QuantizeReport, String> {
     let (config, values, tok) = load_dir(model)?;
+    if config.arch == crate::model::Arch::Llama {
+        return Err(format!(
+            "{}: a Llama model; wgtrain quantize writes gpt2-architecture GGUF files only (llama export is not built)",
+            model.display()
+        ));
+    }
     let planned = export::plan(&config, format);
     let data = export::encode(&planned, &values);
     write_dir(out, &config, &tok, &planned, &data, format.qtype)
@@ -139,6 +145,12 @@ pub fn prune_model(gpu: &crate::Gpu, a: &PruneArgs) -> Result<PruneReport, Strin
         ));
     }
     let (config, mut values, tok) = load_dir(&a.model).map_err(|e| format!("--model {}: {e}", a.model.display()))?;
+    if config.arch == crate::model::Arch::Llama && a.keep_mlp.is_some() {
+        return Err(format!(
+            "--keep-mlp: {} is a Llama model; structured pruning cuts GPT-2 MLPs only",
+            a.model.display()
+        ));
+    }
     let table = crate::optim::ParamTable::new(config.parameter_specs());
     let linear = table.tensors.iter().filter(|t| export::is_linear_weight(&t.name)).map(|t| t.numel()).sum();
     let calibrate = |config: &GptConfig, values: &[Vec<f32>]| -> Result<oneshot::ChannelSums, String> {

@@ -142,6 +142,11 @@ impl Gpt {
         qat: Option<crate::compress::QType>,
     ) -> Result<Self, GpuError> {
         if let Some(q) = qat {
+            if config.arch == Arch::Llama {
+                return Err(GpuError::Unsupported(
+                    "--qat ends in a gpt2-architecture model.gguf; a Llama model can't take it".into(),
+                ));
+            }
             qat::check(config.n_embd, q).map_err(GpuError::Unsupported)?;
             if precision == Precision::F16 {
                 return Err(GpuError::Unsupported("--qat trains in f32: drop --precision f16".into()));
