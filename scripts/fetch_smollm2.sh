@@ -20,7 +20,7 @@ fi
 mkdir -p "$dir"
 if ! python3 -m pip --version > /dev/null 2>&1; then
     echo "fetch_smollm2: installing pip (python3-pip)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip > /dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pip > /dev/null
 fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

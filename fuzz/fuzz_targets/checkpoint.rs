@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 use wgtrain::model::GptConfig;
 
 fuzz_target!(|bytes: &[u8]| {
-    let config = GptConfig { n_layer: 1, n_head: 1, n_embd: 4, vocab_size: 5, n_positions: 3, n_inner: None };
+    let config = GptConfig::gpt2(1, 1, 4, 5, 3);
     if let Ok(values) = wgtrain::model::checkpoint::parse_hf(bytes, std::path::Path::new("fuzz"), &config) {
         let specs = config.parameter_specs();
         assert_eq!(values.len(), specs.len());

@@ -5,7 +5,7 @@ use wgtrain::model::GptConfig;
 use wgtrain::optim::{state::parse_state, OptimizerKind, ParamTable};
 
 fuzz_target!(|bytes: &[u8]| {
-    let config = GptConfig { n_layer: 1, n_head: 1, n_embd: 4, vocab_size: 5, n_positions: 3, n_inner: None };
+    let config = GptConfig::gpt2(1, 1, 4, 5, 3);
     let table = ParamTable::new(config.parameter_specs());
     let path = std::path::Path::new("fuzz");
     for (kind, moments) in [
