@@ -143,3 +143,31 @@ pub fn matches_golden(
         assert!((loss - want).abs() < 1e-5, "{tag} step {i}: loss {loss} vs PyTorch {want}");
     }
 }
+
+/// Decoding the fixture's first row with the KV cache gives the logits the full forward gives
+/// at every position. Tolerance: the same sums in another grouping, |d| <= 1e-5 + 1e-4·|want|.
+pub fn decoding_matches_forward(
+    gpu: &Gpu,
+    tag: &str,
+    config: &wgtrain::model::GptConfig,
+    fx: &serde_json::Value,
+    dir: &std::path::Path,
+) {
+    use wgtrain::gpu::Recorder;
+    use wgtrain::model::{checkpoint, Gpt};
+    let (t, v) = (fx["T"].as_u64().unwrap() as usize, config.vocab_size);
+    let gpt = Gpt::new(gpu, config.clone(), 1, t, 1).unwrap();
+    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), config).unwrap());
+    let row: Vec<u32> = fx["inputs"].as_array().unwrap()[..t].iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    gpt.upload_batch(gpu, 0, &row, &row);
+    let mut rec = Recorder::new(gpu);
+    gpt.record_eval(&mut rec);
+    rec.submit().unwrap();
+    let full = gpt.read_logits(gpu).unwrap();
+    let mut dec = gpt.decoder(gpu).unwrap();
+    for (i, &tok) in row.iter().enumerate() {
+        let got = dec.next(gpu, tok).unwrap();
+        assert_close(&format!("{tag} decode position {i}"), &got, &full[i * v..][..v], 1e-5, 1e-4);
+    }
+    assert_eq!(dec.pos, t);
+}

@@ -20,10 +20,6 @@ fn fixture() -> (GptConfig, serde_json::Value, std::path::PathBuf) {
     (config, json, dir)
 }
 
-fn tokens(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
-}
-
 /// HF's Conv1D weights are (in, out): our (out, in) transposed.
 fn to_hf(name: &str, shape: &[usize], x: &[f32]) -> Vec<f32> {
     let conv = name.ends_with(".weight") && [".c_attn.", ".c_proj.", ".c_fc."].iter().any(|k| name.contains(k));
@@ -121,22 +117,7 @@ fn checkpoint_that_does_not_match_the_config_is_an_error() {
 fn kv_cache_decoding_matches_the_full_forward() {
     let Some(gpu) = gpu() else { return };
     let (config, fx, dir) = fixture();
-    let t = fx["T"].as_u64().unwrap() as usize;
-    let v = config.vocab_size;
-    let gpt = Gpt::new(gpu, config.clone(), 1, t, 1).unwrap();
-    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap());
-    let row: Vec<u32> = tokens(&fx["inputs"])[..t].to_vec();
-    gpt.upload_batch(gpu, 0, &row, &row);
-    let mut rec = Recorder::new(gpu);
-    gpt.record_eval(&mut rec);
-    rec.submit().unwrap();
-    let full = gpt.read_logits(gpu).unwrap();
-    let mut dec = gpt.decoder(gpu).unwrap();
-    for (i, &tok) in row.iter().enumerate() {
-        let got = dec.next(gpu, tok).unwrap();
-        assert_close(&format!("decode position {i}"), &got, &full[i * v..][..v], 1e-5, 1e-4);
-    }
-    assert_eq!(dec.pos, t);
+    crate::common::decoding_matches_forward(gpu, "gpt2", &config, &fx, &dir);
 }
 
 /// Gradient accumulation: a batch of 4 rows equals 2 micro-batches of 2 rows (the losses

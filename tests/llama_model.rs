@@ -6,21 +6,16 @@
 
 use std::path::{Path, PathBuf};
 
-use wgtrain::gpu::Recorder;
-use wgtrain::model::{checkpoint, Arch, Gpt, GptConfig};
+use wgtrain::model::{checkpoint, Arch, GptConfig};
 use wgtrain::Gpu;
 
-use crate::common::{assert_close, gpu};
+use crate::common::gpu;
 
 fn fixture(name: &str) -> (GptConfig, serde_json::Value, PathBuf) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     let config = GptConfig::load(&dir.join("config.json")).unwrap();
     let text = std::fs::read_to_string(dir.with_extension("json")).unwrap();
     (config, serde_json::from_str(&text).unwrap(), dir)
-}
-
-fn tokens(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 fn matches_pytorch(gpu: &Gpu, name: &str) {
@@ -63,20 +58,7 @@ fn llama_checkpoint_round_trips() {
 fn llama_kv_cache_decoding_matches_the_full_forward() {
     let Some(gpu) = gpu() else { return };
     let (config, fx, dir) = fixture("llama_tiny_untied");
-    let (t, v) = (fx["T"].as_u64().unwrap() as usize, config.vocab_size);
-    let gpt = Gpt::new(gpu, config.clone(), 1, t, 1).unwrap();
-    gpt.write_params(gpu, &checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap());
-    let row: Vec<u32> = tokens(&fx["inputs"])[..t].to_vec();
-    gpt.upload_batch(gpu, 0, &row, &row);
-    let mut rec = Recorder::new(gpu);
-    gpt.record_eval(&mut rec);
-    rec.submit().unwrap();
-    let full = gpt.read_logits(gpu).unwrap();
-    let mut dec = gpt.decoder(gpu).unwrap();
-    for (i, &tok) in row.iter().enumerate() {
-        let got = dec.next(gpu, tok).unwrap();
-        assert_close(&format!("llama decode position {i}"), &got, &full[i * v..][..v], 1e-5, 1e-4);
-    }
+    crate::common::decoding_matches_forward(gpu, "llama", &config, &fx, &dir);
 }
 
 /// Config errors name the field: a GPT-2 with a Llama-only setting, heads that don't group.

@@ -203,7 +203,7 @@ pub struct GgufModel {
     pub eos: Option<u32>,
 }
 
-fn meta_usize(g: &Gguf, key: &str) -> Result<usize, String> {
+pub(crate) fn meta_usize(g: &Gguf, key: &str) -> Result<usize, String> {
     g.get(key).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| format!("no integer {key}"))
 }
 
@@ -241,6 +241,14 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
     if config.n_layer > g.tensors.len() / 12 {
         return Err(format!("block_count {} needs more tensors than the file's {}", config.n_layer, g.tensors.len()));
     }
+    let tensors = read_tensors(g, &config, gguf_name)?;
+    finish_model(g, config, tensors)
+}
+
+/// Every tensor `config` needs from `g`, found by its llama.cpp name (`gguf_name`) and with
+/// the dims the config needs. Only linear weights, the embedding and a separate LM head may be
+/// block-quantized; the rest must be F32 or F16.
+pub(crate) fn read_tensors(g: &Gguf, config: &GptConfig, gguf_name: fn(&str) -> String) -> Result<Vec<Loaded>, String> {
     let mut tensors = Vec::new();
     for (name, shape) in config.parameter_specs() {
         let gname = gguf_name(&name);
@@ -248,15 +256,22 @@ pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
         if t.dims != ggml_dims(&shape) {
             return Err(format!("{gname} has dims {:?}, the config needs {:?}", t.dims, ggml_dims(&shape)));
         }
-        let may_block = is_linear_weight(&name) || name == "wte.weight";
+        let may_block = is_linear_weight(&name) || name == config.embedding() || name == "lm_head.weight";
         if t.qtype.is_block() && !may_block {
             return Err(format!("{gname} is {}; wgtrain reads it as F32 or F16", t.qtype.name()));
         }
         tensors.push(Loaded { name, shape, qtype: t.qtype, bytes: g.data(t).to_vec() });
     }
-    let chat_template = super::llama_gguf::chat_template(g);
-    let eos = super::llama_gguf::eos(g);
-    Ok(GgufModel { tokenizer: gguf_tokenizer(g, config.vocab_size)?, config, tensors, chat_template, eos })
+    Ok(tensors)
+}
+
+/// The model of `config` and its `tensors`, with the tokenizer, chat template and eos of `g`'s
+/// metadata.
+pub(crate) fn finish_model(g: &Gguf, config: GptConfig, tensors: Vec<Loaded>) -> Result<GgufModel, String> {
+    let tokenizer = gguf_tokenizer(g, config.vocab_size)?;
+    let chat_template = g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string);
+    let eos = g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).map(|v| v as u32);
+    Ok(GgufModel { tokenizer, config, tensors, chat_template, eos })
 }
 
 /// The tokenizer of the GGUF file at `path` (`prepare --tokenizer FILE.gguf`).

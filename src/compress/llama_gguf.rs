@@ -3,11 +3,11 @@
 //!
 //! llama.cpp's converter permutes each head's rows of q_proj and k_proj for its own RoPE,
 //! which pairs element 2i with 2i+1: HF row h·d + a·d/2 + j (a ∈ {0, 1}, j < d/2) becomes row
-//! h·d + 2j + a. wgtrain's RoPE pairs i with i + d/2 as HF does, so the rows go back on import
-//! and are permuted again on export. A row is whole blocks of the tensor's type, so the
-//! permutation moves bytes and quantized weights stay quantized.
+//! h·d + 2j + a. wgtrain's RoPE pairs i with i + d/2 as HF does, so the rows go back on import.
+//! A row is whole blocks of the tensor's type, so the permutation moves bytes and quantized
+//! weights stay quantized.
 
-use super::export::{ggml_dims, is_linear_weight, GgufModel, Loaded};
+use super::export::{meta_usize, GgufModel, Loaded};
 use super::gguf::{Gguf, Value};
 use crate::model::{Arch, GptConfig};
 
@@ -32,9 +32,8 @@ pub fn gguf_name(name: &str) -> String {
     super::export::rename(name, &top, "model.layers.", &parts)
 }
 
-/// The rows of a (heads·d, ·) weight of `row_bytes` bytes each, from llama.cpp's order to HF's
-/// (`to_hf`) or back.
-pub fn permute_rows(bytes: &[u8], row_bytes: usize, heads: usize, to_hf: bool) -> Vec<u8> {
+/// The rows of a (heads·d, ·) weight of `row_bytes` bytes each, from llama.cpp's order to HF's.
+pub fn rows_to_hf(bytes: &[u8], row_bytes: usize, heads: usize) -> Vec<u8> {
     let rows = bytes.len() / row_bytes.max(1);
     let d = rows / heads.max(1);
     let mut out = vec![0u8; bytes.len()];
@@ -42,16 +41,11 @@ pub fn permute_rows(bytes: &[u8], row_bytes: usize, heads: usize, to_hf: bool) -
         for a in 0..2 {
             for j in 0..d / 2 {
                 let (hf, ggml) = (h * d + a * (d / 2) + j, h * d + 2 * j + a);
-                let (dst, src) = if to_hf { (hf, ggml) } else { (ggml, hf) };
-                out[dst * row_bytes..][..row_bytes].copy_from_slice(&bytes[src * row_bytes..][..row_bytes]);
+                out[hf * row_bytes..][..row_bytes].copy_from_slice(&bytes[ggml * row_bytes..][..row_bytes]);
             }
         }
     }
     out
-}
-
-fn meta_usize(g: &Gguf, key: &str) -> Result<usize, String> {
-    g.get(key).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| format!("no integer {key}"))
 }
 
 /// The config of a llama-architecture file: its sizes, θ, epsilon, and a head tied to
@@ -86,52 +80,20 @@ fn config(g: &Gguf) -> Result<GptConfig, String> {
     Ok(config)
 }
 
-/// Reads a llama-architecture GGUF: every tensor the config needs, with the shape it needs,
-/// q_proj and k_proj rows in HF's order. Norms must be F32 or F16.
-pub fn read(g: &Gguf) -> Result<(GptConfig, Vec<Loaded>), String> {
-    let config = config(g)?;
-    let (heads, kv_heads) = (config.n_head, config.kv_heads());
-    let mut tensors = Vec::new();
-    for (name, shape) in config.parameter_specs() {
-        let gname = gguf_name(&name);
-        let t = g.tensor(&gname).ok_or_else(|| format!("no tensor {gname}"))?;
-        if t.dims != ggml_dims(&shape) {
-            return Err(format!("{gname} has dims {:?}, the config needs {:?}", t.dims, ggml_dims(&shape)));
-        }
-        let may_block = is_linear_weight(&name) || name.ends_with("embed_tokens.weight") || name == "lm_head.weight";
-        if t.qtype.is_block() && !may_block {
-            return Err(format!("{gname} is {}; wgtrain reads it as F32 or F16", t.qtype.name()));
-        }
-        let mut bytes = g.data(t).to_vec();
-        let row_bytes = t.qtype.bytes_for(shape[shape.len() - 1]);
-        if name.ends_with("q_proj.weight") {
-            bytes = permute_rows(&bytes, row_bytes, heads, true);
-        } else if name.ends_with("k_proj.weight") {
-            bytes = permute_rows(&bytes, row_bytes, kv_heads, true);
-        }
-        tensors.push(Loaded { name, shape, qtype: t.qtype, bytes });
-    }
-    Ok((config, tensors))
-}
-
-/// Reads a llama-architecture GGUF into a model.
+/// Reads a llama-architecture GGUF into a model: every tensor the config needs, with the
+/// shape it needs, q_proj and k_proj rows in HF's order.
 pub fn from_gguf(g: &Gguf) -> Result<GgufModel, String> {
-    let (config, tensors) = read(g)?;
-    Ok(GgufModel {
-        tokenizer: super::export::gguf_tokenizer(g, config.vocab_size)?,
-        config,
-        tensors,
-        chat_template: chat_template(g),
-        eos: eos(g),
-    })
-}
-
-/// The chat template the file's metadata holds (tokenizer.chat_template).
-pub fn chat_template(g: &Gguf) -> Option<String> {
-    g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string)
-}
-
-/// tokenizer.ggml.eos_token_id.
-pub fn eos(g: &Gguf) -> Option<u32> {
-    g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).map(|v| v as u32)
+    let config = config(g)?;
+    let mut tensors: Vec<Loaded> = super::export::read_tensors(g, &config, gguf_name)?;
+    for t in &mut tensors {
+        let heads = if t.name.ends_with("q_proj.weight") {
+            config.n_head
+        } else if t.name.ends_with("k_proj.weight") {
+            config.kv_heads()
+        } else {
+            continue;
+        };
+        t.bytes = rows_to_hf(&t.bytes, t.qtype.bytes_for(t.shape[1]), heads);
+    }
+    super::export::finish_model(g, config, tensors)
 }
