@@ -202,7 +202,8 @@ fn f16_gelu_and_residual_match_reference() {
 #[test]
 fn f16_classifier_matches_reference_with_a_loss_scale() {
     for gpu in builds() {
-        for (i, &(n, v)) in [(3usize, 5usize), (37, 517)].iter().enumerate() {
+        // (389, 517) runs in windows of 128 rows: each starts 128·517 halves (256-aligned) on.
+        for (i, &(n, v, windowed)) in [(3usize, 5usize, false), (37, 517, false), (389, 517, true)].iter().enumerate() {
             let mut r = Rng::new(930 + i as u64);
             let logits = f16ed(&r.vec(n * v).iter().map(|x| x * 8.0).collect::<Vec<_>>());
             let targets: Vec<u32> = (0..n).map(|_| (r.next_u64() % v as u64) as u32).collect();
@@ -212,19 +213,18 @@ fn f16_classifier_matches_reference_with_a_loss_scale() {
             let sbuf = up32(gpu, &[scale, 0.0, 0.0, 0.0]);
             let dloss = 1.0 / n as f32;
             let (n32, v32) = (n as u32, v as u32);
-            let op = classifier::forward_backward(
-                gpu,
-                h(&gl),
-                (&losses).into(),
-                &targets_buf,
-                n32,
-                v32,
-                v32,
-                Some(dloss),
-                Some(&sbuf),
-            )
-            .unwrap();
-            run(gpu, &[op]);
+            let rows = classifier::Rows {
+                logits: h(&gl),
+                losses: (&losses).into(),
+                targets: (&targets_buf).into(),
+                n: n32,
+                v: v32,
+                vp: v32,
+            };
+            let limit = if windowed { 2 * 517 * 200 } else { gpu.max_binding() };
+            let ops = classifier::forward_backward_within(gpu, rows, Some(dloss), Some(&sbuf), limit).unwrap();
+            assert_eq!(ops.len(), if windowed { 4 } else { 1 });
+            run(gpu, &ops);
             let mut want = logits.clone();
             let want_losses =
                 reference::classifier::forward_backward(&mut want, &targets, v, v, Some((dloss * scale) as f64));

@@ -145,6 +145,21 @@ impl<'a> View<'a> {
     }
 }
 
+/// Rows of one window of a row-wise product: all `m`, or a multiple of 128 whose rows of
+/// `row_bytes` fit `limit` bytes (128 rows keep every window's offset on 256 bytes for
+/// elements of 2 bytes or more).
+pub(crate) fn window_rows(limit: u64, m: u32, row_bytes: u64) -> Result<u32, GpuError> {
+    let fit = limit / row_bytes.max(1);
+    if fit >= m as u64 {
+        return Ok(m);
+    }
+    let rows = fit / 128 * 128;
+    if rows == 0 {
+        return Err(GpuError::BindingTooLarge { requested: 128 * row_bytes, max: limit });
+    }
+    Ok(rows as u32)
+}
+
 /// One dispatch of `kernel` over `bindings` (in binding order, the uniform last, made from
 /// `params`).
 pub(crate) fn dispatch<P: bytemuck::Pod>(

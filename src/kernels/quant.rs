@@ -2,7 +2,7 @@
 //! weights stay in ggml's blocks (as `compress::quant::gpu_words` lays them out) and the
 //! kernels dequantize what they read.
 
-use super::{dispatch_with, grid, half_mask, View};
+use super::{dispatch_with, grid, half_mask, window_rows, View};
 use crate::compress::QType;
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
 
@@ -59,19 +59,6 @@ fn rows_variant(m: u32) -> bool {
     m < TILE
 }
 
-/// Rows of one window: all `m`, or a multiple of 128 whose `row_bytes` fit one binding.
-fn window_rows(gpu: &Gpu, m: u32, row_bytes: u64) -> Result<u32, GpuError> {
-    let fit = gpu.max_binding() / row_bytes.max(1);
-    if fit >= m as u64 {
-        return Ok(m);
-    }
-    let rows = fit / 128 * 128;
-    if rows == 0 {
-        return Err(GpuError::BindingTooLarge { requested: 128 * row_bytes, max: gpu.max_binding() });
-    }
-    Ok(rows as u32)
-}
-
 /// out (M, N) = inp (M, K) · deq(w) (N, K)ᵀ + bias (N), K a multiple of 32; split along M
 /// into windows where out or inp would exceed one binding.
 pub fn forward(
@@ -100,7 +87,7 @@ pub fn forward_variant(
         return Err(GpuError::Unsupported(format!("a {} weight of rows of {k}", w.qtype.name())));
     }
     let row_bytes = (n as u64 * out.dtype.bytes()).max(k as u64 * inp.dtype.bytes());
-    let rows = window_rows(gpu, m, row_bytes)?;
+    let rows = window_rows(gpu.max_binding(), m, row_bytes)?;
     let bias_b = match bias {
         Some(b) => b.binding(gpu, n as u64)?,
         None => gpu.dummy.as_entire_buffer_binding(),

@@ -142,12 +142,7 @@ impl Gpt {
         qat: Option<crate::compress::QType>,
     ) -> Result<Self, GpuError> {
         if let Some(q) = qat {
-            if config.arch == Arch::Llama {
-                return Err(GpuError::Unsupported(
-                    "--qat ends in a gpt2-architecture model.gguf; a Llama model can't take it".into(),
-                ));
-            }
-            qat::check(config.n_embd, q).map_err(GpuError::Unsupported)?;
+            qat::check(&config, q).map_err(GpuError::Unsupported)?;
             if precision == Precision::F16 {
                 return Err(GpuError::Unsupported("--qat trains in f32: drop --precision f16".into()));
             }
@@ -299,7 +294,7 @@ impl Gpt {
         let tokens = &self.micro.tokens.tokens;
         let encode = block::embed(gpu, self.encoded.v(), tokens, &top, self.config.embedding(), (v, n, s.t, s.c), s.t)?;
         self.edges[0] = vec![Cmd::Run(encode)];
-        self.eval_classify = vec![Cmd::Run(self.classify(gpu, None)?)];
+        self.eval_classify = self.classify(gpu, None)?;
         self.body = body;
         if train {
             self.build_backward(gpu, &mm)?;
@@ -342,7 +337,7 @@ impl Gpt {
         let dwte = top.grad(self.config.embedding());
         let dwpe = self.arena.table.get("wpe.weight").map(|_| top.grad("wpe.weight"));
         let encode_back = encoder::backward(gpu, dwte, dwpe, d.dresidual.v(), &self.micro.tokens, v, n, s.t, s.c)?;
-        self.edges[1] = vec![Cmd::Run(self.classify(gpu, Some(dloss))?)];
+        self.edges[1] = self.classify(gpu, Some(dloss))?;
         self.edges[2] = encode_back.into_iter().map(Cmd::Run).collect();
         self.back = back;
         self.back_marks = marks;
@@ -351,11 +346,19 @@ impl Gpt {
     }
 
     /// The classifier over the logits: with `dloss`, also dlogits (times the loss scale).
-    fn classify(&self, gpu: &Gpu, dloss: Option<f32>) -> Result<Dispatch, GpuError> {
+    fn classify(&self, gpu: &Gpu, dloss: Option<f32>) -> Result<Vec<Cmd>, GpuError> {
         let (n, v) = ((self.b * self.t) as u32, self.config.vocab_size as u32);
         let mb = &self.micro;
         let scale = dloss.map(|_| &*self.arena.loss_scale);
-        classifier::forward_backward(gpu, self.logits.v(), (&mb.losses).into(), &mb.targets, n, v, v, dloss, scale)
+        let rows = classifier::Rows {
+            logits: self.logits.v(),
+            losses: (&mb.losses).into(),
+            targets: (&mb.targets).into(),
+            n,
+            v,
+            vp: v,
+        };
+        Ok(classifier::forward_backward(gpu, rows, dloss, scale)?.into_iter().map(Cmd::Run).collect())
     }
 }
 
