@@ -90,8 +90,10 @@ fn load_model(
     let gpt = Gpt::for_inference(gpu, config.clone(), b, t, precision, table, None)?;
     gpt.write_params(gpu, &checkpoint::load_hf(&model.join("model.safetensors"), &config)?);
     gpt.write_half_params(gpu)?;
-    let chat_template = wgtrain::data::chat::template_in_dir(model).map_err(anyhow::Error::msg)?;
-    Ok(Loaded { gpt, tokenizer: dir_tokenizer()?, chat_template, eos: None })
+    let chat = wgtrain::data::chat::chat_in_dir(model).map_err(anyhow::Error::msg)?;
+    let tokenizer = dir_tokenizer()?;
+    let eos = chat.as_ref().and_then(|(_, e)| tokenizer.as_ref()?.token_id(e.as_deref()?));
+    Ok(Loaded { gpt, tokenizer, chat_template: chat.map(|(t, _)| t), eos })
 }
 
 /// The speed and memory line of eval and sample (on stderr): `tokens` since `started`, the

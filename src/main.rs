@@ -94,7 +94,7 @@ enum Command {
         /// ggml's block formats, or f16/f32 (unquantized; f32 is lossless).
         #[arg(long, value_enum)]
         format: wgtrain::compress::QType,
-        /// Quantize wte too (the embedding and the tied LM head dequantize its rows).
+        /// Quantize the embedding (and an untied LM head) too: the lookup and the head dequantize its rows.
         #[arg(long)]
         quantize_embeddings: bool,
         /// Directory for model.gguf, config.json and tokenizer.json.

@@ -13,7 +13,9 @@ pub struct TrainCli {
     /// Model config (models/*.toml or an HF config.json); default models/default.toml.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Start from HF GPT-2 weights: a directory (config.json, model.safetensors) or a file.
+    /// Start from pretrained weights: an HF directory (config.json, model.safetensors), a
+    /// .safetensors file, or a GGUF (a .gguf file, or a directory from `wgtrain quantize`), whose
+    /// tensors dequantize into f32 masters.
     #[arg(long)]
     init: Option<PathBuf>,
     /// A directory from `wgtrain prepare`, or an llm.c token file; default: the bundled

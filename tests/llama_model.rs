@@ -52,6 +52,34 @@ fn llama_checkpoint_round_trips() {
     }
 }
 
+/// `wgtrain quantize` of a Llama writes the llama.* metadata and q/k rows in llama.cpp's
+/// order (head size 6: the permutation moves rows); reading the file back undoes it, so an
+/// f32 export returns the same config and values bit for bit, and q8_0 (rows of 13 and 29
+/// are not whole blocks) keeps every tensor f32.
+#[test]
+fn llama_gguf_export_round_trips() {
+    use wgtrain::compress::{export, QType};
+    for name in ["llama_tiny_untied", "llama_tiny_tied"] {
+        let (config, _, dir) = fixture(name);
+        let params = checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap();
+        let out = std::env::temp_dir().join(format!("wgtrain-llama-gguf-{name}-{}", std::process::id()));
+        let format = export::Format { qtype: QType::F32, embeddings: true };
+        wgtrain::compress::quantize(&dir, format, &out).unwrap();
+        let m = export::read_gpt2(&out.join("model.gguf")).unwrap();
+        // head_dim equal to n_embd / n_head reads back unset.
+        assert_eq!(GptConfig { head_dim: config.head_dim, ..m.config.clone() }, config, "{name}: the config");
+        let values: Vec<Vec<f32>> =
+            m.tensors.iter().map(|t| wgtrain::compress::quant::dequantize(&t.bytes, t.qtype)).collect();
+        assert_eq!(values, params, "{name}: the tensors read back");
+        let raw = wgtrain::compress::gguf::Gguf::read(&out.join("model.gguf")).unwrap();
+        let q = raw.tensor("blk.0.attn_q.weight").unwrap();
+        let specs = config.parameter_specs();
+        let at = specs.iter().position(|(n, _)| n == "model.layers.0.self_attn.q_proj.weight").unwrap();
+        assert_ne!(raw.data(q), bytemuck::cast_slice::<f32, u8>(&params[at]), "{name}: q rows in llama.cpp's order");
+        std::fs::remove_dir_all(&out).ok();
+    }
+}
+
 /// The KV-cache decoder (keys rotated at their positions as they enter the cache, grouped
 /// queries) gives the full forward's logits at every position.
 #[test]

@@ -1,6 +1,6 @@
-//! GPT-2 in GGUF as llama.cpp names it: which tensor goes where in which type (`plan`), the
-//! file with its metadata and tokenizer (`write_gpt2`), and a file read back into a config,
-//! tensors in wgtrain's naming and a tokenizer (`read_gpt2`).
+//! GPT-2 and Llama in GGUF as llama.cpp names them: which tensor goes where in which type
+//! (`plan`), the file with its metadata and tokenizer (`write_model`), and a file read back into
+//! a config, tensors in wgtrain's naming and a tokenizer (`read_gpt2`, which reads both).
 //!
 //! wgtrain keeps matmul weights (out, in) row-major: ggml's dims [in, out], rows of `in`
 //! elements, so blocks run along the input features and the weights go in untransposed.
@@ -10,12 +10,13 @@ use std::path::Path;
 use super::gguf::{Gguf, Value, Writer};
 use super::quant::{self, QType};
 use crate::data::tokenizer::{Kind, Tokenizer};
-use crate::model::GptConfig;
+use crate::model::{Arch, GptConfig};
 
 /// What `wgtrain quantize` makes of a model.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Format {
-    /// The type of every linear weight (and of wte with `embeddings`).
+    /// The type of every linear weight (and of the embedding and an untied LM head with
+    /// `embeddings`).
     pub qtype: QType,
     /// wte too: the embedding lookup and the tied LM head then dequantize its rows.
     pub embeddings: bool,
@@ -78,7 +79,8 @@ pub fn plan(config: &GptConfig, format: Format) -> Vec<Planned> {
         .parameter_specs()
         .into_iter()
         .map(|(name, shape)| {
-            let wanted = is_linear_weight(&name) || (format.embeddings && name == "wte.weight");
+            let head = name == config.embedding() || name == "lm_head.weight";
+            let wanted = is_linear_weight(&name) || (format.embeddings && head);
             let row = *shape.last().unwrap_or(&0);
             let (qtype, note) = if !wanted {
                 (QType::F32, None)
@@ -87,9 +89,17 @@ pub fn plan(config: &GptConfig, format: Format) -> Vec<Planned> {
             } else {
                 (format.qtype, None)
             };
-            Planned { gguf: gguf_name(&name), name, shape, qtype, note }
+            Planned { gguf: name_in_gguf(config)(&name), name, shape, qtype, note }
         })
         .collect()
+}
+
+/// llama.cpp's naming of `config`'s architecture.
+pub fn name_in_gguf(config: &GptConfig) -> fn(&str) -> String {
+    match config.arch {
+        Arch::Gpt2 => gguf_name,
+        Arch::Llama => super::llama_gguf::gguf_name,
+    }
 }
 
 /// ggml's dims of a wgtrain shape: reversed (the row length first).
@@ -109,9 +119,10 @@ fn file_type(q: QType) -> u32 {
 }
 
 /// The tokenizer metadata: GPT-2's tokenizer model with every id's token (ids the tokenizer
-/// lacks become unused `[PAD<id>]`), the merges (a byte-level vocabulary gets one that never
-/// applies, since llama.cpp wants at least one), and the end-of-text as bos and eos.
-fn tokenizer_meta(w: &mut Writer, tok: &Tokenizer, vocab_size: usize) {
+/// lacks become unused `[PAD<id>]`), its pre-tokenizer, the merges (a byte-level vocabulary
+/// gets one that never applies, since llama.cpp wants at least one), the end-of-text and
+/// special tokens as control tokens, the end-of-text as bos and `eos` (else it) as eos.
+fn tokenizer_meta(w: &mut Writer, tok: &Tokenizer, vocab_size: usize, eos: Option<u32>) -> Result<(), String> {
     let (tokens, mut merges) = tok.vocab_and_merges();
     if merges.is_empty() {
         // Bytes 0 and 1 (NUL and SOH): cleaning removes both from the text.
@@ -121,19 +132,22 @@ fn tokenizer_meta(w: &mut Writer, tok: &Tokenizer, vocab_size: usize) {
     let text = |i: usize| tokens.get(i).cloned().flatten();
     let names: Vec<Value> =
         (0..vocab_size).map(|i| Value::Str(text(i).unwrap_or_else(|| format!("[PAD{i}]")))).collect();
-    let control = tok.kind != Kind::Byte;
+    let mut control = tok.special_ids();
+    if tok.kind != Kind::Byte {
+        control.push(tok.eot);
+    }
     let types: Vec<Value> = (0..vocab_size)
         .map(|i| {
             let ty = match text(i) {
                 None => 5,
-                Some(_) if control && i == tok.eot as usize => 3,
+                Some(_) if control.contains(&(i as u32)) => 3,
                 Some(_) => 1,
             };
             Value::I32(ty)
         })
         .collect();
     w.meta("tokenizer.ggml.model", Value::Str("gpt2".into()));
-    w.meta("tokenizer.ggml.pre", Value::Str(if tok.kind == Kind::Byte { "default" } else { "gpt-2" }.into()));
+    w.meta("tokenizer.ggml.pre", Value::Str(tok.gguf_pre()?.into()));
     w.meta("tokenizer.ggml.tokens", Value::Array(names));
     w.meta("tokenizer.ggml.token_type", Value::Array(types));
     w.meta(
@@ -141,7 +155,9 @@ fn tokenizer_meta(w: &mut Writer, tok: &Tokenizer, vocab_size: usize) {
         Value::Array(merges.into_iter().map(|(a, b)| Value::Str(format!("{a} {b}"))).collect()),
     );
     w.meta("tokenizer.ggml.bos_token_id", Value::U32(tok.eot));
-    w.meta("tokenizer.ggml.eos_token_id", Value::U32(tok.eot));
+    w.meta("tokenizer.ggml.eos_token_id", Value::U32(eos.unwrap_or(tok.eot)));
+    w.meta("tokenizer.ggml.add_bos_token", Value::Bool(false));
+    Ok(())
 }
 
 /// The bytes of each planned tensor, encoded on the CPU from wgtrain-layout values.
@@ -149,28 +165,38 @@ pub fn encode(planned: &[Planned], values: &[Vec<f32>]) -> Vec<Vec<u8>> {
     planned.iter().zip(values).map(|(p, v)| quant::quantize(v, p.qtype)).collect()
 }
 
+/// What a GGUF file says besides its tensors.
+pub struct Header<'a> {
+    pub config: &'a GptConfig,
+    pub tok: &'a Tokenizer,
+    /// tokenizer.chat_template.
+    pub chat_template: Option<&'a str>,
+    /// The token that ends a chat turn, where it is not the end-of-text.
+    pub eos: Option<u32>,
+    /// general.file_type: the type most tensors are in.
+    pub qtype: QType,
+}
+
 /// Writes model.gguf at `path` (through a synced temporary file): the architecture's metadata,
 /// the tokenizer, then each planned tensor with its bytes. Returns the file's size.
-pub fn write_gpt2(
-    path: &Path,
-    config: &GptConfig,
-    tok: &Tokenizer,
-    planned: &[Planned],
-    data: &[Vec<u8>],
-    qtype: QType,
-) -> Result<u64, String> {
+pub fn write_model(path: &Path, h: &Header, planned: &[Planned], data: &[Vec<u8>]) -> Result<u64, String> {
     let mut w = Writer::default();
-    let u = |x: usize| Value::U32(x as u32);
-    w.meta("general.architecture", Value::Str("gpt2".into()));
-    w.meta("general.name", Value::Str("wgtrain gpt2".into()));
-    w.meta("general.file_type", Value::U32(file_type(qtype)));
-    w.meta("gpt2.context_length", u(config.n_positions));
-    w.meta("gpt2.embedding_length", u(config.n_embd));
-    w.meta("gpt2.feed_forward_length", u(config.mlp()));
-    w.meta("gpt2.block_count", u(config.n_layer));
-    w.meta("gpt2.attention.head_count", u(config.n_head));
-    w.meta("gpt2.attention.layer_norm_epsilon", Value::F32(1e-5));
-    tokenizer_meta(&mut w, tok, config.vocab_size);
+    let config = h.config;
+    let arch = match config.arch {
+        Arch::Gpt2 => "gpt2",
+        Arch::Llama => "llama",
+    };
+    w.meta("general.architecture", Value::Str(arch.into()));
+    w.meta("general.name", Value::Str(format!("wgtrain {arch}")));
+    w.meta("general.file_type", Value::U32(file_type(h.qtype)));
+    match config.arch {
+        Arch::Gpt2 => gpt2_meta(&mut w, config),
+        Arch::Llama => super::llama_gguf::write_meta(&mut w, config),
+    }
+    tokenizer_meta(&mut w, h.tok, config.vocab_size, h.eos)?;
+    if let Some(t) = h.chat_template {
+        w.meta("tokenizer.chat_template", Value::Str(t.into()));
+    }
     for (p, bytes) in planned.iter().zip(data) {
         w.tensor(&p.gguf, ggml_dims(&p.shape), p.qtype, bytes.clone());
     }
@@ -181,6 +207,17 @@ pub fn write_gpt2(
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
     Ok(bytes.len() as u64)
+}
+
+/// The gpt2.* metadata of `config`.
+fn gpt2_meta(w: &mut Writer, config: &GptConfig) {
+    let u = |x: usize| Value::U32(x as u32);
+    w.meta("gpt2.context_length", u(config.n_positions));
+    w.meta("gpt2.embedding_length", u(config.n_embd));
+    w.meta("gpt2.feed_forward_length", u(config.mlp()));
+    w.meta("gpt2.block_count", u(config.n_layer));
+    w.meta("gpt2.attention.head_count", u(config.n_head));
+    w.meta("gpt2.attention.layer_norm_epsilon", Value::F32(1e-5));
 }
 
 /// A tensor of a GGUF model in wgtrain's naming and shape, its bytes in ggml's layout.

@@ -31,34 +31,37 @@ pub fn load_dir(dir: &Path) -> Result<(GptConfig, Vec<Vec<f32>>, Tokenizer), Str
 }
 
 /// `wgtrain quantize`: `model` (a checkpoint directory) into `out`/model.gguf in `format`,
-/// beside its config.json and tokenizer.json.
+/// beside its config.json, tokenizer.json and the chat template's tokenizer_config.json.
 pub fn quantize(model: &Path, format: Format, out: &Path) -> Result<QuantizeReport, String> {
-    let (config, values, tok) = load_dir(model)?;
+    let (config, mut values, tok) = load_dir(model)?;
     if config.arch == crate::model::Arch::Llama {
-        return Err(format!(
-            "{}: a Llama model; wgtrain quantize writes gpt2-architecture GGUF files only (llama export is not built)",
-            model.display()
-        ));
+        llama_gguf::to_ggml_order(&config, &mut values);
     }
+    let chat = crate::data::chat::chat_in_dir(model)?;
+    let eos = chat.as_ref().and_then(|(_, e)| tok.token_id(e.as_deref()?));
     let planned = export::plan(&config, format);
     let data = export::encode(&planned, &values);
-    write_dir(out, &config, &tok, &planned, &data, format.qtype)
+    let chat_template = chat.as_ref().map(|(t, _)| t.as_str());
+    let header = export::Header { config: &config, tok: &tok, chat_template, eos, qtype: format.qtype };
+    let report = write_dir(out, &header, &planned, &data)?;
+    if let Some((t, e)) = &chat {
+        crate::data::chat::save_template(out, t, e.as_deref())?;
+    }
+    Ok(report)
 }
 
 /// Writes `out`/model.gguf, config.json and tokenizer.json.
 pub fn write_dir(
     out: &Path,
-    config: &GptConfig,
-    tok: &Tokenizer,
+    header: &export::Header,
     planned: &[export::Planned],
     data: &[Vec<u8>],
-    qtype: QType,
 ) -> Result<QuantizeReport, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("--out {}: {e}", out.display()))?;
-    let gguf_bytes = export::write_gpt2(&out.join("model.gguf"), config, tok, planned, data, qtype)?;
-    let json = serde_json::to_string_pretty(&config.to_hf_json()).expect("json");
+    let gguf_bytes = export::write_model(&out.join("model.gguf"), header, planned, data)?;
+    let json = serde_json::to_string_pretty(&header.config.to_hf_json()).expect("json");
     std::fs::write(out.join("config.json"), json).map_err(|e| format!("{}: {e}", out.display()))?;
-    tok.save(&out.join("tokenizer.json"))?;
+    header.tok.save(&out.join("tokenizer.json"))?;
     let f32_bytes = 4 * planned.iter().map(|p| p.shape.iter().product::<usize>() as u64).sum::<u64>();
     Ok(QuantizeReport { out: out.to_path_buf(), planned: planned.to_vec(), gguf_bytes, f32_bytes })
 }

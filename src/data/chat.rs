@@ -36,23 +36,28 @@ pub fn render(
     .map_err(|e| format!("the chat template failed: {e}"))
 }
 
-/// The chat template of an HF directory: tokenizer_config.json's chat_template (None when
-/// the file or the field is missing).
-pub fn template_in_dir(dir: &Path) -> Result<Option<String>, String> {
+/// The chat template of an HF directory and the text of its eos_token, from
+/// tokenizer_config.json (None when the file or the template is missing).
+pub fn chat_in_dir(dir: &Path) -> Result<Option<(String, Option<String>)>, String> {
     let file = dir.join("tokenizer_config.json");
     if !file.is_file() {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-    Ok(v.get("chat_template").and_then(|t| t.as_str()).map(str::to_string))
+    let Some(template) = v.get("chat_template").and_then(|t| t.as_str()) else { return Ok(None) };
+    let eos = v.get("eos_token").and_then(|t| t.as_str()).map(str::to_string);
+    Ok(Some((template.to_string(), eos)))
 }
 
-/// Writes tokenizer_config.json holding `template` into `dir` (beside a tokenizer.json), as
-/// transformers keeps it.
-pub fn save_template(dir: &Path, template: &str) -> Result<(), String> {
+/// Writes tokenizer_config.json holding `template` and the turn's end `eos` into `dir`
+/// (beside a tokenizer.json), as transformers keeps them.
+pub fn save_template(dir: &Path, template: &str, eos: Option<&str>) -> Result<(), String> {
     let file = dir.join("tokenizer_config.json");
-    let json = serde_json::json!({ "chat_template": template });
+    let mut json = serde_json::json!({ "chat_template": template });
+    if let Some(e) = eos {
+        json["eos_token"] = e.into();
+    }
     std::fs::write(&file, serde_json::to_string_pretty(&json).expect("json"))
         .map_err(|e| format!("{}: {e}", file.display()))
 }

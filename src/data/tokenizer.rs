@@ -197,6 +197,45 @@ impl Tokenizer {
 
     /// Whether `other` maps every token to the same id (the ids in a token file mean the
     /// same text), whatever else differs in the two tokenizer.json files.
+    /// The ids of the special added tokens (<|im_start|> …), matched whole in the text.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> =
+            self.hf.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// llama.cpp's name of the pre-tokenizer (tokenizer.ggml.pre): default for bytes, gpt-2
+    /// for GPT-2's byte-level regex, smollm for single digits split off before it.
+    pub fn gguf_pre(&self) -> Result<&'static str, Error> {
+        if self.kind == Kind::Byte {
+            return Ok("default");
+        }
+        let pre = self.hf.get_pre_tokenizer().map(|p| serde_json::to_value(p).unwrap_or_default());
+        let ty = |v: &serde_json::Value| v["type"].as_str().unwrap_or("").to_string();
+        match &pre {
+            Some(p) if ty(p) == "ByteLevel" => Ok("gpt-2"),
+            Some(p) if ty(p) == "Sequence" => {
+                let parts = p["pretokenizers"].as_array().cloned().unwrap_or_default();
+                let digits = parts.first().is_some_and(|d| ty(d) == "Digits" && d["individual_digits"] == true);
+                if parts.len() == 2 && digits && ty(&parts[1]) == "ByteLevel" {
+                    Ok("smollm")
+                } else {
+                    Err(format!("a pre-tokenizer sequence llama.cpp has no name for: {p}"))
+                }
+            }
+            other => Err(format!(
+                "the pre-tokenizer {} has no llama.cpp name wgtrain knows (gpt-2, smollm)",
+                other.as_ref().map_or("none".to_string(), ty)
+            )),
+        }
+    }
+
+    /// The id of a whole token's text (a control token such as <|im_end|>).
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.hf.token_to_id(text)
+    }
+
     pub fn same_ids(&self, other: &Tokenizer) -> bool {
         self.eot == other.eot && self.hf.get_vocab(true) == other.hf.get_vocab(true)
     }

@@ -3,7 +3,7 @@
 //! fake-quantized copy, which the matmuls read forward and backward; the gradient goes
 //! straight through to the f32 master weights. The run's model.gguf is those same blocks.
 
-use super::Gpt;
+use super::{Gpt, GptConfig};
 use crate::compress::export::{self, Format, Planned};
 use crate::compress::quant::{self, QType};
 use crate::gpu::{Category, Dispatch, Gpu, GpuError, Recorder};
@@ -34,15 +34,18 @@ impl Qat {
     }
 }
 
-/// QAT needs every linear weight in whole blocks: rows of n_embd (and 4·n_embd).
-pub fn check(n_embd: usize, qtype: QType) -> Result<(), String> {
+/// QAT needs every linear weight in rows of whole blocks.
+pub fn check(config: &GptConfig, qtype: QType) -> Result<(), String> {
     if !qtype.is_block() {
         return Err(format!("--qat {}: QAT trains for q8_0, q4_0 or q4_1", qtype.name()));
     }
-    if !n_embd.is_multiple_of(quant::QK) {
+    let specs = config.parameter_specs();
+    let linear = specs.iter().filter(|(n, _)| export::is_linear_weight(n));
+    if let Some((name, shape)) = linear.into_iter().find(|(_, s)| !s[1].is_multiple_of(quant::QK)) {
         return Err(format!(
-            "--qat {}: n_embd {n_embd} is not a multiple of {}, so the linear weights' rows are not whole blocks",
+            "--qat {}: {name} has rows of {}, not a multiple of {}, so they are not whole blocks",
             qtype.name(),
+            shape[1],
             quant::QK
         ));
     }
@@ -88,6 +91,12 @@ impl Gpt {
             rec.dispatch(&op);
             rec.submit()?;
             data.push(quant::ggml_bytes(&gpu.read::<u32>(&buf, 0, words as usize)?, p.qtype));
+        }
+        // Llama's q and k rows in llama.cpp's order: whole rows of blocks move.
+        for (p, bytes) in planned.iter().zip(&mut data) {
+            if let Some(heads) = crate::compress::llama_gguf::permuted_heads(&self.config, &p.name) {
+                *bytes = crate::compress::llama_gguf::permute_rows(bytes, p.qtype.bytes_for(p.shape[1]), heads, false);
+            }
         }
         Ok((planned, data))
     }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::defaults::{model_file, DEFAULT_CONFIG};
 use crate::kernels::Dtype;
@@ -170,16 +170,12 @@ pub(super) fn check_args(a: &TrainArgs, world: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The architecture: the checkpoint's config with --init (a directory's config.json, or
-/// --config beside a single .safetensors file), else --config, else models/default.toml.
+/// The architecture: the checkpoint's config with --init (a GGUF's metadata, a directory's
+/// config.json, or --config beside a single .safetensors file), else --config, else
+/// models/default.toml.
 pub(super) fn model_config(a: &TrainArgs) -> anyhow::Result<GptConfig> {
     if let Some(init) = &a.init {
-        if init.is_dir() {
-            return Ok(GptConfig::load(&init.join("config.json"))?);
-        }
-        let cfg = a.config.as_ref().map_or_else(|| init.with_file_name("config.json"), Clone::clone);
-        return GptConfig::load(&cfg)
-            .with_context(|| format!("--init {} is a file: its config comes from {}", init.display(), cfg.display()));
+        return super::init::config(init, a.config.as_deref());
     }
     let path = a.config.clone().unwrap_or_else(|| model_file(DEFAULT_CONFIG));
     Ok(GptConfig::load(&path)?)

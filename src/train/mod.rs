@@ -13,6 +13,7 @@ mod args;
 pub mod defaults;
 mod eval;
 mod finish;
+mod init;
 mod log;
 mod replicas;
 mod setup;

@@ -83,10 +83,7 @@ impl<'g> Session<'g> {
                 let file = if master.is_file() { master } else { ckpt.join("model.safetensors") };
                 gpt.write_params(gpu, &checkpoint::load_hf(&file, &config)?)
             }
-            (None, Some(init)) => {
-                let file = if init.is_dir() { init.join("model.safetensors") } else { init.clone() };
-                gpt.write_params(gpu, &checkpoint::load_hf(&file, &config)?);
-            }
+            (None, Some(init)) => gpt.write_params(gpu, &super::init::weights(init, &config)?),
             (None, None) => gpt.init(gpu, a.seed),
         }
         let par =
@@ -272,14 +269,13 @@ fn vocab(a: &TrainArgs, resume: Option<&Path>, data: &Data, root: bool) -> anyho
     }
     // Weights made for another tokenizer would read every id as another token.
     if let Some(init) = a.init.as_ref().filter(|_| resume.is_none()) {
-        let theirs = if init.is_dir() { init.join("tokenizer.json") } else { init.with_file_name("tokenizer.json") };
-        if theirs.is_file() {
-            let t = Tokenizer::from_file(&theirs, None).map_err(anyhow::Error::msg)?;
+        if let Some((t, theirs)) = super::init::tokenizer(init)? {
             if !t.same_ids(&data.tokenizer) {
                 bail!(
-                    "--init {}: its tokenizer.json gives tokens other ids than {}; prepare the data with it \
+                    "--init {}: its tokenizer ({}) gives tokens other ids than {}; prepare the data with it \
                      (--tokenizer {})",
                     init.display(),
+                    theirs.display(),
                     src.display(),
                     theirs.display()
                 );
@@ -453,6 +449,9 @@ pub(super) fn open_out(s: &Session, resume: Option<&RunState>) -> anyhow::Result
         // may pass for this one's.
         let _ = std::fs::remove_file(&tok_path);
     }
+    if resume.is_none() {
+        save_chat(a)?;
+    }
     let metrics_path = a.out.join("metrics.jsonl");
     if let Some(state) = resume {
         truncate_after(&a.out, &metrics_path, state.step)?;
@@ -484,6 +483,18 @@ fn truncate_after(out: &Path, metrics_path: &Path, step: u64) -> anyhow::Result<
         if s > step {
             std::fs::remove_dir_all(&p).with_context(|| p.display().to_string())?;
         }
+    }
+    Ok(())
+}
+
+/// The chat template of --init's model (and its turn's end) into --out's
+/// tokenizer_config.json, which every checkpoint copies; none from an earlier run stays.
+fn save_chat(a: &TrainArgs) -> anyhow::Result<()> {
+    let file = a.out.join("tokenizer_config.json");
+    let _ = std::fs::remove_file(&file);
+    let Some(init) = &a.init else { return Ok(()) };
+    if let Some((template, eos)) = super::init::chat(init)? {
+        crate::data::chat::save_template(&a.out, &template, eos.as_deref()).map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }

@@ -169,9 +169,11 @@ fn write_files(
         checkpoint::save_master(tmp, &gpt.config, &params)?;
     }
     // The tokenizer sits beside the weights, as in an HF model directory.
-    let tok = a.out.join("tokenizer.json");
-    if tok.is_file() {
-        std::fs::copy(&tok, tmp.join("tokenizer.json")).with_context(|| tok.display().to_string())?;
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        let file = a.out.join(name);
+        if file.is_file() {
+            std::fs::copy(&file, tmp.join(name)).with_context(|| file.display().to_string())?;
+        }
     }
     write_optimizer(gpu, &s.opt, opt_bytes, &tmp.join("optimizer.safetensors"))?;
     if let Some(p) = &gpt.prune {
