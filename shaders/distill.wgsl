@@ -27,12 +27,14 @@ struct Params {
     inv_t: f32,       // 1/T
     temp: f32,        // T
     weight: f32,      // W
+    stride: u32,      // the kd parts' offset in `parts`: the whole batch's N (n is the window's)
+    _pad: vec3<u32>,
 }
 
 @group(0) @binding(0) var<storage, read_write> logits: array<S0>;   // (N, Vp): z in, dz out
 @group(0) @binding(1) var<storage, read> teacher: array<f32>;       // (N, Vp): u
 @group(0) @binding(2) var<storage, read_write> losses: array<f32>;  // (N) the objective
-@group(0) @binding(3) var<storage, read_write> parts: array<f32>;   // (2, N) ce, then kd
+@group(0) @binding(3) var<storage, read_write> parts: array<f32>;   // ce at row, kd at stride + row
 @group(0) @binding(4) var<storage, read> targets: array<u32>;       // (N)
 @group(0) @binding(5) var<storage, read> scale: array<f32>;         // [0] loss scale
 @group(0) @binding(6) var<uniform> p: Params;
@@ -76,7 +78,7 @@ fn distill_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
         let kd = p.temp * p.temp * max(kl, 0.0);
         losses[row] += (1.0 - p.weight) * ce + p.weight * kd;
         parts[row] += ce;
-        parts[p.n + row] += kd;
+        parts[p.stride + row] += kd;
     }
     if p.grad == 0u {
         return;

@@ -3,7 +3,7 @@
 //! the student adds nothing), and `train --teacher` end to end.
 
 use wgtrain::gpu::{Category, Recorder};
-use wgtrain::kernels::distill::{forward_backward, DistillIo, Kd};
+use wgtrain::kernels::distill::{forward_backward_within, DistillIo, Kd};
 use wgtrain::kernels::{classifier, View};
 use wgtrain::model::{Gpt, GptConfig};
 use wgtrain::Gpu;
@@ -22,7 +22,12 @@ struct Out {
 
 /// The kernel on (n, v) student and teacher logits: the losses and parts start at 0.25 (the
 /// kernel adds to them), the pads at NaN.
-fn run_kd(gpu: &Gpu, (n, v): (usize, usize), z: &[f32], u: &[f32], y: &[u32], kd: Kd) -> Out {
+fn run_kd(gpu: &Gpu, nv: (usize, usize), z: &[f32], u: &[f32], y: &[u32], kd: Kd) -> Out {
+    run_kd_within(gpu, nv, z, u, y, kd, gpu.max_binding())
+}
+
+/// `run_kd` in windows of rows whose logits fit `limit` bytes.
+fn run_kd_within(gpu: &Gpu, (n, v): (usize, usize), z: &[f32], u: &[f32], y: &[u32], kd: Kd, limit: u64) -> Out {
     let vp = v + PAD;
     let pad = |x: &[f32]| -> Vec<f32> { x.chunks(v).flat_map(|r| r.iter().copied().chain([f32::NAN; PAD])).collect() };
     let store = |x: &[f32]| gpu.pool.storage_from(&gpu.queue, Category::Scratch, x).unwrap();
@@ -37,9 +42,10 @@ fn run_kd(gpu: &Gpu, (n, v): (usize, usize), z: &[f32], u: &[f32], y: &[u32], kd
         targets: &targets,
         scale: None,
     };
-    let op = forward_backward(gpu, &io, (n as u32, v as u32, vp as u32), kd, Some(1.0 / n as f32)).unwrap();
+    let shape = (n as u32, v as u32, vp as u32);
+    let ops = forward_backward_within(gpu, &io, shape, kd, Some(1.0 / n as f32), limit).unwrap();
     let mut rec = Recorder::new(gpu);
-    rec.dispatch(&op);
+    ops.iter().for_each(|d| rec.dispatch(d));
     rec.submit().unwrap();
     let less = |x: Vec<f32>| x.into_iter().map(|a| a - 0.25).collect::<Vec<f32>>();
     let parts = less(gpu.read(&parts, 0, 2 * n).unwrap());
@@ -115,6 +121,25 @@ fn at_w0_it_is_the_cross_entropy_and_a_copy_of_the_student_teaches_nothing() {
         let same = run_kd(gpu, (n, v), &z, &z, &y, Kd { temperature: 3.0, weight: 1.0 });
         assert!(same.kd.iter().all(|&k| k.abs() < 1e-6), "teacher = student: kd {:?}", same.kd);
         assert!(same.grad.iter().all(|&g| g.abs() < 1e-7), "teacher = student at W=1: no gradient");
+    }
+}
+
+/// Past one binding's worth of logits the rows run in windows of 128: 389 rows in windows of
+/// 128 give the same losses, parts and gradient as one dispatch over all of them.
+#[test]
+fn kd_windows_give_what_one_dispatch_gives() {
+    let (n, v) = (389, 37);
+    let mut rng = wgtrain::reference::Rng::new(5);
+    let z: Vec<f32> = (0..n * v).map(|_| rng.uniform() * 8.0 - 4.0).collect();
+    let u: Vec<f32> = (0..n * v).map(|_| rng.uniform() * 8.0 - 4.0).collect();
+    let y: Vec<u32> = (0..n).map(|i| (i * 13 % v) as u32).collect();
+    let kd = Kd { temperature: 2.0, weight: 0.6 };
+    for gpu in builds() {
+        let whole = run_kd(gpu, (n, v), &z, &u, &y, kd);
+        let row = 4 * (v + PAD) as u64;
+        let windows = run_kd_within(gpu, (n, v), &z, &u, &y, kd, 130 * row);
+        assert_eq!((whole.loss, whole.ce, whole.kd), (windows.loss, windows.ce, windows.kd));
+        assert_eq!(whole.grad, windows.grad);
     }
 }
 

@@ -2,7 +2,7 @@
 //! gradient written over the logits. Rows run in windows where the logits are larger than
 //! one storage binding may be (B·T·V of a 49,152-token vocabulary passes 128 MiB at B·T 683).
 
-use super::{dispatch, grid, half_mask, window_rows, View};
+use super::{dispatch, grid, half_mask, skip, window_rows, View};
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
 
 /// Mirrors `struct Params` in shaders/classifier.wgsl.
@@ -72,9 +72,4 @@ pub fn forward_backward_within(
         out.push(dispatch(gpu, kernel, &b, &p, grid(gpu, n))?);
     }
     Ok(out)
-}
-
-/// `v` moved on by `rows` rows of `width` elements.
-fn skip(v: View, rows: u32, width: u32) -> View {
-    v.at_offset(v.offset + rows as u64 * width as u64)
 }

@@ -160,6 +160,11 @@ pub(crate) fn window_rows(limit: u64, m: u32, row_bytes: u64) -> Result<u32, Gpu
     Ok(rows as u32)
 }
 
+/// `v` moved on by `rows` rows of `width` elements (a window's start).
+pub(crate) fn skip(v: View, rows: u32, width: u32) -> View {
+    v.at_offset(v.offset + rows as u64 * width as u64)
+}
+
 /// One dispatch of `kernel` over `bindings` (in binding order, the uniform last, made from
 /// `params`).
 pub(crate) fn dispatch<P: bytemuck::Pod>(

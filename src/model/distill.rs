@@ -38,9 +38,9 @@ impl Gpt {
         };
         let dloss = 1.0 / (n as f32 * self.accum as f32);
         let op = distill::forward_backward(gpu, &io, (n, v as u32, v as u32), kd, Some(dloss))?;
-        self.edges[1] = vec![Cmd::Run(op)];
+        self.edges[1] = op.into_iter().map(Cmd::Run).collect();
         // The teacher's dispatches count toward a submit's too.
-        self.size_slots(gpu, teacher.body.len() + 1)?;
+        self.size_slots(gpu, teacher.body.len() + self.edges[1].len())?;
         self.distill = Some(Distill { teacher: Box::new(teacher), parts });
         Ok(())
     }
