@@ -88,7 +88,8 @@ enum Command {
     },
     /// Quantize a checkpoint into a GGUF file llama.cpp runs (and eval/sample read back).
     Quantize {
-        /// Checkpoint directory (config.json, model.safetensors, tokenizer.json if any).
+        /// Checkpoint directory (config.json, model.safetensors, tokenizer.json if any), or a
+        /// GGUF file (its weights dequantized first).
         #[arg(long)]
         model: PathBuf,
         /// ggml's block formats, or f16/f32 (unquantized; f32 is lossless).
@@ -105,7 +106,8 @@ enum Command {
         force: bool,
     },
     /// Prune a checkpoint once: zero weights by magnitude or Wanda (--to), or drop MLP
-    /// hidden channels into a smaller dense model (--keep-mlp).
+    /// hidden channels (--keep-mlp) and Llama query heads (--keep-heads) into a smaller dense
+    /// model.
     Prune(Box<wgtrain::compress::PruneArgs>),
     /// List every adapter with its backend, type, driver, features and limits.
     Adapters,

@@ -242,7 +242,7 @@ fn pruned_weights_and_moments_stay_zero_through_steps_and_resume() {
 
 /// A model whose weights are random, in a directory with config.json and model.safetensors,
 /// and calibration tokens beside it.
-fn model_dir(gpu: &'static wgtrain::Gpu, name: &str, cfg: &GptConfig) -> std::path::PathBuf {
+pub fn model_dir(gpu: &'static wgtrain::Gpu, name: &str, cfg: &GptConfig) -> std::path::PathBuf {
     let dir = tmp(name);
     let gpt = Gpt::new(gpu, cfg.clone(), 1, 1, 1).unwrap();
     gpt.init(gpu, 11);
@@ -252,13 +252,14 @@ fn model_dir(gpu: &'static wgtrain::Gpu, name: &str, cfg: &GptConfig) -> std::pa
     dir
 }
 
-fn prune_cli(dir: &std::path::Path, out: &str) -> PruneArgs {
+pub fn prune_cli(dir: &std::path::Path, out: &str) -> PruneArgs {
     PruneArgs {
         model: dir.join("model"),
         to: None,
         method: Method::Magnitude,
         scope: None,
         keep_mlp: None,
+        keep_heads: None,
         data: Some(dir.join("calib.bin")),
         calib_batches: 3,
         batch_size: 2,
@@ -342,7 +343,7 @@ fn wanda_and_magnitude_match_plain_references() {
 }
 
 /// The logits of `values` under `cfg` on one batch.
-fn logits(gpu: &wgtrain::Gpu, cfg: &GptConfig, values: &[Vec<f32>], x: &[u32]) -> Vec<f32> {
+pub fn logits(gpu: &wgtrain::Gpu, cfg: &GptConfig, values: &[Vec<f32>], x: &[u32]) -> Vec<f32> {
     let table = ParamTable::new(cfg.parameter_specs());
     let gpt = Gpt::for_inference(gpu, cfg.clone(), 1, x.len(), Precision::F32, table, None).unwrap();
     gpt.write_params(gpu, values);

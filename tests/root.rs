@@ -21,5 +21,6 @@ mod reliability;
 mod runtime;
 mod shaders;
 mod smollm2;
+mod structured;
 mod train;
 mod tune;

@@ -6,6 +6,7 @@ pub mod llama_gguf;
 pub mod oneshot;
 pub mod prune;
 pub mod quant;
+pub mod structured;
 
 use std::path::{Path, PathBuf};
 
@@ -22,31 +23,59 @@ pub struct QuantizeReport {
     pub f32_bytes: u64,
 }
 
-/// A model directory's config, f32 weights (table order) and tokenizer.
+/// A model to compress, in f32: its config, weights (table order), tokenizer and chat
+/// template (with the text of its end-of-turn token) when it has one.
+pub struct Source {
+    pub config: GptConfig,
+    pub values: Vec<Vec<f32>>,
+    pub tok: Tokenizer,
+    pub chat: Option<(String, Option<String>)>,
+}
+
+/// An HF checkpoint directory (config.json, model.safetensors, tokenizer.json), or a GGUF
+/// file or `wgtrain quantize` directory, dequantized.
+pub fn load_source(path: &Path) -> Result<Source, String> {
+    if let Some(file) = gguf_path(path) {
+        let m = export::read_gpt2(&file)?;
+        let values = m.tensors.iter().map(|t| quant::dequantize(&t.bytes, t.qtype)).collect();
+        let eos = m.eos.map(|id| m.tokenizer.decode(&[id]));
+        let chat = m.chat_template.map(|t| (t, eos));
+        return Ok(Source { config: m.config, values, tok: m.tokenizer, chat });
+    }
+    let config = GptConfig::load(&path.join("config.json")).map_err(|e| e.to_string())?;
+    let values = checkpoint::load_hf(&path.join("model.safetensors"), &config).map_err(|e| e.to_string())?;
+    let tok = Tokenizer::for_dir(path)?;
+    let chat = crate::data::chat::chat_in_dir(path)?;
+    Ok(Source { config, values, tok, chat })
+}
+
+/// A model's config, f32 weights (table order) and tokenizer, as `load_source` reads them.
 pub fn load_dir(dir: &Path) -> Result<(GptConfig, Vec<Vec<f32>>, Tokenizer), String> {
-    let config = GptConfig::load(&dir.join("config.json")).map_err(|e| e.to_string())?;
-    let values = checkpoint::load_hf(&dir.join("model.safetensors"), &config).map_err(|e| e.to_string())?;
-    let tok = Tokenizer::for_dir(dir)?;
-    Ok((config, values, tok))
+    load_source(dir).map(|s| (s.config, s.values, s.tok))
+}
+
+/// Writes the chat template of `chat` beside a model in `out` (tokenizer_config.json).
+fn save_chat(out: &Path, chat: &Option<(String, Option<String>)>) -> Result<(), String> {
+    match chat {
+        Some((t, e)) => crate::data::chat::save_template(out, t, e.as_deref()),
+        None => Ok(()),
+    }
 }
 
 /// `wgtrain quantize`: `model` (a checkpoint directory) into `out`/model.gguf in `format`,
 /// beside its config.json, tokenizer.json and the chat template's tokenizer_config.json.
 pub fn quantize(model: &Path, format: Format, out: &Path) -> Result<QuantizeReport, String> {
-    let (config, mut values, tok) = load_dir(model)?;
+    let Source { config, mut values, tok, chat } = load_source(model)?;
     if config.arch == crate::model::Arch::Llama {
         llama_gguf::to_ggml_order(&config, &mut values);
     }
-    let chat = crate::data::chat::chat_in_dir(model)?;
     let eos = chat.as_ref().and_then(|(_, e)| tok.token_id(e.as_deref()?));
     let planned = export::plan(&config, format);
     let data = export::encode(&planned, &values);
     let chat_template = chat.as_ref().map(|(t, _)| t.as_str());
     let header = export::Header { config: &config, tok: &tok, chat_template, eos, qtype: format.qtype };
     let report = write_dir(out, &header, &planned, &data)?;
-    if let Some((t, e)) = &chat {
-        crate::data::chat::save_template(out, t, e.as_deref())?;
-    }
+    save_chat(out, &chat)?;
     Ok(report)
 }
 
@@ -88,7 +117,7 @@ pub fn gguf_path(model: &Path) -> Option<PathBuf> {
 /// What `wgtrain prune` takes.
 #[derive(Clone, Debug, clap::Args)]
 pub struct PruneArgs {
-    /// Checkpoint directory (config.json, model.safetensors).
+    /// Checkpoint directory (config.json, model.safetensors), or a GGUF file (dequantized).
     #[arg(long)]
     pub model: PathBuf,
     /// Unstructured: zero this fraction of the linear weights (0 ≤ S < 1).
@@ -105,7 +134,11 @@ pub struct PruneArgs {
     /// the calibration tokens, and write the smaller dense model (config n_inner).
     #[arg(long)]
     pub keep_mlp: Option<f64>,
-    /// Calibration tokens for wanda and --keep-mlp: an llm.c token file or a `wgtrain
+    /// Structured, Llama: keep this many query heads per layer, the same number for each
+    /// key/value head (a multiple of n_kv_head); with --keep-mlp, both are cut.
+    #[arg(long)]
+    pub keep_heads: Option<usize>,
+    /// Calibration tokens for wanda and structured pruning: an llm.c token file or a `wgtrain
     /// prepare` directory (its train.bin).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -135,6 +168,8 @@ pub struct PruneReport {
     pub params: (u64, u64),
     /// MLP hidden channels before and after.
     pub mlp: (usize, usize),
+    /// Query heads per layer before and after.
+    pub heads: (usize, usize),
     pub config: GptConfig,
 }
 
@@ -147,70 +182,108 @@ pub fn prune_model(gpu: &crate::Gpu, a: &PruneArgs) -> Result<PruneReport, Strin
             a.out.display()
         ));
     }
-    let (config, mut values, tok) = load_dir(&a.model).map_err(|e| format!("--model {}: {e}", a.model.display()))?;
-    if config.arch == crate::model::Arch::Llama && a.keep_mlp.is_some() {
-        return Err(format!(
-            "--keep-mlp: {} is a Llama model; structured pruning cuts GPT-2 MLPs only",
-            a.model.display()
-        ));
+    let Source { config, mut values, tok, chat } =
+        load_source(&a.model).map_err(|e| format!("--model {}: {e}", a.model.display()))?;
+    if let Some(k) = a.keep_heads {
+        structured::check_keep_heads(&config, k).map_err(|e| format!("{e} ({})", a.model.display()))?;
     }
     let table = crate::optim::ParamTable::new(config.parameter_specs());
     let linear = table.tensors.iter().filter(|t| export::is_linear_weight(&t.name)).map(|t| t.numel()).sum();
-    let calibrate = |config: &GptConfig, values: &[Vec<f32>]| -> Result<oneshot::ChannelSums, String> {
-        let t = a.seq_len.unwrap_or(config.n_positions);
-        if t == 0 || t > config.n_positions || a.batch_size == 0 {
-            return Err(format!(
-                "--batch-size and --seq-len must be positive, --seq-len at most {}",
-                config.n_positions
-            ));
+    let (before, mlp, heads) = (table.numel(), config.mlp(), config.n_head);
+    let mut zeroed = 0;
+    let config = match a.to {
+        Some(s) if a.method == oneshot::Method::Magnitude => {
+            zeroed = oneshot::magnitude(&table, &mut values, s, a.scope.unwrap_or_default());
+            config
         }
-        let mut loader = calibration_loader(a, &tok, config, a.batch_size, t)?;
-        oneshot::channel_sums(gpu, config, values, (&mut loader, a.batch_size, t), a.calib_batches)
-            .map_err(|e| e.to_string())
-    };
-    let (before, mlp) = (table.numel(), config.mlp());
-    let (config, zeroed) = match (a.to, a.keep_mlp) {
-        (Some(s), None) if a.method == oneshot::Method::Magnitude => {
-            (config, oneshot::magnitude(&table, &mut values, s, a.scope.unwrap_or_default()))
+        Some(s) => {
+            let sums = calibrate(gpu, a, &tok, &config, &values)?;
+            zeroed = oneshot::wanda(&table, &mut values, s, &sums)?;
+            config
         }
-        (Some(s), None) => {
-            let sums = calibrate(&config, &values)?;
-            let z = oneshot::wanda(&table, &mut values, s, &sums)?;
-            (config, z)
-        }
-        (None, Some(f)) => {
-            let sums = calibrate(&config, &values)?;
-            let imp = oneshot::channel_importance(&config, &table, &values, &sums);
-            let keep = ((f * config.mlp() as f64).round() as usize).clamp(1, config.mlp());
-            let (small, v) = oneshot::keep_mlp(&config, &values, &imp, keep);
+        None => {
+            let sums = calibrate(gpu, a, &tok, &config, &values)?;
+            let (small, v) = cut(a, &config, &table, values, &sums);
             values = v;
-            (small, 0)
+            small
         }
-        _ => unreachable!("check_prune_args"),
     };
     checkpoint::save_hf(&a.out, &config, &values).map_err(|e| e.to_string())?;
     tok.save(&a.out.join("tokenizer.json"))?;
+    save_chat(&a.out, &chat)?;
     let after = crate::optim::ParamTable::new(config.parameter_specs()).numel();
-    Ok(PruneReport { zeroed, linear, params: (before, after), mlp: (mlp, config.mlp()), config })
+    Ok(PruneReport {
+        zeroed,
+        linear,
+        params: (before, after),
+        mlp: (mlp, config.mlp()),
+        heads: (heads, config.n_head),
+        config,
+    })
+}
+
+/// Structured pruning: the heads (--keep-heads) and the MLP channels (--keep-mlp) that `a`
+/// asks to keep, both scored on the same calibration of the whole model.
+fn cut(
+    a: &PruneArgs,
+    config: &GptConfig,
+    table: &crate::optim::ParamTable,
+    values: Vec<Vec<f32>>,
+    sums: &oneshot::ChannelSums,
+) -> (GptConfig, Vec<Vec<f32>>) {
+    let mlp = a.keep_mlp.map(|f| {
+        let keep = ((f * config.mlp() as f64).round() as usize).clamp(1, config.mlp());
+        (keep, structured::channel_importance(config, table, &values, sums))
+    });
+    let heads = a.keep_heads.map(|k| (k, structured::head_importance(config, table, &values, sums)));
+    let (mut config, mut values) = (config.clone(), values);
+    if let Some((keep, imp)) = heads {
+        (config, values) = structured::keep_heads(&config, &values, &imp, keep);
+    }
+    if let Some((keep, imp)) = mlp {
+        (config, values) = structured::keep_mlp(&config, &values, &imp, keep);
+    }
+    (config, values)
+}
+
+/// The calibration forward of `values` on --data's batches.
+fn calibrate(
+    gpu: &crate::Gpu,
+    a: &PruneArgs,
+    tok: &Tokenizer,
+    config: &GptConfig,
+    values: &[Vec<f32>],
+) -> Result<oneshot::ChannelSums, String> {
+    let t = a.seq_len.unwrap_or(config.n_positions);
+    if t == 0 || t > config.n_positions || a.batch_size == 0 {
+        return Err(format!("--batch-size and --seq-len must be positive, --seq-len at most {}", config.n_positions));
+    }
+    let mut loader = calibration_loader(a, tok, config, a.batch_size, t)?;
+    oneshot::channel_sums(gpu, config, values, (&mut loader, a.batch_size, t), a.calib_batches)
+        .map_err(|e| e.to_string())
 }
 
 fn check_prune_args(a: &PruneArgs) -> Result<(), String> {
+    let structured = a.keep_mlp.is_some() || a.keep_heads.is_some();
     match (a.to, a.keep_mlp) {
-        (Some(_), Some(_)) | (None, None) => {
-            return Err("give --to S (unstructured) or --keep-mlp F (structured), one of them".into())
+        _ if a.to.is_some() == structured => {
+            return Err(
+                "give --to S (unstructured) or --keep-mlp F / --keep-heads K (structured), not both kinds".into()
+            )
         }
-        (Some(s), None) if !(0.0..1.0).contains(&s) => {
+        (Some(s), _) if !(0.0..1.0).contains(&s) => {
             return Err(format!("--to {s}: give a sparsity from 0 up to (not including) 1"))
         }
-        (None, Some(f)) if !(f > 0.0 && f <= 1.0) => return Err(format!("--keep-mlp {f}: give a fraction in (0, 1]")),
+        (_, Some(f)) if !(f > 0.0 && f <= 1.0) => return Err(format!("--keep-mlp {f}: give a fraction in (0, 1]")),
         _ => {}
     }
     if a.method == oneshot::Method::Wanda && a.scope.is_some() {
         return Err("--scope is magnitude's: wanda ranks within each output row".into());
     }
-    let needs_data = a.keep_mlp.is_some() || a.method == oneshot::Method::Wanda;
-    if needs_data && a.data.is_none() {
-        return Err("wanda and --keep-mlp score with activations: pass --data (calibration tokens)".into());
+    if (structured || a.method == oneshot::Method::Wanda) && a.data.is_none() {
+        return Err(
+            "wanda, --keep-mlp and --keep-heads score with activations: pass --data (calibration tokens)".into()
+        );
     }
     if a.calib_batches == 0 {
         return Err("--calib-batches must be positive".into());

@@ -1,7 +1,7 @@
 //! One-shot pruning of a trained model (`wgtrain prune`): unstructured magnitude or Wanda
-//! (Sun et al. 2023: |W_ij|·‖X_j‖₂, compared within each output row), and structured pruning
-//! of the MLPs' hidden channels into a smaller dense model. The activation norms come from the
-//! model's forward on calibration tokens, summed on the GPU (kernels::prune::channel_sumsq).
+//! (Sun et al. 2023: |W_ij|·‖X_j‖₂, compared within each output row), and the calibration
+//! that it and structured pruning (super::structured) score with: the activation norms of
+//! the model's forward on calibration tokens, summed on the GPU (kernels::prune::channel_sumsq).
 
 use super::export::is_linear_weight;
 use super::prune::PruneScope;
@@ -74,51 +74,6 @@ pub fn wanda(table: &ParamTable, values: &mut [Vec<f32>], s: f64, sums: &Channel
         }
     }
     Ok(zeroed)
-}
-
-/// Each layer's MLP hidden channels by importance: √(Σ over tokens of its GELU output²) times
-/// the norm of its column of c_proj (how much of the output it carries).
-pub fn channel_importance(
-    config: &GptConfig,
-    table: &ParamTable,
-    values: &[Vec<f32>],
-    sums: &ChannelSums,
-) -> Vec<Vec<f64>> {
-    let (c, f) = (config.n_embd, config.mlp());
-    (0..config.n_layer)
-        .map(|l| {
-            let name = format!("h.{l}.mlp.c_proj.weight");
-            let w = &values[table.index(&name).expect("every layer has c_proj")];
-            let act = &sums[&name];
-            (0..f).map(|j| act[j].sqrt() * (0..c).map(|r| (w[r * f + j] as f64).powi(2)).sum::<f64>().sqrt()).collect()
-        })
-        .collect()
-}
-
-/// The model with only the `keep` most important hidden channels of each MLP (in their
-/// order): c_fc's rows and bias and c_proj's columns of those channels; config n_inner = keep.
-pub fn keep_mlp(
-    config: &GptConfig,
-    values: &[Vec<f32>],
-    importance: &[Vec<f64>],
-    keep: usize,
-) -> (GptConfig, Vec<Vec<f32>>) {
-    let (c, f) = (config.n_embd, config.mlp());
-    let small = GptConfig { n_inner: Some(keep), ..config.clone() };
-    let table = ParamTable::new(config.parameter_specs());
-    let mut out = values.to_vec();
-    for (l, imp) in importance.iter().enumerate() {
-        let mut order: Vec<usize> = (0..f).collect();
-        order.sort_by(|&a, &b| imp[b].total_cmp(&imp[a]).then(a.cmp(&b)));
-        let mut kept = order[..keep].to_vec();
-        kept.sort_unstable();
-        let idx = |s: &str| table.index(&format!("h.{l}.mlp.{s}")).expect("MLP tensors");
-        let (fw, fb, pw) = (idx("c_fc.weight"), idx("c_fc.bias"), idx("c_proj.weight"));
-        out[fw] = kept.iter().flat_map(|&j| values[fw][j * c..(j + 1) * c].iter().copied()).collect();
-        out[fb] = kept.iter().map(|&j| values[fb][j]).collect();
-        out[pw] = (0..c).flat_map(|r| kept.iter().map(move |&j| values[pw][r * f + j])).collect();
-    }
-    (small, out)
 }
 
 /// The calibration forward: runs `batches` batches of `loader` through `values` in f32 on the
