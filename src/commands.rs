@@ -100,13 +100,17 @@ fn load_model(
 /// GPU memory peak and what the weights take.
 fn speed(gpu: &Gpu, gpt: &wgtrain::model::Gpt, tokens: usize, started: std::time::Instant) {
     let s = started.elapsed().as_secs_f64();
-    let weights = gpt.quant.as_ref().map_or(0, |q| q.bytes()) + gpt.arena.params.size();
     eprintln!(
         "{tokens} tokens in {s:.2} s ({:.0} tokens/s); GPU memory peak {:.1} MB, weights {:.2} MB",
         tokens as f64 / s,
         gpu.pool.stats().peak as f64 / 1e6,
-        weights as f64 / 1e6
+        weight_bytes(gpt) as f64 / 1e6
     );
+}
+
+/// The GPU bytes of a model's weights: its f32 (or f16) parameters and quantized tensors.
+fn weight_bytes(gpt: &wgtrain::model::Gpt) -> u64 {
+    gpt.quant.as_ref().map_or(0, |q| q.bytes()) + gpt.arena.params.size()
 }
 
 /// `wgtrain quantize`: a checkpoint into DIR2/model.gguf (+ config.json, tokenizer.json).
@@ -197,7 +201,8 @@ pub fn sample(
     (temperature, top_k, seed): (f32, usize, u64),
     precision: wgtrain::model::Precision,
 ) -> anyhow::Result<()> {
-    // The decoder keeps its own batch-1 activations; the model itself only hosts parameters.
+    // The decoder and the prompt's prefill keep their own activations; the model itself only
+    // hosts parameters.
     let Loaded { gpt, tokenizer, chat_template, eos } = load_model(gpu, model, (1, Some(1)), precision)?;
     let has_file = tokenizer.is_some();
     let tok = tokenizer.unwrap_or_else(Tokenizer::byte);
@@ -209,9 +214,8 @@ pub fn sample(
         tok.vocab_size,
         if has_file { "" } else { " (bytes: no tokenizer.json in the directory)" }
     );
-    let started = std::time::Instant::now();
     let sampling = (temperature, top_k, seed);
-    if let Some(text) = chat {
+    let out = if let Some(text) = chat {
         let template = chat_template.ok_or_else(|| {
             anyhow::anyhow!(
                 "--chat: {} has no chat template (tokenizer.chat_template or tokenizer_config.json); use --prompt",
@@ -224,27 +228,43 @@ pub fn sample(
         let prompt =
             wgtrain::data::chat::render(&template, &[message], true, ("", &eos_text)).map_err(anyhow::Error::msg)?;
         let out = wgtrain::train::sample_until(gpu, &gpt, &tok, &prompt, n, sampling, Some(stop))?;
-        println!("{}", out.trim());
-        let made = tok.encode(&out).map_or(n, |ids| ids.len());
-        speed(gpu, &gpt, made, started);
-        return Ok(());
+        println!("{}", out.text.trim());
+        out
     } else {
         let prompt = prompt.replace("\\n", "\n");
         let out = wgtrain::train::sample_until(gpu, &gpt, &tok, &prompt, n, sampling, None)?;
-        println!("{prompt}{out}");
-    }
-    speed(gpu, &gpt, n, started);
+        println!("{prompt}{}", out.text);
+        out
+    };
+    sample_speed(gpu, &gpt, &out);
     Ok(())
+}
+
+/// The prompt's and the decoding's tokens per second, and the memory, on stderr.
+fn sample_speed(gpu: &Gpu, gpt: &wgtrain::model::Gpt, s: &wgtrain::train::Sampled) {
+    let rate = |n: usize, t: f64| n as f64 / t.max(1e-9);
+    eprintln!(
+        "prompt {} tokens in {:.2} s ({:.1} tokens/s); decode {} tokens in {:.2} s ({:.1} tokens/s); \
+         GPU memory peak {:.1} MB, weights {:.2} MB",
+        s.prompt_tokens,
+        s.prompt_s,
+        rate(s.prompt_tokens, s.prompt_s),
+        s.new_tokens,
+        s.decode_s,
+        rate(s.new_tokens, s.decode_s),
+        gpu.pool.stats().peak as f64 / 1e6,
+        weight_bytes(gpt) as f64 / 1e6
+    );
 }
 
 /// `wgtrain prune`, and what it did.
 pub fn prune(gpu: &Gpu, a: &wgtrain::compress::PruneArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let r = wgtrain::compress::prune_model(gpu, a).map_err(anyhow::Error::msg)?;
-    if let Some(f) = a.keep_mlp {
+    if a.to.is_none() {
         println!(
-            "kept {} of {} MLP hidden channels per layer (--keep-mlp {f}): {} -> {} parameters",
-            r.mlp.1, r.mlp.0, r.params.0, r.params.1
+            "kept {} of {} query heads and {} of {} MLP hidden channels per layer: {} -> {} parameters",
+            r.heads.1, r.heads.0, r.mlp.1, r.mlp.0, r.params.0, r.params.1
         );
     } else {
         println!(

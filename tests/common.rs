@@ -170,4 +170,22 @@ pub fn decoding_matches_forward(
         assert_close(&format!("{tag} decode position {i}"), &got, &full[i * v..][..v], 1e-5, 1e-4);
     }
     assert_eq!(dec.pos, t);
+    // A prefill of the first p tokens, by a model of their length over the same weights or by
+    // the T-token model (the rest is padding), fills the cache as feeding them one by one
+    // does: the next positions' logits are the same.
+    for p in [2, t - 3] {
+        let short = gpt.sharing(gpu, 1, p).unwrap();
+        for pre in [&short, &gpt] {
+            let mut dec = gpt.decoder(gpu).unwrap();
+            pre.prefill(gpu, &mut dec, &row[..p]).unwrap();
+            assert_eq!(dec.pos, p);
+            for (i, &tok) in row.iter().enumerate().skip(p) {
+                let got = dec.next(gpu, tok).unwrap();
+                let what = format!("{tag} after a prefill of {p} by T {}, position {i}", pre.t);
+                assert_close(&what, &got, &full[i * v..][..v], 1e-5, 1e-4);
+            }
+            assert!(pre.prefill(gpu, &mut dec, &row[..1]).is_err(), "a prefill starts an empty cache");
+        }
+        assert!(short.prefill(gpu, &mut gpt.decoder(gpu).unwrap(), &row[..p + 1]).is_err(), "past its T");
+    }
 }

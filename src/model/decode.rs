@@ -102,6 +102,17 @@ impl Gpt {
 impl Decoder {
     /// Feeds one token at position `pos` and returns the logits (V) for the next one.
     pub fn next(&mut self, gpu: &Gpu, token: u32) -> Result<Vec<f32>, GpuError> {
+        self.step(gpu, token, true)?;
+        super::read_as_f32(gpu, &self.logits, 0, self.v)
+    }
+
+    /// Feeds one token of a prompt into the cache: the layers only, with neither the LM head
+    /// nor a readback (the queue runs ahead until the next `next`).
+    pub fn feed(&mut self, gpu: &Gpu, token: u32) -> Result<(), GpuError> {
+        self.step(gpu, token, false)
+    }
+
+    fn step(&mut self, gpu: &Gpu, token: u32, head: bool) -> Result<(), GpuError> {
         if self.pos >= self.max_t {
             return Err(GpuError::Unsupported(format!("the KV cache holds {} positions (n_positions)", self.max_t)));
         }
@@ -120,10 +131,12 @@ impl Decoder {
             rec.dispatch(&l.attn);
             rec.run(&l.post);
         }
-        rec.run(&self.head);
+        if head {
+            rec.run(&self.head);
+        }
         rec.submit()?;
         self.pos += 1;
-        super::read_as_f32(gpu, &self.logits, 0, self.v)
+        Ok(())
     }
 
     /// Points the uniforms at position `pos` for `token`: the embedding's (GPT-2's wpe row),
@@ -156,5 +169,44 @@ impl Decoder {
     /// Positions the cache holds.
     pub fn capacity(&self) -> usize {
         self.max_t
+    }
+}
+
+impl Gpt {
+    /// Feeds the first `tokens` of a prompt (at most T of this batch-1 model) into an empty
+    /// `dec` at once: this model's forward over them (batched matmuls and the flash attention,
+    /// in one submit), then every layer's keys and values copied into the cache, which `feed`
+    /// of each token would have filled one row at a time.
+    pub fn prefill(&self, gpu: &Gpu, dec: &mut Decoder, tokens: &[u32]) -> Result<(), GpuError> {
+        let n = tokens.len();
+        if dec.pos != 0 || self.b != 1 || n > self.t.min(dec.max_t) {
+            return Err(GpuError::Unsupported(format!(
+                "prefill of {n} tokens at position {}: an empty cache takes up to {} at once",
+                dec.pos,
+                self.t.min(dec.max_t)
+            )));
+        }
+        let mut padded = tokens.to_vec();
+        padded.resize(self.t, 0);
+        // Causal attention: the padding after the prompt changes none of its positions.
+        self.upload_batch(gpu, 0, &padded, &vec![0; self.t]);
+        let mut rec = Recorder::new(gpu);
+        self.record_inputs(&mut rec, 0);
+        self.edges[0].iter().chain(&self.body).for_each(|cmd| cmd.record(&mut rec));
+        let (q, bytes) = (self.shape().attn.qkv, self.logits.dtype.bytes());
+        let row = bytes * (dec.shape.attn.nkv * dec.shape.attn.hs) as u64;
+        for (acts, layer) in self.acts.iter().zip(&dec.layers) {
+            for (base, cache) in [(q.k_base, &layer.k_cache), (q.v_base, &layer.v_cache)] {
+                let at = |r: usize| bytes * (base as u64 + r as u64 * q.kv_stride as u64);
+                if row == bytes * q.kv_stride as u64 {
+                    rec.copy(&acts.qkv.buf, at(0), &cache.buf, 0, n as u64 * row);
+                } else {
+                    (0..n).for_each(|r| rec.copy(&acts.qkv.buf, at(r), &cache.buf, r as u64 * row, row));
+                }
+            }
+        }
+        rec.submit()?;
+        dec.pos = n;
+        Ok(())
     }
 }

@@ -21,6 +21,7 @@ pub mod quantized;
 mod run;
 
 pub use config::{Arch, ConfigError, GptConfig};
+pub use decode::Decoder;
 pub use precision::{Precision, PrecisionChoice};
 
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
@@ -173,6 +174,15 @@ impl Gpt {
     ) -> Result<Self, GpuError> {
         let arena = ParamArena::for_inference(gpu, table, precision == Precision::F16)?;
         let mut gpt = Self::alloc(gpu, config, (b, t, 1), precision, arena, quant)?;
+        gpt.build(gpu, false)?;
+        Ok(gpt)
+    }
+
+    /// A forward-only model of `b` × `t` over this model's weights (the same buffers, not a
+    /// copy): a batch-1 model of a prompt's length prefills a decoder's cache.
+    pub fn sharing(&self, gpu: &Gpu, b: usize, t: usize) -> Result<Self, GpuError> {
+        let arena = self.arena.shared();
+        let mut gpt = Self::alloc(gpu, self.config.clone(), (b, t, 1), self.precision, arena, self.quant.clone())?;
         gpt.build(gpu, false)?;
         Ok(gpt)
     }

@@ -12,6 +12,7 @@ use crate::kernels::quant::QView;
 use crate::optim::ParamTable;
 
 /// Quantized tensors in one buffer, each at a multiple of 64 words.
+#[derive(Clone)]
 pub struct QuantWeights {
     pub words: GpuBuffer,
     /// name → (first word, type, rows, row length)

@@ -83,7 +83,7 @@ impl Gpt {
     }
 
     /// Records copying slot `k`'s tokens and targets into the batch buffers.
-    fn record_inputs(&self, rec: &mut Recorder, k: usize) {
+    pub(super) fn record_inputs(&self, rec: &mut Recorder, k: usize) {
         let bytes = 4 * (self.b * self.t) as u64;
         rec.copy(&self.slots, 2 * bytes * k as u64, &self.micro.tokens.tokens, 0, bytes);
         rec.copy(&self.slots, 2 * bytes * k as u64 + bytes, &self.micro.targets, 0, bytes);

@@ -208,6 +208,19 @@ impl ParamArena {
         Self::alloc(gpu, table, half, 256)
     }
 
+    /// The same buffers, for a second model over these weights (see `Gpt::sharing`).
+    pub fn shared(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+            params: self.params.clone(),
+            grads: self.grads.clone(),
+            half: self.half.clone(),
+            fake_quant: self.fake_quant.clone(),
+            mask: self.mask.clone(),
+            loss_scale: self.loss_scale.clone(),
+        }
+    }
+
     fn alloc(gpu: &Gpu, table: ParamTable, half: bool, grad_bytes: u64) -> Result<Self, GpuError> {
         let params = gpu.pool.storage(Category::Parameters, 4 * table.len)?;
         let grads = gpu.pool.storage(Category::Gradients, grad_bytes)?;

@@ -1,13 +1,15 @@
 //! Evaluation and sampling: the validation loss and text from the model, for the loop and
 //! for `wgtrain eval` and `wgtrain sample`.
 
+use std::time::Instant;
+
 use anyhow::bail;
 
 use crate::data::tokenizer::Tokenizer;
 use crate::data::Loader;
 use crate::dist::Dist;
 use crate::gpu::{Gpu, Recorder};
-use crate::model::Gpt;
+use crate::model::{Decoder, Gpt};
 use crate::reference::Rng;
 
 /// Mean loss over `batches` validation batches from the start of the validation data.
@@ -49,7 +51,30 @@ pub fn sample(
     top_k: usize,
     seed: u64,
 ) -> anyhow::Result<String> {
-    sample_until(gpu, gpt, tok, prompt, n, (temperature, top_k, seed), None)
+    Ok(sample_until(gpu, gpt, tok, prompt, n, (temperature, top_k, seed), None)?.text)
+}
+
+/// What `sample_until` made, and how long its two phases took: the prompt, fed through the
+/// cache without the LM head (but for its last token), and the decoding of the new tokens.
+pub struct Sampled {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub prompt_s: f64,
+    pub new_tokens: usize,
+    pub decode_s: f64,
+}
+
+/// Feeds `tokens` (at least one, at most the cache's capacity) into an empty `dec` and
+/// returns the logits after the last: all but the last through a batch-1 forward of their
+/// length over `gpt`'s weights, the last through the decoder.
+fn prefill(gpu: &Gpu, gpt: &Gpt, dec: &mut Decoder, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+    let (last, rest) = tokens.split_last().expect("a prompt has a token");
+    match rest.len() {
+        0 => {}
+        1 => dec.feed(gpu, rest[0])?,
+        n => gpt.sharing(gpu, 1, n)?.prefill(gpu, dec, rest)?,
+    }
+    Ok(dec.next(gpu, *last)?)
 }
 
 /// `sample` that also stops after `stop` (a chat's end-of-turn), which it leaves out.
@@ -61,7 +86,7 @@ pub fn sample_until(
     n: usize,
     (temperature, top_k, seed): (f32, usize, u64),
     stop: Option<u32>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Sampled> {
     let v = gpt.config.vocab_size.min(tok.vocab_size);
     let mut rng = Rng::new(seed);
     let mut ctx: Vec<u32> = match (prompt.is_empty(), tok.kind) {
@@ -72,12 +97,13 @@ pub fn sample_until(
     if let Some(&bad) = ctx.iter().find(|&&i| i as usize >= gpt.config.vocab_size) {
         bail!("the prompt encodes to token {bad}, past the model's vocab_size {}", gpt.config.vocab_size);
     }
+    let started = Instant::now();
     let mut dec = gpt.decoder(gpu)?;
     let cap = dec.capacity();
-    let mut logits = Vec::new();
-    for &tok in &ctx[ctx.len().saturating_sub(cap)..] {
-        logits = dec.next(gpu, tok)?;
-    }
+    let window = &ctx[ctx.len().saturating_sub(cap)..];
+    let prompt_tokens = window.len();
+    let mut logits = prefill(gpu, gpt, &mut dec, window)?;
+    let prompt_s = started.elapsed().as_secs_f64();
     let mut out = Vec::new();
     for _ in 0..n {
         // Only ids the tokenizer knows: the model's vocab may be padded past it.
@@ -91,12 +117,11 @@ pub fn sample_until(
             logits = dec.next(gpu, next)?;
         } else {
             dec = gpt.decoder(gpu)?;
-            for &tok in &ctx[ctx.len() - cap / 2..] {
-                logits = dec.next(gpu, tok)?;
-            }
+            logits = prefill(gpu, gpt, &mut dec, &ctx[ctx.len() - cap / 2..])?;
         }
     }
-    Ok(tok.decode(&out))
+    let decode_s = started.elapsed().as_secs_f64() - prompt_s;
+    Ok(Sampled { text: tok.decode(&out), prompt_tokens, prompt_s, new_tokens: out.len(), decode_s })
 }
 
 /// Samples from softmax(logits / temperature) over the top k; greedy when k is 1 or the

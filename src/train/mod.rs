@@ -23,7 +23,7 @@ mod step;
 
 pub use args::{KdFlags, TrainArgs};
 pub use defaults::{default_config, model_file, DEFAULT_CONFIG};
-pub use eval::{evaluate, evaluate_rows, pick, sample, sample_until};
+pub use eval::{evaluate, evaluate_rows, pick, sample, sample_until, Sampled};
 pub use step::{run_step, Probes};
 
 use std::path::{Path, PathBuf};
