@@ -12,6 +12,7 @@ mod half;
 mod layers;
 mod llama;
 mod llama_model;
+mod lora;
 mod matmul;
 mod mixed;
 mod optim;

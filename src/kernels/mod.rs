@@ -9,6 +9,7 @@ pub mod encoder;
 pub mod fake_quant;
 pub mod gelu;
 pub mod layernorm;
+pub mod lora;
 pub mod matmul;
 pub mod prune;
 pub mod quant;

@@ -6,6 +6,7 @@ pub mod classifier;
 pub mod encoder;
 pub mod gelu;
 pub mod layernorm;
+pub mod lora;
 pub mod matmul;
 pub mod optim;
 pub mod rmsnorm;

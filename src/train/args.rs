@@ -89,8 +89,8 @@ pub struct TrainArgs {
 /// The distillation flags of `wgtrain train`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
 pub struct KdFlags {
-    /// Distill from this model (a checkpoint directory with the data's tokenizer): the loss
-    /// is (1 − W)·CE + W·T²·KL(teacher ‖ student) at temperature T.
+    /// Distill from this model (a checkpoint directory or a GGUF file, made for the data's
+    /// tokenizer): the loss is (1 − W)·CE + W·T²·KL(teacher ‖ student) at temperature T.
     #[arg(long)]
     pub teacher: Option<PathBuf>,
     /// T, the softmaxes' temperature in the KD term.

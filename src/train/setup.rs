@@ -358,21 +358,36 @@ fn build_model(gpu: &Gpu, a: &TrainArgs, config: &GptConfig, p: Precision, dist:
     })
 }
 
-/// The --teacher model, forward only, in f32, at the run's batch: it must have been made for
-/// the data's tokenizer and the student's vocabulary.
+/// The --teacher model, forward only, in f32, at the run's batch: an HF checkpoint, or a GGUF
+/// file whose block-quantized weights stay so on the GPU. It must have been made for the
+/// data's tokenizer and the student's vocabulary.
 fn load_teacher(gpu: &Gpu, dir: &Path, a: &TrainArgs, student: &GptConfig, tok: &Tokenizer) -> anyhow::Result<Gpt> {
     let what = format!("--teacher {}", dir.display());
-    let config = GptConfig::load(&dir.join("config.json")).with_context(|| what.clone())?;
-    let theirs = Tokenizer::for_dir(dir).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    let gguf = match crate::compress::gguf_path(dir) {
+        Some(path) => Some(crate::compress::export::read_gpt2(&path).map_err(|e| anyhow::anyhow!("{what}: {e}"))?),
+        None => None,
+    };
+    let hf_tok;
+    let (config, theirs) = match &gguf {
+        Some(m) => (m.config.clone(), &m.tokenizer),
+        None => {
+            hf_tok = Tokenizer::for_dir(dir).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+            (GptConfig::load(&dir.join("config.json")).with_context(|| what.clone())?, &hf_tok)
+        }
+    };
     if !theirs.same_ids(tok) || config.vocab_size != student.vocab_size {
         bail!(
-            "{what}: its tokenizer (or vocab_size {}) is not the student's (vocab_size {}): a teacher must share the              data's tokenizer",
+            "{what}: its tokenizer (or vocab_size {}) is not the student's (vocab_size {}): a teacher must share \
+             the data's tokenizer",
             config.vocab_size,
             student.vocab_size
         );
     }
     if a.seq_len > config.n_positions {
         bail!("{what}: --seq-len {} exceeds the teacher's n_positions {}", a.seq_len, config.n_positions);
+    }
+    if let Some(m) = &gguf {
+        return Ok(Gpt::from_gguf(gpu, m, a.batch_size, a.seq_len, Precision::F32)?);
     }
     let values = checkpoint::load_hf(&dir.join("model.safetensors"), &config).with_context(|| what.clone())?;
     let table = crate::optim::ParamTable::new(config.parameter_specs());

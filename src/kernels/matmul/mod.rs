@@ -152,6 +152,18 @@ impl<'g> Matmul<'g> {
         self.forward_with(FORWARD, Some(v), out, inp, w, bias, d)
     }
 
+    /// out (Z, M, N) += inp (Z, M, K) · W (N, K)ᵀ: a second product into one output (LoRA).
+    pub fn forward_add(&self, out: View, inp: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+        let v = self.variant_typed(Product::Forward, d, half_mask(&[Some(out), Some(inp), Some(w)]))?;
+        let (d, ops) = forward_operands(out, inp, w, d);
+        self.build(FORWARD, Some(v), d, &ops, None, true, None)
+    }
+
+    /// dinp (Z, M, K) += dout (Z, M, N) · W (N, K).
+    pub fn backward_input_add(&self, dinp: View, dout: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+        self.backward_input_into(dinp, dout, w, d, true)
+    }
+
     /// dinp (Z, M, K) = dout (Z, M, N) · W (N, K).
     pub fn backward_input(&self, dinp: View, dout: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
         self.backward_input_into(dinp, dout, w, d, false)
@@ -261,13 +273,7 @@ impl<'g> Matmul<'g> {
         bias: Option<View>,
         d: Dims,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let (d, zs) = flatten(d);
-        let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
-        let ops = [
-            operand(out, Axis::M, Axis::N, n, zs * m * n),
-            operand(inp, Axis::M, Axis::K, k, zs * m * k),
-            operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
-        ];
+        let (d, ops) = forward_operands(out, inp, w, d);
         self.build(kernel, variant, d, &ops, bias, false, None)
     }
 
@@ -508,6 +514,18 @@ impl Job {
             _ => [p.n.div_ceil(BIAS_COLS), 1, 1],
         }
     }
+}
+
+/// The forward product's operands over the flattened dims: out (M, N), inp (M, K), W (N, K).
+fn forward_operands<'a>(out: View<'a>, inp: View<'a>, w: View<'a>, d: Dims) -> (Dims, [Operand<'a>; 3]) {
+    let (d, zs) = flatten(d);
+    let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
+    let ops = [
+        operand(out, Axis::M, Axis::N, n, zs * m * n),
+        operand(inp, Axis::M, Axis::K, k, zs * m * k),
+        operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
+    ];
+    (d, ops)
 }
 
 /// A linear layer's batch folds into M: with one weight, batch entries are just more rows.

@@ -1,0 +1,61 @@
+//! A low-rank adapter (LoRA, Hu et al. 2021) on a linear layer, from the matmul kernels and
+//! an elementwise scale: y = x·Wᵀ (+ b) + s·(x·Aᵀ)·Bᵀ with A (r, K), B (N, r) and s = α / r.
+//! The base product is the layer's own dispatch; these add the low-rank path to its output
+//! and to its input gradient, with no merged copy of W.
+//!
+//!   forward    h = s·x·Aᵀ (M, r), kept for the backward;  y += h·Bᵀ
+//!   backward   dB += dyᵀ·h;  dh = s·dy·B;  dA += dhᵀ·x;  dx += dh·A
+
+use super::elementwise::{self, Span};
+use super::matmul::{Dims, Matmul};
+use super::View;
+use crate::gpu::{Dispatch, Gpu, GpuError};
+
+/// One adapter's operands: its two factors and their gradients, and the (M, r) scratch of
+/// the low-rank activation h and its gradient dh.
+#[derive(Clone, Copy)]
+pub struct Adapter<'a> {
+    pub a: View<'a>,
+    pub b: View<'a>,
+    pub da: View<'a>,
+    pub db: View<'a>,
+    pub h: View<'a>,
+    pub dh: View<'a>,
+    pub rank: u32,
+    /// s = α / r.
+    pub scale: f32,
+}
+
+/// `v` *= s over its first `len` elements.
+fn scale(gpu: &Gpu, v: View, len: u64, s: f32) -> Result<Dispatch, GpuError> {
+    let span = Span { buf: v.buf, offset: v.offset, len, dtype: v.dtype };
+    elementwise::op(gpu, "scale", span, None, None, s, 0.0)
+}
+
+/// h = s·x·Aᵀ, then y += h·Bᵀ; `d` is the base layer's (M, N, K).
+pub fn forward(mm: &Matmul, gpu: &Gpu, y: View, x: View, ad: &Adapter, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    let r = ad.rank;
+    let mut ops = mm.forward(ad.h, x, ad.a, None, Dims { n: r, ..d })?;
+    ops.push(scale(gpu, ad.h, d.batch as u64 * d.m as u64 * r as u64, ad.scale)?);
+    ops.extend(mm.forward_add(y, ad.h, ad.b, Dims { k: r, ..d })?);
+    Ok(ops)
+}
+
+/// From dy: the factors' gradients (added to) and dx += the low-rank path's input gradient.
+pub fn backward(
+    mm: &Matmul,
+    gpu: &Gpu,
+    dx: View,
+    [dy, x]: [View; 2],
+    ad: &Adapter,
+    d: Dims,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let r = ad.rank;
+    let (through_b, through_a) = (Dims { k: r, ..d }, Dims { n: r, ..d });
+    let mut ops = mm.backward_weight(ad.db, dy, ad.h, through_b)?;
+    ops.extend(mm.backward_input(ad.dh, dy, ad.b, through_b)?);
+    ops.push(scale(gpu, ad.dh, d.batch as u64 * d.m as u64 * r as u64, ad.scale)?);
+    ops.extend(mm.backward_weight(ad.da, ad.dh, x, through_a)?);
+    ops.extend(mm.backward_input_add(dx, ad.dh, ad.a, through_a)?);
+    Ok(ops)
+}
