@@ -24,7 +24,16 @@ fn check(gpu: &Gpu, (m, n, k, r): (usize, usize, usize, usize), seed: u64) {
     let nan = vec![f32::NAN; (m * r).next_multiple_of(4)];
     let (h, dh) = (upload(gpu, &nan), upload(gpu, &nan));
     let v = |i: usize| View::from(&bufs[i]);
-    let ad = Adapter { a: v(1), b: v(2), da: v(6), db: v(7), h: View::from(&h), dh: View::from(&dh), rank: r as u32, scale: s };
+    let ad = Adapter {
+        a: v(1),
+        b: v(2),
+        da: v(6),
+        db: v(7),
+        h: View::from(&h),
+        dh: View::from(&dh),
+        rank: r as u32,
+        scale: s,
+    };
     let (mm, d) = (Matmul::new(gpu), Dims::linear(m as u32, n as u32, k as u32));
     let mut ops = lora::forward(&mm, gpu, v(3), v(0), &ad, d).unwrap();
     ops.extend(lora::backward(&mm, gpu, v(5), [v(4), v(0)], &ad, d).unwrap());
@@ -53,4 +62,76 @@ fn lora_path_matches_the_reference_at_ranks_1_3_8() {
         }
         check(gpu, (1, 7, 5, 3), 50);
     }
+}
+
+/// A LoRA model over a fixture base with peft's adapters (tests/fixtures/lora_*, from
+/// scripts/make_lora_fixture.py) gives peft's logits, loss, adapter gradients and the losses
+/// of 5 AdamW steps over the adapters; the base stays bit for bit what it was.
+fn matches_peft(gpu: &Gpu, base: &str, name: &str) {
+    use wgtrain::model::lora::{load_peft, peft_name, LoraConfig};
+    use wgtrain::model::{checkpoint, Gpt, GptConfig, Precision};
+    use wgtrain::optim::{OptimConfig, Optimizer};
+    let fix = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fix.join(format!("{name}.json"))).unwrap()).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    let ints = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    };
+    let config = GptConfig::load(&fix.join(base).join("config.json")).unwrap();
+    let targets = fx["modules"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let lora =
+        LoraConfig { rank: fx["rank"].as_u64().unwrap() as usize, alpha: fx["alpha"].as_f64().unwrap(), targets };
+    let (b, t) = (fx["B"].as_u64().unwrap() as usize, fx["T"].as_u64().unwrap() as usize);
+    let gpt = Gpt::with_lora(gpu, config.clone(), (b, t, 1), Precision::F32, lora, 1).unwrap();
+    let base_values = checkpoint::load_hf(&fix.join(base).join("model.safetensors"), &config).unwrap();
+    gpt.write_base(gpu, &base_values).unwrap();
+    let adapters = load_peft(&fix.join(name).join("adapter_model.safetensors"), &config, &gpt.arena.table).unwrap();
+    gpt.write_params(gpu, &adapters);
+    gpt.upload_batch(gpu, 0, &ints(&fx["inputs"]), &ints(&fx["targets"]));
+    let mut rec = Recorder::new(gpu);
+    gpt.record_eval(&mut rec);
+    rec.submit().unwrap();
+    assert_close(&format!("{name} logits"), &gpt.read_logits(gpu).unwrap(), &floats(&fx["logits"]), 2e-6, 1e-5);
+
+    let mut rec = Recorder::new(gpu);
+    gpt.record_forward_backward(&mut rec);
+    rec.submit().unwrap();
+    let want_loss = fx["loss"].as_f64().unwrap() as f32;
+    let loss = gpt.read_loss(gpu).unwrap();
+    assert!((loss - want_loss).abs() < 1e-5, "{name} loss {loss} vs peft's {want_loss}");
+    let grads = gpt.read_grads(gpu).unwrap();
+    assert_eq!(grads.len(), fx["grads"].as_object().unwrap().len(), "{name}: adapter tensors");
+    for (tensor, g) in gpt.arena.table.tensors.iter().zip(&grads) {
+        let key = peft_name(&config, &tensor.name);
+        // dA goes through two products (dy·B, then with x) scaled by α/r: a small entry that
+        // is a difference of larger ones can be 1e-7 off.
+        assert_close(&format!("{name} grad {key}"), g, &floats(&fx["grads"][&key]), 5e-7, 1e-4);
+    }
+
+    let cfg = OptimConfig { weight_decay: fx["weight_decay"].as_f64().unwrap() as f32, ..OptimConfig::adamw() };
+    let mut opt = Optimizer::new(gpu, &gpt.arena, cfg, None).unwrap();
+    for (i, want) in floats(&fx["losses"]).iter().enumerate() {
+        let mut rec = Recorder::new(gpu);
+        gpt.record_forward_backward(&mut rec);
+        opt.record_step(gpu, &mut rec, fx["lr"].as_f64().unwrap() as f32, false);
+        rec.submit().unwrap();
+        let loss = gpt.read_loss(gpu).unwrap();
+        assert!((loss - want).abs() < 1e-5, "{name} step {i}: loss {loss} vs peft's {want}");
+    }
+    assert!(gpt.read_base(gpu).unwrap() == base_values, "{name}: the frozen base changed");
+}
+
+#[test]
+fn lora_on_gpt2_matches_peft() {
+    let Some(gpu) = crate::common::gpu() else { return };
+    matches_peft(gpu, "gpt2_tiny", "lora_gpt2");
+}
+
+#[test]
+fn lora_on_llama_matches_peft() {
+    let Some(gpu) = crate::common::gpu() else { return };
+    matches_peft(gpu, "llama_tiny_untied", "lora_llama");
 }

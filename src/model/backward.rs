@@ -7,7 +7,7 @@ use super::config::Arch;
 use super::Cmd;
 use crate::gpu::{Dispatch, Gpu, GpuError};
 use crate::kernels::matmul::{Dims, Matmul};
-use crate::kernels::{attention, gelu, layernorm, rmsnorm, swiglu, Tensor, View};
+use crate::kernels::{attention, gelu, layernorm, lora, rmsnorm, swiglu, Tensor, View};
 
 /// The norm `name`'s backward: dinp += the input gradient, its parameters' gradients +=.
 pub(super) fn norm_backward(
@@ -19,15 +19,44 @@ pub(super) fn norm_backward(
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
     let weight = w.master(&wn);
-    match s.arch {
-        Arch::Gpt2 => layernorm::backward(gpu, dinp, w.grad(&wn), w.grad(&bn), dout, inp, stats, weight, s.n(), s.c),
-        Arch::Llama => rmsnorm::backward(gpu, dinp, w.grad(&wn), dout, inp, stats, weight, (s.n(), s.c)),
+    // A frozen norm takes only the first dispatch, the rows'; the second sums its gradients.
+    let grad = |name: &str| if w.frozen() { dinp } else { w.grad(name) };
+    let mut ops = match s.arch {
+        Arch::Gpt2 => layernorm::backward(gpu, dinp, grad(&wn), grad(&bn), dout, inp, stats, weight, s.n(), s.c)?,
+        Arch::Llama => rmsnorm::backward(gpu, dinp, grad(&wn), dout, inp, stats, weight, (s.n(), s.c))?,
+    };
+    if w.frozen() {
+        ops.truncate(1);
     }
+    Ok(ops)
 }
 
-/// A linear layer's weight and bias gradients (no bias for Llama).
-fn grads<'a>(w: &Weights<'a>, layer: &str, bias: bool) -> (View<'a>, Option<View<'a>>) {
-    (w.grad(&format!("{layer}.weight")), bias.then(|| w.grad(&format!("{layer}.bias"))))
+/// A linear layer's backward: dinp = dout·W (+= with `add`: a later reader of one input),
+/// W's (and the bias's) gradients unless frozen, and its LoRA path when it has one.
+pub(super) fn linear_backward(
+    (mm, gpu): (&Matmul, &Gpu),
+    w: &Weights,
+    (layer, bias): (&str, bool),
+    [dinp, dout, inp]: [View; 3],
+    lin: Dims,
+    add: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let wv = w.mm(&format!("{layer}.weight"));
+    let mut ops = match (w.frozen(), add) {
+        (true, false) => mm.backward_input(dinp, dout, wv, lin)?,
+        (true, true) => mm.backward_input_add(dinp, dout, wv, lin)?,
+        (false, add) => {
+            let (gw, gb) = (w.grad(&format!("{layer}.weight")), bias.then(|| w.grad(&format!("{layer}.bias"))));
+            match add {
+                false => mm.backward(dinp, gw, gb, dout, inp, wv, lin)?,
+                true => mm.backward_add(dinp, gw, gb, [dout, inp, wv], lin)?,
+            }
+        }
+    };
+    if let Some(ad) = w.adapter(layer) {
+        ops.extend(lora::backward(mm, gpu, dinp, [dout, inp], &ad, lin)?);
+    }
+    Ok(ops)
 }
 
 /// The MLP's backward, from dfch_gelu (the activation output's gradient, written by the down
@@ -42,23 +71,21 @@ fn mlp_backward(
 ) -> Result<Vec<Cmd>, GpuError> {
     let (n, c, f, names) = (s.n(), s.c, s.f, s.names());
     let lin = Dims::linear(n, f, c);
-    let mm_w = |layer: &str| w.mm(&format!("{layer}.weight"));
     let mut back = Vec::new();
     match (names.gate, &a.up, &d.dup) {
         (Some(gate), Some(up), Some(dup)) => {
             let sw = swiglu::backward(gpu, d.dfch.v(), dup.v(), a.fch.v(), up.v(), d.dfch_gelu.v(), n * f)?;
             back.push(Cmd::Run(sw));
-            let (gw, _) = grads(w, gate, false);
-            let mut ops = mm.backward(d.dbuf.v(), gw, None, d.dfch.v(), a.ln2.v(), mm_w(gate), lin)?;
-            let (uw, _) = grads(w, names.up, false);
-            ops.extend(mm.backward_add(d.dbuf.v(), uw, None, [dup.v(), a.ln2.v(), mm_w(names.up)], lin)?);
+            let (gate_io, up_io) = ([d.dbuf.v(), d.dfch.v(), a.ln2.v()], [d.dbuf.v(), dup.v(), a.ln2.v()]);
+            let mut ops = linear_backward((mm, gpu), w, (gate, false), gate_io, lin, false)?;
+            ops.extend(linear_backward((mm, gpu), w, (names.up, false), up_io, lin, true)?);
             back.extend(ops.into_iter().map(Cmd::Run));
         }
         _ => {
             back.push(Cmd::Zero(d.dfch.buf.clone()));
             back.push(Cmd::Run(gelu::backward(gpu, d.dfch.v(), a.fch.v(), d.dfch_gelu.v(), n * f)?));
-            let (fw, fb) = grads(w, names.up, true);
-            let ops = mm.backward(d.dbuf.v(), fw, fb, d.dfch.v(), a.ln2.v(), mm_w(names.up), lin)?;
+            let io = [d.dbuf.v(), d.dfch.v(), a.ln2.v()];
+            let ops = linear_backward((mm, gpu), w, (names.up, true), io, lin, false)?;
             back.extend(ops.into_iter().map(Cmd::Run));
         }
     }
@@ -76,20 +103,14 @@ fn qkv_backward(
     s: &Shape,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (n, c, names) = (s.n(), s.c, s.names());
-    let mm_w = |layer: &str| w.mm(&format!("{layer}.weight"));
     if s.arch == Arch::Gpt2 {
-        let (qw, qb) = grads(w, names.qkv[0], true);
-        let lin = Dims::linear(n, 3 * c, c);
-        return mm.backward(d.dbuf.v(), qw, qb, d.dqkv.v(), a.ln1.v(), mm_w(names.qkv[0]), lin);
+        let (io, lin) = ([d.dbuf.v(), d.dqkv.v(), a.ln1.v()], Dims::linear(n, 3 * c, c));
+        return linear_backward((mm, gpu), w, (names.qkv[0], true), io, lin, false);
     }
     let mut ops = rope_qk(gpu, w, s, d.dqkv.v(), true)?;
     for (i, (name, (at, width))) in names.qkv.iter().zip(s.planes()).enumerate() {
-        let (gw, _) = grads(w, name, false);
-        let (dout, lin) = (d.dqkv.v().at_offset(at), Dims::linear(n, width, c));
-        ops.extend(match i {
-            0 => mm.backward(d.dbuf.v(), gw, None, dout, a.ln1.v(), mm_w(name), lin)?,
-            _ => mm.backward_add(d.dbuf.v(), gw, None, [dout, a.ln1.v(), mm_w(name)], lin)?,
-        });
+        let (io, lin) = ([d.dbuf.v(), d.dqkv.v().at_offset(at), a.ln1.v()], Dims::linear(n, width, c));
+        ops.extend(linear_backward((mm, gpu), w, (name, false), io, lin, i > 0)?);
     }
     Ok(ops)
 }
@@ -107,18 +128,17 @@ pub(super) fn backward(
 ) -> Result<Vec<Cmd>, GpuError> {
     let (n, c, f, names) = (s.n(), s.c, s.f, s.names());
     let lin = Dims::linear;
-    let mm_w = |layer: &str| w.mm(&format!("{layer}.weight"));
     let mut back: Vec<Cmd> = Vec::new();
     // residual3 = residual2 + down(act): both get dresidual.
-    let (pw, pb) = grads(w, names.down, names.bias);
-    let down = mm.backward(d.dfch_gelu.v(), pw, pb, d.dresidual.v(), a.fch_gelu.v(), mm_w(names.down), lin(n, c, f))?;
+    let io = [d.dfch_gelu.v(), d.dresidual.v(), a.fch_gelu.v()];
+    let down = linear_backward((mm, gpu), w, (names.down, names.bias), io, lin(n, c, f), false)?;
     back.extend(down.into_iter().map(Cmd::Run));
     back.extend(mlp_backward(gpu, mm, w, a, d, s)?);
     let mut run = |ops: Vec<Dispatch>| back.extend(ops.into_iter().map(Cmd::Run));
     run(norm_backward(gpu, w, s, names.norm2, [d.dresidual.v(), d.dbuf.v(), a.residual2.v(), a.ln2_stats.v()])?);
     // residual2 = input + proj(attention).
-    let (aw, ab) = grads(w, names.proj, names.bias);
-    run(mm.backward(d.dbuf.v(), aw, ab, d.dresidual.v(), a.atty.v(), mm_w(names.proj), lin(n, c, s.q()))?);
+    let io = [d.dbuf.v(), d.dresidual.v(), a.atty.v()];
+    run(linear_backward((mm, gpu), w, (names.proj, names.bias), io, lin(n, c, s.q()), false)?);
     let io = [d.dbuf.v(), a.atty.v(), a.qkv.v(), a.lse.v()];
     run(attention::backward_in(gpu, d.dqkv.v(), d.dattn.v(), io, &s.attn)?);
     run(qkv_backward(gpu, mm, w, a, d, s)?);

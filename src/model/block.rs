@@ -150,6 +150,8 @@ pub(super) struct Weights<'a> {
     pub quant: Option<&'a QuantWeights>,
     /// RoPE's cos/sin table (Llama).
     pub rope: Option<&'a wgpu::Buffer>,
+    /// LoRA: the adapters' arena and scratch; `arena` is then the frozen base.
+    pub adapters: Option<(&'a ParamArena, &'a super::lora::Lora)>,
 }
 
 /// A linear layer's weight as the forward reads it.
@@ -160,7 +162,18 @@ pub(super) enum Linear<'a> {
 
 impl<'a> Weights<'a> {
     pub fn new(arena: &'a ParamArena, prefix: impl Into<String>, quant: Option<&'a QuantWeights>) -> Self {
-        Self { arena, prefix: prefix.into(), quant, rope: None }
+        Self { arena, prefix: prefix.into(), quant, rope: None, adapters: None }
+    }
+
+    /// Whether these weights are frozen (a LoRA base): no gradients for them.
+    pub fn frozen(&self) -> bool {
+        self.adapters.is_some()
+    }
+
+    /// The adapter of the linear layer `layer` (without `.weight`), if LoRA targets it.
+    pub fn adapter(&self, layer: &str) -> Option<crate::kernels::lora::Adapter<'a>> {
+        let (arena, lora) = self.adapters?;
+        lora.adapter(arena, &format!("{}{layer}", self.prefix))
     }
 
     /// A weight of the forward's matmuls: quantized where the model holds it so.
@@ -202,7 +215,7 @@ impl<'a> Weights<'a> {
 }
 
 /// out (M, N) = inp (M, K) · W (N, K)ᵀ + bias, W the layer `layer`'s weight (dense or
-/// quantized) and its bias (`layer`.bias, when `bias`).
+/// quantized) and its bias (`layer`.bias, when `bias`), plus its LoRA path if it has one.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn linear(
     mm: &Matmul,
@@ -215,10 +228,14 @@ pub(super) fn linear(
     dims: Dims,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let b = bias.then(|| w.mm(&format!("{layer}.bias")));
-    match w.linear(&format!("{layer}.weight")) {
-        Linear::Dense(wv) => mm.forward(out, inp, wv, b, dims),
-        Linear::Quant(q) => qk::forward(gpu, out, inp, q, b, dims.m),
+    let mut ops = match w.linear(&format!("{layer}.weight")) {
+        Linear::Dense(wv) => mm.forward(out, inp, wv, b, dims)?,
+        Linear::Quant(q) => qk::forward(gpu, out, inp, q, b, dims.m)?,
+    };
+    if let Some(ad) = w.adapter(layer) {
+        ops.extend(crate::kernels::lora::forward(mm, gpu, out, inp, &ad, dims)?);
     }
+    Ok(ops)
 }
 
 /// out (N, C) = wte[tokens] (+ wpe[pos0 + n % T] for GPT-2), the token embedding `embedding`

@@ -59,20 +59,25 @@ pub fn parse_hf(bytes: &[u8], path: &Path, config: &GptConfig) -> Result<Vec<Vec
         if view.shape() != hf_shape.as_slice() {
             return Err(mismatch(format!("{name} is {:?}, the config needs {hf_shape:?}", view.shape())));
         }
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
-            Dtype::F16 => halves(view.data()).map(|h| half::f16::from_bits(h).to_f32()).collect(),
-            Dtype::BF16 => halves(view.data()).map(|h| half::bf16::from_bits(h).to_f32()).collect(),
-            other => {
-                return Err(CheckpointError::Format {
-                    path: path.into(),
-                    why: format!("{name} is {other:?}; F32, F16 and BF16 are read"),
-                })
-            }
-        };
+        let data = floats(view, &name, path)?;
         out.push(if is_conv1d(&name) { transpose(&data, shape[1], shape[0]) } else { data });
     }
     Ok(out)
+}
+
+/// A tensor's values in f32, from F32, F16 or BF16.
+pub(super) fn floats(view: &TensorView, name: &str, path: &Path) -> Result<Vec<f32>, CheckpointError> {
+    Ok(match view.dtype() {
+        Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
+        Dtype::F16 => halves(view.data()).map(|h| half::f16::from_bits(h).to_f32()).collect(),
+        Dtype::BF16 => halves(view.data()).map(|h| half::bf16::from_bits(h).to_f32()).collect(),
+        other => {
+            return Err(CheckpointError::Format {
+                path: path.into(),
+                why: format!("{name} is {other:?}; F32, F16 and BF16 are read"),
+            })
+        }
+    })
 }
 
 /// Little-endian u16s of a tensor's bytes.

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod distill;
+pub mod lora;
 pub mod precision;
 pub mod qat;
 pub mod quantized;
@@ -84,6 +85,8 @@ pub struct Gpt {
     pub prune: Option<crate::compress::prune::Pruner>,
     /// Knowledge distillation from a teacher (set after the model is built).
     pub distill: Option<distill::Distill>,
+    /// LoRA: the frozen base, the arena holding the adapters.
+    pub lora: Option<lora::Lora>,
     acts: Vec<LayerActs>,
     /// RoPE's cos/sin table over n_positions (Llama).
     rope: Option<GpuBuffer>,
@@ -181,6 +184,9 @@ impl Gpt {
     /// A forward-only model of `b` × `t` over this model's weights (the same buffers, not a
     /// copy): a batch-1 model of a prompt's length prefills a decoder's cache.
     pub fn sharing(&self, gpu: &Gpu, b: usize, t: usize) -> Result<Self, GpuError> {
+        if self.lora.is_some() {
+            return Err(GpuError::Unsupported("a LoRA model's weights are shared by its own decoder only".into()));
+        }
         let arena = self.arena.shared();
         let mut gpt = Self::alloc(gpu, self.config.clone(), (b, t, 1), self.precision, arena, self.quant.clone())?;
         gpt.build(gpu, false)?;
@@ -238,6 +244,7 @@ impl Gpt {
             qat: None,
             prune: None,
             distill: None,
+            lora: None,
             b,
             t,
             precision,
@@ -259,7 +266,9 @@ impl Gpt {
 
     /// Where the dispatches of the parameters named `prefix` + name find them.
     fn weights(&self, prefix: impl Into<String>) -> Weights<'_> {
-        Weights { rope: self.rope.as_deref(), ..Weights::new(&self.arena, prefix, self.quant.as_ref()) }
+        let base = self.lora.as_ref().map_or(&self.arena, |l| &l.base);
+        let adapters = self.lora.as_ref().map(|l| (&self.arena, l));
+        Weights { rope: self.rope.as_deref(), adapters, ..Weights::new(base, prefix, self.quant.as_ref()) }
     }
 
     /// Layer l's parameters.
@@ -328,11 +337,9 @@ impl Gpt {
         let d = Scratch::new(gpu, &s, self.precision.act())?;
         let top = self.weights("");
         let mut back: Vec<Cmd> = vec![Cmd::Zero(d.dresidual.buf.clone())];
-        let (head, dhead) = (top.mm(self.config.head()), top.grad(self.config.head()));
-        let lin = Dims::linear(n, v, c);
-        back.extend(
-            mm.backward(d.dbuf.v(), dhead, None, self.logits.v(), self.lnf.v(), head, lin)?.into_iter().map(Cmd::Run),
-        );
+        let (head, io) = (self.config.head().trim_end_matches(".weight"), [d.dbuf.v(), self.logits.v(), self.lnf.v()]);
+        let head_back = backward::linear_backward((mm, gpu), &top, (head, false), io, Dims::linear(n, v, c), false)?;
+        back.extend(head_back.into_iter().map(Cmd::Run));
         let last = self.block_input(self.acts.len());
         let io = [d.dresidual.v(), d.dbuf.v(), last.v(), self.lnf_stats.v()];
         let ln_back = backward::norm_backward(gpu, &top, &s, self.config.names().norm_f, io)?;
@@ -344,9 +351,14 @@ impl Gpt {
             marks[l] = back.len();
         }
         let dloss = 1.0 / (n as f32 * self.accum as f32);
-        let dwte = top.grad(self.config.embedding());
-        let dwpe = self.arena.table.get("wpe.weight").map(|_| top.grad("wpe.weight"));
-        let encode_back = encoder::backward(gpu, dwte, dwpe, d.dresidual.v(), &self.micro.tokens, v, n, s.t, s.c)?;
+        // A frozen embedding (LoRA) has no backward.
+        let mut encode_back = Vec::new();
+        if !top.frozen() {
+            let dwte = top.grad(self.config.embedding());
+            let dwpe = top.arena.table.get("wpe.weight").map(|_| top.grad("wpe.weight"));
+            let tokens = &self.micro.tokens;
+            encode_back = encoder::backward(gpu, dwte, dwpe, d.dresidual.v(), tokens, v, n, s.t, s.c)?;
+        }
         self.edges[1] = self.classify(gpu, Some(dloss))?;
         self.edges[2] = encode_back.into_iter().map(Cmd::Run).collect();
         self.back = back;

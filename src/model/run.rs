@@ -252,19 +252,7 @@ impl Gpt {
     /// sample), converting on the GPU window by window; nothing in f32. Training has its
     /// optimizer round them instead (`Optimizer::record_half_copy`).
     pub fn write_half_params(&self, gpu: &Gpu) -> Result<(), GpuError> {
-        let Some(half) = &self.arena.half else { return Ok(()) };
-        // Windows of a multiple of 256 elements: both views start on any offset alignment.
-        let step = (gpu.max_binding() / 4 / 256 * 256).max(256);
-        let mut rec = Recorder::new(gpu);
-        let mut ops = Vec::new();
-        for lo in (0..self.arena.table.len).step_by(step as usize) {
-            let len = step.min(self.arena.table.len - lo);
-            let dst = Span { buf: half, offset: lo, len, dtype: Dtype::F16 };
-            ops.push(elementwise::copy(gpu, dst, Span::new(&self.arena.params, lo, len))?);
-        }
-        rec.run(&ops);
-        rec.submit()?;
-        Ok(())
+        write_half(gpu, &self.arena)
     }
 
     pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
@@ -300,6 +288,24 @@ impl Gpt {
             .collect();
         self.write_params(gpu, &values);
     }
+}
+
+/// Writes `arena`'s f16 copy (if it has one) from its f32 parameters, on the GPU window by
+/// window.
+pub(super) fn write_half(gpu: &Gpu, arena: &crate::optim::ParamArena) -> Result<(), GpuError> {
+    let Some(half) = &arena.half else { return Ok(()) };
+    // Windows of a multiple of 256 elements: both views start on any offset alignment.
+    let step = (gpu.max_binding() / 4 / 256 * 256).max(256);
+    let mut rec = Recorder::new(gpu);
+    let mut ops = Vec::new();
+    for lo in (0..arena.table.len).step_by(step as usize) {
+        let len = step.min(arena.table.len - lo);
+        let dst = Span { buf: half, offset: lo, len, dtype: Dtype::F16 };
+        ops.push(elementwise::copy(gpu, dst, Span::new(&arena.params, lo, len))?);
+    }
+    rec.run(&ops);
+    rec.submit()?;
+    Ok(())
 }
 
 /// A standard normal sample (Box–Muller).

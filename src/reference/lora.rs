@@ -1,7 +1,14 @@
 //! Reference LoRA path of a linear layer (see kernels::lora): plain loops in f64.
 
 /// y (M, N) += s·(x (M, K)·A (r, K)ᵀ)·B (N, r)ᵀ; returns h = s·x·Aᵀ (M, r).
-pub fn forward(y: &mut [f32], x: &[f32], a: &[f32], b: &[f32], (m, n, k, r): (usize, usize, usize, usize), s: f32) -> Vec<f32> {
+pub fn forward(
+    y: &mut [f32],
+    x: &[f32],
+    a: &[f32],
+    b: &[f32],
+    (m, n, k, r): (usize, usize, usize, usize),
+    s: f32,
+) -> Vec<f32> {
     let mut h = vec![0.0f32; m * r];
     for i in 0..m {
         for j in 0..r {

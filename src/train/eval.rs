@@ -71,7 +71,8 @@ fn prefill(gpu: &Gpu, gpt: &Gpt, dec: &mut Decoder, tokens: &[u32]) -> anyhow::R
     let (last, rest) = tokens.split_last().expect("a prompt has a token");
     match rest.len() {
         0 => {}
-        1 => dec.feed(gpu, rest[0])?,
+        // A LoRA model's adapters keep scratch of its own batch: no second model over them.
+        n if n == 1 || gpt.lora.is_some() => rest.iter().try_for_each(|&t| dec.feed(gpu, t))?,
         n => gpt.sharing(gpu, 1, n)?.prefill(gpu, dec, rest)?,
     }
     Ok(dec.next(gpu, *last)?)
