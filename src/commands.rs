@@ -64,7 +64,7 @@ struct Loaded {
 /// directory holding model.gguf; for batches of b × t (t: n_positions unless given).
 fn load_model(
     gpu: &Gpu,
-    model: &std::path::Path,
+    (model, adapter): (&std::path::Path, Option<&std::path::Path>),
     (b, t): (usize, Option<usize>),
     precision: wgtrain::model::Precision,
 ) -> anyhow::Result<Loaded> {
@@ -74,6 +74,18 @@ fn load_model(
         anyhow::ensure!(t > 0 && t <= n_positions, "--seq-len must be between 1 and n_positions {n_positions}");
         Ok(t)
     };
+    if let Some(dir) = adapter {
+        // The base in f32 (a GGUF dequantized), the adapter's path beside it.
+        let src =
+            wgtrain::compress::load_source(model).map_err(|e| anyhow::anyhow!("--model {}: {e}", model.display()))?;
+        let t = seq(src.config.n_positions)?;
+        let gpt = Gpt::with_adapter(gpu, src.config, (b, t), precision, dir)
+            .map_err(|e| anyhow::anyhow!("--lora-adapter {}: {e}", dir.display()))?;
+        gpt.write_base(gpu, &src.values)?;
+        let eos = src.chat.as_ref().and_then(|(_, e)| src.tok.token_id(e.as_deref()?));
+        let chat_template = src.chat.map(|(t, _)| t);
+        return Ok(Loaded { gpt, tokenizer: Some(src.tok), chat_template, eos });
+    }
     let dir_tokenizer = || -> anyhow::Result<Option<Tokenizer>> {
         let file = model.join("tokenizer.json");
         Ok(if file.is_file() { Some(Tokenizer::from_file(&file, None).map_err(anyhow::Error::msg)?) } else { None })
@@ -148,14 +160,14 @@ pub fn quantize(
 
 pub fn eval(
     gpu: &Gpu,
-    model: &std::path::Path,
+    (model, adapter): (&std::path::Path, Option<&std::path::Path>),
     data: &std::path::Path,
     (b, t): (usize, Option<usize>),
     batches: Option<usize>,
     precision: wgtrain::model::Precision,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(b > 0, "--batch-size must be positive");
-    let Loaded { gpt, tokenizer, .. } = load_model(gpu, model, (b, t), precision)?;
+    let Loaded { gpt, tokenizer, .. } = load_model(gpu, (model, adapter), (b, t), precision)?;
     let (file, data_dir) = match wgtrain::data::prepared_files(data)? {
         Some((_, Some(val))) => (val, data.to_path_buf()),
         Some((_, None)) => anyhow::bail!("--data {}: its val.bin holds no tokens", data.display()),
@@ -195,7 +207,7 @@ pub fn eval(
 /// user message in the model's chat template (stopping at the end of its turn).
 pub fn sample(
     gpu: &Gpu,
-    model: &std::path::Path,
+    (model, adapter): (&std::path::Path, Option<&std::path::Path>),
     (prompt, chat): (&str, Option<&str>),
     n: usize,
     (temperature, top_k, seed): (f32, usize, u64),
@@ -203,7 +215,7 @@ pub fn sample(
 ) -> anyhow::Result<()> {
     // The decoder and the prompt's prefill keep their own activations; the model itself only
     // hosts parameters.
-    let Loaded { gpt, tokenizer, chat_template, eos } = load_model(gpu, model, (1, Some(1)), precision)?;
+    let Loaded { gpt, tokenizer, chat_template, eos } = load_model(gpu, (model, adapter), (1, Some(1)), precision)?;
     let has_file = tokenizer.is_some();
     let tok = tokenizer.unwrap_or_else(Tokenizer::byte);
     anyhow::ensure!(

@@ -63,6 +63,10 @@ enum Command {
         /// Batches to average; all of the file by default.
         #[arg(long)]
         batches: Option<usize>,
+        /// A LoRA adapter directory (peft's adapter_model.safetensors and adapter_config.json)
+        /// applied to --model unmerged (--adapter picks the GPU).
+        #[arg(long)]
+        lora_adapter: Option<PathBuf>,
     },
     /// Generate text from a checkpoint, decoded with its tokenizer.json (bytes if it has none).
     Sample {
@@ -85,6 +89,9 @@ enum Command {
         top_k: usize,
         #[arg(long, default_value_t = 1337)]
         seed: u64,
+        /// A LoRA adapter directory applied to --model unmerged.
+        #[arg(long)]
+        lora_adapter: Option<PathBuf>,
     },
     /// Quantize a checkpoint into a GGUF file llama.cpp runs (and eval/sample read back).
     Quantize {
@@ -335,11 +342,12 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
                 return Ok(stopped);
             }
         }
-        Command::Eval { model, data, batch_size, seq_len, batches } => {
-            eval(&gpu, &model, &data, (batch_size, seq_len), batches, precision)?
+        Command::Eval { model, data, batch_size, seq_len, batches, lora_adapter } => {
+            eval(&gpu, (&model, lora_adapter.as_deref()), &data, (batch_size, seq_len), batches, precision)?
         }
-        Command::Sample { model, prompt, chat, tokens, temperature, top_k, seed } => {
-            sample(&gpu, &model, (&prompt, chat.as_deref()), tokens, (temperature, top_k, seed), precision)?
+        Command::Sample { model, prompt, chat, tokens, temperature, top_k, seed, lora_adapter } => {
+            let sampling = (temperature, top_k, seed);
+            sample(&gpu, (&model, lora_adapter.as_deref()), (&prompt, chat.as_deref()), tokens, sampling, precision)?
         }
         Command::Bench(Bench::Matmul { sizes, json, samples, variant }) => {
             bench_matmul(&gpu, &sizes, json, samples, &variant)?

@@ -128,6 +128,8 @@ pub struct TrainCli {
     prune: wgtrain::compress::prune::PruneFlags,
     #[command(flatten)]
     kd: wgtrain::train::KdFlags,
+    #[command(flatten)]
+    lora: wgtrain::train::LoraFlags,
 }
 
 impl TrainCli {
@@ -187,6 +189,7 @@ impl TrainCli {
             qat: self.qat,
             prune: self.prune,
             kd: self.kd,
+            lora: self.lora,
         })
     }
 }

@@ -122,6 +122,15 @@ fn matches_peft(gpu: &Gpu, base: &str, name: &str) {
         assert!((loss - want).abs() < 1e-5, "{name} step {i}: loss {loss} vs peft's {want}");
     }
     assert!(gpt.read_base(gpu).unwrap() == base_values, "{name}: the frozen base changed");
+
+    // The forward-only model of eval and sample, from the adapter directory.
+    let eval = Gpt::with_adapter(gpu, config.clone(), (b, t), Precision::F32, &fix.join(name)).unwrap();
+    eval.write_base(gpu, &base_values).unwrap();
+    eval.upload_batch(gpu, 0, &ints(&fx["inputs"]), &ints(&fx["targets"]));
+    let mut rec = Recorder::new(gpu);
+    eval.record_eval(&mut rec);
+    rec.submit().unwrap();
+    assert_close(&format!("{name} eval logits"), &eval.read_logits(gpu).unwrap(), &floats(&fx["logits"]), 2e-6, 1e-5);
 }
 
 #[test]
@@ -134,4 +143,87 @@ fn lora_on_gpt2_matches_peft() {
 fn lora_on_llama_matches_peft() {
     let Some(gpu) = crate::common::gpu() else { return };
     matches_peft(gpu, "llama_tiny_untied", "lora_llama");
+}
+
+/// `train --init BASE --lora-rank R` trains only adapters: the run and its checkpoints hold
+/// peft's adapter files and no model.safetensors, the adapters moved (B from zero), a run
+/// stopped at step 4 and resumed gives the same losses bit for bit, --lora-adapter continues from
+/// an adapter, and the flags are checked.
+#[test]
+fn train_with_lora_saves_adapters_and_resumes_bitwise() {
+    use wgtrain::model::lora::{load_peft, read_peft_config, LoraConfig};
+    use wgtrain::model::GptConfig;
+    use wgtrain::train::{resume, train, LoraFlags, TrainArgs};
+    let Some(gpu) = crate::common::gpu() else { return };
+    let dir = std::env::temp_dir().join(format!("wgtrain-lora-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny");
+    let tokens: Vec<u32> = (0..3000).map(|i| ((i * 11 + i / 5) % 67) as u32).collect();
+    wgtrain::data::write_tokens(&dir.join("train.bin"), &tokens).unwrap();
+    let lora = LoraFlags { lora_rank: Some(3), lora_targets: Some("c_attn,mlp.c_proj".into()), ..Default::default() };
+    let args = TrainArgs {
+        config: None,
+        init: Some(base.clone()),
+        steps: 8,
+        lr: 1e-2,
+        save_every: 4,
+        lora: lora.clone(),
+        out: dir.join("whole"),
+        ..crate::train::args(&dir)
+    };
+    assert_eq!(train(gpu, &args).unwrap(), None);
+    let out = dir.join("whole");
+    assert!(out.join("adapter_model.safetensors").is_file() && !out.join("model.safetensors").exists());
+    assert!(out.join("ckpt-00000004/adapter_model.safetensors").is_file());
+    let cfg = read_peft_config(&out).unwrap();
+    assert_eq!((cfg.rank, cfg.alpha, cfg.targets.clone()), (3, 8.0, vec!["c_attn".to_string(), "mlp.c_proj".into()]));
+    let config = GptConfig::load(&base.join("config.json")).unwrap();
+    let table = wgtrain::optim::ParamTable::new(wgtrain::model::lora::adapter_specs(&config, &cfg).unwrap());
+    assert_eq!(table.tensors.len(), 2 * 2 * 2, "A and B of two modules in two layers");
+    let trained = load_peft(&out.join("adapter_model.safetensors"), &config, &table).unwrap();
+    for (t, v) in table.tensors.iter().zip(&trained) {
+        assert!(v.iter().any(|&x| x != 0.0), "{} is all zero", t.name);
+    }
+
+    // Resume from step 4: the same losses for steps 4..7.
+    let cut = dir.join("cut");
+    std::fs::create_dir_all(cut.join("ckpt-00000004")).unwrap();
+    std::fs::copy(out.join("metrics.jsonl"), cut.join("metrics.jsonl")).unwrap();
+    for f in ["adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors", "state.json"] {
+        std::fs::copy(out.join("ckpt-00000004").join(f), cut.join("ckpt-00000004").join(f)).unwrap();
+    }
+    assert_eq!(resume(gpu, &cut).unwrap(), None);
+    let (whole, resumed) =
+        (crate::train::losses(&out.join("metrics.jsonl")), crate::train::losses(&cut.join("metrics.jsonl")));
+    assert_eq!(whole.len(), 8);
+    for (a, b) in whole.iter().zip(&resumed) {
+        assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()), "step {}: {} vs resumed {}", a.0, a.1, b.1);
+    }
+
+    // --lora-adapter continues from the trained adapter: its first loss is below the base's.
+    let more = TrainArgs {
+        steps: 1,
+        lora: LoraFlags { lora_adapter: Some(out.clone()), ..Default::default() },
+        out: dir.join("more"),
+        ..args.clone()
+    };
+    assert_eq!(train(gpu, &more).unwrap(), None);
+    let first = crate::train::losses(&dir.join("more/metrics.jsonl"))[0].1;
+    assert!(first < whole[0].1, "continued from the adapter: {first} vs the base's {}", whole[0].1);
+
+    let refused = |a: TrainArgs| train(gpu, &a).unwrap_err().to_string();
+    let no_init = TrainArgs { init: None, config: Some(dir.join("tiny.toml")), out: dir.join("x"), ..args.clone() };
+    std::fs::write(dir.join("tiny.toml"), "n_layer = 1\nn_head = 2\nn_embd = 16\nvocab_size = 67\nn_positions = 16\n")
+        .unwrap();
+    assert!(refused(no_init).contains("--init"));
+    let bad = LoraFlags { lora_rank: Some(2), lora_targets: Some("q_proj".into()), ..Default::default() };
+    let e = refused(TrainArgs { lora: bad, out: dir.join("y"), ..args.clone() });
+    assert!(e.contains("q_proj matches no linear layer") && e.contains("c_attn"), "{e}");
+    let both = LoraFlags { lora_rank: Some(2), lora_adapter: Some(out.clone()), ..Default::default() };
+    assert!(
+        refused(TrainArgs { lora: both, out: dir.join("z"), ..args.clone() }).contains("drop the other --lora-* flags")
+    );
+    let _ = LoraConfig::default_targets(&config);
+    std::fs::remove_dir_all(&dir).ok();
 }

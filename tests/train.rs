@@ -53,6 +53,7 @@ pub fn args(dir: &std::path::Path) -> TrainArgs {
         qat: None,
         prune: Default::default(),
         kd: Default::default(),
+        lora: Default::default(),
     }
 }
 

@@ -66,7 +66,7 @@ pub fn parse_hf(bytes: &[u8], path: &Path, config: &GptConfig) -> Result<Vec<Vec
 }
 
 /// A tensor's values in f32, from F32, F16 or BF16.
-pub(super) fn floats(view: &TensorView, name: &str, path: &Path) -> Result<Vec<f32>, CheckpointError> {
+pub(crate) fn floats(view: &TensorView, name: &str, path: &Path) -> Result<Vec<f32>, CheckpointError> {
     Ok(match view.dtype() {
         Dtype::F32 => bytemuck::pod_collect_to_vec(view.data()),
         Dtype::F16 => halves(view.data()).map(|h| half::f16::from_bits(h).to_f32()).collect(),
@@ -140,6 +140,23 @@ fn serialize(
         crate::kernels::Dtype::F32 => Dtype::F32,
         crate::kernels::Dtype::F16 => Dtype::F16,
     };
+    to_bytes(dir, &tensors, st_dtype)
+}
+
+/// Writes dir/`file`: f32 tensors of any names (peft's adapters), synced.
+pub fn save_tensors(dir: &Path, file: &str, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(), CheckpointError> {
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(n, s, v)| (n.clone(), s.clone(), bytemuck::cast_slice(v).to_vec())).collect();
+    std::fs::create_dir_all(dir).map_err(|e| CheckpointError::Io { path: dir.into(), why: e.to_string() })?;
+    write_synced(dir, file, &to_bytes(dir, &owned, Dtype::F32)?)
+}
+
+/// The safetensors bytes of (name, shape, little-endian data) tensors.
+fn to_bytes(
+    dir: &Path,
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    st_dtype: Dtype,
+) -> Result<Vec<u8>, CheckpointError> {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(n, s, b)| (n.clone(), TensorView::new(st_dtype, s.clone(), b).expect("shape matches data")))
@@ -150,7 +167,7 @@ fn serialize(
 }
 
 /// Writes dir/name through a synced temporary file and a rename.
-fn write_synced(dir: &Path, name: &str, data: &[u8]) -> Result<(), CheckpointError> {
+pub(crate) fn write_synced(dir: &Path, name: &str, data: &[u8]) -> Result<(), CheckpointError> {
     let io = |path: PathBuf, e: std::io::Error| CheckpointError::Io { path, why: e.to_string() };
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));

@@ -38,22 +38,55 @@ impl LoraConfig {
         }
     }
 
-    /// The block's linear layers (as `Names::linears` lists them) these targets select;
-    /// `all-linear` selects every one. An error names a target that matches nothing.
-    pub fn modules(&self, config: &GptConfig) -> Result<Vec<&'static str>, String> {
+    /// The (layer, module) pairs these targets select, matched as peft matches them against
+    /// the module's full path in the HF model (`transformer.h.0.attn.c_attn`,
+    /// `model.layers.0.self_attn.q_proj`): equal to a target or ending with `.target`.
+    /// `all-linear` selects every linear layer of every block. A target that selects nothing
+    /// is an error that names it.
+    pub fn targeted(&self, config: &GptConfig) -> Result<Vec<(usize, &'static str)>, String> {
         let linears = config.names().linears();
-        if self.targets.iter().any(|t| t == "all-linear") {
-            return Ok(linears);
+        let all = self.targets.iter().any(|t| t == "all-linear");
+        let hits = |t: &str, path: &str| path == t || path.ends_with(&format!(".{t}"));
+        let mut out = Vec::new();
+        let mut used = vec![all; self.targets.len()];
+        for l in 0..config.n_layer {
+            for &m in &linears {
+                let path = hf_path(config, &format!("{}{m}", config.layer_prefix(l)));
+                let mut hit = all;
+                for (i, t) in self.targets.iter().enumerate() {
+                    if hits(t, &path) {
+                        (hit, used[i]) = (true, true);
+                    }
+                }
+                if hit {
+                    out.push((l, m));
+                }
+            }
         }
-        let hits = |t: &str, m: &str| m == t || m.ends_with(&format!(".{t}"));
-        if let Some(t) = self.targets.iter().find(|t| !linears.iter().any(|m| hits(t, m))) {
+        if let Some(i) = used.iter().position(|u| !u) {
             let names: Vec<&str> = linears.iter().map(|m| m.rsplit('.').next().unwrap_or(m)).collect();
             return Err(format!(
-                "--lora-targets: {t} matches no linear layer of this model; give some of {} or all-linear",
+                "--lora-targets: {} matches no linear layer of this model; give some of {} or all-linear",
+                self.targets[i],
                 names.join(", ")
             ));
         }
-        Ok(linears.into_iter().filter(|m| self.targets.iter().any(|t| hits(t, m))).collect())
+        Ok(out)
+    }
+
+    /// The targets as peft's adapter_config.json lists them: all-linear as the module names.
+    pub fn target_modules(&self, config: &GptConfig) -> Vec<String> {
+        if !self.targets.iter().any(|t| t == "all-linear") {
+            return self.targets.clone();
+        }
+        let mut names: Vec<String> = Vec::new();
+        for m in config.names().linears() {
+            let name = m.rsplit('.').next().unwrap_or(m).to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     }
 
     pub fn scale(&self) -> f32 {
@@ -64,27 +97,30 @@ impl LoraConfig {
 /// The adapters' parameters, in table order: per layer and targeted module, `{path}.lora_A.
 /// weight` (r, in) then `{path}.lora_B.weight` (out, r), path being the module's full name.
 pub fn adapter_specs(config: &GptConfig, lora: &LoraConfig) -> Result<Vec<(String, Vec<usize>)>, String> {
-    let modules = lora.modules(config)?;
     let shapes: HashMap<String, Vec<usize>> = config.parameter_specs().into_iter().collect();
     let mut specs = Vec::new();
-    for l in 0..config.n_layer {
-        for m in &modules {
-            let path = format!("{}{m}", config.layer_prefix(l));
-            let w = &shapes[&format!("{path}.weight")];
-            specs.push((format!("{path}.lora_A.weight"), vec![lora.rank, w[1]]));
-            specs.push((format!("{path}.lora_B.weight"), vec![w[0], lora.rank]));
-        }
+    for (l, m) in lora.targeted(config)? {
+        let path = format!("{}{m}", config.layer_prefix(l));
+        let w = &shapes[&format!("{path}.weight")];
+        specs.push((format!("{path}.lora_A.weight"), vec![lora.rank, w[1]]));
+        specs.push((format!("{path}.lora_B.weight"), vec![w[0], lora.rank]));
     }
     Ok(specs)
+}
+
+/// A parameter or module path of wgtrain's as the HF model names it (GPT2LMHeadModel's
+/// `transformer.` prefix).
+fn hf_path(config: &GptConfig, path: &str) -> String {
+    match config.arch {
+        super::Arch::Gpt2 => format!("transformer.{path}"),
+        super::Arch::Llama => path.to_string(),
+    }
 }
 
 /// A wgtrain adapter tensor's name in peft's files: `base_model.model.` and the base model's
 /// own path (GPT2LMHeadModel's `transformer.`).
 pub fn peft_name(config: &GptConfig, name: &str) -> String {
-    match config.arch {
-        super::Arch::Gpt2 => format!("base_model.model.transformer.{name}"),
-        super::Arch::Llama => format!("base_model.model.{name}"),
-    }
+    format!("base_model.model.{}", hf_path(config, name))
 }
 
 /// Reads peft's adapter_model.safetensors for the adapters of `table` (in its order).
@@ -103,6 +139,63 @@ pub fn load_peft(path: &Path, config: &GptConfig, table: &ParamTable) -> Result<
         out.push(checkpoint::floats(&view, &key, path)?);
     }
     Ok(out)
+}
+
+/// Writes `dir`/adapter_model.safetensors (peft's names) and adapter_config.json, which
+/// `peft.PeftModel.from_pretrained(base, dir)` loads; `base` names the base model.
+pub fn save_peft(
+    dir: &Path,
+    config: &GptConfig,
+    lora: &LoraConfig,
+    (table, values): (&ParamTable, &[Vec<f32>]),
+    base: &Path,
+) -> Result<(), CheckpointError> {
+    let tensors: Vec<(String, Vec<usize>, &[f32])> = table
+        .tensors
+        .iter()
+        .zip(values)
+        .map(|(t, v)| (peft_name(config, &t.name), t.shape.clone(), v.as_slice()))
+        .collect();
+    checkpoint::save_tensors(dir, ADAPTER_FILE, &tensors)?;
+    let json = serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base.display().to_string(),
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": 0.0,
+        "target_modules": lora.target_modules(config),
+        "fan_in_fan_out": config.arch == super::Arch::Gpt2,
+        "bias": "none",
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+    });
+    checkpoint::write_synced(dir, ADAPTER_CONFIG, serde_json::to_string_pretty(&json).expect("json").as_bytes())
+}
+
+/// peft's file names in an adapter directory.
+pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+
+/// The rank, α and targets of an adapter directory's adapter_config.json.
+pub fn read_peft_config(dir: &Path) -> Result<LoraConfig, String> {
+    let path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad =
+        |what: &str| format!("{}: {what}; an adapter from peft or `wgtrain train --lora-rank` has it", path.display());
+    if v["peft_type"].as_str() != Some("LORA") {
+        return Err(bad("peft_type is not LORA"));
+    }
+    let rank = v["r"].as_u64().ok_or_else(|| bad("no r"))? as usize;
+    let alpha = v["lora_alpha"].as_f64().ok_or_else(|| bad("no lora_alpha"))?;
+    let targets = match &v["target_modules"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|t| t.as_str().map(String::from)).collect(),
+        _ => return Err(bad("no target_modules")),
+    };
+    Ok(LoraConfig { rank, alpha, targets })
 }
 
 /// The frozen base and the adapters' scratch: h = s·x·Aᵀ of each adapted layer (kept for the
@@ -149,28 +242,58 @@ impl Gpt {
         lora: LoraConfig,
         seed: u64,
     ) -> Result<Self, GpuError> {
+        let gpt = Self::lora_model(gpu, config, (b, t, accum), precision, lora, true)?;
+        gpt.init_adapters(gpu, seed);
+        Ok(gpt)
+    }
+
+    /// A forward-only model of `config`'s base with the adapter in `dir` (peft's files), for
+    /// eval and sample: write the base with `write_base`.
+    pub fn with_adapter(
+        gpu: &Gpu,
+        config: GptConfig,
+        (b, t): (usize, usize),
+        precision: super::Precision,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let lora = read_peft_config(dir).map_err(anyhow::Error::msg)?;
+        let gpt = Self::lora_model(gpu, config, (b, t, 1), precision, lora, false)?;
+        let values = load_peft(&dir.join(ADAPTER_FILE), &gpt.config, &gpt.arena.table)?;
+        gpt.write_params(gpu, &values);
+        gpt.write_half_params(gpu)?;
+        Ok(gpt)
+    }
+
+    /// The LoRA model's arenas, scratch and dispatches; with `train` the backward too.
+    fn lora_model(
+        gpu: &Gpu,
+        config: GptConfig,
+        (b, t, accum): (usize, usize, usize),
+        precision: super::Precision,
+        lora: LoraConfig,
+        train: bool,
+    ) -> Result<Self, GpuError> {
         if lora.rank == 0 {
             return Err(GpuError::Unsupported("--lora-rank must be positive".into()));
         }
         let specs = adapter_specs(&config, &lora).map_err(GpuError::Unsupported)?;
         let half = precision == super::Precision::F16;
         let base = ParamArena::for_inference(gpu, ParamTable::new(config.parameter_specs()), half)?;
-        let arena = ParamArena::new(gpu, ParamTable::new(specs), half)?;
+        let table = ParamTable::new(specs);
+        let arena =
+            if train { ParamArena::new(gpu, table, half)? } else { ParamArena::for_inference(gpu, table, half)? };
         let rows = (b * t * lora.rank) as u64;
         let act = precision.act();
         let mut h = HashMap::new();
         for spec in arena.table.tensors.iter().filter(|s| s.name.ends_with(".lora_A.weight")) {
-            h.insert(
-                spec.name.trim_end_matches(".lora_A.weight").to_string(),
-                Tensor::new(gpu, Category::Activations, rows, act)?,
-            );
+            let path = spec.name.trim_end_matches(".lora_A.weight").to_string();
+            h.insert(path, Tensor::new(gpu, Category::Activations, rows, act)?);
         }
-        let dh = Tensor::new(gpu, Category::Activations, rows, act)?;
+        let dh = Tensor::new(gpu, Category::Activations, if train { rows } else { 1 }, act)?;
         let lora = Lora { cfg: lora, base, h, dh };
         let mut gpt = Self::alloc(gpu, config, (b, t, accum), precision, arena, None)?;
         gpt.lora = Some(lora);
-        gpt.build(gpu, true)?;
-        gpt.init_adapters(gpu, seed);
+        gpt.build(gpu, train)?;
         Ok(gpt)
     }
 

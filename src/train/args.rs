@@ -84,6 +84,64 @@ pub struct TrainArgs {
     /// Knowledge distillation.
     #[serde(default)]
     pub kd: KdFlags,
+    /// LoRA fine-tuning.
+    #[serde(default)]
+    pub lora: LoraFlags,
+}
+
+/// The LoRA flags of `wgtrain train`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, clap::Args)]
+pub struct LoraFlags {
+    /// Train low-rank adapters of this rank on the --init model, whose weights stay frozen
+    /// (no gradients, no optimizer state); the run saves peft's adapter_model.safetensors.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// α: the adapters' output is scaled by α / rank (default 8, as peft's).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Comma-separated module names (peft's suffix match: c_attn, c_proj, c_fc, attn.c_proj;
+    /// q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) or all-linear. Default:
+    /// c_attn for GPT-2, q_proj,v_proj for Llama.
+    #[arg(long)]
+    pub lora_targets: Option<String>,
+    /// Continue training this LoRA adapter directory (peft's or wgtrain's) on --init: its
+    /// rank, α and targets, and its weights (--adapter picks the GPU).
+    #[arg(long)]
+    pub lora_adapter: Option<PathBuf>,
+}
+
+impl LoraFlags {
+    /// The adapters the flags ask for on `config` (None: a full fine-tune).
+    pub fn config(&self, config: &GptConfig) -> anyhow::Result<Option<crate::model::lora::LoraConfig>> {
+        use crate::model::lora::{read_peft_config, LoraConfig};
+        if let Some(dir) = &self.lora_adapter {
+            if self.lora_rank.is_some() || self.lora_alpha.is_some() || self.lora_targets.is_some() {
+                bail!("--lora-adapter {}: its adapter_config.json sets rank, alpha and targets; drop the other --lora-* flags", dir.display());
+            }
+            return Ok(Some(read_peft_config(dir).map_err(|e| anyhow::anyhow!("--lora-adapter {e}"))?));
+        }
+        let Some(rank) = self.lora_rank else {
+            if self.lora_alpha.is_some() || self.lora_targets.is_some() {
+                bail!("--lora-alpha and --lora-targets need --lora-rank");
+            }
+            return Ok(None);
+        };
+        let alpha = self.lora_alpha.unwrap_or(8.0);
+        if rank == 0 || !(alpha > 0.0 && alpha.is_finite()) {
+            bail!("--lora-rank {rank} --lora-alpha {alpha}: both must be positive");
+        }
+        let targets = match &self.lora_targets {
+            Some(list) => list.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+            None => LoraConfig::default_targets(config),
+        };
+        let lora = LoraConfig { rank, alpha, targets };
+        lora.targeted(config).map_err(anyhow::Error::msg)?;
+        Ok(Some(lora))
+    }
+
+    pub fn on(&self) -> bool {
+        self.lora_rank.is_some() || self.lora_adapter.is_some()
+    }
 }
 
 /// The distillation flags of `wgtrain train`.
@@ -166,6 +224,16 @@ pub(super) fn check_args(a: &TrainArgs, world: usize) -> anyhow::Result<()> {
     }
     if kd.teacher.is_none() && *kd != KdFlags::default() {
         bail!("--kd-temperature and --kd-weight need --teacher");
+    }
+    if a.lora.on() {
+        if a.init.is_none() {
+            bail!("--lora-rank and --lora-adapter train adapters on a pretrained model: pass --init DIR|FILE.gguf");
+        }
+        if a.qat.is_some() || a.prune.prune_to.is_some() {
+            bail!(
+                "--lora-rank trains adapters over frozen weights: --qat and --prune-to change those weights; drop them"
+            );
+        }
     }
     Ok(())
 }

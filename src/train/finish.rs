@@ -8,7 +8,6 @@ use anyhow::Context;
 use super::log::Log;
 use super::setup::Session;
 use super::{sample, state};
-use crate::model::checkpoint;
 use crate::optim::OptimizerKind;
 
 pub(super) fn finish(s: &mut Session, log: &mut Log, last: u64, early: bool, started: Instant) -> anyhow::Result<()> {
@@ -24,7 +23,7 @@ pub(super) fn finish(s: &mut Session, log: &mut Log, last: u64, early: bool, sta
     if !dist.is_root() {
         return Ok(());
     }
-    checkpoint::save_hf(&a.out, &s.config, &s.gpt.read_params(gpu)?)?;
+    state::save_model(s, &a.out)?;
     if let Some(q) = a.qat {
         let (planned, data) = s.gpt.qat_export(gpu)?;
         let path = a.out.join("model.gguf");
@@ -62,7 +61,11 @@ pub(super) fn finish(s: &mut Session, log: &mut Log, last: u64, early: bool, sta
     // This rank's optimizer tensors: all of them, or its ZeRO-1 shard.
     // A teacher (distillation) adds its parameters and activations.
     let teacher = s.gpt.distill.as_ref().map(|d| 4 * d.teacher.arena.table.numel() + d.teacher.activation_bytes());
-    let analytic = 4 * s.gpt.arena.table.numel() * 2
+    // A LoRA run's frozen base: parameters only.
+    let base =
+        s.gpt.lora.as_ref().map_or(0, |l| 4 * l.base.table.numel() + l.base.half.as_ref().map_or(0, |h| h.size()));
+    let analytic = base
+        + 4 * s.gpt.arena.table.numel() * 2
         + 4 * s.opt.table.numel() * state
         + s.gpt.activation_bytes()
         + teacher.unwrap_or(0)

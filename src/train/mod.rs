@@ -21,7 +21,7 @@ pub mod signals;
 mod state;
 mod step;
 
-pub use args::{KdFlags, TrainArgs};
+pub use args::{KdFlags, LoraFlags, TrainArgs};
 pub use defaults::{default_config, model_file, DEFAULT_CONFIG};
 pub use eval::{evaluate, evaluate_rows, pick, sample, sample_until, Sampled};
 pub use step::{run_step, Probes};

@@ -76,16 +76,7 @@ impl<'g> Session<'g> {
             let kd = Kd { temperature: a.kd.kd_temperature, weight: a.kd.kd_weight };
             gpt.distill_from(gpu, teacher, kd).map_err(|e| anyhow::anyhow!("--teacher {}: {e}", dir.display()))?;
         }
-        match (resume, &a.init) {
-            (Some((ckpt, _)), _) => {
-                // An f16 model.safetensors has its f32 masters beside it.
-                let master = ckpt.join(checkpoint::MASTER);
-                let file = if master.is_file() { master } else { ckpt.join("model.safetensors") };
-                gpt.write_params(gpu, &checkpoint::load_hf(&file, &config)?)
-            }
-            (None, Some(init)) => gpt.write_params(gpu, &super::init::weights(init, &config)?),
-            (None, None) => gpt.init(gpu, a.seed),
-        }
+        load_weights(gpu, &gpt, a, resume.map(|r| r.0.as_path()), &config)?;
         let par =
             (dist.size > 1).then(|| Parallel::new(gpu, &gpt, dist, a.zero == 1, a.optimizer == OptimizerKind::Lamb));
         let mut opt = optimizer(gpu, a, &gpt, par.as_ref(), dist)?;
@@ -193,13 +184,24 @@ impl<'g> Session<'g> {
         } else {
             String::new()
         };
+        let params = match &self.gpt.lora {
+            Some(l) => format!(
+                "{:.2}M parameters frozen, LoRA rank {} (α {}) on {} layers ({}): {:.3}M trainable",
+                l.base.table.numel() as f64 / 1e6,
+                l.cfg.rank,
+                l.cfg.alpha,
+                l.cfg.targeted(c).map_or(0, |t| t.len()),
+                l.cfg.targets.join(", "),
+                self.gpt.arena.table.numel() as f64 / 1e6
+            ),
+            None => format!("{:.2}M parameters", self.gpt.arena.table.numel() as f64 / 1e6),
+        };
         println!(
-            "model: {} layers, {} heads, {} channels, vocab {}, {:.2}M parameters; batch {} × {} × {} accum{split}; {} steps on {}",
+            "model: {} layers, {} heads, {} channels, vocab {}, {params}; batch {} × {} × {} accum{split}; {} steps on {}",
             c.n_layer,
             c.n_head,
             c.n_embd,
             c.vocab_size,
-            self.gpt.arena.table.numel() as f64 / 1e6,
             a.batch_size,
             a.seq_len,
             a.grad_accum,
@@ -250,9 +252,10 @@ fn load_data(a: &TrainArgs) -> anyhow::Result<Data> {
 /// The model's config, its vocabulary checked against the data's tokenizer: a fresh model
 /// takes the tokenizer's size; weights from elsewhere must have been made for it.
 fn vocab(a: &TrainArgs, resume: Option<&Path>, data: &Data, root: bool) -> anyhow::Result<GptConfig> {
+    // A LoRA checkpoint holds the adapters only: the architecture is --init's.
     let mut config = match resume {
-        Some(ckpt) => GptConfig::load(&ckpt.join("config.json"))?,
-        None => model_config(a)?,
+        Some(ckpt) if !a.lora.on() => GptConfig::load(&ckpt.join("config.json"))?,
+        _ => model_config(a)?,
     };
     let Some(src) = &data.tokenizer_file else { return Ok(config) };
     let (have, need) = (config.vocab_size, data.tokenizer.vocab_size);
@@ -336,9 +339,41 @@ fn prepare_tuning(gpu: &Gpu, a: &TrainArgs, resumed: Option<&RunState>, dist: &D
 
 /// The model at (B, T) with K micro-batches, its pipelines built (and tuned); under MPI rank 0
 /// sends its tuning choices to the others. Out-of-memory becomes the run's whole need.
+/// The weights a run starts from: a checkpoint's (resume), --init's, or a fresh init. A LoRA
+/// run's base always comes from --init, its adapters from the checkpoint, --lora-adapter or their
+/// own init.
+fn load_weights(gpu: &Gpu, gpt: &Gpt, a: &TrainArgs, resume: Option<&Path>, config: &GptConfig) -> anyhow::Result<()> {
+    use crate::model::lora::{load_peft, ADAPTER_FILE};
+    if gpt.lora.is_some() {
+        let init = a.init.as_ref().expect("check_args: LoRA needs --init");
+        gpt.write_base(gpu, &super::init::weights(init, config)?)?;
+        let adapters = resume.or(a.lora.lora_adapter.as_deref());
+        if let Some(dir) = adapters {
+            let file = dir.join(ADAPTER_FILE);
+            let values = load_peft(&file, config, &gpt.arena.table).map_err(|e| anyhow::anyhow!("{e}"))?;
+            gpt.write_params(gpu, &values);
+        }
+        return Ok(());
+    }
+    match (resume, &a.init) {
+        (Some(ckpt), _) => {
+            // An f16 model.safetensors has its f32 masters beside it.
+            let master = ckpt.join(checkpoint::MASTER);
+            let file = if master.is_file() { master } else { ckpt.join("model.safetensors") };
+            gpt.write_params(gpu, &checkpoint::load_hf(&file, config)?)
+        }
+        (None, Some(init)) => gpt.write_params(gpu, &super::init::weights(init, config)?),
+        (None, None) => gpt.init(gpu, a.seed),
+    }
+    Ok(())
+}
+
 fn build_model(gpu: &Gpu, a: &TrainArgs, config: &GptConfig, p: Precision, dist: &Dist) -> anyhow::Result<Gpt> {
     let (b, t) = (a.batch_size, a.seq_len);
-    let gpt = Gpt::training(gpu, config.clone(), (b, t, a.grad_accum), p, a.qat);
+    let gpt = match a.lora.config(config)? {
+        Some(lora) => Gpt::with_lora(gpu, config.clone(), (b, t, a.grad_accum), p, lora, a.seed),
+        None => Gpt::training(gpu, config.clone(), (b, t, a.grad_accum), p, a.qat),
+    };
     if dist.size > 1 && dist.is_root() {
         // The other ranks wait in prepare_tuning for the choices rank 0 made while building.
         dist.string_from_root(serde_json::to_string(&gpu.tuning.lock().unwrap().choices())?);

@@ -163,11 +163,7 @@ fn write_files(
     tmp: &Path,
 ) -> anyhow::Result<()> {
     let (gpu, gpt, a) = (s.gpu, &s.gpt, &s.a);
-    let params = gpt.read_params(gpu)?;
-    checkpoint::save_hf_as(tmp, &gpt.config, &params, a.save_dtype)?;
-    if a.save_dtype != crate::kernels::Dtype::F32 {
-        checkpoint::save_master(tmp, &gpt.config, &params)?;
-    }
+    save_model(s, tmp)?;
     // The tokenizer sits beside the weights, as in an HF model directory.
     for name in ["tokenizer.json", "tokenizer_config.json"] {
         let file = a.out.join(name);
@@ -197,6 +193,24 @@ fn write_files(
     f.write_all(serde_json::to_string(&state)?.as_bytes()).with_context(|| path.display().to_string())?;
     f.sync_all().with_context(|| path.display().to_string())?;
     sync_dir(tmp)
+}
+
+/// The trained weights into `dir`: an HF model (config.json, model.safetensors in
+/// --save-dtype, with master.safetensors beside an f16 one), or a LoRA run's peft adapter
+/// (adapter_model.safetensors, adapter_config.json naming --init as its base).
+pub(super) fn save_model(s: &Session, dir: &Path) -> anyhow::Result<()> {
+    let (gpu, gpt, a) = (s.gpu, &s.gpt, &s.a);
+    let params = gpt.read_params(gpu)?;
+    if let Some(lora) = &gpt.lora {
+        let base = a.init.as_deref().unwrap_or(Path::new(""));
+        crate::model::lora::save_peft(dir, &gpt.config, &lora.cfg, (&gpt.arena.table, &params), base)?;
+        return Ok(());
+    }
+    checkpoint::save_hf_as(dir, &gpt.config, &params, a.save_dtype)?;
+    if a.save_dtype != crate::kernels::Dtype::F32 {
+        checkpoint::save_master(dir, &gpt.config, &params)?;
+    }
+    Ok(())
 }
 
 /// fsync of a directory, so that the renames in it survive a power loss.
