@@ -125,6 +125,23 @@ fn weight_bytes(gpt: &wgtrain::model::Gpt) -> u64 {
     gpt.quant.as_ref().map_or(0, |q| q.bytes()) + gpt.arena.params.size()
 }
 
+/// `wgtrain merge`: BASE with the adapter merged in, as an HF checkpoint in `out`.
+pub fn merge(
+    model: &std::path::Path,
+    adapter: &std::path::Path,
+    out: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        force || !out.join("model.safetensors").exists(),
+        "--out {}: holds a model.safetensors already; pick another directory or pass --force",
+        out.display()
+    );
+    let layers = wgtrain::compress::merge_adapter(model, adapter, out).map_err(anyhow::Error::msg)?;
+    println!("merged the adapters of {layers} layers into {} -> {}", model.display(), out.display());
+    Ok(())
+}
+
 /// `wgtrain quantize`: a checkpoint into DIR2/model.gguf (+ config.json, tokenizer.json).
 pub fn quantize(
     model: &std::path::Path,

@@ -116,6 +116,21 @@ enum Command {
     /// hidden channels (--keep-mlp) and Llama query heads (--keep-heads) into a smaller dense
     /// model.
     Prune(Box<wgtrain::compress::PruneArgs>),
+    /// Merge a LoRA adapter into its base model: W + (α/r)·B·A, saved as an HF checkpoint.
+    Merge {
+        /// The base: checkpoint directory or GGUF file (dequantized).
+        #[arg(long)]
+        model: PathBuf,
+        /// The adapter directory (adapter_model.safetensors, adapter_config.json).
+        #[arg(long)]
+        lora_adapter: PathBuf,
+        /// Directory for config.json, model.safetensors and the tokenizer.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite a model already in --out.
+        #[arg(long)]
+        force: bool,
+    },
     /// List every adapter with its backend, type, driver, features and limits.
     Adapters,
     /// Run one linear layer forward and backward on the GPU and check it against the CPU.
@@ -308,6 +323,10 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         commands::quantize(model, f, out, *force)?;
         return Ok(None);
     }
+    if let Command::Merge { model, lora_adapter, out, force } = &cli.command {
+        commands::merge(model, lora_adapter, out, *force)?;
+        return Ok(None);
+    }
     let mut gpu = if dist.size > 1 { Gpu::for_rank(&choice, dist.local_rank)? } else { Gpu::new(&choice)? };
     // Eval and sample tune their shapes too (training sets its table up itself).
     gpu.tuning.get_mut().unwrap().tune = !cli.no_tune;
@@ -323,7 +342,9 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         resolve_precision(&gpu, cli.precision)?
     };
     match cli.command {
-        Command::Adapters | Command::Prepare(_) | Command::Quantize { .. } => unreachable!("handled above"),
+        Command::Adapters | Command::Prepare(_) | Command::Quantize { .. } | Command::Merge { .. } => {
+            unreachable!("handled above")
+        }
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
         Command::Prune(a) => commands::prune(&gpu, &a)?,
         Command::Train(t) => {

@@ -131,6 +131,25 @@ fn matches_peft(gpu: &Gpu, base: &str, name: &str) {
     eval.record_eval(&mut rec);
     rec.submit().unwrap();
     assert_close(&format!("{name} eval logits"), &eval.read_logits(gpu).unwrap(), &floats(&fx["logits"]), 2e-6, 1e-5);
+
+    // `wgtrain merge`: W + s·B·A gives the unmerged model's logits.
+    let out = std::env::temp_dir().join(format!("wgtrain-lora-merge-{name}-{}", std::process::id()));
+    let layers = wgtrain::compress::merge_adapter(&fix.join(base), &fix.join(name), &out).unwrap();
+    assert_eq!(layers, gpt.arena.table.tensors.len() / 2);
+    let merged = Gpt::new(gpu, config.clone(), b, t, 1).unwrap();
+    merged.write_params(gpu, &checkpoint::load_hf(&out.join("model.safetensors"), &config).unwrap());
+    merged.upload_batch(gpu, 0, &ints(&fx["inputs"]), &ints(&fx["targets"]));
+    let mut rec = Recorder::new(gpu);
+    merged.record_eval(&mut rec);
+    rec.submit().unwrap();
+    assert_close(
+        &format!("{name} merged logits"),
+        &merged.read_logits(gpu).unwrap(),
+        &floats(&fx["logits"]),
+        1e-5,
+        1e-4,
+    );
+    std::fs::remove_dir_all(&out).ok();
 }
 
 #[test]

@@ -54,6 +54,24 @@ pub fn load_dir(dir: &Path) -> Result<(GptConfig, Vec<Vec<f32>>, Tokenizer), Str
     load_source(dir).map(|s| (s.config, s.values, s.tok))
 }
 
+/// `wgtrain merge`: the model in `base` (an HF directory or a GGUF file, in f32) with the LoRA
+/// adapter in `adapter` merged into its weights, written to `out` as an HF checkpoint with the
+/// base's tokenizer and chat template. Returns the number of merged layers.
+pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<usize, String> {
+    use crate::model::lora;
+    let Source { config, mut values, tok, chat } =
+        load_source(base).map_err(|e| format!("--model {}: {e}", base.display()))?;
+    let cfg = lora::read_peft_config(adapter).map_err(|e| format!("--lora-adapter {e}"))?;
+    let specs = lora::adapter_specs(&config, &cfg).map_err(|e| format!("--lora-adapter {}: {e}", adapter.display()))?;
+    let table = crate::optim::ParamTable::new(specs);
+    let ad = lora::load_peft(&adapter.join(lora::ADAPTER_FILE), &config, &table).map_err(|e| e.to_string())?;
+    lora::merge(&config, &cfg, &mut values, (&table, &ad));
+    checkpoint::save_hf(out, &config, &values).map_err(|e| e.to_string())?;
+    tok.save(&out.join("tokenizer.json"))?;
+    save_chat(out, &chat)?;
+    Ok(table.tensors.len() / 2)
+}
+
 /// Writes the chat template of `chat` beside a model in `out` (tokenizer_config.json).
 fn save_chat(out: &Path, chat: &Option<(String, Option<String>)>) -> Result<(), String> {
     match chat {

@@ -174,6 +174,34 @@ pub fn save_peft(
     checkpoint::write_synced(dir, ADAPTER_CONFIG, serde_json::to_string_pretty(&json).expect("json").as_bytes())
 }
 
+/// Merges adapters into base weights (both in table order): W += s·B·A for every adapted
+/// layer, in f64 sums, as peft's merge_and_unload does (its fan_in_fan_out transpose is the
+/// HF Conv1D layout, which wgtrain's (out, in) weights already undo).
+pub fn merge(
+    config: &GptConfig,
+    lora: &LoraConfig,
+    base: &mut [Vec<f32>],
+    (table, adapters): (&ParamTable, &[Vec<f32>]),
+) {
+    let specs = config.parameter_specs();
+    let s = lora.scale() as f64;
+    let r = lora.rank;
+    for pair in table.tensors.chunks(2) {
+        let path = pair[0].name.trim_end_matches(".lora_A.weight");
+        let (a, b) =
+            (&adapters[table.index(&pair[0].name).expect("A")], &adapters[table.index(&pair[1].name).expect("B")]);
+        let at = specs.iter().position(|(n, _)| *n == format!("{path}.weight")).expect("the adapted weight");
+        let (rows, cols) = (specs[at].1[0], specs[at].1[1]);
+        let w = &mut base[at];
+        for o in 0..rows {
+            for i in 0..cols {
+                let delta: f64 = (0..r).map(|j| b[o * r + j] as f64 * a[j * cols + i] as f64).sum();
+                w[o * cols + i] = (w[o * cols + i] as f64 + s * delta) as f32;
+            }
+        }
+    }
+}
+
 /// peft's file names in an adapter directory.
 pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
