@@ -415,6 +415,38 @@ mod mpirun {
         }
     }
 
+    /// LoRA under data parallelism: only the adapters' gradients are all-reduced (in buckets,
+    /// a layer without adapters closing none) or sharded (ZeRO-1), and 2 ranks of B match 1
+    /// rank of 2B.
+    #[test]
+    fn lora_on_two_ranks_matches_one_rank() {
+        if gpu().is_none() {
+            return;
+        }
+        let Some(mpirun) = mpirun() else { return };
+        let dir = run_dir("lora", 3);
+        train(&mpirun, &dir, 1, "base", &["--batch-size", "4"]);
+        let base = dir.join("base");
+        // Layer 1 gets no adapter.
+        let lora =
+            ["--init", base.to_str().unwrap(), "--lora-rank", "2", "--lora-targets", "h.0.attn.c_attn,h.2.mlp.c_fc"];
+        let flags = |b: &'static str, extra: &[&'static str]| {
+            let mut v = lora.to_vec();
+            v.extend(["--batch-size", b]);
+            v.extend(extra);
+            v
+        };
+        train(&mpirun, &dir, 1, "one", &flags("4", &[]));
+        let text = train(&mpirun, &dir, 2, "dp", &flags("2", &[]));
+        assert!(text.contains("2 ranks, global batch 4") && text.contains("in 2 buckets"), "{text}");
+        train(&mpirun, &dir, 2, "zero", &flags("2", &["--zero", "1"]));
+        let one = metrics(&dir.join("one/metrics.jsonl"));
+        assert_same("LoRA on 2 ranks", &metrics(&dir.join("dp/metrics.jsonl")), &one);
+        assert_same("LoRA on 2 ranks, ZeRO-1", &metrics(&dir.join("zero/metrics.jsonl")), &one);
+        assert!(dir.join("dp/adapter_model.safetensors").is_file());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// The job's exit status once it ends; it is killed and the test fails after `secs`.
     fn wait_within(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
         let t0 = std::time::Instant::now();

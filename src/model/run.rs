@@ -120,14 +120,15 @@ impl Gpt {
     /// layers, closed once it holds `cap_bytes`, and a contiguous range of the arena.
     pub fn grad_buckets(&self, cap_bytes: u64) -> Vec<Bucket> {
         let table = &self.arena.table;
+        // A LoRA arena may hold no tensor of some layer: it closes no bucket.
         let layer_start = |l: usize| {
             let prefix = self.config.layer_prefix(l);
-            table.tensors.iter().filter(|t| t.name.starts_with(&prefix)).map(|t| t.offset).min().unwrap_or(0)
+            table.tensors.iter().filter(|t| t.name.starts_with(&prefix)).map(|t| t.offset).min()
         };
         let mut out = Vec::new();
         let mut hi = table.len;
         for l in (1..self.acts.len()).rev() {
-            let lo = layer_start(l);
+            let Some(lo) = layer_start(l) else { continue };
             if 4 * (hi - lo) >= cap_bytes {
                 out.push(Bucket { lo, hi, after_layer: Some(l) });
                 hi = lo;

@@ -186,13 +186,13 @@ impl<'g> Session<'g> {
         };
         let params = match &self.gpt.lora {
             Some(l) => format!(
-                "{:.2}M parameters frozen, LoRA rank {} (α {}) on {} layers ({}): {:.3}M trainable",
+                "{:.2}M parameters frozen, LoRA rank {} (α {}) on {} layers ({}): {} trainable",
                 l.base.table.numel() as f64 / 1e6,
                 l.cfg.rank,
                 l.cfg.alpha,
                 l.cfg.targeted(c).map_or(0, |t| t.len()),
                 l.cfg.targets.join(", "),
-                self.gpt.arena.table.numel() as f64 / 1e6
+                self.gpt.arena.table.numel()
             ),
             None => format!("{:.2}M parameters", self.gpt.arena.table.numel() as f64 / 1e6),
         };
