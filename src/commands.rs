@@ -84,7 +84,9 @@ fn load_model(
         gpt.write_base(gpu, &src.values)?;
         let eos = src.chat.as_ref().and_then(|(_, e)| src.tok.token_id(e.as_deref()?));
         let chat_template = src.chat.map(|(t, _)| t);
-        return Ok(Loaded { gpt, tokenizer: Some(src.tok), chat_template, eos });
+        // A checkpoint without tokenizer.json is bytes, as below.
+        let known = wgtrain::compress::gguf_path(model).is_some() || model.join("tokenizer.json").is_file();
+        return Ok(Loaded { gpt, tokenizer: known.then_some(src.tok), chat_template, eos });
     }
     let dir_tokenizer = || -> anyhow::Result<Option<Tokenizer>> {
         let file = model.join("tokenizer.json");
@@ -120,9 +122,11 @@ fn speed(gpu: &Gpu, gpt: &wgtrain::model::Gpt, tokens: usize, started: std::time
     );
 }
 
-/// The GPU bytes of a model's weights: its f32 (or f16) parameters and quantized tensors.
+/// The GPU bytes of a model's weights: its f32 (or f16) parameters and quantized tensors, and
+/// a LoRA model's frozen base.
 fn weight_bytes(gpt: &wgtrain::model::Gpt) -> u64 {
-    gpt.quant.as_ref().map_or(0, |q| q.bytes()) + gpt.arena.params.size()
+    let base = gpt.lora.as_ref().map_or(0, |l| l.base.params.size() + l.base.half.as_ref().map_or(0, |h| h.size()));
+    gpt.quant.as_ref().map_or(0, |q| q.bytes()) + gpt.arena.params.size() + base
 }
 
 /// `wgtrain merge`: BASE with the adapter merged in, as an HF checkpoint in `out`.

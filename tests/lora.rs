@@ -246,3 +246,39 @@ fn train_with_lora_saves_adapters_and_resumes_bitwise() {
     let _ = LoraConfig::default_targets(&config);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Adapters that compute more than plain LoRA (DoRA, rsLoRA, per-layer patterns, trained
+/// biases, saved modules, a regex of targets) or have no rank are refused, named; so are empty
+/// targets.
+#[test]
+fn adapter_configs_beyond_plain_lora_are_refused() {
+    use wgtrain::model::lora::{read_peft_config, LoraConfig};
+    let fix = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fix.join("lora_gpt2/adapter_config.json")).unwrap()).unwrap();
+    let dir = std::env::temp_dir().join(format!("wgtrain-lora-configs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let read = |key: &str, value: serde_json::Value| {
+        let mut v = good.clone();
+        v[key] = value;
+        std::fs::write(dir.join("adapter_config.json"), v.to_string()).unwrap();
+        read_peft_config(&dir)
+    };
+    assert_eq!(read("r", 3.into()).unwrap().rank, 3);
+    for (key, value, named) in [
+        ("use_dora", serde_json::json!(true), "use_dora"),
+        ("use_rslora", serde_json::json!(true), "use_rslora"),
+        ("alpha_pattern", serde_json::json!({"c_attn": 4}), "alpha_pattern"),
+        ("bias", serde_json::json!("lora_only"), "bias"),
+        ("modules_to_save", serde_json::json!(["lm_head"]), "modules_to_save"),
+        ("target_modules", serde_json::json!(".*attn.*"), "regular expression"),
+        ("r", serde_json::json!(0), "positive r"),
+    ] {
+        let e = read(key, value).unwrap_err();
+        assert!(e.contains(named), "{key}: {e}");
+    }
+    let config = wgtrain::model::GptConfig::load(&fix.join("gpt2_tiny/config.json")).unwrap();
+    let none = LoraConfig { rank: 2, alpha: 8.0, targets: Vec::new() };
+    assert!(none.targeted(&config).unwrap_err().contains("at least one"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -63,6 +63,9 @@ impl LoraConfig {
                 }
             }
         }
+        if self.targets.is_empty() {
+            return Err("--lora-targets: give at least one module name, or all-linear".into());
+        }
         if let Some(i) = used.iter().position(|u| !u) {
             let names: Vec<&str> = linears.iter().map(|m| m.rsplit('.').next().unwrap_or(m)).collect();
             return Err(format!(
@@ -216,14 +219,42 @@ pub fn read_peft_config(dir: &Path) -> Result<LoraConfig, String> {
     if v["peft_type"].as_str() != Some("LORA") {
         return Err(bad("peft_type is not LORA"));
     }
-    let rank = v["r"].as_u64().ok_or_else(|| bad("no r"))? as usize;
-    let alpha = v["lora_alpha"].as_f64().ok_or_else(|| bad("no lora_alpha"))?;
+    refuse_variants(&v).map_err(|what| format!("{}: {what}, which wgtrain does not apply", path.display()))?;
+    let rank = v["r"].as_u64().filter(|&r| r > 0).ok_or_else(|| bad("no positive r"))? as usize;
+    let alpha = v["lora_alpha"].as_f64().filter(|a| *a > 0.0).ok_or_else(|| bad("no positive lora_alpha"))?;
     let targets = match &v["target_modules"] {
-        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::String(s) if s == "all-linear" => vec![s.clone()],
+        serde_json::Value::String(s) => {
+            return Err(format!(
+                "{}: target_modules {s:?} is a regular expression; give a list of names",
+                path.display()
+            ))
+        }
         serde_json::Value::Array(a) => a.iter().filter_map(|t| t.as_str().map(String::from)).collect(),
         _ => return Err(bad("no target_modules")),
     };
     Ok(LoraConfig { rank, alpha, targets })
+}
+
+/// peft's settings that change what an adapter computes beyond plain LoRA: an adapter that
+/// uses one would give other outputs here than in peft, so it is refused, named.
+fn refuse_variants(v: &serde_json::Value) -> Result<(), String> {
+    let set = |k: &str| match &v[k] {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Object(o) => !o.is_empty(),
+        serde_json::Value::Array(a) => !a.is_empty(),
+        _ => true,
+    };
+    for k in ["use_rslora", "use_dora", "alpha_pattern", "rank_pattern", "modules_to_save", "layers_to_transform"] {
+        if set(k) {
+            return Err(format!("{k} is set"));
+        }
+    }
+    match v["bias"].as_str() {
+        None | Some("none") => Ok(()),
+        Some(b) => Err(format!("bias is {b:?} (trained biases)")),
+    }
 }
 
 /// The frozen base and the adapters' scratch: h = s·x·Aᵀ of each adapted layer (kept for the

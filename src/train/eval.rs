@@ -64,17 +64,22 @@ pub struct Sampled {
     pub decode_s: f64,
 }
 
+/// Prompt tokens `prefill` runs through one batched forward.
+const PREFILL: usize = 512;
+
 /// Feeds `tokens` (at least one, at most the cache's capacity) into an empty `dec` and
-/// returns the logits after the last: all but the last through a batch-1 forward of their
-/// length over `gpt`'s weights, the last through the decoder.
+/// returns the logits after the last: the first PREFILL but the last through a batch-1
+/// forward of their length over `gpt`'s weights (one at a time where that model can't be
+/// made), the rest through the decoder.
 fn prefill(gpu: &Gpu, gpt: &Gpt, dec: &mut Decoder, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
     let (last, rest) = tokens.split_last().expect("a prompt has a token");
-    match rest.len() {
-        0 => {}
-        // A LoRA model's adapters keep scratch of its own batch: no second model over them.
-        n if n == 1 || gpt.lora.is_some() => rest.iter().try_for_each(|&t| dec.feed(gpu, t))?,
-        n => gpt.sharing(gpu, 1, n)?.prefill(gpu, dec, rest)?,
-    }
+    // At most PREFILL tokens at once (the second model holds their activations and logits);
+    // a LoRA model's adapters keep scratch of its own batch, so it has no second model.
+    let n = rest.len().min(PREFILL);
+    let batched =
+        n > 1 && gpt.lora.is_none() && gpt.sharing(gpu, 1, n).and_then(|p| p.prefill(gpu, dec, &rest[..n])).is_ok();
+    let fed = if batched { n } else { 0 };
+    rest[fed..].iter().try_for_each(|&t| dec.feed(gpu, t))?;
     Ok(dec.next(gpu, *last)?)
 }
 
@@ -118,7 +123,7 @@ pub fn sample_until(
             logits = dec.next(gpu, next)?;
         } else {
             dec = gpt.decoder(gpu)?;
-            logits = prefill(gpu, gpt, &mut dec, &ctx[ctx.len() - cap / 2..])?;
+            logits = prefill(gpu, gpt, &mut dec, &ctx[ctx.len() - (cap / 2).max(1)..])?;
         }
     }
     let decode_s = started.elapsed().as_secs_f64() - prompt_s;

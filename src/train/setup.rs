@@ -61,6 +61,8 @@ impl<'g> Session<'g> {
         let a = &a;
         let data = load_data(a)?;
         let config = vocab(a, resume.map(|r| r.0.as_path()), &data, dist.is_root())?;
+        // On every rank, before any rank waits on another (build_model's tuning exchange).
+        a.lora.config(&config)?;
         if a.seq_len > config.n_positions {
             bail!("--seq-len {} exceeds the model's n_positions {}", a.seq_len, config.n_positions);
         }
@@ -337,8 +339,6 @@ fn prepare_tuning(gpu: &Gpu, a: &TrainArgs, resumed: Option<&RunState>, dist: &D
     Ok(())
 }
 
-/// The model at (B, T) with K micro-batches, its pipelines built (and tuned); under MPI rank 0
-/// sends its tuning choices to the others. Out-of-memory becomes the run's whole need.
 /// The weights a run starts from: a checkpoint's (resume), --init's, or a fresh init. A LoRA
 /// run's base always comes from --init, its adapters from the checkpoint, --lora-adapter or their
 /// own init.
@@ -368,6 +368,8 @@ fn load_weights(gpu: &Gpu, gpt: &Gpt, a: &TrainArgs, resume: Option<&Path>, conf
     Ok(())
 }
 
+/// The model at (B, T) with K micro-batches, its pipelines built (and tuned); under MPI rank 0
+/// sends its tuning choices to the others. Out-of-memory becomes the run's whole need.
 fn build_model(gpu: &Gpu, a: &TrainArgs, config: &GptConfig, p: Precision, dist: &Dist) -> anyhow::Result<Gpt> {
     let (b, t) = (a.batch_size, a.seq_len);
     let gpt = match a.lora.config(config)? {
