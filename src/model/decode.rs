@@ -174,7 +174,7 @@ impl Decoder {
 
 impl Gpt {
     /// Feeds the first `tokens` of a prompt (at most T of this batch-1 model) into an empty
-    /// `dec` at once: this model's forward over them (batched matmuls and the flash attention,
+    /// `dec` at once: this model's blocks over them (batched matmuls and the flash attention,
     /// in one submit), then every layer's keys and values copied into the cache, which `feed`
     /// of each token would have filled one row at a time.
     pub fn prefill(&self, gpu: &Gpu, dec: &mut Decoder, tokens: &[u32]) -> Result<(), GpuError> {
@@ -192,7 +192,8 @@ impl Gpt {
         self.upload_batch(gpu, 0, &padded, &vec![0; self.t]);
         let mut rec = Recorder::new(gpu);
         self.record_inputs(&mut rec, 0);
-        self.edges[0].iter().chain(&self.body).for_each(|cmd| cmd.record(&mut rec));
+        // The blocks only: the keys and values are all the cache needs, so no head, no logits.
+        self.edges[0].iter().chain(&self.body[..self.blocks_end]).for_each(|cmd| cmd.record(&mut rec));
         let (q, bytes) = (self.shape().attn.qkv, self.logits.dtype.bytes());
         let row = bytes * (dec.shape.attn.nkv * dec.shape.attn.hs) as u64;
         for (acts, layer) in self.acts.iter().zip(&dec.layers) {

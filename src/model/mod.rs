@@ -103,6 +103,8 @@ pub struct Gpt {
     n_slots: usize,
     /// The forward from the embedding's output to the logits.
     body: Vec<Cmd>,
+    /// Where in `body` the blocks end (the final norm and the LM head follow).
+    blocks_end: usize,
     /// The backward from dlogits to the embedding's output gradient.
     back: Vec<Cmd>,
     /// back_marks[l]: where in `back` layer l's gradients are complete.
@@ -256,6 +258,7 @@ impl Gpt {
             slots: f(1)?,
             n_slots: 0,
             body: Vec::new(),
+            blocks_end: 0,
             back: Vec::new(),
             back_marks: Vec::new(),
             edges: Default::default(),
@@ -304,6 +307,7 @@ impl Gpt {
             let w = self.layer_weights(l);
             body.extend(block::forward(gpu, &mm, &w, self.block_input(l), a, &s)?.into_iter().map(Cmd::Run));
         }
+        let blocks_end = body.len();
         let last = self.block_input(self.acts.len());
         body.push(Cmd::Run(block::norm(gpu, &top, &s, norm_f, [self.lnf.v(), self.lnf_stats.v(), last.v()])?));
         let head_name = self.config.head().trim_end_matches(".weight");
@@ -315,6 +319,7 @@ impl Gpt {
         self.edges[0] = vec![Cmd::Run(encode)];
         self.eval_classify = self.classify(gpu, None)?;
         self.body = body;
+        self.blocks_end = blocks_end;
         if train {
             self.build_backward(gpu, &mm)?;
         }
