@@ -73,11 +73,11 @@ const PREFILL: usize = 512;
 /// made), the rest through the decoder.
 fn prefill(gpu: &Gpu, gpt: &Gpt, dec: &mut Decoder, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
     let (last, rest) = tokens.split_last().expect("a prompt has a token");
-    // At most PREFILL tokens at once (the second model holds their activations and logits);
-    // a LoRA model's adapters keep scratch of its own batch, so it has no second model.
+    // At most PREFILL tokens at once (the second model holds their activations); where no
+    // second model can be made (memory; a LoRA model, whose adapter scratch is its own batch's:
+    // `Gpt::sharing` refuses it), one at a time.
     let n = rest.len().min(PREFILL);
-    let batched =
-        n > 1 && gpt.lora.is_none() && gpt.sharing(gpu, 1, n).and_then(|p| p.prefill(gpu, dec, &rest[..n])).is_ok();
+    let batched = n > 1 && gpt.sharing(gpu, 1, n).and_then(|p| p.prefill(gpu, dec, &rest[..n])).is_ok();
     let fed = if batched { n } else { 0 };
     rest[fed..].iter().try_for_each(|&t| dec.feed(gpu, t))?;
     Ok(dec.next(gpu, *last)?)
