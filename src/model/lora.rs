@@ -9,12 +9,13 @@ use std::path::Path;
 
 use safetensors::SafeTensors;
 
+use super::block::Weights;
 use super::checkpoint::{self, CheckpointError};
 use super::config::GptConfig;
 use super::Gpt;
 use crate::gpu::{Category, Gpu, GpuError};
 use crate::kernels::lora::Adapter;
-use crate::kernels::{Dtype, Tensor, View};
+use crate::kernels::Tensor;
 use crate::optim::{ParamArena, ParamTable};
 use crate::reference::Rng;
 
@@ -186,16 +187,13 @@ pub fn merge(
     base: &mut [Vec<f32>],
     (table, adapters): (&ParamTable, &[Vec<f32>]),
 ) {
-    let specs = config.parameter_specs();
-    let s = lora.scale() as f64;
-    let r = lora.rank;
-    for pair in table.tensors.chunks(2) {
-        let path = pair[0].name.trim_end_matches(".lora_A.weight");
-        let (a, b) =
-            (&adapters[table.index(&pair[0].name).expect("A")], &adapters[table.index(&pair[1].name).expect("B")]);
-        let at = specs.iter().position(|(n, _)| *n == format!("{path}.weight")).expect("the adapted weight");
-        let (rows, cols) = (specs[at].1[0], specs[at].1[1]);
-        let w = &mut base[at];
+    let base_table = ParamTable::new(config.parameter_specs());
+    let (s, r) = (lora.scale() as f64, lora.rank);
+    for (names, ab) in table.tensors.chunks(2).zip(adapters.chunks(2)) {
+        let path = names[0].name.trim_end_matches(".lora_A.weight");
+        let at = base_table.index(&format!("{path}.weight")).expect("the adapted weight");
+        let (rows, cols) = (base_table.tensors[at].shape[0], base_table.tensors[at].shape[1]);
+        let (a, b, w) = (&ab[0], &ab[1], &mut base[at]);
         for o in 0..rows {
             for i in 0..cols {
                 let delta: f64 = (0..r).map(|j| b[o * r + j] as f64 * a[j * cols + i] as f64).sum();
@@ -271,16 +269,13 @@ impl Lora {
     /// The adapter of the layer named `path` (its full name, without `.weight`), if it has one.
     pub(super) fn adapter<'a>(&'a self, adapters: &'a ParamArena, path: &str) -> Option<Adapter<'a>> {
         let h = self.h.get(path)?;
-        let at = |f: &str| adapters.table.get(&format!("{path}.lora_{f}.weight")).expect("adapter tensors").offset;
-        let view = |f: &str| match &adapters.half {
-            Some(half) => View::typed(half, Dtype::F16).at_offset(at(f)),
-            None => View::at(&adapters.params, at(f)),
-        };
+        // The factors as any matmul weight is read (the f16 copy under mixed precision).
+        let w = Weights::new(adapters, format!("{path}.lora_"), None);
         Some(Adapter {
-            a: view("A"),
-            b: view("B"),
-            da: View::at(&adapters.grads, at("A")),
-            db: View::at(&adapters.grads, at("B")),
+            a: w.mm("A.weight"),
+            b: w.mm("B.weight"),
+            da: w.grad("A.weight"),
+            db: w.grad("B.weight"),
             h: h.v(),
             dh: self.dh.v(),
             rank: self.cfg.rank as u32,
