@@ -62,13 +62,13 @@ impl<'g> Session<'g> {
         let data = load_data(a)?;
         let config = vocab(a, resume.map(|r| r.0.as_path()), &data, dist.is_root())?;
         // On every rank, before any rank waits on another (build_model's tuning exchange).
-        a.lora.config(&config)?;
+        let lora = a.lora.config(&config)?;
         if a.seq_len > config.n_positions {
             bail!("--seq-len {} exceeds the model's n_positions {}", a.seq_len, config.n_positions);
         }
         let (loader, val) = loaders(a, data.train, data.val, dist.size, config.vocab_size)?;
         prepare_tuning(gpu, a, resume.map(|r| &r.1), dist)?;
-        let mut gpt = build_model(gpu, a, &config, precision, dist)?;
+        let mut gpt = build_model(gpu, a, (&config, lora), precision, dist)?;
         let prune = PruneSchedule::from_flags(&a.prune, a.steps).map_err(anyhow::Error::msg)?;
         if prune.is_some() {
             gpt.prune = Some(Pruner::new(gpu, &mut gpt.arena, a.prune.prune_scope)?);
@@ -369,10 +369,17 @@ fn load_weights(gpu: &Gpu, gpt: &Gpt, a: &TrainArgs, resume: Option<&Path>, conf
 }
 
 /// The model at (B, T) with K micro-batches, its pipelines built (and tuned); under MPI rank 0
-/// sends its tuning choices to the others. Out-of-memory becomes the run's whole need.
-fn build_model(gpu: &Gpu, a: &TrainArgs, config: &GptConfig, p: Precision, dist: &Dist) -> anyhow::Result<Gpt> {
+/// sends its tuning choices to the others. Out-of-memory becomes the run's whole need. With
+/// `lora` (the LoRA flags' adapters), the model trains those over frozen weights.
+fn build_model(
+    gpu: &Gpu,
+    a: &TrainArgs,
+    (config, lora): (&GptConfig, Option<crate::model::lora::LoraConfig>),
+    p: Precision,
+    dist: &Dist,
+) -> anyhow::Result<Gpt> {
     let (b, t) = (a.batch_size, a.seq_len);
-    let gpt = match a.lora.config(config)? {
+    let gpt = match lora {
         Some(lora) => Gpt::with_lora(gpu, config.clone(), (b, t, a.grad_accum), p, lora, a.seed),
         None => Gpt::training(gpu, config.clone(), (b, t, a.grad_accum), p, a.qat),
     };
