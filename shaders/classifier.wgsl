@@ -7,8 +7,12 @@
 //   classifier_forward_backward
 //     losses[n] = log Σ_i exp(l_i) − l_target                         (l = logits[n, :V])
 //                 (added to losses[n] when accumulate != 0: a step's micro-batches sum there)
-//     when grad != 0: logits[n, i] ← (softmax(l)_i − [i = target]) · dloss · S for i < V, 0
-//     past V, S being the loss scale in scale[0] (1 unless loss scaling is on)
+//     when grad != 0: logits[n, i] ← (softmax(l)_i − [i = target]) · dloss · S · R for i < V,
+//     0 past V, S being the loss scale in scale[0] (1 unless loss scaling is on) and R the
+//     step's renormalization in norm[0] (1, or for masked data the positions of the step over
+//     those it counts, which makes the mean one over the counted targets)
+//     A target of IGNORE (0xffffffff, PyTorch's ignore_index −100) counts nothing: loss 0 and
+//     a zero gradient row.
 //
 // The logits may be f16 (S0); the softmax, the loss and the gradient are computed in f32.
 
@@ -30,7 +34,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> losses: array<f32>;   // (N)
 @group(0) @binding(2) var<storage, read> targets: array<u32>;        // (N)
 @group(0) @binding(3) var<storage, read> scale: array<f32>;          // [0] loss scale
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> norm: array<f32>;           // [0] renormalization R
+@group(0) @binding(5) var<uniform> p: Params;
+
+const IGNORE: u32 = 0xffffffffu;
 
 // reduce_max and reduce_sum come from the prelude (shaders/prelude/reduce.wgsl).
 
@@ -42,6 +49,17 @@ fn classifier_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
         return;
     }
     let base = row * p.vp;
+    if targets[row] == IGNORE {
+        if lid == 0u && p.accumulate == 0u {
+            losses[row] = 0.0;
+        }
+        if p.grad != 0u {
+            for (var i = lid; i < p.vp; i += WG) {
+                logits[base + i] = S0(0.0);
+            }
+        }
+        return;
+    }
     let tgt = min(targets[row], p.v - 1u);
     var m = -3.0e38;
     for (var i = lid; i < p.v; i += WG) {
@@ -67,7 +85,7 @@ fn classifier_forward_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
     if p.grad == 0u {
         return;
     }
-    let dloss = p.dloss * scale[0];
+    let dloss = p.dloss * scale[0] * norm[0];
     for (var i = lid; i < p.vp; i += WG) {
         var d = 0.0;
         if i < p.v {

@@ -8,6 +8,15 @@ use crate::PrepareCli;
 
 pub fn prepare(p: PrepareCli) -> anyhow::Result<()> {
     use wgtrain::data::prepare::PrepareArgs;
+    use wgtrain::data::sft_prepare::RecordFormat;
+    let format = match p.format {
+        crate::RecordFormatArg::Text => None,
+        crate::RecordFormatArg::PromptCompletion => Some(RecordFormat::PromptCompletion),
+        crate::RecordFormatArg::Chat => Some(RecordFormat::Chat),
+    };
+    if let Some(format) = format {
+        return prepare_sft(p, format);
+    }
     let args = PrepareArgs {
         inputs: p.input,
         out: p.out,
@@ -46,6 +55,38 @@ pub fn prepare(p: PrepareCli) -> anyhow::Result<()> {
     if s.val_tokens == 0 && args.val_fraction > 0.0 {
         println!("note: val.bin is empty: too few documents for --val-fraction {}", args.val_fraction);
     }
+    Ok(())
+}
+
+/// `prepare --format prompt-completion|chat`: examples with their masks.
+fn prepare_sft(p: PrepareCli, format: wgtrain::data::sft_prepare::RecordFormat) -> anyhow::Result<()> {
+    use wgtrain::data::sft_prepare::{prepare_sft, SftArgs};
+    let a = SftArgs {
+        inputs: p.input,
+        out: p.out,
+        tokenizer: p.tokenizer,
+        format,
+        val_fraction: p.val_fraction,
+        seed: p.seed,
+        eot: p.eot,
+        force: p.force,
+    };
+    let s = prepare_sft(&a).map_err(anyhow::Error::msg)?;
+    println!("{} records in: {} malformed", s.records_in, s.malformed);
+    if !s.malformed_examples.is_empty() {
+        println!("  first malformed: {}", s.malformed_examples.join("; "));
+    }
+    println!(
+        "train {} examples, {} tokens; val {} examples, {} tokens; {} tokens count in the loss; longest example {} \
+         tokens -> {}",
+        s.train_examples,
+        s.train_tokens,
+        s.val_examples,
+        s.val_tokens,
+        s.counted_tokens,
+        s.longest_example,
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -205,7 +246,7 @@ pub fn eval(
         );
     }
     let data = file.as_path();
-    let tokens = wgtrain::data::read_tokens(data)?;
+    let (tokens, examples) = wgtrain::data::sft::read_token_data(data)?;
     let max = tokens.iter().copied().max().unwrap_or(0);
     anyhow::ensure!(
         (max as usize) < gpt.config.vocab_size,
@@ -213,7 +254,7 @@ pub fn eval(
         data.display(),
         gpt.config.vocab_size
     );
-    let mut loader = wgtrain::data::Loader::new(tokens, b, gpt.t, false, 0)
+    let mut loader = wgtrain::data::Loader::of((tokens, examples), b, gpt.t, false, 0)
         .map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
     let n = batches.unwrap_or(loader.batches());
     let started = std::time::Instant::now();

@@ -185,6 +185,12 @@ struct PrepareCli {
     /// The text field of JSONL records.
     #[arg(long, default_value = "text")]
     field: String,
+    /// text: documents to pretrain on. prompt-completion ({"prompt", "completion"}) or chat
+    /// ({"messages": [{"role", "content"}, ...]}, rendered by the tokenizer's chat template):
+    /// examples for fine-tuning, where only the completion or assistant tokens count in the
+    /// loss (train.mask and val.mask beside the token files). Examples are not deduplicated.
+    #[arg(long, default_value = "text")]
+    format: RecordFormatArg,
     /// Drop documents with fewer characters than this.
     #[arg(long, default_value_t = 0)]
     min_chars: usize,
@@ -206,6 +212,14 @@ struct PrepareCli {
     /// Replace prepared data already in --out.
     #[arg(long)]
     force: bool,
+}
+
+/// `prepare --format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RecordFormatArg {
+    Text,
+    PromptCompletion,
+    Chat,
 }
 
 #[derive(Subcommand)]

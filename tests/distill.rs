@@ -110,6 +110,7 @@ fn at_w0_it_is_the_cross_entropy_and_a_copy_of_the_student_teaches_nothing() {
             n: nu,
             v: vu,
             vp: vu,
+            norm: None,
         };
         let ops = classifier::forward_backward(gpu, rows, Some(1.0 / n as f32), None).unwrap();
         let mut rec = Recorder::new(gpu);

@@ -21,7 +21,7 @@ fn fixture() -> (GptConfig, serde_json::Value, std::path::PathBuf) {
 }
 
 /// HF's Conv1D weights are (in, out): our (out, in) transposed.
-fn to_hf(name: &str, shape: &[usize], x: &[f32]) -> Vec<f32> {
+pub fn to_hf(name: &str, shape: &[usize], x: &[f32]) -> Vec<f32> {
     let conv = name.ends_with(".weight") && [".c_attn.", ".c_proj.", ".c_fc."].iter().any(|k| name.contains(k));
     if !conv {
         return x.to_vec();

@@ -220,6 +220,7 @@ fn f16_classifier_matches_reference_with_a_loss_scale() {
                 n: n32,
                 v: v32,
                 vp: v32,
+                norm: None,
             };
             let limit = if windowed { 2 * 517 * 200 } else { gpu.max_binding() };
             let ops = classifier::forward_backward_within(gpu, rows, Some(dloss), Some(&sbuf), limit).unwrap();

@@ -231,6 +231,7 @@ fn classifier_matches_reference() {
                 n,
                 v: v32,
                 vp: vp32,
+                norm: None,
             };
             let limit = limit.unwrap_or(gpu.max_binding());
             let train = classifier::forward_backward_within(

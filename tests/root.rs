@@ -20,6 +20,7 @@ mod prepare;
 mod prune;
 mod reliability;
 mod runtime;
+mod sft;
 mod shaders;
 mod smollm2;
 mod structured;

@@ -314,8 +314,13 @@ pub(crate) fn finish_model(g: &Gguf, config: GptConfig, tensors: Vec<Loaded>) ->
 /// The tokenizer of the GGUF file at `path` (`prepare --tokenizer FILE.gguf`).
 pub fn tokenizer_of(path: &Path) -> Result<Tokenizer, String> {
     let g = Gguf::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tokenizer_of_gguf(&g).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The tokenizer of a GGUF file already read.
+pub fn tokenizer_of_gguf(g: &Gguf) -> Result<Tokenizer, String> {
     let n = g.get("tokenizer.ggml.tokens").and_then(Value::as_array).map_or(256, |t| t.len());
-    gguf_tokenizer(&g, n).map_err(|e| format!("{}: {e}", path.display()))
+    gguf_tokenizer(g, n)
 }
 
 /// The tokenizer a GGUF file holds (bytes when it holds none).

@@ -2,13 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::reference::Rng;
-
 pub mod chat;
 pub mod dedup;
+mod loader;
 mod output;
 pub mod prepare;
+pub mod sft;
+pub mod sft_prepare;
 pub mod tokenizer;
+
+pub use loader::{Loader, LoaderState};
+pub use sft::{Examples, IGNORE};
 
 pub(crate) const MAGIC_U16: i32 = 20240520;
 pub(crate) const MAGIC_U32: i32 = 20240801;
@@ -127,109 +131,4 @@ fn bundled_dir() -> PathBuf {
         return here.into();
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")
-}
-
-/// A loader's position, saved with checkpoints.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LoaderState {
-    pub pos: usize,
-    pub order: Vec<usize>,
-    pub rng: u64,
-}
-
-/// Batches of B rows × T tokens with targets shifted by one.
-///
-/// Sequential (`shuffle` off): position p starts at 0; a batch reads B·T + 1 tokens from p,
-/// row b starting at p + b·T; then p += B·T, and p returns to 0 when p + B·T + 1 would pass
-/// the end. Shuffled: the same batches, in an order drawn per epoch from the seed.
-#[derive(Clone, Debug)]
-pub struct Loader {
-    tokens: Vec<u32>,
-    b: usize,
-    t: usize,
-    shuffle: bool,
-    /// Sequential position, or index into `order` when shuffling.
-    pub pos: usize,
-    order: Vec<usize>,
-    rng: u64,
-}
-
-impl Loader {
-    pub fn new(tokens: Vec<u32>, b: usize, t: usize, shuffle: bool, seed: u64) -> Result<Self, String> {
-        if tokens.len() < b * t + 1 {
-            return Err(format!("{} tokens are fewer than one batch needs ({} × {} + 1)", tokens.len(), b, t));
-        }
-        let mut l = Self { tokens, b, t, shuffle, pos: 0, order: Vec::new(), rng: seed };
-        l.new_epoch();
-        Ok(l)
-    }
-
-    /// Batches per epoch.
-    pub fn batches(&self) -> usize {
-        (self.tokens.len() - 1) / (self.b * self.t)
-    }
-
-    fn new_epoch(&mut self) {
-        self.order = (0..self.batches()).collect();
-        if self.shuffle {
-            let mut rng = Rng::new(self.rng);
-            for i in (1..self.order.len()).rev() {
-                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-                self.order.swap(i, j);
-            }
-            self.rng = rng.next_u64();
-        }
-        self.pos = 0;
-    }
-
-    /// The next (inputs, targets), each B·T tokens.
-    pub fn next_batch(&mut self) -> (Vec<u32>, Vec<u32>) {
-        let n = self.b * self.t;
-        let start = if self.shuffle {
-            if self.pos >= self.order.len() {
-                self.new_epoch();
-            }
-            let s = self.order[self.pos] * n;
-            self.pos += 1;
-            s
-        } else {
-            if self.pos + n + 1 > self.tokens.len() {
-                self.pos = 0;
-            }
-            let s = self.pos;
-            self.pos += n;
-            s
-        };
-        let chunk = &self.tokens[start..start + n + 1];
-        (chunk[..n].to_vec(), chunk[1..].to_vec())
-    }
-
-    /// Where the loader stands, for exact resume: (position, this epoch's order, shuffle state).
-    pub fn state(&self) -> LoaderState {
-        LoaderState { pos: self.pos, order: self.order.clone(), rng: self.rng }
-    }
-
-    /// Continues from a saved state. Fails if the state does not fit this data and batch shape.
-    pub fn restore(&mut self, st: LoaderState) -> Result<(), String> {
-        let fits = if self.shuffle {
-            let mut seen = vec![false; self.batches()];
-            st.order.len() == seen.len()
-                && st.pos <= st.order.len()
-                && st.order.iter().all(|&b| b < seen.len() && !std::mem::replace(&mut seen[b], true))
-        } else {
-            st.pos < self.tokens.len()
-        };
-        if !fits {
-            return Err("the saved data position does not fit this data; resume with the same --data".into());
-        }
-        self.pos = st.pos;
-        self.order = st.order;
-        self.rng = st.rng;
-        Ok(())
-    }
-
-    /// The largest token id, to check against the vocabulary.
-    pub fn max_token(&self) -> u32 {
-        self.tokens.iter().copied().max().unwrap_or(0)
-    }
 }

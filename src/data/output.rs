@@ -58,7 +58,7 @@ impl Writer {
 
 /// A token file written as it goes: a zero header, the tokens, then the real header, the
 /// whole under a temporary name renamed into place at the end.
-struct TokenFile {
+pub(super) struct TokenFile {
     path: PathBuf,
     tmp: PathBuf,
     w: BufWriter<File>,
@@ -67,7 +67,7 @@ struct TokenFile {
 }
 
 impl TokenFile {
-    fn create(path: &Path, wide: bool) -> Result<Self, String> {
+    pub(super) fn create(path: &Path, wide: bool) -> Result<Self, String> {
         let tmp = path.with_extension("bin.tmp");
         let f = File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
@@ -75,7 +75,7 @@ impl TokenFile {
         Ok(TokenFile { path: path.into(), tmp, w, count: 0, wide })
     }
 
-    fn push(&mut self, ids: &[u32]) -> Result<(), String> {
+    pub(super) fn push(&mut self, ids: &[u32]) -> Result<(), String> {
         if self.count + ids.len() as u64 > i32::MAX as u64 {
             return Err(format!(
                 "{}: more than {} tokens, the int32 count of llm.c's header; prepare the input in parts",
@@ -95,7 +95,7 @@ impl TokenFile {
         self.w.write_all(&buf).map_err(|e| format!("{}: {e}", self.tmp.display()))
     }
 
-    fn finish(mut self) -> Result<(), String> {
+    pub(super) fn finish(mut self) -> Result<(), String> {
         let err = |e: std::io::Error| format!("{}: {e}", self.tmp.display());
         let count = i32::try_from(self.count).map_err(|_| {
             format!(
@@ -121,7 +121,7 @@ impl TokenFile {
 /// The seeded document split. Documents go in blocks of about 1/f (or 1/(1 − f)); block b
 /// sends ⌊(b+1)·B·f + u⌋ − ⌊b·B·f + u⌋ of its B documents, at seeded positions, to val. The
 /// val share is f to within one document at every point of the stream, small corpora included.
-struct Split {
+pub(super) struct Split {
     f: f64,
     block: u64,
     u: f64,
@@ -130,14 +130,14 @@ struct Split {
 }
 
 impl Split {
-    fn new(f: f64, seed: u64) -> Self {
+    pub(super) fn new(f: f64, seed: u64) -> Self {
         let m = f.min(1.0 - f);
         let block = if m > 0.0 { (1.0 / m).round().clamp(1.0, 1e6) as u64 } else { 1 };
         let u = (Rng::new(seed ^ 0x5b17).next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         Split { f, block, u, seed, current: None }
     }
 
-    fn is_val(&mut self, doc: u64) -> bool {
+    pub(super) fn is_val(&mut self, doc: u64) -> bool {
         if self.f <= 0.0 {
             return false;
         }

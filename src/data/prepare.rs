@@ -118,8 +118,8 @@ enum Format {
     Jsonl,
 }
 
-struct Input {
-    path: PathBuf,
+pub(super) struct Input {
+    pub(super) path: PathBuf,
     format: Format,
     size: u64,
 }
@@ -357,7 +357,7 @@ const COMPRESSED: [&str; 6] = ["gz", "bz2", "xz", "zst", "zip", "7z"];
 
 /// Files named by --input, and in directories (walked in name order, hidden entries and
 /// `out` skipped) the .txt, .text, .jsonl, .ndjson and .json files.
-fn list_inputs(paths: &[PathBuf], out_dir: &Path) -> Result<Vec<Input>, String> {
+pub(super) fn list_inputs(paths: &[PathBuf], out_dir: &Path) -> Result<Vec<Input>, String> {
     fn walk(p: &Path, named: bool, skip: &Option<PathBuf>, out: &mut Vec<Input>) -> Result<(), String> {
         let meta = std::fs::metadata(p).map_err(|e| format!("--input {}: {e}", p.display()))?;
         let ext = p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
@@ -523,7 +523,7 @@ pub fn normalize(mut text: String) -> String {
     text
 }
 
-fn wide(t: &Tokenizer) -> bool {
+pub(super) fn wide(t: &Tokenizer) -> bool {
     t.vocab_size > 65535
 }
 

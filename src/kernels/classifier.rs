@@ -18,7 +18,10 @@ pub struct ClassifierParams {
     pub _pad: [u32; 2],
 }
 
-const SLOTS: &[Slot] = &[Slot::Storage, Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
+const SLOTS: &[Slot] = &[Slot::Storage, Slot::Storage, Slot::ReadOnly, Slot::ReadOnly, Slot::ReadOnly, Slot::Uniform];
+
+/// A target that counts nothing (PyTorch's ignore_index): its row's loss and gradient are 0.
+pub const IGNORE: u32 = crate::data::IGNORE;
 
 /// The classifier's rows: logits (N, Vp), of which the first V columns count, with a loss
 /// and a target (u32) per row.
@@ -30,12 +33,14 @@ pub struct Rows<'a> {
     pub n: u32,
     pub v: u32,
     pub vp: u32,
+    /// [0] multiplies the gradient: the step's positions over its counted targets (None: 1).
+    pub norm: Option<&'a wgpu::Buffer>,
 }
 
 /// losses (N) = cross-entropy of the logits against the targets; with `dloss` (Some(1/N)
 /// for a mean loss), the logits become dlogits, and the losses are added to what `losses`
 /// holds (a step's micro-batches sum there). The gradient is also multiplied by the loss
-/// scale in `scale`[0] (None: 1).
+/// scale in `scale`[0] (None: 1) and by `rows.norm`[0]. Rows whose target is IGNORE add 0.
 pub fn forward_backward(
     gpu: &Gpu,
     rows: Rows,
@@ -66,6 +71,7 @@ pub fn forward_backward_within(
             skip(r.losses, r0, 1).binding(gpu, n as u64)?,
             skip(r.targets, r0, 1).binding(gpu, n as u64)?,
             View::from(scale.unwrap_or(&gpu.ones)).binding(gpu, 1)?,
+            View::from(r.norm.unwrap_or(&gpu.ones)).binding(gpu, 1)?,
         ];
         let p =
             ClassifierParams { n, v: r.v, vp: r.vp, grad, dloss: dloss.unwrap_or(0.0), accumulate: grad, _pad: [0; 2] };

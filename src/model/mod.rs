@@ -63,6 +63,8 @@ struct Micro {
     tokens: TokenBuffers,
     targets: GpuBuffer, // (N) u32
     losses: GpuBuffer,  // (N), summed over the step's micro-batches
+    /// [0]: the classifier's gradient factor, 1 but for masked data (`Gpt::set_counted`).
+    norm: GpuBuffer,
 }
 
 /// Most micro-batches one submit holds.
@@ -234,6 +236,7 @@ impl Gpt {
             tokens: TokenBuffers::new(gpu, n)?,
             targets: gpu.pool.storage(Category::Activations, 4 * n as u64)?,
             losses: f(n)?,
+            norm: gpu.pool.storage_from(&gpu.queue, Category::Activations, &[1.0f32])?,
         };
         Ok(Self {
             encoded: t_act(n * c)?,
@@ -384,6 +387,7 @@ impl Gpt {
             n,
             v,
             vp: v,
+            norm: Some(&mb.norm),
         };
         Ok(classifier::forward_backward(gpu, rows, dloss, scale)?.into_iter().map(Cmd::Run).collect())
     }

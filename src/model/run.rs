@@ -19,6 +19,13 @@ impl Gpt {
         gpu.write(&self.slots, (2 * n * k + n) as u64, targets);
     }
 
+    /// Sets the classifier's gradient factor for a step of masked data that counts `counted`
+    /// of its `positions` targets: the mean loss is then over the counted ones (PyTorch's
+    /// cross-entropy with ignore_index), whatever the micro-batches and ranks hold.
+    pub fn set_counted(&self, gpu: &Gpu, counted: u64, positions: u64) {
+        gpu.write(&self.micro.norm, 0, &[positions as f32 / counted.max(1) as f32]);
+    }
+
     /// Uploads the next submit's micro-batches at once: `words` holds, for slots 0, 1, …,
     /// each slot's B·T inputs then its B·T targets. One staging copy per submit.
     pub fn upload_slots(&self, gpu: &Gpu, words: &[u32]) {
@@ -228,8 +235,12 @@ impl Gpt {
 
     /// The mean loss of the evaluation forward.
     pub fn read_eval_loss(&self, gpu: &Gpu) -> Result<f32, GpuError> {
-        let losses = gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)?;
-        Ok((losses.iter().map(|&x| x as f64).sum::<f64>() / losses.len() as f64) as f32)
+        Ok((self.read_eval_sum(gpu)? / (self.b * self.t) as f64) as f32)
+    }
+
+    /// The summed loss of the evaluation forward (positions whose target is IGNORE add 0).
+    pub fn read_eval_sum(&self, gpu: &Gpu) -> Result<f64, GpuError> {
+        Ok(gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)?.iter().map(|&x| x as f64).sum())
     }
 
     /// The logits (B·T, V) of the last forward. Valid after `record_eval`; after a training

@@ -21,19 +21,22 @@ pub fn evaluate(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize) -> anyho
 /// and every rank gets the mean.
 pub fn evaluate_rows(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize, dist: &Dist) -> anyhow::Result<f32> {
     val.pos = 0;
-    let mut sum = 0.0;
+    let (mut sum, mut counted) = (0.0, 0u64);
     let n = batches.clamp(1, val.batches());
     let rows = gpt.b * gpt.t;
     let mine = dist.rank * rows..(dist.rank + 1) * rows;
     for _ in 0..n {
         let (x, y) = val.next_batch();
+        // Masked data: the mean over the targets that count (the global batch's).
+        counted += y.iter().filter(|&&t| t != crate::data::IGNORE).count() as u64;
         gpt.upload_batch(gpu, 0, &x[mine.clone()], &y[mine.clone()]);
         let mut rec = Recorder::new(gpu);
         gpt.record_eval(&mut rec);
         rec.submit()?;
-        sum += gpt.read_eval_loss(gpu)? as f64;
+        sum += gpt.read_eval_sum(gpu)?;
     }
-    Ok(dist.mean(sum / n as f64) as f32)
+    // Every rank's sum over the same count: their mean times the ranks is the global sum.
+    Ok((dist.mean(sum) * dist.size as f64 / counted.max(1) as f64) as f32)
 }
 
 /// Generates `n` tokens after `prompt` with temperature and top-k sampling, decoding one token

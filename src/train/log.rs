@@ -34,8 +34,9 @@ pub(super) struct Log<'d> {
     /// Milliseconds from the start of the run to its first step (loading, building the
     /// pipelines, tuning), logged with step `first` and not counted in its `ms`.
     pub setup_ms: Option<f64>,
-    /// (step, lr) of the step whose losses and grad norm are in flight.
-    pub pending: Option<(u64, f64)>,
+    /// (step, lr, counted targets of masked data) of the step whose losses and grad norm are
+    /// in flight.
+    pub pending: Option<(u64, f64, Option<u64>)>,
     /// When the last logged step's results came back: a step's time runs from there to its
     /// own results, the GPU's pace once the queue is full.
     pub last_done: Instant,
@@ -108,13 +109,14 @@ impl<'d> Log<'d> {
 
     /// Logs the pending step, if any: waits for its results only if the GPU is not done.
     pub fn flush(&mut self, gpu: &Gpu, opt: &mut Optimizer) -> anyhow::Result<()> {
-        let Some((step, lr)) = self.pending.take() else {
+        let Some((step, lr, counted)) = self.pending.take() else {
             return Ok(());
         };
         let all: Vec<f32> = self.probes.losses.take(gpu)?.unwrap_or_default();
         // The objective's per-position sums, then with distillation those of ce and kd.
         let rows = all.len() / if self.distilled { 3 } else { 1 };
-        let per = (rows * self.accum).max(1) as f64;
+        // Masked data: the mean over the step's counted targets (the ranks' means average).
+        let per = counted.map_or((rows * self.accum) as f64, |c| c as f64 / self.dist.size as f64).max(1.0);
         let mean = |xs: &[f32]| xs.iter().map(|&x| x as f64).sum::<f64>() / per;
         let mut loss = mean(&all[..rows]) as f32;
         let parts = self.distilled.then(|| (mean(&all[rows..2 * rows]), mean(&all[2 * rows..])));

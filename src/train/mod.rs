@@ -232,7 +232,7 @@ impl Session<'_> {
                 step.saturating_sub(1)
             );
         }
-        log.pending = Some((step, lr));
+        log.pending = Some((step, lr, log.probes.counted));
         Ok(true)
     }
 

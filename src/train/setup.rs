@@ -66,7 +66,16 @@ impl<'g> Session<'g> {
         if a.seq_len > config.n_positions {
             bail!("--seq-len {} exceeds the model's n_positions {}", a.seq_len, config.n_positions);
         }
+        if a.kd.teacher.is_some() && data.train.1.is_some() {
+            bail!("--teacher: distillation runs on every position; --data holds masked examples (train.mask)");
+        }
         let (loader, val) = loaders(a, data.train, data.val, dist.size, config.vocab_size)?;
+        if let Some(n) = loader.longer_than(a.seq_len).filter(|&n| n > 0 && dist.is_root()) {
+            println!(
+                "note: {n} examples are longer than --seq-len {} + 1 tokens: their rows keep the first {0}",
+                a.seq_len
+            );
+        }
         prepare_tuning(gpu, a, resume.map(|r| &r.1), dist)?;
         let mut gpt = build_model(gpu, a, (&config, lora), precision, dist)?;
         let prune = PruneSchedule::from_flags(&a.prune, a.steps).map_err(anyhow::Error::msg)?;
@@ -221,10 +230,13 @@ impl<'g> Session<'g> {
     }
 }
 
+/// Tokens, with the examples of masked data.
+type TokenData = (Vec<u32>, Option<data::Examples>);
+
 /// Training and validation tokens, and the tokenizer that made them.
 struct Data {
-    train: Vec<u32>,
-    val: Vec<u32>,
+    train: TokenData,
+    val: TokenData,
     tokenizer: Tokenizer,
     /// The tokenizer.json it came from; None for the bundled corpus and bare token files.
     tokenizer_file: Option<PathBuf>,
@@ -237,6 +249,7 @@ struct Data {
 fn load_data(a: &TrainArgs) -> anyhow::Result<Data> {
     let Some(path) = &a.data else {
         let (train, val) = data::bundled_corpus()?;
+        let (train, val) = ((train, None), (val, None));
         return Ok(Data { train, val, tokenizer: Tokenizer::byte(), tokenizer_file: None, known: true });
     };
     let (train_path, val_path, dir) = match data::prepared_files(path)? {
@@ -246,9 +259,9 @@ fn load_data(a: &TrainArgs) -> anyhow::Result<Data> {
     let file = dir.join("tokenizer.json");
     let tokenizer_file = file.is_file().then_some(file);
     let tokenizer = Tokenizer::for_dir(&dir).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
-    let val = val_path.as_ref().map(|p| data::read_tokens(p)).transpose()?.unwrap_or_default();
+    let val = val_path.as_ref().map(|p| data::sft::read_token_data(p)).transpose()?.unwrap_or_default();
     let known = tokenizer_file.is_some();
-    Ok(Data { train: data::read_tokens(&train_path)?, val, tokenizer, tokenizer_file, known })
+    Ok(Data { train: data::sft::read_token_data(&train_path)?, val, tokenizer, tokenizer_file, known })
 }
 
 /// The model's config, its vocabulary checked against the data's tokenizer: a fresh model
@@ -294,18 +307,14 @@ fn vocab(a: &TrainArgs, resume: Option<&Path>, data: &Data, root: bool) -> anyho
 /// Every rank reads the global batch (b rows per rank) and keeps its own rows.
 fn loaders(
     a: &TrainArgs,
-    train: Vec<u32>,
-    val: Vec<u32>,
+    train: TokenData,
+    val: TokenData,
     world: usize,
     vocab_size: usize,
 ) -> anyhow::Result<(Loader, Option<Loader>)> {
     let (b, t) = (a.batch_size, a.seq_len);
-    let loader = Loader::new(train, b * world, t, !a.no_shuffle, a.seed).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
-    let val = if val.len() > b * world * t {
-        Some(Loader::new(val, b * world, t, false, 0).map_err(anyhow::Error::msg)?)
-    } else {
-        None
-    };
+    let loader = Loader::of(train, b * world, t, !a.no_shuffle, a.seed).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
+    let val = Loader::of(val, b * world, t, false, 0).ok().filter(|v| v.batches() > 0);
     let max_tok = loader.max_token().max(val.as_ref().map_or(0, Loader::max_token));
     if max_tok as usize >= vocab_size {
         bail!("--data holds token id {max_tok}, but the model's vocab_size is {vocab_size}");

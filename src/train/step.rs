@@ -20,6 +20,9 @@ pub struct Probes {
     /// With pruning, the counts of pruned weights of the steps that pruned (a step that did
     /// not prune records nothing, and its submit maps nothing).
     pub pruned: Option<Readback>,
+    /// With masked data: the targets the step being recorded counts, over all its
+    /// micro-batches and ranks.
+    pub counted: Option<u64>,
 }
 
 impl Probes {
@@ -27,7 +30,7 @@ impl Probes {
         let pruned = gpt.prune.as_ref().map(|p| {
             Readback::new(gpu, 4 * crate::kernels::prune::SEL_WORDS * p.slots() as u64, "pruned counts readback")
         });
-        Self { losses: gpt.loss_readback(gpu), timer: StepTimer::new(gpu), pruned }
+        Self { losses: gpt.loss_readback(gpu), timer: StepTimer::new(gpu), pruned, counted: None }
     }
 
     /// `new` with no GPU timer (whose readback would add a wait to timed steps).
@@ -80,6 +83,10 @@ pub fn run_step(
     stop: &dyn Fn() -> bool,
 ) -> anyhow::Result<Option<wgpu::SubmissionIndex>> {
     let (k, per) = (gpt.accum(), gpt.micro_per_submit());
+    probes.counted = loader.masked().then(|| loader.counted_ahead(k));
+    if let Some(c) = probes.counted {
+        gpt.set_counted(gpu, c, (k * gpt.b * gpt.t * dist.size) as u64);
+    }
     let mut done = 0;
     let mut in_flight = None;
     while k - done > per {
