@@ -265,6 +265,59 @@ pub fn eval(
     Ok(())
 }
 
+/// `wgtrain eval --task`: the model's score on a JSONL task, with a JSON line for scripts.
+pub fn eval_task(
+    gpu: &Gpu,
+    (model, adapter): (&std::path::Path, Option<&std::path::Path>),
+    task: &std::path::Path,
+    (metric, max_new): (wgtrain::train::task::Metric, usize),
+    b: usize,
+    precision: wgtrain::model::Precision,
+) -> anyhow::Result<()> {
+    use wgtrain::train::task;
+    anyhow::ensure!(b > 0, "--batch-size must be positive");
+    anyhow::ensure!(max_new > 0 || metric == task::Metric::Choice, "--max-new-tokens must be positive");
+    let records = task::read_task(task, metric).map_err(anyhow::Error::msg)?;
+    let tok = model_tokenizer(model)?;
+    // Rows as long as the longest prompt (and option) need, and no longer.
+    let t = task::longest(&tok, &records).map_err(anyhow::Error::msg)?;
+    let choice = metric == task::Metric::Choice;
+    let (b, t) = if choice { (b, t) } else { (1, t) };
+    let Loaded { gpt, eos, .. } = load_model(gpu, (model, adapter), (b, Some(t)), precision)
+        .map_err(|e| anyhow::anyhow!("{e} (--task {} needs rows of {t} tokens)", task.display()))?;
+    let s = if choice {
+        task::choice_task(gpu, &gpt, &tok, &records)?
+    } else {
+        task::generate_task(gpu, &gpt, &tok, &records, (metric, max_new), eos)?
+    };
+    for (r, out) in records.iter().zip(&s.outputs).take(3) {
+        println!("  {:?} -> {out:?}", r.prompt);
+    }
+    let mut line = serde_json::to_value(&s)?;
+    println!(
+        "{} {:.4} ({} of {}) in {:.1} s",
+        line["metric"].as_str().unwrap_or("score"),
+        s.score,
+        s.correct,
+        s.total,
+        s.seconds
+    );
+    line["task"] = task.display().to_string().into();
+    println!("{line}");
+    Ok(())
+}
+
+/// The tokenizer of --model without loading its weights: a GGUF file's, or the directory's
+/// tokenizer.json (bytes without one).
+fn model_tokenizer(model: &std::path::Path) -> anyhow::Result<Tokenizer> {
+    match wgtrain::compress::gguf_path(model) {
+        Some(p) if !model.join("tokenizer.json").is_file() => {
+            wgtrain::compress::export::tokenizer_of(&p).map_err(anyhow::Error::msg)
+        }
+        _ => Tokenizer::for_dir(model).map_err(anyhow::Error::msg),
+    }
+}
+
 /// `wgtrain sample`: a continuation of `prompt`, or with `chat` the model's answer to it as a
 /// user message in the model's chat template (stopping at the end of its turn).
 pub fn sample(

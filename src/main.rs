@@ -46,15 +46,24 @@ enum Command {
     Train(Box<TrainCli>),
     /// Clean, deduplicate, tokenize and split text into train.bin / val.bin (no GPU needed).
     Prepare(Box<PrepareCli>),
-    /// Mean loss and perplexity of a checkpoint on a token file.
+    /// Mean loss and perplexity of a checkpoint on a token file, or its score on a task.
     Eval {
         /// Checkpoint directory (config.json, model.safetensors), a .gguf file, or a directory
         /// holding model.gguf (from `wgtrain quantize`).
         #[arg(long)]
         model: PathBuf,
         /// llm.c token file, or a directory from `wgtrain prepare` (its val.bin is used).
+        #[arg(long, required_unless_present = "task", conflicts_with = "task")]
+        data: Option<PathBuf>,
+        /// A JSONL task: {"prompt", "answer"} records (exact-match, contains), or {"prompt",
+        /// "choices", "answer": index} (choice). Prints the score and a JSON line.
         #[arg(long)]
-        data: PathBuf,
+        task: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "exact-match", requires = "task")]
+        metric: wgtrain::train::task::Metric,
+        /// Greedy answers stop at the end-of-text, a newline or this many new tokens.
+        #[arg(long, default_value_t = 64, requires = "task")]
+        max_new_tokens: usize,
         #[arg(long, default_value_t = 4)]
         batch_size: usize,
         /// Sequence length; the model's n_positions by default.
@@ -377,8 +386,15 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
                 return Ok(stopped);
             }
         }
-        Command::Eval { model, data, batch_size, seq_len, batches, lora_adapter } => {
-            eval(&gpu, (&model, lora_adapter.as_deref()), &data, (batch_size, seq_len), batches, precision)?
+        Command::Eval { model, data, task, metric, max_new_tokens, batch_size, seq_len, batches, lora_adapter } => {
+            let m = (model.as_path(), lora_adapter.as_deref());
+            match (task, data) {
+                (Some(task), _) => {
+                    commands::eval_task(&gpu, m, &task, (metric, max_new_tokens), batch_size, precision)?
+                }
+                (None, Some(data)) => eval(&gpu, m, &data, (batch_size, seq_len), batches, precision)?,
+                (None, None) => unreachable!("clap requires --data or --task"),
+            }
         }
         Command::Sample { model, prompt, chat, tokens, temperature, top_k, seed, lora_adapter } => {
             let sampling = (temperature, top_k, seed);

@@ -24,5 +24,6 @@ mod sft;
 mod shaders;
 mod smollm2;
 mod structured;
+mod task;
 mod train;
 mod tune;

@@ -238,6 +238,11 @@ impl Gpt {
         Ok((self.read_eval_sum(gpu)? / (self.b * self.t) as f64) as f32)
     }
 
+    /// The per-position losses of the evaluation forward (0 where the target is IGNORE).
+    pub fn read_eval_losses(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)
+    }
+
     /// The summed loss of the evaluation forward (positions whose target is IGNORE add 0).
     pub fn read_eval_sum(&self, gpu: &Gpu) -> Result<f64, GpuError> {
         Ok(gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)?.iter().map(|&x| x as f64).sum())

@@ -20,6 +20,7 @@ mod setup;
 pub mod signals;
 mod state;
 mod step;
+pub mod task;
 
 pub use args::{KdFlags, LoraFlags, TrainArgs};
 pub use defaults::{default_config, model_file, DEFAULT_CONFIG};
