@@ -95,8 +95,7 @@ impl TokenFile {
         self.w.write_all(&buf).map_err(|e| format!("{}: {e}", self.tmp.display()))
     }
 
-    pub(super) fn finish(mut self) -> Result<(), String> {
-        let err = |e: std::io::Error| format!("{}: {e}", self.tmp.display());
+    pub(super) fn finish(self) -> Result<(), String> {
         let count = i32::try_from(self.count).map_err(|_| {
             format!(
                 "{}: {} tokens exceed the int32 count of llm.c's header; split the input",
@@ -108,14 +107,20 @@ impl TokenFile {
         header[0] = if self.wide { MAGIC_U32 } else { MAGIC_U16 };
         header[1] = if self.wide { 7 } else { 1 };
         header[2] = count;
-        self.w.flush().map_err(err)?;
-        let mut f = self.w.into_inner().map_err(|e| format!("{}: {e}", self.tmp.display()))?;
-        f.seek(SeekFrom::Start(0))
-            .and_then(|_| f.write_all(bytemuck::cast_slice(&header)))
-            .and_then(|_| f.sync_all())
-            .map_err(err)?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| format!("{}: {e}", self.path.display()))
+        seal(self.w, &header, &self.tmp, &self.path)
     }
+}
+
+/// Ends a file written under `tmp` after a zero header: writes `header` over it, syncs, and
+/// renames it to `path`.
+pub(super) fn seal(w: BufWriter<File>, header: &[i32], tmp: &Path, path: &Path) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("{}: {e}", tmp.display());
+    let mut f = w.into_inner().map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.write_all(bytemuck::cast_slice(header)))
+        .and_then(|_| f.sync_all())
+        .map_err(err)?;
+    std::fs::rename(tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The seeded document split. Documents go in blocks of about 1/f (or 1/(1 − f)); block b

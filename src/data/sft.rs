@@ -10,7 +10,7 @@
 //! example: no kernel needs a document mask, and an example's positions start at 0 as they
 //! do at inference.
 
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{DataError, HEADER_INTS};
@@ -134,14 +134,8 @@ impl MaskFile {
     }
 
     pub fn finish(self) -> Result<(), String> {
-        let err = |e: std::io::Error| format!("{}: {e}", self.tmp.display());
         let mut header = [0i32; HEADER_INTS];
         header[..3].copy_from_slice(&[MAGIC_MASK, 1, i32::try_from(self.count).map_err(|_| "too many tokens")?]);
-        let mut f = self.w.into_inner().map_err(|e| format!("{}: {e}", self.tmp.display()))?;
-        f.seek(SeekFrom::Start(0))
-            .and_then(|_| f.write_all(bytemuck::cast_slice(&header)))
-            .and_then(|_| f.sync_all())
-            .map_err(err)?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| format!("{}: {e}", self.path.display()))
+        super::output::seal(self.w, &header, &self.tmp, &self.path)
     }
 }
