@@ -133,14 +133,25 @@ pub fn sample_until(
     Ok(Sampled { text: tok.decode(&out), prompt_tokens, prompt_s, new_tokens: out.len(), decode_s })
 }
 
+/// The first index of the largest logit (the one a stable descending sort puts first).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in logits.iter().enumerate() {
+        if x.total_cmp(&logits[best]).is_gt() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
 /// Samples from softmax(logits / temperature) over the top k; greedy when k is 1 or the
 /// temperature 0.
 pub fn pick(logits: &[f32], temperature: f32, top_k: usize, rng: &mut Rng) -> u32 {
+    if top_k == 1 || temperature <= 0.0 {
+        return argmax(logits);
+    }
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    if top_k == 1 || temperature <= 0.0 {
-        return idx[0] as u32;
-    }
     idx.truncate(top_k.max(1));
     let m = logits[idx[0]];
     let w: Vec<f64> = idx.iter().map(|&i| (((logits[i] - m) / temperature) as f64).exp()).collect();

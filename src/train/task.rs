@@ -153,7 +153,7 @@ pub fn generate_task(
         let mut out: Vec<u32> = Vec::new();
         let mut text = String::new();
         while out.len() < max_new {
-            let next = super::pick(&logits[..v], 0.0, 1, &mut crate::reference::Rng::new(0));
+            let next = super::argmax(&logits[..v]);
             if next == tok.eot || Some(next) == stop {
                 break;
             }
