@@ -7,7 +7,10 @@
 //
 //   qmatmul_forward  out (M, N) = inp (M, K) · deq(W) (N, K)ᵀ + bias (N), tiled (GPUs)
 //   qmatmul_rows     the same, a thread per output column and ROWS rows (CPU adapters, decoding)
+//   qmatmul_backward_input  dinp (M, K) (+)= dout (M, N) · deq(W) (N, K), tiled: the input
+//                    gradient through a frozen quantized weight (QLoRA)
 //   qembed_forward   out (M, C) = deq(wte)[tokens] (V, C) + wpe[pos0 + m % T] (no wpe: Llama)
+//   qdequantize      out (N, K) = deq(W): a scratch copy for a dense matmul (QuantPath::Dequant)
 //
 // A block of 32 weights along a row is FMT's u32 words (src/compress/quant.rs, gpu_words):
 // word 0 holds d (low half, f16) and m (high half, Q4_1), then the quants as ggml stores them:
@@ -27,7 +30,7 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    has_bias: u32,   // qembed: 1 adds wpe, 0 (Llama) none
+    has_bias: u32,   // qembed: 1 adds wpe, 0 (Llama) none; backward_input: 1 adds into out
     off_q: u32,
     t: u32,      // qembed: sequence length
     pos0: u32,   // qembed: position of the first row (decoding)
@@ -195,6 +198,74 @@ fn qmatmul_forward(
     }
 }
 
+// dinp (M, K) (+)= dout (M, N) · deq(W) (N, K): the forward's tiling with the roles of N and K
+// swapped. A workgroup owns 32 rows × one block column (32 of K); each step over N loads a
+// 32 × 32 tile of dout and dequantizes that block column of 32 weight rows, stored [n][e] so
+// that the product reads rows of it as the forward does.
+@compute @workgroup_size(8, 8)
+fn qmatmul_backward_input(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let row0 = wid.y * TILE;
+    let kb = wid.x;
+    let blocks = p.k / TILE;
+    let wpb = words_per_block();
+    var acc: array<vec4<f32>, 4>;
+    let j = li / 2u;
+    let part = li % 2u;
+    for (var n0 = 0u; n0 < p.n; n0 += TILE) {
+        for (var i = 0u; i < 16u; i++) {
+            let e = li + 64u * i;
+            let r = e / TILE;
+            let t = e % TILE;
+            var v = 0.0;
+            if row0 + r < p.m && n0 + t < p.n {
+                v = f32(inp[(row0 + r) * p.n + n0 + t]);
+            }
+            tile_a[t * PAD + r] = v;
+        }
+        let wrow = n0 + j;
+        let base = p.off_q + (wrow * blocks + kb) * wpb;
+        for (var i = 0u; i < 16u; i++) {
+            let e = part * 16u + i;
+            var v = 0.0;
+            if wrow < p.n {
+                v = dequant(base, e);
+            }
+            tile_w[j * PAD + e] = v;
+        }
+        workgroupBarrier();
+        for (var t = 0u; t < TILE; t++) {
+            let w = vec4<f32>(
+                tile_w[t * PAD + lid.x],
+                tile_w[t * PAD + lid.x + 8u],
+                tile_w[t * PAD + lid.x + 16u],
+                tile_w[t * PAD + lid.x + 24u],
+            );
+            for (var i = 0u; i < 4u; i++) {
+                acc[i] += tile_a[t * PAD + lid.y + 8u * i] * w;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + lid.y + 8u * i;
+        if row >= p.m {
+            continue;
+        }
+        for (var jj = 0u; jj < 4u; jj++) {
+            let at = row * p.k + kb * TILE + lid.x + 8u * jj;
+            var v = acc[i][jj];
+            if p.has_bias != 0u {
+                v += f32(out[at]);
+            }
+            out[at] = S0(v);
+        }
+    }
+}
+
 const WG: u32 = 256u;
 
 @compute @workgroup_size(WG)
@@ -211,4 +282,16 @@ fn qembed_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         x += bias[(p.pos0 + pos % p.t) * p.c + ch];
     }
     out[e] = S0(x);
+}
+
+// out (N, K) = deq(W), an element per thread, N = p.n rows of K = p.k.
+@compute @workgroup_size(WG)
+fn qdequantize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let e = gid.x + gid.y * groups.x * WG;
+    if e >= p.n * p.k {
+        return;
+    }
+    let row = e / p.k;
+    let col = e % p.k;
+    out[e] = S0(dequant(p.off_q + (row * (p.k / TILE) + col / TILE) * words_per_block(), col % TILE));
 }

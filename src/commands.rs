@@ -116,13 +116,14 @@ fn load_model(
         Ok(t)
     };
     if let Some(dir) = adapter {
-        // The base in f32 (a GGUF dequantized), the adapter's path beside it.
+        // The base as it is stored (a GGUF's blocks stay quantized), the adapter's path beside it.
         let src =
-            wgtrain::compress::load_source(model).map_err(|e| anyhow::anyhow!("--model {}: {e}", model.display()))?;
+            wgtrain::compress::load_base(model).map_err(|e| anyhow::anyhow!("--model {}: {e}", model.display()))?;
         let t = seq(src.config.n_positions)?;
-        let gpt = Gpt::with_adapter(gpu, src.config, (b, t), precision, dir)
+        let quant = wgtrain::model::QuantWeights::upload(gpu, &src.tensors)?;
+        let gpt = Gpt::with_adapter(gpu, (src.config, quant), (b, t), precision, dir)
             .map_err(|e| anyhow::anyhow!("--lora-adapter {}: {e}", dir.display()))?;
-        gpt.write_base(gpu, &src.values)?;
+        gpt.write_base(gpu, &wgtrain::model::quantized::dense_values(&src.tensors))?;
         let eos = src.chat.as_ref().and_then(|(_, e)| src.tok.token_id(e.as_deref()?));
         let chat_template = src.chat.map(|(t, _)| t);
         // A checkpoint without tokenizer.json is bytes, as below.

@@ -14,10 +14,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::compress::QType;
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder, Shader};
 use crate::kernels::attention::{self, AttnVariant};
 use crate::kernels::layernorm::{self, LnVariant};
 use crate::kernels::matmul::{Dims, Matmul, Product, Variant};
+use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::{Dtype, View};
 
 /// Version of the cache file's layout.
@@ -285,6 +287,62 @@ pub fn choose_layernorm(gpu: &Gpu, n: u32, c: u32, act: Dtype) -> Result<LnVaria
         })
     })?;
     Ok(LnVariant::parse(&name).unwrap_or(fallback))
+}
+
+/// How a product over a block-quantized weight runs: the fused dequantizing kernel
+/// (kernels::quant), or the weight dequantized into a scratch copy and then the tuned dense
+/// matmul (as bitsandbytes runs its 4-bit training products).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantPath {
+    Fused,
+    Dequant,
+}
+
+impl QuantPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantPath::Fused => "fused",
+            QuantPath::Dequant => "dequant",
+        }
+    }
+}
+
+/// The path of `product` (Forward or BackwardInput) at `d` over a `qtype` weight, `act` the
+/// activations' type. CPU adapters take Dequant untimed: on lavapipe (AMD EPYC, 2 cores) it
+/// ran SmolLM2's LoRA step 3× faster than the fused kernels. GPUs time both when tuning.
+pub fn choose_quant(gpu: &Gpu, product: Product, d: Dims, qtype: QType, act: Dtype) -> Result<QuantPath, GpuError> {
+    let thorough = gpu.tuning.lock().unwrap().thorough;
+    let names: Vec<String> = match short_list(gpu, thorough) {
+        true => vec![QuantPath::Dequant.name().into()],
+        false => [QuantPath::Fused, QuantPath::Dequant].iter().map(|p| p.name().to_string()).collect(),
+    };
+    let half = if act == Dtype::F16 { 0b111 } else { 0 };
+    // The dense product's own variant, chosen before the quant class's lock is taken.
+    let dense = Matmul::new(gpu).variant_typed(product, d, half)?;
+    let key = format!("quant {} {}{}", qtype.name(), class_key(product, d), half_suffix(half));
+    let name = choose_by(gpu, key, QuantPath::Dequant.name().into(), names.len(), || {
+        let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
+        let f = |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1));
+        let (out, a, wf) = (f(m * n.max(k))?, f(m * n.max(k))?, f(n * k)?);
+        let words = f(n * (k / 32) * qtype.gpu_words() as u64)?;
+        let q = QView { buf: &words, offset: 0, qtype, rows: d.n, cols: d.k };
+        let (t, mm) = (|buf| View::typed(buf, act), Matmul::with_variant(gpu, dense));
+        rank(gpu, &names, |name| match (name == "fused", product) {
+            (true, Product::Forward) => qk::forward(gpu, t(&out), t(&a), q, None, d.m),
+            (true, _) => qk::backward_input(gpu, t(&out), t(&a), q, d.m, false),
+            (false, Product::Forward) => {
+                let mut ops = vec![qk::dequantize(gpu, t(&wf), q)?];
+                ops.extend(mm.forward(t(&out), t(&a), t(&wf), None, d)?);
+                Ok(ops)
+            }
+            (false, _) => {
+                let mut ops = vec![qk::dequantize(gpu, t(&wf), q)?];
+                ops.extend(mm.backward_input(t(&out), t(&a), t(&wf), d)?);
+                Ok(ops)
+            }
+        })
+    })?;
+    Ok(if name == "fused" { QuantPath::Fused } else { QuantPath::Dequant })
 }
 
 /// The run's choice for `key`, else the cache's (when tuning, from a list of at least

@@ -172,6 +172,69 @@ fn run_qmatmul(
     }
 }
 
+/// dinp = dout · deq(W), and += onto what dinp held: M odd, N not a multiple of the tile
+/// (a partial last step over N), K three blocks; without `add` dinp starts as NaN.
+#[test]
+fn dequant_backward_input_matches_the_reference() {
+    let (m, n, k) = (37usize, 45usize, 96usize);
+    for gpu in builds() {
+        for q in BLOCKS {
+            let (w, words) = quantized(q, n, k, 5);
+            let mut r = Rng::new(6);
+            let (dout, prior) = (r.vec(m * n), r.vec(m * k));
+            let mut want = vec![0.0; m * k];
+            cpu::backward_input(&mut want, &dout, &w, m, n, k);
+            for add in [false, true] {
+                let pool = &gpu.pool;
+                let start = if add { prior.clone() } else { vec![f32::NAN; m * k] };
+                let dinp = pool.storage_from(&gpu.queue, Category::Activations, &start).unwrap();
+                let dy = pool.storage_from(&gpu.queue, Category::Activations, &dout).unwrap();
+                let wbuf = pool.storage_from(&gpu.queue, Category::Parameters, &words).unwrap();
+                let wv = QView { buf: &wbuf, offset: 0, qtype: q, rows: n as u32, cols: k as u32 };
+                let ops = qk::backward_input(gpu, View::from(&dinp), View::from(&dy), wv, m as u32, add).unwrap();
+                let mut rec = Recorder::new(gpu);
+                rec.run(&ops);
+                rec.submit().unwrap();
+                let got: Vec<f32> = gpu.read(&dinp, 0, m * k).unwrap();
+                let want: Vec<f32> = want.iter().zip(&prior).map(|(w, p)| if add { w + p } else { *w }).collect();
+                assert_close(&format!("backward_input {} add {add}", q.name()), &got, &want, 1e-5, 1e-5);
+            }
+        }
+    }
+}
+
+/// The dequantizing copy (the Dequant path's scratch) holds exactly the CPU's values, in f32,
+/// and in f16 rounded as the CPU rounds them; the copy starts as NaN.
+#[test]
+fn dequantized_copy_is_the_cpu_dequantization() {
+    let (n, k) = (45usize, 96usize);
+    for gpu in builds() {
+        for q in BLOCKS {
+            let (w, words) = quantized(q, n, k, 7);
+            for act in [Dtype::F32, Dtype::F16] {
+                if act == Dtype::F16 && !gpu.device.features().contains(wgpu::Features::SHADER_F16) {
+                    continue;
+                }
+                let out = gpu.pool.storage_from(&gpu.queue, Category::Scratch, &vec![f32::NAN; n * k]).unwrap();
+                let wbuf = gpu.pool.storage_from(&gpu.queue, Category::Parameters, &words).unwrap();
+                let wv = QView { buf: &wbuf, offset: 0, qtype: q, rows: n as u32, cols: k as u32 };
+                let op = qk::dequantize(gpu, View::typed(&out, act), wv).unwrap();
+                let mut rec = Recorder::new(gpu);
+                rec.dispatch(&op);
+                rec.submit().unwrap();
+                let (got, want): (Vec<f32>, Vec<f32>) = match act {
+                    Dtype::F32 => (gpu.read(&out, 0, n * k).unwrap(), w.clone()),
+                    Dtype::F16 => (
+                        gpu.read_f16(&out, 0, n * k).unwrap(),
+                        w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+                    ),
+                };
+                assert_close(&format!("dequantize {} {act:?}", q.name()), &got, &want, 0.0, 0.0);
+            }
+        }
+    }
+}
+
 #[test]
 fn dequant_embedding_matches_the_reference() {
     let (v, c, t, rows) = (29usize, 64usize, 7usize, 21usize);

@@ -85,7 +85,7 @@ fn matches_peft(gpu: &Gpu, base: &str, name: &str) {
     let lora =
         LoraConfig { rank: fx["rank"].as_u64().unwrap() as usize, alpha: fx["alpha"].as_f64().unwrap(), targets };
     let (b, t) = (fx["B"].as_u64().unwrap() as usize, fx["T"].as_u64().unwrap() as usize);
-    let gpt = Gpt::with_lora(gpu, config.clone(), (b, t, 1), Precision::F32, lora, 1).unwrap();
+    let gpt = Gpt::with_lora(gpu, (config.clone(), None), (b, t, 1), Precision::F32, lora, 1).unwrap();
     let base_values = checkpoint::load_hf(&fix.join(base).join("model.safetensors"), &config).unwrap();
     gpt.write_base(gpu, &base_values).unwrap();
     let adapters = load_peft(&fix.join(name).join("adapter_model.safetensors"), &config, &gpt.arena.table).unwrap();
@@ -124,7 +124,7 @@ fn matches_peft(gpu: &Gpu, base: &str, name: &str) {
     assert!(gpt.read_base(gpu).unwrap() == base_values, "{name}: the frozen base changed");
 
     // The forward-only model of eval and sample, from the adapter directory.
-    let eval = Gpt::with_adapter(gpu, config.clone(), (b, t), Precision::F32, &fix.join(name)).unwrap();
+    let eval = Gpt::with_adapter(gpu, (config.clone(), None), (b, t), Precision::F32, &fix.join(name)).unwrap();
     eval.write_base(gpu, &base_values).unwrap();
     eval.upload_batch(gpu, 0, &ints(&fx["inputs"]), &ints(&fx["targets"]));
     let mut rec = Recorder::new(gpu);

@@ -18,6 +18,7 @@ mod mixed;
 mod optim;
 mod prepare;
 mod prune;
+mod qlora;
 mod reliability;
 mod runtime;
 mod sft;

@@ -154,3 +154,33 @@ fn shape_classes_round_up_to_powers_of_two() {
     let batched = Dims { shared_weight: false, ..shared };
     assert_eq!(class_key(Product::BackwardInput, batched), "backward_input 8x8x8 z4");
 }
+
+/// A product over a quantized weight times the fused kernel against the dequantized copy and
+/// the dense matmul when every candidate is timed (GPUs, `wgtrain tune`), and the run keeps
+/// the faster; a training run on a CPU adapter takes the copy untimed.
+#[test]
+fn quantized_products_time_the_fused_and_the_dequantized_path() {
+    use wgtrain::compress::QType;
+    use wgtrain::kernels::Dtype;
+    use wgtrain::tune::{choose_quant, QuantPath};
+    if gpu().is_none() {
+        return;
+    }
+    let file = cache_dir("quant").join("tune.json");
+    let g = tuning_gpu(&file);
+    let d = Dims { batch: 1, m: 37, n: 45, k: 96, shared_weight: true };
+    for product in [Product::Forward, Product::BackwardInput] {
+        let path = choose_quant(&g, product, d, QType::Q4_1, Dtype::F32).unwrap();
+        let t = g.tuning.lock().unwrap();
+        let key = format!("quant q4_1 {}", class_key(product, d));
+        let (e, cached) = t.found.get(&key).expect("the quant class was timed");
+        assert_eq!((e.best.as_str(), e.candidates, *cached), (path.name(), 2, false), "{key}");
+        assert_eq!(t.choices()[&key], path.name());
+    }
+    let training = tuning_gpu_with(&cache_dir("quant-short").join("tune.json"), false);
+    let path = choose_quant(&training, Product::Forward, d, QType::Q8_0, Dtype::F32).unwrap();
+    if training.info.device_type == wgpu::DeviceType::Cpu {
+        assert_eq!(path, QuantPath::Dequant);
+        assert!(training.tuning.lock().unwrap().found.is_empty(), "a CPU adapter's training run timed a quant path");
+    }
+}

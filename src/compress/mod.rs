@@ -32,21 +32,37 @@ pub struct Source {
     pub chat: Option<(String, Option<String>)>,
 }
 
+/// A model as it is stored: `Source` with its tensors in their file's types (a GGUF file's
+/// blocks as they are, a checkpoint's f32).
+pub struct Base {
+    pub config: GptConfig,
+    pub tensors: Vec<export::Loaded>,
+    pub tok: Tokenizer,
+    pub chat: Option<(String, Option<String>)>,
+}
+
 /// An HF checkpoint directory (config.json, model.safetensors, tokenizer.json), or a GGUF
 /// file or `wgtrain quantize` directory, dequantized.
 pub fn load_source(path: &Path) -> Result<Source, String> {
+    let b = load_base(path)?;
+    let values = b.tensors.iter().map(|t| quant::dequantize(&t.bytes, t.qtype)).collect();
+    Ok(Source { config: b.config, values, tok: b.tok, chat: b.chat })
+}
+
+/// `load_source`'s model with its tensors as stored.
+pub fn load_base(path: &Path) -> Result<Base, String> {
     if let Some(file) = gguf_path(path) {
         let m = export::read_gpt2(&file)?;
-        let values = m.tensors.iter().map(|t| quant::dequantize(&t.bytes, t.qtype)).collect();
         let eos = m.eos.map(|id| m.tokenizer.decode(&[id]));
         let chat = m.chat_template.map(|t| (t, eos));
-        return Ok(Source { config: m.config, values, tok: m.tokenizer, chat });
+        return Ok(Base { config: m.config, tensors: m.tensors, tok: m.tokenizer, chat });
     }
     let config = GptConfig::load(&path.join("config.json")).map_err(|e| e.to_string())?;
     let values = checkpoint::load_hf(&path.join("model.safetensors"), &config).map_err(|e| e.to_string())?;
     let tok = Tokenizer::for_dir(path)?;
     let chat = crate::data::chat::chat_in_dir(path)?;
-    Ok(Source { config, values, tok, chat })
+    let tensors = crate::model::quantized::f32_tensors(&config, values);
+    Ok(Base { config, tensors, tok, chat })
 }
 
 /// A model's config, f32 weights (table order) and tokenizer, as `load_source` reads them.

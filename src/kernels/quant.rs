@@ -83,40 +83,103 @@ pub fn forward_variant(
     rows_kernel: bool,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let (n, k) = (w.rows, w.cols);
-    if !k.is_multiple_of(TILE) || w.qtype.shader_code() == u32::MAX {
-        return Err(GpuError::Unsupported(format!("a {} weight of rows of {k}", w.qtype.name())));
-    }
-    let row_bytes = (n as u64 * out.dtype.bytes()).max(k as u64 * inp.dtype.bytes());
-    let rows = window_rows(gpu.max_binding(), m, row_bytes)?;
+    check(&w)?;
     let bias_b = match bias {
         Some(b) => b.binding(gpu, n as u64)?,
         None => gpu.dummy.as_entire_buffer_binding(),
     };
     let entry = if rows_kernel { "qmatmul_rows" } else { "qmatmul_forward" };
     let kernel = Kernel::new(Shader::Quant, entry, SLOTS).with_half(half_mask(&[Some(out), Some(inp)]));
-    let mut out_d = Vec::new();
+    let mut constants = w.constants().to_vec();
+    if rows_kernel {
+        constants.push(("ROWS", ROWS as f64));
+    }
+    let p = QuantParams { n, k, has_bias: bias.is_some() as u32, ..Default::default() };
+    let groups = |mm: u32| match rows_kernel {
+        true => [n.div_ceil(64), mm.div_ceil(ROWS), 1],
+        false => [n.div_ceil(TILE), mm.div_ceil(TILE), 1],
+    };
+    let call = Call { kernel, constants: &constants, p, groups: &groups };
+    windowed(gpu, call, [out, inp], [n, k], w, bias_b, m)
+}
+
+/// dinp (M, K) = dout (M, N) · deq(w) (N, K), or += with `add`: the input gradient through a
+/// frozen quantized weight; split along M as `forward`.
+pub fn backward_input(
+    gpu: &Gpu,
+    dinp: View,
+    dout: View,
+    w: QView,
+    m: u32,
+    add: bool,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let (n, k) = (w.rows, w.cols);
+    check(&w)?;
+    let kernel =
+        Kernel::new(Shader::Quant, "qmatmul_backward_input", SLOTS).with_half(half_mask(&[Some(dinp), Some(dout)]));
+    let constants = w.constants();
+    let p = QuantParams { n, k, has_bias: add as u32, ..Default::default() };
+    let groups = |mm: u32| [k / TILE, mm.div_ceil(TILE), 1];
+    let call = Call { kernel, constants: &constants, p, groups: &groups };
+    windowed(gpu, call, [dinp, dout], [k, n], w, gpu.dummy.as_entire_buffer_binding(), m)
+}
+
+/// A weight the kernels take: rows of whole blocks, in a format they decode.
+fn check(w: &QView) -> Result<(), GpuError> {
+    if !w.cols.is_multiple_of(TILE) || w.qtype.shader_code() == u32::MAX {
+        return Err(GpuError::Unsupported(format!("a {} weight of rows of {}", w.qtype.name(), w.cols)));
+    }
+    Ok(())
+}
+
+/// One kernel of a product over a quantized weight, its uniform but for m, and its grid for m rows.
+struct Call<'a> {
+    kernel: Kernel,
+    constants: &'a [(&'static str, f64)],
+    p: QuantParams,
+    groups: &'a dyn Fn(u32) -> [u32; 3],
+}
+
+/// `call` over windows of rows of out (M, widths[0]) and inp (M, widths[1]), as many rows
+/// each as one binding holds.
+fn windowed(
+    gpu: &Gpu,
+    call: Call,
+    [out, inp]: [View; 2],
+    [wo, wi]: [u32; 2],
+    w: QView,
+    bias: wgpu::BufferBinding,
+    m: u32,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let row_bytes = (wo as u64 * out.dtype.bytes()).max(wi as u64 * inp.dtype.bytes());
+    let rows = window_rows(gpu.max_binding(), m, row_bytes)?;
+    let mut ops = Vec::new();
     for m0 in (0..m).step_by(rows as usize) {
         let mm = rows.min(m - m0);
-        let o = out.at_offset(out.offset + m0 as u64 * n as u64);
-        let a = inp.at_offset(inp.offset + m0 as u64 * k as u64);
+        let o = out.at_offset(out.offset + m0 as u64 * wo as u64);
+        let a = inp.at_offset(inp.offset + m0 as u64 * wi as u64);
         let b = [
-            o.binding(gpu, mm as u64 * n as u64)?,
-            a.binding(gpu, mm as u64 * k as u64)?,
+            o.binding(gpu, mm as u64 * wo as u64)?,
+            a.binding(gpu, mm as u64 * wi as u64)?,
             w.binding(gpu)?,
-            bias_b.clone(),
+            bias.clone(),
             gpu.dummy.as_entire_buffer_binding(),
         ];
-        let p = QuantParams { m: mm, n, k, has_bias: bias.is_some() as u32, ..Default::default() };
-        let mut constants = w.constants().to_vec();
-        let groups = if rows_kernel {
-            constants.push(("ROWS", ROWS as f64));
-            [n.div_ceil(64), mm.div_ceil(ROWS), 1]
-        } else {
-            [n.div_ceil(TILE), mm.div_ceil(TILE), 1]
-        };
-        out_d.push(dispatch_with(gpu, kernel, &constants, &b, &p, groups)?);
+        let p = QuantParams { m: mm, ..call.p };
+        ops.push(dispatch_with(gpu, call.kernel, call.constants, &b, &p, (call.groups)(mm))?);
     }
-    Ok(out_d)
+    Ok(ops)
+}
+
+/// out (N, K) = deq(w): the weight in `out`'s type, for a dense product.
+pub fn dequantize(gpu: &Gpu, out: View, w: QView) -> Result<Dispatch, GpuError> {
+    check(&w)?;
+    let len = w.rows as u64 * w.cols as u64;
+    let dummy = gpu.dummy.as_entire_buffer_binding();
+    let b = [out.binding(gpu, len)?, dummy.clone(), w.binding(gpu)?, dummy.clone(), dummy];
+    let kernel = Kernel::new(Shader::Quant, "qdequantize", SLOTS).with_half(half_mask(&[Some(out)]));
+    let p = QuantParams { n: w.rows, k: w.cols, ..Default::default() };
+    dispatch_with(gpu, kernel, &w.constants(), &b, &p, grid(gpu, len.div_ceil(WG as u64) as u32))
 }
 
 /// The uniform of `embed` for rows at positions pos0 + (m % t).

@@ -2,7 +2,7 @@
 //! gradient of the block's output back to that of its input, adding the parameters'
 //! gradients into the arena.
 
-use super::block::{rope_qk, LayerActs, Scratch, Shape, Weights};
+use super::block::{rope_qk, LayerActs, Linear, Scratch, Shape, Weights};
 use super::config::Arch;
 use super::Cmd;
 use crate::gpu::{Dispatch, Gpu, GpuError};
@@ -41,11 +41,17 @@ pub(super) fn linear_backward(
     lin: Dims,
     add: bool,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let wv = w.mm(&format!("{layer}.weight"));
+    let weight = format!("{layer}.weight");
     let mut ops = match (w.frozen(), add) {
-        (true, false) => mm.backward_input(dinp, dout, wv, lin)?,
-        (true, true) => mm.backward_input_add(dinp, dout, wv, lin)?,
+        (true, add) => match w.linear(&weight) {
+            Linear::Quant(q) => {
+                w.quant.expect("a quantized weight").backward_input((gpu, mm), [dinp, dout], q, lin, add)?
+            }
+            Linear::Dense(wv) if add => mm.backward_input_add(dinp, dout, wv, lin)?,
+            Linear::Dense(wv) => mm.backward_input(dinp, dout, wv, lin)?,
+        },
         (false, add) => {
+            let wv = w.mm(&weight);
             let (gw, gb) = (w.grad(&format!("{layer}.weight")), bias.then(|| w.grad(&format!("{layer}.bias"))));
             match add {
                 false => mm.backward(dinp, gw, gb, dout, inp, wv, lin)?,

@@ -230,7 +230,7 @@ pub(super) fn linear(
     let b = bias.then(|| w.mm(&format!("{layer}.bias")));
     let mut ops = match w.linear(&format!("{layer}.weight")) {
         Linear::Dense(wv) => mm.forward(out, inp, wv, b, dims)?,
-        Linear::Quant(q) => qk::forward(gpu, out, inp, q, b, dims.m)?,
+        Linear::Quant(q) => w.quant.expect("a quantized weight").forward((gpu, mm), [out, inp], q, b, dims)?,
     };
     if let Some(ad) = w.adapter(layer) {
         ops.extend(crate::kernels::lora::forward(mm, gpu, out, inp, &ad, dims)?);

@@ -12,7 +12,7 @@ use safetensors::SafeTensors;
 use super::block::Weights;
 use super::checkpoint::{self, CheckpointError};
 use super::config::GptConfig;
-use super::Gpt;
+use super::{Gpt, QuantWeights};
 use crate::gpu::{Category, Gpu, GpuError};
 use crate::kernels::lora::Adapter;
 use crate::kernels::Tensor;
@@ -288,15 +288,16 @@ impl Gpt {
     /// A model for LoRA fine-tuning: `config`'s weights frozen (write them with
     /// `write_base`), adapters on the layers `lora` targets as the trainable arena, A
     /// Kaiming-uniform from `seed` and B zero, so that it starts as the base.
+    /// With `quant`, the base's weights that it holds stay block-quantized (QLoRA).
     pub fn with_lora(
         gpu: &Gpu,
-        config: GptConfig,
+        (config, quant): (GptConfig, Option<QuantWeights>),
         (b, t, accum): (usize, usize, usize),
         precision: super::Precision,
         lora: LoraConfig,
         seed: u64,
     ) -> Result<Self, GpuError> {
-        let gpt = Self::lora_model(gpu, config, (b, t, accum), precision, lora, true)?;
+        let gpt = Self::lora_model(gpu, (config, quant), (b, t, accum), precision, lora, true)?;
         gpt.init_adapters(gpu, seed);
         Ok(gpt)
     }
@@ -305,13 +306,13 @@ impl Gpt {
     /// eval and sample: write the base with `write_base`.
     pub fn with_adapter(
         gpu: &Gpu,
-        config: GptConfig,
+        (config, quant): (GptConfig, Option<QuantWeights>),
         (b, t): (usize, usize),
         precision: super::Precision,
         dir: &Path,
     ) -> anyhow::Result<Self> {
         let lora = read_peft_config(dir).map_err(anyhow::Error::msg)?;
-        let gpt = Self::lora_model(gpu, config, (b, t, 1), precision, lora, false)?;
+        let gpt = Self::lora_model(gpu, (config, quant), (b, t, 1), precision, lora, false)?;
         let values = load_peft(&dir.join(ADAPTER_FILE), &gpt.config, &gpt.arena.table)?;
         gpt.write_params(gpu, &values);
         gpt.write_half_params(gpu)?;
@@ -321,7 +322,7 @@ impl Gpt {
     /// The LoRA model's arenas, scratch and dispatches; with `train` the backward too.
     fn lora_model(
         gpu: &Gpu,
-        config: GptConfig,
+        (config, quant): (GptConfig, Option<QuantWeights>),
         (b, t, accum): (usize, usize, usize),
         precision: super::Precision,
         lora: LoraConfig,
@@ -332,7 +333,9 @@ impl Gpt {
         }
         let specs = adapter_specs(&config, &lora).map_err(GpuError::Unsupported)?;
         let half = precision == super::Precision::F16;
-        let base = ParamArena::for_inference(gpu, ParamTable::new(config.parameter_specs()), half)?;
+        let dense =
+            config.parameter_specs().into_iter().filter(|(n, _)| quant.as_ref().is_none_or(|q| q.view(n).is_none()));
+        let base = ParamArena::for_inference(gpu, ParamTable::new(dense), half)?;
         let table = ParamTable::new(specs);
         let arena =
             if train { ParamArena::new(gpu, table, half)? } else { ParamArena::for_inference(gpu, table, half)? };
@@ -345,7 +348,7 @@ impl Gpt {
         }
         let dh = Tensor::new(gpu, Category::Activations, if train { rows } else { 1 }, act)?;
         let lora = Lora { cfg: lora, base, h, dh };
-        let mut gpt = Self::alloc(gpu, config, (b, t, accum), precision, arena, None)?;
+        let mut gpt = Self::alloc(gpu, config, (b, t, accum), precision, arena, quant)?;
         gpt.lora = Some(lora);
         gpt.build(gpu, train)?;
         Ok(gpt)
@@ -367,14 +370,15 @@ impl Gpt {
         self.write_params(gpu, &values);
     }
 
-    /// Writes the frozen base weights of a LoRA model (in table order), and their f16 copy.
+    /// Writes the frozen base weights of a LoRA model (in table order; those it holds
+    /// quantized left out, as `quantized::dense_values` leaves them), and their f16 copy.
     pub fn write_base(&self, gpu: &Gpu, values: &[Vec<f32>]) -> Result<(), GpuError> {
         let lora = self.lora.as_ref().ok_or_else(|| GpuError::Unsupported("not a LoRA model".into()))?;
         gpu.write(&lora.base.params, 0, &lora.base.table.pack(values));
         super::run::write_half(gpu, &lora.base)
     }
 
-    /// The frozen base weights of a LoRA model, in table order.
+    /// The frozen base weights of a LoRA model that it holds in f32, in table order.
     pub fn read_base(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
         let lora = self.lora.as_ref().ok_or_else(|| GpuError::Unsupported("not a LoRA model".into()))?;
         Ok(lora.base.table.unpack(&gpu.read::<f32>(&lora.base.params, 0, lora.base.table.len as usize)?))

@@ -226,6 +226,7 @@ impl Gpt {
         let f = |len: usize| gpu.pool.storage(Category::Activations, 4 * len as u64);
         let shape = Shape::new(&config, b, t)?;
         let acts = (0..config.n_layer).map(|_| LayerActs::new(gpu, &shape, act)).collect::<Result<Vec<_>, _>>()?;
+        let quant = quant.map(|q| q.with_scratch(gpu, act)).transpose()?;
         let rope = match config.arch {
             Arch::Llama => {
                 Some(crate::kernels::rope::upload_table(gpu, config.n_positions, config.head_size(), config.theta())?)

@@ -108,6 +108,12 @@ pub struct LoraFlags {
     /// rank, α and targets, and its weights (--adapter picks the GPU).
     #[arg(long)]
     pub lora_adapter: Option<PathBuf>,
+    /// How the frozen base is held: keep (a GGUF file's block-quantized weights stay so on the
+    /// GPU, dequantized inside the matmuls: QLoRA; a checkpoint stays f32), f32 (all
+    /// dequantized), or q8_0|q4_0|q4_1 (the linear weights quantized on loading).
+    #[arg(long, value_enum, default_value_t)]
+    #[serde(default)]
+    pub lora_base: crate::model::quantized::BaseFormat,
 }
 
 impl LoraFlags {
@@ -234,6 +240,8 @@ pub(super) fn check_args(a: &TrainArgs, world: usize) -> anyhow::Result<()> {
                 "--lora-rank trains adapters over frozen weights: --qat and --prune-to change those weights; drop them"
             );
         }
+    } else if a.lora.lora_base != Default::default() {
+        bail!("--lora-base sets how a LoRA run holds its frozen base: it needs --lora-rank or --lora-adapter");
     }
     Ok(())
 }

@@ -45,6 +45,15 @@ pub(super) fn weights(init: &Path, config: &GptConfig) -> anyhow::Result<Vec<Vec
     Ok(checkpoint::load_hf(&file, config)?)
 }
 
+/// The parameters as tensors in table order: a GGUF file's as it stores them (block-quantized
+/// ones too), an HF checkpoint's in f32.
+pub(super) fn tensors(init: &Path, config: &GptConfig) -> anyhow::Result<Vec<export::Loaded>> {
+    if let Some(path) = gguf(init) {
+        return Ok(read_gguf(&path)?.tensors);
+    }
+    Ok(crate::model::quantized::f32_tensors(config, weights(init, config)?))
+}
+
 /// The tokenizer the weights were made for, where `--init` says: the GGUF's, or a
 /// tokenizer.json beside the weights. None when neither is there.
 pub(super) fn tokenizer(init: &Path) -> anyhow::Result<Option<(Tokenizer, PathBuf)>> {

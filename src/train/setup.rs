@@ -9,13 +9,15 @@ use anyhow::{bail, Context};
 use super::args::{check_args, model_config};
 use super::state::{checkpoints, holds_run, Progress, RunState};
 use super::TrainArgs;
+use crate::compress::export::Loaded;
 use crate::compress::prune::{PruneSchedule, Pruner};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{self, Loader};
 use crate::dist::Dist;
 use crate::gpu::Gpu;
 use crate::kernels::distill::Kd;
-use crate::model::{checkpoint, Gpt, GptConfig, Precision, PrecisionChoice};
+use crate::model::quantized::{base_tensors, dense_values};
+use crate::model::{checkpoint, Gpt, GptConfig, Precision, PrecisionChoice, QuantWeights};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use crate::parallel::Parallel;
 
@@ -77,7 +79,14 @@ impl<'g> Session<'g> {
             );
         }
         prepare_tuning(gpu, a, resume.map(|r| &r.1), dist)?;
-        let mut gpt = build_model(gpu, a, (&config, lora), precision, dist)?;
+        // A LoRA run's frozen base, in the form --lora-base asks for.
+        let base = match (&lora, &a.init) {
+            (Some(_), Some(init)) => {
+                Some(base_tensors(&config, super::init::tensors(init, &config)?, a.lora.lora_base))
+            }
+            _ => None,
+        };
+        let mut gpt = build_model(gpu, a, (&config, lora, base.as_deref()), precision, dist)?;
         let prune = PruneSchedule::from_flags(&a.prune, a.steps).map_err(anyhow::Error::msg)?;
         if prune.is_some() {
             gpt.prune = Some(Pruner::new(gpu, &mut gpt.arena, a.prune.prune_scope)?);
@@ -87,7 +96,7 @@ impl<'g> Session<'g> {
             let kd = Kd { temperature: a.kd.kd_temperature, weight: a.kd.kd_weight };
             gpt.distill_from(gpu, teacher, kd).map_err(|e| anyhow::anyhow!("--teacher {}: {e}", dir.display()))?;
         }
-        load_weights(gpu, &gpt, a, resume.map(|r| r.0.as_path()), &config)?;
+        load_weights(gpu, &gpt, a, resume.map(|r| r.0.as_path()), (&config, base))?;
         let par =
             (dist.size > 1).then(|| Parallel::new(gpu, &gpt, dist, a.zero == 1, a.optimizer == OptimizerKind::Lamb));
         let mut opt = optimizer(gpu, a, &gpt, par.as_ref(), dist)?;
@@ -197,8 +206,10 @@ impl<'g> Session<'g> {
         };
         let params = match &self.gpt.lora {
             Some(l) => format!(
-                "{:.2}M parameters frozen, LoRA rank {} (α {}) on {} layers ({}): {} trainable",
-                l.base.table.numel() as f64 / 1e6,
+                "{:.2}M parameters frozen{}, LoRA rank {} (α {}) on {} layers ({}): {} trainable",
+                self.config.parameter_specs().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() as f64
+                    / 1e6,
+                frozen_bytes(&self.gpt),
                 l.cfg.rank,
                 l.cfg.alpha,
                 l.cfg.targeted(c).map_or(0, |t| t.len()),
@@ -227,6 +238,18 @@ impl<'g> Session<'g> {
             };
             println!("{} ranks, global batch {} × {}; {how}", self.dist.size, a.batch_size * self.dist.size, a.seq_len);
         }
+    }
+}
+
+/// What a LoRA model's frozen base takes on the GPU: its f32 arena, and its quantized
+/// weights where it holds some (QLoRA).
+fn frozen_bytes(gpt: &Gpt) -> String {
+    let dense = gpt.lora.as_ref().map_or(0, |l| 4 * l.base.table.len);
+    match &gpt.quant {
+        Some(q) => {
+            format!(" in {:.1} MB ({:.1} MB block-quantized)", (dense + q.bytes()) as f64 / 1e6, q.bytes() as f64 / 1e6)
+        }
+        None => format!(" in {:.1} MB (f32)", dense as f64 / 1e6),
     }
 }
 
@@ -349,13 +372,18 @@ fn prepare_tuning(gpu: &Gpu, a: &TrainArgs, resumed: Option<&RunState>, dist: &D
 }
 
 /// The weights a run starts from: a checkpoint's (resume), --init's, or a fresh init. A LoRA
-/// run's base always comes from --init, its adapters from the checkpoint, --lora-adapter or their
-/// own init.
-fn load_weights(gpu: &Gpu, gpt: &Gpt, a: &TrainArgs, resume: Option<&Path>, config: &GptConfig) -> anyhow::Result<()> {
+/// run's base always comes from --init (`base`, read before the model was built), its adapters
+/// from the checkpoint, --lora-adapter or their own init.
+fn load_weights(
+    gpu: &Gpu,
+    gpt: &Gpt,
+    a: &TrainArgs,
+    resume: Option<&Path>,
+    (config, base): (&GptConfig, Option<Vec<Loaded>>),
+) -> anyhow::Result<()> {
     use crate::model::lora::{load_peft, ADAPTER_FILE};
-    if gpt.lora.is_some() {
-        let init = a.init.as_ref().expect("check_args: LoRA needs --init");
-        gpt.write_base(gpu, &super::init::weights(init, config)?)?;
+    if let Some(base) = base {
+        gpt.write_base(gpu, &dense_values(&base))?;
         let adapters = resume.or(a.lora.lora_adapter.as_deref());
         if let Some(dir) = adapters {
             let file = dir.join(ADAPTER_FILE);
@@ -383,13 +411,16 @@ fn load_weights(gpu: &Gpu, gpt: &Gpt, a: &TrainArgs, resume: Option<&Path>, conf
 fn build_model(
     gpu: &Gpu,
     a: &TrainArgs,
-    (config, lora): (&GptConfig, Option<crate::model::lora::LoraConfig>),
+    (config, lora, base): (&GptConfig, Option<crate::model::lora::LoraConfig>, Option<&[Loaded]>),
     p: Precision,
     dist: &Dist,
 ) -> anyhow::Result<Gpt> {
     let (b, t) = (a.batch_size, a.seq_len);
     let gpt = match lora {
-        Some(lora) => Gpt::with_lora(gpu, config.clone(), (b, t, a.grad_accum), p, lora, a.seed),
+        Some(lora) => {
+            let quant = QuantWeights::upload(gpu, base.unwrap_or_default())?;
+            Gpt::with_lora(gpu, (config.clone(), quant), (b, t, a.grad_accum), p, lora, a.seed)
+        }
         None => Gpt::training(gpu, config.clone(), (b, t, a.grad_accum), p, a.qat),
     };
     if dist.size > 1 && dist.is_root() {
