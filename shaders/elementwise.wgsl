@@ -11,6 +11,12 @@
 //   addcdiv          y = y + s0 · x1 / x2
 //   add              y = x1 + x2            (residual forward)
 //   accumulate       y = y + x1             (residual backward, tied weights)
+//   dropout          y = x1 · keep · scale   (LoRA's input dropout; dropout_add: y += that)
+//
+// dropout's x2 is one vec4 of f32 bits, written by the host per micro-batch: the seed, the
+// threshold (u32 bits: an element is kept when hash(seed ^ salt, element) >= threshold),
+// the scale 1 / (1 − p), unused. Threshold 0 and scale 1 (evaluation) keep everything as it
+// is. s0 is the salt (an integer, per adapter), so that each adapter draws its own mask.
 //
 // Spans are processed as whole vec4s: a span of a length that is not a multiple of 4 writes
 // up to 3 elements past its end, which the 64-element tensor layouts leave as padding.
@@ -117,5 +123,33 @@ fn accumulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let r = range(wid);
     for (var e = r.x + lid; e < r.y; e += WG) {
         y[e] = vec4<S0>(ld_y(e) + ld_x1(e));
+    }
+}
+
+// The dropout factors of vec4 element e: keep · scale, per lane.
+fn dropped(e: u32) -> vec4<f32> {
+    let key = x2[0];
+    let seed = bitcast<u32>(f32(key.x)) ^ u32(p.s0);
+    let threshold = bitcast<u32>(f32(key.y));
+    var f: vec4<f32>;
+    for (var i = 0u; i < 4u; i++) {
+        f[i] = select(0.0, f32(key.z), hash(seed, 4u * e + i) >= threshold);
+    }
+    return f;
+}
+
+@compute @workgroup_size(WG)
+fn dropout(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        y[e] = vec4<S0>(ld_x1(e) * dropped(e));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn dropout_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = range(wid);
+    for (var e = r.x + lid; e < r.y; e += WG) {
+        y[e] = vec4<S0>(ld_y(e) + ld_x1(e) * dropped(e));
     }
 }

@@ -87,13 +87,6 @@ fn f16_bits(x: f32, r: u32) -> u32 {
     return f16_round(x, r, p.stochastic != 0u);
 }
 
-// A 32-bit hash of (seed, element): PCG's output function on a mixed state.
-fn hash(seed: u32, e: u32) -> u32 {
-    let s = e * 747796405u + 2891336453u + seed * 2654435769u;
-    let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
-    return (w >> 22u) ^ w;
-}
-
 // Writes the f16 copy of the vec4 of params at vec4 index e of the window.
 fn store_half(e: u32, x: vec4<f32>) {
     if p.write_half == 0u {

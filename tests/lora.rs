@@ -6,6 +6,7 @@ use wgtrain::gpu::{Category, GpuBuffer, Recorder};
 use wgtrain::kernels::lora::{self, Adapter};
 use wgtrain::kernels::matmul::{Dims, Matmul};
 use wgtrain::kernels::View;
+use wgtrain::reference::dropout::Key;
 use wgtrain::reference::{lora as cpu, Rng};
 use wgtrain::Gpu;
 
@@ -15,7 +16,8 @@ fn upload(gpu: &Gpu, data: &[f32]) -> GpuBuffer {
     gpu.pool.storage_from(&gpu.queue, Category::Scratch, data).unwrap()
 }
 
-fn check(gpu: &Gpu, (m, n, k, r): (usize, usize, usize, usize), seed: u64) {
+/// The path at (M, N, K, rank r), with dropout of probability p when given (a key of its own).
+fn check(gpu: &Gpu, (m, n, k, r): (usize, usize, usize, usize), seed: u64, p: Option<f64>) {
     let mut rng = Rng::new(seed);
     let (x, a, b) = (rng.vec(m * k), rng.vec(r * k), rng.vec(n * r));
     let (y0, dy, dx0, da0, db0) = (rng.vec(m * n), rng.vec(m * n), rng.vec(m * k), rng.vec(r * k), rng.vec(n * r));
@@ -24,6 +26,10 @@ fn check(gpu: &Gpu, (m, n, k, r): (usize, usize, usize, usize), seed: u64) {
     let nan = vec![f32::NAN; (m * r).next_multiple_of(4)];
     let (h, dh) = (upload(gpu, &nan), upload(gpu, &nan));
     let v = |i: usize| View::from(&bufs[i]);
+    let key = p.map(|p| Key::new(seed as u32 * 7919, p));
+    let key_buf = upload(gpu, bytemuck::cast_slice::<u32, f32>(&key.unwrap_or(Key::OFF).words()));
+    let xd = upload(gpu, &vec![f32::NAN; (m * k).next_multiple_of(4)]);
+    let dropout = key.map(|_| lora::Dropout { key: &key_buf, salt: 5, xd: View::from(&xd) });
     let ad = Adapter {
         a: v(1),
         b: v(2),
@@ -33,6 +39,7 @@ fn check(gpu: &Gpu, (m, n, k, r): (usize, usize, usize, usize), seed: u64) {
         dh: View::from(&dh),
         rank: r as u32,
         scale: s,
+        dropout,
     };
     let (mm, d) = (Matmul::new(gpu), Dims::linear(m as u32, n as u32, k as u32));
     let mut ops = lora::forward(&mm, gpu, v(3), v(0), &ad, d).unwrap();
@@ -41,12 +48,21 @@ fn check(gpu: &Gpu, (m, n, k, r): (usize, usize, usize, usize), seed: u64) {
     ops.iter().for_each(|op| rec.dispatch(op));
     rec.submit().unwrap();
 
+    let mask: Option<Vec<f32>> = key.map(|key| (0..m * k).map(|e| key.factor(5, e)).collect());
+    let xm: Vec<f32> = match &mask {
+        Some(f) => x.iter().zip(f).map(|(x, f)| x * f).collect(),
+        None => x.clone(),
+    };
     let mut y = y0.clone();
-    let h_want = cpu::forward(&mut y, &x, &a, &b, (m, n, k, r), s);
+    let h_want = cpu::forward(&mut y, &xm, &a, &b, (m, n, k, r), s);
     let (mut dx, mut da, mut db) = (dx0.clone(), da0.clone(), db0.clone());
-    cpu::backward((&mut dx, &mut da, &mut db), &dy, &x, (&a, &b, &h_want), (m, n, k, r), s);
+    cpu::backward((&mut dx, &mut da, &mut db), &dy, (&x, mask.as_deref()), (&a, &b, &h_want), (m, n, k, r), s);
+    if let (Some(f), Some(p)) = (&mask, p) {
+        let dropped = f.iter().filter(|&&f| f == 0.0).count() as f64 / f.len() as f64;
+        assert!((dropped - p).abs() < 0.1, "dropped {dropped} of the inputs at p {p}");
+    }
     let read = |buf: &GpuBuffer, len| gpu.read::<f32>(buf, 0, len).unwrap();
-    let what = |t: &str| format!("{t} (M {m} N {n} K {k} rank {r}, {})", gpu.checked_shaders);
+    let what = |t: &str| format!("{t} (M {m} N {n} K {k} rank {r} dropout {p:?}, {})", gpu.checked_shaders);
     assert_close(&what("h"), &read(&h, m * r), &h_want, 1e-5, 1e-5);
     assert_close(&what("y"), &read(&bufs[3], m * n), &y, 1e-5, 1e-5);
     assert_close(&what("dB"), &read(&bufs[7], n * r), &db, 1e-4, 1e-5);
@@ -58,9 +74,11 @@ fn check(gpu: &Gpu, (m, n, k, r): (usize, usize, usize, usize), seed: u64) {
 fn lora_path_matches_the_reference_at_ranks_1_3_8() {
     for gpu in builds() {
         for (i, r) in [1, 3, 8].into_iter().enumerate() {
-            check(gpu, (37, 23, 29, r), 40 + i as u64);
+            check(gpu, (37, 23, 29, r), 40 + i as u64, None);
         }
-        check(gpu, (1, 7, 5, 3), 50);
+        check(gpu, (1, 7, 5, 3), 50, None);
+        check(gpu, (37, 23, 29, 3), 60, Some(0.3));
+        check(gpu, (5, 7, 29, 1), 61, Some(0.1));
     }
 }
 
@@ -82,8 +100,12 @@ fn matches_peft(gpu: &Gpu, base: &str, name: &str) {
     };
     let config = GptConfig::load(&fix.join(base).join("config.json")).unwrap();
     let targets = fx["modules"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
-    let lora =
-        LoraConfig { rank: fx["rank"].as_u64().unwrap() as usize, alpha: fx["alpha"].as_f64().unwrap(), targets };
+    let lora = LoraConfig {
+        rank: fx["rank"].as_u64().unwrap() as usize,
+        alpha: fx["alpha"].as_f64().unwrap(),
+        targets,
+        dropout: 0.0,
+    };
     let (b, t) = (fx["B"].as_u64().unwrap() as usize, fx["T"].as_u64().unwrap() as usize);
     let gpt = Gpt::with_lora(gpu, (config.clone(), None), (b, t, 1), Precision::F32, lora, 1).unwrap();
     let base_values = checkpoint::load_hf(&fix.join(base).join("model.safetensors"), &config).unwrap();
@@ -180,7 +202,13 @@ fn train_with_lora_saves_adapters_and_resumes_bitwise() {
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny");
     let tokens: Vec<u32> = (0..3000).map(|i| ((i * 11 + i / 5) % 67) as u32).collect();
     wgtrain::data::write_tokens(&dir.join("train.bin"), &tokens).unwrap();
-    let lora = LoraFlags { lora_rank: Some(3), lora_targets: Some("c_attn,mlp.c_proj".into()), ..Default::default() };
+    // With dropout: its masks, drawn from the seed and the step, must come back on resume.
+    let lora = LoraFlags {
+        lora_rank: Some(3),
+        lora_targets: Some("c_attn,mlp.c_proj".into()),
+        lora_dropout: Some(0.1),
+        ..Default::default()
+    };
     let args = TrainArgs {
         config: None,
         init: Some(base.clone()),
@@ -197,6 +225,7 @@ fn train_with_lora_saves_adapters_and_resumes_bitwise() {
     assert!(out.join("ckpt-00000004/adapter_model.safetensors").is_file());
     let cfg = read_peft_config(&out).unwrap();
     assert_eq!((cfg.rank, cfg.alpha, cfg.targets.clone()), (3, 8.0, vec!["c_attn".to_string(), "mlp.c_proj".into()]));
+    assert_eq!(cfg.dropout, 0.1);
     let config = GptConfig::load(&base.join("config.json")).unwrap();
     let table = wgtrain::optim::ParamTable::new(wgtrain::model::lora::adapter_specs(&config, &cfg).unwrap());
     assert_eq!(table.tensors.len(), 2 * 2 * 2, "A and B of two modules in two layers");
@@ -278,7 +307,49 @@ fn adapter_configs_beyond_plain_lora_are_refused() {
         assert!(e.contains(named), "{key}: {e}");
     }
     let config = wgtrain::model::GptConfig::load(&fix.join("gpt2_tiny/config.json")).unwrap();
-    let none = LoraConfig { rank: 2, alpha: 8.0, targets: Vec::new() };
+    let none = LoraConfig { rank: 2, alpha: 8.0, targets: Vec::new(), dropout: 0.0 };
     assert!(none.targeted(&config).unwrap_err().contains("at least one"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// With dropout the training forward masks the adapters' inputs, evaluation does not: the
+/// same adapters give a dropout model and a plain one the same logits, bit for bit, and other
+/// training losses; a draw repeats its loss, another draw gives another.
+#[test]
+fn lora_dropout_masks_training_but_not_evaluation() {
+    use wgtrain::model::lora::LoraConfig;
+    use wgtrain::model::{checkpoint, Gpt, GptConfig, Precision};
+    let Some(gpu) = crate::common::gpu() else { return };
+    let fix = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tiny");
+    let config = GptConfig::load(&fix.join("config.json")).unwrap();
+    let base = checkpoint::load_hf(&fix.join("model.safetensors"), &config).unwrap();
+    let (b, t) = (2, 9);
+    let models = [0.5, 0.0].map(|dropout| {
+        let lora = LoraConfig { rank: 3, alpha: 8.0, targets: vec!["all-linear".into()], dropout };
+        let gpt = Gpt::with_lora(gpu, (config.clone(), None), (b, t, 1), Precision::F32, lora, 3).unwrap();
+        gpt.write_base(gpu, &base).unwrap();
+        let mut rng = Rng::new(4);
+        gpt.write_params(gpu, &gpt.arena.table.tensors.iter().map(|s| rng.vec(s.numel() as usize)).collect::<Vec<_>>());
+        let tokens: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 13 + 2) % 67).collect();
+        gpt.upload_batch(gpu, 0, &tokens, &tokens.iter().map(|x| (x + 1) % 67).collect::<Vec<_>>());
+        gpt
+    });
+    let run = |gpt: &Gpt, train: bool| {
+        let mut rec = Recorder::new(gpu);
+        if train {
+            gpt.record_forward_backward(&mut rec);
+        } else {
+            gpt.record_eval(&mut rec);
+        }
+        rec.submit().unwrap();
+        (gpt.read_loss(gpu).unwrap(), gpt.read_logits(gpu).unwrap())
+    };
+    let [dropped, plain] = &models;
+    assert!(run(dropped, false).1 == run(plain, false).1, "evaluation with dropout differs from without");
+    let (draw1, again, base_loss) = (run(dropped, true).0, run(dropped, true).0, run(plain, true).0);
+    assert_eq!(draw1.to_bits(), again.to_bits(), "one draw, two losses");
+    assert!(draw1 != base_loss, "dropout 0.5 left the training loss at {base_loss}");
+    dropped.seed_dropout(gpu, [1, 0, 0]);
+    let draw2 = run(dropped, true).0;
+    assert!(draw2 != draw1 && draw2.is_finite(), "a new draw gave the same loss {draw1}");
 }

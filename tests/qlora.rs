@@ -36,7 +36,7 @@ fn quantize_heads(config: &GptConfig, tensors: Vec<Loaded>, q: QType) -> Vec<Loa
 
 /// A LoRA model on `tensors` (the quantized ones kept so when `keep`), with seeded adapters.
 fn model(gpu: &Gpu, config: &GptConfig, tensors: &[Loaded], keep: bool, (b, t): (usize, usize)) -> Gpt {
-    let lora = LoraConfig { rank: 3, alpha: 8.0, targets: vec!["all-linear".into()] };
+    let lora = LoraConfig { rank: 3, alpha: 8.0, targets: vec!["all-linear".into()], dropout: 0.0 };
     let quant = if keep { QuantWeights::upload(gpu, tensors).unwrap() } else { None };
     let gpt = Gpt::with_lora(gpu, (config.clone(), quant), (b, t, 1), Precision::F32, lora, 1).unwrap();
     let dense = if keep {

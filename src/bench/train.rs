@@ -73,7 +73,7 @@ pub fn train(
     let dist = Dist::single();
     // One step as training takes it: submit, then read the previous step's loss and norm.
     let mut step = |opt: &mut Optimizer| -> anyhow::Result<()> {
-        let index = run_step(gpu, &gpt, opt, None, &dist, &mut loader, 1e-4, &mut probes, &|| false)?
+        let index = run_step(gpu, &gpt, opt, None, &dist, &mut loader, (0, 1e-4), &mut probes, &|| false)?
             .expect("a step that nothing stops ends with its update");
         probes.losses.take::<f32>(gpu)?;
         opt.grad_norm(gpu)?;

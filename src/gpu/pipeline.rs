@@ -123,8 +123,9 @@ impl Shader {
     /// with `subgroups`, the ones that use subgroup operations where there are such.
     pub fn preludes(self, subgroups: bool) -> &'static [Prelude] {
         match (self, subgroups) {
-            (Shader::Optim, false) => &[Prelude::Reduce, Prelude::HalfBits],
-            (Shader::Optim, true) => &[Prelude::ReduceSubgroup, Prelude::HalfBits],
+            (Shader::Optim, false) => &[Prelude::Reduce, Prelude::HalfBits, Prelude::Hash],
+            (Shader::Optim, true) => &[Prelude::ReduceSubgroup, Prelude::HalfBits, Prelude::Hash],
+            (Shader::Elementwise, _) => &[Prelude::Hash],
             (Shader::FakeQuant, _) => &[Prelude::HalfBits],
             (Shader::Classifier | Shader::Layernorm | Shader::Distill | Shader::RmsNorm, false) => &[Prelude::Reduce],
             (Shader::Classifier | Shader::Layernorm | Shader::Distill | Shader::RmsNorm, true) => {
@@ -200,12 +201,15 @@ pub enum Prelude {
     Rows16,
     /// f32 to f16 bits, rounded to nearest even or stochastically.
     HalfBits,
+    /// Stateless random bits: hash(seed, element).
+    Hash,
 }
 
 impl Prelude {
     pub const ALL: &'static [Prelude] = &[
         Prelude::AttentionIo,
         Prelude::HalfBits,
+        Prelude::Hash,
         Prelude::MatmulIo,
         Prelude::Reduce,
         Prelude::ReduceSubgroup,
@@ -224,6 +228,7 @@ impl Prelude {
             Prelude::Rows8 => "prelude/rows_8.wgsl",
             Prelude::Rows16 => "prelude/rows_16.wgsl",
             Prelude::HalfBits => "prelude/half_bits.wgsl",
+            Prelude::Hash => "prelude/hash.wgsl",
         }
     }
 
@@ -237,6 +242,7 @@ impl Prelude {
             Prelude::Rows8 => include_str!("../../shaders/prelude/rows_8.wgsl"),
             Prelude::Rows16 => include_str!("../../shaders/prelude/rows_16.wgsl"),
             Prelude::HalfBits => include_str!("../../shaders/prelude/half_bits.wgsl"),
+            Prelude::Hash => include_str!("../../shaders/prelude/hash.wgsl"),
         }
     }
 }

@@ -83,6 +83,20 @@ pub fn op<'a>(
     Ok(Dispatch { pipeline, bind_group, groups: [gx, groups.div_ceil(gx), 1], label: entry, _uniform: Some(uniform) })
 }
 
+/// y = x · mask (`add`: y += that), the mask drawn from the key in `key` (four words,
+/// reference::dropout::Key) and the adapter's `salt` (below 2²⁴).
+pub fn dropout<'a>(
+    gpu: &'a Gpu,
+    y: Span<'a>,
+    x: Span<'a>,
+    key: &'a wgpu::Buffer,
+    salt: u32,
+    add: bool,
+) -> Result<Dispatch, GpuError> {
+    let entry = if add { "dropout_add" } else { "dropout" };
+    op(gpu, entry, y, Some(x), Some(Span::new(key, 0, 4)), salt as f32, 0.0)
+}
+
 /// dst = src over dst's span, converting between the spans' element types.
 pub fn copy(gpu: &Gpu, dst: Span, src: Span) -> Result<Dispatch, GpuError> {
     op(gpu, "copy", dst, Some(src), None, 0.0, 0.0)

@@ -191,7 +191,7 @@ impl Gpt {
         // Causal attention: the padding after the prompt changes none of its positions.
         self.upload_batch(gpu, 0, &padded, &vec![0; self.t]);
         let mut rec = Recorder::new(gpu);
-        self.record_inputs(&mut rec, 0);
+        self.record_eval_inputs(&mut rec);
         // The blocks only: the keys and values are all the cache needs, so no head, no logits.
         self.edges[0].iter().chain(&self.body[..self.blocks_end]).for_each(|cmd| cmd.record(&mut rec));
         let (q, bytes) = (self.shape().attn.qkv, self.logits.dtype.bytes());

@@ -13,10 +13,11 @@ use super::block::Weights;
 use super::checkpoint::{self, CheckpointError};
 use super::config::GptConfig;
 use super::{Gpt, QuantWeights};
-use crate::gpu::{Category, Gpu, GpuError};
-use crate::kernels::lora::Adapter;
+use crate::gpu::{Category, Gpu, GpuBuffer, GpuError};
+use crate::kernels::lora::{Adapter, Dropout};
 use crate::kernels::Tensor;
 use crate::optim::{ParamArena, ParamTable};
+use crate::reference::dropout::Key;
 use crate::reference::Rng;
 
 /// Which layers get adapters, of what rank, at what scale.
@@ -28,6 +29,8 @@ pub struct LoraConfig {
     /// Module names, matched as peft matches them: a layer is targeted when its path (after
     /// the layer prefix, as `attn.c_attn`) is a name or ends with `.name`.
     pub targets: Vec<String>,
+    /// Dropout on each adapter's input while training (peft's lora_dropout), 0 ≤ p < 1.
+    pub dropout: f64,
 }
 
 impl LoraConfig {
@@ -167,7 +170,7 @@ pub fn save_peft(
         "base_model_name_or_path": base.display().to_string(),
         "r": lora.rank,
         "lora_alpha": lora.alpha,
-        "lora_dropout": 0.0,
+        "lora_dropout": lora.dropout,
         "target_modules": lora.target_modules(config),
         "fan_in_fan_out": config.arch == super::Arch::Gpt2,
         "bias": "none",
@@ -231,7 +234,11 @@ pub fn read_peft_config(dir: &Path) -> Result<LoraConfig, String> {
         serde_json::Value::Array(a) => a.iter().filter_map(|t| t.as_str().map(String::from)).collect(),
         _ => return Err(bad("no target_modules")),
     };
-    Ok(LoraConfig { rank, alpha, targets })
+    let dropout = v["lora_dropout"].as_f64().unwrap_or(0.0);
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(bad("lora_dropout is not in [0, 1)"));
+    }
+    Ok(LoraConfig { rank, alpha, targets, dropout })
 }
 
 /// peft's settings that change what an adapter computes beyond plain LoRA: an adapter that
@@ -263,7 +270,23 @@ pub struct Lora {
     pub base: ParamArena,
     h: HashMap<String, Tensor>,
     dh: Tensor,
+    /// Each adapter's salt (its place in the table) for the dropout masks.
+    salts: HashMap<String, u32>,
+    dropout: Option<DropoutState>,
 }
+
+/// Where a training model's dropout draws: a key per token slot (written per submit by
+/// `Gpt::seed_dropout`) and one that keeps everything (evaluation) after them; the key of the
+/// micro-batch running, copied from its slot's; the masked-input scratch.
+struct DropoutState {
+    keys: GpuBuffer,
+    key: GpuBuffer,
+    xd: Tensor,
+    seed: u64,
+}
+
+/// Where the key that keeps everything sits in `DropoutState::keys`: after every slot's.
+const OFF_KEY: u64 = super::SUBMIT_MICRO_BATCHES as u64;
 
 impl Lora {
     /// The adapter of the layer named `path` (its full name, without `.weight`), if it has one.
@@ -280,7 +303,50 @@ impl Lora {
             dh: self.dh.v(),
             rank: self.cfg.rank as u32,
             scale: self.cfg.scale(),
+            dropout: self.dropout.as_ref().map(|d| Dropout { key: &d.key, salt: self.salts[path], xd: d.xd.v() }),
         })
+    }
+
+    /// A training model's dropout state (None without dropout): for inputs of up to `rows`
+    /// elements, the masks drawn from `seed`.
+    fn dropout_state(
+        gpu: &Gpu,
+        cfg: &LoraConfig,
+        rows: u64,
+        act: crate::kernels::Dtype,
+        seed: u64,
+    ) -> Result<Option<DropoutState>, GpuError> {
+        if cfg.dropout == 0.0 {
+            return Ok(None);
+        }
+        let keys = gpu.pool.storage(Category::Activations, 16 * (OFF_KEY + 1))?;
+        gpu.write(&keys, 4 * OFF_KEY, &Key::OFF.words());
+        let key = gpu.pool.storage(Category::Activations, 16)?;
+        let xd = Tensor::new(gpu, Category::Activations, rows.next_multiple_of(4), act)?;
+        Ok(Some(DropoutState { keys, key, xd, seed }))
+    }
+}
+
+impl Gpt {
+    /// Sets the dropout keys of the next submit's micro-batches from `draw` (the step, the
+    /// submit, the rank: anything that differs between submits and is the same on a resumed
+    /// run); nothing without dropout.
+    pub fn seed_dropout(&self, gpu: &Gpu, draw: [u64; 3]) {
+        let Some(d) = self.lora.as_ref().and_then(|l| l.dropout.as_ref().map(|d| (d, l.cfg.dropout))) else { return };
+        let (state, p) = d;
+        let mut rng = Rng::new(
+            state.seed ^ draw[0].wrapping_mul(0x9e37_79b9) ^ draw[1].rotate_left(21) ^ draw[2].rotate_left(42),
+        );
+        let words: Vec<u32> = (0..self.n_slots).flat_map(|_| Key::new(rng.next_u64() as u32, p).words()).collect();
+        gpu.write(&state.keys, 0, &words);
+    }
+
+    /// Records making slot `k`'s dropout key the running one (None: the key that keeps
+    /// everything, for evaluation).
+    pub(super) fn record_dropout_key(&self, rec: &mut crate::gpu::Recorder, k: Option<usize>) {
+        if let Some(d) = self.lora.as_ref().and_then(|l| l.dropout.as_ref()) {
+            rec.copy(&d.keys, 16 * k.map_or(OFF_KEY, |k| k as u64), &d.key, 0, 16);
+        }
     }
 }
 
@@ -297,8 +363,10 @@ impl Gpt {
         lora: LoraConfig,
         seed: u64,
     ) -> Result<Self, GpuError> {
-        let gpt = Self::lora_model(gpu, (config, quant), (b, t, accum), precision, lora, true)?;
+        let gpt = Self::lora_model(gpu, (config, quant), (b, t, accum), precision, lora, Some(seed))?;
         gpt.init_adapters(gpu, seed);
+        // Keys before the first step's own (a caller that never seeds still drops at p).
+        gpt.seed_dropout(gpu, [u64::MAX; 3]);
         Ok(gpt)
     }
 
@@ -312,22 +380,24 @@ impl Gpt {
         dir: &Path,
     ) -> anyhow::Result<Self> {
         let lora = read_peft_config(dir).map_err(anyhow::Error::msg)?;
-        let gpt = Self::lora_model(gpu, (config, quant), (b, t, 1), precision, lora, false)?;
+        let gpt = Self::lora_model(gpu, (config, quant), (b, t, 1), precision, lora, None)?;
         let values = load_peft(&dir.join(ADAPTER_FILE), &gpt.config, &gpt.arena.table)?;
         gpt.write_params(gpu, &values);
         gpt.write_half_params(gpu)?;
         Ok(gpt)
     }
 
-    /// The LoRA model's arenas, scratch and dispatches; with `train` the backward too.
+    /// The LoRA model's arenas, scratch and dispatches; with `train_seed` the backward too,
+    /// its dropout masks drawn from that seed.
     fn lora_model(
         gpu: &Gpu,
         (config, quant): (GptConfig, Option<QuantWeights>),
         (b, t, accum): (usize, usize, usize),
         precision: super::Precision,
         lora: LoraConfig,
-        train: bool,
+        train_seed: Option<u64>,
     ) -> Result<Self, GpuError> {
+        let (train, seed) = (train_seed.is_some(), train_seed.unwrap_or(0));
         if lora.rank == 0 {
             return Err(GpuError::Unsupported("--lora-rank must be positive".into()));
         }
@@ -347,7 +417,12 @@ impl Gpt {
             h.insert(path, Tensor::new(gpu, Category::Activations, rows, act)?);
         }
         let dh = Tensor::new(gpu, Category::Activations, if train { rows } else { 1 }, act)?;
-        let lora = Lora { cfg: lora, base, h, dh };
+        let salts = (arena.table.tensors.iter().step_by(2).enumerate())
+            .map(|(i, t)| (t.name.trim_end_matches(".lora_A.weight").to_string(), i as u32 + 1))
+            .collect();
+        let widest = arena.table.tensors.iter().step_by(2).map(|t| t.shape[1] as u64).max().unwrap_or(1);
+        let state = if train { Lora::dropout_state(gpu, &lora, (b * t) as u64 * widest, act, seed)? } else { None };
+        let lora = Lora { cfg: lora, base, h, dh, salts, dropout: state };
         let mut gpt = Self::alloc(gpu, config, (b, t, accum), precision, arena, quant)?;
         gpt.lora = Some(lora);
         gpt.build(gpu, train)?;

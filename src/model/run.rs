@@ -94,6 +94,13 @@ impl Gpt {
         let bytes = 4 * (self.b * self.t) as u64;
         rec.copy(&self.slots, 2 * bytes * k as u64, &self.micro.tokens.tokens, 0, bytes);
         rec.copy(&self.slots, 2 * bytes * k as u64 + bytes, &self.micro.targets, 0, bytes);
+        self.record_dropout_key(rec, Some(k));
+    }
+
+    /// `record_inputs` of slot 0 for a forward without dropout (evaluation, prefill).
+    pub(super) fn record_eval_inputs(&self, rec: &mut Recorder) {
+        self.record_inputs(rec, 0);
+        self.record_dropout_key(rec, None);
     }
 
     /// Records slot `k`'s forward, up to its loss and dlogits.
@@ -202,7 +209,7 @@ impl Gpt {
         if let Some(q) = &self.qat {
             q.record(rec);
         }
-        self.record_inputs(rec, 0);
+        self.record_eval_inputs(rec);
         self.edges[0].iter().chain(&self.body).chain(&self.eval_classify).for_each(|cmd| cmd.record(rec));
     }
 

@@ -24,11 +24,13 @@ pub fn forward(
 }
 
 /// The gradients from dy (M, N): dA (r, K) and dB (N, r) added to, dx (M, K) += s·dy·B·A.
+/// With `mask` (dropout's factor per element of x: 0 or 1 / (1 − p)), the path's input was
+/// x ⊙ mask: dA takes that, and dx the masked gradient.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     (dx, da, db): (&mut [f32], &mut [f32], &mut [f32]),
     dy: &[f32],
-    x: &[f32],
+    (x, mask): (&[f32], Option<&[f32]>),
     (a, b, h): (&[f32], &[f32], &[f32]),
     (m, n, k, r): (usize, usize, usize, usize),
     s: f32,
@@ -45,16 +47,18 @@ pub fn backward(
             dh[i * r + j] = s as f64 * (0..n).map(|o| dy[i * n + o] as f64 * b[o * r + j] as f64).sum::<f64>();
         }
     }
+    let f = |e: usize| mask.map_or(1.0, |m| m[e] as f64);
     for j in 0..r {
         for t in 0..k {
-            let g: f64 = (0..m).map(|i| dh[i * r + j] * x[i * k + t] as f64).sum();
+            let g: f64 =
+                (0..m).map(|i| dh[i * r + j] * (x[i * k + t] * mask.map_or(1.0, |m| m[i * k + t])) as f64).sum();
             da[j * k + t] = (da[j * k + t] as f64 + g) as f32;
         }
     }
     for i in 0..m {
         for t in 0..k {
             let g: f64 = (0..r).map(|j| dh[i * r + j] * a[j * k + t] as f64).sum();
-            dx[i * k + t] = (dx[i * k + t] as f64 + g) as f32;
+            dx[i * k + t] = (dx[i * k + t] as f64 + f(i * k + t) * g) as f32;
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod checksum;
 pub mod classifier;
+pub mod dropout;
 pub mod encoder;
 pub mod gelu;
 pub mod layernorm;

@@ -104,6 +104,10 @@ pub struct LoraFlags {
     /// c_attn for GPT-2, q_proj,v_proj for Llama.
     #[arg(long)]
     pub lora_targets: Option<String>,
+    /// Dropout on each adapter's input while training (peft's lora_dropout; default 0). Masks
+    /// are drawn per micro-batch from --seed and the step, so a resumed run draws the same.
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
     /// Continue training this LoRA adapter directory (peft's or wgtrain's) on --init: its
     /// rank, α and targets, and its weights (--adapter picks the GPU).
     #[arg(long)]
@@ -124,11 +128,13 @@ impl LoraFlags {
             if self.lora_rank.is_some() || self.lora_alpha.is_some() || self.lora_targets.is_some() {
                 bail!("--lora-adapter {}: its adapter_config.json sets rank, alpha and targets; drop the other --lora-* flags", dir.display());
             }
-            return Ok(Some(read_peft_config(dir).map_err(|e| anyhow::anyhow!("--lora-adapter {e}"))?));
+            let mut cfg = read_peft_config(dir).map_err(|e| anyhow::anyhow!("--lora-adapter {e}"))?;
+            cfg.dropout = self.dropout()?.unwrap_or(cfg.dropout);
+            return Ok(Some(cfg));
         }
         let Some(rank) = self.lora_rank else {
-            if self.lora_alpha.is_some() || self.lora_targets.is_some() {
-                bail!("--lora-alpha and --lora-targets need --lora-rank");
+            if self.lora_alpha.is_some() || self.lora_targets.is_some() || self.lora_dropout.is_some() {
+                bail!("--lora-alpha, --lora-targets and --lora-dropout need --lora-rank (or --lora-adapter)");
             }
             return Ok(None);
         };
@@ -140,9 +146,17 @@ impl LoraFlags {
             Some(list) => list.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
             None => LoraConfig::default_targets(config),
         };
-        let lora = LoraConfig { rank, alpha, targets };
+        let lora = LoraConfig { rank, alpha, targets, dropout: self.dropout()?.unwrap_or(0.0) };
         lora.targeted(config).map_err(anyhow::Error::msg)?;
         Ok(Some(lora))
+    }
+
+    /// --lora-dropout, checked: 0 ≤ p < 1.
+    fn dropout(&self) -> anyhow::Result<Option<f64>> {
+        match self.lora_dropout {
+            Some(p) if !(0.0..1.0).contains(&p) => bail!("--lora-dropout must be at least 0 and below 1, got {p}"),
+            p => Ok(p),
+        }
     }
 
     pub fn on(&self) -> bool {

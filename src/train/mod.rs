@@ -212,8 +212,17 @@ impl Session<'_> {
         let comm_before = dist.comm_time();
         let agreed = || stop.agreed(dist).is_some();
         let (gpt, loader) = (&self.gpt, &mut self.loader);
-        let Some(index) =
-            run_step(gpu, gpt, &mut self.opt, self.par.as_mut(), dist, loader, lr as f32, &mut log.probes, &agreed)?
+        let Some(index) = run_step(
+            gpu,
+            gpt,
+            &mut self.opt,
+            self.par.as_mut(),
+            dist,
+            loader,
+            (step, lr as f32),
+            &mut log.probes,
+            &agreed,
+        )?
         else {
             return Ok(false);
         };

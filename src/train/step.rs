@@ -78,7 +78,7 @@ pub fn run_step(
     mut par: Option<&mut Parallel>,
     dist: &Dist,
     loader: &mut Loader,
-    lr: f32,
+    (step, lr): (u64, f32),
     probes: &mut Probes,
     stop: &dyn Fn() -> bool,
 ) -> anyhow::Result<Option<wgpu::SubmissionIndex>> {
@@ -90,6 +90,7 @@ pub fn run_step(
     let mut done = 0;
     let mut in_flight = None;
     while k - done > per {
+        gpt.seed_dropout(gpu, [step, done as u64, dist.rank as u64]);
         upload(gpu, gpt, dist, loader, per);
         let mut rec = Recorder::new(gpu);
         if done == 0 {
@@ -107,6 +108,7 @@ pub fn run_step(
         }
     }
     let last = k - done;
+    gpt.seed_dropout(gpu, [step, done as u64, dist.rank as u64]);
     upload(gpu, gpt, dist, loader, last);
     if let Some(p) = par.as_deref_mut() {
         if done == 0 && probes.timer.is_some() {
