@@ -77,3 +77,31 @@ fn smollm2_evaluates_the_plays() {
         assert!((loss - want).abs() < 2e-3, "batch {k}: loss {loss}, transformers {want}");
     }
 }
+
+/// The chat conversations of tests/fixtures/sft_golden.json tokenize with the model's own
+/// tokenizer, turn by turn as `prepare --format chat` cuts them, into transformers' ids of
+/// `apply_chat_template(..., tokenize=True)`: no piece boundary changes a token.
+#[test]
+fn smollm2_tokenizes_chat_turns_as_transformers() {
+    use wgtrain::data::chat::Message;
+    use wgtrain::data::sft_prepare::chat_pieces;
+    let Some(m) = model() else { return };
+    let fx: serde_json::Value = serde_json::from_str(include_str!("fixtures/sft_golden.json")).unwrap();
+    let chat = &fx["chat"];
+    let (template, eos) = (chat["template"].as_str().unwrap(), chat["eos_token"].as_str().unwrap());
+    assert_eq!(m.chat_template.as_deref(), Some(template), "the GGUF's template is the fixture's");
+    let mut checked = 0;
+    for case in chat["cases"].as_array().unwrap() {
+        let want = ids(&case["ids"]);
+        assert_eq!(m.tokenizer.encode(case["text"].as_str().unwrap()).unwrap(), want, "whole text");
+        if case["add_generation_prompt"].as_bool().unwrap() {
+            continue;
+        }
+        let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+        let pieces = chat_pieces(template, eos, &messages).unwrap();
+        let got: Vec<u32> = pieces.iter().flat_map(|(p, _)| m.tokenizer.encode(p).unwrap()).collect();
+        assert_eq!(got, want, "turn by turn: {:?}", pieces);
+        checked += 1;
+    }
+    assert!(checked >= 2, "the fixture has conversations to cut");
+}

@@ -64,7 +64,14 @@ impl<'g> Session<'g> {
         let data = load_data(a)?;
         let config = vocab(a, resume.map(|r| r.0.as_path()), &data, dist.is_root())?;
         // On every rank, before any rank waits on another (build_model's tuning exchange).
-        let lora = a.lora.config(&config)?;
+        // A resumed LoRA run's adapters are the checkpoint's (its adapter_config.json), not
+        // whatever --lora-adapter's directory holds now.
+        let lora = match resume {
+            Some((ckpt, _)) if a.lora.on() => {
+                Some(crate::model::lora::read_peft_config(ckpt).map_err(|e| anyhow::anyhow!("--resume {e}"))?)
+            }
+            _ => a.lora.config(&config)?,
+        };
         if a.seq_len > config.n_positions {
             bail!("--seq-len {} exceeds the model's n_positions {}", a.seq_len, config.n_positions);
         }
@@ -416,11 +423,24 @@ fn build_model(
     dist: &Dist,
 ) -> anyhow::Result<Gpt> {
     let (b, t) = (a.batch_size, a.seq_len);
-    let gpt = match lora {
-        Some(lora) => {
-            let quant = QuantWeights::upload(gpu, base.unwrap_or_default())?;
-            Gpt::with_lora(gpu, (config.clone(), quant), (b, t, a.grad_accum), p, lora, a.seed)
+    let state = if a.optimizer == OptimizerKind::Sgd { 1 } else { 2 };
+    // What the parameters take: a full fine-tune's with gradients and state; a LoRA run's
+    // frozen base as stored, and its adapters with theirs.
+    let params = match (&lora, base) {
+        (Some(l), Some(base)) => {
+            let adapters = crate::model::lora::adapter_specs(config, l).unwrap_or_default();
+            let trained: usize = adapters.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+            let stored: usize = base
+                .iter()
+                .map(|t| if t.qtype.is_block() { t.bytes.len() } else { 4 * t.shape.iter().product::<usize>() })
+                .sum();
+            (stored + 4 * trained * (2 + state)) as u64
         }
+        _ => 4 * crate::optim::ParamTable::new(config.parameter_specs()).numel() * (2 + state as u64),
+    };
+    let gpt = match lora {
+        Some(lora) => QuantWeights::upload(gpu, base.unwrap_or_default())
+            .and_then(|quant| Gpt::with_lora(gpu, (config.clone(), quant), (b, t, a.grad_accum), p, lora, a.seed)),
         None => Gpt::training(gpu, config.clone(), (b, t, a.grad_accum), p, a.qat),
     };
     if dist.size > 1 && dist.is_root() {
@@ -428,9 +448,7 @@ fn build_model(
         dist.string_from_root(serde_json::to_string(&gpu.tuning.lock().unwrap().choices())?);
     }
     gpt.map_err(|e| {
-        let params = crate::optim::ParamTable::new(config.parameter_specs()).numel();
-        let state = if a.optimizer == OptimizerKind::Sgd { 1 } else { 2 };
-        let need = 4 * params * (2 + state) + Gpt::activation_bytes_for(config, b, t, a.grad_accum, p);
+        let need = params + Gpt::activation_bytes_for(config, b, t, a.grad_accum, p);
         match e {
             crate::GpuError::BufferTooLarge { .. } | crate::GpuError::OutOfMemory { .. } => anyhow::anyhow!(
                 "{e}; this model at batch {b} × {t} needs about {:.1} MB of GPU memory in all: lower --batch-size \
