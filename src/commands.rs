@@ -283,7 +283,6 @@ pub fn eval_task(
     // Rows as long as the longest prompt (and option) need, and no longer.
     let t = task::longest(&tok, &records).map_err(anyhow::Error::msg)?;
     let choice = metric == task::Metric::Choice;
-    let (b, t) = if choice { (b, t) } else { (1, t) };
     let Loaded { gpt, eos, .. } = load_model(gpu, (model, adapter), (b, Some(t)), precision)
         .map_err(|e| anyhow::anyhow!("{e} (--task {} needs rows of {t} tokens)", task.display()))?;
     let s = if choice {

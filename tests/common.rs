@@ -169,7 +169,7 @@ pub fn decoding_matches_forward(
         let got = dec.next(gpu, tok).unwrap();
         assert_close(&format!("{tag} decode position {i}"), &got, &full[i * v..][..v], 1e-5, 1e-4);
     }
-    assert_eq!(dec.pos, t);
+    assert_eq!(dec.pos(0), t);
     // A prefill of the first p tokens, by a model of their length over the same weights or by
     // the T-token model (the rest is padding), fills the cache as feeding them one by one
     // does: the next positions' logits are the same.
@@ -178,7 +178,7 @@ pub fn decoding_matches_forward(
         for pre in [&short, &gpt] {
             let mut dec = gpt.decoder(gpu).unwrap();
             pre.prefill(gpu, &mut dec, &row[..p]).unwrap();
-            assert_eq!(dec.pos, p);
+            assert_eq!(dec.pos(0), p);
             for (i, &tok) in row.iter().enumerate().skip(p) {
                 let got = dec.next(gpu, tok).unwrap();
                 let what = format!("{tag} after a prefill of {p} by T {}, position {i}", pre.t);
@@ -188,4 +188,19 @@ pub fn decoding_matches_forward(
         }
         assert!(short.prefill(gpu, &mut gpt.decoder(gpu).unwrap(), &row[..p + 1]).is_err(), "past its T");
     }
+    // Three rows at three positions decode together (prefilled at once by a model of B 3: one
+    // to 2, one to T − 4, one left empty): each row's logits are the full forward's at its
+    // own position.
+    let starts = [2, 0, t - 4];
+    let mut multi = gpt.decoder_rows(gpu, starts.len()).unwrap();
+    let prefill = gpt.sharing(gpu, starts.len(), t).unwrap();
+    prefill.prefill_rows(gpu, &mut multi, &starts.map(|p| &row[..p])).unwrap();
+    for step in 0..3 {
+        let got = multi.next_rows(gpu, &starts.map(|p| row[p + step])).unwrap();
+        for (b, &p) in starts.iter().enumerate() {
+            let what = format!("{tag} row {b} of 3 at position {}", p + step);
+            assert_close(&what, &got[b * v..][..v], &full[(p + step) * v..][..v], 1e-5, 1e-4);
+        }
+    }
+    assert_eq!((0..3).map(|b| multi.pos(b)).collect::<Vec<_>>(), starts.map(|p| p + 3));
 }

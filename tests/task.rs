@@ -63,22 +63,25 @@ fn text(prompt: &str, answer: &str) -> TaskRecord {
 fn greedy_answers_match_the_full_forward_and_score() {
     let Some(gpu) = gpu() else { return };
     let tok = Tokenizer::byte();
-    let prompts = ["ab", "The cat", "x", "zq!"];
+    // Three waves of 4 rows, the last one short.
+    let prompts = ["ab", "The cat", "x", "zq!", "hello", "a b c", "Q", "xyzzy", "12", "The dog", "!"];
     let recs: Vec<TaskRecord> = prompts.iter().map(|p| text(p, "")).collect();
     let t = longest(&tok, &recs).unwrap();
-    let gpt = model(gpu, 1, t);
+    let gpt = model(gpu, 4, t);
     let n = 6;
     let want: Vec<String> = prompts.iter().map(|p| greedy(gpu, &gpt, &tok, p, n)).collect();
     assert!(want.iter().filter(|w| w.chars().count() > 1).count() >= 2, "answers worth comparing: {want:?}");
     // Records 0 and 2 get their greedy answer (with spaces around it), 1 a wrong one, 3 a
     // part of it for contains.
-    let answers =
-        [format!(" {} ", want[0]), format!("{}~", want[1]), want[2].clone(), want[3].chars().take(1).collect()];
+    // The others get an answer no output has.
+    let mut answers =
+        vec![format!(" {} ", want[0]), format!("{}~", want[1]), want[2].clone(), want[3].chars().take(1).collect()];
+    answers.resize(prompts.len(), "~never~".into());
     let recs: Vec<TaskRecord> = prompts.iter().zip(&answers).map(|(p, a)| text(p, a)).collect();
     let s = generate_task(gpu, &gpt, &tok, &recs, (Metric::ExactMatch, n), None).unwrap();
     assert_eq!(s.outputs, want, "the cached greedy answers are the full forward's");
     let exact = 2 + (want[3].chars().count() <= 1) as usize;
-    assert_eq!((s.correct, s.total), (exact, 4));
+    assert_eq!((s.correct, s.total), (exact, prompts.len()));
     let c = generate_task(gpu, &gpt, &tok, &recs, (Metric::Contains, n), None).unwrap();
     assert_eq!(c.correct, 3, "contains: all but the wrong answer");
 }

@@ -1,44 +1,66 @@
-//! Decoding one token at a time with a KV cache: each layer's keys and values of the tokens
-//! seen so far stay on the GPU, so a new token costs one row through every layer. Llama's keys
-//! enter the cache already rotated (RoPE at the token's position).
+//! Decoding with a KV cache, one token per row per step: each layer's keys and values of the
+//! tokens a row has seen stay on the GPU, so a new token costs one row through every layer.
+//! Rows may sit at different positions (a batch of prompts of different lengths): the
+//! matmuls, norms and MLPs run over all rows at once, while each row's embedding, RoPE and
+//! attention over its own cache run on a copy of its slice, with its own position in their
+//! uniforms. Llama's keys enter the cache already rotated (RoPE at the token's position).
 
 use super::block::{self, post_attention, pre_attention, LayerActs, Shape};
 use super::{Arch, Gpt};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
-use crate::kernels::attention;
+use crate::kernels::attention::{self, AttnShape};
 use crate::kernels::encoder::EncoderParams;
 use crate::kernels::matmul::{Dims, Matmul};
-use crate::kernels::rope::RopeParams;
+use crate::kernels::rope::{self, Heads, RopeParams};
 use crate::kernels::{Dtype, Tensor};
 
-struct Layer {
-    k_cache: Tensor, // (n_positions, NKV·HS)
-    v_cache: Tensor, // (n_positions, NKV·HS)
-    /// This token's activations (N = 1).
-    acts: LayerActs,
-    /// The first norm and the input projections (Llama: RoPE last, its two dispatches).
-    pre: Vec<Dispatch>,
-    /// attention over the cache
+/// One row's part of a layer: its cache, its q (and Llama's k) copied out of the batch's qkv
+/// for RoPE and the attention, and the attention's output before it goes back to the batch.
+struct RowLayer {
+    k_cache: Tensor, // (max_t, NKV·HS)
+    v_cache: Tensor, // (max_t, NKV·HS)
+    q: Tensor,       // (NH·HS)
+    k: Tensor,       // (NKV·HS), rotated (Llama)
+    att: Tensor,     // (NH·HS)
+    /// RoPE on q and k (Llama; none for GPT-2).
+    rope: Vec<Dispatch>,
     attn: Dispatch,
+}
+
+struct Layer {
+    /// The step's activations (N = rows).
+    acts: LayerActs,
+    /// The first norm and the input projections, over every row (no RoPE).
+    pre: Vec<Dispatch>,
+    rows: Vec<RowLayer>,
     /// output projection, residual, norm, MLP, residual
     post: Vec<Dispatch>,
 }
 
-/// A batch-1 model that reads the parameters of a `Gpt` and keeps a KV cache.
-pub struct Decoder {
-    shape: Shape,
-    v: usize,
-    max_t: usize,
-    /// Tokens seen so far; the next one goes to this position.
-    pub pos: usize,
+/// One row's token, its embedding and the position its next token goes to.
+struct Row {
+    pos: usize,
     token: GpuBuffer,
     encode: Dispatch,
+    x: Tensor, // (C)
+}
+
+/// A model of `rows` rows that reads the parameters of a `Gpt` and keeps a KV cache per row.
+pub struct Decoder {
+    shape: Shape,
+    /// The attention of one row (B 1, T 1): where its q sits in its copy.
+    one: AttnShape,
+    v: usize,
+    max_t: usize,
     /// The embedding dequantizes wte (its uniform is quant.wgsl's).
     quant_embed: bool,
+    rows: Vec<Row>,
+    /// The embeddings of every row, the first layer's input.
+    x0: Tensor,
     layers: Vec<Layer>,
     head: Vec<Dispatch>,
-    logits: Tensor,
-    // Per-token activations, kept for the dispatches that bind them.
+    logits: Tensor, // (rows, V)
+    // Per-step activations, kept for the dispatches that bind them.
     _keep: Vec<Tensor>,
 }
 
@@ -47,121 +69,178 @@ pub struct Decoder {
 pub const DECODE_MAX: usize = 2048;
 
 impl Gpt {
-    /// A decoder over this model's parameters (shared, not copied), its cache holding
+    /// A one-row decoder over this model's parameters (shared, not copied), its cache holding
     /// n_positions or `DECODE_MAX` positions, whichever is fewer.
     pub fn decoder(&self, gpu: &Gpu) -> Result<Decoder, GpuError> {
+        self.decoder_rows(gpu, 1)
+    }
+
+    /// A decoder of `rows` rows, each with its own cache and position.
+    pub fn decoder_rows(&self, gpu: &Gpu, rows: usize) -> Result<Decoder, GpuError> {
         self.refresh_fake_quant(gpu)?;
         let cfg = &self.config;
         let (c, v, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_positions.min(DECODE_MAX) as u32);
-        let s = Shape::new(cfg, 1, 1)?;
-        let kvd = (s.attn.nkv * s.attn.hs) as u64;
+        let (s, one) = (Shape::new(cfg, rows.max(1), 1)?, Shape::new(cfg, 1, 1)?.attn);
         let act = self.precision.act();
+        let widths = [c, one.c(), one.nkv * one.hs];
+        if act == Dtype::F16 && widths.iter().any(|w| w % 2 == 1) {
+            return Err(GpuError::Unsupported(format!(
+                "an f16 decoder copies rows of {widths:?} elements: each must be even"
+            )));
+        }
         let f = |len: u64| Tensor::new(gpu, Category::Activations, len, act);
-        let top = self.weights("");
-        let mm = Matmul::new(gpu);
-        let token = gpu.pool.storage(Category::Activations, 16)?;
-        let x0 = f(c as u64)?;
-        let encode = block::embed(gpu, x0.v(), &token, &top, cfg.embedding(), (v, 1, 1, c), max_t)?;
-        let mut keep = vec![x0.clone()];
-        let mut layers = Vec::new();
-        let mut x = x0;
+        let (top, mm) = (self.weights(""), Matmul::new(gpu));
+        let mut row_state = Vec::new();
+        for _ in 0..s.b {
+            let (token, x) = (gpu.pool.storage(Category::Activations, 16)?, f(c as u64)?);
+            let encode = block::embed(gpu, x.v(), &token, &top, cfg.embedding(), (v, 1, 1, c), max_t)?;
+            row_state.push(Row { pos: 0, token, encode, x });
+        }
+        let x0 = f(s.b as u64 * c as u64)?;
+        let (mut keep, mut layers, mut x) = (Vec::new(), Vec::new(), x0.clone());
         for l in 0..cfg.n_layer {
             let w = self.layer_weights(l);
             let acts = LayerActs::new(gpu, &s, act)?;
-            let (k_cache, v_cache) = (f(max_t as u64 * kvd)?, f(max_t as u64 * kvd)?);
-            let pre = pre_attention(gpu, &mm, &w, &x, &acts, &s)?;
-            let caches = [k_cache.v(), v_cache.v()];
-            let attn = attention::decode_in(gpu, acts.atty.v(), acts.qkv.v(), caches, max_t, &s.attn)?;
+            let mut pre = pre_attention(gpu, &mm, &w, &x, &acts, &s)?;
+            if s.arch == Arch::Llama {
+                pre.truncate(pre.len() - 2);
+            }
+            let rows = (0..s.b).map(|_| self.row_layer(gpu, &w, &one, max_t)).collect::<Result<_, _>>()?;
             let post = post_attention(gpu, &mm, &w, &x, &acts, &s)?;
             keep.push(x);
             x = acts.residual3.clone();
-            layers.push(Layer { k_cache, v_cache, acts, pre, attn, post });
+            layers.push(Layer { acts, pre, rows, post });
         }
-        let stats = Tensor::new(gpu, Category::Activations, 2, Dtype::F32)?;
-        let (lnf, logits) = (f(c as u64)?, f(v as u64)?);
+        let stats = Tensor::new(gpu, Category::Activations, 2 * s.b as u64, Dtype::F32)?;
+        let (lnf, logits) = (f(s.b as u64 * c as u64)?, f(s.b as u64 * v as u64)?);
         let mut head = vec![block::norm(gpu, &top, &s, cfg.names().norm_f, [lnf.v(), stats.v(), x.v()])?];
         let head_name = cfg.head().trim_end_matches(".weight");
-        head.extend(block::linear(&mm, gpu, logits.v(), lnf.v(), &top, head_name, false, Dims::linear(1, v, c))?);
+        head.extend(block::linear(&mm, gpu, logits.v(), lnf.v(), &top, head_name, false, Dims::linear(s.b, v, c))?);
         keep.extend([x, lnf, stats]);
-        Ok(Decoder {
-            shape: s,
-            v: v as usize,
-            max_t: max_t as usize,
-            pos: 0,
-            token,
-            encode,
-            quant_embed: self.quant.as_ref().is_some_and(|q| q.tensors.contains_key(cfg.embedding())),
-            layers,
-            head,
-            logits,
-            _keep: keep,
-        })
+        let quant_embed = self.quant.as_ref().is_some_and(|q| q.tensors.contains_key(cfg.embedding()));
+        let (v, max_t) = (v as usize, max_t as usize);
+        Ok(Decoder { shape: s, one, v, max_t, quant_embed, rows: row_state, x0, layers, head, logits, _keep: keep })
+    }
+
+    /// One row's cache, copies and dispatches of a layer.
+    fn row_layer(&self, gpu: &Gpu, w: &block::Weights, one: &AttnShape, max_t: u32) -> Result<RowLayer, GpuError> {
+        let f = |len: u64| Tensor::new(gpu, Category::Activations, len, self.precision.act());
+        let (q_len, kvd) = (one.c() as u64, (one.nkv * one.hs) as u64);
+        let (k_cache, v_cache) = (f(max_t as u64 * kvd)?, f(max_t as u64 * kvd)?);
+        let (q, k, att) = (f(q_len)?, f(kvd)?, f(q_len)?);
+        let mut rope = Vec::new();
+        if self.config.arch == Arch::Llama {
+            let table = w.rope.ok_or_else(|| GpuError::Unsupported("a Llama decoder needs its RoPE table".into()))?;
+            let heads =
+                |n: u32, width: u32| Heads { n: 1, t: 1, heads: n, d: one.hs, stride: width, col: 0, pos_off: 0 };
+            rope.push(rope::apply(gpu, q.v(), table, heads(one.nh, q_len as u32), false)?);
+            rope.push(rope::apply(gpu, k.v(), table, heads(one.nkv, kvd as u32), false)?);
+        }
+        let attn = attention::decode_in(gpu, att.v(), q.v(), [k_cache.v(), v_cache.v()], max_t, one)?;
+        Ok(RowLayer { k_cache, v_cache, q, k, att, rope, attn })
     }
 }
 
 impl Decoder {
-    /// Feeds one token at position `pos` and returns the logits (V) for the next one.
+    /// Feeds one token at row 0's position (a one-row decoder) and returns the logits (V).
     pub fn next(&mut self, gpu: &Gpu, token: u32) -> Result<Vec<f32>, GpuError> {
-        self.step(gpu, token, true)?;
-        super::read_as_f32(gpu, &self.logits, 0, self.v)
+        self.next_rows(gpu, &[token])
     }
 
-    /// Feeds one token of a prompt into the cache: the layers only, with neither the LM head
-    /// nor a readback (the queue runs ahead until the next `next`).
+    /// Feeds one token per row, each at its row's position, and returns the logits of every
+    /// row (rows × V).
+    pub fn next_rows(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<Vec<f32>, GpuError> {
+        self.step(gpu, tokens, true)?;
+        super::read_as_f32(gpu, &self.logits, 0, self.rows.len() * self.v)
+    }
+
+    /// Feeds one token of a prompt into row 0's cache: the layers only, with neither the LM
+    /// head nor a readback (the queue runs ahead until the next `next`).
     pub fn feed(&mut self, gpu: &Gpu, token: u32) -> Result<(), GpuError> {
-        self.step(gpu, token, false)
+        self.step(gpu, &[token], false)
     }
 
-    fn step(&mut self, gpu: &Gpu, token: u32, head: bool) -> Result<(), GpuError> {
-        if self.pos >= self.max_t {
+    fn step(&mut self, gpu: &Gpu, tokens: &[u32], head: bool) -> Result<(), GpuError> {
+        if tokens.len() != self.rows.len() {
+            return Err(GpuError::Unsupported(format!(
+                "{} tokens for a decoder of {} rows",
+                tokens.len(),
+                self.rows.len()
+            )));
+        }
+        if self.rows.iter().any(|r| r.pos >= self.max_t) {
             return Err(GpuError::Unsupported(format!("the KV cache holds {} positions (n_positions)", self.max_t)));
         }
-        self.set_position(gpu, token);
-        let (pos, s) = (self.pos as u64, &self.shape);
-        let bytes = self.logits.dtype.bytes();
-        let row = bytes * (s.attn.nkv * s.attn.hs) as u64;
-        let (k_at, v_at) = (bytes * s.attn.qkv.k_base as u64, bytes * s.attn.qkv.v_base as u64);
+        for (r, &t) in tokens.iter().enumerate() {
+            self.set_position(gpu, r, t);
+        }
         let mut rec = Recorder::new(gpu);
-        rec.dispatch(&self.encode);
+        let bytes = self.logits.dtype.bytes();
+        let c = bytes * self.shape.c as u64;
+        for (b, row) in self.rows.iter().enumerate() {
+            rec.dispatch(&row.encode);
+            rec.copy(&row.x.buf, 0, &self.x0.buf, b as u64 * c, c);
+        }
         for l in &self.layers {
             rec.run(&l.pre);
-            // Append this token's k and v to the cache.
-            rec.copy(&l.acts.qkv.buf, k_at, &l.k_cache.buf, pos * row, row);
-            rec.copy(&l.acts.qkv.buf, v_at, &l.v_cache.buf, pos * row, row);
-            rec.dispatch(&l.attn);
+            for (b, row) in l.rows.iter().enumerate() {
+                self.record_row_attention(&mut rec, l, row, b);
+            }
             rec.run(&l.post);
         }
         if head {
             rec.run(&self.head);
         }
         rec.submit()?;
-        self.pos += 1;
+        self.rows.iter_mut().for_each(|r| r.pos += 1);
         Ok(())
     }
 
-    /// Points the uniforms at position `pos` for `token`: the embedding's (GPT-2's wpe row),
-    /// RoPE's (Llama) and the attention's cache length.
-    fn set_position(&self, gpu: &Gpu, token: u32) {
-        let (pos, s) = (self.pos as u32, &self.shape);
-        gpu.write(&self.token, 0, &[token]);
-        let c = s.c;
+    /// Row `b`'s attention in layer `l`: its q and k out of the batch's qkv (RoPE on them for
+    /// Llama), k and v appended to its cache at its position, the attention over its cache,
+    /// and the output back into the batch's.
+    fn record_row_attention(&self, rec: &mut Recorder, l: &Layer, row: &RowLayer, b: usize) {
+        let (bytes, qkv, pos) = (self.logits.dtype.bytes(), &self.shape.attn.qkv, self.rows[b].pos as u64);
+        let (q_len, kvd) = (bytes * self.one.c() as u64, bytes * (self.one.nkv * self.one.hs) as u64);
+        let at = |base: u32, stride: u32| bytes * (base as u64 + b as u64 * stride as u64);
+        let src = &l.acts.qkv.buf;
+        rec.copy(src, at(0, qkv.q_stride), &row.q.buf, 0, q_len);
+        if row.rope.is_empty() {
+            rec.copy(src, at(qkv.k_base, qkv.kv_stride), &row.k_cache.buf, pos * kvd, kvd);
+        } else {
+            rec.copy(src, at(qkv.k_base, qkv.kv_stride), &row.k.buf, 0, kvd);
+            rec.run(&row.rope);
+            rec.copy(&row.k.buf, 0, &row.k_cache.buf, pos * kvd, kvd);
+        }
+        rec.copy(src, at(qkv.v_base, qkv.kv_stride), &row.v_cache.buf, pos * kvd, kvd);
+        rec.dispatch(&row.attn);
+        rec.copy(&row.att.buf, 0, &l.acts.atty.buf, b as u64 * q_len, q_len);
+    }
+
+    /// Points row `b`'s uniforms at its position for `token`: the embedding's (GPT-2's wpe
+    /// row), RoPE's (Llama) and the attention's cache length.
+    fn set_position(&self, gpu: &Gpu, b: usize, token: u32) {
+        let (row, s) = (&self.rows[b], &self.shape);
+        let pos = row.pos as u32;
+        gpu.write(&row.token, 0, &[token]);
         if self.quant_embed {
             let p = crate::kernels::quant::QuantParams {
                 has_bias: (s.arch == Arch::Gpt2) as u32,
-                ..crate::kernels::quant::embed_params(1, 1, c, pos)
+                ..crate::kernels::quant::embed_params(1, 1, s.c, pos)
             };
-            self.encode.write_uniform(gpu, &p);
+            row.encode.write_uniform(gpu, &p);
         } else {
             let wpe = (s.arch == Arch::Gpt2) as u32;
-            self.encode.write_uniform(gpu, &EncoderParams { n: 1, t: 1, c, wpe, pos0: pos, _pad: [0; 3] });
+            row.encode.write_uniform(gpu, &EncoderParams { n: 1, t: 1, c: s.c, wpe, pos0: pos, _pad: [0; 3] });
         }
         for l in &self.layers {
-            attention::set_decode_len_in(gpu, &l.attn, pos + 1, &s.attn);
-            if s.arch == Arch::Llama {
-                let ropes = &l.pre[l.pre.len() - 2..];
-                for (part, d) in ropes.iter().enumerate() {
-                    d.write_uniform(gpu, &RopeParams { heads: s.rope_heads(part, pos), inverse: 0 });
-                }
+            let r = &l.rows[b];
+            attention::set_decode_len_in(gpu, &r.attn, pos + 1, &self.one);
+            for (d, (heads, width)) in
+                r.rope.iter().zip([(self.one.nh, self.one.c()), (self.one.nkv, self.one.nkv * self.one.hs)])
+            {
+                let heads = Heads { n: 1, t: 1, heads, d: self.one.hs, stride: width, col: 0, pos_off: pos };
+                d.write_uniform(gpu, &RopeParams { heads, inverse: 0 });
             }
         }
     }
@@ -170,44 +249,72 @@ impl Decoder {
     pub fn capacity(&self) -> usize {
         self.max_t
     }
+
+    /// Rows the decoder runs.
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Where row `b`'s next token goes: the tokens it has seen.
+    pub fn pos(&self, b: usize) -> usize {
+        self.rows[b].pos
+    }
+
+    /// Empties row `b`'s cache (its next token goes to position 0).
+    pub fn reset(&mut self, b: usize) {
+        self.rows[b].pos = 0;
+    }
 }
 
 impl Gpt {
-    /// Feeds the first `tokens` of a prompt (at most T of this batch-1 model) into an empty
-    /// `dec` at once: this model's blocks over them (batched matmuls and the flash attention,
-    /// in one submit), then every layer's keys and values copied into the cache, which `feed`
-    /// of each token would have filled one row at a time.
+    /// Feeds the first `tokens` of a prompt (at most T of this model) into row 0 of an empty
+    /// `dec` at once (`prefill_rows`).
     pub fn prefill(&self, gpu: &Gpu, dec: &mut Decoder, tokens: &[u32]) -> Result<(), GpuError> {
-        let n = tokens.len();
-        if dec.pos != 0 || self.b != 1 || n > self.t.min(dec.max_t) {
+        self.prefill_rows(gpu, dec, &[tokens])
+    }
+
+    /// Feeds prompt j of `prompts` (at most B of them, each at most T tokens) into row j of
+    /// `dec`, whose caches those rows start empty: this model's blocks over them (batched
+    /// matmuls and the flash attention, in one submit), then every layer's keys and values
+    /// of each prompt copied into its row's cache, which feeding each token would have filled
+    /// one position at a time.
+    pub fn prefill_rows(&self, gpu: &Gpu, dec: &mut Decoder, prompts: &[&[u32]]) -> Result<(), GpuError> {
+        let cap = self.t.min(dec.max_t);
+        let fits = prompts.len() <= self.b.min(dec.rows.len()) && prompts.iter().all(|p| p.len() <= cap);
+        if !fits || dec.rows.iter().take(prompts.len()).any(|r| r.pos != 0) {
             return Err(GpuError::Unsupported(format!(
-                "prefill of {n} tokens at position {}: an empty cache takes up to {} at once",
-                dec.pos,
-                self.t.min(dec.max_t)
+                "prefill of {} prompts: empty rows of the decoder take up to {} prompts of up to {cap} tokens",
+                prompts.len(),
+                self.b.min(dec.rows.len())
             )));
         }
-        let mut padded = tokens.to_vec();
-        padded.resize(self.t, 0);
-        // Causal attention: the padding after the prompt changes none of its positions.
-        self.upload_batch(gpu, 0, &padded, &vec![0; self.t]);
+        let mut padded = vec![0; self.b * self.t];
+        for (j, p) in prompts.iter().enumerate() {
+            padded[j * self.t..][..p.len()].copy_from_slice(p);
+        }
+        // Causal attention: the padding after each prompt changes none of its positions.
+        self.upload_batch(gpu, 0, &padded, &vec![0; self.b * self.t]);
         let mut rec = Recorder::new(gpu);
         self.record_eval_inputs(&mut rec);
         // The blocks only: the keys and values are all the cache needs, so no head, no logits.
         self.edges[0].iter().chain(&self.body[..self.blocks_end]).for_each(|cmd| cmd.record(&mut rec));
         let (q, bytes) = (self.shape().attn.qkv, self.logits.dtype.bytes());
-        let row = bytes * (dec.shape.attn.nkv * dec.shape.attn.hs) as u64;
+        let row = bytes * (dec.one.nkv * dec.one.hs) as u64;
         for (acts, layer) in self.acts.iter().zip(&dec.layers) {
-            for (base, cache) in [(q.k_base, &layer.k_cache), (q.v_base, &layer.v_cache)] {
-                let at = |r: usize| bytes * (base as u64 + r as u64 * q.kv_stride as u64);
-                if row == bytes * q.kv_stride as u64 {
-                    rec.copy(&acts.qkv.buf, at(0), &cache.buf, 0, n as u64 * row);
-                } else {
-                    (0..n).for_each(|r| rec.copy(&acts.qkv.buf, at(r), &cache.buf, r as u64 * row, row));
+            for (j, p) in prompts.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+                let (n, first) = (p.len() as u64, (j * self.t) as u64);
+                for (base, cache) in [(q.k_base, &layer.rows[j].k_cache), (q.v_base, &layer.rows[j].v_cache)] {
+                    let at = |r: u64| bytes * (base as u64 + (first + r) * q.kv_stride as u64);
+                    if row == bytes * q.kv_stride as u64 {
+                        rec.copy(&acts.qkv.buf, at(0), &cache.buf, 0, n * row);
+                    } else {
+                        (0..n).for_each(|r| rec.copy(&acts.qkv.buf, at(r), &cache.buf, r * row, row));
+                    }
                 }
             }
         }
         rec.submit()?;
-        dec.pos = n;
+        prompts.iter().zip(&mut dec.rows).for_each(|(p, r)| r.pos = p.len());
         Ok(())
     }
 }

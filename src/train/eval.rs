@@ -122,7 +122,7 @@ pub fn sample_until(
         }
         ctx.push(next);
         out.push(next);
-        if dec.pos < cap {
+        if dec.pos(0) < cap {
             logits = dec.next(gpu, next)?;
         } else {
             dec = gpt.decoder(gpu)?;

@@ -1,9 +1,10 @@
 //! Task evaluation (`wgtrain eval --task FILE.jsonl`): greedy answers scored by exact match or
 //! containment, or multiple choice by the mean log-likelihood of each option.
 //!
-//! Generation feeds each prompt through one batched forward (`Gpt::prefill`) into the KV
-//! cache, then decodes greedily until the end-of-text (or the chat's end of turn), a newline,
-//! or the token limit. Choice scores every (record, option) pair as a row of the forward: the
+//! Generation goes in waves of B records: their prompts through one batched forward
+//! (`Gpt::prefill_rows`) into the rows of the KV cache, then greedy decoding of every row at
+//! once, each at its own position, until the end-of-text (or the chat's end of turn), a
+//! newline, or the token limit. Choice scores every (record, option) pair as a row of the forward: the
 //! targets are the option's tokens, every other position IGNORE, so the classifier's losses
 //! are the option's negative log-likelihoods (llm.c's HellaSwag acc_norm, per token).
 
@@ -118,7 +119,9 @@ pub fn longest(tok: &Tokenizer, records: &[TaskRecord]) -> Result<usize, String>
 }
 
 /// Greedy answers to every record's prompt, scored by `metric` (exact-match or contains).
-/// `gpt` is batch 1, its T at least the longest prompt; `stop` is the chat's end of turn.
+/// `gpt`'s T is at least the longest prompt; `stop` is the chat's end of turn. The records go
+/// in waves of `gpt`'s B: their prompts prefilled together (one forward of B rows), then
+/// decoded together, each row at its own position, until every answer of the wave has ended.
 pub fn generate_task(
     gpu: &Gpu,
     gpt: &Gpt,
@@ -128,48 +131,71 @@ pub fn generate_task(
     stop: Option<u32>,
 ) -> anyhow::Result<TaskScore> {
     let started = std::time::Instant::now();
-    let mut dec = gpt.decoder(gpu)?;
-    let v = gpt.config.vocab_size.min(tok.vocab_size);
-    let (mut correct, mut new_tokens, mut outputs) = (0, 0, Vec::new());
+    let mut prompts = Vec::new();
     for r in records {
-        let Answer::Text(reference) = &r.answer else { anyhow::bail!("--metric {metric:?} needs text answers") };
+        let Answer::Text(_) = &r.answer else { anyhow::bail!("--metric {metric:?} needs text answers") };
         let mut ids = tok.encode(&r.prompt).map_err(anyhow::Error::msg)?;
         if ids.is_empty() {
             ids.push(tok.eot);
         }
         check_ids(&ids, gpt)?;
-        anyhow::ensure!(
-            ids.len() + max_new <= dec.capacity(),
-            "a prompt of {} tokens leaves no room for --max-new-tokens {max_new} in the KV cache of {}",
-            ids.len(),
-            dec.capacity()
-        );
-        dec.pos = 0;
-        let (last, rest) = ids.split_last().expect("a token");
-        if !rest.is_empty() {
-            gpt.prefill(gpu, &mut dec, rest)?;
+        prompts.push(ids);
+    }
+    let mut dec = gpt.decoder_rows(gpu, gpt.b.min(records.len()).max(1))?;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    anyhow::ensure!(
+        longest + max_new <= dec.capacity(),
+        "a prompt of {longest} tokens leaves no room for --max-new-tokens {max_new} in the KV cache of {}",
+        dec.capacity()
+    );
+    let v = gpt.config.vocab_size.min(tok.vocab_size);
+    let (mut correct, mut new_tokens, mut outputs) = (0, 0, Vec::new());
+    for (wave, recs) in prompts.chunks(dec.rows()).zip(records.chunks(dec.rows())) {
+        for (out, r) in decode_wave(gpu, gpt, &mut dec, wave, (tok, v, stop, max_new))?.into_iter().zip(recs) {
+            let Answer::Text(reference) = &r.answer else { unreachable!("checked above") };
+            let answer = tok.decode(&out).split('\n').next().unwrap_or("").trim().to_string();
+            correct += scores(metric, &answer, reference) as usize;
+            new_tokens += out.len();
+            outputs.push(answer);
         }
-        let mut logits = dec.next(gpu, *last)?;
-        let mut out: Vec<u32> = Vec::new();
-        let mut text = String::new();
-        while out.len() < max_new {
-            let next = super::argmax(&logits[..v]);
-            if next == tok.eot || Some(next) == stop {
-                break;
-            }
-            out.push(next);
-            text = tok.decode(&out);
-            if text.contains('\n') || out.len() == max_new {
-                break;
-            }
-            logits = dec.next(gpu, next)?;
-        }
-        new_tokens += out.len();
-        let answer = text.split('\n').next().unwrap_or("").trim().to_string();
-        correct += scores(metric, &answer, reference) as usize;
-        outputs.push(answer);
     }
     Ok(finish(metric, correct, outputs, new_tokens, started))
+}
+
+/// Greedy tokens after each prompt of `wave` (at most the decoder's rows), each ending before
+/// the end-of-text or `stop`, at a newline or after `max_new` tokens.
+fn decode_wave(
+    gpu: &Gpu,
+    gpt: &Gpt,
+    dec: &mut crate::model::Decoder,
+    wave: &[Vec<u32>],
+    (tok, v, stop, max_new): (&Tokenizer, usize, Option<u32>, usize),
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    (0..dec.rows()).for_each(|b| dec.reset(b));
+    let rests: Vec<&[u32]> = wave.iter().map(|ids| &ids[..ids.len() - 1]).collect();
+    gpt.prefill_rows(gpu, dec, &rests)?;
+    // Each row feeds its prompt's last token first; rows past the wave feed 0, read by nothing.
+    let mut feed: Vec<u32> = wave.iter().map(|ids| ids[ids.len() - 1]).collect();
+    feed.resize(dec.rows(), 0);
+    let mut outs = vec![Vec::new(); wave.len()];
+    let mut open = vec![true; wave.len()];
+    while open.iter().any(|&o| o) {
+        let logits = dec.next_rows(gpu, &feed)?;
+        for (j, out) in outs.iter_mut().enumerate() {
+            if !open[j] {
+                continue;
+            }
+            let next = super::argmax(&logits[j * gpt.config.vocab_size..][..v]);
+            if next == tok.eot || Some(next) == stop {
+                open[j] = false;
+                continue;
+            }
+            out.push(next);
+            feed[j] = next;
+            open[j] = !(tok.decode(out).contains('\n') || out.len() >= max_new);
+        }
+    }
+    Ok(outs)
 }
 
 fn check_ids(ids: &[u32], gpt: &Gpt) -> anyhow::Result<()> {
