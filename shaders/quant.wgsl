@@ -134,6 +134,17 @@ fn qmatmul_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
 var<workgroup> tile_a: array<f32, 1056>; // [t][row], TILE × PAD
 var<workgroup> tile_w: array<f32, 1056>; // [t][col]
 
+// acc[i][jj] += Σ_t tile_a[t][y + 8i] · tile_w[t][x + 8jj]: a thread's 4 × 4 outputs, strided
+// by 8 (reads are broadcasts, stores coalesce), from the two tiles in workgroup memory.
+fn multiply_tiles(x: u32, y: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
+    for (var t = 0u; t < TILE; t++) {
+        let w = vec4<f32>(tile_w[t * PAD + x], tile_w[t * PAD + x + 8u], tile_w[t * PAD + x + 16u], tile_w[t * PAD + x + 24u]);
+        for (var i = 0u; i < 4u; i++) {
+            (*acc)[i] += tile_a[t * PAD + y + 8u * i] * w;
+        }
+    }
+}
+
 @compute @workgroup_size(8, 8)
 fn qmatmul_forward(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -170,17 +181,7 @@ fn qmatmul_forward(
             tile_w[e * PAD + j] = v;
         }
         workgroupBarrier();
-        for (var t = 0u; t < TILE; t++) {
-            let w = vec4<f32>(
-                tile_w[t * PAD + lid.x],
-                tile_w[t * PAD + lid.x + 8u],
-                tile_w[t * PAD + lid.x + 16u],
-                tile_w[t * PAD + lid.x + 24u],
-            );
-            for (var i = 0u; i < 4u; i++) {
-                acc[i] += tile_a[t * PAD + lid.y + 8u * i] * w;
-            }
-        }
+        multiply_tiles(lid.x, lid.y, &acc);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
@@ -237,17 +238,7 @@ fn qmatmul_backward_input(
             tile_w[j * PAD + e] = v;
         }
         workgroupBarrier();
-        for (var t = 0u; t < TILE; t++) {
-            let w = vec4<f32>(
-                tile_w[t * PAD + lid.x],
-                tile_w[t * PAD + lid.x + 8u],
-                tile_w[t * PAD + lid.x + 16u],
-                tile_w[t * PAD + lid.x + 24u],
-            );
-            for (var i = 0u; i < 4u; i++) {
-                acc[i] += tile_a[t * PAD + lid.y + 8u * i] * w;
-            }
-        }
+        multiply_tiles(lid.x, lid.y, &acc);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {

@@ -78,6 +78,8 @@ impl Table {
                 AttnVariant::parse(name).map(|_| ())
             } else if k.starts_with("layernorm") {
                 LnVariant::parse(name).map(|_| ())
+            } else if k.starts_with("quant") {
+                QuantPath::parse(name).map(|_| ())
             } else {
                 Variant::parse(name).map(|_| ())
             };
@@ -305,10 +307,17 @@ impl QuantPath {
             QuantPath::Dequant => "dequant",
         }
     }
+
+    pub fn parse(name: &str) -> Result<Self, String> {
+        [QuantPath::Fused, QuantPath::Dequant]
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| format!("{name:?} is not a quant path: fused or dequant"))
+    }
 }
 
 /// The path of `product` (Forward or BackwardInput) at `d` over a `qtype` weight, `act` the
-/// activations' type. CPU adapters take Dequant untimed: on lavapipe (AMD EPYC, 2 cores) it
+/// activations' type. CPU adapters take Dequant untimed: on lavapipe (Intel Xeon, 2 cores) it
 /// ran SmolLM2's LoRA step 3× faster than the fused kernels. GPUs time both when tuning.
 pub fn choose_quant(gpu: &Gpu, product: Product, d: Dims, qtype: QType, act: Dtype) -> Result<QuantPath, GpuError> {
     let thorough = gpu.tuning.lock().unwrap().thorough;
@@ -342,7 +351,7 @@ pub fn choose_quant(gpu: &Gpu, product: Product, d: Dims, qtype: QType, act: Dty
             }
         })
     })?;
-    Ok(if name == "fused" { QuantPath::Fused } else { QuantPath::Dequant })
+    Ok(QuantPath::parse(&name).unwrap_or(QuantPath::Dequant))
 }
 
 /// The run's choice for `key`, else the cache's (when tuning, from a list of at least

@@ -132,6 +132,10 @@ fn tuning_table_pins_recorded_choices_and_refuses_unknown_ones() {
     assert_eq!(t.choices(), pinned);
     let bad = [(key, "tile7x7x7-t3x3".to_string())].into();
     assert!(t.pin(&bad).unwrap_err().contains("tile7x7x7"));
+    // A quant path is a choice of its own kind (a run over a quantized base records them).
+    let quant = format!("quant q4_1 {}", class_key(Product::Forward, D));
+    t.pin(&[(quant.clone(), "dequant".to_string())].into()).unwrap();
+    assert!(t.pin(&[(quant, "reg4x4-wg8x8".to_string())].into()).unwrap_err().contains("not a quant path"));
 }
 
 #[test]
