@@ -15,6 +15,7 @@ mod eval;
 mod finish;
 mod init;
 mod log;
+mod model_load;
 mod replicas;
 mod setup;
 pub mod signals;
