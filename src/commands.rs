@@ -326,7 +326,7 @@ pub fn sample(
     (prompt, chat): (&str, Option<&str>),
     n: usize,
     (temperature, top_k, seed): (f32, usize, u64),
-    precision: wgtrain::model::Precision,
+    (precision, raw): (wgtrain::model::Precision, bool),
 ) -> anyhow::Result<()> {
     // The decoder and the prompt's prefill keep their own activations; the model itself only
     // hosts parameters.
@@ -355,16 +355,31 @@ pub fn sample(
         let prompt =
             wgtrain::data::chat::render(&template, &[message], true, ("", &eos_text)).map_err(anyhow::Error::msg)?;
         let out = wgtrain::train::sample_until(gpu, &gpt, &tok, &prompt, n, sampling, Some(stop))?;
-        println!("{}", out.text.trim());
+        let answer = tok.decode_bytes(&out.ids);
+        show(&[answer.trim_ascii()], raw)?;
         out
     } else {
         let prompt = prompt.replace("\\n", "\n");
         let out = wgtrain::train::sample_until(gpu, &gpt, &tok, &prompt, n, sampling, None)?;
-        println!("{prompt}{}", out.text);
+        show(&[prompt.as_bytes(), &tok.decode_bytes(&out.ids)], raw)?;
         out
     };
     sample_speed(gpu, &gpt, &out);
     Ok(())
+}
+
+/// Writes `parts` and a newline to stdout: as they are with `raw`, else decoded lossily with
+/// their control characters escaped (a terminal).
+fn show(parts: &[&[u8]], raw: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let bytes = parts.concat();
+    let mut out = std::io::stdout().lock();
+    match raw {
+        true => out.write_all(&bytes)?,
+        false => out.write_all(wgtrain::train::printable(&String::from_utf8_lossy(&bytes)).as_bytes())?,
+    }
+    out.write_all(b"\n")?;
+    Ok(out.flush()?)
 }
 
 /// The prompt's and the decoding's tokens per second, and the memory, on stderr.

@@ -101,6 +101,10 @@ enum Command {
         /// A LoRA adapter directory applied to --model unmerged.
         #[arg(long)]
         lora_adapter: Option<PathBuf>,
+        /// Write the exact bytes the model produced, as when stdout is not a terminal (on a
+        /// terminal the text is decoded lossily, its control characters escaped).
+        #[arg(long)]
+        raw: bool,
     },
     /// Quantize a checkpoint into a GGUF file llama.cpp runs (and eval/sample read back).
     Quantize {
@@ -396,9 +400,11 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
                 (None, None) => unreachable!("clap requires --data or --task"),
             }
         }
-        Command::Sample { model, prompt, chat, tokens, temperature, top_k, seed, lora_adapter } => {
+        Command::Sample { model, prompt, chat, tokens, temperature, top_k, seed, lora_adapter, raw } => {
             let sampling = (temperature, top_k, seed);
-            sample(&gpu, (&model, lora_adapter.as_deref()), (&prompt, chat.as_deref()), tokens, sampling, precision)?
+            let raw = raw || !std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let m = (model.as_path(), lora_adapter.as_deref());
+            sample(&gpu, m, (&prompt, chat.as_deref()), tokens, sampling, (precision, raw))?
         }
         Command::Bench(Bench::Matmul { sizes, json, samples, variant }) => {
             bench_matmul(&gpu, &sizes, json, samples, &variant)?

@@ -21,6 +21,7 @@ mod prune;
 mod qlora;
 mod reliability;
 mod runtime;
+mod sample;
 mod sft;
 mod shaders;
 mod smollm2;

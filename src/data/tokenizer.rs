@@ -188,6 +188,19 @@ impl Tokenizer {
         self.hf.decode(ids, false).unwrap_or_default()
     }
 
+    /// The bytes `ids` stand for: exactly, for bytes and tiktoken's GPT-2; the decoded text's
+    /// for a tokenizer.json (whose decoder yields text).
+    pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
+        if self.kind == Kind::Byte {
+            return ids.iter().map(|&i| i as u8).collect();
+        }
+        if let Some(t) = &self.tiktoken {
+            let known: Vec<u32> = ids.iter().copied().filter(|&i| (i as usize) < self.vocab_size).collect();
+            return t.decode_bytes(&known).unwrap_or_default();
+        }
+        self.decode(ids).into_bytes()
+    }
+
     /// Writes the tokenizer.json (under a temporary name, then renamed).
     pub fn save(&self, path: &Path) -> Result<(), Error> {
         let tmp = path.with_extension("json.tmp");

@@ -61,6 +61,8 @@ pub fn sample(
 /// cache without the LM head (but for its last token), and the decoding of the new tokens.
 pub struct Sampled {
     pub text: String,
+    /// The new tokens (`text` is their lossy decoding).
+    pub ids: Vec<u32>,
     pub prompt_tokens: usize,
     pub prompt_s: f64,
     pub new_tokens: usize,
@@ -130,7 +132,7 @@ pub fn sample_until(
         }
     }
     let decode_s = started.elapsed().as_secs_f64() - prompt_s;
-    Ok(Sampled { text: tok.decode(&out), prompt_tokens, prompt_s, new_tokens: out.len(), decode_s })
+    Ok(Sampled { text: tok.decode(&out), prompt_tokens, prompt_s, new_tokens: out.len(), decode_s, ids: out })
 }
 
 /// The first index of the largest logit (the one a stable descending sort puts first).
@@ -164,4 +166,19 @@ pub fn pick(logits: &[f32], temperature: f32, top_k: usize, rng: &mut Rng) -> u3
         }
     }
     idx[idx.len() - 1] as u32
+}
+
+/// `text` safe for a terminal: control characters but newline and tab (ESC, BEL, NUL, CR,
+/// DEL, C1) shown as escapes (`\x1b`, `\u{85}`), so that a sample cannot drive the terminal.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }

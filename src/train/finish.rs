@@ -79,7 +79,7 @@ pub(super) fn finish(s: &mut Session, log: &mut Log, last: u64, early: bool, sta
     );
     if a.sample_tokens > 0 && s.config.vocab_size >= s.tok.vocab_size {
         let text = sample(gpu, &s.gpt, &s.tok, "", a.sample_tokens, 0.8, 40, a.seed)?;
-        println!("sample:\n{text}");
+        println!("sample:\n{}", super::printable(&text));
     }
     println!("checkpoint: {}", a.out.display());
     Ok(())

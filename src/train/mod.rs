@@ -25,7 +25,7 @@ pub mod task;
 
 pub use args::{KdFlags, LoraFlags, TrainArgs};
 pub use defaults::{default_config, model_file, DEFAULT_CONFIG};
-pub use eval::{argmax, evaluate, evaluate_rows, pick, sample, sample_until, Sampled};
+pub use eval::{argmax, evaluate, evaluate_rows, pick, printable, sample, sample_until, Sampled};
 pub use step::{run_step, Probes};
 
 use std::path::{Path, PathBuf};
