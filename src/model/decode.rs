@@ -8,10 +8,10 @@
 use super::block::{self, post_attention, pre_attention, LayerActs, Shape};
 use super::{Arch, Gpt};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
-use crate::kernels::attention::{self, AttnShape};
+use crate::kernels::attention;
 use crate::kernels::encoder::EncoderParams;
 use crate::kernels::matmul::{Dims, Matmul};
-use crate::kernels::rope::{self, Heads, RopeParams};
+use crate::kernels::rope::{self, RopeParams};
 use crate::kernels::{Dtype, Tensor};
 
 /// One row's part of a layer: its cache, its q (and Llama's k) copied out of the batch's qkv
@@ -48,8 +48,8 @@ struct Row {
 /// A model of `rows` rows that reads the parameters of a `Gpt` and keeps a KV cache per row.
 pub struct Decoder {
     shape: Shape,
-    /// The attention of one row (B 1, T 1): where its q sits in its copy.
-    one: AttnShape,
+    /// One row (B 1, T 1): where its q sits in its copy, its RoPE heads.
+    one: Shape,
     v: usize,
     max_t: usize,
     /// The embedding dequantizes wte (its uniform is quant.wgsl's).
@@ -80,9 +80,9 @@ impl Gpt {
         self.refresh_fake_quant(gpu)?;
         let cfg = &self.config;
         let (c, v, max_t) = (cfg.n_embd as u32, cfg.vocab_size as u32, cfg.n_positions.min(DECODE_MAX) as u32);
-        let (s, one) = (Shape::new(cfg, rows.max(1), 1)?, Shape::new(cfg, 1, 1)?.attn);
+        let (s, one) = (Shape::new(cfg, rows.max(1), 1)?, Shape::new(cfg, 1, 1)?);
         let act = self.precision.act();
-        let widths = [c, one.c(), one.nkv * one.hs];
+        let widths = [c, one.q(), one.planes()[1].1];
         if act == Dtype::F16 && widths.iter().any(|w| w % 2 == 1) {
             return Err(GpuError::Unsupported(format!(
                 "an f16 decoder copies rows of {widths:?} elements: each must be even"
@@ -123,20 +123,18 @@ impl Gpt {
     }
 
     /// One row's cache, copies and dispatches of a layer.
-    fn row_layer(&self, gpu: &Gpu, w: &block::Weights, one: &AttnShape, max_t: u32) -> Result<RowLayer, GpuError> {
+    fn row_layer(&self, gpu: &Gpu, w: &block::Weights, one: &Shape, max_t: u32) -> Result<RowLayer, GpuError> {
         let f = |len: u64| Tensor::new(gpu, Category::Activations, len, self.precision.act());
-        let (q_len, kvd) = (one.c() as u64, (one.nkv * one.hs) as u64);
+        let (q_len, kvd) = (one.q() as u64, one.planes()[1].1 as u64);
         let (k_cache, v_cache) = (f(max_t as u64 * kvd)?, f(max_t as u64 * kvd)?);
         let (q, k, att) = (f(q_len)?, f(kvd)?, f(q_len)?);
         let mut rope = Vec::new();
         if self.config.arch == Arch::Llama {
             let table = w.rope.ok_or_else(|| GpuError::Unsupported("a Llama decoder needs its RoPE table".into()))?;
-            let heads =
-                |n: u32, width: u32| Heads { n: 1, t: 1, heads: n, d: one.hs, stride: width, col: 0, pos_off: 0 };
-            rope.push(rope::apply(gpu, q.v(), table, heads(one.nh, q_len as u32), false)?);
-            rope.push(rope::apply(gpu, k.v(), table, heads(one.nkv, kvd as u32), false)?);
+            rope.push(rope::apply(gpu, q.v(), table, one.rope_heads(0, 0), false)?);
+            rope.push(rope::apply(gpu, k.v(), table, one.rope_heads(1, 0), false)?);
         }
-        let attn = attention::decode_in(gpu, att.v(), q.v(), [k_cache.v(), v_cache.v()], max_t, one)?;
+        let attn = attention::decode_in(gpu, att.v(), q.v(), [k_cache.v(), v_cache.v()], max_t, &one.attn)?;
         Ok(RowLayer { k_cache, v_cache, q, k, att, rope, attn })
     }
 }
@@ -201,7 +199,7 @@ impl Decoder {
     /// and the output back into the batch's.
     fn record_row_attention(&self, rec: &mut Recorder, l: &Layer, row: &RowLayer, b: usize) {
         let (bytes, qkv, pos) = (self.logits.dtype.bytes(), &self.shape.attn.qkv, self.rows[b].pos as u64);
-        let (q_len, kvd) = (bytes * self.one.c() as u64, bytes * (self.one.nkv * self.one.hs) as u64);
+        let (q_len, kvd) = (bytes * self.one.q() as u64, bytes * self.one.planes()[1].1 as u64);
         let at = |base: u32, stride: u32| bytes * (base as u64 + b as u64 * stride as u64);
         let src = &l.acts.qkv.buf;
         rec.copy(src, at(0, qkv.q_stride), &row.q.buf, 0, q_len);
@@ -235,12 +233,9 @@ impl Decoder {
         }
         for l in &self.layers {
             let r = &l.rows[b];
-            attention::set_decode_len_in(gpu, &r.attn, pos + 1, &self.one);
-            for (d, (heads, width)) in
-                r.rope.iter().zip([(self.one.nh, self.one.c()), (self.one.nkv, self.one.nkv * self.one.hs)])
-            {
-                let heads = Heads { n: 1, t: 1, heads, d: self.one.hs, stride: width, col: 0, pos_off: pos };
-                d.write_uniform(gpu, &RopeParams { heads, inverse: 0 });
+            attention::set_decode_len_in(gpu, &r.attn, pos + 1, &self.one.attn);
+            for (part, d) in r.rope.iter().enumerate() {
+                d.write_uniform(gpu, &RopeParams { heads: self.one.rope_heads(part, pos), inverse: 0 });
             }
         }
     }
@@ -299,7 +294,7 @@ impl Gpt {
         // The blocks only: the keys and values are all the cache needs, so no head, no logits.
         self.edges[0].iter().chain(&self.body[..self.blocks_end]).for_each(|cmd| cmd.record(&mut rec));
         let (q, bytes) = (self.shape().attn.qkv, self.logits.dtype.bytes());
-        let row = bytes * (dec.one.nkv * dec.one.hs) as u64;
+        let row = bytes * dec.one.planes()[1].1 as u64;
         for (acts, layer) in self.acts.iter().zip(&dec.layers) {
             for (j, p) in prompts.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
                 let (n, first) = (p.len() as u64, (j * self.t) as u64);

@@ -134,11 +134,10 @@ impl Gpt {
     /// under `precision` F16).
     pub fn from_gguf(gpu: &Gpu, model: &GgufModel, b: usize, t: usize, precision: Precision) -> Result<Self, GpuError> {
         let quant = QuantWeights::upload(gpu, &model.tensors)?;
-        let dense: Vec<_> = model.tensors.iter().filter(|t| !t.qtype.is_block()).collect();
-        let table = ParamTable::new(dense.iter().map(|t| (t.name.clone(), t.shape.clone())));
+        let dense = model.tensors.iter().filter(|t| !t.qtype.is_block());
+        let table = ParamTable::new(dense.map(|t| (t.name.clone(), t.shape.clone())));
         let gpt = Gpt::for_inference(gpu, model.config.clone(), b, t, precision, table, quant)?;
-        let values: Vec<Vec<f32>> = dense.iter().map(|t| quant::dequantize(&t.bytes, t.qtype)).collect();
-        gpt.write_params(gpu, &values);
+        gpt.write_params(gpu, &dense_values(&model.tensors));
         gpt.write_half_params(gpu)?;
         Ok(gpt)
     }
