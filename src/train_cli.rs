@@ -63,7 +63,7 @@ pub struct TrainCli {
     /// Micro-batches per optimizer step.
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
-    /// Read batches in order instead of a seeded shuffle.
+    /// Read batches in order instead of a seeded shuffle of rows.
     #[arg(long)]
     no_shuffle: bool,
     #[arg(long, default_value_t = 1337)]

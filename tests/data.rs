@@ -51,18 +51,33 @@ fn sequential_loader_follows_the_contract() {
 }
 
 #[test]
-fn shuffled_loader_is_seeded_and_covers_every_batch() {
+fn shuffled_loader_is_seeded_and_draws_every_row_once_per_epoch() {
+    // 1000 tokens, T 5: 199 rows of 6 tokens start at multiples of 5; B 4: 49 batches take 196
+    // of them, and the 3 left over wait for another epoch's order.
     let tokens: Vec<u32> = (0..1000).collect();
-    let firsts = |seed| {
+    let epoch = |seed| {
         let mut l = Loader::new(tokens.clone(), 4, 5, true, seed).unwrap();
-        (0..l.batches()).map(|_| l.next_batch().0[0]).collect::<Vec<_>>()
+        assert_eq!(l.batches(), 49);
+        let rows: Vec<Vec<u32>> = (0..49)
+            .flat_map(|_| {
+                let (x, y) = l.next_batch();
+                x.chunks(5).zip(y.chunks(5)).map(|(r, s)| [r, &s[4..]].concat()).collect::<Vec<_>>()
+            })
+            .collect();
+        rows
     };
-    let (a, b, c) = (firsts(1), firsts(1), firsts(2));
+    let (a, b, c) = (epoch(1), epoch(1), epoch(2));
     assert_eq!(a, b, "same seed, same order");
     assert_ne!(a, c, "another seed, another order");
-    let mut sorted = a.clone();
-    sorted.sort();
-    assert_eq!(sorted, (0..a.len() as u32).map(|i| i * 20).collect::<Vec<_>>(), "each batch once per epoch");
+    for r in &a {
+        assert!(r[0] % 5 == 0 && r.iter().zip(r[0]..).all(|(&t, i)| t == i), "a row is T + 1 tokens in a row: {r:?}");
+    }
+    let mut firsts: Vec<u32> = a.iter().map(|r| r[0]).collect();
+    firsts.sort();
+    firsts.dedup();
+    assert_eq!(firsts.len(), 196, "each row at most once per epoch");
+    let adjacent = a.chunks(4).filter(|b| b.windows(2).all(|w| w[1][0] == w[0][0] + 5)).count();
+    assert!(adjacent < 3, "a batch's rows come from places apart, not one stretch ({adjacent} of 49 were)");
 }
 
 #[test]

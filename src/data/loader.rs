@@ -16,7 +16,11 @@ pub struct LoaderState {
 ///
 /// Sequential (`shuffle` off): position p starts at 0; a batch reads B·T + 1 tokens from p,
 /// row b starting at p + b·T; then p += B·T, and p returns to 0 when p + B·T + 1 would pass
-/// the end. Shuffled: the same batches, in an order drawn per epoch from the seed.
+/// the end. Shuffled: the units are the stream's rows (T + 1 tokens from each multiple of T),
+/// in an order drawn per epoch from the seed, and a batch takes the next B of them, so its
+/// rows come from B places in the data rather than one stretch of B·T tokens (a stretch is
+/// one scene: its loss swings from batch to batch). An epoch ends where fewer than B rows are
+/// left.
 ///
 /// With `Examples` (masked data), a row is one example: its first T + 1 tokens, padded after
 /// its end, with the targets it does not count (prompt tokens, padding) set to IGNORE. The
@@ -90,16 +94,25 @@ impl Loader {
     pub fn batches(&self) -> usize {
         match &self.examples {
             Some(e) => e.len() / self.b,
+            None if self.shuffle => self.rows() / self.b,
             None => (self.tokens.len() - 1) / (self.b * self.t),
         }
     }
 
-    /// What one shuffle permutes: batches of the stream, or examples.
+    /// Rows of T + 1 tokens that start at a multiple of T.
+    fn rows(&self) -> usize {
+        (self.tokens.len() - 1) / self.t
+    }
+
+    /// What one shuffle permutes: the stream's rows, or examples.
     fn units(&self) -> usize {
-        self.examples.as_ref().map_or(self.batches(), Examples::len)
+        self.examples.as_ref().map_or(self.rows(), Examples::len)
     }
 
     fn new_epoch(&mut self) {
+        if !self.shuffle && self.examples.is_none() {
+            return; // the sequential stream keeps no order
+        }
         self.order = (0..self.units()).collect();
         if self.shuffle {
             let mut rng = Rng::new(self.rng);
@@ -117,24 +130,31 @@ impl Loader {
         if self.examples.is_some() {
             return self.next_examples();
         }
+        if self.shuffle {
+            return self.next_rows();
+        }
         let n = self.b * self.t;
-        let start = if self.shuffle {
-            if self.pos >= self.order.len() {
-                self.new_epoch();
-            }
-            let s = self.order[self.pos] * n;
-            self.pos += 1;
-            s
-        } else {
-            if self.pos + n + 1 > self.tokens.len() {
-                self.pos = 0;
-            }
-            let s = self.pos;
-            self.pos += n;
-            s
-        };
-        let chunk = &self.tokens[start..start + n + 1];
+        if self.pos + n + 1 > self.tokens.len() {
+            self.pos = 0;
+        }
+        let chunk = &self.tokens[self.pos..self.pos + n + 1];
+        self.pos += n;
         (chunk[..n].to_vec(), chunk[1..].to_vec())
+    }
+
+    /// `next_batch` of shuffled stream rows: the next B of this epoch's order.
+    fn next_rows(&mut self) -> (Vec<u32>, Vec<u32>) {
+        if self.pos + self.b > self.order.len() {
+            self.new_epoch();
+        }
+        let (mut x, mut y) = (Vec::with_capacity(self.b * self.t), Vec::with_capacity(self.b * self.t));
+        for &row in &self.order[self.pos..self.pos + self.b] {
+            let chunk = &self.tokens[row * self.t..row * self.t + self.t + 1];
+            x.extend_from_slice(&chunk[..self.t]);
+            y.extend_from_slice(&chunk[1..]);
+        }
+        self.pos += self.b;
+        (x, y)
     }
 
     /// `next_batch` of masked data: B examples, a row each. Shuffled, an epoch ends where
