@@ -351,7 +351,7 @@ fn bundled_default_runs_load() {
     use wgtrain::model::config::TrainDefaults;
     use wgtrain::train::defaults::{model_file, DEFAULT_CONFIG, GPU_DEFAULT_CONFIG};
     let cpu = TrainDefaults::load(&model_file(DEFAULT_CONFIG)).unwrap();
-    assert_eq!((cpu.batch_size, cpu.seq_len, cpu.steps), (Some(4), Some(128), Some(160)));
+    assert_eq!((cpu.batch_size, cpu.seq_len, cpu.steps), (Some(16), Some(64), Some(420)));
     let gpu = model_file(GPU_DEFAULT_CONFIG);
     let c = GptConfig::load(&gpu).unwrap();
     assert_eq!((c.n_layer, c.n_head, c.n_embd, c.n_positions), (6, 6, 384, 256));
