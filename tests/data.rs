@@ -78,6 +78,14 @@ fn shuffled_loader_is_seeded_and_draws_every_row_once_per_epoch() {
     assert_eq!(firsts.len(), 196, "each row at most once per epoch");
     let adjacent = a.chunks(4).filter(|b| b.windows(2).all(|w| w[1][0] == w[0][0] + 5)).count();
     assert!(adjacent < 3, "a batch's rows come from places apart, not one stretch ({adjacent} of 49 were)");
+    // A state saved when the shuffle permuted whole batches (49 of B·T tokens) is refused by name.
+    let mut l = Loader::new(tokens.clone(), 4, 5, true, 1).unwrap();
+    let old = wgtrain::data::LoaderState { pos: 3, order: (0..49).collect(), rng: 7 };
+    let e = l.restore(old).unwrap_err();
+    assert!(e.contains("earlier wgtrain") && e.contains("whole batches"), "{e}");
+    let mut st = l.state();
+    st.order.pop();
+    assert!(l.restore(st).unwrap_err().contains("same --data"));
 }
 
 #[test]

@@ -201,6 +201,11 @@ impl Loader {
         } else {
             st.pos < self.examples.as_ref().map_or(self.tokens.len(), Examples::len)
         };
+        if !fits && self.shuffled_whole_batches(&st) {
+            return Err("the checkpoint was saved by an earlier wgtrain, which shuffled whole batches \
+                        rather than rows: resume it with that version, or start a new run"
+                .into());
+        }
         if !fits {
             return Err("the saved data position does not fit this data; resume with the same --data".into());
         }
@@ -208,6 +213,12 @@ impl Loader {
         self.order = st.order;
         self.rng = st.rng;
         Ok(())
+    }
+
+    /// Whether `st` is an order of this stream's batches, as wgtrain saved before it shuffled rows.
+    fn shuffled_whole_batches(&self, st: &LoaderState) -> bool {
+        let batches = (self.tokens.len() - 1) / (self.b * self.t);
+        self.shuffle && self.examples.is_none() && self.b > 1 && st.order.len() == batches
     }
 
     /// The largest token id, to check against the vocabulary.
