@@ -18,7 +18,7 @@ use crate::compress::QType;
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder, Shader};
 use crate::kernels::attention::{self, AttnVariant};
 use crate::kernels::layernorm::{self, LnVariant};
-use crate::kernels::matmul::{Dims, Matmul, Product, Variant};
+use crate::kernels::matmul::{split_lanes, Dims, Matmul, Product, Variant};
 use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::{Dtype, View};
 
@@ -117,9 +117,14 @@ pub fn tune_model(
     Ok(lines)
 }
 
-/// The variant for classes nobody tuned: what wins on each adapter type before any timing.
-pub fn default_variant(gpu: &Gpu) -> Variant {
+/// The variant of `product` at `d` for classes nobody tuned: what wins on each adapter type
+/// before any timing. On a CPU adapter a forward with K ≥ 512 is split-k where the device has
+/// the subgroups (1.4-1.9× the baseline on lavapipe; at K 128 its final sums cost more than
+/// its loads save: 0.7-1.1×).
+pub fn default_variant(gpu: &Gpu, product: Product, d: Dims) -> Variant {
+    let split = product == Product::Forward && d.k >= 512 && split_lanes(gpu).is_some();
     match gpu.info.device_type {
+        wgpu::DeviceType::Cpu if split => Variant::SPLIT,
         wgpu::DeviceType::Cpu => Variant::BASELINE,
         _ => Variant::GPU[0],
     }
@@ -134,17 +139,19 @@ pub fn default_attention(gpu: &Gpu) -> AttnVariant {
     }
 }
 
-/// The matmul candidates timed on this adapter: on a CPU adapter the register variants for
-/// `wgtrain tune`, and only the baseline while training, whose first step must come within
-/// seconds even with a cold driver cache (each candidate costs seconds of LLVM compile there).
-/// Training reuses what `wgtrain tune` stored.
-pub fn candidates(gpu: &Gpu) -> &'static [Variant] {
+/// The matmul candidates for `product` timed on this adapter: on a CPU adapter the register
+/// and split-k variants for `wgtrain tune`, and only the default while training, whose first
+/// step must come within seconds even with a cold driver cache (each candidate costs seconds
+/// of LLVM compile there). Training reuses what `wgtrain tune` stored.
+pub fn candidates(gpu: &Gpu, product: Product, d: Dims) -> Vec<Variant> {
     let thorough = gpu.tuning.lock().unwrap().thorough;
-    match gpu.info.device_type {
-        wgpu::DeviceType::Cpu if short_list(gpu, thorough) => &Variant::CPU[..1],
+    let all = match gpu.info.device_type {
+        wgpu::DeviceType::Cpu if short_list(gpu, thorough) => return vec![default_variant(gpu, product, d)],
         wgpu::DeviceType::Cpu => Variant::CPU,
         _ => Variant::GPU,
-    }
+    };
+    let split = split_lanes(gpu).is_some();
+    all.iter().copied().filter(|v| v.serves(product) && (split || !matches!(v, Variant::Split { .. }))).collect()
 }
 
 /// Whether only each kernel's default is a candidate: while training on a CPU adapter.
@@ -177,9 +184,9 @@ pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64, half: u8
     let fallback = {
         let t = gpu.tuning.lock().unwrap();
         let base = t.baselines.then_some(Variant::BASELINE);
-        t.fallback.or(base).unwrap_or_else(|| default_variant(gpu))
+        t.fallback.or(base).map_or_else(|| default_variant(gpu, product, d), |v| v.for_product(product))
     };
-    let mut names: Vec<String> = candidates(gpu).iter().map(|v| v.to_string()).collect();
+    let mut names: Vec<String> = candidates(gpu, product, d).iter().map(|v| v.to_string()).collect();
     // Cooperative matrices where the device has them and the operands are f16.
     if gpu.coop_matrix && half & 0b110 == 0b110 {
         names.push(Variant::Coop.to_string());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use wgtrain::gpu::Category;
 use wgtrain::kernels::matmul::{Dims, Matmul, Product, Variant};
-use wgtrain::tune::{candidates, class_key, Table};
+use wgtrain::tune::{candidates, class_key, default_variant, Table};
 use wgtrain::Gpu;
 
 use crate::common::gpu;
@@ -61,7 +61,7 @@ fn tuner_picks_a_candidate_and_a_later_process_reuses_it() {
     let file = cache_dir("reuse").join("tune.json");
     let first = tuning_gpu(&file);
     let v = forward_variant(&first);
-    assert!(candidates(&first).contains(&v), "{v} is not a candidate");
+    assert!(candidates(&first, Product::Forward, D).contains(&v), "{v} is not a candidate");
     assert_eq!(found(&first), (v.to_string(), false));
     assert!(file.is_file(), "no cache file written");
     // The choice is the run's: state.json records it.
@@ -79,7 +79,13 @@ fn training_on_a_cpu_adapter_times_nothing_but_reuses_the_cache() {
     let training = tuning_gpu_with(&file, false);
     let v = forward_variant(&training);
     if shared.info.device_type == wgpu::DeviceType::Cpu {
-        assert_eq!(v, Variant::BASELINE);
+        assert_eq!(v, default_variant(shared, Product::Forward, D));
+        // The split-k forward is the default from K 512 on, where the device has the subgroups.
+        let long = Dims::linear(64, 64, 512);
+        let split = wgtrain::kernels::matmul::split_lanes(shared).is_some();
+        let want = if split { Variant::SPLIT } else { Variant::BASELINE };
+        assert_eq!(default_variant(shared, Product::Forward, long), want);
+        assert_eq!(default_variant(shared, Product::BackwardInput, long), Variant::BASELINE);
         assert!(!file.exists(), "training on a CPU adapter timed candidates");
     } else {
         assert!(file.is_file(), "training on a GPU tunes");
@@ -100,7 +106,7 @@ fn corrupt_tuning_cache_is_ignored_and_replaced() {
     std::fs::write(&file, "{ this is not json").unwrap();
     let g = tuning_gpu(&file);
     let v = forward_variant(&g);
-    assert!(candidates(&g).contains(&v));
+    assert!(candidates(&g, Product::Forward, D).contains(&v));
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok(), "the corrupt file was not replaced: {text}");
 }
@@ -143,8 +149,18 @@ fn variant_names_round_trip_and_bad_ones_are_refused() {
     for v in Variant::all() {
         assert_eq!(Variant::parse(&v.to_string()).unwrap(), v);
     }
-    for bad in ["", "reg", "reg5x4-wg8x8", "reg4x4-wg0x8", "tile256x256x16-t8x8", "tile64x64x16-t3x4", "tile64x64-t4x4"]
-    {
+    for bad in [
+        "",
+        "reg",
+        "reg5x4-wg8x8",
+        "reg4x4-wg0x8",
+        "tile256x256x16-t8x8",
+        "tile64x64x16-t3x4",
+        "tile64x64-t4x4",
+        "split16x16",
+        "split3x4",
+        "split8",
+    ] {
         assert!(Variant::parse(bad).is_err(), "{bad:?} parsed");
     }
 }

@@ -91,6 +91,9 @@ pub fn matmul(
             let name = v.to_string();
             let fwd = mm.forward((&out).into(), (&inp).into(), (&w).into(), Some((&bias).into()), d)?;
             ops.push((Product::Forward.entry(), name.clone(), fwd));
+            if !v.serves(Product::BackwardInput) {
+                continue; // a forward-only variant: its backward rows would be the baseline's
+            }
             let bi = mm.backward_input((&dinp).into(), (&dout).into(), (&w).into(), d)?;
             ops.push((Product::BackwardInput.entry(), name.clone(), bi));
             let bw = mm.backward_weight((&dw).into(), (&dout).into(), (&inp).into(), d)?;
@@ -111,7 +114,17 @@ pub fn matmul(
 /// The baseline is always added, so every row has its ratio.
 pub fn parse_variants(gpu: &Gpu, s: &str) -> Result<Vec<Variant>, String> {
     let mut v: Vec<Variant> = match s.trim() {
-        "auto" => crate::tune::candidates(gpu).to_vec(),
+        "auto" => {
+            // Every candidate of some product, at a K where the split-k forward is one.
+            let d = Dims::linear(1024, 1024, 1024);
+            let mut v = crate::tune::candidates(gpu, Product::Forward, d);
+            for x in crate::tune::candidates(gpu, Product::BackwardInput, d) {
+                if !v.contains(&x) {
+                    v.push(x);
+                }
+            }
+            v
+        }
         "all" => Variant::all(),
         list => list
             .split(',')

@@ -24,6 +24,8 @@ pub enum Shader {
     Matmul,
     /// matmul_coop.wgsl: cooperative matrices, f16 operands.
     MatmulCoop,
+    /// matmul_split.wgsl: the split-k forward for CPU adapters (subgroup sums).
+    MatmulSplit,
     Optim,
     /// quant.wgsl: linear layers and the embedding over block-quantized weights.
     Quant,
@@ -56,6 +58,7 @@ impl Shader {
         Shader::Elementwise,
         Shader::Layernorm,
         Shader::Matmul,
+        Shader::MatmulSplit,
         Shader::MatmulCoop,
         Shader::Optim,
         Shader::Quant,
@@ -81,6 +84,7 @@ impl Shader {
             Shader::Layernorm => "layernorm.wgsl",
             Shader::Matmul => "matmul.wgsl",
             Shader::MatmulCoop => "matmul_coop.wgsl",
+            Shader::MatmulSplit => "matmul_split.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Quant => "quant.wgsl",
             Shader::FakeQuant => "fake_quant.wgsl",
@@ -108,6 +112,7 @@ impl Shader {
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
+            Shader::MatmulSplit => include_str!("../../shaders/matmul_split.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
             Shader::FakeQuant => include_str!("../../shaders/fake_quant.wgsl"),
@@ -132,7 +137,7 @@ impl Shader {
                 &[Prelude::ReduceSubgroup]
             }
             (Shader::Attention | Shader::AttentionCoop, _) => &[Prelude::AttentionIo],
-            (Shader::Matmul | Shader::MatmulCoop, _) => &[Prelude::MatmulIo],
+            (Shader::Matmul | Shader::MatmulCoop | Shader::MatmulSplit, _) => &[Prelude::MatmulIo],
             (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],
             (Shader::AttentionRows32, _) => &[Prelude::AttentionIo, Prelude::Rows8],
             (Shader::AttentionRows, _) => &[Prelude::AttentionIo, Prelude::Rows16],

@@ -73,6 +73,15 @@ const BACKWARD_BIAS: Kernel = kernel("matmul_backward_bias");
 const NAIVE: Kernel = kernel("matmul_naive");
 const TILED: Kernel = kernel("matmul_tiled");
 const COOP: Kernel = Kernel::new(crate::gpu::Shader::MatmulCoop, "matmul_coop", SLOTS);
+const SPLIT: Kernel = Kernel::new(crate::gpu::Shader::MatmulSplit, "matmul_forward_split", SLOTS);
+
+/// The threads along k of the split-k forward, one subgroup: where the device has SUBGROUP and
+/// a single subgroup size (a CPU adapter's SIMD width), else None.
+pub fn split_lanes(gpu: &Gpu) -> Option<u32> {
+    let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
+    let has = gpu.device.features().contains(wgpu::Features::SUBGROUP);
+    (has && lo == hi && (4..=64).contains(&lo)).then_some(lo)
+}
 /// Columns per workgroup of matmul_backward_bias (BIAS_COLS in the shader).
 const BIAS_COLS: u32 = 32;
 
@@ -134,7 +143,7 @@ impl<'g> Matmul<'g> {
     /// times as their own class.
     pub fn variant_typed(&self, product: Product, d: Dims, half: u8) -> Result<Variant, GpuError> {
         match self.variant {
-            Some(v) => Ok(v),
+            Some(v) => Ok(v.for_product(product)),
             None => crate::tune::choose(self.gpu, product, d, self.binding_limit, half),
         }
     }
@@ -452,6 +461,13 @@ impl<'g> Matmul<'g> {
                 // The largest subgroup: a workgroup is then one subgroup, or several that compute the same.
                 constants.push(("SG", self.gpu.info.subgroup_max_size.clamp(1, 128) as f64));
                 self.gpu.pipeline(COOP.with_half(half), &constants)
+            }
+            (Some(v @ Variant::Split { .. }), Some(Product::Forward)) => {
+                let lanes = split_lanes(self.gpu)
+                    .ok_or_else(|| GpuError::Unsupported(format!("matmul variant {v}: needs subgroups of one size")))?;
+                let mut constants = v.constants(Product::Forward);
+                constants.push(("KL", lanes as f64));
+                self.gpu.pipeline(SPLIT.with_half(half), &constants)
             }
             _ if job.kernel == NAIVE => self.gpu.pipeline(kernel, &[("WG_X", 8.0), ("WG_Y", 8.0)]),
             _ => self.gpu.pipeline(kernel, &[]),
