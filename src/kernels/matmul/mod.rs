@@ -141,11 +141,14 @@ impl<'g> Matmul<'g> {
 
     /// `variant_for` with the operands (out, a, b) of mask `half` in f16, which the tuner
     /// times as their own class.
+    /// A forward-only variant, whether pinned here or named by the table (a run's recorded
+    /// choices, the cache), runs a backward product as the baseline.
     pub fn variant_typed(&self, product: Product, d: Dims, half: u8) -> Result<Variant, GpuError> {
-        match self.variant {
-            Some(v) => Ok(v.for_product(product)),
-            None => crate::tune::choose(self.gpu, product, d, self.binding_limit, half),
-        }
+        let v = match self.variant {
+            Some(v) => v,
+            None => crate::tune::choose(self.gpu, product, d, self.binding_limit, half)?,
+        };
+        Ok(v.for_product(product))
     }
 
     /// out (Z, M, N) = inp (Z, M, K) · W (N, K)ᵀ + bias (N).
