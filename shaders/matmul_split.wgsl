@@ -8,6 +8,7 @@
 // taking k = l, l + KL, ..., so each load of a and b reads consecutive addresses across the
 // subgroup; subgroupAdd then sums the KL partial blocks and thread 0 stores them. Rows and
 // columns past the edge read the last valid one and are not stored.
+
 // Output rows and columns of a thread row's block (RM 4, 8 or 16; RN 4 or 8), the threads
 // along k (the subgroup size) and thread rows per workgroup.
 override RM: u32 = 16u;
@@ -25,11 +26,11 @@ fn matmul_forward_split(@builtin(local_invocation_id) l: vec3<u32>, @builtin(wor
     let cv = RN / 4u;
     // acc[i·cv + j] holds row r0 + i, columns c0 + 4j ..
     var acc: array<vec4<f32>, 32>;   // up to 16 × 8
+    let last = p.n - 1u;
     for (var k = l.x; k < p.k; k += KL) {
         var bv: array<vec4<f32>, 2>;
         for (var j = 0u; j < cv; j++) {
             let c = c0 + 4u * j;
-            let last = p.n - 1u;
             bv[j] = vec4<f32>(
                 elem_b(ob + min(c, last) * p.ld_b + k),
                 elem_b(ob + min(c + 1u, last) * p.ld_b + k),

@@ -95,8 +95,13 @@ impl Loader {
         match &self.examples {
             Some(e) => e.len() / self.b,
             None if self.shuffle => self.rows() / self.b,
-            None => (self.tokens.len() - 1) / (self.b * self.t),
+            None => self.stretches(),
         }
+    }
+
+    /// Stretches of B·T + 1 tokens that start at a multiple of B·T: the sequential batches.
+    fn stretches(&self) -> usize {
+        (self.tokens.len() - 1) / (self.b * self.t)
     }
 
     /// Rows of T + 1 tokens that start at a multiple of T.
@@ -217,8 +222,7 @@ impl Loader {
 
     /// Whether `st` is an order of this stream's batches, as wgtrain saved before it shuffled rows.
     fn shuffled_whole_batches(&self, st: &LoaderState) -> bool {
-        let batches = (self.tokens.len() - 1) / (self.b * self.t);
-        self.shuffle && self.examples.is_none() && self.b > 1 && st.order.len() == batches
+        self.shuffle && self.examples.is_none() && self.b > 1 && st.order.len() == self.stretches()
     }
 
     /// The largest token id, to check against the vocabulary.
