@@ -114,8 +114,10 @@ impl Variant {
     ];
 
     /// Other shapes of the same kernels, for `bench matmul --variant` (tested, not tuned: they
-    /// lost on the adapters measured, and cost long compiles on CPU adapters).
-    pub const EXTRA: &'static [Variant] = &[Variant::Reg { rm: 8, rn: 8, wg: (8, 4) }];
+    /// lost on the adapters measured, and cost long compiles on CPU adapters). split4x4's block
+    /// has fewer vec4 than lavapipe's subgroup has threads, so it runs the split kernel's
+    /// subgroupAdd sums instead of its reduce-scatter.
+    pub const EXTRA: &'static [Variant] = &[Variant::Reg { rm: 8, rn: 8, wg: (8, 4) }, Variant::Split { rm: 4, rn: 4 }];
 
     /// Every variant the tuner may pick on any adapter, and the extra ones.
     pub fn all() -> Vec<Variant> {
