@@ -118,11 +118,11 @@ pub fn tune_model(
 }
 
 /// The variant of `product` at `d` for classes nobody tuned: what wins on each adapter type
-/// before any timing. On a CPU adapter a forward with K ≥ 512 is split-k where the device has
-/// the subgroups (1.4-1.9× the baseline on lavapipe; at K 128 its final sums cost more than
-/// its loads save: 0.7-1.1×).
+/// before any timing. On a CPU adapter a forward of at least 64 rows (a split workgroup's) and
+/// K ≥ 128 is split-k where the device has the subgroups (on lavapipe, AMD EPYC: 1.24-1.65×
+/// the baseline at M 1024, K 128, N 128 to 2048; 1.4-1.9× from K 512; shorter K is unmeasured).
 pub fn default_variant(gpu: &Gpu, product: Product, d: Dims) -> Variant {
-    let split = product == Product::Forward && d.k >= 512 && split_lanes(gpu).is_some();
+    let split = product == Product::Forward && d.k >= 128 && d.m >= 64 && split_lanes(gpu).is_some();
     match gpu.info.device_type {
         wgpu::DeviceType::Cpu if split => Variant::SPLIT,
         wgpu::DeviceType::Cpu => Variant::BASELINE,

@@ -80,12 +80,16 @@ fn training_on_a_cpu_adapter_times_nothing_but_reuses_the_cache() {
     let v = forward_variant(&training);
     if shared.info.device_type == wgpu::DeviceType::Cpu {
         assert_eq!(v, default_variant(shared, Product::Forward, D));
-        // The split-k forward is the default from K 512 on, where the device has the subgroups.
-        let long = Dims::linear(64, 64, 512);
+        // The split-k forward is the default from 64 rows and K 128 on, where the device has
+        // the subgroups; never for a backward product.
+        let long = Dims::linear(64, 64, 128);
         let split = wgtrain::kernels::matmul::split_lanes(shared).is_some();
         let want = if split { Variant::SPLIT } else { Variant::BASELINE };
         assert_eq!(default_variant(shared, Product::Forward, long), want);
         assert_eq!(default_variant(shared, Product::BackwardInput, long), Variant::BASELINE);
+        for short in [Dims::linear(63, 64, 128), Dims::linear(64, 64, 127)] {
+            assert_eq!(default_variant(shared, Product::Forward, short), Variant::BASELINE);
+        }
         assert!(!file.exists(), "training on a CPU adapter timed candidates");
     } else {
         assert!(file.is_file(), "training on a GPU tunes");

@@ -5,8 +5,8 @@
 #
 #   peers/burn/compare.sh ROUNDS BURN_PEER WGTRAIN [OLDER_WGTRAIN ...]
 #
-# Each wgtrain binary runs `train --steps 12` on the bundled plays and reports the median step time of
-# steps 3-11 from metrics.jsonl (older builds have no `bench train`); the first also runs `bench train`.
+# Each wgtrain binary runs `train --steps 12` on the bundled plays and reports the mean (and median)
+# step time of steps 3-11 from metrics.jsonl (older builds have no `bench train`); the first also runs `bench train`.
 # The peer reports the mean of 10 steps after 3 warm-up steps (run it once before, so that Burn's
 # autotune cache is warm).
 set -euo pipefail
@@ -22,7 +22,8 @@ median_tps() {
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 ms = sorted(r["ms"] for r in rows if "ms" in r and 3 <= r.get("step", -1) <= 11)
-print(f"{8 * 128 / (ms[len(ms) // 2] / 1e3):.0f} tokens/s (median {ms[len(ms) // 2]:.1f} ms)")
+mean, median = sum(ms) / len(ms), ms[len(ms) // 2]
+print(f"{8 * 128 / (mean / 1e3):.0f} tokens/s, {mean:.1f} ms per step (mean; median {median:.1f} ms)")
 PY
 }
 for round in $(seq "$rounds"); do
