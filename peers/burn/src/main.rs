@@ -113,7 +113,7 @@ fn main() {
         warmup: arg(&args, "--warmup", 3),
         steps: arg(&args, "--steps", 10),
     };
-    if s.channels % s.heads != 0 {
+    if !s.channels.is_multiple_of(s.heads) {
         eprintln!("error: --channels {} is not a multiple of --heads {}", s.channels, s.heads);
         std::process::exit(2);
     }
