@@ -122,7 +122,8 @@ pub fn tune_model(
 /// K ≥ 128 is split-k where the device has the subgroups (on lavapipe, AMD EPYC: 1.24-1.65×
 /// the baseline at M 1024, K 128, N 128 to 2048; 1.4-1.9× from K 512; shorter K is unmeasured).
 pub fn default_variant(gpu: &Gpu, product: Product, d: Dims) -> Variant {
-    let split = product == Product::Forward && d.k >= 128 && d.m >= 64 && split_lanes(gpu).is_some();
+    let rows = Variant::SPLIT.extent().0;
+    let split = product == Product::Forward && d.k >= 128 && d.m >= rows && split_lanes(gpu).is_some();
     match gpu.info.device_type {
         wgpu::DeviceType::Cpu if split => Variant::SPLIT,
         wgpu::DeviceType::Cpu => Variant::BASELINE,
