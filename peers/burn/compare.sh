@@ -17,7 +17,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 config=$root/models/bench-cpu.toml
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 lscpu | grep 'Model name' || true
-median_tps() {
+step_tps() {
   python3 - "$1" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -31,7 +31,7 @@ for round in $(seq "$rounds"); do
     out=$(mktemp -d)
     "$bin" train --config "$config" --batch-size 8 --seq-len 128 --steps 12 --eval-every 0 --val-batches 1 \
       --sample-tokens 0 --out "$out/run" > "$out/log" 2>&1
-    echo "round $round $bin train: $(median_tps "$out/run/metrics.jsonl")"
+    echo "round $round $bin train: $(step_tps "$out/run/metrics.jsonl")"
     rm -rf "$out"
   done
   "$newest" bench train --config "$config" --batch-size 8 --seq-len 128 --steps 10 2>&1 \
