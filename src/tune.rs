@@ -18,7 +18,7 @@ use crate::compress::QType;
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder, Shader};
 use crate::kernels::attention::{self, AttnVariant};
 use crate::kernels::layernorm::{self, LnVariant};
-use crate::kernels::matmul::{split_lanes, Dims, Matmul, Product, Variant};
+use crate::kernels::matmul::{runs_on, Dims, Matmul, Product, Variant};
 use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::{Dtype, View};
 
@@ -118,17 +118,28 @@ pub fn tune_model(
 }
 
 /// The variant of `product` at `d` for classes nobody tuned: what wins on each adapter type
-/// before any timing. On a CPU adapter a forward of at least 64 rows (a split workgroup's) and
-/// K ≥ 128 is split-k where the device has the subgroups (on lavapipe, AMD EPYC: 1.24-1.65×
-/// the baseline at M 1024, K 128, N 128 to 2048; 1.4-1.9× from K 512; shorter K is unmeasured).
+/// before any timing. On a CPU adapter whose subgroups are one SIMD batch of 8, the
+/// lane-parallel kernel where the output has at least a workgroup's columns (64) and 16 rows
+/// (on lavapipe, AMD EPYC: 2.1-2.7× the baseline for every product at M 1024, N 128 to 2048,
+/// K 128 to 512; 0.65-0.7× at 8 columns). Otherwise a forward of at least 64 rows and K ≥ 128
+/// is split-k where the device has subgroups (1.24-1.65× the baseline at those shapes).
 pub fn default_variant(gpu: &Gpu, product: Product, d: Dims) -> Variant {
-    let rows = Variant::SPLIT.extent().0;
-    let split = product == Product::Forward && d.k >= 128 && d.m >= rows && split_lanes(gpu).is_some();
-    match gpu.info.device_type {
-        wgpu::DeviceType::Cpu if split => Variant::SPLIT,
-        wgpu::DeviceType::Cpu => Variant::BASELINE,
-        _ => Variant::GPU[0],
+    if gpu.info.device_type != wgpu::DeviceType::Cpu {
+        return Variant::GPU[0];
     }
+    // A shared weight's batch entries are more rows of one product.
+    let m = if d.shared_weight { d.m * d.batch } else { d.m };
+    let rows = if product == Product::BackwardWeight { d.n } else { m };
+    let cols = if product == Product::Forward { d.n } else { d.k };
+    let (lr, lc) = Variant::LANES.extent();
+    if rows >= lr && cols >= lc && runs_on(gpu, Variant::LANES) {
+        return Variant::LANES;
+    }
+    let split_rows = Variant::SPLIT.extent().0;
+    if product == Product::Forward && d.k >= 128 && m >= split_rows && runs_on(gpu, Variant::SPLIT) {
+        return Variant::SPLIT;
+    }
+    Variant::BASELINE
 }
 
 /// The attention variant nobody tuned: the row kernels won on lavapipe; GPUs keep the 16×16
@@ -151,8 +162,7 @@ pub fn candidates(gpu: &Gpu, product: Product, d: Dims) -> Vec<Variant> {
         wgpu::DeviceType::Cpu => Variant::CPU,
         _ => Variant::GPU,
     };
-    let split = split_lanes(gpu).is_some();
-    all.iter().copied().filter(|v| v.serves(product) && (split || !matches!(v, Variant::Split { .. }))).collect()
+    all.iter().copied().filter(|&v| v.serves(product) && runs_on(gpu, v)).collect()
 }
 
 /// Whether only each kernel's default is a candidate: while training on a CPU adapter.

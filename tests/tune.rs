@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use wgtrain::gpu::Category;
-use wgtrain::kernels::matmul::{Dims, Matmul, Product, Variant};
+use wgtrain::kernels::matmul::{runs_on, Dims, Matmul, Product, Variant};
 use wgtrain::tune::{candidates, class_key, default_variant, Table};
 use wgtrain::Gpu;
 
@@ -80,14 +80,23 @@ fn training_on_a_cpu_adapter_times_nothing_but_reuses_the_cache() {
     let v = forward_variant(&training);
     if shared.info.device_type == wgpu::DeviceType::Cpu {
         assert_eq!(v, default_variant(shared, Product::Forward, D));
-        // The split-k forward is the default from 64 rows and K 128 on, where the device has
-        // the subgroups; never for a backward product.
-        let long = Dims::linear(64, 64, 128);
-        let split = wgtrain::kernels::matmul::split_lanes(shared).is_some();
-        let want = if split { Variant::SPLIT } else { Variant::BASELINE };
-        assert_eq!(default_variant(shared, Product::Forward, long), want);
-        assert_eq!(default_variant(shared, Product::BackwardInput, long), Variant::BASELINE);
-        for short in [Dims::linear(63, 64, 128), Dims::linear(64, 64, 127)] {
+        // Where the subgroups are one SIMD batch of 8, the lane-parallel kernel is every
+        // product's default from 16 output rows and 64 columns on; below that the split-k
+        // forward from 64 rows and K 128 on (where the device has subgroups), else the baseline.
+        let lanes = runs_on(shared, Variant::LANES);
+        let split = runs_on(shared, Variant::SPLIT);
+        let pick = |yes: bool, v: Variant| if yes { v } else { Variant::BASELINE };
+        let wide = Dims::linear(16, 64, 64);
+        for p in Product::ALL {
+            assert_eq!(default_variant(shared, p, wide), pick(lanes, Variant::LANES), "{p:?}");
+        }
+        // backward_weight's rows are N; the others' are M, and its columns K.
+        assert_eq!(default_variant(shared, Product::BackwardWeight, Dims::linear(16, 15, 64)), Variant::BASELINE);
+        assert_eq!(default_variant(shared, Product::BackwardInput, Dims::linear(16, 64, 63)), Variant::BASELINE);
+        let narrow = Dims::linear(64, 63, 128);
+        assert_eq!(default_variant(shared, Product::Forward, narrow), pick(split, Variant::SPLIT));
+        assert_eq!(default_variant(shared, Product::BackwardInput, Dims::linear(64, 64, 63)), Variant::BASELINE);
+        for short in [Dims::linear(63, 63, 128), Dims::linear(64, 63, 127)] {
             assert_eq!(default_variant(shared, Product::Forward, short), Variant::BASELINE);
         }
         assert!(!file.exists(), "training on a CPU adapter timed candidates");

@@ -26,6 +26,8 @@ pub enum Shader {
     MatmulCoop,
     /// matmul_split.wgsl: the split-k forward for CPU adapters (subgroup sums).
     MatmulSplit,
+    /// matmul_lanes.wgsl: lane-parallel products for CPU adapters (the backward ones).
+    MatmulLanes,
     Optim,
     /// quant.wgsl: linear layers and the embedding over block-quantized weights.
     Quant,
@@ -59,6 +61,7 @@ impl Shader {
         Shader::Layernorm,
         Shader::Matmul,
         Shader::MatmulSplit,
+        Shader::MatmulLanes,
         Shader::MatmulCoop,
         Shader::Optim,
         Shader::Quant,
@@ -85,6 +88,7 @@ impl Shader {
             Shader::Matmul => "matmul.wgsl",
             Shader::MatmulCoop => "matmul_coop.wgsl",
             Shader::MatmulSplit => "matmul_split.wgsl",
+            Shader::MatmulLanes => "matmul_lanes.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Quant => "quant.wgsl",
             Shader::FakeQuant => "fake_quant.wgsl",
@@ -113,6 +117,7 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
             Shader::MatmulSplit => include_str!("../../shaders/matmul_split.wgsl"),
+            Shader::MatmulLanes => include_str!("../../shaders/matmul_lanes.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
             Shader::FakeQuant => include_str!("../../shaders/fake_quant.wgsl"),
@@ -137,7 +142,9 @@ impl Shader {
                 &[Prelude::ReduceSubgroup]
             }
             (Shader::Attention | Shader::AttentionCoop, _) => &[Prelude::AttentionIo],
-            (Shader::Matmul | Shader::MatmulCoop | Shader::MatmulSplit, _) => &[Prelude::MatmulIo],
+            (Shader::Matmul | Shader::MatmulCoop | Shader::MatmulSplit | Shader::MatmulLanes, _) => {
+                &[Prelude::MatmulIo]
+            }
             (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],
             (Shader::AttentionRows32, _) => &[Prelude::AttentionIo, Prelude::Rows8],
             (Shader::AttentionRows, _) => &[Prelude::AttentionIo, Prelude::Rows16],

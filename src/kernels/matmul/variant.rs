@@ -58,7 +58,15 @@ pub enum Variant {
     /// `SPLIT_ROWS / rm` of them make a workgroup. Forward only: the backward products run the
     /// baseline. Needs SUBGROUP with one subgroup size.
     Split { rm: u32, rn: u32 },
+    /// Lane-parallel (shaders/matmul_lanes.wgsl), for CPU adapters: a workgroup of LANES
+    /// threads owns rm whole rows and LANES·rn columns, each thread every LANES-th column, so
+    /// the left operand's loads are shared by the SIMD batch and the right one's consecutive.
+    Lanes { rm: u32, rn: u32 },
 }
+
+/// Threads of a lane-parallel workgroup, which must be one subgroup: lavapipe's SIMD width on
+/// 256-bit vectors.
+pub const LANES: u32 = 8;
 
 /// Output rows of a split-k workgroup.
 const SPLIT_ROWS: u32 = 64;
@@ -79,10 +87,15 @@ impl Variant {
     pub const CPU: &'static [Variant] = &[
         Variant::BASELINE,
         Variant::Reg { rm: 8, rn: 4, wg: (8, 8) },
-        Variant::Reg { rm: 4, rn: 8, wg: (8, 8) },
         Variant::SPLIT,
-        Variant::Split { rm: 8, rn: 8 },
+        Variant::LANES,
+        Variant::Lanes { rm: 16, rn: 4 },
+        Variant::Lanes { rm: 8, rn: 8 },
     ];
+
+    /// The CPU adapters' default for every product where the device can run it: 2.1-2.7× the
+    /// baseline at the shapes of models/bench-cpu.toml on lavapipe (AMD EPYC).
+    pub const LANES: Variant = Variant::Lanes { rm: 16, rn: 8 };
 
     /// The CPU adapters' forward where the device can run it: 1.6-1.7× the baseline at 1024³ on
     /// lavapipe (AMD EPYC), against 1.08× for the best register-blocked variant.
@@ -117,7 +130,14 @@ impl Variant {
     /// lost on the adapters measured, and cost long compiles on CPU adapters). split4x4's block
     /// has fewer vec4 than lavapipe's subgroup has threads, so it runs the split kernel's
     /// subgroupAdd sums instead of its reduce-scatter.
-    pub const EXTRA: &'static [Variant] = &[Variant::Reg { rm: 8, rn: 8, wg: (8, 4) }, Variant::Split { rm: 4, rn: 4 }];
+    pub const EXTRA: &'static [Variant] = &[
+        Variant::Reg { rm: 8, rn: 8, wg: (8, 4) },
+        Variant::Reg { rm: 4, rn: 8, wg: (8, 8) },
+        Variant::Split { rm: 4, rn: 4 },
+        Variant::Split { rm: 8, rn: 8 },
+        Variant::Lanes { rm: 1, rn: 1 },
+        Variant::Lanes { rm: 5, rn: 3 },
+    ];
 
     /// Every variant the tuner may pick on any adapter, and the extra ones.
     pub fn all() -> Vec<Variant> {
@@ -133,6 +153,7 @@ impl Variant {
             Variant::Tiled { bm, bn, .. } => (bm, bn),
             Variant::Coop => (32, 32),
             Variant::Split { rn, .. } => (SPLIT_ROWS, rn),
+            Variant::Lanes { rm, rn } => (rm, LANES * rn),
         }
     }
 
@@ -145,6 +166,7 @@ impl Variant {
             Variant::Coop => 32,
             // The subgroup size (8 on lavapipe) per thread row.
             Variant::Split { rm, .. } => 8 * (SPLIT_ROWS / rm),
+            Variant::Lanes { .. } => LANES,
         }
     }
 
@@ -157,9 +179,11 @@ impl Variant {
             return Ok(Variant::Coop);
         }
         let nums = |t: &str| -> Option<Vec<u32>> { t.split('x').map(|x| x.parse().ok()).collect() };
-        if let Some(h) = s.strip_prefix("split") {
+        let split = s.strip_prefix("split").map(|h| (h, true));
+        if let Some((h, is_split)) = split.or_else(|| s.strip_prefix("lanes").map(|h| (h, false))) {
             let v = match nums(h).as_deref() {
-                Some(&[rm, rn]) => Variant::Split { rm, rn },
+                Some(&[rm, rn]) if is_split => Variant::Split { rm, rn },
+                Some(&[rm, rn]) => Variant::Lanes { rm, rn },
                 _ => return Err(err()),
             };
             v.check().map_err(|why| format!("{s:?}: {why}"))?;
@@ -215,6 +239,11 @@ impl Variant {
                     return Err("split-k blocks are 4, 8 or 16 rows by 4 or 8 columns".into());
                 }
             }
+            Variant::Lanes { rm, rn } => {
+                if !(1..=16).contains(&rm) || !(1..=8).contains(&rn) {
+                    return Err("lane-parallel blocks are 1 to 16 rows by 1 to 8 columns per lane".into());
+                }
+            }
         }
         Ok(())
     }
@@ -236,6 +265,12 @@ impl Variant {
                 ("TY", (bm / tm) as f64),
             ],
             Variant::Coop => vec![("PRODUCT", Product::ALL.iter().position(|&p| p == product).unwrap() as f64)],
+            Variant::Lanes { rm, rn } => vec![
+                ("PRODUCT", Product::ALL.iter().position(|&p| p == product).unwrap() as f64),
+                ("RM", rm as f64),
+                ("RN", rn as f64),
+                ("LANES", LANES as f64),
+            ],
             Variant::Split { rm, rn } => {
                 vec![("RM", rm as f64), ("RN", rn as f64), ("SPLIT_Y", (SPLIT_ROWS / rm) as f64)]
             }
@@ -250,6 +285,7 @@ impl fmt::Display for Variant {
             Variant::Tiled { bm, bn, bk, tm, tn } => write!(f, "tile{bm}x{bn}x{bk}-t{tm}x{tn}"),
             Variant::Coop => f.write_str(COOP),
             Variant::Split { rm, rn } => write!(f, "split{rm}x{rn}"),
+            Variant::Lanes { rm, rn } => write!(f, "lanes{rm}x{rn}"),
         }
     }
 }
