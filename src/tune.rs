@@ -142,10 +142,15 @@ pub fn default_variant(gpu: &Gpu, product: Product, d: Dims) -> Variant {
     Variant::BASELINE
 }
 
-/// The attention variant nobody tuned: the row kernels won on lavapipe; GPUs keep the 16×16
-/// tiles they were measured with until the tuner times both.
-pub fn default_attention(gpu: &Gpu) -> AttnVariant {
+/// The attention variant nobody tuned at head size `hs`: on CPU adapters the lane-parallel
+/// kernels where the subgroups are 8 lanes (lanes2, 2 rows per lane: the tuner's choice at
+/// B 8, T 128, HS 32 on lavapipe, AMD EPYC, 14.7 ms forward and backward against 16.1 for
+/// lanes1), else the row kernels; GPUs keep the 16×16 tiles they were measured with until the
+/// tuner times the others.
+pub fn default_attention(gpu: &Gpu, hs: u32) -> AttnVariant {
+    let lanes = AttnVariant::Lanes { r: 2 };
     match gpu.info.device_type {
+        wgpu::DeviceType::Cpu if lanes.runs_on(gpu, hs) => lanes,
         wgpu::DeviceType::Cpu => AttnVariant::Rows { br: 64 },
         _ => AttnVariant::Tiles16,
     }
@@ -170,13 +175,13 @@ fn short_list(gpu: &Gpu, thorough: bool) -> bool {
     gpu.info.device_type == wgpu::DeviceType::Cpu && !thorough
 }
 
-/// The attention candidates: all of them, but only the default (rows64) on a short list.
-fn attention_candidates(gpu: &Gpu, thorough: bool) -> &'static [AttnVariant] {
+/// The attention candidates at head size `hs`: every variant that runs here, but only the
+/// default on a short list.
+fn attention_candidates(gpu: &Gpu, thorough: bool, hs: u32) -> Vec<AttnVariant> {
     if short_list(gpu, thorough) {
-        &AttnVariant::ALL[1..2]
-    } else {
-        AttnVariant::ALL
+        return vec![default_attention(gpu, hs)];
     }
+    AttnVariant::ALL.iter().copied().filter(|v| v.runs_on(gpu, hs)).collect()
 }
 
 /// The class of `product` at `d`.
@@ -240,9 +245,10 @@ pub fn attention_key(b: u32, t: u32, c: u32, nh: u32) -> String {
 pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32, act: Dtype) -> Result<AttnVariant, GpuError> {
     let (fallback, thorough) = {
         let t = gpu.tuning.lock().unwrap();
-        (if t.baselines { AttnVariant::Tiles16 } else { default_attention(gpu) }, t.thorough)
+        (if t.baselines { AttnVariant::Tiles16 } else { default_attention(gpu, c / nh.max(1)) }, t.thorough)
     };
-    let mut names: Vec<String> = attention_candidates(gpu, thorough).iter().map(|v| v.to_string()).collect();
+    let hs = c / nh.max(1);
+    let mut names: Vec<String> = attention_candidates(gpu, thorough, hs).iter().map(|v| v.to_string()).collect();
     if gpu.coop_matrix && act == Dtype::F16 && c.is_multiple_of(nh.max(1)) && (c / nh.max(1)).is_multiple_of(16) {
         names.push(AttnVariant::Coop.to_string());
     }

@@ -13,6 +13,8 @@ pub enum Shader {
     AttentionRows16,
     AttentionRows32,
     AttentionRows,
+    /// attention_lanes.wgsl: lane-parallel rows for CPU adapters (subgroups of 8).
+    AttentionLanes,
     /// attention_coop.wgsl: the forward on cooperative matrices, f16.
     AttentionCoop,
     Checksum,
@@ -52,6 +54,7 @@ impl Shader {
         Shader::AttentionRows16,
         Shader::AttentionRows32,
         Shader::AttentionRows,
+        Shader::AttentionLanes,
         Shader::AttentionCoop,
         Shader::Checksum,
         Shader::Classifier,
@@ -82,6 +85,7 @@ impl Shader {
             Shader::Classifier => "classifier.wgsl",
             Shader::Attention => "attention.wgsl",
             Shader::AttentionCoop => "attention_coop.wgsl",
+            Shader::AttentionLanes => "attention_lanes.wgsl",
             Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => "attention_rows.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Layernorm => "layernorm.wgsl",
@@ -109,6 +113,7 @@ impl Shader {
             Shader::Classifier => include_str!("../../shaders/classifier.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::AttentionCoop => include_str!("../../shaders/attention_coop.wgsl"),
+            Shader::AttentionLanes => include_str!("../../shaders/attention_lanes.wgsl"),
             Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => {
                 include_str!("../../shaders/attention_rows.wgsl")
             }
@@ -141,7 +146,7 @@ impl Shader {
             (Shader::Classifier | Shader::Layernorm | Shader::Distill | Shader::RmsNorm, true) => {
                 &[Prelude::ReduceSubgroup]
             }
-            (Shader::Attention | Shader::AttentionCoop, _) => &[Prelude::AttentionIo],
+            (Shader::Attention | Shader::AttentionCoop | Shader::AttentionLanes, _) => &[Prelude::AttentionIo],
             (Shader::Matmul | Shader::MatmulCoop | Shader::MatmulSplit | Shader::MatmulLanes, _) => {
                 &[Prelude::MatmulIo]
             }

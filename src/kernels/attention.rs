@@ -17,6 +17,10 @@ pub enum AttnVariant {
     Tiles16,
     /// `br` rows per workgroup, one per thread, the other side in tiles of 32 rows.
     Rows { br: u32 },
+    /// For CPU adapters (shaders/attention_lanes.wgsl): workgroups of one 8-lane subgroup, each
+    /// lane owning at most `r` rows (fewer where r·HS would pass 128), the other side shared
+    /// by shuffles. Needs subgroups of exactly 8 and HS ≤ 128.
+    Lanes { r: u32 },
     /// The forward on 16×16×16 f16 cooperative matrices (one subgroup per 16 queries); the
     /// backward of `Rows { br: 64 }`. f16 activations, head sizes a multiple of 16.
     Coop,
@@ -24,8 +28,23 @@ pub enum AttnVariant {
 
 impl AttnVariant {
     /// Every variant the tuner may pick, and the ones it times on each adapter type.
-    pub const ALL: &'static [AttnVariant] =
-        &[AttnVariant::Tiles16, AttnVariant::Rows { br: 64 }, AttnVariant::Rows { br: 32 }];
+    pub const ALL: &'static [AttnVariant] = &[
+        AttnVariant::Tiles16,
+        AttnVariant::Rows { br: 64 },
+        AttnVariant::Rows { br: 32 },
+        AttnVariant::Lanes { r: 4 },
+        AttnVariant::Lanes { r: 2 },
+        AttnVariant::Lanes { r: 1 },
+    ];
+
+    /// Whether this device runs `self` at head size `hs`.
+    pub fn runs_on(self, gpu: &Gpu, hs: u32) -> bool {
+        match self {
+            AttnVariant::Lanes { .. } => crate::kernels::matmul::split_lanes(gpu) == Some(LANES) && hs <= LANE_ROWS,
+            AttnVariant::Coop => gpu.coop_matrix && hs.is_multiple_of(16),
+            _ => true,
+        }
+    }
 
     pub fn parse(s: &str) -> Result<Self, String> {
         Self::ALL.iter().copied().chain([AttnVariant::Coop]).find(|v| v.to_string() == s).ok_or_else(|| {
@@ -41,6 +60,7 @@ impl fmt::Display for AttnVariant {
             AttnVariant::Tiles16 => write!(f, "tiles16"),
             AttnVariant::Rows { br } => write!(f, "rows{br}"),
             AttnVariant::Coop => write!(f, "coop16"),
+            AttnVariant::Lanes { r } => write!(f, "lanes{r}"),
         }
     }
 }
@@ -191,13 +211,20 @@ fn rows_kernel(entry: &'static str, hs: u32) -> Kernel {
     Kernel::new(shader, entry, SLOTS)
 }
 
+/// Lanes of a lane-parallel workgroup (one subgroup), and the most elements a lane's rows hold.
+const LANES: u32 = 8;
+const LANE_ROWS: u32 = 128;
+
+/// Names of one pass's entry points in the 16×16, row and lane-parallel shaders.
+struct Entries(&'static str, &'static str, &'static str);
+
 /// One dispatch over (query or key blocks, B·NH) in `v`: the 16×16 entry point, or the
 /// row-per-thread one specialized for the head size.
 /// The grid's y is B·`heads` (NH, or NKV for the key side of the backward).
 fn blocks(
     gpu: &Gpu,
     v: AttnVariant,
-    entries: (&'static str, &'static str),
+    entries: Entries,
     (half, heads): (u8, u32),
     bindings: &[wgpu::BufferBinding],
     p: &AttentionParams,
@@ -212,6 +239,16 @@ fn blocks(
             let constants = [("HS", p.hs as f64), ("BR", br as f64), ("UNROLL", unroll as u8 as f64)];
             let k = rows_kernel(entries.1, p.hs).with_half(half);
             dispatch_with(gpu, k, &constants, bindings, p, [p.t.div_ceil(br), p.b * heads, 1])
+        }
+        AttnVariant::Lanes { r } => {
+            if !v.runs_on(gpu, p.hs) {
+                let why = format!("attention variant {v}: needs subgroups of exactly {LANES} and HS ≤ {LANE_ROWS}");
+                return Err(GpuError::Unsupported(why));
+            }
+            let r = r.clamp(1, LANE_ROWS / p.hs.max(1));
+            let k = Kernel::new(Shader::AttentionLanes, entries.2, SLOTS).with_half(half);
+            let constants = [("HS", p.hs as f64), ("R", r as f64)];
+            dispatch_with(gpu, k, &constants, bindings, p, [p.t.div_ceil(LANES * r), p.b * heads, 1])
         }
     }
 }
@@ -288,7 +325,14 @@ pub fn forward_shaped(
     let bindings =
         [out.binding(gpu, s.btc())?, lse.binding(gpu, s.bht())?, qkv.binding(gpu, s.qkv.len)?, d(), d(), d(), d()];
     let half = half_mask(&[Some(out), None, Some(qkv)]);
-    blocks(gpu, v, ("attention_forward", "attention_rows_forward"), (half, s.nh), &bindings, &p)
+    blocks(
+        gpu,
+        v,
+        Entries("attention_forward", "attention_rows_forward", "attention_lanes_forward"),
+        (half, s.nh),
+        &bindings,
+        &p,
+    )
 }
 
 /// dqkv (B, T, 3C) = the gradient through attention (written, not accumulated); `d` is a
@@ -366,8 +410,22 @@ pub fn backward_shaped(
     let half = half_mask(&[Some(dqkv), None, Some(qkv), Some(dout)]);
     Ok(vec![
         dispatch(gpu, d_kernel, &d_pass, &p, grid(gpu, (bht as u32).div_ceil(256)))?,
-        blocks(gpu, v, ("attention_backward_kv", "attention_rows_backward_kv"), (half, s.nkv), &grads, &p)?,
-        blocks(gpu, v, ("attention_backward_q", "attention_rows_backward_q"), (half, s.nh), &grads, &p)?,
+        blocks(
+            gpu,
+            v,
+            Entries("attention_backward_kv", "attention_rows_backward_kv", "attention_lanes_backward_kv"),
+            (half, s.nkv),
+            &grads,
+            &p,
+        )?,
+        blocks(
+            gpu,
+            v,
+            Entries("attention_backward_q", "attention_rows_backward_q", "attention_lanes_backward_q"),
+            (half, s.nh),
+            &grads,
+            &p,
+        )?,
     ])
 }
 
