@@ -16,7 +16,11 @@
 //   attention_lanes_backward_kv  dk, dv (in dqkv) over the queries at or after each key of
 //                                every query head that reads the KV head
 //
-// Grids: x = ⌈T/(8R)⌉ blocks, y = B·NH (b·NH + h), B·NKV for backward_kv. R·HS ≤ 128.
+// Grids: x = ⌈T/(8R)⌉ blocks, y = B·NH (b·NH + h), B·NKV for backward_kv.
+//
+// R·HS ≤ 64: LLVM's compile time grows steeply with the rows a lane holds (the three kernels
+// took 2.4 s at R·HS = 32 on lavapipe, 8.7 s at 64 and 32.5 s at 128), and the loops over a
+// row must be unrolled to run fast (4-5× slower rolled).
 
 override HS: u32 = 64u;    // head size
 override R: u32 = 2u;      // rows per lane
@@ -63,8 +67,8 @@ fn elem(v: ptr<function, array<f32, 16>>, d: u32) -> f32 {
 }
 
 // This lane's R rows of part `part` (3: dout) of head h from row r0, as (R, HS).
-fn own_rows(b: u32, r0: u32, part: u32, h: u32, lane: u32) -> array<f32, 128> {
-    var x: array<f32, 128>;
+fn own_rows(b: u32, r0: u32, part: u32, h: u32, lane: u32) -> array<f32, 64> {
+    var x: array<f32, 64>;
     for (var r = 0u; r < R; r++) {
         let t = own_row(r0, r, lane);
         for (var d = 0u; d < HS; d++) {
@@ -79,14 +83,14 @@ fn own_rows(b: u32, r0: u32, part: u32, h: u32, lane: u32) -> array<f32, 128> {
 }
 
 // Row r of x (R, HS) times `scale` to element `base` on of out.
-fn store_own(x: ptr<function, array<f32, 128>>, r: u32, base: u32, scale: f32) {
+fn store_own(x: ptr<function, array<f32, 64>>, r: u32, base: u32, scale: f32) {
     for (var d = 0u; d < HS; d++) {
         out[base + d] = S0((*x)[r * HS + d] * scale);
     }
 }
 
 // Each own row's dot product with the row whose shares are `v`.
-fn dots(x: ptr<function, array<f32, 128>>, v: ptr<function, array<f32, 16>>) -> array<f32, 4> {
+fn dots(x: ptr<function, array<f32, 64>>, v: ptr<function, array<f32, 16>>) -> array<f32, 4> {
     var s: array<f32, 4>;
     for (var d = 0u; d < HS; d++) {
         let e = elem(v, d);
@@ -104,7 +108,7 @@ fn attention_lanes_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     let h = head_of(wid.y);
     let kh = kv_head(h);
     var q = own_rows(b, q0, 0u, h, lane);
-    var o: array<f32, 128>;
+    var o: array<f32, 64>;
     var m: array<f32, 4>;
     var l: array<f32, 4>;
     for (var r = 0u; r < R; r++) {
@@ -175,7 +179,7 @@ fn attention_lanes_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
         li[r] = lse_in[row];
         di[r] = d_in[row];
     }
-    var dq: array<f32, 128>;
+    var dq: array<f32, 64>;
     let last = min(q0 + LANES * R, p.t);
     for (var j = 0u; j < last; j++) {
         var kr = lane_share(true, qkv_index(b, j, 1u, kh, 0u), lane);
@@ -212,8 +216,8 @@ fn attention_lanes_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
     let group = p.nh / p.nkv;
     var k = own_rows(b, k0, 1u, kh, lane);
     var v = own_rows(b, k0, 2u, kh, lane);
-    var dk: array<f32, 128>;
-    var dv: array<f32, 128>;
+    var dk: array<f32, 64>;
+    var dv: array<f32, 64>;
     for (var h = kh * group; h < (kh + 1u) * group; h++) {
         for (var i = k0; i < p.t; i++) {
             var qr = lane_share(true, qkv_index(b, i, 0u, h, 0u), lane);

@@ -143,12 +143,13 @@ pub fn default_variant(gpu: &Gpu, product: Product, d: Dims) -> Variant {
 }
 
 /// The attention variant nobody tuned at head size `hs`: on CPU adapters the lane-parallel
-/// kernels where the subgroups are 8 lanes (lanes2, 2 rows per lane: the tuner's choice at
-/// B 8, T 128, HS 32 on lavapipe, AMD EPYC, 14.7 ms forward and backward against 16.1 for
-/// lanes1), else the row kernels; GPUs keep the 16×16 tiles they were measured with until the
-/// tuner times the others.
+/// kernels where the subgroups are 8 lanes and HS ≤ 64, else the row kernels; GPUs keep the
+/// 16×16 tiles they were measured with until the tuner times the others. The CPU default is
+/// lanes1, not the faster lanes2 (about 10% less time in attention at B 8, T 128, HS 32 on
+/// lavapipe, AMD EPYC), because LLVM compiles lanes2's three kernels in about 9 s there
+/// against 2 s, and the first step must come within seconds on a cold driver cache.
 pub fn default_attention(gpu: &Gpu, hs: u32) -> AttnVariant {
-    let lanes = AttnVariant::Lanes { r: 2 };
+    let lanes = AttnVariant::Lanes { r: 1 };
     match gpu.info.device_type {
         wgpu::DeviceType::Cpu if lanes.runs_on(gpu, hs) => lanes,
         wgpu::DeviceType::Cpu => AttnVariant::Rows { br: 64 },

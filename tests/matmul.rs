@@ -107,8 +107,10 @@ fn check(gpu: &Gpu, mm: &Matmul, c: &Case, with_bias: bool) {
     assert_close(&format!("backward_bias {tag}"), &read(&db, n), &e_db, 1e-6 * terms, 1e-6);
 }
 
-/// The variant of the big-buffer cases: the GPUs' default, whose windows those cases cover
-/// (the baseline's are covered by the training tests on CPU adapters).
+/// The variant of the big-buffer cases (once per product, not per variant, to keep CI short):
+/// the GPUs' default. The windows are host code shared by every variant, and
+/// `matmul_split_into_windows_matches_reference` runs every variant through them at a
+/// lowered binding limit.
 const BIG: Variant = Variant::GPU[0];
 
 const AWKWARD: &[(u32, u32, u32)] = &[(1, 1, 1), (3, 5, 7), (17, 33, 65), (127, 255, 63)];

@@ -100,12 +100,12 @@ fn training_on_a_cpu_adapter_times_nothing_but_reuses_the_cache() {
         for short in [Dims::linear(63, 63, 128), Dims::linear(64, 63, 127)] {
             assert_eq!(default_variant(shared, Product::Forward, short), Variant::BASELINE);
         }
-        // Attention: the lane-parallel kernels up to head size 128 where the subgroups are 8
+        // Attention: the lane-parallel kernels up to head size 64 where the subgroups are 8
         // lanes, else the row kernels.
-        let lanes = AttnVariant::Lanes { r: 2 };
+        let lanes = AttnVariant::Lanes { r: 1 };
         let want = if lanes.runs_on(shared, 64) { lanes } else { AttnVariant::Rows { br: 64 } };
         assert_eq!(default_attention(shared, 64), want);
-        assert_eq!(default_attention(shared, 129), AttnVariant::Rows { br: 64 });
+        assert_eq!(default_attention(shared, 65), AttnVariant::Rows { br: 64 });
         assert!(!file.exists(), "training on a CPU adapter timed candidates");
     } else {
         assert!(file.is_file(), "training on a GPU tunes");

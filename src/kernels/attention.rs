@@ -18,8 +18,8 @@ pub enum AttnVariant {
     /// `br` rows per workgroup, one per thread, the other side in tiles of 32 rows.
     Rows { br: u32 },
     /// For CPU adapters (shaders/attention_lanes.wgsl): workgroups of one 8-lane subgroup, each
-    /// lane owning at most `r` rows (fewer where r·HS would pass 128), the other side shared
-    /// by shuffles. Needs subgroups of exactly 8 and HS ≤ 128.
+    /// lane owning at most `r` rows (fewer where r·HS would pass 64), the other side shared
+    /// by shuffles. Needs subgroups of exactly 8 and HS ≤ 64.
     Lanes { r: u32 },
     /// The forward on 16×16×16 f16 cooperative matrices (one subgroup per 16 queries); the
     /// backward of `Rows { br: 64 }`. f16 activations, head sizes a multiple of 16.
@@ -32,7 +32,6 @@ impl AttnVariant {
         AttnVariant::Tiles16,
         AttnVariant::Rows { br: 64 },
         AttnVariant::Rows { br: 32 },
-        AttnVariant::Lanes { r: 4 },
         AttnVariant::Lanes { r: 2 },
         AttnVariant::Lanes { r: 1 },
     ];
@@ -213,7 +212,7 @@ fn rows_kernel(entry: &'static str, hs: u32) -> Kernel {
 
 /// Lanes of a lane-parallel workgroup (one subgroup), and the most elements a lane's rows hold.
 const LANES: u32 = 8;
-const LANE_ROWS: u32 = 128;
+const LANE_ROWS: u32 = 64;
 
 /// Names of one pass's entry points in the 16×16, row and lane-parallel shaders.
 struct Entries(&'static str, &'static str, &'static str);
