@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::gpu::Gpu;
 use crate::model::config::{ConfigError, TrainDefaults};
 
-/// The small byte-level model: about two minutes on a 2-core software adapter.
+/// The small byte-level model: under a minute on a 2-core software adapter.
 pub const DEFAULT_CONFIG: &str = "models/default.toml";
 /// nanoGPT's Shakespeare character model (6 layers, 6 heads, 384 channels, T 256), sized for
 /// about two minutes on an H100-class GPU.

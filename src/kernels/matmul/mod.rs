@@ -10,7 +10,7 @@ mod variant;
 
 use std::sync::Arc;
 
-pub use variant::{Product, Variant, LANES as LANE_WIDTH};
+pub use variant::{runs_on, split_lanes, Product, Variant, LANES as LANE_WIDTH};
 
 use super::{half_mask, View};
 use crate::gpu::Shader::Matmul as M;
@@ -75,24 +75,6 @@ const TILED: Kernel = kernel("matmul_tiled");
 const COOP: Kernel = Kernel::new(crate::gpu::Shader::MatmulCoop, "matmul_coop", SLOTS);
 const SPLIT: Kernel = Kernel::new(crate::gpu::Shader::MatmulSplit, "matmul_forward_split", SLOTS);
 const LANES: Kernel = Kernel::new(crate::gpu::Shader::MatmulLanes, "matmul_lanes", SLOTS);
-
-/// The threads along k of the split-k forward, one subgroup: where the device has SUBGROUP and
-/// a single subgroup size (a CPU adapter's SIMD width), else None.
-pub fn split_lanes(gpu: &Gpu) -> Option<u32> {
-    let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
-    let has = gpu.device.features().contains(wgpu::Features::SUBGROUP);
-    (has && lo == hi && (4..=64).contains(&lo)).then_some(lo)
-}
-/// Whether this device can run `v`: the split-k variants need subgroups of one size, the
-/// lane-parallel ones subgroups of exactly `LANE_WIDTH` (a workgroup is one subgroup).
-pub fn runs_on(gpu: &Gpu, v: Variant) -> bool {
-    match v {
-        Variant::Split { .. } => split_lanes(gpu).is_some(),
-        Variant::Lanes { .. } => split_lanes(gpu) == Some(LANE_WIDTH),
-        Variant::Coop => gpu.coop_matrix,
-        _ => true,
-    }
-}
 
 /// Columns per workgroup of matmul_backward_bias (BIAS_COLS in the shader).
 const BIAS_COLS: u32 = 32;

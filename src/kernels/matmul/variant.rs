@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::gpu::Gpu;
+
 /// The three products that have variants (the bias gradient is a reduction with one kernel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Product {
@@ -287,5 +289,24 @@ impl fmt::Display for Variant {
             Variant::Split { rm, rn } => write!(f, "split{rm}x{rn}"),
             Variant::Lanes { rm, rn } => write!(f, "lanes{rm}x{rn}"),
         }
+    }
+}
+
+/// The threads along k of the split-k forward, one subgroup: where the device has SUBGROUP and
+/// a single subgroup size (a CPU adapter's SIMD width), else None.
+pub fn split_lanes(gpu: &Gpu) -> Option<u32> {
+    let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
+    let has = gpu.device.features().contains(wgpu::Features::SUBGROUP);
+    (has && lo == hi && (4..=64).contains(&lo)).then_some(lo)
+}
+
+/// Whether this device can run `v`: the split-k variants need subgroups of one size, the
+/// lane-parallel ones subgroups of exactly `LANES` (a workgroup is one subgroup).
+pub fn runs_on(gpu: &Gpu, v: Variant) -> bool {
+    match v {
+        Variant::Split { .. } => split_lanes(gpu).is_some(),
+        Variant::Lanes { .. } => split_lanes(gpu) == Some(LANES),
+        Variant::Coop => gpu.coop_matrix,
+        _ => true,
     }
 }
