@@ -216,6 +216,10 @@ const LANE_ROWS: u32 = 64;
 
 /// Names of one pass's entry points in the 16×16, row and lane-parallel shaders.
 struct Entries(&'static str, &'static str, &'static str);
+const FORWARD: Entries = Entries("attention_forward", "attention_rows_forward", "attention_lanes_forward");
+const BACKWARD_KV: Entries =
+    Entries("attention_backward_kv", "attention_rows_backward_kv", "attention_lanes_backward_kv");
+const BACKWARD_Q: Entries = Entries("attention_backward_q", "attention_rows_backward_q", "attention_lanes_backward_q");
 
 /// One dispatch over (query or key blocks, B·NH) in `v`: the 16×16 entry point, or the
 /// row-per-thread one specialized for the head size.
@@ -324,14 +328,7 @@ pub fn forward_shaped(
     let bindings =
         [out.binding(gpu, s.btc())?, lse.binding(gpu, s.bht())?, qkv.binding(gpu, s.qkv.len)?, d(), d(), d(), d()];
     let half = half_mask(&[Some(out), None, Some(qkv)]);
-    blocks(
-        gpu,
-        v,
-        Entries("attention_forward", "attention_rows_forward", "attention_lanes_forward"),
-        (half, s.nh),
-        &bindings,
-        &p,
-    )
+    blocks(gpu, v, FORWARD, (half, s.nh), &bindings, &p)
 }
 
 /// dqkv (B, T, 3C) = the gradient through attention (written, not accumulated); `d` is a
@@ -409,22 +406,8 @@ pub fn backward_shaped(
     let half = half_mask(&[Some(dqkv), None, Some(qkv), Some(dout)]);
     Ok(vec![
         dispatch(gpu, d_kernel, &d_pass, &p, grid(gpu, (bht as u32).div_ceil(256)))?,
-        blocks(
-            gpu,
-            v,
-            Entries("attention_backward_kv", "attention_rows_backward_kv", "attention_lanes_backward_kv"),
-            (half, s.nkv),
-            &grads,
-            &p,
-        )?,
-        blocks(
-            gpu,
-            v,
-            Entries("attention_backward_q", "attention_rows_backward_q", "attention_lanes_backward_q"),
-            (half, s.nh),
-            &grads,
-            &p,
-        )?,
+        blocks(gpu, v, BACKWARD_KV, (half, s.nkv), &grads, &p)?,
+        blocks(gpu, v, BACKWARD_Q, (half, s.nh), &grads, &p)?,
     ])
 }
 
