@@ -12,6 +12,7 @@ pub mod optim;
 pub mod parallel;
 pub mod plot;
 pub mod reference;
+pub mod rng;
 pub mod train;
 pub mod tune;
 

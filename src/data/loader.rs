@@ -2,7 +2,7 @@
 //! or one example per row (supervised fine-tuning, where a mask says which targets count).
 
 use super::sft::{Examples, IGNORE};
-use crate::reference::Rng;
+use crate::rng::Rng;
 
 /// A loader's position, saved with checkpoints.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

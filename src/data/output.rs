@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::prepare::Stats;
 use super::tokenizer::Tokenizer;
 use super::{HEADER_INTS, MAGIC_U16, MAGIC_U32};
-use crate::reference::Rng;
+use crate::rng::Rng;
 
 /// train.bin and val.bin being written, and the split.
 pub(super) struct Writer {

@@ -17,8 +17,8 @@ use crate::gpu::{Category, Gpu, GpuBuffer, GpuError};
 use crate::kernels::lora::{Adapter, Dropout};
 use crate::kernels::Tensor;
 use crate::optim::{ParamArena, ParamTable};
-use crate::reference::dropout::Key;
-use crate::reference::Rng;
+use crate::rng::Key;
+use crate::rng::Rng;
 
 /// Which layers get adapters, of what rank, at what scale.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@ use super::{Bucket, Gpt, GptConfig, Precision, SUBMIT_DISPATCHES, SUBMIT_MICRO_B
 use crate::gpu::{Gpu, GpuError, Recorder};
 use crate::kernels::elementwise::{self, Span};
 use crate::kernels::Dtype;
-use crate::reference::Rng;
+use crate::rng::Rng;
 
 impl Gpt {
     /// Uploads micro-batch `k`'s inputs and targets (B·T tokens each) into slot `k` of the

@@ -10,7 +10,7 @@ use crate::data::Loader;
 use crate::dist::Dist;
 use crate::gpu::{Gpu, Recorder};
 use crate::model::{Decoder, Gpt};
-use crate::reference::Rng;
+use crate::rng::Rng;
 
 /// Mean loss over `batches` validation batches from the start of the validation data.
 pub fn evaluate(gpu: &Gpu, gpt: &Gpt, val: &mut Loader, batches: usize) -> anyhow::Result<f32> {
