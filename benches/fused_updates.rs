@@ -38,7 +38,7 @@ fn fused_updates(c: &mut Criterion) {
         gpu.pool.storage(Category::OptimizerState, arena.params.size()).unwrap(),
         gpu.pool.storage(Category::OptimizerState, arena.params.size()).unwrap(),
     );
-    let (unfused, _denom) = elementwise::adamw_unfused(
+    let (unfused, _denom) = wgtrain::optim::adamw_unfused(
         &gpu,
         &table,
         &arena.params,

@@ -135,7 +135,7 @@ fn load_model(
         Ok(if file.is_file() { Some(Tokenizer::from_file(&file, None).map_err(anyhow::Error::msg)?) } else { None })
     };
     if let Some(path) = wgtrain::compress::gguf_path(model) {
-        let m = wgtrain::compress::export::read_gpt2(&path).map_err(anyhow::Error::msg)?;
+        let m = wgtrain::model::export::read_gpt2(&path).map_err(anyhow::Error::msg)?;
         let gpt = Gpt::from_gguf(gpu, &m, b, seq(m.config.n_positions)?, precision)?;
         let tokenizer = if model.is_dir() { dir_tokenizer()?.or(Some(m.tokenizer)) } else { Some(m.tokenizer) };
         return Ok(Loaded { gpt, tokenizer, chat_template: m.chat_template, eos: m.eos });
@@ -191,7 +191,7 @@ pub fn merge(
 /// `wgtrain quantize`: a checkpoint into DIR2/model.gguf (+ config.json, tokenizer.json).
 pub fn quantize(
     model: &std::path::Path,
-    format: wgtrain::compress::export::Format,
+    format: wgtrain::model::export::Format,
     out: &std::path::Path,
     force: bool,
 ) -> anyhow::Result<()> {
@@ -208,12 +208,12 @@ pub fn quantize(
             kept += 1;
         }
     }
-    let converted = r.planned.iter().filter(|p| p.qtype == format.qtype && p.qtype != wgtrain::compress::QType::F32);
+    let converted = r.planned.iter().filter(|p| p.qtype == format.qtype && p.qtype != wgtrain::formats::QType::F32);
     println!(
         "{} tensors in {}, {} in f32 ({kept} of them because their rows are not whole blocks); {:.2} MB (the weights in f32: {:.2} MB) -> {}",
         converted.count(),
         format.qtype.name(),
-        r.planned.iter().filter(|p| p.qtype == wgtrain::compress::QType::F32).count(),
+        r.planned.iter().filter(|p| p.qtype == wgtrain::formats::QType::F32).count(),
         r.gguf_bytes as f64 / 1e6,
         r.f32_bytes as f64 / 1e6,
         r.out.join("model.gguf").display()
@@ -312,7 +312,7 @@ pub fn eval_task(
 fn model_tokenizer(model: &std::path::Path) -> anyhow::Result<Tokenizer> {
     match wgtrain::compress::gguf_path(model) {
         Some(p) if !model.join("tokenizer.json").is_file() => {
-            wgtrain::compress::export::tokenizer_of(&p).map_err(anyhow::Error::msg)
+            wgtrain::data::gguf_tokenizer::of_file(&p).map_err(anyhow::Error::msg)
         }
         _ => Tokenizer::for_dir(model).map_err(anyhow::Error::msg),
     }

@@ -5,6 +5,7 @@ pub mod compress;
 pub mod data;
 pub mod demo;
 pub mod dist;
+pub mod formats;
 pub mod gpu;
 pub mod kernels;
 pub mod model;

@@ -114,7 +114,7 @@ enum Command {
         model: PathBuf,
         /// ggml's block formats, or f16/f32 (unquantized; f32 is lossless).
         #[arg(long, value_enum)]
-        format: wgtrain::compress::QType,
+        format: wgtrain::formats::QType,
         /// Quantize the embedding (and an untied LM head) too: the lookup and the head dequantize its rows.
         #[arg(long)]
         quantize_embeddings: bool,
@@ -346,7 +346,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         return Ok(None);
     }
     if let Command::Quantize { model, format, quantize_embeddings, out, force } = &cli.command {
-        let f = wgtrain::compress::export::Format { qtype: *format, embeddings: *quantize_embeddings };
+        let f = wgtrain::model::export::Format { qtype: *format, embeddings: *quantize_embeddings };
         commands::quantize(model, f, out, *force)?;
         return Ok(None);
     }

@@ -123,7 +123,7 @@ pub struct TrainCli {
     /// Quantization-aware training for q8_0, q4_0 or q4_1: the forward reads fake-quantized
     /// linear weights; the run also writes --out/model.gguf, those same blocks.
     #[arg(long, value_enum)]
-    qat: Option<wgtrain::compress::QType>,
+    qat: Option<wgtrain::formats::QType>,
     #[command(flatten)]
     prune: wgtrain::compress::prune::PruneFlags,
     #[command(flatten)]

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::compress::QType;
+use crate::formats::QType;
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder, Shader};
 use crate::kernels::attention::{self, AttnVariant};
 use crate::kernels::layernorm::{self, LnVariant};

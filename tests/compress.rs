@@ -2,8 +2,8 @@
 //! (fixtures from scripts/make_quant_fixture.py), GGUF files both ways, and the dequantizing
 //! kernels against the CPU reference.
 
-use wgtrain::compress::gguf::{Gguf, Value};
-use wgtrain::compress::quant::{self, QType};
+use wgtrain::formats::gguf::{Gguf, Value};
+use wgtrain::formats::quant::{self, QType};
 use wgtrain::gpu::{Category, Recorder};
 use wgtrain::kernels::quant::{self as qk, QView};
 use wgtrain::kernels::{Dtype, View};
@@ -292,7 +292,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 /// gguf_wgtrain.json (scripts/make_quant_fixture.py --check).
 #[test]
 fn a_written_file_reads_back_in_both_readers() {
-    use wgtrain::compress::export::{self, Format};
+    use wgtrain::model::export::{self, Format};
     let dir = tmp("written");
     tiny_model(&dir, 1);
     let format = Format { qtype: QType::Q4_1, embeddings: true };
@@ -351,7 +351,7 @@ pub fn eval_logits(gpu: &wgtrain::Gpu, gpt: &wgtrain::model::Gpt, tokens: &[u32]
 /// change where the dequantization happens.
 #[test]
 fn a_quantized_model_runs_as_its_dequantized_weights() {
-    use wgtrain::compress::export::{self, Format};
+    use wgtrain::model::export::{self, Format};
     use wgtrain::model::{Gpt, Precision};
     let Some(gpu) = crate::common::gpu() else { return };
     let dir = tmp("runs");
@@ -380,7 +380,7 @@ fn a_quantized_model_runs_as_its_dequantized_weights() {
 /// reference's quantize-dequantize bit for bit; the export's blocks are the CPU's blocks.
 #[test]
 fn qat_forward_is_the_forward_of_the_dequantized_weights() {
-    use wgtrain::compress::export::is_linear_weight;
+    use wgtrain::model::export::is_linear_weight;
     use wgtrain::model::{Gpt, Precision};
     let Some(gpu) = crate::common::gpu() else { return };
     let dir = tmp("qat");
@@ -454,7 +454,7 @@ fn a_qat_run_ends_with_the_quantized_model_it_trained() {
         .rev()
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["val_loss"].as_f64())
         .expect("a val loss");
-    let m = wgtrain::compress::export::read_gpt2(&a.out.join("model.gguf")).unwrap();
+    let m = wgtrain::model::export::read_gpt2(&a.out.join("model.gguf")).unwrap();
     assert_eq!(m.tensors.iter().filter(|t| t.qtype == QType::Q4_0).count(), 4);
     let gpt = Gpt::from_gguf(gpu, &m, a.batch_size, a.seq_len, Precision::F32).unwrap();
     let val_tokens = wgtrain::data::read_tokens(&dir.join("val.bin")).unwrap();

@@ -58,7 +58,7 @@ fn llama_checkpoint_round_trips() {
 /// are not whole blocks) keeps every tensor f32.
 #[test]
 fn llama_gguf_export_round_trips() {
-    use wgtrain::compress::{export, QType};
+    use wgtrain::{formats::QType, model::export};
     for name in ["llama_tiny_untied", "llama_tiny_tied"] {
         let (config, _, dir) = fixture(name);
         let params = checkpoint::load_hf(&dir.join("model.safetensors"), &config).unwrap();
@@ -69,9 +69,9 @@ fn llama_gguf_export_round_trips() {
         // head_dim equal to n_embd / n_head reads back unset.
         assert_eq!(GptConfig { head_dim: config.head_dim, ..m.config.clone() }, config, "{name}: the config");
         let values: Vec<Vec<f32>> =
-            m.tensors.iter().map(|t| wgtrain::compress::quant::dequantize(&t.bytes, t.qtype)).collect();
+            m.tensors.iter().map(|t| wgtrain::formats::quant::dequantize(&t.bytes, t.qtype)).collect();
         assert_eq!(values, params, "{name}: the tensors read back");
-        let raw = wgtrain::compress::gguf::Gguf::read(&out.join("model.gguf")).unwrap();
+        let raw = wgtrain::formats::gguf::Gguf::read(&out.join("model.gguf")).unwrap();
         let q = raw.tensor("blk.0.attn_q.weight").unwrap();
         let specs = config.parameter_specs();
         let at = specs.iter().position(|(n, _)| n == "model.layers.0.self_attn.q_proj.weight").unwrap();

@@ -3,11 +3,12 @@
 //! against plain references, and structured pruning into a smaller model.
 
 use wgtrain::compress::oneshot::{self, Method};
-use wgtrain::compress::prune::{PruneFlags, PruneSchedule, PruneScope, Pruner};
-use wgtrain::compress::{export::is_linear_weight, PruneArgs};
+use wgtrain::compress::prune::{PruneFlags, PruneSchedule};
 use wgtrain::gpu::{Readback, Recorder};
+use wgtrain::model::prune::{PruneScope, Pruner};
 use wgtrain::model::{Gpt, GptConfig, Precision};
 use wgtrain::optim::{OptimizerKind, ParamTable};
+use wgtrain::{compress::PruneArgs, model::export::is_linear_weight};
 
 use crate::common::{builds, gpu};
 

@@ -4,9 +4,9 @@
 //! a quantized weight) are checked by the logits, the loss, every adapter gradient and three
 //! AdamW steps; the quantized words stay bit for bit what they were.
 
-use wgtrain::compress::export::Loaded;
-use wgtrain::compress::quant::{self, QType};
+use wgtrain::formats::quant::{self, QType};
 use wgtrain::gpu::Recorder;
+use wgtrain::model::export::Loaded;
 use wgtrain::model::lora::LoraConfig;
 use wgtrain::model::quantized::{base_tensors, dense_values, f32_tensors, BaseFormat};
 use wgtrain::model::{Arch, Gpt, GptConfig, Precision, QuantWeights};

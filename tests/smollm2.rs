@@ -10,7 +10,7 @@ use wgtrain::model::{Gpt, Precision};
 
 use crate::common::gpu;
 
-fn model() -> Option<wgtrain::compress::export::GgufModel> {
+fn model() -> Option<wgtrain::model::export::GgufModel> {
     let path = wgtrain::compress::smollm2_path().filter(|p| p.is_file());
     let Some(path) = path else {
         let required = std::env::var("WGTRAIN_REQUIRE_MODEL").is_ok_and(|v| v == "1");
@@ -18,7 +18,7 @@ fn model() -> Option<wgtrain::compress::export::GgufModel> {
         eprintln!("skipping: no SmolLM2 file (scripts/fetch_smollm2.sh fetches it)");
         return None;
     };
-    Some(wgtrain::compress::export::read_gpt2(&path).unwrap())
+    Some(wgtrain::model::export::read_gpt2(&path).unwrap())
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {

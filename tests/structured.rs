@@ -78,9 +78,9 @@ fn llama_heads_and_mlp_channels_are_cut_by_importance() {
     crate::common::assert_close("pruned vs masked logits", &a, &b, 1e-5, 1e-4);
 
     // The GGUF export keeps head_dim 6 beside n_head 4 (llama.*.key_length).
-    let format = wgtrain::compress::export::Format { qtype: wgtrain::compress::QType::F32, embeddings: true };
+    let format = wgtrain::model::export::Format { qtype: wgtrain::formats::QType::F32, embeddings: true };
     wgtrain::compress::quantize(&dir.join("small"), format, &dir.join("gguf")).unwrap();
-    let m = wgtrain::compress::export::read_gpt2(&dir.join("gguf/model.gguf")).unwrap();
+    let m = wgtrain::model::export::read_gpt2(&dir.join("gguf/model.gguf")).unwrap();
     assert_eq!((m.config.n_head, m.config.head_size()), (4, 6));
     std::fs::remove_dir_all(&dir).ok();
 }

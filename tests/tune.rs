@@ -200,7 +200,7 @@ fn shape_classes_round_up_to_powers_of_two() {
 /// the faster; a training run on a CPU adapter takes the copy untimed.
 #[test]
 fn quantized_products_time_the_fused_and_the_dequantized_path() {
-    use wgtrain::compress::QType;
+    use wgtrain::formats::QType;
     use wgtrain::kernels::Dtype;
     use wgtrain::tune::{choose_quant, QuantPath};
     if gpu().is_none() {

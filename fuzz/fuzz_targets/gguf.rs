@@ -1,7 +1,7 @@
 //! The GGUF reader, and the GPT-2 read from what it parses.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use wgtrain::compress::{export, gguf::Gguf};
+use wgtrain::{formats::gguf::Gguf, model::export};
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(g) = Gguf::parse(bytes.to_vec()) {

@@ -208,7 +208,8 @@ pub fn optim(gpu: &Gpu, params: u64, tensors: usize, samples: usize) -> Result<V
     let v = gpu.pool.storage(Category::OptimizerState, arena.params.size())?;
     let c = OptimConfig::adamw();
     let hyper = (c.beta1, c.beta2, c.eps, c.weight_decay);
-    let (unfused, _denom) = elementwise::adamw_unfused(gpu, &table, &arena.params, &arena.grads, &m, &v, lr, hyper, 1)?;
+    let (unfused, _denom) =
+        crate::optim::adamw_unfused(gpu, &table, &arena.params, &arena.grads, &m, &v, lr, hyper, 1)?;
     let rows: [(&'static str, u64, &[Dispatch]); 5] = [
         ("copy", 8, &copy),
         ("adamw_fused", 28, optimizers[0].update_dispatches()),

@@ -1,19 +1,17 @@
 //! Model compression: ggml block quantization and the GGUF files llama.cpp reads.
 
-pub mod export;
-pub mod gguf;
-pub mod llama_gguf;
 pub mod oneshot;
 pub mod prune;
-pub mod quant;
 pub mod structured;
 
 use std::path::{Path, PathBuf};
 
 use crate::data::tokenizer::Tokenizer;
+use crate::formats::quant;
+pub use crate::formats::QType;
+use crate::model::export::{self, Format};
+use crate::model::llama_gguf;
 use crate::model::{checkpoint, GptConfig};
-use export::Format;
-pub use quant::QType;
 
 /// What `quantize` did: each tensor's type, the ones kept unquantized and why, the sizes.
 pub struct QuantizeReport {

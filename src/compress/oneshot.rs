@@ -3,11 +3,11 @@
 //! that it and structured pruning (super::structured) score with: the activation norms of
 //! the model's forward on calibration tokens, summed on the GPU (kernels::prune::channel_sumsq).
 
-use super::export::is_linear_weight;
 use super::prune::PruneScope;
 use crate::data::Loader;
 use crate::gpu::{Category, Dispatch, Gpu, GpuError, Recorder};
 use crate::kernels::{prune::channel_sumsq, View};
+use crate::model::export::is_linear_weight;
 use crate::model::{Gpt, GptConfig, Precision};
 use crate::optim::ParamTable;
 

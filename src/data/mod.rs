@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 pub mod chat;
 pub mod dedup;
+pub mod gguf_tokenizer;
 mod loader;
 mod output;
 pub mod prepare;

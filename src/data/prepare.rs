@@ -199,7 +199,7 @@ fn known_tokenizer(a: &PrepareArgs) -> Result<Option<Tokenizer>, String> {
             Some(Tokenizer::from_file(p, a.eot.as_deref()).map_err(|e| format!("--tokenizer {e}"))?)
         }
         TokenizerChoice::Gguf(p) => {
-            Some(crate::compress::export::tokenizer_of(p).map_err(|e| format!("--tokenizer {e}"))?)
+            Some(crate::data::gguf_tokenizer::of_file(p).map_err(|e| format!("--tokenizer {e}"))?)
         }
         TokenizerChoice::Bpe => None,
     })

@@ -137,9 +137,9 @@ fn tokenizer(a: &SftArgs) -> Result<(Tokenizer, Option<Template>), String> {
             (tok, chat::chat_in_dir(dir).map_err(|e| format!("--tokenizer {e}"))?)
         }
         TokenizerChoice::Gguf(p) => {
-            let g = crate::compress::gguf::Gguf::read(p).map_err(|e| format!("--tokenizer {e}"))?;
-            let tok = crate::compress::export::tokenizer_of_gguf(&g)
-                .map_err(|e| format!("--tokenizer {}: {e}", p.display()))?;
+            let g = crate::formats::gguf::Gguf::read(p).map_err(|e| format!("--tokenizer {e}"))?;
+            let tok =
+                crate::data::gguf_tokenizer::of_gguf(&g).map_err(|e| format!("--tokenizer {}: {e}", p.display()))?;
             let t = g.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(|t| (t.to_string(), None));
             (tok, t)
         }

@@ -2,7 +2,7 @@
 //! weight (quantize, dequantize, in f32) and the blocks themselves, for the export.
 
 use super::{dispatch_with, grid, View};
-use crate::compress::QType;
+use crate::formats::QType;
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
 
 /// Mirrors `struct Params` in shaders/fake_quant.wgsl.

@@ -3,7 +3,7 @@
 //! kernels dequantize what they read.
 
 use super::{dispatch_with, grid, half_mask, window_rows, View};
-use crate::compress::QType;
+use crate::formats::QType;
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
 
 /// Mirrors `struct Params` in shaders/quant.wgsl.

@@ -199,7 +199,7 @@ impl<'a> Weights<'a> {
     /// copy of a linear weight under QAT.
     pub fn mm(&self, name: &str) -> View<'a> {
         if let Some(fq) = &self.arena.fake_quant {
-            if crate::compress::export::is_linear_weight(&format!("{}{name}", self.prefix)) {
+            if crate::model::export::is_linear_weight(&format!("{}{name}", self.prefix)) {
                 return View::at(fq, self.offset(name));
             }
         }

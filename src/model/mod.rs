@@ -15,8 +15,11 @@ pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod distill;
+pub mod export;
+pub mod llama_gguf;
 pub mod lora;
 pub mod precision;
+pub mod prune;
 pub mod qat;
 pub mod quantized;
 mod run;
@@ -84,7 +87,7 @@ pub struct Gpt {
     /// Quantization-aware training: the fake quantization each step starts with.
     pub qat: Option<qat::Qat>,
     /// Magnitude pruning of the linear weights (set before the optimizer is built).
-    pub prune: Option<crate::compress::prune::Pruner>,
+    pub prune: Option<prune::Pruner>,
     /// Knowledge distillation from a teacher (set after the model is built).
     pub distill: Option<distill::Distill>,
     /// LoRA: the frozen base, the arena holding the adapters.
@@ -147,7 +150,7 @@ impl Gpt {
         config: GptConfig,
         (b, t, accum): (usize, usize, usize),
         precision: Precision,
-        qat: Option<crate::compress::QType>,
+        qat: Option<crate::formats::QType>,
     ) -> Result<Self, GpuError> {
         if let Some(q) = qat {
             qat::check(&config, q).map_err(GpuError::Unsupported)?;

@@ -3,9 +3,9 @@
 //! fake-quantized copy, which the matmuls read forward and backward; the gradient goes
 //! straight through to the f32 master weights. The run's model.gguf is those same blocks.
 
+use super::export::{self, Format, Planned};
 use super::{Gpt, GptConfig};
-use crate::compress::export::{self, Format, Planned};
-use crate::compress::quant::{self, QType};
+use crate::formats::quant::{self, QType};
 use crate::gpu::{Category, Dispatch, Gpu, GpuError, Recorder};
 use crate::kernels::fake_quant::fake_quant;
 use crate::kernels::View;
@@ -94,8 +94,8 @@ impl Gpt {
         }
         // Llama's q and k rows in llama.cpp's order: whole rows of blocks move.
         for (p, bytes) in planned.iter().zip(&mut data) {
-            if let Some(heads) = crate::compress::llama_gguf::permuted_heads(&self.config, &p.name) {
-                *bytes = crate::compress::llama_gguf::permute_rows(bytes, p.qtype.bytes_for(p.shape[1]), heads, false);
+            if let Some(heads) = crate::model::llama_gguf::permuted_heads(&self.config, &p.name) {
+                *bytes = crate::model::llama_gguf::permute_rows(bytes, p.qtype.bytes_for(p.shape[1]), heads, false);
             }
         }
         Ok((planned, data))

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
+use super::export::{self, GgufModel, Loaded};
 use super::{Gpt, GptConfig, Precision};
-use crate::compress::export::{self, GgufModel, Loaded};
-use crate::compress::quant::{self, QType};
+use crate::formats::quant::{self, QType};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError};
 use crate::kernels::matmul::{Dims, Matmul, Product};
 use crate::kernels::quant::{self as qk, QView};

@@ -4,12 +4,14 @@
 pub mod arena;
 pub mod schedule;
 pub mod state;
+mod unfused;
 
 use serde::{Deserialize, Serialize};
 
 pub use arena::{ChunkEntry, ParamArena, ParamTable, TensorInfo, CHUNK, TENSOR_ALIGN};
 pub use schedule::{Schedule, ScheduleKind};
 pub use state::StateError;
+pub use unfused::adamw_unfused;
 
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Readback, Recorder, Shader, Slot};
 

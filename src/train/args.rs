@@ -77,7 +77,7 @@ pub struct TrainArgs {
     pub save_dtype: Dtype,
     /// Quantization-aware training for this block format; the run ends with model.gguf.
     #[serde(default)]
-    pub qat: Option<crate::compress::QType>,
+    pub qat: Option<crate::formats::QType>,
     /// Gradual magnitude pruning.
     #[serde(default)]
     pub prune: crate::compress::prune::PruneFlags,

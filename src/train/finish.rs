@@ -27,15 +27,9 @@ pub(super) fn finish(s: &mut Session, log: &mut Log, last: u64, early: bool, sta
     if let Some(q) = a.qat {
         let (planned, data) = s.gpt.qat_export(gpu)?;
         let path = a.out.join("model.gguf");
-        let header = crate::compress::export::Header {
-            config: &s.config,
-            tok: &s.tok,
-            chat_template: None,
-            eos: None,
-            qtype: q,
-        };
-        let bytes =
-            crate::compress::export::write_model(&path, &header, &planned, &data).map_err(anyhow::Error::msg)?;
+        let header =
+            crate::model::export::Header { config: &s.config, tok: &s.tok, chat_template: None, eos: None, qtype: q };
+        let bytes = crate::model::export::write_model(&path, &header, &planned, &data).map_err(anyhow::Error::msg)?;
         println!("quantized model ({} as trained): {} ({:.2} MB)", q.name(), path.display(), bytes as f64 / 1e6);
     }
     let opt_path = a.out.join("optimizer.safetensors");

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::compress::export::{self, GgufModel};
-use crate::compress::quant;
 use crate::data::tokenizer::Tokenizer;
+use crate::formats::quant;
+use crate::model::export::{self, GgufModel};
 use crate::model::{checkpoint, GptConfig};
 
 /// The GGUF file of an `--init` that names one.

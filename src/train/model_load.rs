@@ -7,10 +7,10 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::TrainArgs;
-use crate::compress::export::Loaded;
 use crate::data::tokenizer::Tokenizer;
 use crate::dist::Dist;
 use crate::gpu::Gpu;
+use crate::model::export::Loaded;
 use crate::model::quantized::dense_values;
 use crate::model::{checkpoint, Gpt, GptConfig, Precision, QuantWeights};
 use crate::optim::OptimizerKind;
@@ -109,7 +109,7 @@ pub(super) fn load_teacher(
 ) -> anyhow::Result<Gpt> {
     let what = format!("--teacher {}", dir.display());
     let gguf = match crate::compress::gguf_path(dir) {
-        Some(path) => Some(crate::compress::export::read_gpt2(&path).map_err(|e| anyhow::anyhow!("{what}: {e}"))?),
+        Some(path) => Some(crate::model::export::read_gpt2(&path).map_err(|e| anyhow::anyhow!("{what}: {e}"))?),
         None => None,
     };
     let hf_tok;

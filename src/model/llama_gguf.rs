@@ -10,8 +10,8 @@
 //! weights stay quantized.
 
 use super::export::{meta_usize, GgufModel, Loaded};
-use super::gguf::{Gguf, Value, Writer};
-use crate::model::{Arch, GptConfig};
+use super::{Arch, GptConfig};
+use crate::formats::gguf::{Gguf, Value, Writer};
 
 /// llama.cpp's name of a wgtrain (HF Llama) parameter.
 pub fn gguf_name(name: &str) -> String {

@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use super::gguf::{Gguf, Value, Writer};
-use super::quant::{self, QType};
-use crate::data::tokenizer::{Kind, Tokenizer};
-use crate::model::{Arch, GptConfig};
+use super::{Arch, GptConfig};
+use crate::data::tokenizer::Tokenizer;
+use crate::formats::gguf::{Gguf, Value, Writer};
+use crate::formats::quant::{self, QType};
 
 /// What `wgtrain quantize` makes of a model.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -118,48 +118,6 @@ fn file_type(q: QType) -> u32 {
     }
 }
 
-/// The tokenizer metadata: GPT-2's tokenizer model with every id's token (ids the tokenizer
-/// lacks become unused `[PAD<id>]`), its pre-tokenizer, the merges (a byte-level vocabulary
-/// gets one that never applies, since llama.cpp wants at least one), the end-of-text and
-/// special tokens as control tokens, the end-of-text as bos and `eos` (else it) as eos.
-fn tokenizer_meta(w: &mut Writer, tok: &Tokenizer, vocab_size: usize, eos: Option<u32>) -> Result<(), String> {
-    let (tokens, mut merges) = tok.vocab_and_merges();
-    if merges.is_empty() {
-        // Bytes 0 and 1 (NUL and SOH): cleaning removes both from the text.
-        let c = crate::data::tokenizer::byte_char;
-        merges.push((c(0).to_string(), c(1).to_string()));
-    }
-    let text = |i: usize| tokens.get(i).cloned().flatten();
-    let names: Vec<Value> =
-        (0..vocab_size).map(|i| Value::Str(text(i).unwrap_or_else(|| format!("[PAD{i}]")))).collect();
-    let mut control = tok.special_ids();
-    if tok.kind != Kind::Byte {
-        control.push(tok.eot);
-    }
-    let types: Vec<Value> = (0..vocab_size)
-        .map(|i| {
-            let ty = match text(i) {
-                None => 5,
-                Some(_) if control.contains(&(i as u32)) => 3,
-                Some(_) => 1,
-            };
-            Value::I32(ty)
-        })
-        .collect();
-    w.meta("tokenizer.ggml.model", Value::Str("gpt2".into()));
-    w.meta("tokenizer.ggml.pre", Value::Str(tok.gguf_pre()?.into()));
-    w.meta("tokenizer.ggml.tokens", Value::Array(names));
-    w.meta("tokenizer.ggml.token_type", Value::Array(types));
-    w.meta(
-        "tokenizer.ggml.merges",
-        Value::Array(merges.into_iter().map(|(a, b)| Value::Str(format!("{a} {b}"))).collect()),
-    );
-    w.meta("tokenizer.ggml.bos_token_id", Value::U32(tok.eot));
-    w.meta("tokenizer.ggml.eos_token_id", Value::U32(eos.unwrap_or(tok.eot)));
-    w.meta("tokenizer.ggml.add_bos_token", Value::Bool(false));
-    Ok(())
-}
-
 /// The bytes of each planned tensor, encoded on the CPU from wgtrain-layout values.
 pub fn encode(planned: &[Planned], values: &[Vec<f32>]) -> Vec<Vec<u8>> {
     planned.iter().zip(values).map(|(p, v)| quant::quantize(v, p.qtype)).collect()
@@ -193,7 +151,7 @@ pub fn write_model(path: &Path, h: &Header, planned: &[Planned], data: &[Vec<u8>
         Arch::Gpt2 => gpt2_meta(&mut w, config),
         Arch::Llama => super::llama_gguf::write_meta(&mut w, config),
     }
-    tokenizer_meta(&mut w, h.tok, config.vocab_size, h.eos)?;
+    crate::data::gguf_tokenizer::write_meta(&mut w, h.tok, config.vocab_size, h.eos)?;
     if let Some(t) = h.chat_template {
         w.meta("tokenizer.chat_template", Value::Str(t.into()));
     }
@@ -305,46 +263,8 @@ pub(crate) fn read_tensors(g: &Gguf, config: &GptConfig, gguf_name: fn(&str) -> 
 /// The model of `config` and its `tensors`, with the tokenizer, chat template and eos of `g`'s
 /// metadata.
 pub(crate) fn finish_model(g: &Gguf, config: GptConfig, tensors: Vec<Loaded>) -> Result<GgufModel, String> {
-    let tokenizer = gguf_tokenizer(g, config.vocab_size)?;
+    let tokenizer = crate::data::gguf_tokenizer::from_gguf(g, config.vocab_size)?;
     let chat_template = g.get("tokenizer.chat_template").and_then(Value::as_str).map(str::to_string);
     let eos = g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).map(|v| v as u32);
     Ok(GgufModel { tokenizer, config, tensors, chat_template, eos })
-}
-
-/// The tokenizer of the GGUF file at `path` (`prepare --tokenizer FILE.gguf`).
-pub fn tokenizer_of(path: &Path) -> Result<Tokenizer, String> {
-    let g = Gguf::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    tokenizer_of_gguf(&g).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// The tokenizer of a GGUF file already read.
-pub fn tokenizer_of_gguf(g: &Gguf) -> Result<Tokenizer, String> {
-    let n = g.get("tokenizer.ggml.tokens").and_then(Value::as_array).map_or(256, |t| t.len());
-    gguf_tokenizer(g, n)
-}
-
-/// The tokenizer a GGUF file holds (bytes when it holds none).
-pub(crate) fn gguf_tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer, String> {
-    let Some(list) = g.get("tokenizer.ggml.tokens").and_then(Value::as_array) else { return Ok(Tokenizer::byte()) };
-    let tokens: Vec<String> = list.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect();
-    if tokens.len() != vocab_size {
-        return Err(format!("{} tokens in tokenizer.ggml.tokens, {vocab_size} rows in token_embd", tokens.len()));
-    }
-    // Unused padding ids stand for nothing.
-    let used = tokens.iter().rposition(|t| !t.starts_with("[PAD")).map_or(0, |i| i + 1);
-    let merges: Vec<(String, String)> = g
-        .get("tokenizer.ggml.merges")
-        .and_then(Value::as_array)
-        .unwrap_or(&[])
-        .iter()
-        .filter_map(|v| v.as_str()?.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
-        .collect();
-    let eot = g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64).unwrap_or(0) as u32;
-    let pre = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("gpt-2");
-    let types = g.get("tokenizer.ggml.token_type").and_then(Value::as_array).unwrap_or(&[]);
-    let control: Vec<u32> =
-        types.iter().enumerate().filter(|(_, t)| t.as_u64() == Some(3)).map(|(i, _)| i as u32).collect();
-    // The tokenizers crate panics on some inputs: a malformed file is an error instead.
-    std::panic::catch_unwind(|| Tokenizer::from_gguf_parts(&tokens[..used], &merges, eot, pre, &control))
-        .map_err(|_| "the tokenizers crate could not build its tokenizer".to_string())?
 }
