@@ -3,8 +3,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wgtrain::gpu::{Category, Recorder};
-use wgtrain::kernels::matmul::{Dims, Matmul};
 use wgtrain::reference::Rng;
+use wgtrain::tune::matmul::{Dims, Matmul};
 use wgtrain::Gpu;
 
 fn matmul(c: &mut Criterion) {

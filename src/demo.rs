@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use crate::gpu::{Category, Gpu, Recorder};
-use crate::kernels::matmul::{Dims, Matmul};
 use crate::reference::{self, Rng};
+use crate::tune::matmul::{Dims, Matmul};
 
 /// Runs the layer (B·T rows, C in, 4C out), prints errors and timings, and fails when the GPU
 /// result differs from the reference by more than the stated tolerance.

@@ -460,11 +460,11 @@ fn resolve_precision(gpu: &Gpu, choice: wgtrain::model::PrecisionChoice) -> anyh
 fn tune(gpu: &Gpu, m: ModelArgs, precision: wgtrain::model::Precision) -> anyhow::Result<()> {
     let (cfg, b, t) = load_config(gpu, m)?;
     println!("adapter: {}", gpu.name());
-    match wgtrain::tune::cache_path() {
+    match wgtrain::gpu::tuning::cache_path() {
         Some(p) => println!("cache: {}", p.display()),
         None => println!("cache: none (set WGTRAIN_CACHE_DIR to keep the choices)"),
     }
-    for line in wgtrain::tune::tune_model(gpu, cfg, b, t, precision)? {
+    for line in wgtrain::train::tune_model(gpu, cfg, b, t, precision)? {
         println!("{line}");
     }
     Ok(())

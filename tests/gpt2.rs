@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use wgtrain::gpu::Recorder;
-use wgtrain::kernels::matmul::Variant;
 use wgtrain::model::{checkpoint, Gpt, GptConfig};
+use wgtrain::tune::matmul::Variant;
 
 use wgtrain::Gpu;
 
@@ -75,7 +75,7 @@ fn gpt2_matches_pytorch_with_tiled_kernels() {
         return;
     }
     let tiled = Gpu::from_env().unwrap();
-    tiled.tuning.lock().unwrap().fallback = Some(Variant::GPU[0]);
+    tiled.tuning.lock().unwrap().fallback = Some(Variant::GPU[0].to_string());
     matches_pytorch(&tiled);
 }
 

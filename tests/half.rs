@@ -11,9 +11,9 @@ use wgtrain::gpu::{Category, GpuBuffer, Recorder};
 use wgtrain::kernels::attention::AttnVariant;
 use wgtrain::kernels::elementwise::Span;
 use wgtrain::kernels::layernorm::LnVariant;
-use wgtrain::kernels::matmul::{Dims, Matmul, Variant};
 use wgtrain::kernels::{attention, classifier, elementwise, gelu, layernorm, Dtype, View};
 use wgtrain::reference::{self, matmul as cpu, Rng};
+use wgtrain::tune::matmul::{Dims, Matmul, Variant};
 use wgtrain::Gpu;
 
 use crate::common::{assert_close, builds, builds_with};

@@ -1,13 +1,13 @@
-//! LoRA's low-rank path (kernels::lora) against the plain-loop reference at awkward sizes and
+//! LoRA's low-rank path (model::lora_path) against the plain-loop reference at awkward sizes and
 //! ranks 1, 3 and 8: the forward adds s·(x·Aᵀ)·Bᵀ to the base output and keeps h = s·x·Aᵀ,
 //! the backward adds to dA, dB and the input gradient. The scratch h and dh start as NaN.
 
 use wgtrain::gpu::{Category, GpuBuffer, Recorder};
-use wgtrain::kernels::lora::{self, Adapter};
-use wgtrain::kernels::matmul::{Dims, Matmul};
 use wgtrain::kernels::View;
+use wgtrain::model::lora_path::{self as lora, Adapter};
 use wgtrain::reference::dropout::Key;
 use wgtrain::reference::{lora as cpu, Rng};
+use wgtrain::tune::matmul::{Dims, Matmul};
 use wgtrain::Gpu;
 
 use crate::common::{assert_close, builds};

@@ -7,9 +7,9 @@
 //! dinp, Z·M for dW and dbias). Accumulated outputs add rtol 1e-6 of their starting value.
 
 use wgtrain::gpu::{Category, GpuBuffer, Recorder};
-use wgtrain::kernels::matmul::{Dims, Matmul, Variant};
 use wgtrain::kernels::View;
 use wgtrain::reference::{matmul as cpu, Rng};
+use wgtrain::tune::matmul::{Dims, Matmul, Variant};
 use wgtrain::Gpu;
 
 use crate::common::{assert_close, builds, gpu};

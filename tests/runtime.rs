@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use wgtrain::gpu::{AdapterChoice, Category, Gpu, Recorder};
-use wgtrain::kernels::matmul::{Dims, Matmul};
+use wgtrain::tune::matmul::{Dims, Matmul};
 use wgtrain::GpuError;
 
 use crate::common::{gpu, require_adapter};

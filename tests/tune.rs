@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
+use wgtrain::gpu::tuning::Table;
 use wgtrain::gpu::Category;
 use wgtrain::kernels::attention::AttnVariant;
-use wgtrain::kernels::matmul::{runs_on, Dims, Matmul, Product, Variant};
-use wgtrain::tune::{candidates, class_key, default_attention, default_variant, Table};
+use wgtrain::tune::matmul::{runs_on, Dims, Matmul, Product, Variant};
+use wgtrain::tune::{candidates, class_key, default_attention, default_variant, Pin};
 use wgtrain::Gpu;
 
 use crate::common::gpu;

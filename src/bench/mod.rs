@@ -10,8 +10,8 @@ pub use report::{print_matmul, print_optim, print_train, print_train_pair};
 pub use train::{peak_f16_tflops, peak_tflops, train, TrainBench};
 
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
-use crate::kernels::matmul::{Dims, Matmul, Product, Variant};
 use crate::reference::Rng;
+use crate::tune::matmul::{Dims, Matmul, Product, Variant};
 
 /// One timed kernel at one size.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -132,7 +132,7 @@ pub fn write_dir(
 pub fn smollm2_path() -> Option<PathBuf> {
     match std::env::var_os("WGTRAIN_SMOLLM2").filter(|v| !v.is_empty()) {
         Some(p) => Some(PathBuf::from(p)),
-        None => crate::tune::cache_dir().map(|d| d.join("SmolLM2-135M-Instruct.Q4_1.gguf")),
+        None => crate::gpu::cache_dir().map(|d| d.join("SmolLM2-135M-Instruct.Q4_1.gguf")),
     }
 }
 

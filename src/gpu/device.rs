@@ -141,3 +141,15 @@ fn describe_coop(adapter: &wgpu::Adapter) -> String {
         .collect();
     list.join(", ")
 }
+
+/// The adapter's fast f16 matrix units, described, if it has them: cooperative matrices of
+/// 16×16×16 with f16 inputs and an f32 accumulator (VK_KHR_cooperative_matrix, Metal
+/// simdgroup matrices).
+pub fn f16_matrix_units(adapter: &wgpu::Adapter) -> Option<String> {
+    use wgpu::CooperativeScalarType as S;
+    adapter
+        .cooperative_matrix_properties()
+        .iter()
+        .find(|p| p.m_size == 16 && p.n_size == 16 && p.k_size == 16 && p.ab_type == S::F16 && p.cr_type == S::F32)
+        .map(|_| "16×16×16 f16 cooperative matrices with f32 accumulate".to_string())
+}

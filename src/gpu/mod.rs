@@ -1,4 +1,8 @@
-//! The GPU runtime: adapter and device, buffer pool, pipeline cache, step recorder, profiler.
+//! The GPU runtime: adapter and device, buffer pool, pipeline cache, step recorder, profiler,
+//! and the tuning table. The device facts the layers above need (f16, subgroups, matrix units)
+//! are read here and handed up.
+//!
+//! Layer: the ground floor; it uses no other module of the crate.
 
 mod buffer;
 mod device;
@@ -7,14 +11,18 @@ mod profile;
 mod readback;
 mod recorder;
 mod timer;
+pub mod tuning;
 
 pub use buffer::{Category, GpuBuffer, Pool, PoolStats};
-pub use device::{describe, list_adapters, select_adapter, select_adapter_for_rank, wanted_features, AdapterChoice};
+pub use device::{
+    describe, f16_matrix_units, list_adapters, select_adapter, select_adapter_for_rank, wanted_features, AdapterChoice,
+};
 pub use pipeline::{Kernel, Pipeline, Prelude, Shader, Slot};
 pub use profile::Profiler;
 pub use readback::Readback;
 pub use recorder::{Dispatch, Recorder};
 pub use timer::StepTimer;
+pub use tuning::cache_dir;
 
 use std::sync::{Arc, Mutex};
 
@@ -71,7 +79,7 @@ pub struct Gpu {
     /// Four f32 ones: the scale of a kernel given none.
     pub ones: wgpu::Buffer,
     /// The device has cooperative matrices of 16×16×16 f16 with f32 accumulate, for the
-    /// matmul's coop variant (`crate::model::precision::f16_matrix_units`).
+    /// matmul's coop variant (`f16_matrix_units`).
     pub coop_matrix: bool,
     /// Reused for every read back to the host; grows to the largest read.
     staging: Mutex<Option<wgpu::Buffer>>,
@@ -86,8 +94,8 @@ pub struct Gpu {
     /// adapter, or WGTRAIN_SUBGROUPS=1 (0 turns them off). Set before the first pipeline is
     /// built.
     pub subgroups: bool,
-    /// Which matmul variant runs each product and shape class (see `crate::tune`).
-    pub tuning: Mutex<crate::tune::Table>,
+    /// Which variant runs each product and shape class (filled by `crate::tune`).
+    pub tuning: Mutex<tuning::Table>,
     /// The first error wgpu raised outside an error scope (a device loss, say).
     uncaptured: Arc<Mutex<Option<String>>>,
 }
@@ -100,7 +108,7 @@ fn open_device(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> Result<(wgpu::
     let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
     let want_coop = adapter.features().contains(coop)
         && base.contains(wgpu::Features::SHADER_F16)
-        && crate::model::precision::adapter_f16_matrix_units(adapter).is_some()
+        && f16_matrix_units(adapter).is_some()
         && std::env::var("WGTRAIN_NO_COOP").map_or(true, |v| v != "1");
     let request = |features: wgpu::Features, experimental: bool| {
         let desc = wgpu::DeviceDescriptor {

@@ -2,7 +2,7 @@
 //! backward recomputes the scores. Memory linear in T. The variants, chosen by the tuner: 16×16
 //! tiles (shaders/attention.wgsl), one thread per row (attention_rows.wgsl), and in f16 on
 //! devices with cooperative matrices a forward on them (attention_coop.wgsl) whose backward is
-//! rows64's.
+//! rows64's. Each call names its variant; `crate::tune::attention` picks it by shape.
 
 use std::fmt;
 
@@ -276,29 +276,7 @@ fn coop_forward(
     dispatch_with(gpu, k, &sg, bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1])
 }
 
-/// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C), in the variant the tuning table
-/// picks.
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    gpu: &Gpu,
-    out: View,
-    lse: View,
-    qkv: View,
-    b: u32,
-    t: u32,
-    c: u32,
-    nh: u32,
-) -> Result<Dispatch, GpuError> {
-    forward_in(gpu, out, lse, qkv, &AttnShape::fused(b, t, c, nh)?)
-}
-
-/// `forward` of any shape, grouped-query included, in the tuning table's variant.
-pub fn forward_in(gpu: &Gpu, out: View, lse: View, qkv: View, s: &AttnShape) -> Result<Dispatch, GpuError> {
-    let v = crate::tune::choose_attention(gpu, s.b, s.t, s.c(), s.nh, out.dtype)?;
-    forward_shaped(gpu, v, out, lse, qkv, s)
-}
-
-/// `forward` in variant `v`.
+/// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C), in variant `v`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_with(
     gpu: &Gpu,
@@ -314,7 +292,7 @@ pub fn forward_with(
     forward_shaped(gpu, v, out, lse, qkv, &AttnShape::fused(b, t, c, nh)?)
 }
 
-/// `forward_in` in variant `v`.
+/// `forward_with` of any shape, grouped-query included.
 pub fn forward_shaped(
     gpu: &Gpu,
     v: AttnVariant,
@@ -331,33 +309,8 @@ pub fn forward_shaped(
     blocks(gpu, v, FORWARD, (half, s.nh), &bindings, &p)
 }
 
-/// dqkv (B, T, 3C) = the gradient through attention (written, not accumulated); `d` is a
-/// scratch of B·NH·T floats. In the variant the tuning table picks.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    gpu: &Gpu,
-    dqkv: View,
-    d: View,
-    dout: View,
-    out: View,
-    qkv: View,
-    lse: View,
-    b: u32,
-    t: u32,
-    c: u32,
-    nh: u32,
-) -> Result<Vec<Dispatch>, GpuError> {
-    backward_in(gpu, dqkv, d, [dout, out, qkv, lse], &AttnShape::fused(b, t, c, nh)?)
-}
-
-/// `backward` of any shape: dqkv in qkv's layout from `[dout, out, qkv, lse]`, in the tuning
-/// table's variant.
-pub fn backward_in(gpu: &Gpu, dqkv: View, d: View, io: [View; 4], s: &AttnShape) -> Result<Vec<Dispatch>, GpuError> {
-    let v = crate::tune::choose_attention(gpu, s.b, s.t, s.c(), s.nh, io[0].dtype)?;
-    backward_shaped(gpu, v, dqkv, d, io, s)
-}
-
-/// `backward` in variant `v`.
+/// dqkv (B, T, 3C) = the gradient through attention in variant `v` (written, not
+/// accumulated); `d` is a scratch of B·NH·T floats.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_with(
     gpu: &Gpu,
@@ -376,7 +329,7 @@ pub fn backward_with(
     backward_shaped(gpu, v, dqkv, d, [dout, out, qkv, lse], &AttnShape::fused(b, t, c, nh)?)
 }
 
-/// `backward_in` in variant `v`.
+/// `backward_with` of any shape: dqkv in qkv's layout from `[dout, out, qkv, lse]`.
 pub fn backward_shaped(
     gpu: &Gpu,
     v: AttnVariant,

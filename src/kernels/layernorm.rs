@@ -73,24 +73,8 @@ impl LnVariant {
 /// Threads per workgroup of the one-thread-per-row kernels (ROWS_WG in the shader).
 const ROWS_WG: u32 = 64;
 
-/// out (N, C) = layernorm(inp) · weight + bias; stats (N, 2) = (mean, rstd) per row, in the
-/// variant the tuning table picks.
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    gpu: &Gpu,
-    out: View,
-    stats: View,
-    inp: View,
-    weight: View,
-    bias: View,
-    n: u32,
-    c: u32,
-) -> Result<Dispatch, GpuError> {
-    let v = crate::tune::choose_layernorm(gpu, n, c, inp.dtype)?;
-    forward_with(gpu, v, out, stats, inp, weight, bias, n, c)
-}
-
-/// `forward` in variant `v`.
+/// out (N, C) = layernorm(inp) · weight + bias; stats (N, 2) = (mean, rstd) per row, in
+/// variant `v`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_with(
     gpu: &Gpu,
@@ -120,25 +104,7 @@ pub fn forward_with(
 }
 
 /// dinp (N, C) += the input gradient; dweight (C) += Σ dout·norm and dbias (C) += Σ dout.
-/// Two dispatches: per row, then per 32 channels. In the variant the tuning table picks.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    gpu: &Gpu,
-    dinp: View,
-    dweight: View,
-    dbias: View,
-    dout: View,
-    inp: View,
-    stats: View,
-    weight: View,
-    n: u32,
-    c: u32,
-) -> Result<Vec<Dispatch>, GpuError> {
-    let v = crate::tune::choose_layernorm(gpu, n, c, inp.dtype)?;
-    backward_with(gpu, v, dinp, dweight, dbias, dout, inp, stats, weight, n, c)
-}
-
-/// `backward` in variant `v`.
+/// Two dispatches: per row, then per 32 channels. In variant `v`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_with(
     gpu: &Gpu,

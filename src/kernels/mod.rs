@@ -9,7 +9,6 @@ pub mod encoder;
 pub mod fake_quant;
 pub mod gelu;
 pub mod layernorm;
-pub mod lora;
 pub mod matmul;
 pub mod prune;
 pub mod quant;

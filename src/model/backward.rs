@@ -4,10 +4,12 @@
 
 use super::block::{rope_qk, LayerActs, Linear, Scratch, Shape, Weights};
 use super::config::Arch;
+use super::lora_path as lora;
 use super::Cmd;
 use crate::gpu::{Dispatch, Gpu, GpuError};
-use crate::kernels::matmul::{Dims, Matmul};
-use crate::kernels::{attention, gelu, layernorm, lora, rmsnorm, swiglu, Tensor, View};
+use crate::kernels::{gelu, rmsnorm, swiglu, Tensor, View};
+use crate::tune::matmul::{Dims, Matmul};
+use crate::tune::{attention, layernorm};
 
 /// The norm `name`'s backward: dinp += the input gradient, its parameters' gradients +=.
 pub(super) fn norm_backward(

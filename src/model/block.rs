@@ -12,12 +12,13 @@
 use super::config::{Arch, GptConfig, Names};
 use super::quantized::QuantWeights;
 use crate::gpu::{Category, Dispatch, Gpu, GpuError};
-use crate::kernels::attention::{self, AttnShape};
-use crate::kernels::matmul::{Dims, Matmul};
 use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::rope::{self, Heads};
-use crate::kernels::{elementwise, encoder, gelu, layernorm, rmsnorm, swiglu, Dtype, Tensor, View};
+use crate::kernels::{elementwise, encoder, gelu, rmsnorm, swiglu, Dtype, Tensor, View};
 use crate::optim::ParamArena;
+use crate::tune::attention::{self, AttnShape};
+use crate::tune::layernorm;
+use crate::tune::matmul::{Dims, Matmul};
 
 /// Sizes of the batch a block runs on, and its architecture.
 #[derive(Clone, Copy)]
@@ -171,7 +172,7 @@ impl<'a> Weights<'a> {
     }
 
     /// The adapter of the linear layer `layer` (without `.weight`), if LoRA targets it.
-    pub fn adapter(&self, layer: &str) -> Option<crate::kernels::lora::Adapter<'a>> {
+    pub fn adapter(&self, layer: &str) -> Option<super::lora_path::Adapter<'a>> {
         let (arena, lora) = self.adapters?;
         lora.adapter(arena, &format!("{}{layer}", self.prefix))
     }
@@ -233,7 +234,7 @@ pub(super) fn linear(
         Linear::Quant(q) => w.quant.expect("a quantized weight").forward((gpu, mm), [out, inp], q, b, dims)?,
     };
     if let Some(ad) = w.adapter(layer) {
-        ops.extend(crate::kernels::lora::forward(mm, gpu, out, inp, &ad, dims)?);
+        ops.extend(super::lora_path::forward(mm, gpu, out, inp, &ad, dims)?);
     }
     Ok(ops)
 }

@@ -8,11 +8,11 @@
 use super::block::{self, post_attention, pre_attention, LayerActs, Shape};
 use super::{Arch, Gpt};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
-use crate::kernels::attention;
 use crate::kernels::encoder::EncoderParams;
-use crate::kernels::matmul::{Dims, Matmul};
 use crate::kernels::rope::{self, RopeParams};
 use crate::kernels::{Dtype, Tensor};
+use crate::tune::attention;
+use crate::tune::matmul::{Dims, Matmul};
 
 /// One row's part of a layer: its cache, its q (and Llama's k) copied out of the batch's qkv
 /// for RoPE and the attention, and the attention's output before it goes back to the batch.

@@ -1,7 +1,7 @@
 //! LoRA fine-tuning of a model (Hu et al. 2021, in peft's conventions): the base weights are
 //! frozen, held without gradients or optimizer state, and every targeted linear layer gets
 //! two trainable factors, A (r, in) and B (out, r), whose product scaled by α / r adds to its
-//! output (kernels::lora). The adapters are the model's `arena`, so the optimizer, clipping
+//! output (model::lora_path). The adapters are the model's `arena`, so the optimizer, clipping
 //! and checkpoints see only them; the base lives in `Lora::base`.
 
 use std::collections::HashMap;
@@ -12,9 +12,9 @@ use safetensors::SafeTensors;
 use super::block::Weights;
 use super::checkpoint::{self, CheckpointError};
 use super::config::GptConfig;
+use super::lora_path::{Adapter, Dropout};
 use super::{Gpt, QuantWeights};
 use crate::gpu::{Category, Gpu, GpuBuffer, GpuError};
-use crate::kernels::lora::{Adapter, Dropout};
 use crate::kernels::Tensor;
 use crate::optim::{ParamArena, ParamTable};
 use crate::rng::Key;

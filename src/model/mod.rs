@@ -18,6 +18,7 @@ pub mod distill;
 pub mod export;
 pub mod llama_gguf;
 pub mod lora;
+pub mod lora_path;
 pub mod precision;
 pub mod prune;
 pub mod qat;
@@ -30,9 +31,9 @@ pub use precision::{Precision, PrecisionChoice};
 
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
 use crate::kernels::encoder::{self, TokenBuffers};
-use crate::kernels::matmul::{Dims, Matmul};
 use crate::kernels::{classifier, Dtype, Tensor};
 use crate::optim::{ParamArena, ParamTable};
+use crate::tune::matmul::{Dims, Matmul};
 use block::{LayerActs, Scratch, Shape, Weights};
 pub use quantized::QuantWeights;
 

@@ -79,21 +79,9 @@ impl PrecisionChoice {
     }
 }
 
-/// The adapter's fast f16 matrix units, described, if it has them: cooperative matrices of
-/// 16×16×16 with f16 inputs and an f32 accumulator (VK_KHR_cooperative_matrix, Metal
-/// simdgroup matrices).
+/// The adapter's fast f16 matrix units, described, if it has them (`gpu::f16_matrix_units`).
 pub fn f16_matrix_units(gpu: &Gpu) -> Option<String> {
-    adapter_f16_matrix_units(&gpu.adapter)
-}
-
-/// `f16_matrix_units` of an adapter not opened yet.
-pub fn adapter_f16_matrix_units(adapter: &wgpu::Adapter) -> Option<String> {
-    use wgpu::CooperativeScalarType as S;
-    adapter
-        .cooperative_matrix_properties()
-        .iter()
-        .find(|p| p.m_size == 16 && p.n_size == 16 && p.k_size == 16 && p.ab_type == S::F16 && p.cr_type == S::F32)
-        .map(|_| "16×16×16 f16 cooperative matrices with f32 accumulate".to_string())
+    crate::gpu::f16_matrix_units(&gpu.adapter)
 }
 
 /// Builds one f16 kernel (the elementwise copy from f32 to f16 storage): some drivers list

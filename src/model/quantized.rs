@@ -8,10 +8,10 @@ use super::export::{self, GgufModel, Loaded};
 use super::{Gpt, GptConfig, Precision};
 use crate::formats::quant::{self, QType};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError};
-use crate::kernels::matmul::{Dims, Matmul, Product};
 use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::{Dtype, Tensor, View};
 use crate::optim::ParamTable;
+use crate::tune::matmul::{Dims, Matmul, Product};
 use crate::tune::QuantPath;
 
 /// Quantized tensors in one buffer, each at a multiple of 64 words.

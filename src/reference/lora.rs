@@ -1,4 +1,4 @@
-//! Reference LoRA path of a linear layer (see kernels::lora): plain loops in f64.
+//! Reference LoRA path of a linear layer (see model::lora_path): plain loops in f64.
 
 /// y (M, N) += s·(x (M, K)·A (r, K)ᵀ)·B (N, r)ᵀ; returns h = s·x·Aᵀ (M, r).
 pub fn forward(

@@ -22,11 +22,13 @@ pub mod signals;
 mod state;
 mod step;
 pub mod task;
+mod tune_run;
 
 pub use args::{KdFlags, LoraFlags, TrainArgs};
 pub use defaults::{default_config, model_file, DEFAULT_CONFIG};
 pub use eval::{argmax, evaluate, evaluate_rows, pick, printable, sample, sample_until, Sampled};
 pub use step::{run_step, Probes};
+pub use tune_run::tune_model;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

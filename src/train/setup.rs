@@ -21,6 +21,7 @@ use crate::model::quantized::base_tensors;
 use crate::model::{Gpt, GptConfig, Precision, PrecisionChoice};
 use crate::optim::{OptimConfig, Optimizer, OptimizerKind, Schedule};
 use crate::parallel::Parallel;
+use crate::tune::Pin;
 
 /// A pruning run's checkpoint file of the mask.
 pub(super) const PRUNE_MASK: &str = "prune_mask.bin";

@@ -1,6 +1,6 @@
 //! Matmul of a linear layer (shaders/matmul.wgsl): typed uniforms and the dispatches that run
 //! it, split into windows when an operand is larger than one storage binding may be. Each
-//! product runs the variant the caller pins or the one the GPU's tuning table picks.
+//! product runs the variant the caller names (`crate::tune::matmul` picks it by shape).
 //!
 //! Layout: inp (Z, M, K), W (N, K) as torch.nn.Linear, out (Z, M, N), bias (N), all row-major
 //! f32. `Dims::shared_weight` says one W serves the whole batch (a linear layer); otherwise
@@ -106,43 +106,26 @@ struct Chunk {
     n: (u64, u64),
 }
 
-/// Builds matmul dispatches on one GPU.
+/// Builds matmul dispatches on one GPU, in one variant (`crate::tune::matmul::Matmul` picks
+/// it per product and shape).
 pub struct Matmul<'g> {
     gpu: &'g Gpu,
-    /// One variant for every product (tests and benches pin them); None asks the GPU's tuning
-    /// table (`crate::tune`) per product and shape.
-    pub variant: Option<Variant>,
+    /// The variant of every product; a forward-only variant runs the backward products as
+    /// the baseline (`Variant::for_product`).
+    pub variant: Variant,
     /// Largest window bound at once, in bytes: the adapter's limit unless lowered (tests lower
     /// it to exercise the windowing at small sizes).
     pub binding_limit: u64,
 }
 
 impl<'g> Matmul<'g> {
-    pub fn new(gpu: &'g Gpu) -> Self {
-        Self { gpu, variant: None, binding_limit: gpu.max_binding() }
-    }
-
-    /// The same builder with `variant` pinned.
     pub fn with_variant(gpu: &'g Gpu, variant: Variant) -> Self {
-        Self { variant: Some(variant), ..Self::new(gpu) }
+        Self { gpu, variant, binding_limit: gpu.max_binding() }
     }
 
-    /// The variant that runs `product` at `d` on f32 operands: the pinned one, else the
-    /// tuning table's.
-    pub fn variant_for(&self, product: Product, d: Dims) -> Result<Variant, GpuError> {
-        self.variant_typed(product, d, 0)
-    }
-
-    /// `variant_for` with the operands (out, a, b) of mask `half` in f16, which the tuner
-    /// times as their own class.
-    /// A forward-only variant, whether pinned here or named by the table (a run's recorded
-    /// choices, the cache), runs a backward product as the baseline.
-    pub fn variant_typed(&self, product: Product, d: Dims, half: u8) -> Result<Variant, GpuError> {
-        let v = match self.variant {
-            Some(v) => v,
-            None => crate::tune::choose(self.gpu, product, d, self.binding_limit, half)?,
-        };
-        Ok(v.for_product(product))
+    /// The variant that runs `product`.
+    fn at(&self, product: Product) -> Option<Variant> {
+        Some(self.variant.for_product(product))
     }
 
     /// out (Z, M, N) = inp (Z, M, K) · W (N, K)ᵀ + bias (N).
@@ -154,29 +137,18 @@ impl<'g> Matmul<'g> {
         bias: Option<View>,
         d: Dims,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let v = self.variant_typed(Product::Forward, d, half_mask(&[Some(out), Some(inp), Some(w)]))?;
-        self.forward_with(FORWARD, Some(v), out, inp, w, bias, d)
+        self.forward_with(FORWARD, self.at(Product::Forward), out, inp, w, bias, d)
     }
 
     /// out (Z, M, N) += inp (Z, M, K) · W (N, K)ᵀ: a second product into one output (LoRA).
     pub fn forward_add(&self, out: View, inp: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
-        let v = self.variant_typed(Product::Forward, d, half_mask(&[Some(out), Some(inp), Some(w)]))?;
         let (d, ops) = forward_operands(out, inp, w, d);
-        self.build(FORWARD, Some(v), d, &ops, None, true, None)
+        self.build(FORWARD, self.at(Product::Forward), d, &ops, None, true, None)
     }
 
-    /// dinp (Z, M, K) += dout (Z, M, N) · W (N, K).
-    pub fn backward_input_add(&self, dinp: View, dout: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
-        self.backward_input_into(dinp, dout, w, d, true)
-    }
-
-    /// dinp (Z, M, K) = dout (Z, M, N) · W (N, K).
-    pub fn backward_input(&self, dinp: View, dout: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
-        self.backward_input_into(dinp, dout, w, d, false)
-    }
-
-    /// dinp (Z, M, K) = dout · W, or += with `add` (one input read by several layers).
-    fn backward_input_into(
+    /// dinp (Z, M, K) = dout (Z, M, N) · W (N, K), or += with `add` (one input read by several
+    /// layers).
+    pub fn backward_input(
         &self,
         dinp: View,
         dout: View,
@@ -192,8 +164,7 @@ impl<'g> Matmul<'g> {
             operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
         ];
         // Chunks after the first along N add to what the first wrote.
-        let v = self.variant_typed(Product::BackwardInput, d, half_mask(&[Some(dinp), Some(dout), Some(w)]))?;
-        self.build(BACKWARD_INPUT, Some(v), d, &ops, None, add, Some(Axis::N))
+        self.build(BACKWARD_INPUT, self.at(Product::BackwardInput), d, &ops, None, add, Some(Axis::N))
     }
 
     /// dW (N, K) += dout (Z, M, N)ᵀ · inp (Z, M, K); per batch entry unless the weight is shared.
@@ -205,53 +176,7 @@ impl<'g> Matmul<'g> {
             operand(dout, Axis::M, Axis::N, n, zs * m * n),
             operand(inp, Axis::M, Axis::K, k, zs * m * k),
         ];
-        let v = self.variant_typed(Product::BackwardWeight, d, half_mask(&[Some(dw), Some(dout), Some(inp)]))?;
-        self.build(BACKWARD_WEIGHT, Some(v), d, &ops, None, true, None)
-    }
-
-    /// A linear layer's whole backward: dinp = dout·W, dW += doutᵀ·inp, and dbias += the column
-    /// sums of dout when the layer has a bias.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward(
-        &self,
-        dinp: View,
-        dw: View,
-        dbias: Option<View>,
-        dout: View,
-        inp: View,
-        w: View,
-        d: Dims,
-    ) -> Result<Vec<Dispatch>, GpuError> {
-        self.backward_into(dinp, dw, dbias, [dout, inp, w], d, false)
-    }
-
-    /// `backward` with dinp += dout·W: the second and later layers that read one input.
-    pub fn backward_add(
-        &self,
-        dinp: View,
-        dw: View,
-        dbias: Option<View>,
-        [dout, inp, w]: [View; 3],
-        d: Dims,
-    ) -> Result<Vec<Dispatch>, GpuError> {
-        self.backward_into(dinp, dw, dbias, [dout, inp, w], d, true)
-    }
-
-    fn backward_into(
-        &self,
-        dinp: View,
-        dw: View,
-        dbias: Option<View>,
-        [dout, inp, w]: [View; 3],
-        d: Dims,
-        add: bool,
-    ) -> Result<Vec<Dispatch>, GpuError> {
-        let mut ops = self.backward_input_into(dinp, dout, w, d, add)?;
-        ops.extend(self.backward_weight(dw, dout, inp, d)?);
-        if let Some(db) = dbias {
-            ops.extend(self.backward_bias(db, dout, d)?);
-        }
-        Ok(ops)
+        self.build(BACKWARD_WEIGHT, self.at(Product::BackwardWeight), d, &ops, None, true, None)
     }
 
     /// dbias (N) += column sums of dout (Z·M, N).

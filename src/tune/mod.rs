@@ -1,78 +1,49 @@
-//! Autotuning: which variant computes each matmul product and attention at each shape class
-//! on this adapter.
+//! Autotuning: which variant computes each matmul product, attention and LayerNorm at each
+//! shape class on this adapter, and the kernels' calls that run in the chosen variant
+//! (`tune::matmul::Matmul`, `tune::attention`, `tune::layernorm`, each the kernels' module
+//! with the choice made first).
 //!
 //! A matmul shape class is the product with M, N and K rounded up to powers of two (and the
 //! batch, for batched products with one weight per entry); an attention class is T and B·NH
 //! rounded up, with the head size. The first time a run meets a class, the tuner
 //! times every candidate for the adapter type on the real shape (a few milliseconds each),
-//! keeps the fastest, and stores it in a cache file keyed by the adapter (vendor, device,
-//! driver) and the hash of the shaders as compiled. Variants may sum in other orders, so the
+//! keeps the fastest, and stores it in the GPU's table and its cache file
+//! (`gpu::tuning`). Variants may sum in other orders, so the
 //! choices belong to the run: they are saved in state.json and pinned again on --resume, and
-//! under MPI rank 0's choices are sent to every rank.
+//! under MPI rank 0's choices are sent to every rank. A tuning run over a whole model
+//! (`wgtrain tune`) is the train layer's (`train::tune_model`).
+//!
+//! Layer: above kernels (whose variants it times and names), below optim and model; it uses
+//! gpu, formats and kernels.
+
+pub mod attention;
+pub mod layernorm;
+pub mod matmul;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::formats::QType;
-use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder, Shader};
-use crate::kernels::attention::{self, AttnVariant};
-use crate::kernels::layernorm::{self, LnVariant};
+use crate::gpu::tuning::{choose_by, Entry, Table};
+use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
+use crate::kernels::attention::AttnVariant;
+use crate::kernels::layernorm::LnVariant;
 use crate::kernels::matmul::{runs_on, Dims, Matmul, Product, Variant};
 use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::{Dtype, View};
 
-/// Version of the cache file's layout.
-const FORMAT: u32 = 1;
 /// Time spent on one candidate after its warm-up run, at least one run.
 const BUDGET_S: f64 = 0.003;
 
-/// What the tuner found for one class.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Entry {
-    pub best: String,
-    pub best_ms: f64,
-    /// The second fastest, if there were two candidates.
-    pub runner_up: Option<String>,
-    pub runner_up_ms: Option<f64>,
-    /// How many candidates were timed: an entry from a shorter list than today's is timed again.
-    #[serde(default)]
-    pub candidates: usize,
+/// The tuner's check on the plain table: `pin` takes a run's recorded choices (--resume, or
+/// rank 0's under MPI) only where this build knows every name, since the run could not
+/// otherwise continue bitwise.
+pub trait Pin {
+    fn pin(&mut self, choices: &BTreeMap<String, String>) -> Result<(), String>;
 }
 
-/// The tuning table a `Gpu` carries.
-#[derive(Default)]
-pub struct Table {
-    /// This run's choice for each class met so far, by key ("forward 1024x256x128"), as the
-    /// variant's name.
-    choices: BTreeMap<String, String>,
-    /// The tuner's findings for the classes it timed or read from the cache in this process.
-    pub found: BTreeMap<String, (Entry, bool)>,
-    /// Time candidates for a new class; otherwise take `fallback` or the adapter type's default.
-    pub tune: bool,
-    /// Time every candidate even on a CPU adapter (`wgtrain tune`); training there times a
-    /// short list, since every candidate costs an LLVM compile of seconds.
-    pub thorough: bool,
-    /// The matmul variant for new classes when not tuning (None: the adapter type's default).
-    pub fallback: Option<Variant>,
-    /// A run from before autotuning: every kernel not pinned runs the one it ran then
-    /// (the matmul baseline, 16×16 attention tiles, workgroup LayerNorm).
-    pub baselines: bool,
-    /// The cache file's entries for this adapter and these shaders, read on first use.
-    cache: Option<BTreeMap<String, Entry>>,
-    /// The cache file, when not `cache_path()` (tests give each GPU its own).
-    pub cache_file: Option<PathBuf>,
-}
-
-impl Table {
-    /// This run's choices by class key, as state.json records them.
-    pub fn choices(&self) -> BTreeMap<String, String> {
-        self.choices.clone()
-    }
-
-    /// Pins a run's recorded choices (--resume, or rank 0's under MPI). A name this build does
-    /// not know is an error: the run could not continue bitwise.
-    pub fn pin(&mut self, choices: &BTreeMap<String, String>) -> Result<(), String> {
+impl Pin for Table {
+    fn pin(&mut self, choices: &BTreeMap<String, String>) -> Result<(), String> {
         for (k, name) in choices {
             let known = if k.starts_with("attention") {
                 AttnVariant::parse(name).map(|_| ())
@@ -84,37 +55,10 @@ impl Table {
                 Variant::parse(name).map(|_| ())
             };
             known.map_err(|e| format!("tuning choice for {k}: {e}"))?;
-            self.choices.insert(k.clone(), name.clone());
+            self.insert(k.clone(), name.clone());
         }
         Ok(())
     }
-}
-
-/// `wgtrain tune`: builds the model at (B, T) with tuning on, which times every class its
-/// matmuls meet (or reads it from the cache), and returns one line per class with the choice
-/// and the runner-up.
-pub fn tune_model(
-    gpu: &Gpu,
-    config: crate::model::GptConfig,
-    b: usize,
-    t: usize,
-    precision: crate::model::Precision,
-) -> Result<Vec<String>, GpuError> {
-    {
-        let mut t = gpu.tuning.lock().unwrap();
-        t.tune = true;
-        t.thorough = true;
-    }
-    drop(crate::model::Gpt::with_precision(gpu, config, b, t, 1, precision)?);
-    let table = gpu.tuning.lock().unwrap();
-    let mut lines = vec![format!("{:<34} {:<20} {:>9}  {:<20} {:>9}", "class", "choice", "ms", "runner-up", "ms")];
-    for (key, (e, cached)) in &table.found {
-        let up = e.runner_up.as_deref().unwrap_or("-");
-        let up_ms = e.runner_up_ms.map_or("-".to_string(), |x| format!("{x:.3}"));
-        let from = if *cached { "  (cached)" } else { "" };
-        lines.push(format!("{key:<34} {:<20} {:>9.3}  {up:<20} {up_ms:>9}{from}", e.best, e.best_ms));
-    }
-    Ok(lines)
 }
 
 /// The variant of `product` at `d` for classes nobody tuned: what wins on each adapter type
@@ -201,7 +145,11 @@ pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64, half: u8
     let fallback = {
         let t = gpu.tuning.lock().unwrap();
         let base = t.baselines.then_some(Variant::BASELINE);
-        t.fallback.or(base).map_or_else(|| default_variant(gpu, product, d), |v| v.for_product(product))
+        t.fallback
+            .as_deref()
+            .and_then(|n| Variant::parse(n).ok())
+            .or(base)
+            .map_or_else(|| default_variant(gpu, product, d), |v| v.for_product(product))
     };
     let mut names: Vec<String> = candidates(gpu, product, d).iter().map(|v| v.to_string()).collect();
     // Cooperative matrices where the device has them and the operands are f16.
@@ -218,7 +166,7 @@ pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64, half: u8
             mm.binding_limit = binding_limit;
             match product {
                 Product::Forward => mm.forward(out, a, b, None, d),
-                Product::BackwardInput => mm.backward_input(out, a, b, d),
+                Product::BackwardInput => mm.backward_input(out, a, b, d, false),
                 Product::BackwardWeight => mm.backward_weight(out, a, b, d),
             }
         })
@@ -352,7 +300,7 @@ pub fn choose_quant(gpu: &Gpu, product: Product, d: Dims, qtype: QType, act: Dty
     };
     let half = if act == Dtype::F16 { 0b111 } else { 0 };
     // The dense product's own variant, chosen before the quant class's lock is taken.
-    let dense = Matmul::new(gpu).variant_typed(product, d, half)?;
+    let dense = choose(gpu, product, d, gpu.max_binding(), half)?.for_product(product);
     let key = format!("quant {} {}{}", qtype.name(), class_key(product, d), half_suffix(half));
     let name = choose_by(gpu, key, QuantPath::Dequant.name().into(), names.len(), || {
         let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
@@ -371,47 +319,12 @@ pub fn choose_quant(gpu: &Gpu, product: Product, d: Dims, qtype: QType, act: Dty
             }
             (false, _) => {
                 let mut ops = vec![qk::dequantize(gpu, t(&wf), q)?];
-                ops.extend(mm.backward_input(t(&out), t(&a), t(&wf), d)?);
+                ops.extend(mm.backward_input(t(&out), t(&a), t(&wf), d, false)?);
                 Ok(ops)
             }
         })
     })?;
     Ok(QuantPath::parse(&name).unwrap_or(QuantPath::Dequant))
-}
-
-/// The run's choice for `key`, else the cache's (when tuning, from a list of at least
-/// `candidates`), else `time`'s ranking, stored in the cache; else (not tuning) `default`.
-/// Returns the variant's name.
-fn choose_by(
-    gpu: &Gpu,
-    key: String,
-    default: String,
-    candidates: usize,
-    time: impl FnOnce() -> Result<Entry, GpuError>,
-) -> Result<String, GpuError> {
-    let mut t = gpu.tuning.lock().unwrap();
-    if let Some(v) = t.choices.get(&key) {
-        return Ok(v.clone());
-    }
-    let cached = if t.tune { cache_entries(gpu, &mut t).get(&key).cloned() } else { None };
-    let v = match cached {
-        _ if !t.tune => default,
-        Some(e) if e.candidates >= candidates => {
-            t.found.insert(key.clone(), (e.clone(), true));
-            e.best
-        }
-        // Nothing to choose from, and nothing cached: no timing, nothing stored.
-        None if candidates < 2 => default,
-        _ => {
-            let e = time()?;
-            cache_entries(gpu, &mut t).insert(key.clone(), e.clone());
-            save_cache(gpu, &t);
-            t.found.insert(key.clone(), (e.clone(), false));
-            e.best
-        }
-    };
-    t.choices.insert(key, v.clone());
-    Ok(v)
 }
 
 /// Zeroed operands of one product: (output, a, b), as Matmul binds them.
@@ -476,109 +389,4 @@ fn seconds(gpu: &Gpu, ops: &[Dispatch], reps: usize) -> Result<f64, GpuError> {
     rec.submit()?;
     gpu.wait()?;
     Ok(t.elapsed().as_secs_f64() / reps as f64)
-}
-
-/// The cache file: WGTRAIN_CACHE_DIR, else the user's cache directory, then wgtrain/tune.json.
-pub fn cache_path() -> Option<PathBuf> {
-    cache_dir().map(|d| d.join("tune.json"))
-}
-
-/// wgtrain's cache directory (the tuner's choices, fetched models): WGTRAIN_CACHE_DIR, else
-/// the user's cache directory's wgtrain/.
-pub fn cache_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(dir) = env("WGTRAIN_CACHE_DIR") {
-        return Some(dir);
-    }
-    let base = if cfg!(windows) {
-        env("LOCALAPPDATA")
-    } else if cfg!(target_os = "macos") {
-        env("HOME").map(|h| h.join("Library/Caches"))
-    } else {
-        env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))
-    };
-    base.map(|b| b.join("wgtrain"))
-}
-
-/// Names this adapter and driver in the cache.
-fn adapter_key(gpu: &Gpu) -> String {
-    let i = &gpu.info;
-    format!("{:?} {:04x}:{:04x} {} | {} {}", i.backend, i.vendor, i.device, i.name, i.driver, i.driver_info)
-}
-
-/// Identifies the shaders as this GPU compiles them, preludes included: a new build of any of
-/// them invalidates the timings.
-fn shader_hash(gpu: &Gpu) -> String {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for s in Shader::ALL {
-        h.update(s.source(gpu.subgroups).as_bytes());
-    }
-    format!("{:016x}", h.digest())
-}
-
-/// One adapter's part of the cache file.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct AdapterCache {
-    shaders: String,
-    classes: BTreeMap<String, Entry>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct CacheFile {
-    format: u32,
-    adapters: BTreeMap<String, AdapterCache>,
-}
-
-/// Reads the whole cache file. A missing file is empty; a corrupt one is ignored with a
-/// one-line warning (the next save replaces it).
-fn read_cache_file(path: &std::path::Path) -> CacheFile {
-    let empty = CacheFile { format: FORMAT, adapters: BTreeMap::new() };
-    let Ok(text) = std::fs::read_to_string(path) else { return empty };
-    match serde_json::from_str::<CacheFile>(&text) {
-        Ok(f) if f.format == FORMAT => f,
-        Ok(f) => {
-            eprintln!("warning: tuning cache {} has format {}, not {FORMAT}; ignoring it", path.display(), f.format);
-            empty
-        }
-        Err(e) => {
-            eprintln!("warning: tuning cache {} is unreadable ({e}); ignoring it", path.display());
-            empty
-        }
-    }
-}
-
-/// This adapter's cached classes, read once per process.
-fn cache_entries<'t>(gpu: &Gpu, t: &'t mut Table) -> &'t mut BTreeMap<String, Entry> {
-    let path = t.cache_file.clone().or_else(cache_path);
-    t.cache.get_or_insert_with(|| {
-        let Some(path) = path else { return BTreeMap::new() };
-        let mut file = read_cache_file(&path);
-        match file.adapters.remove(&adapter_key(gpu)) {
-            Some(a) if a.shaders == shader_hash(gpu) => a.classes,
-            Some(_) => {
-                eprintln!("warning: tuning cache {} was made for other shaders; tuning again", path.display());
-                BTreeMap::new()
-            }
-            None => BTreeMap::new(),
-        }
-    })
-}
-
-/// Writes this adapter's entries into the cache file (temporary file, then rename). A failure
-/// costs only the next run's tuning time, so it is a warning.
-fn save_cache(gpu: &Gpu, t: &Table) {
-    let (Some(path), Some(classes)) = (t.cache_file.clone().or_else(cache_path), t.cache.as_ref()) else { return };
-    let mut file = read_cache_file(&path);
-    file.adapters.insert(adapter_key(gpu), AdapterCache { shaders: shader_hash(gpu), classes: classes.clone() });
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        eprintln!("warning: could not write the tuning cache {}: {e}", path.display());
-    }
 }

@@ -1,4 +1,4 @@
-//! A low-rank adapter (LoRA, Hu et al. 2021) on a linear layer, from the matmul kernels and
+//! A low-rank adapter (LoRA, Hu et al. 2021) on a linear layer, from the tuned matmuls and
 //! an elementwise scale: y = x·Wᵀ (+ b) + s·(x·Aᵀ)·Bᵀ with A (r, K), B (N, r) and s = α / r.
 //! The base product is the layer's own dispatch; these add the low-rank path to its output
 //! and to its input gradient, with no merged copy of W.
@@ -10,10 +10,10 @@
 //! (1 − p) in a scratch shared by every adapter: drawn in the forward, drawn again (the same
 //! key) in the backward for dA, then the scratch takes dh·A and dx += its masked copy.
 
-use super::elementwise::{self, Span};
-use super::matmul::{Dims, Matmul};
-use super::View;
 use crate::gpu::{Dispatch, Gpu, GpuError};
+use crate::kernels::elementwise::{self, Span};
+use crate::kernels::View;
+use crate::tune::matmul::{Dims, Matmul};
 
 /// One adapter's operands: its two factors and their gradients, and the (M, r) scratch of
 /// the low-rank activation h and its gradient dh.
