@@ -1,5 +1,7 @@
 //! `wgtrain demo`: one linear layer's forward and backward on the GPU, checked against the CPU
 //! reference and timed. The main job until training lands.
+//!
+//! Layer: the top; uses gpu, tune and the reference oracle.
 
 use std::time::Instant;
 

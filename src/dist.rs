@@ -1,5 +1,7 @@
 //! Data-parallel ranks over MPI (Open MPI through the rsmpi crate, cargo feature `mpi`).
 //!
+//! Layer: beside gpu at the bottom; it uses no other module. parallel and train use it.
+//!
 //! One thread owns MPI: it calls MPI_Init (Threading::Funneled), runs every collective the
 //! training loop hands it, in order, and finalizes at the end. The training thread meanwhile
 //! waits on the GPU, so a gradient bucket is reduced while the GPU computes the next one.

@@ -1,5 +1,7 @@
 //! One data-parallel training step's GPU ↔ MPI traffic (with more than one rank).
 //!
+//! Layer: above model; uses gpu, optim, model and dist. train uses it.
+//!
 //! Plain data parallelism: the backward is cut into gradient buckets (`Gpt::grad_buckets`);
 //! each bucket is copied out and submitted as soon as its layers are done, and its all-reduce
 //! starts on the MPI thread as soon as the GPU has finished it, while the GPU goes on with the

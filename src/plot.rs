@@ -2,6 +2,8 @@
 //! rate on its own right-hand axis, a legend, and a title naming the run. Drawn with plotters'
 //! bitmap backend and PNG encoder; text in DejaVu Sans (an ASCII subset, assets/), registered
 //! with ab_glyph so that no system font or fontconfig is needed.
+//!
+//! Layer: a leaf; it uses no other module. train draws with it.
 
 use std::path::Path;
 use std::sync::Once;

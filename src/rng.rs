@@ -1,7 +1,9 @@
 //! The runtime's seeded randomness: a SplitMix64 generator (initial weights, shuffles, sampling)
 //! and the dropout key whose hash the shaders draw masks from (prelude/hash.wgsl): element e of
 //! a tensor is kept when hash(seed ^ salt, e) >= threshold, and then scaled by 1 / (1 − p).
-//! It uses nothing else in the crate.
+//!
+//! Layer: the bottom, beside gpu; it uses no other module. data, model and train use it, and
+//! the reference oracle draws its test data from it.
 
 /// A small deterministic generator (SplitMix64): no extra crate, and the same numbers on every
 /// machine.

@@ -1,5 +1,8 @@
 //! `wgtrain bench`: kernel timings on the chosen adapter, with the baselines measured in the
 //! same run.
+//!
+//! Layer: the top, beside train (whose step it times); it may use every module, the
+//! reference oracle included.
 
 mod report;
 mod train;

@@ -1,4 +1,8 @@
-//! Model compression: ggml block quantization and the GGUF files llama.cpp reads.
+//! Model compression: a model quantized into GGUF for llama.cpp (`quantize`), one-shot and
+//! structured pruning, LoRA adapters merged into their base; the block formats and the GGUF
+//! file itself are `formats`', the model's GGUF names `model::export`'s.
+//!
+//! Layer: above model; uses gpu, formats, data, kernels, optim and model. train uses it.
 
 pub mod oneshot;
 pub mod prune;

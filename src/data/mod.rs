@@ -1,4 +1,6 @@
 //! Token data: llm.c's token files, the bundled corpus, and the batch loader.
+//!
+//! Layer: above formats and rng, which it uses; no GPU. Kernels read its IGNORE target.
 
 use std::path::{Path, PathBuf};
 

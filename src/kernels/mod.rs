@@ -1,4 +1,7 @@
 //! One Rust file per shader file: typed uniforms and functions that build dispatches.
+//!
+//! Layer: above gpu; uses gpu, formats (QType) and data (the IGNORE target). Each call runs
+//! the variant it is given: choosing one is `crate::tune`'s, above.
 
 pub mod attention;
 pub mod checksum;

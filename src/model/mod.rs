@@ -2,6 +2,9 @@
 //! (B, T), forward as a flat list of layer calls and backward as its mirror, all recorded into
 //! one submit per optimizer step.
 //!
+//! Layer: above optim; uses gpu, rng, formats, data, kernels, tune (the tuned matmuls,
+//! attention and LayerNorm) and optim. compress and train build on it.
+//!
 //! Gradient accumulation costs no memory and no setup per micro-batch: the K micro-batches of
 //! a step run one after another through the same buffers and dispatches. Their token ids and
 //! targets wait in `slots` (8 bytes a token), each copied into the batch buffers on the GPU

@@ -1,5 +1,7 @@
 //! Fused optimizers over the parameter arena: AdamW, LAMB and SGD with momentum, with global
 //! gradient-norm clipping on the GPU and learning-rate schedules. Formulas: shaders/optim.wgsl.
+//!
+//! Layer: above kernels and tune; uses gpu and kernels. Models and the training loop use it.
 
 pub mod arena;
 pub mod schedule;

@@ -1,4 +1,7 @@
 //! Plain-loop CPU references of every kernel: the oracle for tests, the baseline for benches.
+//!
+//! Not a runtime layer: tests, benches and the demo use it, and no runtime module does. It
+//! uses rng, and kernels' and optim's types where a reference takes the same arguments.
 
 pub mod attention;
 pub mod checksum;

@@ -1,5 +1,8 @@
 //! The training loop: batches in, one submit per optimizer step, metrics and checkpoints out.
 //!
+//! Layer: the top of the library; it may use every module below it (model, compress, optim,
+//! data, parallel, dist, plot, …). Only the commands (main.rs) and the benches sit above.
+//!
 //! `run` reads as the phases of a run, each in its own file:
 //! - setup (setup.rs): data, model, optimizer, --out, from flags or a checkpoint;
 //! - step (step.rs): the micro-batches, the gradient exchange with several ranks, the update;
