@@ -272,7 +272,8 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
 // Decoding: the one new position against the KV cache. Bindings: out (1, C), qkv with the new
 // q at columns 0..C, dout ← k_cache (T, NKV·HS), fwd_out ← v_cache (T, NKV·HS), rows
 // p.kv_stride apart; p.t is the number of cached keys, the new one included (at most 4096).
-// One workgroup per query head.
+// One workgroup per query head; reduce_max and reduce_sum come from the prelude
+// (shaders/prelude/reduce.wgsl, the tree in workgroup memory on every adapter).
 @compute @workgroup_size(WG)
 fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
@@ -288,30 +289,14 @@ fn attention_decode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         tiles[j] = sc;
         m = max(m, sc);
     }
-    s[lid] = m;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if lid < k {
-            s[lid] = max(s[lid], s[lid + k]);
-        }
-        workgroupBarrier();
-    }
-    m = s[0];
+    m = reduce_max(lid, m);
     var sum = 0.0;
     for (var j = lid; j < p.t; j += WG) {
         let e = exp(tiles[j] - m);
         tiles[j] = e;
         sum += e;
     }
-    s2[lid] = sum;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k >>= 1u) {
-        if lid < k {
-            s2[lid] += s2[lid + k];
-        }
-        workgroupBarrier();
-    }
-    let total = s2[0];
+    let total = reduce_sum(lid, sum);
     for (var d = lid; d < p.hs; d += WG) {
         var acc = 0.0;
         for (var j = 0u; j < p.t; j++) {

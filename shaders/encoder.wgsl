@@ -36,9 +36,7 @@ struct Params {
 @compute @workgroup_size(WG)
 fn encoder_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let e = gid.x + gid.y * groups.x * WG;
-    if e >= p.n * p.c {
-        return;
-    }
+    if e >= p.n * p.c { return; }
     let pos = e / p.c;
     let ch = e % p.c;
     var x = f32(a[tokens[pos] * p.c + ch]);
@@ -66,13 +64,12 @@ var<workgroup> tile: array<u32, WG>;
 // One thread per position i: its rank is the number of positions j with (tok[j], j) <
 // (tok[i], i), counted over tiles of WG tokens in workgroup memory; positions[rank] = i.
 @compute @workgroup_size(WG)
-fn encoder_order(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * groups.x) * WG + lid;
+fn encoder_order(g: Group) {
+    let i = group_index(g) * WG + g.lid;
     let mine = tokens[min(i, p.n - 1u)];
     var rank = 0u;
     for (var base = 0u; base < p.n; base += WG) {
-        tile[lid] = tokens[min(base + lid, p.n - 1u)];
+        tile[g.lid] = tokens[min(base + g.lid, p.n - 1u)];
         workgroupBarrier();
         let m = min(WG, p.n - base);
         for (var k = 0u; k < m; k++) {
@@ -89,12 +86,9 @@ fn encoder_order(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
 // One workgroup per sorted slot r: the slot that starts a token's run sums the run's rows
 // (ascending positions); the others return.
 @compute @workgroup_size(WG)
-fn encoder_backward_wte(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let r = wid.x + wid.y * groups.x;
-    if r >= p.n {
-        return;
-    }
+fn encoder_backward_wte(g: Group) {
+    let r = group_index(g);
+    if r >= p.n { return; }
     let tok = tokens[positions[r]];
     if r > 0u && tokens[positions[r - 1u]] == tok {
         return;
@@ -103,7 +97,7 @@ fn encoder_backward_wte(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     while end < p.n && tokens[positions[end]] == tok {
         end++;
     }
-    for (var ch = lid; ch < p.c; ch += WG) {
+    for (var ch = g.lid; ch < p.c; ch += WG) {
         var s = 0.0;
         for (var k = r; k < end; k++) {
             s += f32(a[positions[k] * p.c + ch]);

@@ -29,26 +29,24 @@ fn inner(x: f32) -> f32 {
     return clamp(S * (x + K * x * x * x), -15.0, 15.0);
 }
 
-fn range(wid: vec3<u32>, groups: vec3<u32>) -> vec2<u32> {
-    let first = (wid.x + wid.y * groups.x) * PER_GROUP;
+fn range(g: Group) -> vec2<u32> {
+    let first = group_index(g) * PER_GROUP;
     return vec2<u32>(first, min(first + PER_GROUP, p.n));
 }
 
 @compute @workgroup_size(WG)
-fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let r = range(wid, groups);
-    for (var i = r.x + lid; i < r.y; i += WG) {
+fn gelu_forward(g: Group) {
+    let r = range(g);
+    for (var i = r.x + g.lid; i < r.y; i += WG) {
         let x = f32(inp[i]);
         out[i] = S0(0.5 * x * (1.0 + tanh(inner(x))));
     }
 }
 
 @compute @workgroup_size(WG)
-fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let r = range(wid, groups);
-    for (var i = r.x + lid; i < r.y; i += WG) {
+fn gelu_backward(g: Group) {
+    let r = range(g);
+    for (var i = r.x + g.lid; i < r.y; i += WG) {
         let x = f32(inp[i]);
         let u = inner(x);
         // 1 − tanh² as 1/cosh²: no cancellation where tanh is near ±1.

@@ -14,7 +14,6 @@
 //   layernorm_rows_backward    dinp likewise (CPU adapters, where barriers cost most)
 
 const WG: u32 = 128u;
-const EPS: f32 = 1e-5;
 
 // Mirrors LayerNormParams in src/kernels/layernorm.rs.
 struct Params {
@@ -34,53 +33,41 @@ struct Params {
 @group(0) @binding(7) var<uniform> p: Params;
 
 // out, inp and dout hold S0, S2, S3 (f32 or f16, shaders/prelude: types); everything is
-// computed in f32. reduce_sum2 comes from the prelude (shaders/prelude/reduce.wgsl).
+// computed in f32. reduce_sum2, Group and the row sums come from the preludes
+// (shaders/prelude/: reduce, group, norm_rows).
+
+const EPS: f32 = 1e-5;
 
 @compute @workgroup_size(WG)
-fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * groups.x;
-    if row >= p.n {
-        return;
-    }
+fn layernorm_forward(g: Group) {
+    let row = group_index(g);
+    if row >= p.n { return; }
     let base = row * p.c;
-    var s = 0.0;
-    for (var i = lid; i < p.c; i += WG) {
-        s += f32(inp[base + i]);
-    }
-    let mean = reduce_sum2(lid, vec2<f32>(s, 0.0)).x / f32(p.c);
-    var v = 0.0;
-    for (var i = lid; i < p.c; i += WG) {
-        let d = f32(inp[base + i]) - mean;
-        v += d * d;
-    }
-    let rstd = 1.0 / sqrt(reduce_sum2(lid, vec2<f32>(v, 0.0)).x / f32(p.c) + EPS);
-    for (var i = lid; i < p.c; i += WG) {
+    let mean = row_sum(base, g.lid) / f32(p.c);
+    let rstd = 1.0 / sqrt(row_squares(base, g.lid, mean) / f32(p.c) + EPS);
+    for (var i = g.lid; i < p.c; i += WG) {
         out[base + i] = S0((f32(inp[base + i]) - mean) * rstd * weight[i] + bias[i]);
     }
-    if lid == 0u {
+    if g.lid == 0u {
         out2[2u * row] = mean;
         out2[2u * row + 1u] = rstd;
     }
 }
 
 @compute @workgroup_size(WG)
-fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * groups.x;
-    if row >= p.n {
-        return;
-    }
-    let base = row * p.c;
+fn layernorm_backward(g: Group) {
+    let row = group_index(g);
+    if row >= p.n { return; }
     let st = stats[row];
+    let base = row * p.c;
     var s = vec2<f32>(0.0);
-    for (var i = lid; i < p.c; i += WG) {
+    for (var i = g.lid; i < p.c; i += WG) {
         let norm = (f32(inp[base + i]) - st.x) * st.y;
         let dnorm = f32(dout[base + i]) * weight[i];
         s += vec2<f32>(dnorm, dnorm * norm);
     }
-    let m = reduce_sum2(lid, s) / f32(p.c);
-    for (var i = lid; i < p.c; i += WG) {
+    let m = reduce_sum2(g.lid, s) / f32(p.c);
+    for (var i = g.lid; i < p.c; i += WG) {
         let norm = (f32(inp[base + i]) - st.x) * st.y;
         let dnorm = f32(dout[base + i]) * weight[i];
         out[base + i] = S0(f32(out[base + i]) + (dnorm - m.x - norm * m.y) * st.y);
@@ -98,9 +85,7 @@ fn rows_index(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
 @compute @workgroup_size(ROWS_WG)
 fn layernorm_rows_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let row = rows_index(gid, groups);
-    if row >= p.n {
-        return;
-    }
+    if row >= p.n { return; }
     let base = row * p.c;
     var s = 0.0;
     for (var i = 0u; i < p.c; i++) {
@@ -123,9 +108,7 @@ fn layernorm_rows_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 @compute @workgroup_size(ROWS_WG)
 fn layernorm_rows_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let row = rows_index(gid, groups);
-    if row >= p.n {
-        return;
-    }
+    if row >= p.n { return; }
     let base = row * p.c;
     let st = stats[row];
     var s = vec2<f32>(0.0);
@@ -142,32 +125,22 @@ fn layernorm_rows_backward(@builtin(global_invocation_id) gid: vec3<u32>, @built
     }
 }
 
-const COLS: u32 = 32u;
-const ROWS: u32 = 8u;
-var<workgroup> part: array<vec2<f32>, 256>;   // (ROWS, COLS)
-
+// fold_rows comes from the prelude (shaders/prelude/fold.wgsl).
 @compute @workgroup_size(32, 8)
 fn layernorm_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = wid.x * COLS + lid.x;
+    let c = wid.x * FOLD_COLS + lid.x;
     var s = vec2<f32>(0.0);
     if c < p.c {
-        for (var row = lid.y; row < p.n; row += ROWS) {
+        for (var row = lid.y; row < p.n; row += FOLD_ROWS) {
             let st = stats[row];
             let e = row * p.c + c;
             let d = f32(dout[e]);
             s += vec2<f32>(d * (f32(inp[e]) - st.x) * st.y, d);
         }
     }
-    part[lid.y * COLS + lid.x] = s;
-    workgroupBarrier();
-    for (var h = ROWS / 2u; h > 0u; h >>= 1u) {
-        if lid.y < h {
-            part[lid.y * COLS + lid.x] += part[(lid.y + h) * COLS + lid.x];
-        }
-        workgroupBarrier();
-    }
+    let sum = fold_rows(lid, s);
     if lid.y == 0u && c < p.c {
-        out[c] = S0(f32(out[c]) + part[lid.x].x);
-        out2[c] += part[lid.x].y;
+        out[c] = S0(f32(out[c]) + sum.x);
+        out2[c] += sum.y;
     }
 }

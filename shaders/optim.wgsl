@@ -145,9 +145,28 @@ fn decay(ch: Chunk) -> f32 {
     return select(0.0, p.weight_decay, ch.decay != 0u);
 }
 
-// Grids past the per-dimension limit continue along y.
-fn group_index(wid: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return wid.x + wid.y * groups.x;
+// The chunk an update's workgroup owns, or an empty one (no element to update) past the last
+// chunk and on a skipped step, which still zeroes what the mask prunes: the start every
+// update entry point shares.
+fn update_chunk(wg: Group) -> Chunk {
+    let c = group_index(wg);
+    if c >= p.n_chunks {
+        return Chunk(0u, 0u, 0u, 0u);
+    }
+    if scalars[2] != 0.0 {
+        if p.masked != 0u {
+            zero_pruned(chunks[c], wg.lid);
+        }
+        return Chunk(0u, 0u, 0u, 0u);
+    }
+    return chunks[c];
+}
+
+// θ = x where the mask keeps it (0 where it prunes), and its f16 copy: every update's end.
+fn put_param(e: u32, x: vec4<f32>, k: vec4<bool>) {
+    let x1 = masked4(x, k);
+    param[e] = x1;
+    store_half(e, x1);
 }
 
 // The lanes of vec4 e that lie before element `end`; the others (padding) read as 0, whatever
@@ -159,24 +178,13 @@ fn inside(v: vec4<f32>, e: u32, end: u32) -> vec4<f32> {
 
 
 @compute @workgroup_size(WG)
-fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid, groups);
-    if c >= p.n_chunks {
-        return;
-    }
-    let ch = chunks[c];
-    if scalars[2] != 0.0 {
-        if p.masked != 0u {
-            zero_pruned(ch, lid);
-        }
-        return;
-    }
+fn adamw_update(wg: Group) {
+    let ch = update_chunk(wg);
     let wd = decay(ch);
-    let scale = scalars[1];
     let step_size = p.lr / p.bc1;
+    let scale = scalars[1];
     let r = vec4_range(ch);
-    for (var e = r.x + lid; e < r.y; e += WG) {
+    for (var e = r.x + wg.lid; e < r.y; e += WG) {
         let k = kept(e);
         let g = grad[e] * scale;
         let m0 = m[e];
@@ -185,30 +193,17 @@ fn adamw_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         m[e] = masked4(m1, k);
         v[e] = masked4(v1, k);
         let x = param[e] * (1.0 - p.lr * wd);
-        let x1 = masked4(x - step_size * m1 / (sqrt(v1) / p.bc2_sqrt + p.eps), k);
-        param[e] = x1;
-        store_half(e, x1);
+        put_param(e, x - step_size * m1 / (sqrt(v1) / p.bc2_sqrt + p.eps), k);
     }
 }
 
 @compute @workgroup_size(WG)
-fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid, groups);
-    if c >= p.n_chunks {
-        return;
-    }
-    let ch = chunks[c];
-    if scalars[2] != 0.0 {
-        if p.masked != 0u {
-            zero_pruned(ch, lid);
-        }
-        return;
-    }
+fn sgd_update(wg: Group) {
+    let ch = update_chunk(wg);
     let wd = decay(ch);
     let scale = scalars[1];
     let r = vec4_range(ch);
-    for (var e = r.x + lid; e < r.y; e += WG) {
+    for (var e = r.x + wg.lid; e < r.y; e += WG) {
         let k = kept(e);
         let x = param[e];
         var d = grad[e] * scale + wd * x;
@@ -218,20 +213,15 @@ fn sgd_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
             }
             m[e] = masked4(d, k);
         }
-        let x1 = masked4(x - p.lr * d, k);
-        param[e] = x1;
-        store_half(e, x1);
+        put_param(e, x - p.lr * d, k);
     }
 }
 
 // LAMB 1/3: moments, the update u (into grad), and each chunk's ‖θ‖² and ‖u‖².
 @compute @workgroup_size(WG)
-fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid, groups);
-    if c >= p.n_chunks {
-        return;
-    }
+fn lamb_moments(wg: Group) {
+    let c = group_index(wg);
+    if c >= p.n_chunks { return; }
     let ch = chunks[c];
     let wd = decay(ch);
     let scale = scalars[1];
@@ -239,7 +229,7 @@ fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     // Skipping runs no iteration but keeps the reduction's barriers in uniform control flow.
     let end = select(r.y, r.x, scalars[2] != 0.0);
     var sq = vec2<f32>(0.0);
-    for (var e = r.x + lid; e < end; e += WG) {
+    for (var e = r.x + wg.lid; e < end; e += WG) {
         let k = kept(e);
         let g = grad[e] * scale;
         let m1 = masked4(p.beta1 * m[e] + (1.0 - p.beta1) * g, k);
@@ -253,8 +243,8 @@ fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         let ui = inside(u, e, ch.start + ch.len);
         sq += vec2<f32>(dot(xi, xi), dot(ui, ui));
     }
-    let s = reduce_sum2(lid, sq);
-    if lid == 0u {
+    let s = reduce_sum2(wg.lid, sq);
+    if wg.lid == 0u {
         let gc = p.chunk_base + c;
         partials[p.total_chunks + gc] = s.x;
         partials[2u * p.total_chunks + gc] = s.y;
@@ -263,20 +253,17 @@ fn lamb_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
 
 // LAMB 2/3: one workgroup per tensor folds its chunks' sums into the trust ratio.
 @compute @workgroup_size(WG)
-fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let t = group_index(wid, groups);
-    if t >= p.n_tensors {
-        return;
-    }
+fn lamb_norms(wg: Group) {
+    let t = group_index(wg);
+    if t >= p.n_tensors { return; }
     let range = tensors[t];
     var sq = vec2<f32>(0.0);
-    for (var i = lid; i < range.y; i += WG) {
+    for (var i = wg.lid; i < range.y; i += WG) {
         let gc = range.x + i;
         sq += vec2<f32>(partials[p.total_chunks + gc], partials[2u * p.total_chunks + gc]);
     }
-    let s = reduce_sum2(lid, sq);
-    if lid == 0u {
+    let s = reduce_sum2(wg.lid, sq);
+    if wg.lid == 0u {
         let norm_x = sqrt(s.x);
         let norm_u = sqrt(s.y);
         scalars[LAMB_RATIOS + t] = select(1.0, norm_x / norm_u, norm_x > 0.0 && norm_u > 0.0);
@@ -285,60 +272,41 @@ fn lamb_norms(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) gr
 
 // LAMB 3/3: θ ← θ − lr·r·u.
 @compute @workgroup_size(WG)
-fn lamb_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid, groups);
-    if c >= p.n_chunks {
-        return;
-    }
-    let ch = chunks[c];
-    if scalars[2] != 0.0 {
-        if p.masked != 0u {
-            zero_pruned(ch, lid);
-        }
-        return;
-    }
+fn lamb_apply(wg: Group) {
+    let ch = update_chunk(wg);
     let step_size = p.lr * scalars[LAMB_RATIOS + ch.tensor];
     let r = vec4_range(ch);
-    for (var e = r.x + lid; e < r.y; e += WG) {
-        let x1 = masked4(param[e] - step_size * grad[e], kept(e));
-        param[e] = x1;
-        store_half(e, x1);
+    for (var e = r.x + wg.lid; e < r.y; e += WG) {
+        put_param(e, param[e] - step_size * grad[e], kept(e));
     }
 }
 
 // The f16 copy of every parameter of the window, without an update (after loading them, and
 // after ZeRO-1 gathers other ranks' shards).
 @compute @workgroup_size(WG)
-fn half_copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid, groups);
-    if c >= p.n_chunks {
-        return;
-    }
+fn half_copy(wg: Group) {
+    let c = group_index(wg);
+    if c >= p.n_chunks { return; }
     let r = vec4_range(chunks[c]);
-    for (var e = r.x + lid; e < r.y; e += WG) {
+    for (var e = r.x + wg.lid; e < r.y; e += WG) {
         store_half(e, param[e]);
     }
 }
 
 // The global norm 1/2 (clipping and the guard): each chunk's Σg².
 @compute @workgroup_size(WG)
-fn grad_norm_partials(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let c = group_index(wid, groups);
-    if c >= p.n_chunks {
-        return;
-    }
+fn grad_norm_partials(wg: Group) {
+    let c = group_index(wg);
+    if c >= p.n_chunks { return; }
+    var s = 0.0;
     let ch = chunks[c];
     let r = vec4_range(ch);
-    var s = 0.0;
-    for (var e = r.x + lid; e < r.y; e += WG) {
+    for (var e = r.x + wg.lid; e < r.y; e += WG) {
         let g = inside(grad[e], e, ch.start + ch.len);
         s += dot(g, g);
     }
-    let total = reduce_sum2(lid, vec2<f32>(s, 0.0));
-    if lid == 0u {
+    let total = reduce_sum2(wg.lid, vec2<f32>(s, 0.0));
+    if wg.lid == 0u {
         partials[p.chunk_base + c] = total.x;
     }
 }

@@ -28,74 +28,54 @@ struct Params {
 @group(0) @binding(5) var<uniform> p: Params;
 
 // out, inp and dout hold S0, S2, S3 (f32 or f16, shaders/prelude: types); everything is
-// computed in f32. reduce_sum2 comes from the prelude (shaders/prelude/reduce.wgsl).
+// computed in f32. reduce_sum2, Group and the row sums come from the preludes
+// (shaders/prelude/: reduce, group, norm_rows).
 
 @compute @workgroup_size(WG)
-fn rmsnorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * groups.x;
-    if row >= p.n {
-        return;
-    }
+fn rmsnorm_forward(g: Group) {
+    let row = group_index(g);
+    if row >= p.n { return; }
     let base = row * p.c;
-    var s = 0.0;
-    for (var i = lid; i < p.c; i += WG) {
-        let x = f32(inp[base + i]);
-        s += x * x;
-    }
-    let r = 1.0 / sqrt(reduce_sum2(lid, vec2<f32>(s, 0.0)).x / f32(p.c) + p.eps);
-    for (var i = lid; i < p.c; i += WG) {
+    let r = 1.0 / sqrt(row_squares(base, g.lid, 0.0) / f32(p.c) + p.eps);
+    for (var i = g.lid; i < p.c; i += WG) {
         out[base + i] = S0(f32(inp[base + i]) * r * weight[i]);
     }
-    if lid == 0u {
+    if g.lid == 0u {
         rstd[row] = r;
     }
 }
 
 @compute @workgroup_size(WG)
-fn rmsnorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * groups.x;
-    if row >= p.n {
-        return;
-    }
+fn rmsnorm_backward(g: Group) {
+    let row = group_index(g);
+    if row >= p.n { return; }
     let base = row * p.c;
     let r = rstd[row];
     var s = 0.0;
-    for (var i = lid; i < p.c; i += WG) {
+    for (var i = g.lid; i < p.c; i += WG) {
         s += f32(dout[base + i]) * weight[i] * f32(inp[base + i]) * r;
     }
-    let m = reduce_sum2(lid, vec2<f32>(s, 0.0)).x / f32(p.c);
-    for (var i = lid; i < p.c; i += WG) {
+    let m = reduce_sum2(g.lid, vec2<f32>(s, 0.0)).x / f32(p.c);
+    for (var i = g.lid; i < p.c; i += WG) {
         let n = f32(inp[base + i]) * r;
         let dn = f32(dout[base + i]) * weight[i];
         out[base + i] = S0(f32(out[base + i]) + (dn - n * m) * r);
     }
 }
 
-const COLS: u32 = 32u;
-const ROWS: u32 = 8u;
-var<workgroup> part: array<f32, 256>;   // (ROWS, COLS)
-
+// fold_rows comes from the prelude (shaders/prelude/fold.wgsl).
 @compute @workgroup_size(32, 8)
 fn rmsnorm_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = wid.x * COLS + lid.x;
+    let c = wid.x * FOLD_COLS + lid.x;
     var s = 0.0;
     if c < p.c {
-        for (var row = lid.y; row < p.n; row += ROWS) {
+        for (var row = lid.y; row < p.n; row += FOLD_ROWS) {
             let e = row * p.c + c;
             s += f32(dout[e]) * f32(inp[e]) * rstd[row];
         }
     }
-    part[lid.y * COLS + lid.x] = s;
-    workgroupBarrier();
-    for (var h = ROWS / 2u; h > 0u; h >>= 1u) {
-        if lid.y < h {
-            part[lid.y * COLS + lid.x] += part[(lid.y + h) * COLS + lid.x];
-        }
-        workgroupBarrier();
-    }
+    let sum = fold_rows(lid, vec2<f32>(s, 0.0)).x;
     if lid.y == 0u && c < p.c {
-        out[c] = S0(f32(out[c]) + part[lid.x]);
+        out[c] = S0(f32(out[c]) + sum);
     }
 }

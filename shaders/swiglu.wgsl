@@ -26,20 +26,18 @@ struct Params {
 @group(0) @binding(4) var<storage, read> dout: array<S4>;         // (N), backward only
 @group(0) @binding(5) var<uniform> p: Params;
 
-fn sigmoid(g: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-clamp(g, -80.0, 80.0)));
-}
-
 fn flat(gid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return gid.x + gid.y * groups.x * WG;
+}
+
+fn sigmoid(g: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-clamp(g, -80.0, 80.0)));
 }
 
 @compute @workgroup_size(WG)
 fn swiglu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat(gid, groups);
-    if i >= p.n {
-        return;
-    }
+    if i >= p.n { return; }
     let g = f32(gate[i]);
     out[i] = S0(g * sigmoid(g) * f32(up[i]));
 }
@@ -47,9 +45,7 @@ fn swiglu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 @compute @workgroup_size(WG)
 fn swiglu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat(gid, groups);
-    if i >= p.n {
-        return;
-    }
+    if i >= p.n { return; }
     let g = f32(gate[i]);
     let s = sigmoid(g);
     let d = f32(dout[i]);

@@ -137,19 +137,21 @@ impl Shader {
     /// The preludes (shaders/prelude/) composed ahead of the file, WGSL having no include;
     /// with `subgroups`, the ones that use subgroup operations where there are such.
     pub fn preludes(self, subgroups: bool) -> &'static [Prelude] {
+        use Prelude::{Fold, Group, NormRows, Reduce, ReduceSubgroup};
         match (self, subgroups) {
-            (Shader::Optim, false) => &[Prelude::Reduce, Prelude::HalfBits, Prelude::Hash],
-            (Shader::Optim, true) => &[Prelude::ReduceSubgroup, Prelude::HalfBits, Prelude::Hash],
+            (Shader::Optim, false) => &[Reduce, Prelude::HalfBits, Prelude::Hash, Group],
+            (Shader::Optim, true) => &[ReduceSubgroup, Prelude::HalfBits, Prelude::Hash, Group],
             (Shader::Elementwise, _) => &[Prelude::Hash],
             (Shader::FakeQuant, _) => &[Prelude::HalfBits],
-            (Shader::Classifier | Shader::Layernorm | Shader::Distill | Shader::RmsNorm, false) => &[Prelude::Reduce],
-            (Shader::Classifier | Shader::Layernorm | Shader::Distill | Shader::RmsNorm, true) => {
-                &[Prelude::ReduceSubgroup]
-            }
-            (Shader::Attention | Shader::AttentionCoop | Shader::AttentionLanes, _) => &[Prelude::AttentionIo],
-            (Shader::Matmul | Shader::MatmulCoop | Shader::MatmulSplit | Shader::MatmulLanes, _) => {
-                &[Prelude::MatmulIo]
-            }
+            (Shader::Encoder | Shader::Gelu, _) => &[Group],
+            (Shader::Classifier | Shader::Distill, false) => &[Reduce, Group],
+            (Shader::Classifier | Shader::Distill, true) => &[ReduceSubgroup, Group],
+            (Shader::Layernorm | Shader::RmsNorm, false) => &[Reduce, Group, NormRows, Fold],
+            (Shader::Layernorm | Shader::RmsNorm, true) => &[ReduceSubgroup, Group, NormRows, Fold],
+            (Shader::Matmul, _) => &[Prelude::MatmulIo, Fold],
+            (Shader::Attention, _) => &[Prelude::AttentionIo, Reduce],
+            (Shader::AttentionCoop | Shader::AttentionLanes, _) => &[Prelude::AttentionIo],
+            (Shader::MatmulCoop | Shader::MatmulSplit | Shader::MatmulLanes, _) => &[Prelude::MatmulIo],
             (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],
             (Shader::AttentionRows32, _) => &[Prelude::AttentionIo, Prelude::Rows8],
             (Shader::AttentionRows, _) => &[Prelude::AttentionIo, Prelude::Rows16],
@@ -220,14 +222,23 @@ pub enum Prelude {
     HalfBits,
     /// Stateless random bits: hash(seed, element).
     Hash,
+    /// The builtins of a kernel with one workgroup per item (`Group`) and the item's index.
+    Group,
+    /// The fixed-order fold of 8 row lanes' column sums (the parameter and bias gradients).
+    Fold,
+    /// LayerNorm's and RMSNorm's row sums.
+    NormRows,
 }
 
 impl Prelude {
     pub const ALL: &'static [Prelude] = &[
         Prelude::AttentionIo,
+        Prelude::Fold,
+        Prelude::Group,
         Prelude::HalfBits,
         Prelude::Hash,
         Prelude::MatmulIo,
+        Prelude::NormRows,
         Prelude::Reduce,
         Prelude::ReduceSubgroup,
         Prelude::Rows16,
@@ -246,6 +257,9 @@ impl Prelude {
             Prelude::Rows16 => "prelude/rows_16.wgsl",
             Prelude::HalfBits => "prelude/half_bits.wgsl",
             Prelude::Hash => "prelude/hash.wgsl",
+            Prelude::Group => "prelude/group.wgsl",
+            Prelude::Fold => "prelude/fold.wgsl",
+            Prelude::NormRows => "prelude/norm_rows.wgsl",
         }
     }
 
@@ -260,6 +274,9 @@ impl Prelude {
             Prelude::Rows16 => include_str!("../../shaders/prelude/rows_16.wgsl"),
             Prelude::HalfBits => include_str!("../../shaders/prelude/half_bits.wgsl"),
             Prelude::Hash => include_str!("../../shaders/prelude/hash.wgsl"),
+            Prelude::Group => include_str!("../../shaders/prelude/group.wgsl"),
+            Prelude::Fold => include_str!("../../shaders/prelude/fold.wgsl"),
+            Prelude::NormRows => include_str!("../../shaders/prelude/norm_rows.wgsl"),
         }
     }
 }
