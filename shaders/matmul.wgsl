@@ -96,65 +96,49 @@ fn store_block(acc: mat4x4<f32>, base: u32, r0: u32, c0: u32, rows: u32, cols: u
     }
 }
 
+// One vec4 of a, or of b where `from_b`, and that operand's leading dimension. `from_b` is a
+// constant at every call, so the branch folds away (WGSL cannot pass a binding to a function).
+fn load(from_b: bool, e: u32) -> vec4<f32> {
+    if from_b {
+        return load_b(e);
+    }
+    return load_a(e);
+}
+
+fn ld_of(from_b: bool) -> u32 {
+    return select(p.ld_a, p.ld_b, from_b);
+}
+
 // Four rows of a (or b) from row r (clamped to the last of `rows`, so edge threads read valid
-// memory), four floats each from column t; _m: lanes at or past `end` become 0.
-fn rows_a(base: u32, r: u32, rows: u32, t: u32) -> mat4x4<f32> {
-    let e = base + min(r, rows - 1u) * p.ld_a + t;
-    let d = select(p.ld_a, 0u, r + 1u >= rows);
-    let e2 = base + min(r + 2u, rows - 1u) * p.ld_a + t;
-    let d2 = select(p.ld_a, 0u, r + 3u >= rows);
-    return mat4x4<f32>(load_a(e), load_a(e + d), load_a(e2), load_a(e2 + d2));
-}
-
-fn rows_a_m(base: u32, r: u32, rows: u32, t: u32, end: u32) -> mat4x4<f32> {
-    let m = rows_a(base, r, rows, t);
-    return mat4x4<f32>(keep(m[0], t, end), keep(m[1], t, end), keep(m[2], t, end), keep(m[3], t, end));
-}
-
-fn rows_b(base: u32, r: u32, rows: u32, t: u32) -> mat4x4<f32> {
-    let e = base + min(r, rows - 1u) * p.ld_b + t;
-    let d = select(p.ld_b, 0u, r + 1u >= rows);
-    let e2 = base + min(r + 2u, rows - 1u) * p.ld_b + t;
-    let d2 = select(p.ld_b, 0u, r + 3u >= rows);
-    return mat4x4<f32>(load_b(e), load_b(e + d), load_b(e2), load_b(e2 + d2));
-}
-
-fn rows_b_m(base: u32, r: u32, rows: u32, t: u32, end: u32) -> mat4x4<f32> {
-    let m = rows_b(base, r, rows, t);
+// memory), four floats each from column t; lanes at or past `end` become 0.
+fn rows4(from_b: bool, base: u32, r: u32, rows: u32, t: u32, end: u32) -> mat4x4<f32> {
+    let ld = ld_of(from_b);
+    let e = base + min(r, rows - 1u) * ld + t;
+    let d = select(ld, 0u, r + 1u >= rows);
+    let e2 = base + min(r + 2u, rows - 1u) * ld + t;
+    let d2 = select(ld, 0u, r + 3u >= rows);
+    let m = mat4x4<f32>(load(from_b, e), load(from_b, e + d), load(from_b, e2), load(from_b, e2 + d2));
+    if t + 4u <= end {
+        return m;
+    }
     return mat4x4<f32>(keep(m[0], t, end), keep(m[1], t, end), keep(m[2], t, end), keep(m[3], t, end));
 }
 
 // Four consecutive rows t.. of a (or b), four floats each from element `base` of row 0; rows
 // at or past `end` are 0 and not read.
-fn down_a(base: u32, t: u32, end: u32) -> mat4x4<f32> {
+fn down4(from_b: bool, base: u32, t: u32, end: u32) -> mat4x4<f32> {
+    let ld = ld_of(from_b);
+    let e = base + t * ld;
+    if t + 4u <= end {
+        return mat4x4<f32>(load(from_b, e), load(from_b, e + ld), load(from_b, e + 2u * ld), load(from_b, e + 3u * ld));
+    }
     var m = mat4x4<f32>();
     for (var i = 0u; i < 4u; i++) {
         if t + i < end {
-            m[i] = load_a(base + (t + i) * p.ld_a);
+            m[i] = load(from_b, e + i * ld);
         }
     }
     return m;
-}
-
-fn down_b(base: u32, t: u32, end: u32) -> mat4x4<f32> {
-    var m = mat4x4<f32>();
-    for (var i = 0u; i < 4u; i++) {
-        if t + i < end {
-            m[i] = load_b(base + (t + i) * p.ld_b);
-        }
-    }
-    return m;
-}
-
-// The same without the row checks, for t + 3 < the number of rows.
-fn down_a_full(base: u32, t: u32) -> mat4x4<f32> {
-    let e = base + t * p.ld_a;
-    return mat4x4<f32>(load_a(e), load_a(e + p.ld_a), load_a(e + 2u * p.ld_a), load_a(e + 3u * p.ld_a));
-}
-
-fn down_b_full(base: u32, t: u32) -> mat4x4<f32> {
-    let e = base + t * p.ld_b;
-    return mat4x4<f32>(load_b(e), load_b(e + p.ld_b), load_b(e + 2u * p.ld_b), load_b(e + 3u * p.ld_b));
 }
 
 // Writes the thread's RM × RN block, acc[2·bi + bj] being rows r0 + 4bi.., columns c0 + 4bj..
@@ -168,132 +152,77 @@ fn store_blocks(acc: array<mat4x4<f32>, 4>, base: u32, r0: u32, c0: u32, rows: u
     }
 }
 
-// out (M, N) = inp (M, K) · W (N, K)ᵀ + bias. Thread (x, y) owns rows RM·y.., columns RN·x..
+// acc's blocks of row block bi += each column block of bm times am.
+fn mac(acc: ptr<function, array<mat4x4<f32>, 4>>, bm: array<mat4x4<f32>, 2>, am: mat4x4<f32>, bi: u32) {
+    for (var bj = 0u; bj < RN / 4u; bj++) {
+        (*acc)[2u * bi + bj] += bm[bj] * am;
+    }
+}
+
+// The register-blocked products, one tile walk for all three (`product` is a constant of each
+// entry point, so the branches on it fold away):
+//   0  out (M, N) = inp (M, K) · W (N, K)ᵀ + bias   columns of am: inp rows; of bm: W rows; along k
+//   1  dinp (M, K) = dout (M, N) · W (N, K)         am: dout rows along t; bm: W rows t.. along k
+//   2  dW (N, K) += dout (M, N)ᵀ · inp (M, K)       am: dout rows t.. along n; bm: inp rows t..
+// A walk along the reduction axis (K, N or M: `len`) in whole steps of 4, then a partial one.
+// Column blocks past the output's edge read clamped rows and are never stored.
+
+// Column block c.. of bm at step t.
+fn b_block(product: u32, ob: u32, c: u32, t: u32, len: u32) -> mat4x4<f32> {
+    if product == 0u {
+        return transpose(rows4(true, ob, c, p.n, t, len));
+    }
+    return down4(true, ob + min(c, p.k - 1u), t, len);
+}
+
+// Row block r.. of am at step t.
+fn a_block(product: u32, oa: u32, r: u32, t: u32, len: u32) -> mat4x4<f32> {
+    if product == 2u {
+        return transpose(down4(false, oa + min(r, p.n - 1u), t, len));
+    }
+    return rows4(false, oa, r, p.m, t, len);
+}
+
+// Thread (x, y)'s RM × RN block of `product`: output rows RM·y.., columns RN·x..
+fn blocked(product: u32, gid: vec3<u32>) {
+    let c0 = gid.x * RN;
+    let r0 = gid.y * RM;
+    let rows = select(p.m, p.n, product == 2u);
+    let cols = select(p.k, p.n, product == 0u);
+    if r0 >= rows || c0 >= cols {
+        return;
+    }
+    let len = select(select(p.m, p.n, product == 1u), p.k, product == 0u);
+    let z = gid.z;
+    let oa = p.off_a + z * p.batch_a;
+    let ob = p.off_b + z * p.batch_b;
+    var acc: array<mat4x4<f32>, 4>;
+    for (var t = 0u; t < len; t += 4u) {
+        var bm: array<mat4x4<f32>, 2>;
+        for (var bj = 0u; bj < RN / 4u; bj++) {
+            bm[bj] = b_block(product, ob, c0 + 4u * bj, t, len);
+        }
+        for (var bi = 0u; bi < RM / 4u; bi++) {
+            mac(&acc, bm, a_block(product, oa, r0 + 4u * bi, t, len), bi);
+        }
+    }
+    // (transpose(bm) or bm) · am has column i = output row r0 + i.
+    store_blocks(acc, p.off_out + z * p.batch_out, r0, c0, rows, cols, select(0u, p.off_bias, product == 0u));
+}
+
 @compute @workgroup_size(WG_X, WG_Y)
 fn matmul_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c0 = gid.x * RN;
-    let r0 = gid.y * RM;
-    if r0 >= p.m || c0 >= p.n {
-        return;
-    }
-    let z = gid.z;
-    let oa = p.off_a + z * p.batch_a;
-    let ob = p.off_b + z * p.batch_b;
-    // Columns of am are input rows, columns of bm are weight rows, both along k.
-    var acc: array<mat4x4<f32>, 4>;
-    var bm: array<mat4x4<f32>, 2>;
-    let kfull = p.k & ~3u;
-    for (var k = 0u; k < kfull; k += 4u) {
-        for (var bj = 0u; bj < RN / 4u; bj++) {
-            bm[bj] = transpose(rows_b(ob, c0 + 4u * bj, p.n, k));
-        }
-        for (var bi = 0u; bi < RM / 4u; bi++) {
-            let am = rows_a(oa, r0 + 4u * bi, p.m, k);
-            for (var bj = 0u; bj < RN / 4u; bj++) {
-                acc[2u * bi + bj] += bm[bj] * am;
-            }
-        }
-    }
-    if kfull < p.k {
-        let k = kfull;
-        for (var bj = 0u; bj < RN / 4u; bj++) {
-            bm[bj] = transpose(rows_b_m(ob, c0 + 4u * bj, p.n, k, p.k));
-        }
-        for (var bi = 0u; bi < RM / 4u; bi++) {
-            let am = rows_a_m(oa, r0 + 4u * bi, p.m, k, p.k);
-            for (var bj = 0u; bj < RN / 4u; bj++) {
-                acc[2u * bi + bj] += bm[bj] * am;
-            }
-        }
-    }
-    // transpose(bm) * am has column i = output row r0 + i.
-    store_blocks(acc, p.off_out + z * p.batch_out, r0, c0, p.m, p.n, p.off_bias);
+    blocked(0u, gid);
 }
 
-// dinp (M, K) = dout (M, N) · W (N, K). Thread (x, y) owns rows RM·y.., columns RN·x.. of dinp.
 @compute @workgroup_size(WG_X, WG_Y)
 fn matmul_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c0 = gid.x * RN;
-    let r0 = gid.y * RM;
-    if r0 >= p.m || c0 >= p.k {
-        return;
-    }
-    let z = gid.z;
-    let oa = p.off_a + z * p.batch_a;
-    let ob = p.off_b + z * p.batch_b;
-    // Columns of am: dout rows along t. Columns of bm: W rows t .. t+3 along output columns.
-    // Column blocks that start past K are not read (their lanes are never stored).
-    var acc: array<mat4x4<f32>, 4>;
-    var bm: array<mat4x4<f32>, 2>;
-    let nfull = p.n & ~3u;
-    for (var t = 0u; t < nfull; t += 4u) {
-        for (var bj = 0u; bj < RN / 4u; bj++) {
-            bm[bj] = down_b_full(ob + min(c0 + 4u * bj, p.k - 1u), t);
-        }
-        for (var bi = 0u; bi < RM / 4u; bi++) {
-            let am = rows_a(oa, r0 + 4u * bi, p.m, t);
-            for (var bj = 0u; bj < RN / 4u; bj++) {
-                acc[2u * bi + bj] += bm[bj] * am;
-            }
-        }
-    }
-    if nfull < p.n {
-        let t = nfull;
-        for (var bj = 0u; bj < RN / 4u; bj++) {
-            let c = min(c0 + 4u * bj, p.k - 1u);
-            bm[bj] = down_b(ob + c, t, p.n);
-        }
-        for (var bi = 0u; bi < RM / 4u; bi++) {
-            let am = rows_a_m(oa, r0 + 4u * bi, p.m, t, p.n);
-            for (var bj = 0u; bj < RN / 4u; bj++) {
-                acc[2u * bi + bj] += bm[bj] * am;
-            }
-        }
-    }
-    // bm * am has column i = output row r0 + i.
-    store_blocks(acc, p.off_out + z * p.batch_out, r0, c0, p.m, p.k, 0u);
+    blocked(1u, gid);
 }
 
-// dW (N, K) += dout (M, N)ᵀ · inp (M, K). Thread (x, y) owns rows RM·y.. (n), columns RN·x.. (k).
 @compute @workgroup_size(WG_X, WG_Y)
 fn matmul_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c0 = gid.x * RN;
-    let r0 = gid.y * RM;
-    if r0 >= p.n || c0 >= p.k {
-        return;
-    }
-    let z = gid.z;
-    let oa = p.off_a + z * p.batch_a;
-    let ob = p.off_b + z * p.batch_b;
-    // Columns of am: dout rows t.. along n. Columns of bm: inp rows t.. along k. Lanes of am
-    // past N and of bm past K only reach outputs that are not stored.
-    var acc: array<mat4x4<f32>, 4>;
-    var bm: array<mat4x4<f32>, 2>;
-    let mfull = p.m & ~3u;
-    for (var t = 0u; t < mfull; t += 4u) {
-        for (var bj = 0u; bj < RN / 4u; bj++) {
-            bm[bj] = down_b_full(ob + min(c0 + 4u * bj, p.k - 1u), t);
-        }
-        for (var bi = 0u; bi < RM / 4u; bi++) {
-            let am = transpose(down_a_full(oa + min(r0 + 4u * bi, p.n - 1u), t));
-            for (var bj = 0u; bj < RN / 4u; bj++) {
-                acc[2u * bi + bj] += bm[bj] * am;
-            }
-        }
-    }
-    if mfull < p.m {
-        let t = mfull;
-        for (var bj = 0u; bj < RN / 4u; bj++) {
-            bm[bj] = down_b(ob + min(c0 + 4u * bj, p.k - 1u), t, p.m);
-        }
-        for (var bi = 0u; bi < RM / 4u; bi++) {
-            let am = transpose(down_a(oa + min(r0 + 4u * bi, p.n - 1u), t, p.m));
-            for (var bj = 0u; bj < RN / 4u; bj++) {
-                acc[2u * bi + bj] += bm[bj] * am;
-            }
-        }
-    }
-    store_blocks(acc, p.off_out + z * p.batch_out, r0, c0, p.n, p.k, 0u);
+    blocked(2u, gid);
 }
 
 // ---- Workgroup-tiled kernel, for GPUs ----
@@ -370,35 +299,24 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     }
 }
 
-// Column sums for the bias gradient: a workgroup owns BIAS_COLS columns; its BIAS_ROWS rows of
-// threads each sum a stride of M, then fold their partial sums in workgroup memory.
-const BIAS_COLS: u32 = 32u;
-const BIAS_ROWS: u32 = 8u;
-var<workgroup> partial: array<f32, 256>;   // (BIAS_ROWS, BIAS_COLS)
-
+// Column sums for the bias gradient: a workgroup owns FOLD_COLS columns; its FOLD_ROWS rows of
+// threads each sum a stride of M, then fold_rows (shaders/prelude/fold.wgsl) folds them.
 // dbias (N) += Σ_m dout (M, N).
 @compute @workgroup_size(32, 8)
 fn matmul_backward_bias(@builtin(local_invocation_id) lid: vec3<u32>,
                         @builtin(workgroup_id) wid: vec3<u32>) {
-    let c = wid.x * BIAS_COLS + lid.x;
+    let c = wid.x * FOLD_COLS + lid.x;
     var s = 0.0;
     if c < p.n {
-        for (var r = lid.y; r < p.m; r += BIAS_ROWS) {
+        for (var r = lid.y; r < p.m; r += FOLD_ROWS) {
             let e = p.off_a + r * p.ld_a + c;
             s += elem_a(e);
         }
     }
-    partial[lid.y * BIAS_COLS + lid.x] = s;
-    workgroupBarrier();
-    for (var h = BIAS_ROWS / 2u; h > 0u; h >>= 1u) {
-        if lid.y < h {
-            partial[lid.y * BIAS_COLS + lid.x] += partial[(lid.y + h) * BIAS_COLS + lid.x];
-        }
-        workgroupBarrier();
-    }
+    let sum = fold_rows(lid, vec2<f32>(s, 0.0)).x;
     if lid.y == 0u && c < p.n {
         let e = p.off_out + c;
-        out[e] = S0(f32(out[e]) + partial[lid.x]);
+        out[e] = S0(f32(out[e]) + sum);
     }
 }
 
