@@ -145,44 +145,62 @@ fn multiply_tiles(x: u32, y: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
     }
 }
 
-@compute @workgroup_size(8, 8)
-fn qmatmul_forward(
+// Thread li's 16 elements of the 32 × 32 tile of inp (rows row0.., columns c0.. of a row-major
+// (M, ld) matrix whose rows end at column `cols`), stored [t][row]; zeros past the edges.
+fn stage_a(li: u32, row0: u32, ld: u32, c0: u32, cols: u32) {
+    for (var i = 0u; i < 16u; i++) {
+        let e = li + 64u * i;
+        let r = e / TILE;
+        let t = e % TILE;
+        var v = 0.0;
+        if row0 + r < p.m && c0 + t < cols {
+            v = f32(inp[(row0 + r) * ld + c0 + t]);
+        }
+        tile_a[t * PAD + r] = v;
+    }
+}
+
+// Thread li's half (li % 2) of block kb of weight row `wrow`, dequantized into tile row (or,
+// `by_row`, column) j = li / 2 of tile_w; zeros past the last row.
+fn stage_w(li: u32, wrow: u32, kb: u32, by_row: bool) {
+    let j = li / 2u;
+    let part = li % 2u;
+    let base = p.off_q + (wrow * (p.k / TILE) + kb) * words_per_block();
+    for (var i = 0u; i < 16u; i++) {
+        let e = part * 16u + i;
+        var v = 0.0;
+        if wrow < p.n {
+            v = dequant(base, e);
+        }
+        tile_w[select(e * PAD + j, j * PAD + e, by_row)] = v;
+    }
+}
+
+// The builtins of the tiled kernels' 8 × 8 workgroups.
+struct TileIds {
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
-) {
-    let row0 = wid.y * TILE;
-    let col0 = wid.x * TILE;
-    let blocks = p.k / TILE;
-    let wpb = words_per_block();
+}
+
+// One step of the tiled products: both tiles staged (a: row0, ld, c0 and cols of stage_a;
+// weight row wrow + li / 2 of block column kb), then acc += their product.
+fn tile_step(ids: TileIds, a: vec4<u32>, wrow: u32, kb: u32, by_row: bool, acc: ptr<function, array<vec4<f32>, 4>>) {
+    stage_a(ids.li, a.x, a.y, a.z, a.w);
+    stage_w(ids.li, wrow + ids.li / 2u, kb, by_row);
+    workgroupBarrier();
+    multiply_tiles(ids.lid.x, ids.lid.y, acc);
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(8, 8)
+fn qmatmul_forward(ids: TileIds) {
+    let lid = ids.lid;
+    let col0 = ids.wid.x * TILE;
+    let row0 = ids.wid.y * TILE;
     var acc: array<vec4<f32>, 4>;
-    // This thread's weight row of the tile and which half of its block it dequantizes.
-    let j = li / 2u;
-    let part = li % 2u;
-    for (var kb = 0u; kb < blocks; kb++) {
-        for (var i = 0u; i < 16u; i++) {
-            let e = li + 64u * i;
-            let r = e / TILE;
-            let t = e % TILE;
-            var v = 0.0;
-            if row0 + r < p.m {
-                v = f32(inp[(row0 + r) * p.k + kb * TILE + t]);
-            }
-            tile_a[t * PAD + r] = v;
-        }
-        let col = col0 + j;
-        let base = p.off_q + (col * blocks + kb) * wpb;
-        for (var i = 0u; i < 16u; i++) {
-            let e = part * 16u + i;
-            var v = 0.0;
-            if col < p.n {
-                v = dequant(base, e);
-            }
-            tile_w[e * PAD + j] = v;
-        }
-        workgroupBarrier();
-        multiply_tiles(lid.x, lid.y, &acc);
-        workgroupBarrier();
+    for (var kb = 0u; kb < p.k / TILE; kb++) {
+        tile_step(ids, vec4<u32>(row0, p.k, kb * TILE, p.k), col0, kb, false, &acc);
     }
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + lid.y + 8u * i;
@@ -204,42 +222,13 @@ fn qmatmul_forward(
 // 32 × 32 tile of dout and dequantizes that block column of 32 weight rows, stored [n][e] so
 // that the product reads rows of it as the forward does.
 @compute @workgroup_size(8, 8)
-fn qmatmul_backward_input(
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-) {
-    let row0 = wid.y * TILE;
-    let kb = wid.x;
-    let blocks = p.k / TILE;
-    let wpb = words_per_block();
+fn qmatmul_backward_input(ids: TileIds) {
+    let lid = ids.lid;
+    let row0 = ids.wid.y * TILE;
+    let kb = ids.wid.x;
     var acc: array<vec4<f32>, 4>;
-    let j = li / 2u;
-    let part = li % 2u;
     for (var n0 = 0u; n0 < p.n; n0 += TILE) {
-        for (var i = 0u; i < 16u; i++) {
-            let e = li + 64u * i;
-            let r = e / TILE;
-            let t = e % TILE;
-            var v = 0.0;
-            if row0 + r < p.m && n0 + t < p.n {
-                v = f32(inp[(row0 + r) * p.n + n0 + t]);
-            }
-            tile_a[t * PAD + r] = v;
-        }
-        let wrow = n0 + j;
-        let base = p.off_q + (wrow * blocks + kb) * wpb;
-        for (var i = 0u; i < 16u; i++) {
-            let e = part * 16u + i;
-            var v = 0.0;
-            if wrow < p.n {
-                v = dequant(base, e);
-            }
-            tile_w[j * PAD + e] = v;
-        }
-        workgroupBarrier();
-        multiply_tiles(lid.x, lid.y, &acc);
-        workgroupBarrier();
+        tile_step(ids, vec4<u32>(row0, p.n, n0, p.n), n0, kb, true, &acc);
     }
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + lid.y + 8u * i;
@@ -262,11 +251,9 @@ const WG: u32 = 256u;
 @compute @workgroup_size(WG)
 fn qembed_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let e = gid.x + gid.y * groups.x * WG;
-    if e >= p.m * p.c {
-        return;
-    }
-    let pos = e / p.c;
+    if e >= p.m * p.c { return; }
     let ch = e % p.c;
+    let pos = e / p.c;
     let base = p.off_q + (tokens[pos] * (p.c / TILE) + ch / TILE) * words_per_block();
     var x = dequant(base, ch % TILE);
     if p.has_bias != 0u {
