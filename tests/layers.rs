@@ -5,9 +5,9 @@ use wgtrain::gpu::{Category, GpuBuffer, Recorder};
 use wgtrain::kernels::attention::AttnVariant;
 use wgtrain::kernels::elementwise::{self, Span};
 use wgtrain::kernels::layernorm::LnVariant;
-use wgtrain::kernels::{classifier, encoder, gelu, View};
+use wgtrain::kernels::{classifier, encoder, gelu, layernorm, View};
 use wgtrain::reference::{self, Rng};
-use wgtrain::tune::{attention, layernorm};
+use wgtrain::tune::attention;
 use wgtrain::Gpu;
 
 use crate::common::{assert_close, builds, builds_with, gpu};

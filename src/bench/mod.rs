@@ -7,12 +7,10 @@
 mod report;
 mod train;
 
-use std::time::Instant;
-
 pub use report::{print_matmul, print_optim, print_train, print_train_pair};
 pub use train::{peak_f16_tflops, peak_tflops, train, TrainBench};
 
-use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
+use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError};
 use crate::reference::Rng;
 use crate::tune::matmul::{Dims, Matmul, Product, Variant};
 
@@ -34,16 +32,7 @@ pub struct MatmulRow {
 /// `reps` chosen so that a sample takes about 50 ms, and waits for it. Samples go round-robin
 /// over the ops, so a change in the machine's speed during the run touches every op alike.
 pub fn time_ops(gpu: &Gpu, ops: &[&[Dispatch]], samples: usize) -> Result<Vec<f64>, GpuError> {
-    let run = |op: &[Dispatch], reps: usize| -> Result<f64, GpuError> {
-        let t = Instant::now();
-        let mut rec = Recorder::new(gpu);
-        for _ in 0..reps {
-            rec.run(op);
-        }
-        rec.submit()?;
-        gpu.wait()?;
-        Ok(t.elapsed().as_secs_f64() / reps as f64)
-    };
+    let run = |op: &[Dispatch], reps: usize| crate::gpu::seconds_per_run(gpu, op, reps);
     // A warm-up run of each op gives a first estimate.
     let reps: Vec<usize> = ops
         .iter()

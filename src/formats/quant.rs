@@ -21,14 +21,12 @@ pub const QK: usize = 32;
 /// A tensor type of a GGUF file that wgtrain writes and reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum QType {
     F32,
     F16,
-    #[value(name = "q8_0")]
     Q8_0,
-    #[value(name = "q4_0")]
     Q4_0,
-    #[value(name = "q4_1")]
     Q4_1,
 }
 

@@ -20,7 +20,7 @@ pub use device::{
 pub use pipeline::{Kernel, Pipeline, Prelude, Shader, Slot};
 pub use profile::Profiler;
 pub use readback::Readback;
-pub use recorder::{Dispatch, Recorder};
+pub use recorder::{seconds_per_run, Dispatch, Recorder};
 pub use timer::StepTimer;
 pub use tuning::cache_dir;
 

@@ -114,3 +114,16 @@ impl<'g> Recorder<'g> {
         Ok(index)
     }
 }
+
+/// Seconds per run of `ops` by the wall clock: recorded `reps` times into one submit, waited for
+/// (the tuner's and the benches' timing).
+pub fn seconds_per_run(gpu: &Gpu, ops: &[Dispatch], reps: usize) -> Result<f64, GpuError> {
+    let t = std::time::Instant::now();
+    let mut rec = Recorder::new(gpu);
+    for _ in 0..reps {
+        rec.run(ops);
+    }
+    rec.submit()?;
+    gpu.wait()?;
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
+}

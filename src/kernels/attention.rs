@@ -4,6 +4,7 @@
 //! devices with cooperative matrices a forward on them (attention_coop.wgsl) whose backward is
 //! rows64's. Each call names its variant; `crate::tune::attention` picks it by shape.
 
+use super::Dispatches;
 use std::fmt;
 
 use super::{dispatch, dispatch_with, grid, half_mask, View};
@@ -185,16 +186,7 @@ impl AttnShape {
 pub const HS_MAX: u32 = 64;
 const BLK: u32 = 16;
 
-const SLOTS: &[Slot] = &[
-    Slot::Storage,
-    Slot::Storage,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::Uniform,
-];
+const SLOTS: &[Slot] = super::SLOTS_2W_5R;
 
 fn kernel(entry: &'static str) -> Kernel {
     Kernel::new(Shader::Attention, entry, SLOTS)
@@ -325,7 +317,7 @@ pub fn backward_with(
     t: u32,
     c: u32,
     nh: u32,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     backward_shaped(gpu, v, dqkv, d, [dout, out, qkv, lse], &AttnShape::fused(b, t, c, nh)?)
 }
 
@@ -337,7 +329,7 @@ pub fn backward_shaped(
     d: View,
     [dout, out, qkv, lse]: [View; 4],
     s: &AttnShape,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let p = s.params();
     // The cooperative-matrix forward's backward is the row kernels'.
     let v = if v == AttnVariant::Coop { AttnVariant::Rows { br: 64 } } else { v };

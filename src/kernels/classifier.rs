@@ -2,8 +2,9 @@
 //! gradient written over the logits. Rows run in windows where the logits are larger than
 //! one storage binding may be (B·T·V of a 49,152-token vocabulary passes 128 MiB at B·T 683).
 
+use super::Dispatches;
 use super::{dispatch, grid, half_mask, skip, window_rows, View};
-use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
+use crate::gpu::{Gpu, Kernel, Shader, Slot};
 
 /// Mirrors `struct Params` in shaders/classifier.wgsl.
 #[repr(C)]
@@ -41,12 +42,7 @@ pub struct Rows<'a> {
 /// for a mean loss), the logits become dlogits, and the losses are added to what `losses`
 /// holds (a step's micro-batches sum there). The gradient is also multiplied by the loss
 /// scale in `scale`[0] (None: 1) and by `rows.norm`[0]. Rows whose target is IGNORE add 0.
-pub fn forward_backward(
-    gpu: &Gpu,
-    rows: Rows,
-    dloss: Option<f32>,
-    scale: Option<&wgpu::Buffer>,
-) -> Result<Vec<Dispatch>, GpuError> {
+pub fn forward_backward(gpu: &Gpu, rows: Rows, dloss: Option<f32>, scale: Option<&wgpu::Buffer>) -> Dispatches {
     forward_backward_within(gpu, rows, dloss, scale, gpu.max_binding())
 }
 
@@ -58,7 +54,7 @@ pub fn forward_backward_within(
     dloss: Option<f32>,
     scale: Option<&wgpu::Buffer>,
     limit: u64,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let step = window_rows(limit, r.n, r.vp as u64 * r.logits.dtype.bytes())?;
     let grad = dloss.is_some() as u32;
     let kernel =

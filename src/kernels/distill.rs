@@ -3,8 +3,9 @@
 //! and the student's logit gradient written over its logits. Rows run in windows where the
 //! logits are larger than one storage binding may be, as the classifier's do.
 
+use super::Dispatches;
 use super::{dispatch, grid, half_mask, skip, window_rows, View};
-use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
+use crate::gpu::{Gpu, Kernel, Shader, Slot};
 
 /// Mirrors `struct Params` in shaders/distill.wgsl.
 #[repr(C)]
@@ -45,13 +46,7 @@ pub struct DistillIo<'a> {
     pub scale: Option<&'a wgpu::Buffer>,
 }
 
-pub fn forward_backward(
-    gpu: &Gpu,
-    io: &DistillIo,
-    shape: (u32, u32, u32),
-    kd: Kd,
-    dloss: Option<f32>,
-) -> Result<Vec<Dispatch>, GpuError> {
+pub fn forward_backward(gpu: &Gpu, io: &DistillIo, shape: (u32, u32, u32), kd: Kd, dloss: Option<f32>) -> Dispatches {
     forward_backward_within(gpu, io, shape, kd, dloss, gpu.max_binding())
 }
 
@@ -63,7 +58,7 @@ pub fn forward_backward_within(
     kd: Kd,
     dloss: Option<f32>,
     limit: u64,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let step = window_rows(limit, n, vp as u64 * 4)?;
     let kernel =
         Kernel::new(Shader::Distill, "distill_forward_backward", SLOTS).with_half(half_mask(&[Some(io.logits)]));

@@ -1,6 +1,7 @@
 //! Token + position embedding (shaders/encoder.wgsl). The wte gradient uses the batch's
 //! positions ordered by token, which the GPU sorts from the token ids (`encoder_order`).
 
+use super::Dispatches;
 use super::{dispatch, grid, half_mask, View};
 use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Kernel, Shader, Slot};
 
@@ -93,7 +94,7 @@ pub fn backward(
     n: u32,
     t: u32,
     c: u32,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let (nc, vc, tc) = (n as u64 * c as u64, v as u64 * c as u64, t as u64 * c as u64);
     let p = EncoderParams { n, t, c, wpe: dwpe.is_some() as u32, pos0: 0, _pad: [0; 3] };
     let (dummy, dummy_rw) = (|| gpu.dummy.as_entire_buffer_binding(), || gpu.dummy_rw.as_entire_buffer_binding());

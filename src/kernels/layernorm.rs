@@ -1,6 +1,7 @@
 //! LayerNorm (shaders/layernorm.wgsl), eps 1e-5: forward saving (mean, rstd) per row, and
 //! backward into the input (+=) and the parameters (+=).
 
+use super::Dispatches;
 use super::{dispatch, grid, half_mask, View};
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
 
@@ -13,16 +14,7 @@ pub struct LayerNormParams {
     pub _pad: [u32; 2],
 }
 
-const SLOTS: &[Slot] = &[
-    Slot::Storage,
-    Slot::Storage,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::ReadOnly,
-    Slot::Uniform,
-];
+const SLOTS: &[Slot] = super::SLOTS_2W_5R;
 
 const fn kernel(entry: &'static str) -> Kernel {
     Kernel::new(Shader::Layernorm, entry, SLOTS)
@@ -118,7 +110,7 @@ pub fn backward_with(
     weight: View,
     n: u32,
     c: u32,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let (nc, n64, c64) = (n as u64 * c as u64, n as u64, c as u64);
     let p = LayerNormParams { n, c, _pad: [0; 2] };
     let dummy = || gpu.dummy.as_entire_buffer_binding();

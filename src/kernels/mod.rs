@@ -19,7 +19,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
 
-use crate::gpu::{Category, Dispatch, GpuBuffer, GpuError, Kernel};
+use crate::gpu::{Category, Dispatch, GpuBuffer, GpuError, Kernel, Slot};
 
 /// The element type of a tensor in a buffer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -97,6 +97,22 @@ impl<'a> View<'a> {
         (self.buf.size() / self.dtype.bytes()).saturating_sub(self.offset)
     }
 }
+
+/// What a builder of several dispatches returns.
+pub type Dispatches = Result<Vec<Dispatch>, GpuError>;
+
+/// Two writable bindings, five read-only ones and the uniform: the slots of the attention and
+/// LayerNorm kernels.
+pub(crate) const SLOTS_2W_5R: &[Slot] = &[
+    Slot::Storage,
+    Slot::Storage,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::ReadOnly,
+    Slot::Uniform,
+];
 
 /// The kernel mask of f16 bindings (bit i for binding i) of views given in binding order
 /// (None for a binding that is not a tensor view).

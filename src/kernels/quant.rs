@@ -2,6 +2,7 @@
 //! weights stay in ggml's blocks (as `compress::quant::gpu_words` lays them out) and the
 //! kernels dequantize what they read.
 
+use super::Dispatches;
 use super::{dispatch_with, grid, half_mask, window_rows, View};
 use crate::formats::QType;
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
@@ -61,14 +62,7 @@ fn rows_variant(m: u32) -> bool {
 
 /// out (M, N) = inp (M, K) · deq(w) (N, K)ᵀ + bias (N), K a multiple of 32; split along M
 /// into windows where out or inp would exceed one binding.
-pub fn forward(
-    gpu: &Gpu,
-    out: View,
-    inp: View,
-    w: QView,
-    bias: Option<View>,
-    m: u32,
-) -> Result<Vec<Dispatch>, GpuError> {
+pub fn forward(gpu: &Gpu, out: View, inp: View, w: QView, bias: Option<View>, m: u32) -> Dispatches {
     forward_variant(gpu, out, inp, w, bias, m, rows_variant(m))
 }
 
@@ -81,7 +75,7 @@ pub fn forward_variant(
     bias: Option<View>,
     m: u32,
     rows_kernel: bool,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let (n, k) = (w.rows, w.cols);
     check(&w)?;
     let bias_b = match bias {
@@ -105,14 +99,7 @@ pub fn forward_variant(
 
 /// dinp (M, K) = dout (M, N) · deq(w) (N, K), or += with `add`: the input gradient through a
 /// frozen quantized weight; split along M as `forward`.
-pub fn backward_input(
-    gpu: &Gpu,
-    dinp: View,
-    dout: View,
-    w: QView,
-    m: u32,
-    add: bool,
-) -> Result<Vec<Dispatch>, GpuError> {
+pub fn backward_input(gpu: &Gpu, dinp: View, dout: View, w: QView, m: u32, add: bool) -> Dispatches {
     let (n, k) = (w.rows, w.cols);
     check(&w)?;
     let kernel =
@@ -150,7 +137,7 @@ fn windowed(
     w: QView,
     bias: wgpu::BufferBinding,
     m: u32,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let row_bytes = (wo as u64 * out.dtype.bytes()).max(wi as u64 * inp.dtype.bytes());
     let rows = window_rows(gpu.max_binding(), m, row_bytes)?;
     let mut ops = Vec::new();

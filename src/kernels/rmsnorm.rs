@@ -1,6 +1,7 @@
 //! RMSNorm (shaders/rmsnorm.wgsl), Llama's norm: forward saving 1/rms per row, and backward
 //! into the input (+=) and the weight (+=). No bias.
 
+use super::Dispatches;
 use super::{dispatch, grid, half_mask, View};
 use crate::gpu::{Dispatch, Gpu, GpuError, Kernel, Shader, Slot};
 
@@ -55,7 +56,7 @@ pub fn backward(
     rstd: View,
     weight: View,
     (n, c): (u32, u32),
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let (nc, n64, c64) = (n as u64 * c as u64, n as u64, c as u64);
     let p = RmsNormParams { n, c, eps: 0.0, _pad: 0 };
     let rows = [

@@ -7,9 +7,11 @@ use super::config::Arch;
 use super::lora_path as lora;
 use super::Cmd;
 use crate::gpu::{Dispatch, Gpu, GpuError};
+use crate::kernels::layernorm;
+use crate::kernels::Dispatches;
 use crate::kernels::{gelu, rmsnorm, swiglu, Tensor, View};
 use crate::tune::matmul::{Dims, Matmul};
-use crate::tune::{attention, layernorm};
+use crate::tune::{self, attention};
 
 /// The norm `name`'s backward: dinp += the input gradient, its parameters' gradients +=.
 pub(super) fn norm_backward(
@@ -18,13 +20,16 @@ pub(super) fn norm_backward(
     s: &Shape,
     name: &str,
     [dinp, dout, inp, stats]: [View; 4],
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
     let weight = w.master(&wn);
     // A frozen norm takes only the first dispatch, the rows'; the second sums its gradients.
     let grad = |name: &str| if w.frozen() { dinp } else { w.grad(name) };
     let mut ops = match s.arch {
-        Arch::Gpt2 => layernorm::backward(gpu, dinp, grad(&wn), grad(&bn), dout, inp, stats, weight, s.n(), s.c)?,
+        Arch::Gpt2 => {
+            let v = tune::choose_layernorm(gpu, s.n(), s.c, inp.dtype)?;
+            layernorm::backward_with(gpu, v, dinp, grad(&wn), grad(&bn), dout, inp, stats, weight, s.n(), s.c)?
+        }
         Arch::Llama => rmsnorm::backward(gpu, dinp, grad(&wn), dout, inp, stats, weight, (s.n(), s.c))?,
     };
     if w.frozen() {
@@ -42,7 +47,7 @@ pub(super) fn linear_backward(
     [dinp, dout, inp]: [View; 3],
     lin: Dims,
     add: bool,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let weight = format!("{layer}.weight");
     let mut ops = match (w.frozen(), add) {
         (true, add) => match w.linear(&weight) {
@@ -69,14 +74,8 @@ pub(super) fn linear_backward(
 
 /// The MLP's backward, from dfch_gelu (the activation output's gradient, written by the down
 /// projection's backward) to dbuf (the second norm output's gradient).
-fn mlp_backward(
-    gpu: &Gpu,
-    mm: &Matmul,
-    w: &Weights,
-    a: &LayerActs,
-    d: &Scratch,
-    s: &Shape,
-) -> Result<Vec<Cmd>, GpuError> {
+fn mlp_backward(mm: &Matmul, w: &Weights, a: &LayerActs, d: &Scratch, s: &Shape) -> Result<Vec<Cmd>, GpuError> {
+    let gpu = mm.gpu();
     let (n, c, f, names) = (s.n(), s.c, s.f, s.names());
     let lin = Dims::linear(n, f, c);
     let mut back = Vec::new();
@@ -102,14 +101,8 @@ fn mlp_backward(
 
 /// The input projections' backward, from dqkv to dbuf (the first norm output's gradient):
 /// GPT-2's fused c_attn, or Llama's inverse RoPE on dq and dk, then q, k and v adding up.
-fn qkv_backward(
-    gpu: &Gpu,
-    mm: &Matmul,
-    w: &Weights,
-    a: &LayerActs,
-    d: &Scratch,
-    s: &Shape,
-) -> Result<Vec<Dispatch>, GpuError> {
+fn qkv_backward(mm: &Matmul, w: &Weights, a: &LayerActs, d: &Scratch, s: &Shape) -> Dispatches {
+    let gpu = mm.gpu();
     let (n, c, names) = (s.n(), s.c, s.names());
     if s.arch == Arch::Gpt2 {
         let (io, lin) = ([d.dbuf.v(), d.dqkv.v(), a.ln1.v()], Dims::linear(n, 3 * c, c));
@@ -141,7 +134,7 @@ pub(super) fn backward(
     let io = [d.dfch_gelu.v(), d.dresidual.v(), a.fch_gelu.v()];
     let down = linear_backward((mm, gpu), w, (names.down, names.bias), io, lin(n, c, f), false)?;
     back.extend(down.into_iter().map(Cmd::Run));
-    back.extend(mlp_backward(gpu, mm, w, a, d, s)?);
+    back.extend(mlp_backward(mm, w, a, d, s)?);
     let mut run = |ops: Vec<Dispatch>| back.extend(ops.into_iter().map(Cmd::Run));
     run(norm_backward(gpu, w, s, names.norm2, [d.dresidual.v(), d.dbuf.v(), a.residual2.v(), a.ln2_stats.v()])?);
     // residual2 = input + proj(attention).
@@ -149,7 +142,7 @@ pub(super) fn backward(
     run(linear_backward((mm, gpu), w, (names.proj, names.bias), io, lin(n, c, s.q()), false)?);
     let io = [d.dbuf.v(), a.atty.v(), a.qkv.v(), a.lse.v()];
     run(attention::backward_in(gpu, d.dqkv.v(), d.dattn.v(), io, &s.attn)?);
-    run(qkv_backward(gpu, mm, w, a, d, s)?);
+    run(qkv_backward(mm, w, a, d, s)?);
     run(norm_backward(gpu, w, s, names.norm1, [d.dresidual.v(), d.dbuf.v(), input.v(), a.ln1_stats.v()])?);
     Ok(back)
 }

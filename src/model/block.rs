@@ -12,12 +12,14 @@
 use super::config::{Arch, GptConfig, Names};
 use super::quantized::QuantWeights;
 use crate::gpu::{Category, Dispatch, Gpu, GpuError};
+use crate::kernels::layernorm;
 use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::rope::{self, Heads};
+use crate::kernels::Dispatches;
 use crate::kernels::{elementwise, encoder, gelu, rmsnorm, swiglu, Dtype, Tensor, View};
 use crate::optim::ParamArena;
+use crate::tune;
 use crate::tune::attention::{self, AttnShape};
-use crate::tune::layernorm;
 use crate::tune::matmul::{Dims, Matmul};
 
 /// Sizes of the batch a block runs on, and its architecture.
@@ -227,7 +229,7 @@ pub(super) fn linear(
     layer: &str,
     bias: bool,
     dims: Dims,
-) -> Result<Vec<Dispatch>, GpuError> {
+) -> Dispatches {
     let b = bias.then(|| w.mm(&format!("{layer}.bias")));
     let mut ops = match w.linear(&format!("{layer}.weight")) {
         Linear::Dense(wv) => mm.forward(out, inp, wv, b, dims)?,
@@ -268,13 +270,16 @@ pub(super) fn norm(
 ) -> Result<Dispatch, GpuError> {
     let weight = w.master(&format!("{name}.weight"));
     match s.arch {
-        Arch::Gpt2 => layernorm::forward(gpu, out, stats, inp, weight, w.master(&format!("{name}.bias")), s.n(), s.c),
+        Arch::Gpt2 => {
+            let (bias, v) = (w.master(&format!("{name}.bias")), tune::choose_layernorm(gpu, s.n(), s.c, inp.dtype)?);
+            layernorm::forward_with(gpu, v, out, stats, inp, weight, bias, s.n(), s.c)
+        }
         Arch::Llama => rmsnorm::forward(gpu, out, stats, inp, weight, (s.n(), s.c), s.eps),
     }
 }
 
 /// RoPE on the q and k planes of `x` (qkv, or with `inverse` the gradient dqkv).
-pub(super) fn rope_qk(gpu: &Gpu, w: &Weights, s: &Shape, x: View, inverse: bool) -> Result<Vec<Dispatch>, GpuError> {
+pub(super) fn rope_qk(gpu: &Gpu, w: &Weights, s: &Shape, x: View, inverse: bool) -> Dispatches {
     let table = w.rope.ok_or_else(|| GpuError::Unsupported("a Llama block needs its RoPE table".into()))?;
     let planes = s.planes();
     (0..2).map(|p| rope::apply(gpu, x.at_offset(x.offset + planes[p].0), table, s.rope_heads(p, 0), inverse)).collect()
@@ -282,14 +287,8 @@ pub(super) fn rope_qk(gpu: &Gpu, w: &Weights, s: &Shape, x: View, inverse: bool)
 
 /// A block's layers before the attention: the first norm and the input projections (GPT-2's
 /// fused qkv; Llama's q, k, v planes, then RoPE on q and k; the last two dispatches).
-pub(super) fn pre_attention(
-    gpu: &Gpu,
-    mm: &Matmul,
-    w: &Weights,
-    input: &Tensor,
-    a: &LayerActs,
-    s: &Shape,
-) -> Result<Vec<Dispatch>, GpuError> {
+pub(super) fn pre_attention(mm: &Matmul, w: &Weights, input: &Tensor, a: &LayerActs, s: &Shape) -> Dispatches {
+    let gpu = mm.gpu();
     let (n, c, names) = (s.n(), s.c, s.names());
     let mut d = vec![norm(gpu, w, s, names.norm1, [a.ln1.v(), a.ln1_stats.v(), input.v()])?];
     if s.arch == Arch::Gpt2 {
@@ -305,14 +304,8 @@ pub(super) fn pre_attention(
 
 /// A block's layers after the attention: the output projection, the residual, the second
 /// norm, the MLP, the residual.
-pub(super) fn post_attention(
-    gpu: &Gpu,
-    mm: &Matmul,
-    w: &Weights,
-    input: &Tensor,
-    a: &LayerActs,
-    s: &Shape,
-) -> Result<Vec<Dispatch>, GpuError> {
+pub(super) fn post_attention(mm: &Matmul, w: &Weights, input: &Tensor, a: &LayerActs, s: &Shape) -> Dispatches {
+    let gpu = mm.gpu();
     let (n, c, f, names) = (s.n(), s.c, s.f, s.names());
     let nc = n as u64 * c as u64;
     let lin = Dims::linear;
@@ -336,16 +329,9 @@ pub(super) fn post_attention(
 }
 
 /// A whole block's forward: pre-attention, attention, post-attention.
-pub(super) fn forward(
-    gpu: &Gpu,
-    mm: &Matmul,
-    w: &Weights,
-    input: &Tensor,
-    a: &LayerActs,
-    s: &Shape,
-) -> Result<Vec<Dispatch>, GpuError> {
-    let mut d = pre_attention(gpu, mm, w, input, a, s)?;
+pub(super) fn forward(gpu: &Gpu, mm: &Matmul, w: &Weights, input: &Tensor, a: &LayerActs, s: &Shape) -> Dispatches {
+    let mut d = pre_attention(mm, w, input, a, s)?;
     d.push(attention::forward_in(gpu, a.atty.v(), a.lse.v(), a.qkv.v(), &s.attn)?);
-    d.extend(post_attention(gpu, mm, w, input, a, s)?);
+    d.extend(post_attention(mm, w, input, a, s)?);
     Ok(d)
 }

@@ -101,12 +101,12 @@ impl Gpt {
         for l in 0..cfg.n_layer {
             let w = self.layer_weights(l);
             let acts = LayerActs::new(gpu, &s, act)?;
-            let mut pre = pre_attention(gpu, &mm, &w, &x, &acts, &s)?;
+            let mut pre = pre_attention(&mm, &w, &x, &acts, &s)?;
             if s.arch == Arch::Llama {
                 pre.truncate(pre.len() - 2);
             }
             let rows = (0..s.b).map(|_| self.row_layer(gpu, &w, &one, max_t)).collect::<Result<_, _>>()?;
-            let post = post_attention(gpu, &mm, &w, &x, &acts, &s)?;
+            let post = post_attention(&mm, &w, &x, &acts, &s)?;
             keep.push(x);
             x = acts.residual3.clone();
             layers.push(Layer { acts, pre, rows, post });

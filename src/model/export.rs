@@ -169,13 +169,22 @@ pub fn write_model(path: &Path, h: &Header, planned: &[Planned], data: &[Vec<u8>
 
 /// The gpt2.* metadata of `config`.
 fn gpt2_meta(w: &mut Writer, config: &GptConfig) {
-    let u = |x: usize| Value::U32(x as u32);
-    w.meta("gpt2.context_length", u(config.n_positions));
-    w.meta("gpt2.embedding_length", u(config.n_embd));
-    w.meta("gpt2.feed_forward_length", u(config.mlp()));
-    w.meta("gpt2.block_count", u(config.n_layer));
-    w.meta("gpt2.attention.head_count", u(config.n_head));
+    shape_meta(w, "gpt2", config);
     w.meta("gpt2.attention.layer_norm_epsilon", Value::F32(1e-5));
+}
+
+/// The sizes every architecture's metadata starts with, under `arch`.
+pub(crate) fn shape_meta(w: &mut Writer, arch: &str, config: &GptConfig) {
+    let sizes = [
+        ("context_length", config.n_positions),
+        ("embedding_length", config.n_embd),
+        ("feed_forward_length", config.mlp()),
+        ("block_count", config.n_layer),
+        ("attention.head_count", config.n_head),
+    ];
+    for (key, x) in sizes {
+        w.meta(&format!("{arch}.{key}"), Value::U32(x as u32));
+    }
 }
 
 /// A tensor of a GGUF model in wgtrain's naming and shape, its bytes in ggml's layout.

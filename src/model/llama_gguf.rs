@@ -78,11 +78,7 @@ pub fn to_ggml_order(config: &GptConfig, values: &mut [Vec<f32>]) {
 /// The llama.* metadata of `config`.
 pub(crate) fn write_meta(w: &mut Writer, config: &GptConfig) {
     let u = |x: usize| Value::U32(x as u32);
-    w.meta("llama.context_length", u(config.n_positions));
-    w.meta("llama.embedding_length", u(config.n_embd));
-    w.meta("llama.feed_forward_length", u(config.mlp()));
-    w.meta("llama.block_count", u(config.n_layer));
-    w.meta("llama.attention.head_count", u(config.n_head));
+    super::export::shape_meta(w, "llama", config);
     w.meta("llama.attention.head_count_kv", u(config.kv_heads()));
     w.meta("llama.attention.key_length", u(config.head_size()));
     w.meta("llama.attention.value_length", u(config.head_size()));

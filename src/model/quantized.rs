@@ -148,15 +148,13 @@ impl Gpt {
 /// quantized into a block format on loading (QLoRA over any checkpoint).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum BaseFormat {
     #[default]
     Keep,
     F32,
-    #[value(name = "q8_0")]
     Q8_0,
-    #[value(name = "q4_0")]
     Q4_0,
-    #[value(name = "q4_1")]
     Q4_1,
 }
 

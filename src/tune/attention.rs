@@ -5,6 +5,7 @@
 pub use crate::kernels::attention::*;
 
 use crate::gpu::{Dispatch, Gpu, GpuError};
+use crate::kernels::Dispatches;
 use crate::kernels::View;
 
 /// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C), in the variant the tuning table
@@ -29,28 +30,10 @@ pub fn forward_in(gpu: &Gpu, out: View, lse: View, qkv: View, s: &AttnShape) -> 
     forward_shaped(gpu, v, out, lse, qkv, s)
 }
 
-/// dqkv (B, T, 3C) = the gradient through attention (written, not accumulated); `d` is a
-/// scratch of B·NH·T floats. In the variant the tuning table picks.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    gpu: &Gpu,
-    dqkv: View,
-    d: View,
-    dout: View,
-    out: View,
-    qkv: View,
-    lse: View,
-    b: u32,
-    t: u32,
-    c: u32,
-    nh: u32,
-) -> Result<Vec<Dispatch>, GpuError> {
-    backward_in(gpu, dqkv, d, [dout, out, qkv, lse], &AttnShape::fused(b, t, c, nh)?)
-}
-
-/// `backward` of any shape: dqkv in qkv's layout from `[dout, out, qkv, lse]`, in the tuning
-/// table's variant.
-pub fn backward_in(gpu: &Gpu, dqkv: View, d: View, io: [View; 4], s: &AttnShape) -> Result<Vec<Dispatch>, GpuError> {
+/// dqkv (B, T, 3C) = the gradient through attention of any shape (written, not accumulated):
+/// dqkv in qkv's layout from `[dout, out, qkv, lse]`, `d` a scratch of B·NH·T floats, in the
+/// tuning table's variant.
+pub fn backward_in(gpu: &Gpu, dqkv: View, d: View, io: [View; 4], s: &AttnShape) -> Dispatches {
     let v = super::choose_attention(gpu, s.b, s.t, s.c(), s.nh, io[0].dtype)?;
     backward_shaped(gpu, v, dqkv, d, io, s)
 }

@@ -4,8 +4,9 @@
 
 pub use crate::kernels::matmul::*;
 
-use crate::gpu::{Dispatch, Gpu, GpuError};
+use crate::gpu::{Gpu, GpuError};
 use crate::kernels::matmul::Matmul as Pinned;
+use crate::kernels::Dispatches;
 use crate::kernels::{half_mask, View};
 
 /// Builds matmul dispatches on one GPU, each product in its tuned variant.
@@ -22,6 +23,11 @@ pub struct Matmul<'g> {
 impl<'g> Matmul<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
         Self { gpu, variant: None, binding_limit: gpu.max_binding() }
+    }
+
+    /// The GPU it builds for.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
     }
 
     /// The same builder with `variant` pinned.
@@ -60,34 +66,27 @@ impl<'g> Matmul<'g> {
     }
 
     /// out (Z, M, N) = inp (Z, M, K) · W (N, K)ᵀ + bias (N).
-    pub fn forward(
-        &self,
-        out: View,
-        inp: View,
-        w: View,
-        bias: Option<View>,
-        d: Dims,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn forward(&self, out: View, inp: View, w: View, bias: Option<View>, d: Dims) -> Dispatches {
         self.at(Product::Forward, d, [out, inp, w])?.forward(out, inp, w, bias, d)
     }
 
     /// out (Z, M, N) += inp (Z, M, K) · W (N, K)ᵀ: a second product into one output (LoRA).
-    pub fn forward_add(&self, out: View, inp: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn forward_add(&self, out: View, inp: View, w: View, d: Dims) -> Dispatches {
         self.at(Product::Forward, d, [out, inp, w])?.forward_add(out, inp, w, d)
     }
 
     /// dinp (Z, M, K) = dout (Z, M, N) · W (N, K).
-    pub fn backward_input(&self, dinp: View, dout: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn backward_input(&self, dinp: View, dout: View, w: View, d: Dims) -> Dispatches {
         self.at(Product::BackwardInput, d, [dinp, dout, w])?.backward_input(dinp, dout, w, d, false)
     }
 
     /// dinp (Z, M, K) += dout (Z, M, N) · W (N, K).
-    pub fn backward_input_add(&self, dinp: View, dout: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn backward_input_add(&self, dinp: View, dout: View, w: View, d: Dims) -> Dispatches {
         self.at(Product::BackwardInput, d, [dinp, dout, w])?.backward_input(dinp, dout, w, d, true)
     }
 
     /// dW (N, K) += dout (Z, M, N)ᵀ · inp (Z, M, K); per batch entry unless the weight is shared.
-    pub fn backward_weight(&self, dw: View, dout: View, inp: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn backward_weight(&self, dw: View, dout: View, inp: View, d: Dims) -> Dispatches {
         self.at(Product::BackwardWeight, d, [dw, dout, inp])?.backward_weight(dw, dout, inp, d)
     }
 
@@ -103,19 +102,12 @@ impl<'g> Matmul<'g> {
         inp: View,
         w: View,
         d: Dims,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    ) -> Dispatches {
         self.backward_into(dinp, dw, dbias, [dout, inp, w], d, false)
     }
 
     /// `backward` with dinp += dout·W: the second and later layers that read one input.
-    pub fn backward_add(
-        &self,
-        dinp: View,
-        dw: View,
-        dbias: Option<View>,
-        io: [View; 3],
-        d: Dims,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn backward_add(&self, dinp: View, dw: View, dbias: Option<View>, io: [View; 3], d: Dims) -> Dispatches {
         self.backward_into(dinp, dw, dbias, io, d, true)
     }
 
@@ -127,7 +119,7 @@ impl<'g> Matmul<'g> {
         [dout, inp, w]: [View; 3],
         d: Dims,
         add: bool,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    ) -> Dispatches {
         let input = self.at(Product::BackwardInput, d, [dinp, dout, w])?;
         let mut ops = input.backward_input(dinp, dout, w, d, add)?;
         ops.extend(self.backward_weight(dw, dout, inp, d)?);
@@ -138,12 +130,12 @@ impl<'g> Matmul<'g> {
     }
 
     /// dbias (N) += column sums of dout (Z·M, N).
-    pub fn backward_bias(&self, dbias: View, dout: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn backward_bias(&self, dbias: View, dout: View, d: Dims) -> Dispatches {
         self.pinned(Variant::BASELINE).backward_bias(dbias, dout, d)
     }
 
     /// The baseline: out = inp · Wᵀ + bias with one thread per output and no blocking.
-    pub fn naive(&self, out: View, inp: View, w: View, bias: Option<View>, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn naive(&self, out: View, inp: View, w: View, bias: Option<View>, d: Dims) -> Dispatches {
         self.pinned(Variant::BASELINE).naive(out, inp, w, bias, d)
     }
 }

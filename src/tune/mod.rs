@@ -1,7 +1,7 @@
 //! Autotuning: which variant computes each matmul product, attention and LayerNorm at each
 //! shape class on this adapter, and the kernels' calls that run in the chosen variant
-//! (`tune::matmul::Matmul`, `tune::attention`, `tune::layernorm`, each the kernels' module
-//! with the choice made first).
+//! (`tune::matmul::Matmul` and `tune::attention`, each the kernels' module with the choice
+//! made first; a LayerNorm's caller passes `choose_layernorm`'s variant itself).
 //!
 //! A matmul shape class is the product with M, N and K rounded up to powers of two (and the
 //! batch, for batched products with one weight per entry); an attention class is T and B·NH
@@ -17,17 +17,16 @@
 //! gpu, formats and kernels.
 
 pub mod attention;
-pub mod layernorm;
 pub mod matmul;
 
+use crate::kernels::Dispatches;
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use crate::formats::QType;
 use crate::gpu::tuning::{choose_by, Entry, Table};
-use crate::gpu::{Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
+use crate::gpu::{seconds_per_run, Category, Gpu, GpuBuffer, GpuError};
 use crate::kernels::attention::AttnVariant;
-use crate::kernels::layernorm::LnVariant;
+use crate::kernels::layernorm::{self, LnVariant};
 use crate::kernels::matmul::{runs_on, Dims, Matmul, Product, Variant};
 use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::{Dtype, View};
@@ -341,11 +340,7 @@ fn scratch(gpu: &Gpu, product: Product, d: Dims) -> Result<[GpuBuffer; 3], GpuEr
 }
 
 /// Times each candidate's dispatches (from `build`) for a few milliseconds and ranks them.
-fn rank(
-    gpu: &Gpu,
-    names: &[String],
-    mut build: impl FnMut(&str) -> Result<Vec<Dispatch>, GpuError>,
-) -> Result<Entry, GpuError> {
+fn rank(gpu: &Gpu, names: &[String], mut build: impl FnMut(&str) -> Dispatches) -> Result<Entry, GpuError> {
     let mut timed: Vec<(f64, &String)> = Vec::new();
     for name in names {
         let ops = match build(name) {
@@ -358,12 +353,12 @@ fn rank(
             }
             Err(e) => return Err(e),
         };
-        let first = seconds(gpu, &ops, 1)?;
+        let first = seconds_per_run(gpu, &ops, 1)?;
         if std::env::var_os("WGTRAIN_LOG_PIPELINES").is_some() {
             eprintln!("tune: {name}: first run {:.0} ms (compiles included)", first * 1e3);
         }
         let reps = ((BUDGET_S / first.max(1e-7)) as usize).clamp(1, 64);
-        timed.push((seconds(gpu, &ops, reps)?, name));
+        timed.push((seconds_per_run(gpu, &ops, reps)?, name));
     }
     timed.sort_by(|x, y| x.0.total_cmp(&y.0));
     if timed.is_empty() {
@@ -377,16 +372,4 @@ fn rank(
         runner_up_ms: second.map(|s| s.0 * 1e3),
         candidates: names.len(),
     })
-}
-
-/// Seconds per run of `ops`, recorded `reps` times into one submit.
-fn seconds(gpu: &Gpu, ops: &[Dispatch], reps: usize) -> Result<f64, GpuError> {
-    let t = Instant::now();
-    let mut rec = Recorder::new(gpu);
-    for _ in 0..reps {
-        rec.run(ops);
-    }
-    rec.submit()?;
-    gpu.wait()?;
-    Ok(t.elapsed().as_secs_f64() / reps as f64)
 }

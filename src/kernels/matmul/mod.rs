@@ -8,6 +8,7 @@
 
 mod variant;
 
+use crate::kernels::Dispatches;
 use std::sync::Arc;
 
 pub use variant::{runs_on, split_lanes, Product, Variant, LANES as LANE_WIDTH};
@@ -76,7 +77,7 @@ const COOP: Kernel = Kernel::new(crate::gpu::Shader::MatmulCoop, "matmul_coop", 
 const SPLIT: Kernel = Kernel::new(crate::gpu::Shader::MatmulSplit, "matmul_forward_split", SLOTS);
 const LANES: Kernel = Kernel::new(crate::gpu::Shader::MatmulLanes, "matmul_lanes", SLOTS);
 
-/// Columns per workgroup of matmul_backward_bias (BIAS_COLS in the shader).
+/// Columns per workgroup of matmul_backward_bias (FOLD_COLS in shaders/prelude/fold.wgsl).
 const BIAS_COLS: u32 = 32;
 
 /// The two dimensions a product can be split along when its windows are too large.
@@ -129,58 +130,42 @@ impl<'g> Matmul<'g> {
     }
 
     /// out (Z, M, N) = inp (Z, M, K) · W (N, K)ᵀ + bias (N).
-    pub fn forward(
-        &self,
-        out: View,
-        inp: View,
-        w: View,
-        bias: Option<View>,
-        d: Dims,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn forward(&self, out: View, inp: View, w: View, bias: Option<View>, d: Dims) -> Dispatches {
         self.forward_with(FORWARD, self.at(Product::Forward), out, inp, w, bias, d)
     }
 
     /// out (Z, M, N) += inp (Z, M, K) · W (N, K)ᵀ: a second product into one output (LoRA).
-    pub fn forward_add(&self, out: View, inp: View, w: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn forward_add(&self, out: View, inp: View, w: View, d: Dims) -> Dispatches {
         let (d, ops) = forward_operands(out, inp, w, d);
         self.build(FORWARD, self.at(Product::Forward), d, &ops, None, true, None)
     }
 
     /// dinp (Z, M, K) = dout (Z, M, N) · W (N, K), or += with `add` (one input read by several
     /// layers).
-    pub fn backward_input(
-        &self,
-        dinp: View,
-        dout: View,
-        w: View,
-        d: Dims,
-        add: bool,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn backward_input(&self, dinp: View, dout: View, w: View, d: Dims, add: bool) -> Dispatches {
         let (d, zs) = flatten(d);
-        let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
         let ops = [
-            operand(dinp, Axis::M, Axis::K, k, zs * m * k),
-            operand(dout, Axis::M, Axis::N, n, zs * m * n),
-            operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
+            dense(dinp, Axis::M, Axis::K, d, zs),
+            dense(dout, Axis::M, Axis::N, d, zs),
+            dense(w, Axis::N, Axis::K, d, zs),
         ];
         // Chunks after the first along N add to what the first wrote.
         self.build(BACKWARD_INPUT, self.at(Product::BackwardInput), d, &ops, None, add, Some(Axis::N))
     }
 
     /// dW (N, K) += dout (Z, M, N)ᵀ · inp (Z, M, K); per batch entry unless the weight is shared.
-    pub fn backward_weight(&self, dw: View, dout: View, inp: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn backward_weight(&self, dw: View, dout: View, inp: View, d: Dims) -> Dispatches {
         let (d, zs) = flatten(d);
-        let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
         let ops = [
-            operand(dw, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
-            operand(dout, Axis::M, Axis::N, n, zs * m * n),
-            operand(inp, Axis::M, Axis::K, k, zs * m * k),
+            dense(dw, Axis::N, Axis::K, d, zs),
+            dense(dout, Axis::M, Axis::N, d, zs),
+            dense(inp, Axis::M, Axis::K, d, zs),
         ];
         self.build(BACKWARD_WEIGHT, self.at(Product::BackwardWeight), d, &ops, None, true, None)
     }
 
     /// dbias (N) += column sums of dout (Z·M, N).
-    pub fn backward_bias(&self, dbias: View, dout: View, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn backward_bias(&self, dbias: View, dout: View, d: Dims) -> Dispatches {
         let d = Dims { batch: 1, m: d.batch * d.m, k: 1, shared_weight: true, ..d };
         let n = d.n as u64;
         let ops = [operand(dbias, Axis::K, Axis::N, 0, 0), operand(dout, Axis::M, Axis::N, n, 0)];
@@ -188,7 +173,7 @@ impl<'g> Matmul<'g> {
     }
 
     /// The baseline: out = inp · Wᵀ + bias with one thread per output and no blocking.
-    pub fn naive(&self, out: View, inp: View, w: View, bias: Option<View>, d: Dims) -> Result<Vec<Dispatch>, GpuError> {
+    pub fn naive(&self, out: View, inp: View, w: View, bias: Option<View>, d: Dims) -> Dispatches {
         self.forward_with(NAIVE, None, out, inp, w, bias, d)
     }
 
@@ -203,7 +188,7 @@ impl<'g> Matmul<'g> {
         w: View,
         bias: Option<View>,
         d: Dims,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    ) -> Dispatches {
         let (d, ops) = forward_operands(out, inp, w, d);
         self.build(kernel, variant, d, &ops, bias, false, None)
     }
@@ -220,7 +205,7 @@ impl<'g> Matmul<'g> {
         bias: Option<View>,
         accumulate: bool,
         reduce_split: Option<Axis>,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    ) -> Dispatches {
         for op in ops.iter().chain(bias.map(|b| operand(b, Axis::K, Axis::N, 0, 0)).iter()) {
             check_bounds(op, d)?;
         }
@@ -464,13 +449,7 @@ impl Job {
 /// The forward product's operands over the flattened dims: out (M, N), inp (M, K), W (N, K).
 fn forward_operands<'a>(out: View<'a>, inp: View<'a>, w: View<'a>, d: Dims) -> (Dims, [Operand<'a>; 3]) {
     let (d, zs) = flatten(d);
-    let (m, n, k) = (d.m as u64, d.n as u64, d.k as u64);
-    let ops = [
-        operand(out, Axis::M, Axis::N, n, zs * m * n),
-        operand(inp, Axis::M, Axis::K, k, zs * m * k),
-        operand(w, Axis::N, Axis::K, k, if d.shared_weight { 0 } else { n * k }),
-    ];
-    (d, ops)
+    (d, [dense(out, Axis::M, Axis::N, d, zs), dense(inp, Axis::M, Axis::K, d, zs), dense(w, Axis::N, Axis::K, d, zs)])
 }
 
 /// A linear layer's batch folds into M: with one weight, batch entries are just more rows.
@@ -480,6 +459,23 @@ fn flatten(d: Dims) -> (Dims, u64) {
     } else {
         (d, 1)
     }
+}
+
+/// A whole (rows, cols) matrix of the product over flattened dims `d`, rows `cols` long: an
+/// activation (M rows) with `zs` batch strides (0 when flattened), or the weight (N rows),
+/// shared by the batch or one per entry.
+fn dense(view: View, rows: Axis, cols: Axis, d: Dims, zs: u64) -> Operand {
+    let len = |ax: Axis| match ax {
+        Axis::M => d.m as u64,
+        Axis::N => d.n as u64,
+        Axis::K => d.k as u64,
+    };
+    let batch = match rows {
+        Axis::N if d.shared_weight => 0,
+        Axis::N => len(Axis::N) * len(cols),
+        _ => zs * len(rows) * len(cols),
+    };
+    operand(view, rows, cols, len(cols), batch)
 }
 
 fn operand(view: View, rows: Axis, cols: Axis, ld: u64, batch: u64) -> Operand {
