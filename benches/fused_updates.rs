@@ -6,16 +6,11 @@ use wgtrain::gpu::{Category, Dispatch, Recorder};
 use wgtrain::kernels::elementwise::{self, Span};
 use wgtrain::optim::{OptimConfig, Optimizer, ParamArena};
 use wgtrain::reference::Rng;
-use wgtrain::Gpu;
+
+mod common;
 
 fn fused_updates(c: &mut Criterion) {
-    let gpu = match Gpu::from_env() {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("no adapter, nothing to bench: {e}");
-            return;
-        }
-    };
+    let Some(gpu) = common::gpu() else { return };
     // 4M parameters in 50 tensors: large enough to be memory-bound, small enough for lavapipe.
     let table = wgtrain::bench::optim_table(4 << 20, 50);
     let n = table.numel();

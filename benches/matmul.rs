@@ -5,16 +5,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wgtrain::gpu::{Category, Recorder};
 use wgtrain::reference::Rng;
 use wgtrain::tune::matmul::{Dims, Matmul};
-use wgtrain::Gpu;
+
+mod common;
 
 fn matmul(c: &mut Criterion) {
-    let gpu = match Gpu::from_env() {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("no adapter, nothing to bench: {e}");
-            return;
-        }
-    };
+    let Some(gpu) = common::gpu() else { return };
     // The adapter type's default variant of each product (no tuning).
     let mm = Matmul::new(&gpu);
     let mut rng = Rng::new(1);

@@ -6,16 +6,11 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wgtrain::model::{GptConfig, Precision};
 use wgtrain::train::defaults::{model_file, DEFAULT_CONFIG};
-use wgtrain::Gpu;
+
+mod common;
 
 fn train_step(c: &mut Criterion) {
-    let gpu = match Gpu::from_env() {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("no adapter, nothing to bench: {e}");
-            return;
-        }
-    };
+    let Some(gpu) = common::gpu() else { return };
     let config = GptConfig::load(&model_file(DEFAULT_CONFIG)).unwrap();
     let (b, t) = (8, 128);
     let mut group = c.benchmark_group("train_step");

@@ -13,6 +13,7 @@ import os
 import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
+from fixture_common import perturb_vectors, step_losses
 
 OUT = "tests/fixtures/gpt2_tiny"
 B, T, STEPS, LR, WD = 2, 11, 10, 1e-2, 0.1
@@ -34,13 +35,7 @@ def golden(model, vocab_size, hf_name=lambda name: name):
     rest = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": rest, "weight_decay": 0.0}],
                             lr=LR, betas=(0.9, 0.999), eps=1e-8, foreach=False)
-    losses = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        l = F.cross_entropy(model(x).logits.reshape(-1, vocab_size), y.reshape(-1))
-        losses.append(l.item())
-        l.backward()
-        opt.step()
+    losses = step_losses(model, opt, x, y, vocab_size, STEPS)
     return {
         "torch": torch.__version__,
         "B": B, "T": T, "lr": LR, "weight_decay": WD,
@@ -60,12 +55,7 @@ def main():
     config._attn_implementation = "eager"
     model = GPT2LMHeadModel(config)
     model.train()
-    # HF's init leaves LayerNorm weights at 1 and every bias at 0: move them off those values
-    # so the test sees each parameter in the forward pass too.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(0.1 * torch.randn_like(p))
+    perturb_vectors(model)
     os.makedirs(OUT, exist_ok=True)
     model.save_pretrained(OUT, safe_serialization=True)
     for extra in ("generation_config.json",):

@@ -16,6 +16,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from make_gpt2_fixture import golden  # the same batch shape, steps and AdamW settings
+from fixture_common import perturb_vectors
 
 
 def make(tied, seed):
@@ -28,11 +29,7 @@ def make(tied, seed):
     config._attn_implementation = "eager"
     model = LlamaForCausalLM(config)
     model.train()
-    # HF's init leaves the RMSNorm weights at 1: move them off it so that the test sees them.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(0.1 * torch.randn_like(p))
+    perturb_vectors(model)
     name = "llama_tiny_" + ("tied" if tied else "untied")
     out_dir = os.path.join("tests/fixtures", name)
     os.makedirs(out_dir, exist_ok=True)

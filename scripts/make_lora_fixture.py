@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, os.path.dirname(__file__))
 from make_gpt2_fixture import B, T, LR, WD  # the GPT-2 fixture's batch and AdamW settings
+from fixture_common import step_losses
 
 STEPS = 5
 
@@ -57,13 +58,7 @@ def make(base, name, targets, rank, alpha, seed):
     grads = {key(n): p.grad.flatten().tolist() for n, p in trainable}
     opt = torch.optim.AdamW([p for _, p in trainable], lr=LR, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=WD, foreach=False)
-    losses = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        l = F.cross_entropy(model(x).logits.reshape(-1, vocab), y.reshape(-1))
-        losses.append(l.item())
-        l.backward()
-        opt.step()
+    losses = step_losses(model, opt, x, y, vocab, STEPS)
     out = {
         "generator": "scripts/make_lora_fixture.py", "torch": torch.__version__, "peft": peft.__version__,
         "B": B, "T": T, "lr": LR, "weight_decay": WD, "rank": rank, "alpha": alpha,
