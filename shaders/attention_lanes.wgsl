@@ -2,10 +2,11 @@
 // attention.wgsl (out and L from the forward, dqkv from the backward, with D from
 // attention_backward_d).
 //
-// A workgroup is one subgroup of 8 threads, which a CPU adapter runs as the lanes of one SIMD
-// batch. Each thread owns R rows of its side (queries in the forward and dq, keys in dk/dv):
-// rows r0 + 8·r + lane, kept whole in registers. The other side's rows are walked one at a
-// time: lane l loads elements l, l + 8, ... of the row (consecutive addresses across the
+// A workgroup is one subgroup of LANES threads (the device's one subgroup size: 4, 8 or 16 on
+// lavapipe, by its vector width), which a CPU adapter runs as the lanes of one SIMD batch. Each
+// thread owns R rows of its side (queries in the forward and dq, keys in dk/dv): rows
+// r0 + LANES·r + lane, kept whole in registers. The other side's rows are walked one at a
+// time: lane l loads elements l, l + LANES, ... of the row (consecutive addresses across the
 // batch), and each element reaches every lane by a subgroup shuffle, so no lane reads what
 // another lane reads. Nothing branches on the lane: rows past T read the last one and are not
 // stored, and masked scores become 0 by select.
@@ -16,7 +17,7 @@
 //   attention_lanes_backward_kv  dk, dv (in dqkv) over the queries at or after each key of
 //                                every query head that reads the KV head
 //
-// Grids: x = ⌈T/(8R)⌉ blocks, y = B·NH (b·NH + h), B·NKV for backward_kv.
+// Grids: x = ⌈T/(LANES·R)⌉ blocks, y = B·NH (b·NH + h), B·NKV for backward_kv.
 //
 // R·HS ≤ 64: LLVM's compile time grows steeply with the rows a lane holds (the three kernels
 // took 2.4 s at R·HS = 32 on lavapipe, 8.7 s at 64 and 32.5 s at 128), and the loops over a
@@ -24,7 +25,7 @@
 
 override HS: u32 = 64u;    // head size
 override R: u32 = 2u;      // rows per lane
-const LANES: u32 = 8u;
+override LANES: u32 = 8u;  // lanes per workgroup: the device's one subgroup size
 const MASKED: f32 = -1e30;
 
 // Params, bindings and the index helpers come from the prelude (shaders/prelude/attention_io.wgsl).
@@ -44,7 +45,7 @@ fn own_row(r0: u32, r: u32, lane: u32) -> u32 {
 }
 
 // This lane's share of a row of qkv (from_qkv) or dout starting at element `base`: element
-// 8c + lane at c, 0 past HS. Only the binding named is read (the other may be a dummy).
+// LANES·c + lane at c, 0 past HS (HS / LANES ≤ 16 elements). Only the binding named is read (the other may be a dummy).
 fn lane_share(from_qkv: bool, base: u32, lane: u32) -> array<f32, 16> {
     var v: array<f32, 16>;
     for (var c = 0u; c * LANES < HS; c++) {
@@ -101,7 +102,7 @@ fn dots(x: ptr<function, array<f32, 64>>, v: ptr<function, array<f32, 16>>) -> a
     return s;
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn attention_lanes_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let q0 = wid.x * LANES * R;
     let b = batch_of(wid.y);
@@ -164,7 +165,7 @@ fn attention_lanes_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
 }
 
 // dq_i = scale·Σ_{j ≤ i} dS_ij k_j, dS_ij = P_ij (dout_i·v_j − D_i).
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn attention_lanes_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let q0 = wid.x * LANES * R;
     let b = batch_of(wid.y);
@@ -208,7 +209,7 @@ fn attention_lanes_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(lo
 
 // Key j of KV head kh: dv_j = Σ_{i ≥ j} P_ij dout_i, dk_j = scale·Σ_{i ≥ j} dS_ij q_i, summed
 // over the query heads that read kh.
-@compute @workgroup_size(8)
+@compute @workgroup_size(LANES)
 fn attention_lanes_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let k0 = wid.x * LANES * R;
     let b = wid.y / p.nkv;

@@ -11,7 +11,8 @@
 // lanes. Nothing depends on the lane but the column, and lanes past the last column read the
 // last one and do not store, so no branch splits the batch.
 
-// Rows per workgroup (1 to 16), columns per lane (1 to 4), lanes per workgroup.
+// Rows per workgroup (1 to 16), columns per lane (1 to 8), lanes per workgroup (the device's
+// one subgroup size: 4, 8 or 16 on lavapipe, by its vector width).
 override RM: u32 = 8u;
 override RN: u32 = 2u;
 override LANES: u32 = 8u;
@@ -52,7 +53,7 @@ fn matmul_lanes(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
                 bv[j] = select(0.0, elem_b(bo[j] + t * lay.bt), live);
             }
             // Along the rows (backward_weight's dout): lane l loads A(r0 + g·LANES + l, t).
-            var vr: array<f32, 2>;
+            var vr: array<f32, 16>;   // RM / LANES of them: 16 at 1 lane
             if PRODUCT == 2u {
                 for (var g = 0u; g * LANES < RM; g++) {
                     let e = oa + min(r0 + g * LANES + lid.x, lay.rows - 1u) + t * lay.at;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use wgtrain::gpu::tuning::Table;
 use wgtrain::gpu::Category;
 use wgtrain::kernels::attention::AttnVariant;
-use wgtrain::tune::matmul::{runs_on, Dims, Matmul, Product, Variant};
+use wgtrain::tune::matmul::{runs_on, split_lanes, Dims, Matmul, Product, Variant};
 use wgtrain::tune::{candidates, class_key, default_attention, default_variant, Pin};
 use wgtrain::Gpu;
 
@@ -224,4 +224,28 @@ fn quantized_products_time_the_fused_and_the_dequantized_path() {
         assert_eq!(path, QuantPath::Dequant);
         assert!(training.tuning.lock().unwrap().found.is_empty(), "a CPU adapter's training run timed a quant path");
     }
+}
+
+/// The lane-parallel kernels take the device's one subgroup size (4, 8 or 16 on lavapipe, by
+/// LP_NATIVE_VECTOR_WIDTH 128, 256 or 512), and their workgroups cover that many columns per
+/// column of a lane. Where the device has no single subgroup size (GPUs report a range), the
+/// tuner offers no split-k or lane-parallel variant, since neither could run there.
+#[test]
+fn lane_parallel_variants_follow_the_subgroup_size() {
+    let Some(shared) = gpu() else { return };
+    let (lo, hi) = (shared.info.subgroup_min_size, shared.info.subgroup_max_size);
+    let one_size = shared.device.features().contains(wgpu::Features::SUBGROUP) && lo == hi && (4..=64).contains(&lo);
+    let lanes = split_lanes(shared);
+    assert_eq!(lanes, one_size.then_some(lo), "subgroups of {lo} to {hi} lanes");
+    let width = lanes.unwrap_or(8);
+    assert_eq!(Variant::LANES.extent(width), (16, 8 * width));
+    let dir = cache_dir("lanes");
+    let gpu = tuning_gpu(&dir.join("tune.json"));
+    for product in [Product::Forward, Product::BackwardInput, Product::BackwardWeight] {
+        let offered = candidates(&gpu, product, D);
+        assert!(offered.iter().all(|&v| runs_on(&gpu, v)), "{product:?}: {offered:?}");
+        let lane_parallel = offered.iter().any(|v| matches!(v, Variant::Lanes { .. }));
+        assert_eq!(lane_parallel, lanes.is_some() && gpu.info.device_type == wgpu::DeviceType::Cpu, "{product:?}");
+    }
+    assert_eq!(AttnVariant::Lanes { r: 1 }.runs_on(&gpu, 64), lanes.is_some());
 }

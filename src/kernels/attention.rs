@@ -4,6 +4,7 @@
 //! devices with cooperative matrices a forward on them (attention_coop.wgsl) whose backward is
 //! rows64's. Each call names its variant; `crate::tune::attention` picks it by shape.
 
+use super::matmul::split_lanes;
 use super::Dispatches;
 use std::fmt;
 
@@ -40,7 +41,7 @@ impl AttnVariant {
     /// Whether this device runs `self` at head size `hs`.
     pub fn runs_on(self, gpu: &Gpu, hs: u32) -> bool {
         match self {
-            AttnVariant::Lanes { .. } => crate::kernels::matmul::split_lanes(gpu) == Some(LANES) && hs <= LANE_ROWS,
+            AttnVariant::Lanes { .. } => split_lanes(gpu).is_some() && hs <= LANE_ROWS,
             AttnVariant::Coop => gpu.coop_matrix && hs.is_multiple_of(16),
             _ => true,
         }
@@ -202,8 +203,8 @@ fn rows_kernel(entry: &'static str, hs: u32) -> Kernel {
     Kernel::new(shader, entry, SLOTS)
 }
 
-/// Lanes of a lane-parallel workgroup (one subgroup), and the most elements a lane's rows hold.
-const LANES: u32 = 8;
+/// The most elements a lane's rows hold in the lane-parallel kernels (a workgroup is one
+/// subgroup, as wide as the device's: `split_lanes`).
 const LANE_ROWS: u32 = 64;
 
 /// Names of one pass's entry points in the 16×16, row and lane-parallel shaders.
@@ -236,14 +237,14 @@ fn blocks(
             dispatch_with(gpu, k, &constants, bindings, p, [p.t.div_ceil(br), p.b * heads, 1])
         }
         AttnVariant::Lanes { r } => {
-            if !v.runs_on(gpu, p.hs) {
-                let why = format!("attention variant {v}: needs subgroups of exactly {LANES} and HS ≤ {LANE_ROWS}");
-                return Err(GpuError::Unsupported(why));
-            }
+            let lanes = split_lanes(gpu).filter(|_| p.hs <= LANE_ROWS).ok_or_else(|| {
+                let why = format!("attention variant {v}: needs subgroups of one size (4 to 64) and HS ≤ {LANE_ROWS}");
+                GpuError::Unsupported(why)
+            })?;
             let r = r.clamp(1, LANE_ROWS / p.hs.max(1));
             let k = Kernel::new(Shader::AttentionLanes, entries.2, SLOTS).with_half(half);
-            let constants = [("HS", p.hs as f64), ("R", r as f64)];
-            dispatch_with(gpu, k, &constants, bindings, p, [p.t.div_ceil(LANES * r), p.b * heads, 1])
+            let constants = [("HS", p.hs as f64), ("R", r as f64), ("LANES", lanes as f64)];
+            dispatch_with(gpu, k, &constants, bindings, p, [p.t.div_ceil(lanes * r), p.b * heads, 1])
         }
     }
 }

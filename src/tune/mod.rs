@@ -27,7 +27,7 @@ use crate::gpu::tuning::{choose_by, Entry, Table};
 use crate::gpu::{seconds_per_run, Category, Gpu, GpuBuffer, GpuError};
 use crate::kernels::attention::AttnVariant;
 use crate::kernels::layernorm::{self, LnVariant};
-use crate::kernels::matmul::{runs_on, Dims, Matmul, Product, Variant};
+use crate::kernels::matmul::{runs_on, split_lanes, Dims, Matmul, Product, Variant};
 use crate::kernels::quant::{self as qk, QView};
 use crate::kernels::{Dtype, View};
 
@@ -74,11 +74,11 @@ pub fn default_variant(gpu: &Gpu, product: Product, d: Dims) -> Variant {
     let m = if d.shared_weight { d.m * d.batch } else { d.m };
     let rows = if product == Product::BackwardWeight { d.n } else { m };
     let cols = if product == Product::Forward { d.n } else { d.k };
-    let (lr, lc) = Variant::LANES.extent();
+    let (lr, lc) = Variant::LANES.extent(split_lanes(gpu).unwrap_or(8));
     if rows >= lr && cols >= lc && runs_on(gpu, Variant::LANES) {
         return Variant::LANES;
     }
-    let split_rows = Variant::SPLIT.extent().0;
+    let split_rows = Variant::SPLIT.extent(8).0;
     if product == Product::Forward && d.k >= 128 && m >= split_rows && runs_on(gpu, Variant::SPLIT) {
         return Variant::SPLIT;
     }

@@ -11,7 +11,7 @@ mod variant;
 use crate::kernels::Dispatches;
 use std::sync::Arc;
 
-pub use variant::{runs_on, split_lanes, Product, Variant, LANES as LANE_WIDTH};
+pub use variant::{runs_on, split_lanes, Product, Variant};
 
 use super::{half_mask, View};
 use crate::gpu::Shader::Matmul as M;
@@ -213,7 +213,7 @@ impl<'g> Matmul<'g> {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        let job = Job { kernel, variant, d };
+        let job = Job { kernel, variant, d, lanes: split_lanes(self.gpu).unwrap_or(8) };
         for c in self.plan(&job, ops)? {
             let acc = accumulate || (reduce_split == Some(Axis::N) && c.n.0 > 0);
             out.push(self.dispatch(&job, ops, bias, acc, c)?);
@@ -358,11 +358,13 @@ impl<'g> Matmul<'g> {
             }
             (Some(v @ Variant::Tiled { .. }), Some(p)) => self.gpu.pipeline(TILED.with_half(half), &v.constants(p)),
             (Some(v @ Variant::Lanes { .. }), Some(p)) => {
-                if !runs_on(self.gpu, v) {
-                    let why = format!("matmul variant {v}: needs subgroups of exactly {LANE_WIDTH} threads");
+                let Some(lanes) = split_lanes(self.gpu) else {
+                    let why = format!("matmul variant {v}: needs subgroups of one size, 4 to 64 lanes");
                     return Err(GpuError::Unsupported(why));
-                }
-                self.gpu.pipeline(LANES.with_half(half), &v.constants(p))
+                };
+                let mut constants = v.constants(p);
+                constants.push(("LANES", lanes as f64));
+                self.gpu.pipeline(LANES.with_half(half), &constants)
             }
             (Some(Variant::Coop), Some(p)) => {
                 if half & 0b110 != 0b110 || !self.gpu.coop_matrix {
@@ -416,6 +418,8 @@ struct Job {
     kernel: Kernel,
     variant: Option<Variant>,
     d: Dims,
+    /// The device's subgroup width, which sets a lane-parallel workgroup's columns.
+    lanes: u32,
 }
 
 impl Job {
@@ -428,7 +432,7 @@ impl Job {
         match (self.kernel, self.variant) {
             (NAIVE, _) => (8, 8),
             (BACKWARD_BIAS, _) => (u64::MAX, BIAS_COLS as u64),
-            (_, Some(v)) => (v.extent().0 as u64, v.extent().1 as u64),
+            (_, Some(v)) => (v.extent(self.lanes).0 as u64, v.extent(self.lanes).1 as u64),
             (_, None) => unreachable!("every product has a variant"),
         }
     }

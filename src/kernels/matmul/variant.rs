@@ -60,15 +60,12 @@ pub enum Variant {
     /// `SPLIT_ROWS / rm` of them make a workgroup. Forward only: the backward products run the
     /// baseline. Needs SUBGROUP with one subgroup size.
     Split { rm: u32, rn: u32 },
-    /// Lane-parallel (shaders/matmul_lanes.wgsl), for CPU adapters: a workgroup of LANES
-    /// threads owns rm whole rows and LANES·rn columns, each thread every LANES-th column, so
-    /// the left operand's loads are shared by the SIMD batch and the right one's consecutive.
+    /// Lane-parallel (shaders/matmul_lanes.wgsl), for CPU adapters: a workgroup of one subgroup
+    /// (L lanes, the device's one subgroup size: `split_lanes`) owns rm whole rows and L·rn
+    /// columns, each thread every L-th column, so the left operand's loads are shared by the
+    /// SIMD batch and the right one's consecutive.
     Lanes { rm: u32, rn: u32 },
 }
-
-/// Threads of a lane-parallel workgroup, which must be one subgroup: lavapipe's SIMD width on
-/// 256-bit vectors.
-pub const LANES: u32 = 8;
 
 /// Output rows of a split-k workgroup.
 const SPLIT_ROWS: u32 = 64;
@@ -148,27 +145,15 @@ impl Variant {
         v
     }
 
-    /// Output rows and columns one workgroup covers.
-    pub fn extent(self) -> (u32, u32) {
+    /// Output rows and columns one workgroup covers, on a device whose subgroups have `lanes`
+    /// lanes (`split_lanes`; the lane-parallel variants' columns depend on it).
+    pub fn extent(self, lanes: u32) -> (u32, u32) {
         match self {
             Variant::Reg { rm, rn, wg } => (rm * wg.1, rn * wg.0),
             Variant::Tiled { bm, bn, .. } => (bm, bn),
             Variant::Coop => (32, 32),
             Variant::Split { rn, .. } => (SPLIT_ROWS, rn),
-            Variant::Lanes { rm, rn } => (rm, LANES * rn),
-        }
-    }
-
-    /// Threads per workgroup.
-    pub fn threads(self) -> u32 {
-        match self {
-            Variant::Reg { wg, .. } => wg.0 * wg.1,
-            Variant::Tiled { bm, bn, tm, tn, .. } => (bm / tm) * (bn / tn),
-            // One subgroup; the host sets its size.
-            Variant::Coop => 32,
-            // The subgroup size (8 on lavapipe) per thread row.
-            Variant::Split { rm, .. } => 8 * (SPLIT_ROWS / rm),
-            Variant::Lanes { .. } => LANES,
+            Variant::Lanes { rm, rn } => (rm, lanes * rn),
         }
     }
 
@@ -211,13 +196,12 @@ impl Variant {
 
     /// Whether the shader can run this variant.
     pub fn check(self) -> Result<(), String> {
-        let threads_ok = (1..=1024).contains(&self.threads());
         match self {
             Variant::Reg { rm, rn, wg } => {
                 if ![4, 8].contains(&rm) || ![4, 8].contains(&rn) {
                     return Err("register tiles are 4 or 8 on a side".into());
                 }
-                if wg.0 == 0 || wg.1 == 0 || !threads_ok {
+                if wg.0 == 0 || wg.1 == 0 || wg.0 * wg.1 > 1024 {
                     return Err("a workgroup has 1 to 1024 threads".into());
                 }
             }
@@ -231,7 +215,7 @@ impl Variant {
                 if bk * (bm + 1) > TILE_MAX || bk * (bn + 1) > TILE_MAX {
                     return Err(format!("BK·(BM + 1) and BK·(BN + 1) must be at most {TILE_MAX}"));
                 }
-                if !threads_ok {
+                if (bm / tm) * (bn / tn) > 1024 {
                     return Err("a workgroup has 1 to 1024 threads".into());
                 }
             }
@@ -271,7 +255,6 @@ impl Variant {
                 ("PRODUCT", Product::ALL.iter().position(|&p| p == product).unwrap() as f64),
                 ("RM", rm as f64),
                 ("RN", rn as f64),
-                ("LANES", LANES as f64),
             ],
             Variant::Split { rm, rn } => {
                 vec![("RM", rm as f64), ("RN", rn as f64), ("SPLIT_Y", (SPLIT_ROWS / rm) as f64)]
@@ -300,12 +283,12 @@ pub fn split_lanes(gpu: &Gpu) -> Option<u32> {
     (has && lo == hi && (4..=64).contains(&lo)).then_some(lo)
 }
 
-/// Whether this device can run `v`: the split-k variants need subgroups of one size, the
-/// lane-parallel ones subgroups of exactly `LANES` (a workgroup is one subgroup).
+/// Whether this device can run `v`: the split-k and lane-parallel variants need subgroups of
+/// one size (4 to 64 lanes; a lane-parallel workgroup is one subgroup, as wide as it is).
 pub fn runs_on(gpu: &Gpu, v: Variant) -> bool {
     match v {
         Variant::Split { .. } => split_lanes(gpu).is_some(),
-        Variant::Lanes { .. } => split_lanes(gpu) == Some(LANES),
+        Variant::Lanes { .. } => split_lanes(gpu).is_some(),
         Variant::Coop => gpu.coop_matrix,
         _ => true,
     }
