@@ -28,4 +28,5 @@ mod smollm2;
 mod structured;
 mod task;
 mod train;
+mod translate;
 mod tune;

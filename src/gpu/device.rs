@@ -153,3 +153,15 @@ pub fn f16_matrix_units(adapter: &wgpu::Adapter) -> Option<String> {
         .find(|p| p.m_size == 16 && p.n_size == 16 && p.k_size == 16 && p.ab_type == S::F16 && p.cr_type == S::F32)
         .map(|_| "16×16×16 f16 cooperative matrices with f32 accumulate".to_string())
 }
+
+/// Features wgtrain never asks of a device of `backend`, because naga cannot write what its
+/// shaders do with them in that back end's language (tests/translate.rs finds which): GLSL has
+/// no 16-bit floats, and neither HLSL nor GLSL has cooperative matrices. A kernel that needs
+/// one is then never built there: the run takes the path without it (f32, no coop matmul).
+pub fn withheld_features(backend: wgpu::Backend) -> wgpu::Features {
+    match backend {
+        wgpu::Backend::Gl => wgpu::Features::SHADER_F16 | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+        wgpu::Backend::Dx12 => wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+        _ => wgpu::Features::empty(),
+    }
+}

@@ -15,7 +15,8 @@ pub mod tuning;
 
 pub use buffer::{Category, GpuBuffer, Pool, PoolStats};
 pub use device::{
-    describe, f16_matrix_units, list_adapters, select_adapter, select_adapter_for_rank, wanted_features, AdapterChoice,
+    describe, f16_matrix_units, list_adapters, select_adapter, select_adapter_for_rank, wanted_features,
+    withheld_features, AdapterChoice,
 };
 pub use pipeline::{Kernel, Pipeline, Prelude, Shader, Slot};
 pub use profile::Profiler;
@@ -104,9 +105,10 @@ pub struct Gpu {
 /// matrices where the adapter offers the 16×16×16 f16 kind (an experimental wgpu feature),
 /// retried without them, with a one-line warning, if the driver refuses the device so.
 fn open_device(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> Result<(wgpu::Device, wgpu::Queue, bool), GpuError> {
-    let base = adapter.features() & wanted_features() & !features_turned_off();
+    let usable = adapter.features() & !withheld_features(adapter.get_info().backend);
+    let base = usable & wanted_features() & !features_turned_off();
     let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
-    let want_coop = adapter.features().contains(coop)
+    let want_coop = usable.contains(coop)
         && base.contains(wgpu::Features::SHADER_F16)
         && f16_matrix_units(adapter).is_some()
         && std::env::var("WGTRAIN_NO_COOP").map_or(true, |v| v != "1");

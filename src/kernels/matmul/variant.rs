@@ -234,8 +234,10 @@ impl Variant {
         Ok(())
     }
 
-    /// WGSL override constants for the pipeline of `product` (ALIGNED is added per dispatch).
-    pub(super) fn constants(self, product: Product) -> Vec<(&'static str, f64)> {
+    /// WGSL override constants for the pipeline of `product` (ALIGNED, and the device's lanes
+    /// where a variant needs them, are added per dispatch). The translation test compiles
+    /// every variant with them.
+    pub fn constants(self, product: Product) -> Vec<(&'static str, f64)> {
         match self {
             Variant::Reg { rm, rn, wg } => {
                 vec![("WG_X", wg.0 as f64), ("WG_Y", wg.1 as f64), ("RM", rm as f64), ("RN", rn as f64)]
