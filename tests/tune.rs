@@ -249,3 +249,27 @@ fn lane_parallel_variants_follow_the_subgroup_size() {
     }
     assert_eq!(AttnVariant::Lanes { r: 1 }.runs_on(&gpu, 64), lanes.is_some());
 }
+
+/// A candidate that computes wrong values never wins: with `Gpu::corrupt` naming one (its
+/// kernels then add 1 to the first output of every dispatch, the shaders' CORRUPT constant),
+/// the tuner's check against the baseline's outputs on random operands drops it, records it in
+/// the cache, and another candidate wins.
+#[test]
+fn a_candidate_that_computes_wrong_values_never_wins() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = cache_dir("corrupt");
+    let file = dir.join("tune.json");
+    let mut gpu = tuning_gpu(&file);
+    let offered = candidates(&gpu, Product::Forward, D);
+    let bad = *offered.iter().find(|&&v| v != Variant::BASELINE).expect("a candidate besides the baseline");
+    gpu.corrupt = Some(bad.to_string());
+    let chosen = forward_variant(&gpu);
+    assert_ne!(chosen, bad, "the corrupted {bad} won");
+    let t = gpu.tuning.lock().unwrap();
+    let (entry, _) = t.found.get(&class_key(Product::Forward, D)).expect("the class was tuned");
+    assert_eq!(entry.rejected, vec![bad.to_string()], "{entry:?}");
+    let cache = std::fs::read_to_string(&file).unwrap();
+    assert!(cache.contains("rejected") && cache.contains(&bad.to_string()), "the cache does not record {bad}");
+}

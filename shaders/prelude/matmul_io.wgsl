@@ -38,9 +38,17 @@ fn elem_b(e: u32) -> f32 {
     return f32(b[e >> 2u][e & 3u]);
 }
 
+// The self-test of the verifications that must catch a wrong kernel (`wgtrain check`, the
+// tuner): 1 corrupts the first output element of every dispatch. The host sets it only for
+// the variant that Gpu::corrupt names.
+override CORRUPT: u32 = 0u;
+
 // Accumulates into (accumulate) or writes output element e, with the bias of column c.
 fn store_out(e: u32, c: u32, value: f32) {
     var v = value;
+    if CORRUPT != 0u && e == p.off_out {
+        v += 1.0;
+    }
     if p.has_bias != 0u {
         v += f32(bias[c]);
     }

@@ -95,6 +95,9 @@ pub struct Gpu {
     /// adapter, or WGTRAIN_SUBGROUPS=1 (0 turns them off). Set before the first pipeline is
     /// built.
     pub subgroups: bool,
+    /// A kernel variant (by name) whose outputs are corrupted on purpose: the self-test of the
+    /// checks that must refuse a wrong kernel (the tuner's verification). From WGTRAIN_CORRUPT.
+    pub corrupt: Option<String>,
     /// Which variant runs each product and shape class (filled by `crate::tune`).
     pub tuning: Mutex<tuning::Table>,
     /// The first error wgpu raised outside an error scope (a device loss, say).
@@ -228,6 +231,7 @@ impl Gpu {
             profiler: None,
             profiling_paused: Default::default(),
             tuning: Mutex::default(),
+            corrupt: std::env::var("WGTRAIN_CORRUPT").ok().filter(|v| !v.is_empty()),
             subgroups,
             checked_shaders: std::env::var("WGTRAIN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
             uncaptured,

@@ -23,6 +23,9 @@ pub struct Entry {
     /// How many candidates were timed: an entry from a shorter list than today's is timed again.
     #[serde(default)]
     pub candidates: usize,
+    /// Candidates dropped because their outputs differed from the reference variant's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<String>,
 }
 
 /// The tuning table a `Gpu` carries.

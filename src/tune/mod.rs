@@ -18,6 +18,9 @@
 
 pub mod attention;
 pub mod matmul;
+mod verify;
+
+use verify::{fill, Verify};
 
 use crate::kernels::Dispatches;
 use std::collections::BTreeMap;
@@ -157,10 +160,13 @@ pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64, half: u8
     }
     let key = class_key(product, d) + &half_suffix(half);
     let name = choose_by(gpu, key, fallback.to_string(), names.len(), || {
-        let [out, a, b] = scratch(gpu, product, d)?;
-        let ty = |buf, bit: u8| View::typed(buf, if half & (1 << bit) != 0 { Dtype::F16 } else { Dtype::F32 });
-        let (out, a, b) = (ty(&out, 0), ty(&a, 1), ty(&b, 2));
-        rank(gpu, &names, |name| {
+        let ([out, a, b], [lo, la, lb]) = scratch(gpu, product, d)?;
+        let dt = |bit: u8| if half & (1 << bit) != 0 { Dtype::F16 } else { Dtype::F32 };
+        fill(gpu, &a, dt(1), la, 1);
+        fill(gpu, &b, dt(2), lb, 2);
+        let verify = Verify::new(Variant::BASELINE, vec![(&out, dt(0), lo)]);
+        let (out, a, b) = (View::typed(&out, dt(0)), View::typed(&a, dt(1)), View::typed(&b, dt(2)));
+        rank(gpu, &names, Some(verify), |name| {
             let mut mm = Matmul::with_variant(gpu, Variant::parse(name).expect("a candidate"));
             mm.binding_limit = binding_limit;
             match product {
@@ -206,8 +212,11 @@ pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32, act: Dtype) 
         let bht = b as u64 * nh as u64 * t as u64;
         let f = |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1));
         let (qkv, dqkv, out, dout, lse, dd) = (f(3 * btc)?, f(3 * btc)?, f(btc)?, f(btc)?, f(bht)?, f(bht)?);
+        fill(gpu, &qkv, act, 3 * btc as usize, 3);
+        fill(gpu, &dout, act, btc as usize, 4);
+        let verify = Verify::new(AttnVariant::Tiles16, vec![(&out, act, btc as usize), (&dqkv, act, 3 * btc as usize)]);
         let a = |buf| View::typed(buf, act);
-        rank(gpu, &names, |name| {
+        rank(gpu, &names, Some(verify), |name| {
             let v = AttnVariant::parse(name).expect("a candidate");
             let mut ops = vec![attention::forward_with(gpu, v, a(&out), (&lse).into(), a(&qkv), b, t, c, nh)?];
             let (g, o, q, l) = (a(&dout), a(&out), a(&qkv), (&lse).into());
@@ -238,7 +247,14 @@ pub fn choose_layernorm(gpu: &Gpu, n: u32, c: u32, act: Dtype) -> Result<LnVaria
         let (nc, f) = (n as u64 * c as u64, |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1)));
         let (out, stats, inp, w, b) = (f(nc)?, f(2 * n as u64)?, f(nc)?, f(c as u64)?, f(c as u64)?);
         let (dinp, dw, db, dout) = (f(nc)?, f(c as u64)?, f(c as u64)?, f(nc)?);
-        rank(gpu, &names, |name| {
+        let (nc, cu) = (nc as usize, c as usize);
+        for (i, (buf, dtype, len)) in
+            [(&inp, act, nc), (&w, Dtype::F32, cu), (&b, Dtype::F32, cu), (&dout, act, nc)].into_iter().enumerate()
+        {
+            fill(gpu, buf, dtype, len, 5 + i as u64);
+        }
+        let outputs = vec![(&out, act, nc), (&dinp, act, nc), (&dw, Dtype::F32, cu), (&db, Dtype::F32, cu)];
+        rank(gpu, &names, Some(Verify::new(LnVariant::Workgroup.name(), outputs)), |name| {
             let v = LnVariant::parse(name).expect("a candidate");
             let a = |buf| View::typed(buf, act);
             let (o, s, x, wv, bv) = (a(&out), (&stats).into(), a(&inp), (&w).into(), (&b).into());
@@ -308,7 +324,8 @@ pub fn choose_quant(gpu: &Gpu, product: Product, d: Dims, qtype: QType, act: Dty
         let words = f(n * (k / 32) * qtype.gpu_words() as u64)?;
         let q = QView { buf: &words, offset: 0, qtype, rows: d.n, cols: d.k };
         let (t, mm) = (|buf| View::typed(buf, act), Matmul::with_variant(gpu, dense));
-        rank(gpu, &names, |name| match (name == "fused", product) {
+        // Both paths dequantize the same blocks; the dense matmul they feed was verified in its class.
+        rank(gpu, &names, None, |name| match (name == "fused", product) {
             (true, Product::Forward) => qk::forward(gpu, t(&out), t(&a), q, None, d.m),
             (true, _) => qk::backward_input(gpu, t(&out), t(&a), q, d.m, false),
             (false, Product::Forward) => {
@@ -326,8 +343,8 @@ pub fn choose_quant(gpu: &Gpu, product: Product, d: Dims, qtype: QType, act: Dty
     Ok(QuantPath::parse(&name).unwrap_or(QuantPath::Dequant))
 }
 
-/// Zeroed operands of one product: (output, a, b), as Matmul binds them.
-fn scratch(gpu: &Gpu, product: Product, d: Dims) -> Result<[GpuBuffer; 3], GpuError> {
+/// Zeroed operands of one product: (output, a, b), as Matmul binds them, and their lengths.
+fn scratch(gpu: &Gpu, product: Product, d: Dims) -> Result<([GpuBuffer; 3], [usize; 3]), GpuError> {
     let (z, m, n, k) = (d.batch as u64, d.m as u64, d.n as u64, d.k as u64);
     let zw = if d.shared_weight { 1 } else { z };
     let (out, a, b) = match product {
@@ -336,12 +353,23 @@ fn scratch(gpu: &Gpu, product: Product, d: Dims) -> Result<[GpuBuffer; 3], GpuEr
         Product::BackwardWeight => (zw * n * k, z * m * n, z * m * k),
     };
     let f = |len: u64| gpu.pool.storage(Category::Scratch, 4 * len.max(1));
-    Ok([f(out)?, f(a)?, f(b)?])
+    Ok(([f(out)?, f(a)?, f(b)?], [out as usize, a as usize, b as usize]))
 }
 
 /// Times each candidate's dispatches (from `build`) for a few milliseconds and ranks them.
-fn rank(gpu: &Gpu, names: &[String], mut build: impl FnMut(&str) -> Dispatches) -> Result<Entry, GpuError> {
-    let mut timed: Vec<(f64, &String)> = Vec::new();
+/// Times each candidate's dispatches (from `build`) for a few milliseconds and ranks them,
+/// after `verify` (where given) has dropped those whose outputs differ from its reference's.
+fn rank(
+    gpu: &Gpu,
+    names: &[String],
+    mut verify: Option<Verify>,
+    mut build: impl FnMut(&str) -> Dispatches,
+) -> Result<Entry, GpuError> {
+    if let Some(v) = &mut verify {
+        let ops = build(&v.reference)?;
+        v.prime(gpu, &ops)?;
+    }
+    let (mut timed, mut rejected): (Vec<(f64, &String)>, Vec<String>) = (Vec::new(), Vec::new());
     for name in names {
         let ops = match build(name) {
             Ok(ops) => ops,
@@ -353,6 +381,11 @@ fn rank(gpu: &Gpu, names: &[String], mut build: impl FnMut(&str) -> Dispatches) 
             }
             Err(e) => return Err(e),
         };
+        if let Some(why) = verify.as_ref().map(|v| v.mismatch(gpu, &ops)).transpose()?.flatten() {
+            eprintln!("warning: tuning candidate {name} computes wrong values on this adapter ({why}); dropped");
+            rejected.push(name.clone());
+            continue;
+        }
         let first = seconds_per_run(gpu, &ops, 1)?;
         if std::env::var_os("WGTRAIN_LOG_PIPELINES").is_some() {
             eprintln!("tune: {name}: first run {:.0} ms (compiles included)", first * 1e3);
@@ -362,7 +395,7 @@ fn rank(gpu: &Gpu, names: &[String], mut build: impl FnMut(&str) -> Dispatches) 
     }
     timed.sort_by(|x, y| x.0.total_cmp(&y.0));
     if timed.is_empty() {
-        return Err(GpuError::Unsupported("no tuning candidate builds on this adapter".into()));
+        return Err(GpuError::Unsupported("no tuning candidate builds and computes right on this adapter".into()));
     }
     let second = timed.get(1);
     Ok(Entry {
@@ -371,5 +404,6 @@ fn rank(gpu: &Gpu, names: &[String], mut build: impl FnMut(&str) -> Dispatches) 
         runner_up: second.map(|s| s.1.clone()),
         runner_up_ms: second.map(|s| s.0 * 1e3),
         candidates: names.len(),
+        rejected,
     })
 }

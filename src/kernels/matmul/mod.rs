@@ -347,16 +347,26 @@ impl<'g> Matmul<'g> {
         Ok(Dispatch { pipeline, bind_group, groups, label: job.kernel.entry, _uniform: Some(uniform) })
     }
 
-    /// The pipeline of `job`'s variant, with the bindings of mask `half` in f16.
+    /// The pipeline of `job`'s variant, with the bindings of mask `half` in f16; corrupting its
+    /// output where `Gpu::corrupt` names the variant.
     fn pipeline(&self, job: &Job, aligned: bool, half: u8) -> Result<Arc<Pipeline>, GpuError> {
+        let (kernel, mut constants) = self.pipeline_of(job, aligned, half)?;
+        if job.variant.is_some_and(|v| self.gpu.corrupt.as_deref() == Some(v.to_string().as_str())) {
+            constants.push(("CORRUPT", 1.0));
+        }
+        self.gpu.pipeline(kernel, &constants)
+    }
+
+    /// The kernel and override constants of `job`'s variant.
+    fn pipeline_of(&self, job: &Job, aligned: bool, half: u8) -> Result<(Kernel, Vec<(&'static str, f64)>), GpuError> {
         let kernel = job.kernel.with_half(half);
         match (job.variant, job.product()) {
             (Some(v @ Variant::Reg { .. }), Some(p)) => {
                 let mut constants = v.constants(p);
                 constants.push(("ALIGNED", aligned as u8 as f64));
-                self.gpu.pipeline(kernel, &constants)
+                Ok((kernel, constants))
             }
-            (Some(v @ Variant::Tiled { .. }), Some(p)) => self.gpu.pipeline(TILED.with_half(half), &v.constants(p)),
+            (Some(v @ Variant::Tiled { .. }), Some(p)) => Ok((TILED.with_half(half), v.constants(p))),
             (Some(v @ Variant::Lanes { .. }), Some(p)) => {
                 let Some(lanes) = split_lanes(self.gpu) else {
                     let why = format!("matmul variant {v}: needs subgroups of one size, 4 to 64 lanes");
@@ -364,7 +374,7 @@ impl<'g> Matmul<'g> {
                 };
                 let mut constants = v.constants(p);
                 constants.push(("LANES", lanes as f64));
-                self.gpu.pipeline(LANES.with_half(half), &constants)
+                Ok((LANES.with_half(half), constants))
             }
             (Some(Variant::Coop), Some(p)) => {
                 if half & 0b110 != 0b110 || !self.gpu.coop_matrix {
@@ -376,17 +386,17 @@ impl<'g> Matmul<'g> {
                 let mut constants = Variant::Coop.constants(p);
                 // The largest subgroup: a workgroup is then one subgroup, or several that compute the same.
                 constants.push(("SG", self.gpu.info.subgroup_max_size.clamp(1, 128) as f64));
-                self.gpu.pipeline(COOP.with_half(half), &constants)
+                Ok((COOP.with_half(half), constants))
             }
             (Some(v @ Variant::Split { .. }), Some(Product::Forward)) => {
                 let lanes = split_lanes(self.gpu)
                     .ok_or_else(|| GpuError::Unsupported(format!("matmul variant {v}: needs subgroups of one size")))?;
                 let mut constants = v.constants(Product::Forward);
                 constants.push(("KL", lanes as f64));
-                self.gpu.pipeline(SPLIT.with_half(half), &constants)
+                Ok((SPLIT.with_half(half), constants))
             }
-            _ if job.kernel == NAIVE => self.gpu.pipeline(kernel, &[("WG_X", 8.0), ("WG_Y", 8.0)]),
-            _ => self.gpu.pipeline(kernel, &[]),
+            _ if job.kernel == NAIVE => Ok((kernel, vec![("WG_X", 8.0), ("WG_Y", 8.0)])),
+            _ => Ok((kernel, Vec::new())),
         }
     }
 
