@@ -1,6 +1,7 @@
 //! wgtrain: a training engine for language models, written as WGSL compute shaders on wgpu.
 
 pub mod bench;
+pub mod check;
 pub mod compress;
 pub mod data;
 pub mod demo;

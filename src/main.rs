@@ -158,12 +158,33 @@ enum Command {
         #[arg(long, default_value_t = 1536)]
         c_out: u32,
     },
+    /// Check every kernel variant the tuner may pick on this adapter against the CPU reference
+    /// (awkward sizes, NaN-prefilled outputs); exits 1 when any row fails. Run it first on a new GPU.
+    Check {
+        /// Element types to check: f32, f16 (where the adapter has SHADER_F16) or all.
+        #[arg(long, value_enum, default_value_t = CheckDtypes::All)]
+        dtypes: CheckDtypes,
+        /// One awkward size per kernel instead of three.
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON object per row.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmark kernels against baselines measured in the same run.
     #[command(subcommand)]
     Bench(Bench),
     /// Time the matmul and attention variants for a model's shapes and store the fastest in the tuning cache
     /// (WGTRAIN_CACHE_DIR, else the user's cache directory); prints the choice and runner-up.
     Tune(ModelArgs),
+}
+
+/// `check --dtypes`.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum CheckDtypes {
+    F32,
+    F16,
+    All,
 }
 
 /// The model and batch shape of `tune` and `bench train`.
@@ -413,6 +434,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
             bench_optim(&gpu, params, tensors, json, samples)?
         }
         Command::Tune(m) => tune(&gpu, m, precision)?,
+        Command::Check { dtypes, quick, json } => return check(&gpu, dtypes, quick, json),
         Command::Bench(Bench::Train { model, steps, peak_tflops, json }) => {
             let (cfg, b, t) = load_config(&gpu, model)?;
             let run = |p| wgtrain::bench::train(&gpu, cfg.clone(), (b, t), steps, peak_tflops, p);
@@ -489,4 +511,39 @@ fn bench_optim(gpu: &Gpu, params: u64, tensors: usize, json: bool, samples: usiz
     }
     wgtrain::bench::print_optim(&wgtrain::bench::optim(gpu, params, tensors, samples)?, json)?;
     Ok(())
+}
+
+/// `wgtrain check`: the table of rows, then exit 1 when any failed (naming the first).
+fn check(gpu: &Gpu, dtypes: CheckDtypes, quick: bool, json: bool) -> anyhow::Result<Option<i32>> {
+    use wgtrain::kernels::Dtype;
+    let f16 = gpu.device.features().contains(wgpu::Features::SHADER_F16);
+    let list = match dtypes {
+        CheckDtypes::F32 => vec![Dtype::F32],
+        CheckDtypes::F16 if !f16 => anyhow::bail!("--dtypes f16: {} has no SHADER_F16", gpu.name()),
+        CheckDtypes::F16 => vec![Dtype::F16],
+        CheckDtypes::All if f16 => vec![Dtype::F32, Dtype::F16],
+        CheckDtypes::All => vec![Dtype::F32],
+    };
+    eprintln!("check: {} ({})", gpu.name(), gpu.info.driver_info);
+    let rows = wgtrain::check::run(gpu, &list, quick)?;
+    wgtrain::check::print(&rows, json)?;
+    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
+    match failed.first() {
+        None => {
+            eprintln!("check: all {} rows pass", rows.len());
+            Ok(None)
+        }
+        Some(r) => {
+            eprintln!(
+                "check: {} of {} rows fail, the first {} {} {} at {}",
+                failed.len(),
+                rows.len(),
+                r.kernel,
+                r.variant,
+                r.dtype,
+                r.size
+            );
+            Ok(Some(1))
+        }
+    }
 }
