@@ -12,8 +12,9 @@ import sys
 from collections import defaultdict
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
-# Not runtime: the test oracle itself, the benches and the demo (which compares against it).
-NOT_RUNTIME = {"reference", "bench", "demo"}
+# Not runtime: the test oracle itself, the benches, `wgtrain check` and the demo (which compare
+# against it).
+NOT_RUNTIME = {"reference", "bench", "check", "demo"}
 
 
 def modules():

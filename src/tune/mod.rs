@@ -14,7 +14,7 @@
 //! (`wgtrain tune`) is the train layer's (`train::tune_model`).
 //!
 //! Layer: above kernels (whose variants it times and names), below optim and model; it uses
-//! gpu, formats and kernels.
+//! gpu, rng (the verification's random operands), formats and kernels.
 
 pub mod attention;
 pub mod matmul;
