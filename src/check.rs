@@ -14,7 +14,7 @@ use crate::kernels::layernorm::{self, LnVariant};
 use crate::kernels::{Dtype, View};
 use crate::reference;
 use crate::rng::Rng;
-use crate::tune::matmul::{runs_on, Dims, Matmul, Product, Variant};
+use crate::tune::matmul::{Dims, Matmul, Product, Variant};
 
 /// One kernel, variant, dtype and size.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -70,11 +70,7 @@ fn upload(gpu: &Gpu, v: &[f32], dt: Dtype) -> Result<GpuBuffer, GpuError> {
     let buf = gpu.pool.storage(Category::Scratch, 4 * v.len().max(1) as u64)?;
     match dt {
         Dtype::F32 => gpu.write(&buf, 0, v),
-        Dtype::F16 => {
-            let mut bits: Vec<u16> = v.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
-            bits.resize(v.len().next_multiple_of(2), 0);
-            gpu.write(&buf, 0, &bits);
-        }
+        Dtype::F16 => gpu.write_f16(&buf, v),
     }
     Ok(buf)
 }
@@ -128,8 +124,7 @@ fn row(
 
 /// The matmul variants the tuner may choose for `product` here, cooperative matrices in f16.
 fn matmul_variants(gpu: &Gpu, product: Product, dt: Dtype) -> Vec<Variant> {
-    let list = if gpu.info.device_type == wgpu::DeviceType::Cpu { Variant::CPU } else { Variant::GPU };
-    let mut v: Vec<Variant> = list.iter().copied().filter(|&v| v.serves(product) && runs_on(gpu, v)).collect();
+    let mut v = crate::tune::offered(gpu, product);
     if dt == Dtype::F16 && gpu.coop_matrix {
         v.push(Variant::Coop);
     }

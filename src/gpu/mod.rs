@@ -271,6 +271,14 @@ impl Gpu {
         self.queue.write_buffer(buf, offset * std::mem::size_of::<T>() as u64, bytes);
     }
 
+    /// Writes `values` into `buf` from its start as f16 (rounded to nearest), padded to whole
+    /// u32 words: `read_f16`'s counterpart.
+    pub fn write_f16(&self, buf: &wgpu::Buffer, values: &[f32]) {
+        let mut bits: Vec<u16> = values.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+        bits.resize(values.len().next_multiple_of(2), 0);
+        self.write(buf, 0, &bits);
+    }
+
     /// Reads `len` f16 elements of `buf` from f16 element `offset`, as f32 (whole u32 words
     /// travel: reads start and end on 4 bytes).
     pub fn read_f16(&self, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<f32>, GpuError> {

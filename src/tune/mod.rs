@@ -109,11 +109,16 @@ pub fn default_attention(gpu: &Gpu, hs: u32) -> AttnVariant {
 /// of LLVM compile there). Training reuses what `wgtrain tune` stored.
 pub fn candidates(gpu: &Gpu, product: Product, d: Dims) -> Vec<Variant> {
     let thorough = gpu.tuning.lock().unwrap().thorough;
-    let all = match gpu.info.device_type {
-        wgpu::DeviceType::Cpu if short_list(gpu, thorough) => return vec![default_variant(gpu, product, d)],
-        wgpu::DeviceType::Cpu => Variant::CPU,
-        _ => Variant::GPU,
-    };
+    if short_list(gpu, thorough) {
+        return vec![default_variant(gpu, product, d)];
+    }
+    offered(gpu, product)
+}
+
+/// Every f32 variant of `product` that the tuner may choose on this adapter's type and that runs
+/// here (`wgtrain check` runs them all).
+pub fn offered(gpu: &Gpu, product: Product) -> Vec<Variant> {
+    let all = if gpu.info.device_type == wgpu::DeviceType::Cpu { Variant::CPU } else { Variant::GPU };
     all.iter().copied().filter(|&v| v.serves(product) && runs_on(gpu, v)).collect()
 }
 

@@ -69,10 +69,6 @@ pub(super) fn fill(gpu: &Gpu, buf: &GpuBuffer, dtype: Dtype, len: usize, seed: u
     let values = Rng::new(seed).vec(len);
     match dtype {
         Dtype::F32 => gpu.write(buf, 0, &values),
-        Dtype::F16 => {
-            let mut bits: Vec<u16> = values.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
-            bits.resize(len.next_multiple_of(2), 0);
-            gpu.write(buf, 0, &bits);
-        }
+        Dtype::F16 => gpu.write_f16(buf, &values),
     }
 }
