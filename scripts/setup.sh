@@ -63,15 +63,7 @@ if ! command -v apt-get >/dev/null; then
   exit 1
 fi
 echo "setup: no usable Vulkan driver found (mesa-vulkan-drivers: ${mesa:-not installed}); installing the software one, lavapipe, from bookworm-backports"
-# Use the same mirror as the machine's own Debian source.
-mirror=""
-if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-  mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-fi
-if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
-  mirror=$(awk '/^deb / && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list)
-fi
-mirror=${mirror:-http://deb.debian.org/debian}
+mirror=$(bash "$(dirname "$0")/debian-mirror.sh")
 codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 echo "deb $mirror ${codename}-backports main" | $SUDO tee /etc/apt/sources.list.d/wgtrain-backports.list >/dev/null
 
