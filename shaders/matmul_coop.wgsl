@@ -2,13 +2,14 @@
 // linear layer, f16 operands (S1, S2) with f32 accumulation, the output in S0.
 //
 // The host composes `enable wgpu_cooperative_matrix;` and `enable f16;` ahead of this file
-// (src/gpu/pipeline.rs), and builds it only on a device created with
-// EXPERIMENTAL_COOPERATIVE_MATRIX whose adapter lists 16×16×16 f16 × f16 + f32.
+// (src/gpu/pipeline.rs), then the fragment prelude (prelude/coop_8.wgsl or coop_16.wgsl:
+// FRAG and the fragment types FragA, FragB, FragC), and builds it only on a device created
+// with EXPERIMENTAL_COOPERATIVE_MATRIX.
 //
 // C (R, S) = Σ_t A(r, t) · B(s, t) as in matmul_tiled (the layout comes from the prelude),
 // so the transposes happen in the tile loads. A workgroup is one subgroup of SG threads and
-// owns a 32 × 32 tile of C as four 16 × 16 accumulators. Per step of 16 along t, its threads
-// copy the 32 × 16 tiles of A and B into workgroup memory (consecutive threads read
+// owns a 2·FRAG × 2·FRAG tile of C as four FRAG × FRAG accumulators. Per step of FRAG along
+// t, its threads copy the 2·FRAG × FRAG tiles of A and B into workgroup memory (consecutive threads read
 // consecutive addresses of the operand whose unit stride runs along t, or along r and s for
 // the "down columns" operands), zero outside the problem, so any M, N, K and every window
 // work; then the subgroup multiplies the four fragments. The accumulators go through
@@ -18,12 +19,12 @@ override PRODUCT: u32 = 0u;
 // Threads per workgroup: the adapter's subgroup size, so a workgroup is one subgroup.
 override SG: u32 = 32u;
 
-const TILE: u32 = 32u;   // output rows and columns per workgroup
-const KS: u32 = 16u;     // inner step
+const TILE: u32 = 2u * FRAG;   // output rows and columns per workgroup
+const KS: u32 = FRAG;          // inner step
 
-var<workgroup> ta: array<f16, 512>;    // A(r, t) at r·KS + t (32 × 16, row-major)
-var<workgroup> tb: array<f16, 512>;    // B(s, t) at s·KS + t: Bᵀ (16 × 32) column-major
-var<workgroup> tc: array<f32, 1024>;   // C(r, s) at r·TILE + s
+var<workgroup> ta: array<f16, TILE * KS>;     // A(r, t) at r·KS + t (TILE × KS, row-major)
+var<workgroup> tb: array<f16, TILE * KS>;     // B(s, t) at s·KS + t: Bᵀ (KS × TILE) column-major
+var<workgroup> tc: array<f32, TILE * TILE>;   // C(r, s) at r·TILE + s
 
 // Params, the bindings, store_out, product_layout, tile_pos, a_at and b_at come from the
 // prelude (shaders/prelude/matmul_io.wgsl).
@@ -39,7 +40,7 @@ fn matmul_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         tc[e] = 0.0;
     }
     workgroupBarrier();
-    var c00 = coopLoadT<coop_mat16x16<f32, C>>(&tc[0], TILE);
+    var c00 = coopLoadT<FragC>(&tc[0], TILE);
     var c01 = c00;
     var c10 = c00;
     var c11 = c00;
@@ -51,10 +52,10 @@ fn matmul_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
             tb[qb.x * KS + qb.y] = f16(b_at(lay, ob, s_base + qb.x, t0 + qb.y));
         }
         workgroupBarrier();
-        let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ta[0], KS);
-        let a1 = coopLoadT<coop_mat16x16<f16, A>>(&ta[16u * KS], KS);
-        let b0 = coopLoad<coop_mat16x16<f16, B>>(&tb[0], KS);
-        let b1 = coopLoad<coop_mat16x16<f16, B>>(&tb[16u * KS], KS);
+        let a0 = coopLoadT<FragA>(&ta[0], KS);
+        let a1 = coopLoadT<FragA>(&ta[FRAG * KS], KS);
+        let b0 = coopLoad<FragB>(&tb[0], KS);
+        let b1 = coopLoad<FragB>(&tb[FRAG * KS], KS);
         c00 = coopMultiplyAdd(a0, b0, c00);
         c01 = coopMultiplyAdd(a0, b1, c01);
         c10 = coopMultiplyAdd(a1, b0, c10);
@@ -62,9 +63,9 @@ fn matmul_coop(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
         workgroupBarrier();
     }
     coopStoreT(c00, &tc[0], TILE);
-    coopStoreT(c01, &tc[16u], TILE);
-    coopStoreT(c10, &tc[16u * TILE], TILE);
-    coopStoreT(c11, &tc[16u * TILE + 16u], TILE);
+    coopStoreT(c01, &tc[FRAG], TILE);
+    coopStoreT(c10, &tc[FRAG * TILE], TILE);
+    coopStoreT(c11, &tc[FRAG * TILE + FRAG], TILE);
     workgroupBarrier();
     let base = p.off_out + wid.z * p.batch_out;
     for (var e = lid; e < TILE * TILE; e += SG) {

@@ -125,8 +125,8 @@ fn row(
 /// The matmul variants the tuner may choose for `product` here, cooperative matrices in f16.
 fn matmul_variants(gpu: &Gpu, product: Product, dt: Dtype) -> Vec<Variant> {
     let mut v = crate::tune::offered(gpu, product);
-    if dt == Dtype::F16 && gpu.coop_matrix {
-        v.push(Variant::Coop);
+    if dt == Dtype::F16 {
+        v.extend(crate::tune::coop_offered(gpu));
     }
     v
 }
@@ -193,8 +193,8 @@ fn attentions(gpu: &Gpu, dt: Dtype, quick: bool) -> Result<Vec<Row>, GpuError> {
     for &(b, t, c, nh) in shapes {
         let hs = (c / nh) as u32;
         let mut variants: Vec<AttnVariant> = AttnVariant::ALL.iter().copied().filter(|v| v.runs_on(gpu, hs)).collect();
-        if dt == Dtype::F16 && AttnVariant::Coop.runs_on(gpu, hs) {
-            variants.push(AttnVariant::Coop);
+        if dt == Dtype::F16 {
+            variants.extend(crate::tune::coop_attention_offered(gpu, hs));
         }
         for v in variants {
             rows.push(attention_row(gpu, v, dt, (b, t, c, nh))?);

@@ -24,7 +24,7 @@ pub fn f16ed(x: &[f32]) -> Vec<f32> {
 }
 
 /// Uniform values in [-1, 1) that f16 holds exactly.
-fn rvec(r: &mut Rng, n: usize) -> Vec<f32> {
+pub fn rvec(r: &mut Rng, n: usize) -> Vec<f32> {
     f16ed(&r.vec(n))
 }
 
@@ -36,7 +36,7 @@ pub fn up16(gpu: &Gpu, data: &[f32]) -> GpuBuffer {
 }
 
 /// An f16 buffer of `len` NaNs.
-fn nan16(gpu: &Gpu, len: usize) -> GpuBuffer {
+pub fn nan16(gpu: &Gpu, len: usize) -> GpuBuffer {
     up16(gpu, &vec![f32::NAN; len])
 }
 
@@ -44,19 +44,19 @@ pub fn read16(gpu: &Gpu, b: &GpuBuffer, len: usize) -> Vec<f32> {
     gpu.read_f16(b, 0, len).unwrap()
 }
 
-fn up32(gpu: &Gpu, data: &[f32]) -> GpuBuffer {
+pub fn up32(gpu: &Gpu, data: &[f32]) -> GpuBuffer {
     gpu.pool.storage_from(&gpu.queue, Category::Scratch, data).unwrap()
 }
 
-fn read32(gpu: &Gpu, b: &GpuBuffer, len: usize) -> Vec<f32> {
+pub fn read32(gpu: &Gpu, b: &GpuBuffer, len: usize) -> Vec<f32> {
     gpu.read(b, 0, len).unwrap()
 }
 
-fn h(b: &GpuBuffer) -> View<'_> {
+pub fn h(b: &GpuBuffer) -> View<'_> {
     View::typed(b, Dtype::F16)
 }
 
-fn run(gpu: &Gpu, ops: &[wgtrain::gpu::Dispatch]) {
+pub fn run(gpu: &Gpu, ops: &[wgtrain::gpu::Dispatch]) {
     let mut rec = Recorder::new(gpu);
     rec.run(ops);
     rec.submit().unwrap();
@@ -79,11 +79,8 @@ fn build_name(gpu: &Gpu) -> &'static str {
 #[test]
 fn f16_matmul_matches_reference() {
     for gpu in builds() {
-        let mut variants = if gpu.checked_shaders { vec![Variant::BASELINE, Variant::GPU[0]] } else { Variant::all() };
-        // The cooperative-matrix kernel runs wherever the device has them.
-        if gpu.coop_matrix {
-            variants.push(Variant::Coop);
-        }
+        // The cooperative-matrix kernels have their own tests (tests/coop.rs).
+        let variants = if gpu.checked_shaders { vec![Variant::BASELINE, Variant::GPU[0]] } else { Variant::all() };
         for v in variants {
             let mm = Matmul::with_variant(gpu, v);
             for (i, &(m, n, k)) in [(3u32, 5u32, 7u32), (17, 33, 65)].iter().enumerate() {
@@ -93,7 +90,7 @@ fn f16_matmul_matches_reference() {
     }
 }
 
-fn check_matmul(gpu: &Gpu, mm: &Matmul, d: Dims, seed: u64) {
+pub fn check_matmul(gpu: &Gpu, mm: &Matmul, d: Dims, seed: u64) {
     let (m, n, k) = (d.m as usize, d.n as usize, d.k as usize);
     let mut r = Rng::new(seed);
     let (x, w, bias, dout) = (rvec(&mut r, m * k), rvec(&mut r, n * k), rvec(&mut r, n), rvec(&mut r, m * n));
@@ -241,15 +238,9 @@ fn f16_classifier_matches_reference_with_a_loss_scale() {
 /// |d| <= 1e-3 + 4e-3·|want|.
 #[test]
 fn f16_attention_matches_reference() {
-    let mut runs = builds_with(AttnVariant::ALL);
-    // The cooperative-matrix forward wherever the device has them (head sizes of 16 and 64).
-    runs.extend(builds().into_iter().filter(|g| g.coop_matrix).map(|g| (g, AttnVariant::Coop)));
-    for (gpu, v) in runs {
-        let cases: &[(usize, usize, usize, usize)] = match v {
-            AttnVariant::Coop => &[(2, 37, 32, 2), (1, 65, 64, 1)],
-            _ => &[(2, 5, 6, 3), (1, 37, 64, 1), (1, 65, 20, 2)],
-        };
-        for (i, &(b, t, c, nh)) in cases.iter().enumerate() {
+    // The cooperative-matrix kernels have their own tests (tests/coop.rs).
+    for (gpu, v) in builds_with(AttnVariant::ALL) {
+        for (i, &(b, t, c, nh)) in [(2, 5, 6, 3), (1, 37, 64, 1), (1, 65, 20, 2)].iter().enumerate() {
             let mut r = Rng::new(940 + i as u64);
             let (qkv, dout) = (rvec(&mut r, b * t * 3 * c), rvec(&mut r, b * t * c));
             let (gqkv, gdout) = (up16(gpu, &qkv), up16(gpu, &dout));
@@ -443,12 +434,12 @@ fn f16_next(h: half::f16, x: f32) -> half::f16 {
     half::f16::from_bits(if up { bits + 1 } else { bits - 1 })
 }
 
-/// The cooperative-matrix variant refuses, naming what it needs, where the device has no
+/// The cooperative-matrix variants refuse, naming what they need, where the device has no
 /// cooperative matrices or the operands are f32.
 #[test]
 fn coop_matmul_is_refused_where_it_cannot_run() {
     let Some(gpu) = crate::common::gpu() else { return };
-    let mm = Matmul::with_variant(gpu, Variant::Coop);
+    let mm = Matmul::with_variant(gpu, Variant::Coop { frag: 8 });
     let d = Dims::linear(3, 5, 7);
     let (x, w) = (up32(gpu, &[0.0; 21]), up32(gpu, &[0.0; 35]));
     let out = up32(gpu, &[0.0; 15]);
@@ -459,12 +450,17 @@ fn coop_matmul_is_refused_where_it_cannot_run() {
         let err = mm.forward(h(&out), h(&x), h(&w), None, d).err().expect("no cooperative matrices here");
         assert!(err.to_string().contains("cooperative matrices"), "{err}");
     }
-    assert_eq!(Variant::parse(&Variant::Coop.to_string()).unwrap(), Variant::Coop);
+    for &v in Variant::COOP {
+        assert_eq!(Variant::parse(&v.to_string()).unwrap(), v);
+    }
+    assert_eq!(Variant::parse("coop16x16-k8").unwrap(), Variant::Coop { frag: 8 });
     // The attention's: f32 activations, or no cooperative matrices, or a head size of 5.
     let (qkv, o, l) = (up32(gpu, &[0.0; 30]), up32(gpu, &[0.0; 10]), up32(gpu, &[0.0; 2]));
-    let err = attention::forward_with(gpu, AttnVariant::Coop, (&o).into(), (&l).into(), (&qkv).into(), 1, 1, 10, 2)
+    let coop16 = AttnVariant::Coop { frag: 16 };
+    let err = attention::forward_with(gpu, coop16, (&o).into(), (&l).into(), (&qkv).into(), 1, 1, 10, 2)
         .err()
         .expect("f32 attention on cooperative matrices is refused");
     assert!(err.to_string().contains("coop16") && err.to_string().contains("f16 activations"), "{err}");
-    assert_eq!(AttnVariant::parse("coop16").unwrap(), AttnVariant::Coop);
+    assert_eq!(AttnVariant::parse("coop16").unwrap(), coop16);
+    assert_eq!(AttnVariant::parse("coop8").unwrap(), AttnVariant::Coop { frag: 8 });
 }

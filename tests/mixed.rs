@@ -13,7 +13,7 @@ use crate::train::{args, losses};
 
 /// A run directory with a small model (2 layers, C 32 in 4 heads of 8) and
 /// 6000 tokens of a 61-symbol sequence with enough structure to learn and no short period.
-fn setup(name: &str) -> std::path::PathBuf {
+pub fn setup(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("wgtrain-mixed-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -25,7 +25,7 @@ fn setup(name: &str) -> std::path::PathBuf {
     dir
 }
 
-fn pinned(dir: &std::path::Path, precision: PrecisionChoice, out: &str) -> TrainArgs {
+pub fn pinned(dir: &std::path::Path, precision: PrecisionChoice, out: &str) -> TrainArgs {
     TrainArgs {
         val_data: Some(dir.join("val.bin")),
         batch_size: 4,
@@ -42,7 +42,7 @@ fn pinned(dir: &std::path::Path, precision: PrecisionChoice, out: &str) -> Train
     }
 }
 
-fn val_loss(path: &std::path::Path) -> f32 {
+pub fn val_loss(path: &std::path::Path) -> f32 {
     let text = std::fs::read_to_string(path).unwrap();
     let last = text.lines().rfind(|l| l.contains("val_loss")).expect("a validation line");
     serde_json::from_str::<serde_json::Value>(last).unwrap()["val_loss"].as_f64().unwrap() as f32

@@ -4,6 +4,7 @@
 mod check;
 mod common;
 mod compress;
+mod coop;
 mod data;
 mod dist;
 mod distill;

@@ -25,14 +25,17 @@ fn validate(name: &str, src: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     (module, info)
 }
 
-/// The cooperative-matrix kernels, which no CI adapter runs, also go through naga's SPIR-V
-/// writer (what wgpu hands a Vulkan driver): the matmul for every product, the attention.
+/// The cooperative-matrix kernels, which only the lavapipe 26 run of CI executes
+/// (tests/coop.rs), also go through naga's SPIR-V writer here, on every adapter: the matmul
+/// for every product, the attention, both fragment shapes.
 #[test]
 fn cooperative_matrix_kernels_translate_to_spirv() {
     let cases = [
         (Shader::MatmulCoop, 0b0111, vec![0.0, 1.0, 2.0]),
         (Shader::MatmulCoop, 0b0110, vec![2.0]),
+        (Shader::MatmulCoop8, 0b0111, vec![0.0, 1.0, 2.0]),
         (Shader::AttentionCoop, 0b11101, vec![-1.0]),
+        (Shader::AttentionCoop8, 0b11101, vec![-1.0]),
     ];
     for (shader, half, products) in cases {
         let src = shader.source_typed(false, half);

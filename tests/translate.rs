@@ -102,7 +102,11 @@ fn constant_sets(shader: Shader) -> Vec<Vec<(&'static str, f64)>> {
             .flat_map(products)
             .flat_map(|c| [4.0, 8.0, 16.0].map(|l| [c.clone(), vec![("KL", l)]].concat()))
             .collect(),
-        Shader::MatmulCoop => products(Variant::Coop).into_iter().map(|c| [c, vec![("SG", 32.0)]].concat()).collect(),
+        Shader::MatmulCoop | Shader::MatmulCoop8 => {
+            let frag = if shader == Shader::MatmulCoop8 { 8 } else { 16 };
+            let sg = |c: Vec<_>| [8.0, 32.0].map(|sg| [c.clone(), vec![("SG", sg)]].concat());
+            products(Variant::Coop { frag }).into_iter().flat_map(sg).collect()
+        }
         Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => {
             let hs = match shader {
                 Shader::AttentionRows16 => 16.0,
@@ -119,7 +123,7 @@ fn constant_sets(shader: Shader) -> Vec<Vec<(&'static str, f64)>> {
             .into_iter()
             .flat_map(|(hs, r)| [4.0, 8.0, 16.0].map(|l| vec![("HS", hs), ("R", r), ("LANES", l)]))
             .collect(),
-        Shader::AttentionCoop => vec![vec![("SG", 32.0)]],
+        Shader::AttentionCoop | Shader::AttentionCoop8 => vec![vec![("SG", 8.0)], vec![("SG", 32.0)]],
         _ => vec![Vec::new()],
     }
 }
@@ -128,8 +132,8 @@ fn constant_sets(shader: Shader) -> Vec<Vec<(&'static str, f64)>> {
 /// every binding that may hold f16 in f16 (the coop kernels have their own f16 operands).
 fn sources(shader: Shader) -> Vec<(String, String)> {
     let f16 = match shader {
-        Shader::MatmulCoop => 0b0111,
-        Shader::AttentionCoop => 0b11101,
+        Shader::MatmulCoop | Shader::MatmulCoop8 => 0b0111,
+        Shader::AttentionCoop | Shader::AttentionCoop8 => 0b11101,
         _ => 0xff,
     };
     vec![
@@ -169,7 +173,7 @@ fn needs(shader: Shader, precision: &str) -> wgpu::Features {
         "f32 subgroups" => wgpu::Features::SUBGROUP,
         _ => wgpu::Features::empty(),
     };
-    if matches!(shader, Shader::MatmulCoop | Shader::AttentionCoop) {
+    if matches!(shader, Shader::MatmulCoop | Shader::MatmulCoop8 | Shader::AttentionCoop | Shader::AttentionCoop8) {
         f |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
     }
     if matches!(shader, Shader::MatmulLanes | Shader::MatmulSplit | Shader::AttentionLanes) {

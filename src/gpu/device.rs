@@ -139,19 +139,63 @@ fn describe_coop(adapter: &wgpu::Adapter) -> String {
         .iter()
         .map(|p| format!("{}x{}x{} {:?}->{:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type))
         .collect();
-    list.join(", ")
+    let off = if coop_feature_on(adapter) { "" } else { " (listed, but the driver turns the feature off)" };
+    list.join(", ") + off
 }
 
-/// The adapter's fast f16 matrix units, described, if it has them: cooperative matrices of
-/// 16×16×16 with f16 inputs and an f32 accumulator (VK_KHR_cooperative_matrix, Metal
-/// simdgroup matrices).
-pub fn f16_matrix_units(adapter: &wgpu::Adapter) -> Option<String> {
+/// The fragment sizes M = N = K, among those wgtrain's coop kernels are written for (8 and 16),
+/// of the cooperative matrices with f16 inputs and an f32 accumulator that the adapter lists
+/// (VK_KHR_cooperative_matrix, Metal simdgroup matrices): what `auto` tuning may pick.
+pub fn coop_fragments(adapter: &wgpu::Adapter) -> Vec<u32> {
     use wgpu::CooperativeScalarType as S;
-    adapter
-        .cooperative_matrix_properties()
-        .iter()
-        .find(|p| p.m_size == 16 && p.n_size == 16 && p.k_size == 16 && p.ab_type == S::F16 && p.cr_type == S::F32)
-        .map(|_| "16×16×16 f16 cooperative matrices with f32 accumulate".to_string())
+    let props = adapter.cooperative_matrix_properties();
+    let listed = |n: u32| {
+        props
+            .iter()
+            .any(|p| p.m_size == n && p.n_size == n && p.k_size == n && p.ab_type == S::F16 && p.cr_type == S::F32)
+    };
+    [8, 16].into_iter().filter(|&n| listed(n)).collect()
+}
+
+/// Whether the driver turns cooperative matrices on, where the adapter lists them. lavapipe
+/// 26 at 128-bit vectors lists the extension and its shapes with the `cooperativeMatrix`
+/// feature 0; wgpu-hal 30 enables the feature from the list alone, and then panics when
+/// vkCreateDevice refuses it, so the device must not ask. Back ends other than Vulkan: true.
+pub fn coop_feature_on(adapter: &wgpu::Adapter) -> bool {
+    #[cfg(any(windows, all(unix, not(target_vendor = "apple"))))]
+    {
+        use ash::vk;
+        // SAFETY: reads the physical device's features through wgpu's own Vulkan instance;
+        // nothing is created, and nothing outlives the call.
+        let Some(hal) = (unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }) else { return true };
+        let instance = hal.shared_instance();
+        let v11 = vk::API_VERSION_1_1;
+        if instance.instance_api_version() < v11 || hal.physical_device_capabilities().properties().api_version < v11 {
+            return false;
+        }
+        let mut coop = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default();
+        let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut coop);
+        // SAFETY: a Vulkan 1.1 instance and device (checked above), a valid features chain.
+        unsafe { instance.raw_instance().get_physical_device_features2(hal.raw_physical_device(), &mut features) };
+        coop.cooperative_matrix == vk::TRUE
+    }
+    #[cfg(not(any(windows, all(unix, not(target_vendor = "apple")))))]
+    {
+        let _ = adapter;
+        true
+    }
+}
+
+/// The adapter's fast f16 matrix units, described, if it has them: cooperative matrices of a
+/// shape the coop kernels take (`coop_fragments`) on a GPU. A CPU adapter's (lavapipe 26's)
+/// are loops like any other kernel's, so `--precision auto` stays f32 there.
+pub fn f16_matrix_units(adapter: &wgpu::Adapter) -> Option<String> {
+    let frags = coop_fragments(adapter);
+    if frags.is_empty() || adapter.get_info().device_type == wgpu::DeviceType::Cpu {
+        return None;
+    }
+    let shapes: Vec<String> = frags.iter().map(|n| format!("{n}×{n}×{n}")).collect();
+    Some(format!("{} f16 cooperative matrices with f32 accumulate", shapes.join(" and ")))
 }
 
 /// Features wgtrain never asks of a device of `backend`, because naga cannot write what its

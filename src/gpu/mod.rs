@@ -15,8 +15,8 @@ pub mod tuning;
 
 pub use buffer::{Category, GpuBuffer, Pool, PoolStats};
 pub use device::{
-    describe, f16_matrix_units, list_adapters, select_adapter, select_adapter_for_rank, wanted_features,
-    withheld_features, AdapterChoice,
+    coop_fragments, describe, f16_matrix_units, list_adapters, select_adapter, select_adapter_for_rank,
+    wanted_features, withheld_features, AdapterChoice,
 };
 pub use pipeline::{Kernel, Pipeline, Prelude, Shader, Slot};
 pub use profile::Profiler;
@@ -79,9 +79,13 @@ pub struct Gpu {
     pub dummy_rw: wgpu::Buffer,
     /// Four f32 ones: the scale of a kernel given none.
     pub ones: wgpu::Buffer,
-    /// The device has cooperative matrices of 16×16×16 f16 with f32 accumulate, for the
-    /// matmul's coop variant (`f16_matrix_units`).
+    /// The device was created with cooperative matrices (EXPERIMENTAL_COOPERATIVE_MATRIX): the
+    /// coop kernels of either fragment size can be built (a test may force one the adapter
+    /// does not list).
     pub coop_matrix: bool,
+    /// The fragment sizes the adapter lists (`coop_fragments`), the ones the tuner offers;
+    /// empty without `coop_matrix`.
+    pub coop_fragments: Vec<u32>,
     /// Reused for every read back to the host; grows to the largest read.
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Set when the user asked for --profile and the adapter has timestamp queries.
@@ -105,7 +109,8 @@ pub struct Gpu {
 }
 
 /// The device with the wanted features and the adapter's full limits; with cooperative
-/// matrices where the adapter offers the 16×16×16 f16 kind (an experimental wgpu feature),
+/// matrices where the adapter lists f16 ones of a shape the coop kernels take (an
+/// experimental wgpu feature),
 /// retried without them, with a one-line warning, if the driver refuses the device so.
 fn open_device(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> Result<(wgpu::Device, wgpu::Queue, bool), GpuError> {
     let usable = adapter.features() & !withheld_features(adapter.get_info().backend);
@@ -113,7 +118,8 @@ fn open_device(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> Result<(wgpu::
     let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
     let want_coop = usable.contains(coop)
         && base.contains(wgpu::Features::SHADER_F16)
-        && f16_matrix_units(adapter).is_some()
+        && !coop_fragments(adapter).is_empty()
+        && device::coop_feature_on(adapter)
         && std::env::var("WGTRAIN_NO_COOP").map_or(true, |v| v != "1");
     let request = |features: wgpu::Features, experimental: bool| {
         let desc = wgpu::DeviceDescriptor {
@@ -176,6 +182,7 @@ impl Gpu {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let (device, queue, coop_matrix) = open_device(&adapter, &limits)?;
+        let listed_fragments = if coop_matrix { coop_fragments(&adapter) } else { Vec::new() };
         let uncaptured = Arc::new(Mutex::new(None));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -227,6 +234,7 @@ impl Gpu {
             dummy_rw,
             ones,
             coop_matrix,
+            coop_fragments: listed_fragments,
             staging: Mutex::new(None),
             profiler: None,
             profiling_paused: Default::default(),

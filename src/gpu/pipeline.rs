@@ -15,8 +15,10 @@ pub enum Shader {
     AttentionRows,
     /// attention_lanes.wgsl: lane-parallel rows for CPU adapters (subgroups of 8).
     AttentionLanes,
-    /// attention_coop.wgsl: the forward on cooperative matrices, f16.
+    /// attention_coop.wgsl: forward and backward on cooperative matrices, f16, with
+    /// 16×16×16 fragments (`AttentionCoop`) or 8×8×8 (`AttentionCoop8`).
     AttentionCoop,
+    AttentionCoop8,
     Checksum,
     Classifier,
     Encoder,
@@ -24,8 +26,10 @@ pub enum Shader {
     Elementwise,
     Layernorm,
     Matmul,
-    /// matmul_coop.wgsl: cooperative matrices, f16 operands.
+    /// matmul_coop.wgsl: cooperative matrices, f16 operands, 16×16×16 fragments (`MatmulCoop`)
+    /// or 8×8×8 (`MatmulCoop8`).
     MatmulCoop,
+    MatmulCoop8,
     /// matmul_split.wgsl: the split-k forward for CPU adapters (subgroup sums).
     MatmulSplit,
     /// matmul_lanes.wgsl: lane-parallel products for CPU adapters (the backward ones).
@@ -56,6 +60,7 @@ impl Shader {
         Shader::AttentionRows,
         Shader::AttentionLanes,
         Shader::AttentionCoop,
+        Shader::AttentionCoop8,
         Shader::Checksum,
         Shader::Classifier,
         Shader::Encoder,
@@ -66,6 +71,7 @@ impl Shader {
         Shader::MatmulSplit,
         Shader::MatmulLanes,
         Shader::MatmulCoop,
+        Shader::MatmulCoop8,
         Shader::Optim,
         Shader::Quant,
         Shader::FakeQuant,
@@ -84,13 +90,13 @@ impl Shader {
             Shader::Checksum => "checksum.wgsl",
             Shader::Classifier => "classifier.wgsl",
             Shader::Attention => "attention.wgsl",
-            Shader::AttentionCoop => "attention_coop.wgsl",
+            Shader::AttentionCoop | Shader::AttentionCoop8 => "attention_coop.wgsl",
             Shader::AttentionLanes => "attention_lanes.wgsl",
             Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => "attention_rows.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Layernorm => "layernorm.wgsl",
             Shader::Matmul => "matmul.wgsl",
-            Shader::MatmulCoop => "matmul_coop.wgsl",
+            Shader::MatmulCoop | Shader::MatmulCoop8 => "matmul_coop.wgsl",
             Shader::MatmulSplit => "matmul_split.wgsl",
             Shader::MatmulLanes => "matmul_lanes.wgsl",
             Shader::Optim => "optim.wgsl",
@@ -112,7 +118,7 @@ impl Shader {
             Shader::Checksum => include_str!("../../shaders/checksum.wgsl"),
             Shader::Classifier => include_str!("../../shaders/classifier.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
-            Shader::AttentionCoop => include_str!("../../shaders/attention_coop.wgsl"),
+            Shader::AttentionCoop | Shader::AttentionCoop8 => include_str!("../../shaders/attention_coop.wgsl"),
             Shader::AttentionLanes => include_str!("../../shaders/attention_lanes.wgsl"),
             Shader::AttentionRows16 | Shader::AttentionRows32 | Shader::AttentionRows => {
                 include_str!("../../shaders/attention_rows.wgsl")
@@ -120,7 +126,7 @@ impl Shader {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Layernorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
-            Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
+            Shader::MatmulCoop | Shader::MatmulCoop8 => include_str!("../../shaders/matmul_coop.wgsl"),
             Shader::MatmulSplit => include_str!("../../shaders/matmul_split.wgsl"),
             Shader::MatmulLanes => include_str!("../../shaders/matmul_lanes.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
@@ -150,8 +156,12 @@ impl Shader {
             (Shader::Layernorm | Shader::RmsNorm, true) => &[ReduceSubgroup, Group, NormRows, Fold],
             (Shader::Matmul, _) => &[Prelude::MatmulIo, Fold],
             (Shader::Attention, _) => &[Prelude::AttentionIo, Reduce],
-            (Shader::AttentionCoop | Shader::AttentionLanes, _) => &[Prelude::AttentionIo],
-            (Shader::MatmulCoop | Shader::MatmulSplit | Shader::MatmulLanes, _) => &[Prelude::MatmulIo],
+            (Shader::AttentionCoop, _) => &[Prelude::Coop16, Prelude::AttentionIo],
+            (Shader::AttentionCoop8, _) => &[Prelude::Coop8, Prelude::AttentionIo],
+            (Shader::MatmulCoop, _) => &[Prelude::Coop16, Prelude::MatmulIo],
+            (Shader::MatmulCoop8, _) => &[Prelude::Coop8, Prelude::MatmulIo],
+            (Shader::AttentionLanes, _) => &[Prelude::AttentionIo],
+            (Shader::MatmulSplit | Shader::MatmulLanes, _) => &[Prelude::MatmulIo],
             (Shader::AttentionRows16, _) => &[Prelude::AttentionIo, Prelude::Rows4],
             (Shader::AttentionRows32, _) => &[Prelude::AttentionIo, Prelude::Rows8],
             (Shader::AttentionRows, _) => &[Prelude::AttentionIo, Prelude::Rows16],
@@ -169,9 +179,9 @@ impl Shader {
     /// the attention's out and qkv).
     pub fn source_typed(self, subgroups: bool, half: u8) -> String {
         let mut s = match self {
-            Shader::MatmulCoop => types_prelude(half | 0b110, &["wgpu_cooperative_matrix"]),
+            Shader::MatmulCoop | Shader::MatmulCoop8 => types_prelude(half | 0b110, &["wgpu_cooperative_matrix"]),
             // out and qkv.
-            Shader::AttentionCoop => types_prelude(half | 0b101, &["wgpu_cooperative_matrix"]),
+            Shader::AttentionCoop | Shader::AttentionCoop8 => types_prelude(half | 0b101, &["wgpu_cooperative_matrix"]),
             _ => types_prelude(half, &[]),
         };
         for p in self.preludes(subgroups) {
@@ -214,6 +224,9 @@ pub enum Prelude {
     AttentionIo,
     /// The matmul shaders' uniform, bindings, loads, store and product layouts.
     MatmulIo,
+    /// The cooperative-matrix kernels' fragment size and types: 8×8×8 or 16×16×16.
+    Coop8,
+    Coop16,
     /// The row length (ROW4 vec4) of attention_rows.wgsl: 4, 8 or 16.
     Rows4,
     Rows8,
@@ -233,6 +246,8 @@ pub enum Prelude {
 impl Prelude {
     pub const ALL: &'static [Prelude] = &[
         Prelude::AttentionIo,
+        Prelude::Coop16,
+        Prelude::Coop8,
         Prelude::Fold,
         Prelude::Group,
         Prelude::HalfBits,
@@ -252,6 +267,8 @@ impl Prelude {
             Prelude::ReduceSubgroup => "prelude/reduce_subgroup.wgsl",
             Prelude::AttentionIo => "prelude/attention_io.wgsl",
             Prelude::MatmulIo => "prelude/matmul_io.wgsl",
+            Prelude::Coop8 => "prelude/coop_8.wgsl",
+            Prelude::Coop16 => "prelude/coop_16.wgsl",
             Prelude::Rows4 => "prelude/rows_4.wgsl",
             Prelude::Rows8 => "prelude/rows_8.wgsl",
             Prelude::Rows16 => "prelude/rows_16.wgsl",
@@ -269,6 +286,8 @@ impl Prelude {
             Prelude::ReduceSubgroup => include_str!("../../shaders/prelude/reduce_subgroup.wgsl"),
             Prelude::AttentionIo => include_str!("../../shaders/prelude/attention_io.wgsl"),
             Prelude::MatmulIo => include_str!("../../shaders/prelude/matmul_io.wgsl"),
+            Prelude::Coop8 => include_str!("../../shaders/prelude/coop_8.wgsl"),
+            Prelude::Coop16 => include_str!("../../shaders/prelude/coop_16.wgsl"),
             Prelude::Rows4 => include_str!("../../shaders/prelude/rows_4.wgsl"),
             Prelude::Rows8 => include_str!("../../shaders/prelude/rows_8.wgsl"),
             Prelude::Rows16 => include_str!("../../shaders/prelude/rows_16.wgsl"),

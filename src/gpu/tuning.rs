@@ -44,6 +44,12 @@ pub struct Table {
     /// The name of the matmul variant for new classes when not tuning (None: the adapter
     /// type's default).
     pub fallback: Option<String>,
+    /// The same for products whose operands are f16 (a cooperative-matrix variant, say),
+    /// ahead of `fallback`.
+    pub fallback_f16: Option<String>,
+    /// The name of the attention variant for new classes when not tuning, where it runs
+    /// (None, or one that cannot run at a class's head size or precision: the default).
+    pub attention_fallback: Option<String>,
     /// A run from before autotuning: every kernel not pinned runs the one it ran then
     /// (the matmul baseline, 16×16 attention tiles, workgroup LayerNorm).
     pub baselines: bool,

@@ -1,8 +1,9 @@
 //! Causal multi-head attention, flash style: the forward keeps each row's logsumexp, the
 //! backward recomputes the scores. Memory linear in T. The variants, chosen by the tuner: 16×16
-//! tiles (shaders/attention.wgsl), one thread per row (attention_rows.wgsl), and in f16 on
-//! devices with cooperative matrices a forward on them (attention_coop.wgsl) whose backward is
-//! rows64's. Each call names its variant; `crate::tune::attention` picks it by shape.
+//! tiles (shaders/attention.wgsl), one thread per row (attention_rows.wgsl), lane-parallel rows
+//! for CPU adapters (attention_lanes.wgsl), and in f16 on devices with cooperative matrices
+//! blocks of 8×8×8 or 16×16×16 fragments (attention_coop.wgsl). Each call names its variant;
+//! `crate::tune::attention` picks it by shape.
 
 use super::matmul::split_lanes;
 use super::Dispatches;
@@ -23,9 +24,10 @@ pub enum AttnVariant {
     /// lane owning at most `r` rows (fewer where r·HS would pass 64), the other side shared
     /// by shuffles. Needs subgroups of exactly 8 and HS ≤ 64.
     Lanes { r: u32 },
-    /// The forward on 16×16×16 f16 cooperative matrices (one subgroup per 16 queries); the
-    /// backward of `Rows { br: 64 }`. f16 activations, head sizes a multiple of 16.
-    Coop,
+    /// Forward and backward on frag×frag×frag f16 cooperative matrices (frag 8 or 16), one
+    /// subgroup per block of frag queries or keys. f16 activations, head sizes a multiple of
+    /// frag up to 64.
+    Coop { frag: u32 },
 }
 
 impl AttnVariant {
@@ -38,17 +40,21 @@ impl AttnVariant {
         AttnVariant::Lanes { r: 1 },
     ];
 
+    /// The cooperative-matrix variants, one per fragment size: the tuner offers those whose
+    /// fragments the adapter lists (`Gpu::coop_fragments`).
+    pub const COOP: &'static [AttnVariant] = &[AttnVariant::Coop { frag: 8 }, AttnVariant::Coop { frag: 16 }];
+
     /// Whether this device runs `self` at head size `hs`.
     pub fn runs_on(self, gpu: &Gpu, hs: u32) -> bool {
         match self {
             AttnVariant::Lanes { .. } => split_lanes(gpu).is_some() && hs <= LANE_ROWS,
-            AttnVariant::Coop => gpu.coop_matrix && hs.is_multiple_of(16),
+            AttnVariant::Coop { frag } => gpu.coop_matrix && hs.is_multiple_of(frag) && hs <= HS_MAX,
             _ => true,
         }
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
-        Self::ALL.iter().copied().chain([AttnVariant::Coop]).find(|v| v.to_string() == s).ok_or_else(|| {
+        Self::ALL.iter().chain(Self::COOP).copied().find(|v| v.to_string() == s).ok_or_else(|| {
             let names: Vec<String> = Self::ALL.iter().map(|v| v.to_string()).collect();
             format!("{s:?} is not an attention variant: one of {}", names.join(", "))
         })
@@ -60,7 +66,7 @@ impl fmt::Display for AttnVariant {
         match self {
             AttnVariant::Tiles16 => write!(f, "tiles16"),
             AttnVariant::Rows { br } => write!(f, "rows{br}"),
-            AttnVariant::Coop => write!(f, "coop16"),
+            AttnVariant::Coop { frag } => write!(f, "coop{frag}"),
             AttnVariant::Lanes { r } => write!(f, "lanes{r}"),
         }
     }
@@ -207,12 +213,23 @@ fn rows_kernel(entry: &'static str, hs: u32) -> Kernel {
 /// subgroup, as wide as the device's: `split_lanes`).
 const LANE_ROWS: u32 = 64;
 
-/// Names of one pass's entry points in the 16×16, row and lane-parallel shaders.
-struct Entries(&'static str, &'static str, &'static str);
-const FORWARD: Entries = Entries("attention_forward", "attention_rows_forward", "attention_lanes_forward");
-const BACKWARD_KV: Entries =
-    Entries("attention_backward_kv", "attention_rows_backward_kv", "attention_lanes_backward_kv");
-const BACKWARD_Q: Entries = Entries("attention_backward_q", "attention_rows_backward_q", "attention_lanes_backward_q");
+/// Names of one pass's entry points in the 16×16, row, lane-parallel and cooperative-matrix
+/// shaders.
+struct Entries(&'static str, &'static str, &'static str, &'static str);
+const FORWARD: Entries =
+    Entries("attention_forward", "attention_rows_forward", "attention_lanes_forward", "attention_coop_forward");
+const BACKWARD_KV: Entries = Entries(
+    "attention_backward_kv",
+    "attention_rows_backward_kv",
+    "attention_lanes_backward_kv",
+    "attention_coop_backward_kv",
+);
+const BACKWARD_Q: Entries = Entries(
+    "attention_backward_q",
+    "attention_rows_backward_q",
+    "attention_lanes_backward_q",
+    "attention_coop_backward_q",
+);
 
 /// One dispatch over (query or key blocks, B·NH) in `v`: the 16×16 entry point, or the
 /// row-per-thread one specialized for the head size.
@@ -229,7 +246,7 @@ fn blocks(
         AttnVariant::Tiles16 => {
             dispatch(gpu, kernel(entries.0).with_half(half), bindings, p, [p.t.div_ceil(BLK), p.b * heads, 1])
         }
-        AttnVariant::Coop => coop_forward(gpu, entries.0, half, bindings, p),
+        AttnVariant::Coop { frag } => coop_blocks(gpu, frag, entries.3, (half, heads), bindings, p),
         AttnVariant::Rows { br } => {
             let unroll = gpu.info.device_type != wgpu::DeviceType::Cpu;
             let constants = [("HS", p.hs as f64), ("BR", br as f64), ("UNROLL", unroll as u8 as f64)];
@@ -249,24 +266,28 @@ fn blocks(
     }
 }
 
-/// The cooperative-matrix forward (`entry` names the pass; only the forward has one).
-fn coop_forward(
+/// One pass (`entry`) of the cooperative-matrix kernels on fragments of `frag` on a side.
+fn coop_blocks(
     gpu: &Gpu,
+    frag: u32,
     entry: &'static str,
-    half: u8,
+    (half, heads): (u8, u32),
     bindings: &[wgpu::BufferBinding],
     p: &AttentionParams,
 ) -> Result<Dispatch, GpuError> {
-    if entry != "attention_forward" || half & 0b101 != 0b101 || !gpu.coop_matrix || !p.hs.is_multiple_of(16) {
+    let v = AttnVariant::Coop { frag };
+    if half & 0b101 != 0b101 || !v.runs_on(gpu, p.hs) {
         return Err(GpuError::Unsupported(format!(
-            "attention variant coop16: needs f16 activations, a head size that is a multiple of 16 (not {}) and a \
-             device with cooperative matrices",
+            "attention variant {v}: needs f16 activations, a head size that is a multiple of {frag} up to {HS_MAX} \
+             (not {}) and a device with cooperative matrices",
             p.hs
         )));
     }
-    let k = Kernel::new(Shader::AttentionCoop, "attention_coop_forward", SLOTS).with_half(half);
+    let shader = if frag == 8 { Shader::AttentionCoop8 } else { Shader::AttentionCoop };
+    let k = Kernel::new(shader, entry, SLOTS).with_half(half);
+    // The largest subgroup: a workgroup is then one subgroup, or several that compute the same.
     let sg = [("SG", gpu.info.subgroup_max_size.clamp(1, 128) as f64)];
-    dispatch_with(gpu, k, &sg, bindings, p, [p.t.div_ceil(BLK), p.b * p.nh, 1])
+    dispatch_with(gpu, k, &sg, bindings, p, [p.t.div_ceil(frag), p.b * heads, 1])
 }
 
 /// out (B, T, C) and lse (B, NH, T) from qkv (B, T, 3C), in variant `v`.
@@ -332,8 +353,6 @@ pub fn backward_shaped(
     s: &AttnShape,
 ) -> Dispatches {
     let p = s.params();
-    // The cooperative-matrix forward's backward is the row kernels'.
-    let v = if v == AttnVariant::Coop { AttnVariant::Rows { br: 64 } } else { v };
     let (btc, bht, len) = (s.btc(), s.bht(), s.qkv.len);
     let dummy = || gpu.dummy.as_entire_buffer_binding();
     let dummy_rw = || gpu.dummy_rw.as_entire_buffer_binding();

@@ -122,6 +122,17 @@ pub fn offered(gpu: &Gpu, product: Product) -> Vec<Variant> {
     all.iter().copied().filter(|&v| v.serves(product) && runs_on(gpu, v)).collect()
 }
 
+/// The cooperative-matrix matmuls the tuner may choose here: one per fragment size the adapter
+/// lists (a test may force another; the tuner never does).
+pub fn coop_offered(gpu: &Gpu) -> Vec<Variant> {
+    gpu.coop_fragments.iter().map(|&frag| Variant::Coop { frag }).filter(|&v| runs_on(gpu, v)).collect()
+}
+
+/// The cooperative-matrix attentions the tuner may choose here at head size `hs`.
+pub fn coop_attention_offered(gpu: &Gpu, hs: u32) -> Vec<AttnVariant> {
+    gpu.coop_fragments.iter().map(|&frag| AttnVariant::Coop { frag }).filter(|v| v.runs_on(gpu, hs)).collect()
+}
+
 /// Whether only each kernel's default is a candidate: while training on a CPU adapter.
 fn short_list(gpu: &Gpu, thorough: bool) -> bool {
     gpu.info.device_type == wgpu::DeviceType::Cpu && !thorough
@@ -152,16 +163,18 @@ pub fn choose(gpu: &Gpu, product: Product, d: Dims, binding_limit: u64, half: u8
     let fallback = {
         let t = gpu.tuning.lock().unwrap();
         let base = t.baselines.then_some(Variant::BASELINE);
-        t.fallback
-            .as_deref()
+        let f16 = half & 0b110 == 0b110;
+        let f16_pin = t.fallback_f16.as_deref().filter(|_| f16);
+        f16_pin
+            .or(t.fallback.as_deref())
             .and_then(|n| Variant::parse(n).ok())
             .or(base)
             .map_or_else(|| default_variant(gpu, product, d), |v| v.for_product(product))
     };
     let mut names: Vec<String> = candidates(gpu, product, d).iter().map(|v| v.to_string()).collect();
     // Cooperative matrices where the device has them and the operands are f16.
-    if gpu.coop_matrix && half & 0b110 == 0b110 {
-        names.push(Variant::Coop.to_string());
+    if half & 0b110 == 0b110 {
+        names.extend(coop_offered(gpu).iter().map(|v| v.to_string()));
     }
     let key = class_key(product, d) + &half_suffix(half);
     let name = choose_by(gpu, key, fallback.to_string(), names.len(), || {
@@ -202,14 +215,18 @@ pub fn attention_key(b: u32, t: u32, c: u32, nh: u32) -> String {
 /// The attention variant for (B, T, C, NH), chosen as `choose` chooses, timing forward and
 /// backward together.
 pub fn choose_attention(gpu: &Gpu, b: u32, t: u32, c: u32, nh: u32, act: Dtype) -> Result<AttnVariant, GpuError> {
+    let hs = c / nh.max(1);
     let (fallback, thorough) = {
         let t = gpu.tuning.lock().unwrap();
-        (if t.baselines { AttnVariant::Tiles16 } else { default_attention(gpu, c / nh.max(1)) }, t.thorough)
+        let runs =
+            |v: &AttnVariant| v.runs_on(gpu, hs) && (act == Dtype::F16 || !matches!(v, AttnVariant::Coop { .. }));
+        let pinned = t.attention_fallback.as_deref().and_then(|n| AttnVariant::parse(n).ok()).filter(runs);
+        let default = if t.baselines { AttnVariant::Tiles16 } else { default_attention(gpu, hs) };
+        (pinned.unwrap_or(default), t.thorough)
     };
-    let hs = c / nh.max(1);
     let mut names: Vec<String> = attention_candidates(gpu, thorough, hs).iter().map(|v| v.to_string()).collect();
-    if gpu.coop_matrix && act == Dtype::F16 && c.is_multiple_of(nh.max(1)) && (c / nh.max(1)).is_multiple_of(16) {
-        names.push(AttnVariant::Coop.to_string());
+    if act == Dtype::F16 && c.is_multiple_of(nh.max(1)) {
+        names.extend(coop_attention_offered(gpu, hs).iter().map(|v| v.to_string()));
     }
     let key = attention_key(b, t, c, nh) + if act == Dtype::F16 { " f16" } else { "" };
     let name = choose_by(gpu, key, fallback.to_string(), names.len(), || {

@@ -73,7 +73,11 @@ const BACKWARD_WEIGHT: Kernel = kernel("matmul_backward_weight");
 const BACKWARD_BIAS: Kernel = kernel("matmul_backward_bias");
 const NAIVE: Kernel = kernel("matmul_naive");
 const TILED: Kernel = kernel("matmul_tiled");
-const COOP: Kernel = Kernel::new(crate::gpu::Shader::MatmulCoop, "matmul_coop", SLOTS);
+/// The cooperative-matrix kernel on fragments of `frag` (8 or 16) on a side.
+fn coop_kernel(frag: u32) -> Kernel {
+    let shader = if frag == 8 { crate::gpu::Shader::MatmulCoop8 } else { crate::gpu::Shader::MatmulCoop };
+    Kernel::new(shader, "matmul_coop", SLOTS)
+}
 const SPLIT: Kernel = Kernel::new(crate::gpu::Shader::MatmulSplit, "matmul_forward_split", SLOTS);
 const LANES: Kernel = Kernel::new(crate::gpu::Shader::MatmulLanes, "matmul_lanes", SLOTS);
 
@@ -376,17 +380,16 @@ impl<'g> Matmul<'g> {
                 constants.push(("LANES", lanes as f64));
                 Ok((LANES.with_half(half), constants))
             }
-            (Some(Variant::Coop), Some(p)) => {
+            (Some(v @ Variant::Coop { frag }), Some(p)) => {
                 if half & 0b110 != 0b110 || !self.gpu.coop_matrix {
                     return Err(GpuError::Unsupported(format!(
-                        "matmul variant {}: needs f16 operands on a device with cooperative matrices",
-                        Variant::Coop
+                        "matmul variant {v}: needs f16 operands on a device with cooperative matrices"
                     )));
                 }
-                let mut constants = Variant::Coop.constants(p);
+                let mut constants = v.constants(p);
                 // The largest subgroup: a workgroup is then one subgroup, or several that compute the same.
                 constants.push(("SG", self.gpu.info.subgroup_max_size.clamp(1, 128) as f64));
-                Ok((COOP.with_half(half), constants))
+                Ok((coop_kernel(frag).with_half(half), constants))
             }
             (Some(v @ Variant::Split { .. }), Some(Product::Forward)) => {
                 let lanes = split_lanes(self.gpu)

@@ -51,10 +51,10 @@ pub enum Variant {
     /// Workgroup-memory tiles: bm × bn outputs per workgroup, inner steps of bk, tm × tn
     /// outputs per thread.
     Tiled { bm: u32, bn: u32, bk: u32, tm: u32, tn: u32 },
-    /// Cooperative matrices (shaders/matmul_coop.wgsl): 32 × 32 outputs per workgroup of one
-    /// subgroup, 16 × 16 × 16 f16 fragments with f32 accumulation. f16 operands only, on
-    /// devices with EXPERIMENTAL_COOPERATIVE_MATRIX.
-    Coop,
+    /// Cooperative matrices (shaders/matmul_coop.wgsl): 2·frag × 2·frag outputs per workgroup
+    /// of one subgroup, as four frag × frag × frag f16 fragments with f32 accumulation (frag 8
+    /// or 16). f16 operands only, on devices with EXPERIMENTAL_COOPERATIVE_MATRIX.
+    Coop { frag: u32 },
     /// Split-k forward (shaders/matmul_split.wgsl), for CPU adapters: the threads of one
     /// subgroup share an rm × rn block and walk k together, so their loads are consecutive;
     /// `SPLIT_ROWS / rm` of them make a workgroup. Forward only: the backward products run the
@@ -69,9 +69,6 @@ pub enum Variant {
 
 /// Output rows of a split-k workgroup.
 const SPLIT_ROWS: u32 = 64;
-
-/// The cooperative-matrix variant's name.
-const COOP: &str = "coop32x32-k16";
 
 /// Workgroup memory of one tile in the shader (TILE_MAX floats): bk·(bm + 1) must fit.
 const TILE_MAX: u32 = 1040;
@@ -138,6 +135,10 @@ impl Variant {
         Variant::Lanes { rm: 5, rn: 3 },
     ];
 
+    /// The cooperative-matrix variants, one per fragment size: the tuner offers those whose
+    /// fragments the adapter lists (`Gpu::coop_fragments`).
+    pub const COOP: &'static [Variant] = &[Variant::Coop { frag: 8 }, Variant::Coop { frag: 16 }];
+
     /// Every variant the tuner may pick on any adapter, and the extra ones.
     pub fn all() -> Vec<Variant> {
         let mut v: Vec<Variant> = Self::CPU.to_vec();
@@ -151,7 +152,7 @@ impl Variant {
         match self {
             Variant::Reg { rm, rn, wg } => (rm * wg.1, rn * wg.0),
             Variant::Tiled { bm, bn, .. } => (bm, bn),
-            Variant::Coop => (32, 32),
+            Variant::Coop { frag } => (2 * frag, 2 * frag),
             Variant::Split { rn, .. } => (SPLIT_ROWS, rn),
             Variant::Lanes { rm, rn } => (rm, lanes * rn),
         }
@@ -160,10 +161,10 @@ impl Variant {
     /// Parses a name as `name()` writes it: `reg4x4-wg8x8` or `tile64x64x16-t4x4`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let err = || {
-            format!("{s:?} is not a matmul variant: reg<RM>x<RN>-wg<X>x<Y> (RM, RN 4 or 8), tile<BM>x<BN>x<BK>-t<TM>x<TN> or split<RM>x<RN> (RM 4, 8 or 16, RN 4 or 8), e.g. reg4x4-wg8x8, tile64x64x16-t4x4 or split16x8")
+            format!("{s:?} is not a matmul variant: reg<RM>x<RN>-wg<X>x<Y> (RM, RN 4 or 8), tile<BM>x<BN>x<BK>-t<TM>x<TN>, split<RM>x<RN> (RM 4, 8 or 16, RN 4 or 8), lanes<RM>x<RN>, coop16x16-k8 or coop32x32-k16, e.g. reg4x4-wg8x8, tile64x64x16-t4x4 or split16x8")
         };
-        if s == COOP {
-            return Ok(Variant::Coop);
+        if let Some(&v) = Self::COOP.iter().find(|v| v.to_string() == s) {
+            return Ok(v);
         }
         let nums = |t: &str| -> Option<Vec<u32>> { t.split('x').map(|x| x.parse().ok()).collect() };
         let split = s.strip_prefix("split").map(|h| (h, true));
@@ -219,7 +220,11 @@ impl Variant {
                     return Err("a workgroup has 1 to 1024 threads".into());
                 }
             }
-            Variant::Coop => {}
+            Variant::Coop { frag } => {
+                if ![8, 16].contains(&frag) {
+                    return Err("cooperative-matrix fragments are 8 or 16 on a side".into());
+                }
+            }
             Variant::Split { rm, rn } => {
                 if ![4, 8, 16].contains(&rm) || ![4, 8].contains(&rn) {
                     return Err("split-k blocks are 4, 8 or 16 rows by 4 or 8 columns".into());
@@ -252,7 +257,7 @@ impl Variant {
                 ("TX", (bn / tn) as f64),
                 ("TY", (bm / tm) as f64),
             ],
-            Variant::Coop => vec![("PRODUCT", Product::ALL.iter().position(|&p| p == product).unwrap() as f64)],
+            Variant::Coop { .. } => vec![("PRODUCT", Product::ALL.iter().position(|&p| p == product).unwrap() as f64)],
             Variant::Lanes { rm, rn } => vec![
                 ("PRODUCT", Product::ALL.iter().position(|&p| p == product).unwrap() as f64),
                 ("RM", rm as f64),
@@ -270,7 +275,7 @@ impl fmt::Display for Variant {
         match *self {
             Variant::Reg { rm, rn, wg } => write!(f, "reg{rm}x{rn}-wg{}x{}", wg.0, wg.1),
             Variant::Tiled { bm, bn, bk, tm, tn } => write!(f, "tile{bm}x{bn}x{bk}-t{tm}x{tn}"),
-            Variant::Coop => f.write_str(COOP),
+            Variant::Coop { frag } => write!(f, "coop{}x{}-k{frag}", 2 * frag, 2 * frag),
             Variant::Split { rm, rn } => write!(f, "split{rm}x{rn}"),
             Variant::Lanes { rm, rn } => write!(f, "lanes{rm}x{rn}"),
         }
@@ -291,7 +296,7 @@ pub fn runs_on(gpu: &Gpu, v: Variant) -> bool {
     match v {
         Variant::Split { .. } => split_lanes(gpu).is_some(),
         Variant::Lanes { .. } => split_lanes(gpu).is_some(),
-        Variant::Coop => gpu.coop_matrix,
+        Variant::Coop { .. } => gpu.coop_matrix,
         _ => true,
     }
 }
