@@ -90,11 +90,7 @@ fn attention_coop_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     }
     let last = min(q0 + BQ, p.t);   // keys needed: 0 .. last
     for (var k0 = 0u; k0 < last; k0 += BQ) {
-        workgroupBarrier();
-        load_part(1u, lid, b, kv_head(h), k0);
-        load_part(2u, lid, b, kv_head(h), k0);
-        workgroupBarrier();
-        scores();
+        next_keys(lid, b, kv_head(h), k0);
         workgroupBarrier();
         for (var r = lid; r < BQ; r += SG) {
             softmax_row(r, q0, k0);
@@ -155,6 +151,16 @@ fn scores() {
         s = coopMultiplyAdd(coopLoadT<FragA>(&qs[d0], HS_MAX), coopLoad<FragB>(&ks[d0], HS_MAX), s);
     }
     coopStoreT(s, &sc[0], BQ);
+}
+
+// Keys k0 .. k0 + BQ of KV head kh into ks and vs, once every thread is done with the last
+// block, and their raw scores against the queries in qs into sc.
+fn next_keys(lid: u32, b: u32, kh: u32, k0: u32) {
+    workgroupBarrier();
+    load_part(1u, lid, b, kh, k0);
+    load_part(2u, lid, b, kh, k0);
+    workgroupBarrier();
+    scores();
 }
 
 // dp = dO·Vᵀ, over the head size.
@@ -281,11 +287,7 @@ fn attention_coop_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
     clear_backward(lid);
     let last = min(q0 + BQ, p.t);   // keys needed: 0 .. last
     for (var k0 = 0u; k0 < last; k0 += BQ) {
-        workgroupBarrier();
-        load_part(1u, lid, b, kv_head(h), k0);
-        load_part(2u, lid, b, kv_head(h), k0);
-        workgroupBarrier();
-        scores();
+        next_keys(lid, b, kv_head(h), k0);
         dout_v();
         workgroupBarrier();
         probabilities(lid, q0, k0);
