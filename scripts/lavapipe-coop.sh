@@ -60,7 +60,7 @@ install_llvm() {
 install_driver() {
   command -v dpkg-deb >/dev/null && command -v apt-get >/dev/null || fail "needs Debian's apt-get and dpkg-deb"
   command -v cc >/dev/null || fail "needs a C compiler (cc) for the glibc shim: apt-get install gcc"
-  rm -rf "$DIR" && mkdir -p "$DIR/apt/lists/partial" "$DIR/apt/cache/archives/partial" "$DIR/debs" "$DIR/root"
+  rm -rf "$DIR/apt" "$DIR/debs" "$DIR/root" "$DIR/installed" && mkdir -p "$DIR/apt/lists/partial" "$DIR/apt/cache/archives/partial" "$DIR/debs" "$DIR/root"
   local mirror keys=/usr/share/keyrings/debian-archive-keyring.gpg
   mirror=$(bash "$here/debian-mirror.sh")
   printf 'deb [signed-by=%s] %s %s main\n' "$keys" "$mirror" trixie-backports "$keys" "$mirror" bookworm-backports \
