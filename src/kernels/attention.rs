@@ -285,8 +285,7 @@ fn coop_blocks(
     }
     let shader = if frag == 8 { Shader::AttentionCoop8 } else { Shader::AttentionCoop };
     let k = Kernel::new(shader, entry, SLOTS).with_half(half);
-    // The largest subgroup: a workgroup is then one subgroup, or several that compute the same.
-    let sg = [("SG", gpu.info.subgroup_max_size.clamp(1, 128) as f64)];
+    let sg = [super::coop_sg(gpu)];
     dispatch_with(gpu, k, &sg, bindings, p, [p.t.div_ceil(frag), p.b * heads, 1])
 }
 

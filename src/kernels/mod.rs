@@ -213,6 +213,13 @@ pub(crate) fn dispatch_with<P: bytemuck::Pod>(
     Ok(Dispatch { pipeline, bind_group, groups, label: kernel.entry, _uniform: Some(uniform) })
 }
 
+/// The override that sizes a cooperative-matrix kernel's workgroup (matmul_coop.wgsl,
+/// attention_coop.wgsl): the largest subgroup, so a workgroup is one subgroup, or several that
+/// compute the same.
+pub(crate) fn coop_sg(gpu: &crate::Gpu) -> (&'static str, f64) {
+    ("SG", gpu.info.subgroup_max_size.clamp(1, 128) as f64)
+}
+
 /// A grid of `n` workgroups: along x up to the adapter's limit, the rest along y (kernels
 /// index with workgroup_id.x + workgroup_id.y · num_workgroups.x).
 pub(crate) fn grid(gpu: &crate::Gpu, n: u32) -> [u32; 3] {

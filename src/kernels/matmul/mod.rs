@@ -387,8 +387,7 @@ impl<'g> Matmul<'g> {
                     )));
                 }
                 let mut constants = v.constants(p);
-                // The largest subgroup: a workgroup is then one subgroup, or several that compute the same.
-                constants.push(("SG", self.gpu.info.subgroup_max_size.clamp(1, 128) as f64));
+                constants.push(super::coop_sg(self.gpu));
                 Ok((coop_kernel(frag).with_half(half), constants))
             }
             (Some(v @ Variant::Split { .. }), Some(Product::Forward)) => {
