@@ -8,6 +8,9 @@
 //!
 //! Layer: the top, beside bench; it uses gpu, kernels, tune and the reference oracle.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::gpu::tuning::Checked;
 use crate::gpu::{seconds_per_run, Category, Dispatch, Gpu, GpuBuffer, GpuError, Recorder};
 use crate::kernels::attention::{self, AttnVariant};
 use crate::kernels::layernorm::{self, LnVariant};
@@ -36,6 +39,71 @@ pub fn run(gpu: &Gpu, dtypes: &[Dtype], quick: bool) -> Result<Vec<Row>, GpuErro
         rows.extend(matmuls(gpu, dt, quick)?);
         rows.extend(attentions(gpu, dt, quick)?);
         rows.extend(layernorms(gpu, dt, quick)?);
+    }
+    Ok(rows)
+}
+
+/// A kernel variant that a run's choices name, in the dtype its class computes in.
+enum Used {
+    Matmul(Product, Variant, Dtype),
+    /// With the head size, which shapes the attention kernels.
+    Attention(AttnVariant, Dtype, u32),
+    LayerNorm(LnVariant, Dtype),
+}
+
+impl Used {
+    /// The variant of the tuning table's class `key` named `name` (None for classes that name
+    /// no kernel of their own: a quantized product's path runs the dense matmul of its class).
+    fn of(key: &str, name: &str) -> Option<Used> {
+        let dt = |f16: bool| if f16 { Dtype::F16 } else { Dtype::F32 };
+        if key.starts_with("attention") {
+            let hs = key.split(' ').find_map(|w| w.strip_prefix("hs")?.parse().ok())?;
+            return Some(Used::Attention(AttnVariant::parse(name).ok()?, dt(key.ends_with(" f16")), hs));
+        }
+        if key.starts_with("layernorm") {
+            return Some(Used::LayerNorm(LnVariant::parse(name).ok()?, dt(key.ends_with(" f16"))));
+        }
+        let product = Product::parse(key.split(' ').next()?)?;
+        // " f16:MASK" (bit 0 out, 1 a, 2 b): f16 operands make an f16 product.
+        let mask = key.rsplit_once(" f16:").and_then(|(_, m)| u8::from_str_radix(m, 2).ok()).unwrap_or(0);
+        let v = Variant::parse(name).ok()?.for_product(product);
+        Some(Used::Matmul(product, v, dt(mask & 0b110 == 0b110)))
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Used::Matmul(p, v, dt) => format!("matmul {} {v} {}", p.name(), dtype_name(*dt)),
+            Used::Attention(v, dt, hs) => format!("attention {v} hs{hs} {}", dtype_name(*dt)),
+            Used::LayerNorm(v, dt) => format!("layernorm {} {}", v.name(), dtype_name(*dt)),
+        }
+    }
+
+    /// Its row at `wgtrain check --quick`'s size (attention at the run's head size).
+    fn row(&self, gpu: &Gpu) -> Result<Row, GpuError> {
+        match *self {
+            Used::Matmul(p, v, dt) => matmul_row(gpu, p, v, dt, (17, 33, 65)),
+            Used::Attention(v, dt, hs) => attention_row(gpu, v, dt, (1, 33, 2 * hs as usize, 2)),
+            Used::LayerNorm(v, dt) => layernorm_row(gpu, v, dt, (33, 65)),
+        }
+    }
+}
+
+/// The quick check of the variants a run is about to use (`choices`: the tuning table's class
+/// keys and variant names), less those in `done`: one row per kernel, variant and dtype.
+/// `train` runs it before its first step (`gpu::tuning::preflight`).
+pub fn preflight(
+    gpu: &Gpu,
+    choices: &BTreeMap<String, String>,
+    done: &BTreeSet<String>,
+) -> Result<Vec<Checked>, GpuError> {
+    let mut seen = done.clone();
+    let mut rows = Vec::new();
+    for used in choices.iter().filter_map(|(k, n)| Used::of(k, n)) {
+        let label = used.label();
+        if seen.insert(label.clone()) {
+            let r = used.row(gpu)?;
+            rows.push(Checked { label, pass: r.pass, worst: r.worst });
+        }
     }
     Ok(rows)
 }

@@ -378,6 +378,8 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
     let mut gpu = if dist.size > 1 { Gpu::for_rank(&choice, dist.local_rank)? } else { Gpu::new(&choice)? };
     // Eval and sample tune their shapes too (training sets its table up itself).
     gpu.tuning.get_mut().unwrap().tune = !cli.no_tune;
+    // `train` checks the variants it is about to use where this adapter never verified them.
+    gpu.tuning.get_mut().unwrap().preflight = Some(wgtrain::check::preflight);
     // bench train reports kernel shares whenever the adapter has timestamps.
     let wants_profile = cli.profile || matches!(cli.command, Command::Bench(Bench::Train { .. }));
     if wants_profile && !gpu.enable_profiling() && cli.profile {

@@ -43,11 +43,11 @@ fn coop_builds() -> Vec<&'static Gpu> {
     coop
 }
 
-/// f16 operands, f32 accumulation, bounds of tests/half.rs: one past each shape's tile (2·frag
-/// + 1) and its inner step (frag + 1), 1, and primes; then with a 4 KiB binding limit, which
-/// splits the operands along M into windows at unaligned offsets. W stays within one window
-/// (1008 elements): split along N, dinp would sum its windows' partial products in f16,
-/// one more rounding each, which these bounds do not allow for (any variant; not the coop
+/// f16 operands, f32 accumulation, bounds of tests/half.rs: one past each shape's tile
+/// (2·frag plus 1) and its inner step (frag plus 1), 1, and primes; then with a 4 KiB binding
+/// limit, which splits the operands along M into windows at unaligned offsets. W stays within
+/// one window (1008 elements): split along N, dinp would sum its windows' partial products in
+/// f16, one more rounding each, which these bounds do not allow for (any variant; not the coop
 /// kernels' doing).
 #[test]
 fn coop_matmul_matches_reference() {

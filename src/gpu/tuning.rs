@@ -4,7 +4,7 @@
 //! shaders as compiled). Kernels' callers read it; `crate::tune` above the kernels fills it,
 //! and knows what the names mean.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::{Gpu, GpuError};
@@ -53,11 +53,28 @@ pub struct Table {
     /// A run from before autotuning: every kernel not pinned runs the one it ran then
     /// (the matmul baseline, 16×16 attention tiles, workgroup LayerNorm).
     pub baselines: bool,
-    /// The cache file's entries for this adapter and these shaders, read on first use.
-    cache: Option<BTreeMap<String, Entry>>,
+    /// The cache file's part for this adapter and these shaders, read on first use.
+    cache: Option<AdapterCache>,
     /// The cache file, when not `cache_path()` (tests give each GPU its own).
     pub cache_file: Option<PathBuf>,
+    /// Checks a run's variants against the CPU reference before its first step (`preflight`).
+    /// The commands set it: the reference oracle is not part of the runtime.
+    pub preflight: Option<Preflight>,
 }
+
+/// One kernel variant checked against the CPU reference on this adapter.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The kernel, variant and dtype ("matmul forward lanes f32").
+    pub label: String,
+    pub pass: bool,
+    /// The worst error as a fraction of its bound (at most 1 passes).
+    pub worst: f32,
+}
+
+/// Checks the variants a run's choices name (class key → variant name), less the labels in
+/// the set (verified on this adapter before), one row per kernel, variant and dtype.
+pub type Preflight = fn(&Gpu, &BTreeMap<String, String>, &BTreeSet<String>) -> Result<Vec<Checked>, GpuError>;
 
 impl Table {
     /// This run's choices by class key, as state.json records them.
@@ -134,10 +151,15 @@ pub fn cache_dir() -> Option<PathBuf> {
     base.map(|b| b.join("wgtrain"))
 }
 
-/// Names this adapter and driver in the cache.
+/// Names this adapter and driver in the cache; a self-test's variant corrupted on purpose
+/// (WGTRAIN_CORRUPT) gets an entry of its own, so it never touches the real one.
 fn adapter_key(gpu: &Gpu) -> String {
     let i = &gpu.info;
-    format!("{:?} {:04x}:{:04x} {} | {} {}", i.backend, i.vendor, i.device, i.name, i.driver, i.driver_info)
+    let key = format!("{:?} {:04x}:{:04x} {} | {} {}", i.backend, i.vendor, i.device, i.name, i.driver, i.driver_info);
+    match &gpu.corrupt {
+        Some(v) => format!("{key} | corrupted {v}"),
+        None => key,
+    }
 }
 
 /// Identifies the shaders as this GPU compiles them, preludes included: a new build of any of
@@ -151,10 +173,13 @@ fn shader_hash(gpu: &Gpu) -> String {
 }
 
 /// One adapter's part of the cache file.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
+#[derive(Clone, serde::Serialize, serde::Deserialize, Default)]
 struct AdapterCache {
     shaders: String,
     classes: BTreeMap<String, Entry>,
+    /// The variants (`Checked::label`) that passed their check against the CPU reference here.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    checked: BTreeSet<String>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -183,27 +208,55 @@ fn read_cache_file(path: &std::path::Path) -> CacheFile {
 
 /// This adapter's cached classes, read once per process.
 fn cache_entries<'t>(gpu: &Gpu, t: &'t mut Table) -> &'t mut BTreeMap<String, Entry> {
+    &mut adapter_cache(gpu, t).classes
+}
+
+/// This adapter's part of the cache file, read once per process (empty where the file has none
+/// for these shaders).
+fn adapter_cache<'t>(gpu: &Gpu, t: &'t mut Table) -> &'t mut AdapterCache {
     let path = t.cache_file.clone().or_else(cache_path);
     t.cache.get_or_insert_with(|| {
-        let Some(path) = path else { return BTreeMap::new() };
+        let empty = AdapterCache { shaders: shader_hash(gpu), ..Default::default() };
+        let Some(path) = path else { return empty };
         let mut file = read_cache_file(&path);
         match file.adapters.remove(&adapter_key(gpu)) {
-            Some(a) if a.shaders == shader_hash(gpu) => a.classes,
+            Some(a) if a.shaders == empty.shaders => a,
             Some(_) => {
                 eprintln!("warning: tuning cache {} was made for other shaders; tuning again", path.display());
-                BTreeMap::new()
+                empty
             }
-            None => BTreeMap::new(),
+            None => empty,
         }
     })
+}
+
+/// Runs the table's `preflight` (where set) over this run's choices whose variants were never
+/// verified on this adapter (all of them on a first run here), and records those that pass in
+/// the cache file, so a later run checks only what is new. Returns the rows that ran.
+pub fn preflight(gpu: &Gpu) -> Result<Vec<Checked>, GpuError> {
+    let (hook, choices, done) = {
+        let mut t = gpu.tuning.lock().unwrap();
+        let Some(hook) = t.preflight else { return Ok(Vec::new()) };
+        let done = adapter_cache(gpu, &mut t).checked.clone();
+        (hook, t.choices.clone(), done)
+    };
+    // Unlocked: the check builds its kernels in the variants named, as a run does.
+    let rows = hook(gpu, &choices, &done)?;
+    let passed: Vec<String> = rows.iter().filter(|r| r.pass).map(|r| r.label.clone()).collect();
+    if !passed.is_empty() {
+        let mut t = gpu.tuning.lock().unwrap();
+        adapter_cache(gpu, &mut t).checked.extend(passed);
+        save_cache(gpu, &t);
+    }
+    Ok(rows)
 }
 
 /// Writes this adapter's entries into the cache file (temporary file, then rename). A failure
 /// costs only the next run's tuning time, so it is a warning.
 fn save_cache(gpu: &Gpu, t: &Table) {
-    let (Some(path), Some(classes)) = (t.cache_file.clone().or_else(cache_path), t.cache.as_ref()) else { return };
+    let (Some(path), Some(cache)) = (t.cache_file.clone().or_else(cache_path), t.cache.as_ref()) else { return };
     let mut file = read_cache_file(&path);
-    file.adapters.insert(adapter_key(gpu), AdapterCache { shaders: shader_hash(gpu), classes: classes.clone() });
+    file.adapters.insert(adapter_key(gpu), cache.clone());
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

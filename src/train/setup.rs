@@ -105,6 +105,7 @@ impl<'g> Session<'g> {
             let kd = Kd { temperature: a.kd.kd_temperature, weight: a.kd.kd_weight };
             gpt.distill_from(gpu, teacher, kd).map_err(|e| anyhow::anyhow!("--teacher {}: {e}", dir.display()))?;
         }
+        check_kernels(gpu, dist)?;
         load_weights(gpu, &gpt, a, resume.map(|r| r.0.as_path()), (&config, base))?;
         let par =
             (dist.size > 1).then(|| Parallel::new(gpu, &gpt, dist, a.zero == 1, a.optimizer == OptimizerKind::Lamb));
@@ -364,6 +365,31 @@ fn prepare_tuning(gpu: &Gpu, a: &TrainArgs, resumed: Option<&RunState>, dist: &D
         let mut t = gpu.tuning.lock().unwrap();
         t.pin(&choices).map_err(|e| anyhow::anyhow!("rank 0's tuning: {e}"))?;
         t.tune = false;
+    }
+    Ok(())
+}
+
+/// Checks the kernel variants the model was built with against the CPU reference where they
+/// were never verified on this adapter (`gpu::tuning::preflight`), so a driver that computes
+/// one wrongly stops the run before it trains a wrong model.
+fn check_kernels(gpu: &Gpu, dist: &Dist) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let rows = crate::gpu::tuning::preflight(gpu)?;
+    if let Some(bad) = rows.iter().find(|r| !r.pass) {
+        bail!(
+            "{}: kernel {} computes wrong values here (worst error {:.3e} times its bound, against the CPU \
+             reference); `wgtrain check` lists every variant",
+            gpu.name(),
+            bad.label,
+            bad.worst
+        );
+    }
+    if !rows.is_empty() && dist.is_root() {
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        println!(
+            "checked {} kernel variants against the CPU reference on this adapter: all pass ({ms:.0} ms)",
+            rows.len()
+        );
     }
     Ok(())
 }
