@@ -139,14 +139,15 @@ impl Pool {
 
     fn create(&self, category: Category, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer, GpuError> {
         let device = &self.shared.device;
-        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buf = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(category_label(category)),
-            size,
-            usage,
-            mapped_at_creation: false,
+        let (buf, err) = super::scoped(device, wgpu::ErrorFilter::OutOfMemory, || {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(category_label(category)),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
         });
-        if pollster::block_on(scope.pop()).is_some() {
+        if err.is_some() {
             let live = self.stats().live_total();
             return Err(GpuError::OutOfMemory { requested: size, category, live });
         }

@@ -62,6 +62,27 @@ pub enum GpuError {
     Device(String),
 }
 
+/// Runs `f` inside an error scope of `filter` and returns what it made with the error it raised.
+/// The browser settles a scope only once control returns to its event loop, so there no scope
+/// is pushed: the error reaches the uncaptured handler, which `Gpu::check` reads.
+pub(crate) fn scoped<T>(
+    device: &wgpu::Device,
+    filter: wgpu::ErrorFilter,
+    f: impl FnOnce() -> T,
+) -> (T, Option<wgpu::Error>) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let scope = device.push_error_scope(filter);
+        let made = f();
+        (made, pollster::block_on(scope.pop()))
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (device, filter);
+        (f(), None)
+    }
+}
+
 /// One adapter and device with everything wgtrain keeps beside them. Cheap to share by
 /// reference; every cache inside is behind a lock.
 pub struct Gpu {
@@ -179,9 +200,45 @@ impl Gpu {
     }
 
     fn with_adapter(adapter: wgpu::Adapter) -> Result<Self, GpuError> {
-        let info = adapter.get_info();
         let limits = adapter.limits();
         let (device, queue, coop_matrix) = open_device(&adapter, &limits)?;
+        Ok(Self::from_device(adapter, device, queue, limits, coop_matrix))
+    }
+
+    /// The browser's WebGPU adapter (the high-performance one), with its full limits and the
+    /// features wgtrain uses that it has. Async: the browser answers on its event loop.
+    #[cfg(target_arch = "wasm32")]
+    pub async fn open_web() -> Result<Self, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::BROWSER_WEBGPU;
+        let instance = wgpu::Instance::new(desc);
+        let options = wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        };
+        let adapter = instance.request_adapter(&options).await.map_err(|_| GpuError::NoAdapter)?;
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgtrain"),
+            // Timestamps inside passes are native-only in wgpu; the page times steps by the clock.
+            required_features: adapter.features() & wanted_features() & !wgpu::Features::TIMESTAMP_QUERY,
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) =
+            adapter.request_device(&desc).await.map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        Ok(Self::from_device(adapter, device, queue, limits, false))
+    }
+
+    /// A `Gpu` around an open device: the pool, the shared small buffers, the error handlers.
+    fn from_device(
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        limits: wgpu::Limits,
+        coop_matrix: bool,
+    ) -> Self {
+        let info = adapter.get_info();
         let listed_fragments = if coop_matrix { coop_fragments(&adapter) } else { Vec::new() };
         let uncaptured = Arc::new(Mutex::new(None));
         let sink = uncaptured.clone();
@@ -222,7 +279,7 @@ impl Gpu {
                 Ok("0") => false,
                 _ => info.device_type != wgpu::DeviceType::Cpu,
             };
-        Ok(Self {
+        Self {
             pool: Pool::new(device.clone(), &limits),
             pipelines: pipeline::PipelineCache::default(),
             adapter,
@@ -243,7 +300,7 @@ impl Gpu {
             subgroups,
             checked_shaders: std::env::var("WGTRAIN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
             uncaptured,
-        })
+        }
     }
 
     /// Opens the adapter named by WGTRAIN_BACKEND / WGTRAIN_ADAPTER, or the best one.

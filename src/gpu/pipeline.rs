@@ -355,7 +355,7 @@ impl Gpu {
         if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let started = std::time::Instant::now();
+        let started = web_time::Instant::now();
         let module = self.module(kernel.shader, kernel.half)?;
         let layout = self.bind_group_layout(kernel.slots);
         let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -363,19 +363,20 @@ impl Gpu {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.entry),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some(kernel.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
+        let (pipeline, err) = super::scoped(&self.device, wgpu::ErrorFilter::Validation, || {
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = err {
             return Err(GpuError::Shader {
                 name: format!("{}::{} {:?}", kernel.shader.file(), kernel.entry, constants),
                 message: e.to_string(),
@@ -417,16 +418,17 @@ impl Gpu {
     /// before it builds a dispatch, and every kernel is tested against its reference in both
     /// builds, so an access that depends on the clamping shows up as a difference.
     fn compile(&self, name: &str, source: &str, checked: bool) -> Result<wgpu::ShaderModule, GpuError> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.into()) };
-        let module = if checked {
-            self.device.create_shader_module(desc)
-        } else {
-            // SAFETY: only `module` passes false, for the embedded shaders, whose every access
-            // the host keeps in range (see above); `compile_wgsl` always checks.
-            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-        };
-        match pollster::block_on(scope.pop()) {
+        let (module, err) = super::scoped(&self.device, wgpu::ErrorFilter::Validation, || {
+            if checked {
+                self.device.create_shader_module(desc)
+            } else {
+                // SAFETY: only `module` passes false, for the embedded shaders, whose every
+                // access the host keeps in range (see above); `compile_wgsl` always checks.
+                unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            }
+        });
+        match err {
             Some(e) => Err(GpuError::Shader { name: name.to_string(), message: e.to_string() }),
             None => Ok(module),
         }

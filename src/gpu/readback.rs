@@ -1,12 +1,39 @@
 //! Small results (a step's losses, the gradient norm) read back after a submit without
 //! stalling the next one: a ring of mappable buffers.
 
-use std::sync::mpsc::{channel, Receiver};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use super::{Gpu, GpuError, Recorder};
 
+/// Where a mapping's callback leaves its result, and whom it wakes (an `await`ing caller).
+#[derive(Default)]
+struct Signal {
+    done: Option<Result<(), wgpu::BufferAsyncError>>,
+    waker: Option<Waker>,
+}
+
+/// A mapping's signal as a future (`Readback::take_async`).
+struct Mapped(Arc<Mutex<Signal>>);
+
+impl Future for Mapped {
+    type Output = Result<(), wgpu::BufferAsyncError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.0.lock().unwrap();
+        match s.done.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// A slot being mapped, and the submit whose copy it waits for (None: any, so wait for all).
-type Pending = (usize, Receiver<Result<(), wgpu::BufferAsyncError>>, Option<wgpu::SubmissionIndex>);
+type Pending = (usize, Arc<Mutex<Signal>>, Option<wgpu::SubmissionIndex>);
 
 /// Two slots: a step copies into one while the previous step's is still being read.
 pub struct Readback {
@@ -62,37 +89,61 @@ impl Readback {
             if let Some((old, _, _)) = self.pending.take() {
                 self.slots[old].unmap();
             }
-            let (tx, rx) = channel();
+            let signal = Arc::new(Mutex::new(Signal::default()));
+            let tx = signal.clone();
             self.slots[slot].map_async(wgpu::MapMode::Read, .., move |r| {
-                let _ = tx.send(r);
+                let mut s = tx.lock().unwrap();
+                s.done = Some(r);
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
             });
-            self.pending = Some((slot, rx, index));
+            self.pending = Some((slot, signal, index));
         }
     }
 
     /// The newest submitted result, once (None if none is waiting). Blocks only if the GPU has
     /// not finished that submit yet (with `submitted_at`, only on that submit).
     pub fn take<T: bytemuck::Pod>(&mut self, gpu: &Gpu) -> Result<Option<Vec<T>>, GpuError> {
-        let Some((slot, rx, index)) = self.pending.take() else {
+        let Some((slot, signal, index)) = self.pending.take() else {
             return Ok(None);
         };
-        let done = match rx.try_recv() {
-            Ok(r) => r,
-            Err(_) => {
+        let ready = signal.lock().unwrap().done.take();
+        let done = match ready {
+            Some(r) => r,
+            None => {
                 gpu.device
                     .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
                     .map_err(|e| GpuError::Device(e.to_string()))?;
                 gpu.check()?;
-                rx.recv().map_err(|e| GpuError::Device(e.to_string()))?
+                let r = signal.lock().unwrap().done.take();
+                r.ok_or_else(|| GpuError::Device("a readback's mapping never completed".into()))?
             }
         };
         done.map_err(|e| GpuError::Device(e.to_string()))?;
+        self.read_slot(slot).map(Some)
+    }
+
+    /// `take` for the browser, where a mapping completes only once control returns to the
+    /// event loop: awaits it instead of blocking.
+    pub async fn take_async<T: bytemuck::Pod>(&mut self, gpu: &Gpu) -> Result<Option<Vec<T>>, GpuError> {
+        let Some((slot, signal, _)) = self.pending.take() else {
+            return Ok(None);
+        };
+        let done = Mapped(signal).await;
+        gpu.check()?;
+        done.map_err(|e| GpuError::Device(e.to_string()))?;
+        self.read_slot(slot).map(Some)
+    }
+
+    /// The mapped slot's contents, then unmapped.
+    fn read_slot<T: bytemuck::Pod>(&self, slot: usize) -> Result<Vec<T>, GpuError> {
         let buf = &self.slots[slot];
         let out = {
             let view = buf.get_mapped_range(..).map_err(|e| GpuError::Device(e.to_string()))?;
             bytemuck::pod_collect_to_vec(&view[..])
         };
         buf.unmap();
-        Ok(Some(out))
+        Ok(out)
     }
 }

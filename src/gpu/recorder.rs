@@ -118,7 +118,7 @@ impl<'g> Recorder<'g> {
 /// Seconds per run of `ops` by the wall clock: recorded `reps` times into one submit, waited for
 /// (the tuner's and the benches' timing).
 pub fn seconds_per_run(gpu: &Gpu, ops: &[Dispatch], reps: usize) -> Result<f64, GpuError> {
-    let t = std::time::Instant::now();
+    let t = web_time::Instant::now();
     let mut rec = Recorder::new(gpu);
     for _ in 0..reps {
         rec.run(ops);
