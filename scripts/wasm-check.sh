@@ -13,7 +13,9 @@ SUDO=""
 if [ "$(dpkg-query -W -f='${Version}' rustc-web 2>/dev/null)" != "$v" ] || ! [ -x /usr/lib/llvm-19/bin/wasm-ld ] \
   || ! [ -d /usr/lib/rustlib/src/rust/library ]; then
   echo "wasm-check: installing $pkgs"
-  $SUDO apt-get install -y -qq $pkgs >/dev/null || { echo "wasm-check: could not install $pkgs" >&2; exit 1; }
+  # bookworm-security moves on: with stale package lists, fetch them once and try again.
+  $SUDO apt-get install -y -qq $pkgs >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $pkgs >/dev/null; } \
+    || { echo "wasm-check: could not install $pkgs: no browser build to check" >&2; exit 1; }
 fi
 # Debian's rustc and cargo live in /usr/bin; rustup's stay first everywhere else.
 PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/web \
