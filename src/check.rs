@@ -43,6 +43,11 @@ pub fn run(gpu: &Gpu, dtypes: &[Dtype], quick: bool) -> Result<Vec<Row>, GpuErro
     Ok(rows)
 }
 
+/// `--quick`'s one awkward size for the matmuls (M, N, K) and LayerNorm (rows, channels); the
+/// quick attention takes T 33 over two heads (`train`'s check at the run's head size).
+const QUICK_MATMUL: (usize, usize, usize) = (17, 33, 65);
+const QUICK_LAYERNORM: (usize, usize) = (33, 65);
+
 /// A kernel variant that a run's choices name, in the dtype its class computes in.
 enum Used {
     Matmul(Product, Variant, Dtype),
@@ -81,9 +86,9 @@ impl Used {
     /// Its row at `wgtrain check --quick`'s size (attention at the run's head size).
     fn row(&self, gpu: &Gpu) -> Result<Row, GpuError> {
         match *self {
-            Used::Matmul(p, v, dt) => matmul_row(gpu, p, v, dt, (17, 33, 65)),
+            Used::Matmul(p, v, dt) => matmul_row(gpu, p, v, dt, QUICK_MATMUL),
             Used::Attention(v, dt, hs) => attention_row(gpu, v, dt, (1, 33, 2 * hs as usize, 2)),
-            Used::LayerNorm(v, dt) => layernorm_row(gpu, v, dt, (33, 65)),
+            Used::LayerNorm(v, dt) => layernorm_row(gpu, v, dt, QUICK_LAYERNORM),
         }
     }
 }
@@ -201,7 +206,7 @@ fn matmul_variants(gpu: &Gpu, product: Product, dt: Dtype) -> Vec<Variant> {
 
 fn matmuls(gpu: &Gpu, dt: Dtype, quick: bool) -> Result<Vec<Row>, GpuError> {
     let sizes: &[(usize, usize, usize)] =
-        if quick { &[(17, 33, 65)] } else { &[(1, 1, 1), (17, 33, 65), (37, 29, 70)] };
+        if quick { &[QUICK_MATMUL] } else { &[(1, 1, 1), QUICK_MATMUL, (37, 29, 70)] };
     let mut rows = Vec::new();
     for &(m, n, k) in sizes {
         for product in Product::ALL {
@@ -316,7 +321,7 @@ fn attention_row(
 }
 
 fn layernorms(gpu: &Gpu, dt: Dtype, quick: bool) -> Result<Vec<Row>, GpuError> {
-    let sizes: &[(usize, usize)] = if quick { &[(33, 65)] } else { &[(1, 1), (33, 65), (7, 768)] };
+    let sizes: &[(usize, usize)] = if quick { &[QUICK_LAYERNORM] } else { &[(1, 1), QUICK_LAYERNORM, (7, 768)] };
     let mut rows = Vec::new();
     for &(n, c) in sizes {
         for &v in LnVariant::ALL {
