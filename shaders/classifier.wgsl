@@ -42,16 +42,16 @@ const IGNORE: u32 = 0xffffffffu;
 // reduce_max and reduce_sum come from the prelude (shaders/prelude/reduce.wgsl).
 
 @compute @workgroup_size(WG)
-fn classifier_forward_backward(g: Group) {
+fn classifier_forward_backward(g: Group, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(g);
     if row >= p.n { return; }
     let base = row * p.vp;
     if targets[row] == IGNORE {
-        if g.lid == 0u && p.accumulate == 0u {
+        if lid == 0u && p.accumulate == 0u {
             losses[row] = 0.0;
         }
         if p.grad != 0u {
-            for (var i = g.lid; i < p.vp; i += WG) {
+            for (var i = lid; i < p.vp; i += WG) {
                 logits[base + i] = S0(0.0);
             }
         }
@@ -59,19 +59,19 @@ fn classifier_forward_backward(g: Group) {
     }
     let tgt = min(targets[row], p.v - 1u);
     var m = -3.0e38;
-    for (var i = g.lid; i < p.v; i += WG) {
+    for (var i = lid; i < p.v; i += WG) {
         m = max(m, f32(logits[base + i]));
     }
-    m = reduce_max(g.lid, m);
+    m = reduce_max(lid, m);
     var s = 0.0;
-    for (var i = g.lid; i < p.v; i += WG) {
+    for (var i = lid; i < p.v; i += WG) {
         s += exp(f32(logits[base + i]) - m);
     }
     // Every thread reads the target's logit before the barriers in reduce_sum, and so before
     // any thread overwrites it.
     let lt = f32(logits[base + tgt]);
-    s = reduce_sum(g.lid, s);
-    if g.lid == 0u {
+    s = reduce_sum(lid, s);
+    if lid == 0u {
         let loss = log(s) + m - lt;
         if p.accumulate != 0u {
             losses[row] += loss;
@@ -83,7 +83,7 @@ fn classifier_forward_backward(g: Group) {
         return;
     }
     let dloss = p.dloss * scale[0] * norm[0];
-    for (var i = g.lid; i < p.vp; i += WG) {
+    for (var i = lid; i < p.vp; i += WG) {
         var d = 0.0;
         if i < p.v {
             d = (exp(f32(logits[base + i]) - m) / s - select(0.0, 1.0, i == tgt)) * dloss;

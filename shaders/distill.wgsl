@@ -42,23 +42,23 @@ struct Params {
 // reduce_max, reduce_sum2 come from the prelude (shaders/prelude/reduce.wgsl).
 
 @compute @workgroup_size(WG)
-fn distill_forward_backward(g: Group) {
+fn distill_forward_backward(g: Group, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(g);
     if row >= p.n { return; }
     let tgt = min(targets[row], p.v - 1u);
     let base = row * p.vp;
     var mz = -3.0e38;
     var mu = -3.0e38;
-    for (var i = g.lid; i < p.v; i += WG) {
+    for (var i = lid; i < p.v; i += WG) {
         mz = max(mz, f32(logits[base + i]));
         mu = max(mu, teacher[base + i]);
     }
-    mz = reduce_max(g.lid, mz);
-    mu = reduce_max(g.lid, mu);
+    mz = reduce_max(lid, mz);
+    mu = reduce_max(lid, mu);
     // sz = Σ exp(z − mz), szt = Σ exp((z − mz)/T), su = Σ exp((u − mu)/T), cross = Σ that · (u − z).
     var a = vec2<f32>(0.0);
     var b = vec2<f32>(0.0);
-    for (var i = g.lid; i < p.v; i += WG) {
+    for (var i = lid; i < p.v; i += WG) {
         let z = f32(logits[base + i]);
         let u = teacher[base + i];
         let eu = exp((u - mu) * p.inv_t);
@@ -67,9 +67,9 @@ fn distill_forward_backward(g: Group) {
     }
     // Every thread reads the target's logit before the barriers below, so before any write.
     let zy = f32(logits[base + tgt]);
-    a = reduce_sum2(g.lid, a);
-    b = reduce_sum2(g.lid, b);
-    if g.lid == 0u {
+    a = reduce_sum2(lid, a);
+    b = reduce_sum2(lid, b);
+    if lid == 0u {
         let ce = log(a.x) + mz - zy;
         let kl = (b.y / b.x - (mu - mz)) * p.inv_t - log(b.x) + log(a.y);
         let kd = p.temp * p.temp * max(kl, 0.0);
@@ -81,7 +81,7 @@ fn distill_forward_backward(g: Group) {
         return;
     }
     let dloss = p.dloss * scale[0];
-    for (var i = g.lid; i < p.vp; i += WG) {
+    for (var i = lid; i < p.vp; i += WG) {
         var d = 0.0;
         if i < p.v {
             let z = f32(logits[base + i]);

@@ -64,12 +64,12 @@ var<workgroup> tile: array<u32, WG>;
 // One thread per position i: its rank is the number of positions j with (tok[j], j) <
 // (tok[i], i), counted over tiles of WG tokens in workgroup memory; positions[rank] = i.
 @compute @workgroup_size(WG)
-fn encoder_order(g: Group) {
-    let i = group_index(g) * WG + g.lid;
+fn encoder_order(g: Group, @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(g) * WG + lid;
     let mine = tokens[min(i, p.n - 1u)];
     var rank = 0u;
     for (var base = 0u; base < p.n; base += WG) {
-        tile[g.lid] = tokens[min(base + g.lid, p.n - 1u)];
+        tile[lid] = tokens[min(base + lid, p.n - 1u)];
         workgroupBarrier();
         let m = min(WG, p.n - base);
         for (var k = 0u; k < m; k++) {
@@ -86,7 +86,7 @@ fn encoder_order(g: Group) {
 // One workgroup per sorted slot r: the slot that starts a token's run sums the run's rows
 // (ascending positions); the others return.
 @compute @workgroup_size(WG)
-fn encoder_backward_wte(g: Group) {
+fn encoder_backward_wte(g: Group, @builtin(local_invocation_index) lid: u32) {
     let r = group_index(g);
     if r >= p.n { return; }
     let tok = tokens[positions[r]];
@@ -97,7 +97,7 @@ fn encoder_backward_wte(g: Group) {
     while end < p.n && tokens[positions[end]] == tok {
         end++;
     }
-    for (var ch = g.lid; ch < p.c; ch += WG) {
+    for (var ch = lid; ch < p.c; ch += WG) {
         var s = 0.0;
         for (var k = r; k < end; k++) {
             s += f32(a[positions[k] * p.c + ch]);

@@ -35,18 +35,18 @@ fn range(g: Group) -> vec2<u32> {
 }
 
 @compute @workgroup_size(WG)
-fn gelu_forward(g: Group) {
+fn gelu_forward(g: Group, @builtin(local_invocation_index) lid: u32) {
     let r = range(g);
-    for (var i = r.x + g.lid; i < r.y; i += WG) {
+    for (var i = r.x + lid; i < r.y; i += WG) {
         let x = f32(inp[i]);
         out[i] = S0(0.5 * x * (1.0 + tanh(inner(x))));
     }
 }
 
 @compute @workgroup_size(WG)
-fn gelu_backward(g: Group) {
+fn gelu_backward(g: Group, @builtin(local_invocation_index) lid: u32) {
     let r = range(g);
-    for (var i = r.x + g.lid; i < r.y; i += WG) {
+    for (var i = r.x + lid; i < r.y; i += WG) {
         let x = f32(inp[i]);
         let u = inner(x);
         // 1 − tanh² as 1/cosh²: no cancellation where tanh is near ±1.

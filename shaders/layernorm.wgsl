@@ -39,35 +39,35 @@ struct Params {
 const EPS: f32 = 1e-5;
 
 @compute @workgroup_size(WG)
-fn layernorm_forward(g: Group) {
+fn layernorm_forward(g: Group, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(g);
     if row >= p.n { return; }
     let base = row * p.c;
-    let mean = row_sum(base, g.lid) / f32(p.c);
-    let rstd = 1.0 / sqrt(row_squares(base, g.lid, mean) / f32(p.c) + EPS);
-    for (var i = g.lid; i < p.c; i += WG) {
+    let mean = row_sum(base, lid) / f32(p.c);
+    let rstd = 1.0 / sqrt(row_squares(base, lid, mean) / f32(p.c) + EPS);
+    for (var i = lid; i < p.c; i += WG) {
         out[base + i] = S0((f32(inp[base + i]) - mean) * rstd * weight[i] + bias[i]);
     }
-    if g.lid == 0u {
+    if lid == 0u {
         out2[2u * row] = mean;
         out2[2u * row + 1u] = rstd;
     }
 }
 
 @compute @workgroup_size(WG)
-fn layernorm_backward(g: Group) {
+fn layernorm_backward(g: Group, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(g);
     if row >= p.n { return; }
     let st = stats[row];
     let base = row * p.c;
     var s = vec2<f32>(0.0);
-    for (var i = g.lid; i < p.c; i += WG) {
+    for (var i = lid; i < p.c; i += WG) {
         let norm = (f32(inp[base + i]) - st.x) * st.y;
         let dnorm = f32(dout[base + i]) * weight[i];
         s += vec2<f32>(dnorm, dnorm * norm);
     }
-    let m = reduce_sum2(g.lid, s) / f32(p.c);
-    for (var i = g.lid; i < p.c; i += WG) {
+    let m = reduce_sum2(lid, s) / f32(p.c);
+    for (var i = lid; i < p.c; i += WG) {
         let norm = (f32(inp[base + i]) - st.x) * st.y;
         let dnorm = f32(dout[base + i]) * weight[i];
         out[base + i] = S0(f32(out[base + i]) + (dnorm - m.x - norm * m.y) * st.y);

@@ -148,14 +148,14 @@ fn decay(ch: Chunk) -> f32 {
 // The chunk an update's workgroup owns, or an empty one (no element to update) past the last
 // chunk and on a skipped step, which still zeroes what the mask prunes: the start every
 // update entry point shares.
-fn update_chunk(wg: Group) -> Chunk {
+fn update_chunk(wg: Group, lid: u32) -> Chunk {
     let c = group_index(wg);
     if c >= p.n_chunks {
         return Chunk(0u, 0u, 0u, 0u);
     }
     if scalars[2] != 0.0 {
         if p.masked != 0u {
-            zero_pruned(chunks[c], wg.lid);
+            zero_pruned(chunks[c], lid);
         }
         return Chunk(0u, 0u, 0u, 0u);
     }
@@ -178,13 +178,13 @@ fn inside(v: vec4<f32>, e: u32, end: u32) -> vec4<f32> {
 
 
 @compute @workgroup_size(WG)
-fn adamw_update(wg: Group) {
-    let ch = update_chunk(wg);
+fn adamw_update(wg: Group, @builtin(local_invocation_index) lid: u32) {
+    let ch = update_chunk(wg, lid);
     let wd = decay(ch);
     let step_size = p.lr / p.bc1;
     let scale = scalars[1];
     let r = vec4_range(ch);
-    for (var e = r.x + wg.lid; e < r.y; e += WG) {
+    for (var e = r.x + lid; e < r.y; e += WG) {
         let k = kept(e);
         let g = grad[e] * scale;
         let m0 = m[e];
@@ -198,12 +198,12 @@ fn adamw_update(wg: Group) {
 }
 
 @compute @workgroup_size(WG)
-fn sgd_update(wg: Group) {
-    let ch = update_chunk(wg);
+fn sgd_update(wg: Group, @builtin(local_invocation_index) lid: u32) {
+    let ch = update_chunk(wg, lid);
     let wd = decay(ch);
     let scale = scalars[1];
     let r = vec4_range(ch);
-    for (var e = r.x + wg.lid; e < r.y; e += WG) {
+    for (var e = r.x + lid; e < r.y; e += WG) {
         let k = kept(e);
         let x = param[e];
         var d = grad[e] * scale + wd * x;
@@ -219,7 +219,7 @@ fn sgd_update(wg: Group) {
 
 // LAMB 1/3: moments, the update u (into grad), and each chunk's ‖θ‖² and ‖u‖².
 @compute @workgroup_size(WG)
-fn lamb_moments(wg: Group) {
+fn lamb_moments(wg: Group, @builtin(local_invocation_index) lid: u32) {
     let c = group_index(wg);
     if c >= p.n_chunks { return; }
     let ch = chunks[c];
@@ -229,7 +229,7 @@ fn lamb_moments(wg: Group) {
     // Skipping runs no iteration but keeps the reduction's barriers in uniform control flow.
     let end = select(r.y, r.x, scalars[2] != 0.0);
     var sq = vec2<f32>(0.0);
-    for (var e = r.x + wg.lid; e < end; e += WG) {
+    for (var e = r.x + lid; e < end; e += WG) {
         let k = kept(e);
         let g = grad[e] * scale;
         let m1 = masked4(p.beta1 * m[e] + (1.0 - p.beta1) * g, k);
@@ -243,8 +243,8 @@ fn lamb_moments(wg: Group) {
         let ui = inside(u, e, ch.start + ch.len);
         sq += vec2<f32>(dot(xi, xi), dot(ui, ui));
     }
-    let s = reduce_sum2(wg.lid, sq);
-    if wg.lid == 0u {
+    let s = reduce_sum2(lid, sq);
+    if lid == 0u {
         let gc = p.chunk_base + c;
         partials[p.total_chunks + gc] = s.x;
         partials[2u * p.total_chunks + gc] = s.y;
@@ -253,17 +253,17 @@ fn lamb_moments(wg: Group) {
 
 // LAMB 2/3: one workgroup per tensor folds its chunks' sums into the trust ratio.
 @compute @workgroup_size(WG)
-fn lamb_norms(wg: Group) {
+fn lamb_norms(wg: Group, @builtin(local_invocation_index) lid: u32) {
     let t = group_index(wg);
     if t >= p.n_tensors { return; }
     let range = tensors[t];
     var sq = vec2<f32>(0.0);
-    for (var i = wg.lid; i < range.y; i += WG) {
+    for (var i = lid; i < range.y; i += WG) {
         let gc = range.x + i;
         sq += vec2<f32>(partials[p.total_chunks + gc], partials[2u * p.total_chunks + gc]);
     }
-    let s = reduce_sum2(wg.lid, sq);
-    if wg.lid == 0u {
+    let s = reduce_sum2(lid, sq);
+    if lid == 0u {
         let norm_x = sqrt(s.x);
         let norm_u = sqrt(s.y);
         scalars[LAMB_RATIOS + t] = select(1.0, norm_x / norm_u, norm_x > 0.0 && norm_u > 0.0);
@@ -272,11 +272,11 @@ fn lamb_norms(wg: Group) {
 
 // LAMB 3/3: θ ← θ − lr·r·u.
 @compute @workgroup_size(WG)
-fn lamb_apply(wg: Group) {
-    let ch = update_chunk(wg);
+fn lamb_apply(wg: Group, @builtin(local_invocation_index) lid: u32) {
+    let ch = update_chunk(wg, lid);
     let step_size = p.lr * scalars[LAMB_RATIOS + ch.tensor];
     let r = vec4_range(ch);
-    for (var e = r.x + wg.lid; e < r.y; e += WG) {
+    for (var e = r.x + lid; e < r.y; e += WG) {
         put_param(e, param[e] - step_size * grad[e], kept(e));
     }
 }
@@ -284,29 +284,29 @@ fn lamb_apply(wg: Group) {
 // The f16 copy of every parameter of the window, without an update (after loading them, and
 // after ZeRO-1 gathers other ranks' shards).
 @compute @workgroup_size(WG)
-fn half_copy(wg: Group) {
+fn half_copy(wg: Group, @builtin(local_invocation_index) lid: u32) {
     let c = group_index(wg);
     if c >= p.n_chunks { return; }
     let r = vec4_range(chunks[c]);
-    for (var e = r.x + wg.lid; e < r.y; e += WG) {
+    for (var e = r.x + lid; e < r.y; e += WG) {
         store_half(e, param[e]);
     }
 }
 
 // The global norm 1/2 (clipping and the guard): each chunk's Σg².
 @compute @workgroup_size(WG)
-fn grad_norm_partials(wg: Group) {
+fn grad_norm_partials(wg: Group, @builtin(local_invocation_index) lid: u32) {
     let c = group_index(wg);
     if c >= p.n_chunks { return; }
     var s = 0.0;
     let ch = chunks[c];
     let r = vec4_range(ch);
-    for (var e = r.x + wg.lid; e < r.y; e += WG) {
+    for (var e = r.x + lid; e < r.y; e += WG) {
         let g = inside(grad[e], e, ch.start + ch.len);
         s += dot(g, g);
     }
-    let total = reduce_sum2(wg.lid, vec2<f32>(s, 0.0));
-    if wg.lid == 0u {
+    let total = reduce_sum2(lid, vec2<f32>(s, 0.0));
+    if lid == 0u {
         partials[p.chunk_base + c] = total.x;
     }
 }

@@ -32,31 +32,31 @@ struct Params {
 // (shaders/prelude/: reduce, group, norm_rows).
 
 @compute @workgroup_size(WG)
-fn rmsnorm_forward(g: Group) {
+fn rmsnorm_forward(g: Group, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(g);
     if row >= p.n { return; }
     let base = row * p.c;
-    let r = 1.0 / sqrt(row_squares(base, g.lid, 0.0) / f32(p.c) + p.eps);
-    for (var i = g.lid; i < p.c; i += WG) {
+    let r = 1.0 / sqrt(row_squares(base, lid, 0.0) / f32(p.c) + p.eps);
+    for (var i = lid; i < p.c; i += WG) {
         out[base + i] = S0(f32(inp[base + i]) * r * weight[i]);
     }
-    if g.lid == 0u {
+    if lid == 0u {
         rstd[row] = r;
     }
 }
 
 @compute @workgroup_size(WG)
-fn rmsnorm_backward(g: Group) {
+fn rmsnorm_backward(g: Group, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(g);
     if row >= p.n { return; }
     let base = row * p.c;
     let r = rstd[row];
     var s = 0.0;
-    for (var i = g.lid; i < p.c; i += WG) {
+    for (var i = lid; i < p.c; i += WG) {
         s += f32(dout[base + i]) * weight[i] * f32(inp[base + i]) * r;
     }
-    let m = reduce_sum2(g.lid, vec2<f32>(s, 0.0)).x / f32(p.c);
-    for (var i = g.lid; i < p.c; i += WG) {
+    let m = reduce_sum2(lid, vec2<f32>(s, 0.0)).x / f32(p.c);
+    for (var i = lid; i < p.c; i += WG) {
         let n = f32(inp[base + i]) * r;
         let dn = f32(dout[base + i]) * weight[i];
         out[base + i] = S0(f32(out[base + i]) + (dn - n * m) * r);
