@@ -2,6 +2,7 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+pub mod browser;
 pub mod check;
 pub mod compress;
 pub mod data;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use wgtrain::gpu::Gpu;
 use wgtrain::model::config::TrainDefaults;
-use wgtrain::optim::{OptimizerKind, ScheduleKind};
+use wgtrain::optim::{OptimConfig, OptimizerKind, ScheduleKind};
 use wgtrain::train::defaults::Settings;
 
 #[derive(clap::Args)]
@@ -44,21 +44,21 @@ pub struct TrainCli {
     /// Warm-up steps; default: the config's [train] table, else 10.
     #[arg(long)]
     warmup: Option<u64>,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = wgtrain::optim::Schedule::MIN_LR_FRAC)]
     min_lr_frac: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = OptimConfig::TRAIN.beta1)]
     beta1: f32,
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = OptimConfig::TRAIN.beta2)]
     beta2: f32,
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = OptimConfig::TRAIN.eps)]
     eps: f32,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = OptimConfig::TRAIN.weight_decay)]
     weight_decay: f32,
     /// SGD's momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = OptimConfig::TRAIN.momentum)]
     momentum: f32,
     /// Max global gradient norm; 0 is off.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = OptimConfig::TRAIN.grad_clip)]
     grad_clip: f32,
     /// Micro-batches per optimizer step.
     #[arg(long, default_value_t = 1)]
@@ -66,7 +66,7 @@ pub struct TrainCli {
     /// Read batches in order instead of a seeded shuffle of rows.
     #[arg(long)]
     no_shuffle: bool,
-    #[arg(long, default_value_t = 1337)]
+    #[arg(long, default_value_t = wgtrain::model::config::DEFAULT_SEED)]
     seed: u64,
     /// Validate every N steps (and at the end); 0: only at the end. Default: the config's
     /// [train] table, else 40.

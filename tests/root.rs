@@ -1,6 +1,7 @@
 //! wgtrain's tests, one binary. GPU tests skip without an adapter, and fail instead when
 //! WGTRAIN_REQUIRE_ADAPTER=1 (CI sets it).
 
+mod browser;
 mod check;
 mod common;
 mod compress;

@@ -106,6 +106,12 @@ pub fn prepared_files(dir: &Path) -> Result<Option<(PathBuf, Option<PathBuf>)>, 
 /// The bundled corpus (data/shakespeare) as byte-level tokens: (train, val), val being the
 /// last 5% of the bytes.
 pub fn bundled_corpus() -> Result<(Vec<u32>, Vec<u32>), DataError> {
+    Ok(byte_corpus(&bundled_bytes()?))
+}
+
+/// The bundled plays' text (data/shakespeare/*_gut.txt in name order, each followed by a
+/// blank line): what `bundled_corpus` tokenizes, and what the page trains on.
+pub fn bundled_bytes() -> Result<Vec<u8>, DataError> {
     let dir = bundled_dir();
     let io = |why: String| DataError::Io { path: dir.clone(), why };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -122,9 +128,15 @@ pub fn bundled_corpus() -> Result<(Vec<u32>, Vec<u32>), DataError> {
         bytes.extend(std::fs::read(f).map_err(|e| DataError::Io { path: f.clone(), why: e.to_string() })?);
         bytes.extend(b"\n\n");
     }
+    Ok(bytes)
+}
+
+/// A text as byte tokens, split as the bundled corpus is: the first 95% to train on, the rest
+/// to validate (the page's corpus, bundled or picked, goes through this too).
+pub fn byte_corpus(bytes: &[u8]) -> (Vec<u32>, Vec<u32>) {
     let tokens: Vec<u32> = bytes.iter().map(|&b| b as u32).collect();
     let split = tokens.len() * 95 / 100;
-    Ok((tokens[..split].to_vec(), tokens[split..].to_vec()))
+    (tokens[..split].to_vec(), tokens[split..].to_vec())
 }
 
 /// data/shakespeare beside the executable's crate, or under the current directory.

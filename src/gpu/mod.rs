@@ -349,9 +349,7 @@ impl Gpu {
     pub fn read_f16(&self, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<f32>, GpuError> {
         let (lo, hi) = (offset / 2, (offset + len as u64).div_ceil(2));
         let words: Vec<u32> = self.read(buf, lo, (hi - lo) as usize)?;
-        let halves: &[u16] = bytemuck::cast_slice(&words);
-        let skip = (offset - 2 * lo) as usize;
-        Ok(halves[skip..skip + len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect())
+        Ok(halves_to_f32(&words, (offset - 2 * lo) as usize, len))
     }
 
     /// Reads `len` elements of `buf` from element `offset`, waiting for queued work first.
@@ -359,17 +357,7 @@ impl Gpu {
     pub fn read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<T>, GpuError> {
         let elem = std::mem::size_of::<T>() as u64;
         let bytes = len as u64 * elem;
-        if offset * elem + bytes > buf.size() {
-            return Err(GpuError::OutOfBounds {
-                what: "read",
-                elements: offset + len as u64,
-                capacity: buf.size() / elem,
-            });
-        }
-        if len == 0 {
-            return Ok(Vec::new());
-        }
-        let size = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let Some(size) = self.read_size(buf, offset, len, elem)? else { return Ok(Vec::new()) };
         let mut staging = self.staging.lock().unwrap();
         if staging.as_ref().is_none_or(|s| s.size() < size) {
             *staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -397,6 +385,46 @@ impl Gpu {
         Ok(out)
     }
 
+    /// `read` without blocking the thread, for the browser (where a mapping completes only on
+    /// its event loop); natively it waits for the GPU as `read` does. A staging buffer of its
+    /// own per call.
+    pub async fn read_async<T: bytemuck::Pod>(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<T>, GpuError> {
+        let elem = std::mem::size_of::<T>() as u64;
+        let Some(size) = self.read_size(buf, offset, len, elem)? else { return Ok(Vec::new()) };
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging (async)"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, offset * elem, &staging, 0, size);
+        let index = self.queue.submit([enc.finish()]);
+        let signal = readback::map_for_reading(&staging);
+        readback::mapped(self, signal, Some(index)).await?;
+        let view = staging.get_mapped_range(..).map_err(|e| GpuError::Device(e.to_string()))?;
+        Ok(bytemuck::pod_collect_to_vec(&view[..(len as u64 * elem) as usize]))
+    }
+
+    /// The staging size of a read of `len` elements of `elem` bytes from element `offset` of
+    /// `buf` (None: nothing to read), or the error of one past its end.
+    fn read_size(&self, buf: &wgpu::Buffer, offset: u64, len: usize, elem: u64) -> Result<Option<u64>, GpuError> {
+        let bytes = len as u64 * elem;
+        if offset * elem + bytes > buf.size() {
+            return Err(GpuError::OutOfBounds {
+                what: "read",
+                elements: offset + len as u64,
+                capacity: buf.size() / elem,
+            });
+        }
+        Ok((len > 0).then(|| bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)))
+    }
+
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<(), GpuError> {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(e.to_string()))?;
@@ -414,4 +442,10 @@ impl Gpu {
     pub fn name(&self) -> String {
         format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
     }
+}
+
+/// Halves `skip..skip + len` of `words` (two f16 each, little-endian) in f32.
+pub fn halves_to_f32(words: &[u32], skip: usize, len: usize) -> Vec<f32> {
+    let halves: &[u16] = bytemuck::cast_slice(words);
+    halves[skip..skip + len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect()
 }

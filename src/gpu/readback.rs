@@ -10,7 +10,7 @@ use super::{Gpu, GpuError, Recorder};
 
 /// Where a mapping's callback leaves its result, and whom it wakes (an `await`ing caller).
 #[derive(Default)]
-struct Signal {
+pub(super) struct Signal {
     done: Option<Result<(), wgpu::BufferAsyncError>>,
     waker: Option<Waker>,
 }
@@ -89,50 +89,25 @@ impl Readback {
             if let Some((old, _, _)) = self.pending.take() {
                 self.slots[old].unmap();
             }
-            let signal = Arc::new(Mutex::new(Signal::default()));
-            let tx = signal.clone();
-            self.slots[slot].map_async(wgpu::MapMode::Read, .., move |r| {
-                let mut s = tx.lock().unwrap();
-                s.done = Some(r);
-                if let Some(w) = s.waker.take() {
-                    w.wake();
-                }
-            });
+            let signal = map_for_reading(&self.slots[slot]);
             self.pending = Some((slot, signal, index));
         }
     }
 
     /// The newest submitted result, once (None if none is waiting). Blocks only if the GPU has
-    /// not finished that submit yet (with `submitted_at`, only on that submit).
+    /// not finished that submit yet (with `submitted_at`, only on that submit). Native only: in
+    /// the browser, await `take_async`.
     pub fn take<T: bytemuck::Pod>(&mut self, gpu: &Gpu) -> Result<Option<Vec<T>>, GpuError> {
+        pollster::block_on(self.take_async(gpu))
+    }
+
+    /// `take` without blocking the thread: in the browser, where a mapping completes only
+    /// once control returns to the event loop, it awaits that.
+    pub async fn take_async<T: bytemuck::Pod>(&mut self, gpu: &Gpu) -> Result<Option<Vec<T>>, GpuError> {
         let Some((slot, signal, index)) = self.pending.take() else {
             return Ok(None);
         };
-        let ready = signal.lock().unwrap().done.take();
-        let done = match ready {
-            Some(r) => r,
-            None => {
-                gpu.device
-                    .poll(wgpu::PollType::Wait { submission_index: index, timeout: None })
-                    .map_err(|e| GpuError::Device(e.to_string()))?;
-                gpu.check()?;
-                let r = signal.lock().unwrap().done.take();
-                r.ok_or_else(|| GpuError::Device("a readback's mapping never completed".into()))?
-            }
-        };
-        done.map_err(|e| GpuError::Device(e.to_string()))?;
-        self.read_slot(slot).map(Some)
-    }
-
-    /// `take` for the browser, where a mapping completes only once control returns to the
-    /// event loop: awaits it instead of blocking.
-    pub async fn take_async<T: bytemuck::Pod>(&mut self, gpu: &Gpu) -> Result<Option<Vec<T>>, GpuError> {
-        let Some((slot, signal, _)) = self.pending.take() else {
-            return Ok(None);
-        };
-        let done = Mapped(signal).await;
-        gpu.check()?;
-        done.map_err(|e| GpuError::Device(e.to_string()))?;
+        mapped(gpu, signal, index).await?;
         self.read_slot(slot).map(Some)
     }
 
@@ -146,4 +121,42 @@ impl Readback {
         buf.unmap();
         Ok(out)
     }
+}
+
+/// Starts mapping all of `buf` for reading; its callback fills the returned signal.
+pub(super) fn map_for_reading(buf: &wgpu::Buffer) -> Arc<Mutex<Signal>> {
+    let signal = Arc::new(Mutex::new(Signal::default()));
+    let tx = signal.clone();
+    buf.map_async(wgpu::MapMode::Read, .., move |r| {
+        let mut s = tx.lock().unwrap();
+        s.done = Some(r);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    });
+    signal
+}
+
+/// Awaits a mapping that `map_for_reading` started. Natively nothing runs its callback but a
+/// poll, so this first waits on the device (for `index` alone where known); in the browser
+/// the event loop runs it, and this yields to it.
+pub(super) async fn mapped(
+    gpu: &Gpu,
+    signal: Arc<Mutex<Signal>>,
+    index: Option<wgpu::SubmissionIndex>,
+) -> Result<(), GpuError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if signal.lock().unwrap().done.is_none() {
+        let wait = wgpu::PollType::Wait { submission_index: index, timeout: None };
+        gpu.device.poll(wait).map_err(|e| GpuError::Device(e.to_string()))?;
+        if signal.lock().unwrap().done.is_none() {
+            gpu.check()?;
+            return Err(GpuError::Device("a readback's mapping never completed".into()));
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = index;
+    let done = Mapped(signal).await;
+    gpu.check()?;
+    done.map_err(|e| GpuError::Device(e.to_string()))
 }

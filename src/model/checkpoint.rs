@@ -105,6 +105,13 @@ pub fn save_hf_as(
     write_synced(dir, "config.json", serde_json::to_string_pretty(&config.to_hf_json()).expect("json").as_bytes())
 }
 
+/// model.safetensors and config.json as `save_hf` writes them (f32), as bytes and text: the
+/// page's download.
+pub fn hf_bytes(config: &GptConfig, values: &[Vec<f32>]) -> Result<(Vec<u8>, String), CheckpointError> {
+    let bytes = serialize(Path::new("model.safetensors"), config, values, crate::kernels::Dtype::F32)?;
+    Ok((bytes, serde_json::to_string_pretty(&config.to_hf_json()).expect("json")))
+}
+
 /// master.safetensors: the f32 weights in the HF layout, beside an f16 model.safetensors, so
 /// that a resumed run continues from the exact masters.
 pub fn save_master(dir: &Path, config: &GptConfig, values: &[Vec<f32>]) -> Result<(), CheckpointError> {

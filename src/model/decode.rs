@@ -152,6 +152,12 @@ impl Decoder {
         super::read_as_f32(gpu, &self.logits, 0, self.rows.len() * self.v)
     }
 
+    /// `next` awaiting the logits instead of blocking (the browser's way).
+    pub async fn next_async(&mut self, gpu: &Gpu, token: u32) -> Result<Vec<f32>, GpuError> {
+        self.step(gpu, &[token], true)?;
+        super::read_as_f32_async(gpu, &self.logits, 0, self.v).await
+    }
+
     /// Feeds one token of a prompt into row 0's cache: the layers only, with neither the LM
     /// head nor a readback (the queue runs ahead until the next `next`).
     pub fn feed(&mut self, gpu: &Gpu, token: u32) -> Result<(), GpuError> {

@@ -250,6 +250,31 @@ impl Gpt {
         gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)
     }
 
+    /// The summed loss and the counted targets of the next `n` batches of `val`, each batch's
+    /// rows `mine` (a rank's share) through the evaluation forward, one submit and one awaited
+    /// read per batch.
+    pub async fn eval_batches(
+        &self,
+        gpu: &Gpu,
+        val: &mut crate::data::Loader,
+        n: usize,
+        mine: std::ops::Range<usize>,
+    ) -> Result<(f64, u64), GpuError> {
+        let (mut sum, mut counted) = (0.0, 0u64);
+        for _ in 0..n {
+            let (x, y) = val.next_batch();
+            // Masked data: the mean over the targets that count (the global batch's).
+            counted += y.iter().filter(|&&t| t != crate::data::IGNORE).count() as u64;
+            self.upload_batch(gpu, 0, &x[mine.clone()], &y[mine.clone()]);
+            let mut rec = Recorder::new(gpu);
+            self.record_eval(&mut rec);
+            rec.submit()?;
+            let losses: Vec<f32> = gpu.read_async(&self.micro.losses, 0, self.b * self.t).await?;
+            sum += losses.iter().map(|&x| x as f64).sum::<f64>();
+        }
+        Ok((sum, counted))
+    }
+
     /// The summed loss of the evaluation forward (positions whose target is IGNORE add 0).
     pub fn read_eval_sum(&self, gpu: &Gpu) -> Result<f64, GpuError> {
         Ok(gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)?.iter().map(|&x| x as f64).sum())
@@ -281,6 +306,11 @@ impl Gpt {
 
     pub fn read_params(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
         Ok(self.arena.table.unpack(&gpu.read::<f32>(&self.arena.params, 0, self.arena.table.len as usize)?))
+    }
+
+    /// `read_params` awaiting the read (the page's save).
+    pub async fn read_params_async(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
+        Ok(self.arena.table.unpack(&gpu.read_async::<f32>(&self.arena.params, 0, self.arena.table.len as usize).await?))
     }
 
     pub fn read_grads(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {

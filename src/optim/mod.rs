@@ -56,6 +56,19 @@ pub struct OptimConfig {
 }
 
 impl OptimConfig {
+    /// `wgtrain train`'s defaults (its flags' and the page's): AdamW with β (0.9, 0.99), ε 1e-8,
+    /// λ 0.1, gradient clipping at 1 (nanoGPT's settings for small models); momentum 0.9 if
+    /// --optimizer sgd.
+    pub const TRAIN: Self = Self {
+        kind: OptimizerKind::Adamw,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        momentum: 0.9,
+        grad_clip: 1.0,
+    };
+
     /// torch.optim.AdamW's defaults: β (0.9, 0.999), ε 1e-8, λ 0.01.
     pub fn adamw() -> Self {
         Self {
@@ -519,7 +532,12 @@ impl Optimizer {
 
     /// `grad_norm` with the skip flag and the loss scale of that step.
     pub fn step_scalars(&mut self, gpu: &Gpu) -> Result<Option<StepScalars>, GpuError> {
-        Ok(self.readback.take::<f32>(gpu)?.map(|v| StepScalars {
+        pollster::block_on(self.step_scalars_async(gpu))
+    }
+
+    /// `step_scalars` awaiting the read (the browser's way).
+    pub async fn step_scalars_async(&mut self, gpu: &Gpu) -> Result<Option<StepScalars>, GpuError> {
+        Ok(self.readback.take_async::<f32>(gpu).await?.map(|v| StepScalars {
             norm: v[0],
             skipped: v[2] != 0.0,
             loss_scale: v[3],

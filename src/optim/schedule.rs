@@ -29,6 +29,9 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// `wgtrain train`'s --min-lr-frac: the decay ends at a tenth of the peak.
+    pub const MIN_LR_FRAC: f64 = 0.1;
+
     pub fn constant(lr: f64) -> Self {
         Self { kind: ScheduleKind::Constant, lr_max: lr, warmup: 0, steps: 1, min_lr_frac: 0.0 }
     }

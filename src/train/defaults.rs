@@ -13,35 +13,7 @@ pub const DEFAULT_CONFIG: &str = "models/default.toml";
 /// about two minutes on an H100-class GPU.
 pub const GPU_DEFAULT_CONFIG: &str = "models/gpu-default.toml";
 
-/// Settings when neither a flag nor the config's `[train]` table gives one.
-pub const BUILT_IN: Settings =
-    Settings { batch_size: 4, seq_len: 128, steps: 160, lr: 2e-3, warmup: 10, eval_every: 40 };
-
-/// The training settings a config may carry.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Settings {
-    pub batch_size: usize,
-    pub seq_len: usize,
-    pub steps: u64,
-    pub lr: f64,
-    pub warmup: u64,
-    pub eval_every: u64,
-}
-
-impl Settings {
-    /// Each field from `flags` if set, else from `table`, else from `BUILT_IN`.
-    pub fn resolve(flags: &TrainDefaults, table: &TrainDefaults) -> Settings {
-        let b = BUILT_IN;
-        Settings {
-            batch_size: flags.batch_size.or(table.batch_size).unwrap_or(b.batch_size),
-            seq_len: flags.seq_len.or(table.seq_len).unwrap_or(b.seq_len),
-            steps: flags.steps.or(table.steps).unwrap_or(b.steps),
-            lr: flags.lr.or(table.lr).unwrap_or(b.lr),
-            warmup: flags.warmup.or(table.warmup).unwrap_or(b.warmup),
-            eval_every: flags.eval_every.or(table.eval_every).unwrap_or(b.eval_every),
-        }
-    }
-}
+pub use crate::model::config::{Settings, BUILT_IN};
 
 /// A file under models/: here if it exists, else in the source tree the binary was built from.
 pub fn model_file(name: &str) -> PathBuf {

@@ -27,9 +27,10 @@ mod step;
 pub mod task;
 mod tune_run;
 
+pub use crate::model::sample::{argmax, pick, printable, sample, sample_until, Sampled};
 pub use args::{KdFlags, LoraFlags, TrainArgs};
 pub use defaults::{default_config, model_file, DEFAULT_CONFIG};
-pub use eval::{argmax, evaluate, evaluate_rows, pick, printable, sample, sample_until, Sampled};
+pub use eval::{evaluate, evaluate_rows};
 pub use step::{run_step, Probes};
 pub use tune_run::tune_model;
 
