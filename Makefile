@@ -5,7 +5,7 @@
 export XDG_RUNTIME_DIR ?= /tmp
 CARGO ?= cargo
 
-.PHONY: run test bench setup
+.PHONY: run test bench setup web
 
 setup:
 	@bash scripts/setup.sh
@@ -18,3 +18,9 @@ test: setup
 
 bench: setup
 	$(CARGO) run --release -- bench matmul
+
+# The page that trains in a browser tab (WebGPU): built into target/web/site, then served on
+# http://127.0.0.1:8080/ until Ctrl-C.
+web: setup
+	bash scripts/web-build.sh
+	$(CARGO) run --release $$(bash scripts/features.sh) -- serve-web

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod serve_web;
 mod train_cli;
 use commands::{eval, prepare, sample};
 use train_cli::TrainCli;
@@ -170,6 +171,15 @@ enum Command {
         /// Print one JSON object per row.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the page that trains in the browser (WebGPU): build it first with `make web`.
+    ServeWeb {
+        /// The built page (scripts/web-build.sh writes it here).
+        #[arg(long, default_value = "target/web/site")]
+        dir: PathBuf,
+        /// Address to listen on; port 0 takes any free port.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
     },
     /// Benchmark kernels against baselines measured in the same run.
     #[command(subcommand)]
@@ -362,6 +372,10 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         println!("selected: {}", gpu::select_adapter(&choice)?.get_info().name);
         return Ok(None);
     }
+    if let Command::ServeWeb { dir, addr } = &cli.command {
+        serve_web::serve(dir, addr)?;
+        return Ok(None);
+    }
     if let Command::Prepare(p) = cli.command {
         prepare(*p)?;
         return Ok(None);
@@ -392,7 +406,11 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<Option<i32>> {
         resolve_precision(&gpu, cli.precision)?
     };
     match cli.command {
-        Command::Adapters | Command::Prepare(_) | Command::Quantize { .. } | Command::Merge { .. } => {
+        Command::Adapters
+        | Command::Prepare(_)
+        | Command::Quantize { .. }
+        | Command::Merge { .. }
+        | Command::ServeWeb { .. } => {
             unreachable!("handled above")
         }
         Command::Demo { rows, c_in, c_out } => wgtrain::demo::run(&gpu, rows, c_in, c_out)?,
