@@ -27,6 +27,10 @@ loss = {m: float(w[w.index("loss") + 1]) for m, w in evals.items()}
 print(f"web-test: wgtrain eval of the downloaded model {loss['dl']:.4f}, of the native one {loss['native']:.4f}")
 if not abs(loss["dl"] - loss["native"]) <= 1e-3 * loss["native"]:
     bad.append("the downloaded model does not evaluate as the native one")
+r = page["resumed"]
+print(f"web-test: resumed from the download on a picked text: losses {r['losses']} (the fresh model's first: {page['losses'][0]:.4f})")
+if not (len(r["losses"]) == 2 and r["losses"][0] < page["losses"][0] - 0.3):
+    bad.append("the resumed run did not start from the trained weights")
 tps = page.get("tokensPerSecond")
 print(f"web-test: {tps:.0f} tokens/s in the page" if tps else "web-test: no tokens/s")
 for b in bad:

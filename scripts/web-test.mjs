@@ -1,6 +1,8 @@
 // Opens the page in headless Chromium (Debian's), lets it train (?auto=1), clicks Save and waits
-// for both downloads, driving the browser over the DevTools protocol on a pipe (no npm
-// packages). Writes the page's `window.wgtrain` as JSON; exits 1 on a page error or a timeout.
+// for both downloads, then resumes from them on a picked text for 2 steps; drives the browser
+// over the DevTools protocol on a pipe (no npm packages). Writes the page's `window.wgtrain`
+// (the resumed run's under `resumed`) as JSON; exits 1 on a page error or a timeout. With
+// SCREENSHOT=FILE it saves a PNG of the page after the first run.
 // With ?check=1 in URL it only waits for the shader check. Usage:
 //   node scripts/web-test.mjs URL DOWNLOAD_DIR OUT_JSON TIMEOUT_S
 import { spawn } from 'node:child_process';
@@ -74,9 +76,15 @@ async function main() {
     if (state?.finished) break;
   }
   if (!state?.finished) fail(`no result in ${timeoutS} s; the page had ${JSON.stringify(state)}`);
-  if (!url.includes('check=1')) await save(sessionId);
-  state = JSON.parse(await evaluate(sessionId, 'JSON.stringify(window.wgtrain)'));
-  fs.writeFileSync(outFile, JSON.stringify(state, null, 1));
+  if (url.includes('check=1')) {
+    fs.writeFileSync(outFile, JSON.stringify(state, null, 1));
+  } else {
+    await save(sessionId);
+    const first = JSON.parse(await evaluate(sessionId, 'JSON.stringify(window.wgtrain)'));
+    if (process.env.SCREENSHOT) await screenshot(sessionId, process.env.SCREENSHOT);
+    const resumed = await resume(sessionId);
+    fs.writeFileSync(outFile, JSON.stringify({ ...first, resumed }, null, 1));
+  }
   closing = true;
   await send('Browser.close').catch(() => {});
   process.exit(0);
@@ -90,6 +98,36 @@ async function save(sessionId) {
     if (Date.now() > deadline) fail(`Save did not download ${want.join(' and ')}`);
     await sleep(250);
   }
+}
+
+// The element `id` as a remote object, for the DOM domain.
+async function element(sessionId, id) {
+  const r = await send('Runtime.evaluate', { expression: `document.getElementById('${id}')` }, sessionId);
+  return r.result.objectId;
+}
+
+// Picks the downloaded model in Resume's two file inputs and a play as the text (the page's
+// "a file I pick"), resumes for 2 steps, and returns the page's state once they ran.
+async function resume(sessionId) {
+  const pick = async (id, file) =>
+    send('DOM.setFileInputFiles', { files: [path.resolve(file)], objectId: await element(sessionId, id) }, sessionId);
+  await pick('resume-weights', path.join(downloads, 'model.safetensors'));
+  await pick('resume-config', path.join(downloads, 'config.json'));
+  await pick('textfile', 'data/shakespeare/sonnets_gut.txt');
+  await evaluate(sessionId, "document.getElementById('source').value = 'file'; document.getElementById('steps').value = '2'");
+  await evaluate(sessionId, "document.getElementById('resume').click()", true);
+  while (Date.now() < deadline) {
+    await sleep(500);
+    const st = JSON.parse(await evaluate(sessionId, 'JSON.stringify(window.wgtrain)'));
+    if (st.error) fail(`resuming failed: ${st.error}`);
+    if (st.done && !st.running) return st;
+  }
+  fail('the resumed run did not end in time');
+}
+
+async function screenshot(sessionId, file) {
+  const { data } = await send('Page.captureScreenshot', { format: 'png', captureBeyondViewport: true }, sessionId);
+  fs.writeFileSync(file, Buffer.from(data, 'base64'));
 }
 
 chrome.on('exit', (code) => closing || fail(`chromium exited (${code})`));
