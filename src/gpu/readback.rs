@@ -138,25 +138,44 @@ pub(super) fn map_for_reading(buf: &wgpu::Buffer) -> Arc<Mutex<Signal>> {
 }
 
 /// Awaits a mapping that `map_for_reading` started. Natively nothing runs its callback but a
-/// poll, so this first waits on the device (for `index` alone where known); in the browser
-/// the event loop runs it, and this yields to it.
+/// poll, so this first waits on the device (`settle`); in the browser the event loop runs it,
+/// and this yields to it.
 pub(super) async fn mapped(
     gpu: &Gpu,
     signal: Arc<Mutex<Signal>>,
     index: Option<wgpu::SubmissionIndex>,
 ) -> Result<(), GpuError> {
     #[cfg(not(target_arch = "wasm32"))]
-    if signal.lock().unwrap().done.is_none() {
-        let wait = wgpu::PollType::Wait { submission_index: index, timeout: None };
-        gpu.device.poll(wait).map_err(|e| GpuError::Device(e.to_string()))?;
-        if signal.lock().unwrap().done.is_none() {
-            gpu.check()?;
-            return Err(GpuError::Device("a readback's mapping never completed".into()));
-        }
-    }
+    settle(gpu, &signal, index)?;
     #[cfg(target_arch = "wasm32")]
     let _ = index;
     let done = Mapped(signal).await;
     gpu.check()?;
     done.map_err(|e| GpuError::Device(e.to_string()))
+}
+
+/// How long a mapping may take to be delivered once its submit is done.
+#[cfg(not(target_arch = "wasm32"))]
+const DELIVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Natively: waits for the submit `index` (all, where None), then for the mapping's callback.
+/// Another thread polling the same device (tests share one) may have taken the callback and
+/// not yet run it when this thread's wait returns, so it polls on briefly rather than failing.
+#[cfg(not(target_arch = "wasm32"))]
+fn settle(gpu: &Gpu, signal: &Mutex<Signal>, index: Option<wgpu::SubmissionIndex>) -> Result<(), GpuError> {
+    let poll = |p| gpu.device.poll(p).map(|_| ()).map_err(|e| GpuError::Device(e.to_string()));
+    if signal.lock().unwrap().done.is_some() {
+        return Ok(());
+    }
+    poll(wgpu::PollType::Wait { submission_index: index, timeout: None })?;
+    let start = std::time::Instant::now();
+    while signal.lock().unwrap().done.is_none() {
+        if start.elapsed() > DELIVERY {
+            gpu.check()?;
+            return Err(GpuError::Device("a readback's mapping never completed".into()));
+        }
+        poll(wgpu::PollType::Poll)?;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
 }
