@@ -414,10 +414,6 @@ pub(crate) fn read_as_f32(gpu: &Gpu, t: &Tensor, offset: u64, len: usize) -> Res
 pub(crate) async fn read_as_f32_async(gpu: &Gpu, t: &Tensor, offset: u64, len: usize) -> Result<Vec<f32>, GpuError> {
     match t.dtype {
         Dtype::F32 => gpu.read_async(&t.buf, offset, len).await,
-        Dtype::F16 => {
-            let (lo, hi) = (offset / 2, (offset + len as u64).div_ceil(2));
-            let words: Vec<u32> = gpu.read_async(&t.buf, lo, (hi - lo) as usize).await?;
-            Ok(crate::gpu::halves_to_f32(&words, (offset - 2 * lo) as usize, len))
-        }
+        Dtype::F16 => gpu.read_f16_async(&t.buf, offset, len).await,
     }
 }
