@@ -18,7 +18,7 @@ echo "web-test: $(/usr/bin/chromium --version 2>/dev/null | head -1), node $(nod
 bin=target/release/wgtrain
 tmp=$(mktemp -d)
 server=
-trap '[ -z "$server" ] || kill "$server" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null; [ -n "${WEB_TEST_KEEP:-}" ] || rm -rf "$tmp"' EXIT
 "$bin" --no-tune train --config models/web-test.toml --sample-tokens 0 --out "$tmp/native" > "$tmp/native.log"
 "$bin" serve-web --addr 127.0.0.1:0 > "$tmp/serve.log" &
 server=$!
