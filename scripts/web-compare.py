@@ -10,6 +10,8 @@ bad = []
 check = json.load(open(f"{d}/check.json"))
 print(f"web-test: the browser's compiler took {check['shaders']} shaders, rejected {len(check['shaderErrors'])}")
 bad += check["shaderErrors"]
+if not check["shaders"] > 0:
+    bad.append("the page offered no shaders to check")
 page = json.load(open(f"{d}/page.json"))
 native = [json.loads(l) for l in open(f"{d}/native/metrics.jsonl")]
 native = [r["loss"] for r in native if "loss" in r]

@@ -120,7 +120,8 @@ async function resume(sessionId) {
     await sleep(500);
     const st = JSON.parse(await evaluate(sessionId, 'JSON.stringify(window.wgtrain)'));
     if (st.error) fail(`resuming failed: ${st.error}`);
-    if (st.done && !st.running) return st;
+    // The first run's state stays until the page takes the files: wait for the new one's.
+    if (st.done && !st.running && st.losses.length === 2) return st;
   }
   fail('the resumed run did not end in time');
 }

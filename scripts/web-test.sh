@@ -14,6 +14,7 @@ if ! [ -x /usr/bin/chromium ]; then
   $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
     || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; }
 fi
+command -v node >/dev/null || { echo "web-test: needs Node.js (node) to drive the browser" >&2; exit 1; }
 echo "web-test: $(/usr/bin/chromium --version 2>/dev/null | head -1), node $(node --version)"
 bin=target/release/wgtrain
 tmp=$(mktemp -d)

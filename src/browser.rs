@@ -56,7 +56,15 @@ pub struct Run {
     losses: Readback,
     /// The next step to run.
     pub step: u64,
+    /// Steps in a row the GPU skipped (a non-finite loss or gradient norm).
+    skips: u64,
 }
+
+/// Skipped steps in a row that end a run (`wgtrain train`'s --max-skips default).
+pub const MAX_SKIPS: u64 = 5;
+
+/// The most bytes one `sample` writes.
+pub const MAX_SAMPLE: usize = 100_000;
 
 impl Run {
     /// Builds the model and its optimizer for `spec`, initialized as `wgtrain train` does (or
@@ -67,6 +75,9 @@ impl Run {
         let table = TrainDefaults::parse(spec.config, name).map_err(|e| e.to_string())?;
         let flags = TrainDefaults { steps: spec.steps, ..Default::default() };
         let settings = Settings::resolve(&flags, &table);
+        if settings.steps == 0 || settings.batch_size == 0 || settings.seq_len == 0 {
+            return Err(format!("{name}: steps, batch_size and seq_len must be positive"));
+        }
         let config = match spec.resume {
             Some((json, _)) => GptConfig::parse(json, true, "config.json"),
             None => GptConfig::parse(spec.config, false, name),
@@ -100,7 +111,7 @@ impl Run {
             min_lr_frac: Schedule::MIN_LR_FRAC,
         };
         let losses = gpt.loss_readback(gpu);
-        Ok(Self { config, settings, gpt, opt, loader, val, schedule, losses, step: 0 })
+        Ok(Self { config, settings, gpt, opt, loader, val, schedule, losses, step: 0, skips: 0 })
     }
 
     /// True once every step ran.
@@ -113,8 +124,21 @@ impl Run {
     }
 
     /// Runs the next step: its batch uploaded, forward, backward, the loss copy and the update
-    /// in one submit; then awaits its loss and gradient norm.
-    pub async fn step(&mut self, gpu: &Gpu) -> Result<StepDone, GpuError> {
+    /// in one submit; then awaits its loss and gradient norm. Past `MAX_SKIPS` skipped steps in
+    /// a row, an error.
+    pub async fn step(&mut self, gpu: &Gpu) -> Result<StepDone, String> {
+        let done = self.run_step(gpu).await.map_err(|e| e.to_string())?;
+        self.skips = if done.skipped { self.skips + 1 } else { 0 };
+        if self.skips > MAX_SKIPS {
+            return Err(format!(
+                "{} steps in a row had a non-finite loss or gradient norm (up to step {}): stopping; lower the lr",
+                self.skips, done.step
+            ));
+        }
+        Ok(done)
+    }
+
+    async fn run_step(&mut self, gpu: &Gpu) -> Result<StepDone, GpuError> {
         let (step, lr) = (self.step, self.schedule.lr(self.step));
         let (x, y) = self.loader.next_batch();
         self.gpt.upload_slots(gpu, &[x, y].concat());
@@ -157,6 +181,9 @@ impl Run {
         n: usize,
         (temperature, top_k, seed): (f32, usize, u64),
     ) -> anyhow::Result<String> {
+        if !(1..=MAX_SAMPLE).contains(&n) {
+            anyhow::bail!("the sample's length must be 1 to {MAX_SAMPLE} bytes, got {n}");
+        }
         let tok = Tokenizer::byte();
         Ok(sample::sample_async(gpu, &self.gpt, &tok, prompt, n, (temperature, top_k, seed), None).await?.text)
     }

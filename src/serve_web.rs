@@ -3,7 +3,7 @@
 //! repository: the bundled plays as one text (/corpus.txt) and the model configs
 //! (/models/NAME.toml). A plain HTTP/1.1 GET server, one thread per connection.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +31,11 @@ pub fn serve(dir: &Path, addr: &str) -> anyhow::Result<()> {
     println!("serving the page at http://{at}/ (Ctrl-C stops)");
     let site = Arc::new(Site { dir: dir.to_path_buf(), corpus });
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of descriptors, say: wait a little rather than spin.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        };
         let site = site.clone();
         std::thread::spawn(move || {
             // A client that goes away mid-answer ends only its own connection.
@@ -44,10 +48,10 @@ pub fn serve(dir: &Path, addr: &str) -> anyhow::Result<()> {
 /// Reads one request and writes its answer.
 fn answer(site: &Site, mut stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // At most 64 KiB of request: its line, then headers read and dropped up to a blank line.
+    let mut reader = BufReader::new(stream.try_clone()?.take(64 << 10));
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    // The headers, read and dropped (up to a blank line, at most 100 of them).
     for _ in 0..100 {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {

@@ -9,16 +9,16 @@ const state = window.wgtrain = {
   adapter: null, info: null, losses: [], val: [], stepMs: [], running: false, done: false, error: null,
 };
 let trainer = null;
+let busy = false; // a handler is running: every button but Pause waits for it
 
 function fail(e) {
   state.error = String(e && e.message || e);
   state.running = false;
   $('error').textContent = 'error: ' + state.error;
-  buttons();
 }
 
 function buttons() {
-  const idle = trainer && !state.running;
+  const idle = trainer && !busy;
   $('train').disabled = !idle;
   $('resume').disabled = !idle;
   $('pause').disabled = !state.running;
@@ -39,6 +39,21 @@ async function text() {
   return new Uint8Array(await f.arrayBuffer());
 }
 
+// A whole number from 1 to 1e9 from the input `id`, or `fallback` when it is empty.
+function count(id, fallback) {
+  const v = $(id).value.trim();
+  if (v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 1e9) throw new Error(`${id}: a whole number from 1 to 1e9, not "${v}"`);
+  return n;
+}
+
+// What a new run is made of, to tell whether Train continues the paused run or starts anew.
+function selection() {
+  const f = $('textfile').files[0];
+  return JSON.stringify([$('config').value, $('source').value, f && [f.name, f.size, f.lastModified], $('steps').value]);
+}
+
 // Tokens per second over the steps after the first (which compiles the pipelines).
 function tokensPerSecond() {
   const ms = state.stepMs.slice(1).reduce((a, b) => a + b, 0);
@@ -53,6 +68,7 @@ function status(last) {
     `model: ${i.n_layer} layers, ${i.n_head} heads, ${i.n_embd} channels, ${(i.parameters / 1e6).toFixed(2)}M parameters; ` +
     `batch ${i.batch_size} × ${i.seq_len}\n` +
     `step ${last ? last.step + 1 : 0}/${i.steps}` + (last ? `  loss ${last.loss.toFixed(4)}  lr ${last.lr.toExponential(2)}` : '') +
+    (last && last.skipped ? '  (skipped: a non-finite loss or gradient)' : '') +
     val + (tps ? `  ${tps.toFixed(0)} tokens/s` : '');
 }
 
@@ -61,7 +77,8 @@ function plot() {
   g.clearRect(0, 0, c.width, c.height);
   const all = state.losses.concat(state.val.map((v) => v[1]));
   if (!all.length) return;
-  const [lo, hi] = [Math.min(...all), Math.max(...all)];
+  // Not Math.min(...all): a long run's array would overflow the call's arguments.
+  const [lo, hi] = all.reduce(([a, b], l) => [Math.min(a, l), Math.max(b, l)], [Infinity, -Infinity]);
   const pad = 40, steps = Math.max(state.info.steps, 2);
   const x = (s) => pad + (c.width - 2 * pad) * s / (steps - 1);
   const y = (l) => c.height - pad - (c.height - 2 * pad) * (hi > lo ? (l - lo) / (hi - lo) : 0.5);
@@ -83,11 +100,14 @@ function plot() {
 async function start(resume) {
   $('error').textContent = '';
   const name = $('config').value;
-  const config = await (await fetch('models/' + name)).text();
-  const steps = $('steps').value ? Number($('steps').value) : undefined;
+  if (!name) throw new Error('pick a model');
+  const config = new TextDecoder().decode(await bytes('models/' + name));
+  const steps = count('steps', undefined);
   const corpus = await text();
+  // The old run is gone once start is called, whether the new one starts or not.
+  Object.assign(state, { info: null, losses: [], val: [], stepMs: [], done: false, error: null });
   state.info = JSON.parse(trainer.start(config, name, corpus, resume?.config, resume?.weights, steps));
-  Object.assign(state, { losses: [], val: [], stepMs: [], done: false });
+  state.spec = selection();
   status();
   plot();
   await train();
@@ -96,10 +116,24 @@ async function start(resume) {
 async function train() {
   state.running = true;
   buttons();
+  try {
+    await steps();
+  } finally {
+    state.running = false;
+  }
+}
+
+async function steps() {
   const i = state.info;
   while (state.running) {
     const t = performance.now();
-    const out = await trainer.step();
+    let out;
+    try {
+      out = await trainer.step();
+    } catch (e) {
+      state.info = null; // a failed step leaves nothing to continue: Train starts anew
+      throw e;
+    }
     if (out === null) break;
     const d = JSON.parse(out);
     state.stepMs.push(performance.now() - t);
@@ -114,12 +148,12 @@ async function train() {
   }
   state.running = false;
   state.tokensPerSecond = tokensPerSecond();
-  buttons();
 }
 
 async function sample() {
   const t = Number($('temperature').value);
-  $('sample').textContent = await trainer.sample($('prompt').value, Number($('length').value), t, t > 0 ? 40 : 1, 1);
+  if (!(t >= 0)) throw new Error('temperature: a number of at least 0');
+  $('sample').textContent = await trainer.sample($('prompt').value, count('length', 200), t, t > 0 ? 40 : 1, 1);
   state.sample = $('sample').textContent;
 }
 
@@ -144,11 +178,25 @@ async function resume() {
   await start({ weights: new Uint8Array(await w.arrayBuffer()), config: await c.text() });
 }
 
-const guard = (f) => () => f().catch(fail);
-$('train').onclick = guard(() => (state.info && !state.done && state.losses.length ? train() : start()));
+// One handler at a time; its error shows on the page.
+const guard = (f) => async () => {
+  if (busy) return;
+  busy = true;
+  buttons();
+  try {
+    await f();
+  } catch (e) {
+    fail(e);
+  } finally {
+    busy = false;
+    buttons();
+  }
+};
+const paused = () => state.info && !state.done && state.losses.length && state.spec === selection();
+$('train').onclick = guard(() => (paused() ? train() : start()));
 $('pause').onclick = () => { state.running = false; };
 $('resume').onclick = guard(resume);
-$('sample-btn').onclick = guard(async () => { buttons(); await sample(); });
+$('sample-btn').onclick = guard(sample);
 $('save').onclick = guard(save);
 
 // The browser's words for its adapter (wgpu's web back end leaves the name empty).
@@ -174,8 +222,8 @@ async function main() {
   if (query.get('config')) $('config').value = query.get('config');
   if (query.get('steps')) $('steps').value = query.get('steps');
   if (query.get('auto')) {
-    await start();
-    await sample();
+    await guard(start)();
+    if (!state.error) await guard(sample)();
     state.finished = true;
   }
 }

@@ -391,9 +391,21 @@ impl Gpu {
     }
 
     /// `read` without blocking the thread, for the browser (where a mapping completes only on
-    /// its event loop); natively it waits for the GPU as `read` does. A staging buffer of its
-    /// own per call.
+    /// its event loop), through a staging buffer of its own per call; natively it is `read`.
     pub async fn read_async<T: bytemuck::Pod>(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<T>, GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.read(buf, offset, len);
+        #[cfg(target_arch = "wasm32")]
+        self.read_mapped(buf, offset, len).await
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    async fn read_mapped<T: bytemuck::Pod>(
         &self,
         buf: &wgpu::Buffer,
         offset: u64,
