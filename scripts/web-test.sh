@@ -9,10 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
 if ! [ -x /usr/bin/chromium ]; then
   echo "web-test: installing Debian's chromium"
   $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
-    || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; }
+    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null; }
 fi
 command -v node >/dev/null || { echo "web-test: needs Node.js (node) to drive the browser" >&2; exit 1; }
 echo "web-test: $(/usr/bin/chromium --version 2>/dev/null | head -1), node $(node --version)"
