@@ -119,6 +119,11 @@ impl Run {
         self.step >= self.settings.steps
     }
 
+    /// The model's parameters.
+    pub fn parameters(&self) -> u64 {
+        self.gpt.arena.table.numel()
+    }
+
     pub fn tokens_per_step(&self) -> u64 {
         (self.gpt.b * self.gpt.t) as u64
     }
@@ -166,10 +171,8 @@ impl Run {
     /// shorter than one batch).
     pub async fn val_loss(&mut self, gpu: &Gpu, batches: usize) -> Result<Option<f32>, GpuError> {
         let Some(val) = &mut self.val else { return Ok(None) };
-        val.pos = 0;
-        let n = batches.clamp(1, val.batches());
         let rows = self.gpt.b * self.gpt.t;
-        let (sum, counted) = self.gpt.eval_batches(gpu, val, n, 0..rows).await?;
+        let (sum, counted) = self.gpt.eval_batches(gpu, val, batches, 0..rows).await?;
         Ok(Some((sum / counted.max(1) as f64) as f32))
     }
 

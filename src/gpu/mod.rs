@@ -347,14 +347,16 @@ impl Gpu {
     /// Reads `len` f16 elements of `buf` from f16 element `offset`, as f32 (whole u32 words
     /// travel: reads start and end on 4 bytes).
     pub fn read_f16(&self, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<f32>, GpuError> {
-        let (lo, words, skip) = f16_words(offset, len);
-        Ok(halves_to_f32(&self.read(buf, lo, words)?, skip, len))
+        pollster::block_on(self.read_f16_async(buf, offset, len))
     }
 
-    /// `read_f16` awaiting the read (`read_async`).
+    /// `read_f16` awaiting the read (`read_async`; natively `read`).
     pub async fn read_f16_async(&self, buf: &wgpu::Buffer, offset: u64, len: usize) -> Result<Vec<f32>, GpuError> {
-        let (lo, words, skip) = f16_words(offset, len);
-        Ok(halves_to_f32(&self.read_async(buf, lo, words).await?, skip, len))
+        let (lo, hi) = (offset / 2, (offset + len as u64).div_ceil(2));
+        let words: Vec<u32> = self.read_async(buf, lo, (hi - lo) as usize).await?;
+        let halves: &[u16] = bytemuck::cast_slice(&words);
+        let skip = (offset - 2 * lo) as usize;
+        Ok(halves[skip..skip + len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect())
     }
 
     /// Reads `len` elements of `buf` from element `offset`, waiting for queued work first.
@@ -459,17 +461,4 @@ impl Gpu {
     pub fn name(&self) -> String {
         format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
     }
-}
-
-/// The u32 words that hold f16 elements `offset..offset + len`: the first, how many, and the
-/// halves before element `offset` in them.
-fn f16_words(offset: u64, len: usize) -> (u64, usize, usize) {
-    let (lo, hi) = (offset / 2, (offset + len as u64).div_ceil(2));
-    (lo, (hi - lo) as usize, (offset - 2 * lo) as usize)
-}
-
-/// Halves `skip..skip + len` of `words` (two f16 each, little-endian) in f32.
-fn halves_to_f32(words: &[u32], skip: usize, len: usize) -> Vec<f32> {
-    let halves: &[u16] = bytemuck::cast_slice(words);
-    halves[skip..skip + len].iter().map(|&h| half::f16::from_bits(h).to_f32()).collect()
 }

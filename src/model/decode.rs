@@ -148,14 +148,18 @@ impl Decoder {
     /// Feeds one token per row, each at its row's position, and returns the logits of every
     /// row (rows × V).
     pub fn next_rows(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<Vec<f32>, GpuError> {
-        self.step(gpu, tokens, true)?;
-        super::read_as_f32(gpu, &self.logits, 0, self.rows.len() * self.v)
+        pollster::block_on(self.next_rows_async(gpu, tokens))
     }
 
     /// `next` awaiting the logits instead of blocking (the browser's way).
     pub async fn next_async(&mut self, gpu: &Gpu, token: u32) -> Result<Vec<f32>, GpuError> {
-        self.step(gpu, &[token], true)?;
-        super::read_as_f32_async(gpu, &self.logits, 0, self.v).await
+        self.next_rows_async(gpu, &[token]).await
+    }
+
+    /// `next_rows` awaiting the logits.
+    pub async fn next_rows_async(&mut self, gpu: &Gpu, tokens: &[u32]) -> Result<Vec<f32>, GpuError> {
+        self.step(gpu, tokens, true)?;
+        super::read_as_f32_async(gpu, &self.logits, 0, self.rows.len() * self.v).await
     }
 
     /// Feeds one token of a prompt into row 0's cache: the layers only, with neither the LM

@@ -403,11 +403,9 @@ impl Gpt {
 }
 
 /// Reads `len` elements of `t` from element `offset` as f32, whatever its type.
+/// Native only: it blocks (natively `read_as_f32_async` is `Gpu::read`'s wait).
 pub(crate) fn read_as_f32(gpu: &Gpu, t: &Tensor, offset: u64, len: usize) -> Result<Vec<f32>, GpuError> {
-    match t.dtype {
-        Dtype::F32 => gpu.read(&t.buf, offset, len),
-        Dtype::F16 => gpu.read_f16(&t.buf, offset, len),
-    }
+    pollster::block_on(read_as_f32_async(gpu, t, offset, len))
 }
 
 /// `read_as_f32` awaiting the read (`Gpu::read_async`).

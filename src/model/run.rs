@@ -250,18 +250,19 @@ impl Gpt {
         gpu.read::<f32>(&self.micro.losses, 0, self.b * self.t)
     }
 
-    /// The summed loss and the counted targets of the next `n` batches of `val`, each batch's
-    /// rows `mine` (a rank's share) through the evaluation forward, one submit and one awaited
-    /// read per batch.
+    /// The summed loss and the counted targets of the first `batches` batches of `val` (at
+    /// least one, at most all), each batch's rows `mine` (a rank's share) through the
+    /// evaluation forward, one submit and one awaited read per batch.
     pub async fn eval_batches(
         &self,
         gpu: &Gpu,
         val: &mut crate::data::Loader,
-        n: usize,
+        batches: usize,
         mine: std::ops::Range<usize>,
     ) -> Result<(f64, u64), GpuError> {
+        val.pos = 0;
         let (mut sum, mut counted) = (0.0, 0u64);
-        for _ in 0..n {
+        for _ in 0..batches.clamp(1, val.batches()) {
             let (x, y) = val.next_batch();
             // Masked data: the mean over the targets that count (the global batch's).
             counted += y.iter().filter(|&&t| t != crate::data::IGNORE).count() as u64;

@@ -96,11 +96,10 @@ impl Trainer {
         inner.run = None;
         let run = Run::new(&inner.gpu, &spec).map_err(js)?;
         let s = &run.settings;
-        let params: usize = run.config.parameter_specs().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         let info = serde_json::json!({
             "batch_size": s.batch_size, "seq_len": s.seq_len, "steps": s.steps, "lr": s.lr,
             "warmup": s.warmup, "eval_every": s.eval_every, "tokens_per_step": run.tokens_per_step(),
-            "parameters": params, "n_layer": run.config.n_layer, "n_head": run.config.n_head,
+            "parameters": run.parameters(), "n_layer": run.config.n_layer, "n_head": run.config.n_head,
             "n_embd": run.config.n_embd,
         });
         inner.run = Some(run);
